@@ -1,0 +1,184 @@
+//! The two custom resources (group `checkpointing.zacchaeuschok.github.io`, `v1alpha1`).
+//!
+//! `ContainerCheckpoint` is the user's request; `ContainerCheckpointContent` (same name, owned
+//! by the request, labelled with its node) is the artifact noded produces. Field names are the
+//! seed project's, so its samples and commands work unchanged.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Where a request or its artifact stands. `Completed` and `Failed` are final.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CheckpointState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl CheckpointState {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+}
+
+/// Ask for one container of a running pod to be checkpointed.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "checkpointing.zacchaeuschok.github.io",
+    version = "v1alpha1",
+    kind = "ContainerCheckpoint",
+    doc = "A request to checkpoint one container of a running pod.",
+    namespaced,
+    status = "ContainerCheckpointStatus",
+    shortname = "cc",
+    category = "checkpointing",
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".spec.podName"}"#,
+    printcolumn = r#"{"name":"Container","type":"string","jsonPath":".spec.container"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.nodeName"}"#,
+    printcolumn = r#"{"name":"Size","type":"integer","jsonPath":".status.archiveSize"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message","priority":1}"#,
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".status.image","priority":1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerCheckpointSpec {
+    /// Pod whose container is checkpointed, in this object's namespace.
+    pub pod_name: String,
+    /// Container of that pod to checkpoint.
+    pub container: String,
+    /// Kept from the seed API. When set it must equal `metadata.namespace`: a request never
+    /// reaches into another namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Seconds the runtime may take for the checkpoint (runtime default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: Option<i64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerCheckpointStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<CheckpointState>,
+    /// Why the request is in its state, in words a user can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_name: Option<String>,
+    #[serde(default, rename = "podUID", skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_time: Option<Time>,
+    /// Archive size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_size: Option<i64>,
+    /// Checkpoint image reference, with digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The checkpoint artifact on one node: written by the controller (spec) and that node's
+/// noded (status).
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "checkpointing.zacchaeuschok.github.io",
+    version = "v1alpha1",
+    kind = "ContainerCheckpointContent",
+    doc = "The checkpoint archive and image of one ContainerCheckpoint, on one node.",
+    namespaced,
+    status = "ContainerCheckpointContentStatus",
+    shortname = "ccc",
+    category = "checkpointing",
+    printcolumn = r#"{"name":"Ready","type":"boolean","jsonPath":".status.ready"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
+    printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".spec.podName"}"#,
+    printcolumn = r#"{"name":"Container","type":"string","jsonPath":".spec.containerName"}"#,
+    printcolumn = r#"{"name":"Size","type":"integer","jsonPath":".status.archiveSize"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Path","type":"string","jsonPath":".status.checkpointPath","priority":1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerCheckpointContentSpec {
+    /// Name of the ContainerCheckpoint this artifact belongs to (same namespace).
+    pub container_checkpoint_ref: String,
+    pub namespace: String,
+    pub pod_name: String,
+    pub container_name: String,
+    pub node_name: String,
+    #[serde(rename = "podUID")]
+    pub pod_uid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerCheckpointContentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<CheckpointState>,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub container_id: Option<String>,
+    /// Archive path on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_size: Option<i64>,
+    /// `sha256:<hex>` of the archive, which is also the image's layer digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_time: Option<Time>,
+    /// Runtime that took the checkpoint, e.g. `containerd v2.1.9`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criu_version: Option<String>,
+}
+
+/// Both CRDs as `apiextensions.k8s.io/v1` objects, request first.
+pub fn crds() -> [CustomResourceDefinition; 2] {
+    [
+        ContainerCheckpoint::crd(),
+        ContainerCheckpointContent::crd(),
+    ]
+}
+
+/// File name under `deploy/crds/` and YAML text of each CRD: what `controller crd` writes and
+/// what the drift test compares against.
+pub fn crd_files() -> Result<Vec<(String, String)>, serde_saphyr::SerializeError> {
+    crds()
+        .iter()
+        .map(|crd| {
+            let name = crd.metadata.name.as_deref().unwrap_or_default();
+            Ok((format!("{name}.yaml"), serde_saphyr::to_string(crd)?))
+        })
+        .collect()
+}

@@ -1,0 +1,324 @@
+//! CRI v1 client over a unix socket: generated stubs, endpoint parsing, timeouts, typed errors
+//! and the narrow [`Runtime`] trait noded's logic is written against.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// Stubs generated from `proto/runtime/v1/api.proto`.
+pub mod api {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("runtime.v1");
+}
+
+use api::image_service_client::ImageServiceClient;
+use api::runtime_service_client::RuntimeServiceClient;
+
+/// CRI-O's default socket.
+pub const CRIO_ENDPOINT: &str = "unix:///var/run/crio/crio.sock";
+/// containerd's default socket.
+pub const CONTAINERD_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+
+/// What went wrong talking to the runtime. gRPC failures keep their [`tonic::Code`] so callers
+/// can tell a transient failure (retry) from a permanent one (report).
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("invalid CRI endpoint {endpoint:?}: expected unix:///path/to/socket")]
+    InvalidEndpoint { endpoint: String },
+    #[error("CRI socket {} does not exist: is the container runtime running?", path.display())]
+    SocketMissing { path: PathBuf },
+    #[error("connecting to CRI socket {}", path.display())]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("CRI {op}: not found: {message}")]
+    NotFound { op: &'static str, message: String },
+    #[error("CRI {op}: runtime unavailable: {message}")]
+    Unavailable { op: &'static str, message: String },
+    #[error("CRI {op}: deadline exceeded: {message}")]
+    DeadlineExceeded { op: &'static str, message: String },
+    #[error("CRI {op}: not implemented by this runtime: {message}")]
+    Unimplemented { op: &'static str, message: String },
+    #[error("CRI {op} failed ({code:?}): {message}")]
+    Rpc {
+        op: &'static str,
+        code: tonic::Code,
+        message: String,
+    },
+}
+
+impl CriError {
+    fn from_status(op: &'static str, status: tonic::Status) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            tonic::Code::NotFound => Self::NotFound { op, message },
+            tonic::Code::Unavailable => Self::Unavailable { op, message },
+            tonic::Code::DeadlineExceeded => Self::DeadlineExceeded { op, message },
+            tonic::Code::Unimplemented => Self::Unimplemented { op, message },
+            code => Self::Rpc { op, code, message },
+        }
+    }
+
+    /// The gRPC code this error stands for (connection problems count as `Unavailable`).
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Self::InvalidEndpoint { .. } => tonic::Code::InvalidArgument,
+            Self::SocketMissing { .. } | Self::Connect { .. } | Self::Unavailable { .. } => {
+                tonic::Code::Unavailable
+            }
+            Self::NotFound { .. } => tonic::Code::NotFound,
+            Self::DeadlineExceeded { .. } => tonic::Code::DeadlineExceeded,
+            Self::Unimplemented { .. } => tonic::Code::Unimplemented,
+            Self::Rpc { code, .. } => *code,
+        }
+    }
+
+    /// Worth retrying later: the runtime may be restarting or busy.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::Aborted
+        )
+    }
+}
+
+/// Where and how patiently to reach the runtime.
+#[derive(Clone, Debug)]
+pub struct CriConfig {
+    /// `unix:///path/to.sock`.
+    pub endpoint: String,
+    pub connect_timeout: Duration,
+    /// Upper bound of every call except `CheckpointContainer`, which gets its own timeout.
+    pub call_timeout: Duration,
+}
+
+impl CriConfig {
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            connect_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Socket path of a `unix://` endpoint.
+pub fn socket_path(endpoint: &str) -> Result<PathBuf, CriError> {
+    match endpoint.strip_prefix("unix://") {
+        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        _ => Err(CriError::InvalidEndpoint {
+            endpoint: endpoint.to_owned(),
+        }),
+    }
+}
+
+/// A connected CRI client. Cheap to clone; the channel reconnects by itself after the runtime
+/// restarts.
+#[derive(Clone, Debug)]
+pub struct CriClient {
+    runtime: RuntimeServiceClient<Channel>,
+    image: ImageServiceClient<Channel>,
+    call_timeout: Duration,
+    socket: PathBuf,
+}
+
+impl CriClient {
+    /// Connects to the runtime's socket, failing fast with the socket path when it is absent.
+    pub async fn connect(config: &CriConfig) -> Result<Self, CriError> {
+        let socket = socket_path(&config.endpoint)?;
+        if !socket.exists() {
+            return Err(CriError::SocketMissing { path: socket });
+        }
+        let dial = socket.clone();
+        // The URI is a placeholder required by tonic; the connector ignores it and dials the socket.
+        let channel = Endpoint::from_static("http://cri.invalid")
+            .connect_timeout(config.connect_timeout)
+            .connect_with_connector(tower::service_fn(move |_| {
+                let dial = dial.clone();
+                async move { UnixStream::connect(dial).await.map(TokioIo::new) }
+            }))
+            .await
+            .map_err(|source| CriError::Connect {
+                path: socket.clone(),
+                source,
+            })?;
+        Ok(Self {
+            // CRI messages (ListContainers on a busy node) exceed tonic's 4 MiB default.
+            runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(16 << 20),
+            image: ImageServiceClient::new(channel).max_decoding_message_size(16 << 20),
+            call_timeout: config.call_timeout,
+            socket,
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The generated RuntimeService stub, for calls outside the [`Runtime`] trait.
+    pub fn runtime_service(&self) -> RuntimeServiceClient<Channel> {
+        self.runtime.clone()
+    }
+
+    /// The generated ImageService stub.
+    pub fn image_service(&self) -> ImageServiceClient<Channel> {
+        self.image.clone()
+    }
+
+    /// Runs one call with a deadline, sent to the runtime as `grpc-timeout` and enforced here.
+    pub async fn call<T, R, F, Fut>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        message: T,
+        f: F,
+    ) -> Result<R, CriError>
+    where
+        F: FnOnce(tonic::Request<T>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, f(request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(CriError::from_status(op, status)),
+            Err(_) => Err(CriError::DeadlineExceeded {
+                op,
+                message: format!("no answer within {timeout:?}"),
+            }),
+        }
+    }
+}
+
+/// The CRI calls noded makes. Its logic depends on this trait, not on a socket, so it is
+/// unit-tested with a recording fake.
+pub trait Runtime: Send + Sync {
+    fn version(&self) -> impl Future<Output = Result<api::VersionResponse, CriError>> + Send;
+
+    /// Containers whose labels include all of `labels`.
+    fn list_containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<api::Container>, CriError>> + Send;
+
+    /// Asks the runtime to write a checkpoint archive of `container_id` at `location` (a path
+    /// in the runtime's mount namespace), allowing it `timeout`.
+    fn checkpoint_container(
+        &self,
+        container_id: &str,
+        location: &Path,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), CriError>> + Send;
+
+    /// Image id when the runtime holds `image`, `None` otherwise.
+    fn image_status(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<Option<api::Image>, CriError>> + Send;
+
+    /// Pulls `image`; returns the runtime's image reference.
+    fn pull_image(&self, image: &str) -> impl Future<Output = Result<String, CriError>> + Send;
+}
+
+/// Extra time granted beyond the runtime's own checkpoint timeout, so the runtime reports a
+/// timeout itself rather than us cutting the call.
+const CHECKPOINT_GRACE: Duration = Duration::from_secs(10);
+
+impl Runtime for CriClient {
+    async fn version(&self) -> Result<api::VersionResponse, CriError> {
+        let mut rt = self.runtime_service();
+        let message = api::VersionRequest {
+            version: "v1".into(),
+        };
+        self.call("Version", self.call_timeout, message, |r| rt.version(r))
+            .await
+    }
+
+    async fn list_containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<api::Container>, CriError> {
+        let mut rt = self.runtime_service();
+        let message = api::ListContainersRequest {
+            filter: Some(api::ContainerFilter {
+                label_selector: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                ..Default::default()
+            }),
+        };
+        let response = self
+            .call("ListContainers", self.call_timeout, message, |r| {
+                rt.list_containers(r)
+            })
+            .await?;
+        Ok(response.containers)
+    }
+
+    async fn checkpoint_container(
+        &self,
+        container_id: &str,
+        location: &Path,
+        timeout: Duration,
+    ) -> Result<(), CriError> {
+        let mut rt = self.runtime_service();
+        let message = api::CheckpointContainerRequest {
+            container_id: container_id.to_owned(),
+            location: location.to_string_lossy().into_owned(),
+            timeout: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        };
+        self.call(
+            "CheckpointContainer",
+            timeout + CHECKPOINT_GRACE,
+            message,
+            |r| rt.checkpoint_container(r),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<api::Image>, CriError> {
+        let mut is = self.image_service();
+        let message = api::ImageStatusRequest {
+            image: Some(api::ImageSpec {
+                image: image.to_owned(),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
+        let response = self
+            .call("ImageStatus", self.call_timeout, message, |r| {
+                is.image_status(r)
+            })
+            .await?;
+        Ok(response.image)
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<String, CriError> {
+        let mut is = self.image_service();
+        let message = api::PullImageRequest {
+            image: Some(api::ImageSpec {
+                image: image.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // Pulls are bounded by the network, not the runtime: allow them several call timeouts.
+        let response = self
+            .call("PullImage", self.call_timeout * 4, message, |r| {
+                is.pull_image(r)
+            })
+            .await?;
+        Ok(response.image_ref)
+    }
+}

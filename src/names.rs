@@ -1,0 +1,32 @@
+//! Names shared by the controller, noded and the tests. Changing one is an API change.
+
+/// API group of our custom resources.
+pub const GROUP: &str = "checkpointing.zacchaeuschok.github.io";
+
+/// Pod annotation naming the ContainerCheckpoint (same namespace) a pod restores from.
+pub const RESTORE_FROM_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/restore-from";
+
+/// Label on a ContainerCheckpointContent naming the node whose noded owns it. Labels, not field
+/// selectors: field selectors on custom resources need Kubernetes 1.31.
+pub const NODE_LABEL: &str = "checkpointing.zacchaeuschok.github.io/node";
+
+/// Finalizer noded puts on a Content so its archive and image blobs go before the object does.
+pub const ARCHIVE_FINALIZER: &str = "checkpointing.zacchaeuschok.github.io/archive";
+
+/// Labels the kubelet (and our testbed stand-in) puts on every CRI sandbox and container.
+pub mod kubelet {
+    pub const POD_NAME: &str = "io.kubernetes.pod.name";
+    pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+    pub const POD_UID: &str = "io.kubernetes.pod.uid";
+    pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+}
+
+/// Manifest annotations that mark an OCI image as a checkpoint image for the runtimes.
+pub mod checkpoint_image {
+    /// CRI-O restores an image carrying this annotation.
+    pub const CRIO_CONTAINER_NAME: &str = "io.kubernetes.cri-o.annotations.checkpoint.name";
+    /// containerd restores an image carrying this annotation.
+    pub const CRIU_CONTAINER_NAME: &str = "org.criu.checkpoint.container.name";
+    pub const ROOTFS_IMAGE_NAME: &str = "org.criu.checkpoint.rootfsImageName";
+    pub const ROOTFS_IMAGE_ID: &str = "org.criu.checkpoint.rootfsImageID";
+}

@@ -1,0 +1,275 @@
+# shellcheck shell=bash
+# Shared settings and helpers for testbed/up, down, agents, node-exec, kubectl, mkkubeconfig.
+# Sourced, never run. Everything here is about *where* things are and *how* to start/stop
+# processes safely; the sequencing lives in `up` and `down`.
+
+TESTBED_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$TESTBED_DIR")
+FILES=$TESTBED_DIR/files
+
+CACHE=${TESTBED_CACHE:-/var/cache/ckpt-testbed}   # survives `down`, keyed by version
+STATE=${TESTBED_STATE:-/var/lib/ckpt-testbed}     # wiped by `down`
+BIN_DIR=${TESTBED_BIN_DIR:-$REPO_DIR/target/debug}
+
+K8S_VERSION=v1.20.2
+K8S_BIN=$CACHE/k8s-$K8S_VERSION/bin
+
+# Network contract (other code depends on these numbers).
+BRIDGE=ckpt0
+NET=10.77.0
+HOST_IP=$NET.1
+API_PORT=6443
+REGISTRY=$HOST_IP:5000
+APISERVER=https://$HOST_IP:$API_PORT
+ETCD_PORT=23790          # unusual ports: never collide with a real etcd on this machine
+ETCD_PEER_PORT=23800
+KCM_PORT=10257
+SCHED_PORT=10259
+CGROUP_NAME=ckpt-testbed # runc cgroupfs parent used by the kubelet stand-in: /ckpt-testbed/<node>/...
+
+# Paths inside every node (see files/node-init.sh and start_node in `up`).
+NODE_CRI_SOCK=/run/containerd/containerd.sock
+NODE_KUBECONFIG=/etc/testbed/kubeconfig
+NODE_BIN=/opt/testbed/bin
+NODE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+# Every process the testbed starts carries this variable. `down` uses it to refuse to kill a
+# recycled PID and to find anything a crashed `up` failed to record.
+MARK=CKPT_TESTBED_STATE=$STATE
+
+AGENTS="containerd kubelet-standin noded"
+
+log() { printf '[testbed %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+require_root() { [ "$(id -u)" = 0 ] || die "must run as root"; }
+
+# A wrong TESTBED_STATE must never make `down` delete something else.
+check_state_path() {
+  case "$STATE" in
+    /*/*) ;;
+    *) die "TESTBED_STATE=$STATE must be an absolute path at least two levels deep" ;;
+  esac
+  case "$STATE" in *' '*) die "TESTBED_STATE must not contain spaces" ;; esac
+}
+
+# Node list: TESTBED_NODES is either a count ("3") or names ("node1 node2"). Once up, the
+# state dir is the truth, so tools started later agree with what `up` actually built.
+node_list() {
+  if [ -f "$STATE/nodes.list" ]; then cat "$STATE/nodes.list"; return; fi
+  local spec=${TESTBED_NODES:-2}
+  if [[ $spec =~ ^[0-9]+$ ]]; then
+    local i out=""
+    for ((i = 1; i <= spec; i++)); do out+="node$i "; done
+    echo "${out% }"
+  else
+    echo "$spec"
+  fi
+}
+
+# node1 -> 1 (its position in the node list); the node's IP is $NET.(10+index).
+node_index() {
+  local i=1 n
+  for n in $(node_list); do
+    [ "$n" = "$1" ] && { echo "$i"; return; }
+    i=$((i + 1))
+  done
+  return 1
+}
+
+node_dir() { echo "$STATE/nodes/$1"; }
+node_ip() { echo "$NET.$((10 + $(node_index "$1")))"; }
+node_pod_subnet() { echo "10.88.$(node_index "$1").0/24"; }
+
+# Debian mirror, read from the host's apt configuration at run time (never hard-coded).
+debian_mirror() {
+  local m=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    m=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+  fi
+  if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
+    m=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+  fi
+  [ -n "$m" ] || die "cannot find a Debian mirror in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
+  echo "${m%/}"
+}
+
+# ---------------------------------------------------------------- processes
+
+# pid_ours PID: alive and started by this testbed (carries $MARK), so safe to signal.
+pid_ours() {
+  local pid=$1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [ -r "/proc/$pid/environ" ] || return 1
+  tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qxF "$MARK"
+}
+
+pidfile_alive() { [ -f "$1" ] && pid_ours "$(cat "$1")"; }
+
+# All live PIDs carrying $MARK (whatever recorded them or not).
+marked_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    [ "$p" = $$ ] && continue
+    [ "$p" = "$BASHPID" ] && continue
+    pid_ours "$p" && echo "$p"
+  done
+  return 0
+}
+
+# start_daemon PIDFILE LOGFILE CMD...: detached (own session, no terminal) with $MARK set.
+# In a non-interactive shell a background job is not a process-group leader, so setsid(1)
+# calls setsid() in place instead of forking, and $! stays the daemon's PID through the
+# exec chain (setsid -> env -> CMD).
+start_daemon() {
+  local pidfile=$1 logfile=$2
+  shift 2
+  mkdir -p "$(dirname "$logfile")" "$(dirname "$pidfile")"
+  setsid env "$MARK" "$@" >>"$logfile" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+}
+
+# stop_pid PID [GRACE_SECONDS]: SIGTERM, then SIGKILL after the grace period. Only ours.
+stop_pid() {
+  local pid=$1 grace=${2:-10} i
+  pid_ours "$pid" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < grace * 10; i++)); do
+    pid_ours "$pid" || return 0
+    sleep 0.1
+  done
+  log "pid $pid ignored SIGTERM for ${grace}s; SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  wait_gone "$pid" 5
+}
+
+wait_gone() {
+  local pid=$1 secs=${2:-5} i
+  for ((i = 0; i < secs * 10; i++)); do
+    [ -d "/proc/$pid" ] || return 0
+    # a zombie is gone for our purposes (its parent reaps it)
+    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# children PID: direct children of a process.
+children() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -v '^$' || true; }
+
+# wait_for SECONDS DESCRIPTION CMD...: poll CMD every 0.2 s until it succeeds.
+wait_for() {
+  local secs=$1 what=$2 i
+  shift 2
+  for ((i = 0; i < secs * 5; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  log "timed out after ${secs}s waiting for $what"
+  return 1
+}
+
+# ---------------------------------------------------------------- nodes
+
+node_init_pid() { cat "$(node_dir "$1")/pid" 2>/dev/null; }
+
+# node_nsenter_argv NODE: sets NSENTER to the argv prefix that runs a command in all of NODE's
+# namespaces with a clean environment (the host's KUBECONFIG etc. would point at host paths).
+node_nsenter_argv() {
+  local node=$1 pid
+  pid=$(node_init_pid "$node") || die "node $node is not up (no $(node_dir "$node")/pid)"
+  pid_ours "$pid" || die "node $node is not running (init pid $pid is gone)"
+  NSENTER=(env "$MARK" nsenter -t "$pid" -m -u -i -n -p -r -w -- env -i "$MARK" PATH="$NODE_PATH" HOME=/root
+    TERM="${TERM:-dumb}" KUBECONFIG="$NODE_KUBECONFIG" CONTAINER_RUNTIME_ENDPOINT="unix://$NODE_CRI_SOCK"
+    CONTAINERD_ADDRESS="$NODE_CRI_SOCK" CONTAINERD_NAMESPACE=k8s.io)
+  local v
+  for v in RUST_LOG RUST_BACKTRACE; do
+    [ -n "${!v:-}" ] && NSENTER+=("$v=${!v}")
+  done
+  return 0
+}
+
+# node_enter NODE CMD...: run CMD inside NODE.
+node_enter() {
+  local node=$1
+  shift
+  node_nsenter_argv "$node"
+  "${NSENTER[@]}" "$@"
+}
+
+# Command line of one agent inside NODE (paths are the node's own).
+agent_cmd() {
+  local name=$1 node=$2 extra_var
+  local common=(--node-name "$node" --kubeconfig "$NODE_KUBECONFIG" --cri-endpoint "unix://$NODE_CRI_SOCK")
+  case $name in
+    containerd) echo /usr/bin/containerd --config /etc/containerd/config.toml ;;
+    kubelet-standin) echo "$NODE_BIN/kubelet-standin ${common[*]} --node-ip $(node_ip "$node")" ;;
+    noded) echo "$NODE_BIN/noded ${common[*]}" ;;
+    *) return 1 ;;
+  esac
+  # Extra flags for tests: TESTBED_NODED_ARGS, TESTBED_KUBELET_STANDIN_ARGS, TESTBED_CONTAINERD_ARGS.
+  extra_var=TESTBED_$(echo "$name" | tr 'a-z-' 'A-Z_')_ARGS
+  [ -n "${!extra_var:-}" ] && echo " ${!extra_var}"
+  return 0
+}
+
+# agent_available NAME: the binary exists (our Rust agents are optional until built).
+agent_available() {
+  case $1 in
+    containerd) return 0 ;;
+    *) [ -x "$BIN_DIR/$1" ] ;;
+  esac
+}
+
+# agent_start NAME NODE: start NAME in NODE's namespaces; record its *host* PID.
+# nsenter forks when it enters a pid namespace, so the agent is nsenter's only child.
+agent_start() {
+  local name=$1 node=$2 d nspid child i
+  d=$(node_dir "$node")
+  if pidfile_alive "$d/$name.pid"; then
+    log "$node: $name already running (pid $(cat "$d/$name.pid"))"
+    return 0
+  fi
+  if ! agent_available "$name"; then
+    log "$node: $name not started: $BIN_DIR/$name does not exist (build it, then: testbed/agents start $name)"
+    return 0
+  fi
+  node_nsenter_argv "$node"
+  echo "--- $(date -Is) start: $(agent_cmd "$name" "$node")" >>"$d/$name.log"
+  # shellcheck disable=SC2046 # agent_cmd prints a word list on purpose
+  setsid "${NSENTER[@]}" $(agent_cmd "$name" "$node") >>"$d/$name.log" 2>&1 </dev/null &
+  nspid=$!
+  child=""
+  for ((i = 0; i < 50; i++)); do
+    child=$(children "$nspid" | head -1)
+    [ -n "$child" ] && break
+    kill -0 "$nspid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$child" ]; then
+    log "$node: $name exited at once; last log lines:"
+    tail -n 20 "$d/$name.log" >&2 || true
+    return 1
+  fi
+  echo "$child" >"$d/$name.pid"
+  log "$node: started $name (host pid $child, log $d/$name.log)"
+}
+
+agent_stop() {
+  local name=$1 node=$2 sig=${3:-TERM} d
+  d=$(node_dir "$node")
+  [ -f "$d/$name.pid" ] || return 0
+  if pidfile_alive "$d/$name.pid"; then
+    if [ "$sig" = KILL ]; then
+      kill -KILL "$(cat "$d/$name.pid")" 2>/dev/null || true
+      wait_gone "$(cat "$d/$name.pid")" 5 || true
+    else
+      stop_pid "$(cat "$d/$name.pid")" 15
+    fi
+    log "$node: stopped $name"
+  fi
+  rm -f "$d/$name.pid"
+}
+
+# containerd answers on its socket (checked from inside the node with its own ctr).
+containerd_ready() { node_enter "$1" ctr version >/dev/null 2>&1; }
