@@ -21,12 +21,33 @@ pub mod kubelet {
     pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 }
 
-/// Manifest annotations that mark an OCI image as a checkpoint image for the runtimes.
+/// Manifest annotations that mark an OCI image as a checkpoint image for the runtimes
+/// (checkpointctl's `org.criu.checkpoint.*` metadata keys).
 pub mod checkpoint_image {
     /// CRI-O restores an image carrying this annotation.
     pub const CRIO_CONTAINER_NAME: &str = "io.kubernetes.cri-o.annotations.checkpoint.name";
     /// containerd restores an image carrying this annotation.
-    pub const CRIU_CONTAINER_NAME: &str = "org.criu.checkpoint.container.name";
+    pub const CONTAINER_NAME: &str = "org.criu.checkpoint.container.name";
+    pub const POD_NAME: &str = "org.criu.checkpoint.pod.name";
+    pub const POD_NAMESPACE: &str = "org.criu.checkpoint.pod.namespace";
     pub const ROOTFS_IMAGE_NAME: &str = "org.criu.checkpoint.rootfsImageName";
     pub const ROOTFS_IMAGE_ID: &str = "org.criu.checkpoint.rootfsImageID";
+    pub const RUNTIME_NAME: &str = "org.criu.checkpoint.runtime.name";
+    pub const RUNTIME_VERSION: &str = "org.criu.checkpoint.runtime.version";
+    pub const ENGINE_NAME: &str = "org.criu.checkpoint.engine.name";
+    /// Standard OCI annotation naming a manifest's tag inside an image layout's index.
+    pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 }
+
+/// Server-side-apply field managers: one per binary, so every field has exactly one writer.
+pub const CONTROLLER_MANAGER: &str = "checkpoint-controller";
+pub const NODED_MANAGER: &str = "checkpoint-noded";
+
+/// noded proves it runs on a node by renewing this Lease (in its lease namespace); the controller
+/// refuses requests for nodes without a live one.
+pub fn noded_lease_name(node: &str) -> String {
+    format!("checkpoint-noded-{node}")
+}
+
+/// Namespace of the noded Leases unless configured otherwise: one that exists in every cluster.
+pub const DEFAULT_LEASE_NAMESPACE: &str = "kube-system";

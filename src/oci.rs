@@ -1,0 +1,551 @@
+//! Checkpoint images in a node-local OCI image layout.
+//!
+//! A checkpoint image is an OCI image manifest with one layer — the checkpoint archive itself,
+//! `application/vnd.oci.image.layer.v1.tar`, whose files land at `/` — a minimal config, and
+//! manifest annotations that tell CRI-O and containerd to restore instead of start. The archive
+//! becomes the layer blob by hard link: it is hashed once and never copied.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use oci_spec::image::{
+    Arch, Descriptor, DescriptorBuilder, Digest, ImageConfiguration, ImageConfigurationBuilder,
+    ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, Os,
+    RootFsBuilder, Sha256Digest,
+};
+
+use crate::names::checkpoint_image as ann;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("{op} {}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("building OCI {what}")]
+    Spec {
+        what: &'static str,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("blob {digest} is {found}, expected {expected}")]
+    Corrupt {
+        digest: String,
+        expected: String,
+        found: String,
+    },
+    #[error("no image tagged {tag:?} in {}", layout.display())]
+    UnknownTag { tag: String, layout: PathBuf },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> OciError {
+    let path = path.to_path_buf();
+    move |source| OciError::Io { op, path, source }
+}
+
+fn spec_err(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> OciError {
+    move |source| OciError::Spec { what, source }
+}
+
+/// SHA-256 digest and size of a file, read once in large chunks.
+pub fn sha256_file(path: &Path) -> Result<(Sha256Digest, u64), OciError> {
+    let mut file = File::open(path).map_err(io_err("opening", path))?;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(io_err("reading", path))?;
+        if n == 0 {
+            break;
+        }
+        context.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((sha256_of_digest(context.finish()), size))
+}
+
+fn sha256_bytes(bytes: &[u8]) -> Sha256Digest {
+    sha256_of_digest(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+fn sha256_of_digest(d: ring::digest::Digest) -> Sha256Digest {
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Sha256Digest::from_str(&hex).expect("64 lowercase hex digits are a valid sha256 digest")
+}
+
+/// Who and what a checkpoint image restores; becomes the manifest annotations.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointMeta {
+    pub container: String,
+    pub pod: String,
+    pub namespace: String,
+    pub rootfs_image_name: String,
+    pub rootfs_image_id: String,
+    pub runtime_name: String,
+    pub runtime_version: String,
+    /// RFC 3339 time of the checkpoint.
+    pub created: String,
+}
+
+/// The manifest annotations both runtimes look for, plus checkpointctl's metadata keys.
+pub fn checkpoint_annotations(meta: &CheckpointMeta) -> HashMap<String, String> {
+    [
+        (ann::CRIO_CONTAINER_NAME, &meta.container),
+        (ann::CONTAINER_NAME, &meta.container),
+        (ann::POD_NAME, &meta.pod),
+        (ann::POD_NAMESPACE, &meta.namespace),
+        (ann::ROOTFS_IMAGE_NAME, &meta.rootfs_image_name),
+        (ann::ROOTFS_IMAGE_ID, &meta.rootfs_image_id),
+        (ann::RUNTIME_NAME, &meta.runtime_name),
+        (ann::RUNTIME_VERSION, &meta.runtime_version),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| (k.to_owned(), v.clone()))
+    .chain([(ann::ENGINE_NAME.to_owned(), "noded".to_owned())])
+    .collect()
+}
+
+/// Image config for a one-layer checkpoint image whose layer is `layer` (uncompressed, so its
+/// diff id is its digest).
+pub fn checkpoint_config(
+    layer: &Sha256Digest,
+    created: &str,
+) -> Result<ImageConfiguration, OciError> {
+    let rootfs = RootFsBuilder::default()
+        .typ("layers")
+        .diff_ids(vec![Digest::from(layer.clone()).to_string()])
+        .build()
+        .map_err(spec_err("rootfs"))?;
+    ImageConfigurationBuilder::default()
+        .architecture(Arch::Amd64)
+        .os(Os::Linux)
+        .created(created.to_owned())
+        .rootfs(rootfs)
+        .build()
+        .map_err(spec_err("image config"))
+}
+
+fn descriptor(
+    media_type: MediaType,
+    digest: Sha256Digest,
+    size: u64,
+) -> Result<Descriptor, OciError> {
+    DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(Digest::from(digest))
+        .size(size)
+        .build()
+        .map_err(spec_err("descriptor"))
+}
+
+/// The manifest of a checkpoint image (always OCI, never Docker v2s2).
+pub fn checkpoint_manifest(
+    config: Descriptor,
+    layer: Descriptor,
+    annotations: HashMap<String, String>,
+) -> Result<ImageManifest, OciError> {
+    ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(vec![layer])
+        .annotations(annotations)
+        .build()
+        .map_err(spec_err("manifest"))
+}
+
+/// A node-local OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`). Only one
+/// process writes it; the lock serialises index updates against blob garbage collection.
+#[derive(Debug)]
+pub struct ImageLayout {
+    root: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl ImageLayout {
+    /// Opens the layout at `root`, creating an empty one if needed.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, OciError> {
+        let root = root.into();
+        let blobs = root.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(io_err("creating", &blobs))?;
+        let layout = Self {
+            root,
+            lock: Mutex::new(()),
+        };
+        let marker = layout.root.join("oci-layout");
+        if !marker.exists() {
+            layout.write_atomic(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        if !layout.index_path().exists() {
+            layout.write_index(&empty_index()?)?;
+        }
+        Ok(layout)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_ref())
+            .join(digest.digest())
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    /// Writes `bytes` under a temporary name, fsyncs, then renames: readers never see a
+    /// partial file.
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), OciError> {
+        let tmp = path.with_extension("partial");
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err("creating", &tmp))?;
+        file.write_all(bytes).map_err(io_err("writing", &tmp))?;
+        file.sync_all().map_err(io_err("syncing", &tmp))?;
+        fs::rename(&tmp, path).map_err(io_err("renaming into place", path))
+    }
+
+    fn write_blob(&self, media_type: MediaType, bytes: &[u8]) -> Result<Descriptor, OciError> {
+        let digest = sha256_bytes(bytes);
+        let path = self.blob_path(&digest.clone().into());
+        if !path.exists() {
+            self.write_atomic(&path, bytes)?;
+        }
+        descriptor(media_type, digest, bytes.len() as u64)
+    }
+
+    pub fn read_index(&self) -> Result<ImageIndex, OciError> {
+        let path = self.index_path();
+        let file = File::open(&path).map_err(io_err("opening", &path))?;
+        ImageIndex::from_reader(file).map_err(spec_err("index"))
+    }
+
+    fn write_index(&self, index: &ImageIndex) -> Result<(), OciError> {
+        let bytes = index.to_string().map_err(spec_err("index"))?;
+        self.write_atomic(&self.index_path(), bytes.as_bytes())
+    }
+
+    /// Makes `archive` (already hashed: `layer`, `size`) the layer of a checkpoint image tagged
+    /// `tag`, replacing any image with that tag. Returns the manifest descriptor.
+    pub fn add_checkpoint(
+        &self,
+        archive: &Path,
+        layer: &Sha256Digest,
+        size: u64,
+        meta: &CheckpointMeta,
+        tag: &str,
+    ) -> Result<Descriptor, OciError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let layer_path = self.blob_path(&layer.clone().into());
+        link_blob(archive, &layer_path)?;
+        let config = checkpoint_config(layer, &meta.created)?;
+        let config = self.write_blob(
+            MediaType::ImageConfig,
+            config
+                .to_string()
+                .map_err(spec_err("image config"))?
+                .as_bytes(),
+        )?;
+        let layer = descriptor(MediaType::ImageLayer, layer.clone(), size)?;
+        let manifest = checkpoint_manifest(config, layer, checkpoint_annotations(meta))?;
+        let mut manifest_desc = self.write_blob(
+            MediaType::ImageManifest,
+            manifest
+                .to_string()
+                .map_err(spec_err("manifest"))?
+                .as_bytes(),
+        )?;
+        manifest_desc.set_annotations(Some(HashMap::from([(
+            ann::REF_NAME.to_owned(),
+            tag.to_owned(),
+        )])));
+
+        let mut index = self.read_index()?;
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| tag_of(d) != Some(tag))
+            .cloned()
+            .collect();
+        manifests.push(manifest_desc.clone());
+        index.set_manifests(manifests);
+        self.write_index(&index)?;
+        Ok(manifest_desc)
+    }
+
+    /// The manifest descriptor tagged `tag`.
+    pub fn resolve(&self, tag: &str) -> Result<Option<Descriptor>, OciError> {
+        Ok(self
+            .read_index()?
+            .manifests()
+            .iter()
+            .find(|d| tag_of(d) == Some(tag))
+            .cloned())
+    }
+
+    /// Checks the digest and size of the manifest tagged `tag` and of every blob it names.
+    pub fn verify(&self, tag: &str) -> Result<ImageManifest, OciError> {
+        let desc = self.resolve(tag)?.ok_or_else(|| OciError::UnknownTag {
+            tag: tag.to_owned(),
+            layout: self.root.clone(),
+        })?;
+        self.verify_blob(&desc)?;
+        let path = self.blob_path(desc.digest());
+        let manifest = ImageManifest::from_file(&path).map_err(spec_err("manifest"))?;
+        self.verify_blob(manifest.config())?;
+        for layer in manifest.layers() {
+            self.verify_blob(layer)?;
+        }
+        Ok(manifest)
+    }
+
+    fn verify_blob(&self, desc: &Descriptor) -> Result<(), OciError> {
+        let (digest, size) = sha256_file(&self.blob_path(desc.digest()))?;
+        let found = format!("{} ({size} bytes)", Digest::from(digest));
+        let expected = format!("{} ({} bytes)", desc.digest(), desc.size());
+        if found != expected {
+            return Err(OciError::Corrupt {
+                digest: desc.digest().to_string(),
+                expected,
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops the image tagged `tag` and every blob no remaining image uses. Absent tags are fine
+    /// (deletion is retried after crashes).
+    pub fn remove(&self, tag: &str) -> Result<(), OciError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut index = self.read_index()?;
+        let (gone, kept): (Vec<Descriptor>, Vec<Descriptor>) = index
+            .manifests()
+            .iter()
+            .cloned()
+            .partition(|d| tag_of(d) == Some(tag));
+        if !gone.is_empty() {
+            index.set_manifests(kept);
+            self.write_index(&index)?;
+        }
+        self.collect_garbage(&index)
+    }
+
+    fn collect_garbage(&self, index: &ImageIndex) -> Result<(), OciError> {
+        let mut live = BTreeSet::new();
+        for desc in index.manifests() {
+            live.insert(desc.digest().digest().to_owned());
+            // An unreadable manifest keeps nothing alive but must not abort collection.
+            if let Ok(manifest) = ImageManifest::from_file(self.blob_path(desc.digest())) {
+                live.insert(manifest.config().digest().digest().to_owned());
+                live.extend(
+                    manifest
+                        .layers()
+                        .iter()
+                        .map(|l| l.digest().digest().to_owned()),
+                );
+            }
+        }
+        let dir = self.root.join("blobs/sha256");
+        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            let entry = entry.map_err(io_err("listing", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !live.contains(&name) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_err("removing", &path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn empty_index() -> Result<ImageIndex, OciError> {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::new())
+        .build()
+        .map_err(spec_err("index"))
+}
+
+fn tag_of(desc: &Descriptor) -> Option<&str> {
+    desc.annotations()
+        .as_ref()?
+        .get(ann::REF_NAME)
+        .map(String::as_str)
+}
+
+/// Hard-links `archive` as a blob: same inode, no copy. A blob already there is the same
+/// content (it has the same digest), so it is kept.
+fn link_blob(archive: &Path, blob: &Path) -> Result<(), OciError> {
+    match fs::hard_link(archive, blob) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let same = fs::metadata(blob).map_err(io_err("reading", blob))?.size()
+                == fs::metadata(archive)
+                    .map_err(io_err("reading", archive))?
+                    .size();
+            if same {
+                Ok(())
+            } else {
+                Err(OciError::Corrupt {
+                    digest: blob.display().to_string(),
+                    expected: "the archive's size".into(),
+                    found: "a blob of another size".into(),
+                })
+            }
+        }
+        Err(e) => Err(io_err("linking archive as blob", blob)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> CheckpointMeta {
+        CheckpointMeta {
+            container: "counter".into(),
+            pod: "stateful-app".into(),
+            namespace: "default".into(),
+            rootfs_image_name: "docker.io/library/busybox:latest".into(),
+            rootfs_image_id: "sha256:abc".into(),
+            runtime_name: "containerd".into(),
+            runtime_version: "v2.1.9".into(),
+            created: "2026-11-24T10:00:00Z".into(),
+        }
+    }
+
+    fn archive(dir: &Path, name: &str, content: &[u8]) -> (PathBuf, Sha256Digest, u64) {
+        let path = dir.join(name);
+        fs::write(&path, content).unwrap();
+        let (digest, size) = sha256_file(&path).unwrap();
+        (path, digest, size)
+    }
+
+    #[test]
+    fn annotations_mark_the_image_for_both_runtimes() {
+        let a = checkpoint_annotations(&meta());
+        assert_eq!(a[ann::CRIO_CONTAINER_NAME], "counter");
+        assert_eq!(a[ann::CONTAINER_NAME], "counter");
+        assert_eq!(
+            a[ann::ROOTFS_IMAGE_NAME],
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(a[ann::POD_NAMESPACE], "default");
+        let empty = checkpoint_annotations(&CheckpointMeta {
+            container: "c".into(),
+            ..Default::default()
+        });
+        assert!(
+            !empty.contains_key(ann::ROOTFS_IMAGE_ID),
+            "empty values are left out"
+        );
+    }
+
+    #[test]
+    fn sha256_matches_a_known_vector() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, digest, size) = archive(dir.path(), "abc", b"abc");
+        assert_eq!(
+            digest.digest(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(size, 3);
+    }
+
+    #[test]
+    fn checkpoint_image_is_linked_tagged_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
+        let (path, digest, size) =
+            archive(dir.path(), "a.tar", b"pretend this is a checkpoint tar");
+        let desc = layout
+            .add_checkpoint(&path, &digest, size, &meta(), "uid-1")
+            .unwrap();
+        assert_eq!(desc.media_type(), &MediaType::ImageManifest);
+        assert_eq!(
+            layout.resolve("uid-1").unwrap().unwrap().digest(),
+            desc.digest()
+        );
+
+        let manifest = layout.verify("uid-1").unwrap();
+        assert_eq!(manifest.layers().len(), 1);
+        assert_eq!(manifest.layers()[0].media_type(), &MediaType::ImageLayer);
+        assert_eq!(manifest.config().media_type(), &MediaType::ImageConfig);
+        let layer_blob = layout.blob_path(manifest.layers()[0].digest());
+        assert_eq!(
+            fs::metadata(&layer_blob).unwrap().ino(),
+            fs::metadata(&path).unwrap().ino(),
+            "the archive is the layer blob, not a copy"
+        );
+        let config =
+            ImageConfiguration::from_file(layout.blob_path(manifest.config().digest())).unwrap();
+        assert_eq!(
+            config.rootfs().diff_ids(),
+            &vec![Digest::from(digest).to_string()]
+        );
+    }
+
+    #[test]
+    fn a_tampered_blob_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
+        let (path, digest, size) = archive(dir.path(), "a.tar", b"original bytes");
+        layout
+            .add_checkpoint(&path, &digest, size, &meta(), "t")
+            .unwrap();
+        fs::write(&path, b"tampered bytes").unwrap(); // same inode as the layer blob
+        assert!(matches!(layout.verify("t"), Err(OciError::Corrupt { .. })));
+        assert!(matches!(
+            layout.verify("nope"),
+            Err(OciError::UnknownTag { .. })
+        ));
+    }
+
+    #[test]
+    fn removing_one_image_keeps_the_others_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
+        let (a, da, sa) = archive(dir.path(), "a.tar", b"first");
+        let (b, db, sb) = archive(dir.path(), "b.tar", b"second");
+        layout.add_checkpoint(&a, &da, sa, &meta(), "a").unwrap();
+        layout.add_checkpoint(&b, &db, sb, &meta(), "b").unwrap();
+        layout.remove("a").unwrap();
+        layout.remove("a").unwrap(); // idempotent
+        assert!(layout.resolve("a").unwrap().is_none());
+        assert!(!layout.blob_path(&da.into()).exists());
+        layout.verify("b").unwrap();
+        layout.remove("b").unwrap();
+        let left = fs::read_dir(dir.path().join("oci/blobs/sha256"))
+            .unwrap()
+            .count();
+        assert_eq!(left, 0, "no blob outlives its last image");
+    }
+
+    #[test]
+    fn retagging_replaces_the_old_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
+        let (a, da, sa) = archive(dir.path(), "a.tar", b"first");
+        layout.add_checkpoint(&a, &da, sa, &meta(), "t").unwrap();
+        layout.add_checkpoint(&a, &da, sa, &meta(), "t").unwrap();
+        assert_eq!(layout.read_index().unwrap().manifests().len(), 1);
+    }
+}
