@@ -121,6 +121,27 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, CriError> {
     }
 }
 
+/// The URI is a placeholder tonic requires; the connector ignores it and dials the socket.
+fn endpoint(config: &CriConfig) -> Endpoint {
+    Endpoint::from_static("http://cri.invalid").connect_timeout(config.connect_timeout)
+}
+
+fn unix_connector(
+    socket: PathBuf,
+) -> impl tower::Service<
+    tonic::transport::Uri,
+    Response = TokioIo<UnixStream>,
+    Error = std::io::Error,
+    Future = impl Future<Output = std::io::Result<TokioIo<UnixStream>>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |_| {
+        let socket = socket.clone();
+        async move { UnixStream::connect(socket).await.map(TokioIo::new) }
+    })
+}
+
 /// A connected CRI client. Cheap to clone; the channel reconnects by itself after the runtime
 /// restarts.
 #[derive(Clone, Debug)]
@@ -138,26 +159,32 @@ impl CriClient {
         if !socket.exists() {
             return Err(CriError::SocketMissing { path: socket });
         }
-        let dial = socket.clone();
-        // The URI is a placeholder required by tonic; the connector ignores it and dials the socket.
-        let channel = Endpoint::from_static("http://cri.invalid")
-            .connect_timeout(config.connect_timeout)
-            .connect_with_connector(tower::service_fn(move |_| {
-                let dial = dial.clone();
-                async move { UnixStream::connect(dial).await.map(TokioIo::new) }
-            }))
+        let channel = endpoint(config)
+            .connect_with_connector(unix_connector(socket.clone()))
             .await
             .map_err(|source| CriError::Connect {
                 path: socket.clone(),
                 source,
             })?;
-        Ok(Self {
+        Ok(Self::new(channel, socket, config))
+    }
+
+    /// A client that dials on first use and again after every lost connection: a daemon
+    /// starts, and keeps working, while the runtime is down or restarting.
+    pub fn lazy(config: &CriConfig) -> Result<Self, CriError> {
+        let socket = socket_path(&config.endpoint)?;
+        let channel = endpoint(config).connect_with_connector_lazy(unix_connector(socket.clone()));
+        Ok(Self::new(channel, socket, config))
+    }
+
+    fn new(channel: Channel, socket: PathBuf, config: &CriConfig) -> Self {
+        Self {
             // CRI messages (ListContainers on a busy node) exceed tonic's 4 MiB default.
             runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(16 << 20),
             image: ImageServiceClient::new(channel).max_decoding_message_size(16 << 20),
             call_timeout: config.call_timeout,
             socket,
-        })
+        }
     }
 
     pub fn socket(&self) -> &Path {
@@ -188,8 +215,22 @@ impl CriClient {
     {
         let mut request = tonic::Request::new(message);
         request.set_timeout(timeout);
+        let started = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, f(request)).await {
+            // The server may enforce `grpc-timeout` first and answer Cancelled: still our deadline.
+            Ok(Err(status)) if started.elapsed() >= timeout => Err(CriError::DeadlineExceeded {
+                op,
+                message: status.message().to_owned(),
+            }),
             Ok(Ok(response)) => Ok(response.into_inner()),
+            // A vanished socket surfaces as a bare transport error; name the path instead.
+            Ok(Err(status))
+                if status.code() == tonic::Code::Unavailable && !self.socket.exists() =>
+            {
+                Err(CriError::SocketMissing {
+                    path: self.socket.clone(),
+                })
+            }
             Ok(Err(status)) => Err(CriError::from_status(op, status)),
             Err(_) => Err(CriError::DeadlineExceeded {
                 op,

@@ -379,3 +379,22 @@ fn endpoints_must_be_unix_sockets() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_lazy_client_reports_the_missing_socket_and_recovers_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("cri.sock");
+    let cri = CriClient::lazy(&config(&socket)).unwrap();
+    let e = cri.version().await.unwrap_err();
+    assert!(matches!(e, CriError::SocketMissing { .. }), "{e:?}");
+    assert!(e.to_string().contains("cri.sock"), "{e}");
+
+    // The runtime comes (back) up on the same path: the same client works again.
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server::RuntimeServiceServer::new(FakeRuntime::default()))
+            .serve_with_incoming(UnixListenerStream::new(listener)),
+    );
+    assert_eq!(cri.version().await.unwrap().runtime_name, "fake");
+}
