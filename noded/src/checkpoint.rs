@@ -1,0 +1,470 @@
+//! Taking a checkpoint: find the container through CRI, have the runtime write the archive into
+//! a temporary file, make it final, and package it as an OCI checkpoint image. Written against
+//! the [`Runtime`] trait so it is tested with a recording fake.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use checkpointing::archive::{self, ArchiveError};
+use checkpointing::cri::{CriError, Runtime, api};
+use checkpointing::names::kubelet;
+use checkpointing::oci::{CheckpointMeta, ImageLayout, OciError, sha256_file};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::store::{ArchiveKey, CheckpointDir};
+
+/// What to checkpoint, from one Content.
+#[derive(Clone, Debug)]
+pub struct Job<'a> {
+    /// Name of the request (and Content): the image repository's last component.
+    pub name: &'a str,
+    pub key: ArchiveKey<'a>,
+    pub pod_uid: &'a str,
+    pub timeout: Duration,
+}
+
+/// A finished checkpoint, as recorded in the Content status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Artifact {
+    pub container_id: String,
+    pub path: PathBuf,
+    pub size: u64,
+    /// `sha256:<hex>` of the archive (also the image's layer digest).
+    pub digest: String,
+    /// Image reference with the manifest digest.
+    pub image: String,
+    pub checkpoint_time: Timestamp,
+    pub runtime: String,
+}
+
+/// Why a checkpoint did not happen, in words for the request's status message.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("container {container:?} of pod {namespace}/{pod} is not running on this node")]
+    NotRunning {
+        namespace: String,
+        pod: String,
+        container: String,
+    },
+    #[error(transparent)]
+    Runtime(#[from] CriError),
+    #[error("the runtime reported success but wrote no archive at {0}")]
+    NoArchive(PathBuf),
+    #[error("storing the archive")]
+    Store(#[source] std::io::Error),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Image(#[from] OciError),
+    #[error(
+        "noded restarted while this checkpoint was being taken and no archive was completed; create a new ContainerCheckpoint"
+    )]
+    Interrupted,
+}
+
+/// Serialises checkpoints of the same container: duplicate requests queue instead of racing
+/// inside the runtime.
+#[derive(Default, Debug)]
+struct ContainerLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl ContainerLocks {
+    fn get(&self, container_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, lock| Arc::strong_count(lock) > 1);
+        map.entry(container_id.to_owned()).or_default().clone()
+    }
+}
+
+#[derive(Debug)]
+pub struct Checkpointer<R> {
+    pub runtime: R,
+    pub dir: CheckpointDir,
+    pub layout: ImageLayout,
+    /// Registry host images are referenced under, e.g. `localhost:5050`.
+    pub registry: String,
+    locks: ContainerLocks,
+}
+
+impl<R: Runtime> Checkpointer<R> {
+    pub fn new(runtime: R, dir: CheckpointDir, layout: ImageLayout, registry: String) -> Self {
+        Self {
+            runtime,
+            dir,
+            layout,
+            registry,
+            locks: ContainerLocks::default(),
+        }
+    }
+
+    /// The running CRI container of the job's pod (by the kubelet's labels and the pod UID).
+    pub async fn resolve(&self, job: &Job<'_>) -> Result<api::Container, Failure> {
+        let labels = [
+            (kubelet::POD_NAMESPACE, job.key.namespace),
+            (kubelet::POD_NAME, job.key.pod),
+            (kubelet::POD_UID, job.pod_uid),
+            (kubelet::CONTAINER_NAME, job.key.container),
+        ];
+        let running = api::ContainerState::ContainerRunning as i32;
+        self.runtime
+            .list_containers(&labels)
+            .await?
+            .into_iter()
+            .filter(|c| c.state == running)
+            .max_by_key(|c| c.created_at)
+            .ok_or_else(|| Failure::NotRunning {
+                namespace: job.key.namespace.to_owned(),
+                pod: job.key.pod.to_owned(),
+                container: job.key.container.to_owned(),
+            })
+    }
+
+    /// Checkpoints the job's container into its archive and image.
+    pub async fn take(&self, job: &Job<'_>) -> Result<Artifact, Failure> {
+        let container = self.resolve(job).await?;
+        let lock = self.locks.get(&container.id);
+        let _serial = lock.lock().await;
+        let partial = self.dir.partial_path(&job.key);
+        let written = self
+            .runtime
+            .checkpoint_container(&container.id, &partial, job.timeout)
+            .await;
+        if let Err(e) = written {
+            self.dir.remove(&job.key).map_err(Failure::Store)?;
+            return Err(e.into());
+        }
+        if !partial.exists() {
+            return Err(Failure::NoArchive(partial));
+        }
+        self.dir.finalize(&job.key).map_err(Failure::Store)?;
+        self.package(job, container.id).await
+    }
+
+    /// Resolves an attempt a previous noded process left unfinished: a completed archive is
+    /// packaged, anything else is removed and reported.
+    pub async fn recover(
+        &self,
+        job: &Job<'_>,
+        container_id: Option<&str>,
+    ) -> Result<Artifact, Failure> {
+        if self.dir.archive_path(&job.key).exists() {
+            let id = container_id.map(str::to_owned).unwrap_or_default();
+            return self.package(job, id).await;
+        }
+        self.dir.remove(&job.key).map_err(Failure::Store)?;
+        Err(Failure::Interrupted)
+    }
+
+    /// Removes the job's archive, temporary file and image.
+    pub fn remove(&self, job: &Job<'_>) -> Result<(), Failure> {
+        self.layout.remove(job.key.uid)?;
+        self.dir.remove(&job.key).map_err(Failure::Store)
+    }
+
+    async fn package(&self, job: &Job<'_>, container_id: String) -> Result<Artifact, Failure> {
+        let path = self.dir.archive_path(&job.key);
+        let version = self.runtime.version().await?;
+        let config = archive::read_config(&path)?;
+        let checkpoint_time = config
+            .checkpointed_time
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .unwrap_or_else(Timestamp::now);
+        let meta = CheckpointMeta {
+            container: job.key.container.to_owned(),
+            pod: job.key.pod.to_owned(),
+            namespace: job.key.namespace.to_owned(),
+            rootfs_image_name: config.rootfs_image_name,
+            rootfs_image_id: config.rootfs_image,
+            runtime_name: version.runtime_name.clone(),
+            runtime_version: version.runtime_version.clone(),
+            created: checkpoint_time.to_string(),
+        };
+        // Hashing a large archive is blocking work: keep it off the async workers.
+        let (digest, size) = tokio::task::block_in_place(|| sha256_file(&path))?;
+        let manifest = tokio::task::block_in_place(|| {
+            self.layout
+                .add_checkpoint(&path, &digest, size, &meta, job.key.uid)
+        })?;
+        Ok(Artifact {
+            container_id,
+            size,
+            digest: format!("sha256:{}", digest.digest()),
+            image: format!(
+                "{}/{}/{}@{}",
+                self.registry,
+                job.key.namespace,
+                job.name,
+                manifest.digest()
+            ),
+            path,
+            checkpoint_time,
+            runtime: format!("{} {}", version.runtime_name, version.runtime_version),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    /// A runtime that records checkpoint calls and writes a small archive like a real one.
+    #[derive(Default)]
+    struct FakeRuntime {
+        containers: Vec<api::Container>,
+        fail_with: Option<fn() -> CriError>,
+        write_nothing: bool,
+        calls: Mutex<Vec<(String, PathBuf, Duration)>>,
+    }
+
+    fn archive_bytes() -> Vec<u8> {
+        let config =
+            br#"{"id":"c1","name":"counter","rootfsImageName":"docker.io/library/busybox:latest",
+            "rootfsImage":"sha256:aa","checkpointedTime":"2026-11-24T10:00:00Z"}"#;
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("config.dump", &config[..]),
+            ("checkpoint/pages-1.img", b"memory"),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    impl Runtime for FakeRuntime {
+        async fn version(&self) -> Result<api::VersionResponse, CriError> {
+            Ok(api::VersionResponse {
+                runtime_name: "containerd".into(),
+                runtime_version: "v2.1.9".into(),
+                ..Default::default()
+            })
+        }
+        async fn list_containers(
+            &self,
+            labels: &[(&str, &str)],
+        ) -> Result<Vec<api::Container>, CriError> {
+            Ok(self
+                .containers
+                .iter()
+                .filter(|c| {
+                    labels
+                        .iter()
+                        .all(|(k, v)| c.labels.get(*k).map(String::as_str) == Some(*v))
+                })
+                .cloned()
+                .collect())
+        }
+        async fn checkpoint_container(
+            &self,
+            id: &str,
+            location: &Path,
+            timeout: Duration,
+        ) -> Result<(), CriError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((id.into(), location.into(), timeout));
+            if let Some(fail) = self.fail_with {
+                std::fs::write(location, b"half an archive").unwrap();
+                return Err(fail());
+            }
+            if !self.write_nothing {
+                std::fs::write(location, archive_bytes()).unwrap();
+            }
+            Ok(())
+        }
+        async fn image_status(&self, _: &str) -> Result<Option<api::Image>, CriError> {
+            Ok(None)
+        }
+        async fn pull_image(&self, image: &str) -> Result<String, CriError> {
+            Ok(image.into())
+        }
+    }
+
+    fn container(id: &str, state: api::ContainerState, created_at: i64) -> api::Container {
+        let labels = [
+            (kubelet::POD_NAMESPACE, "default"),
+            (kubelet::POD_NAME, "stateful-app"),
+            (kubelet::POD_UID, "pod-uid"),
+            (kubelet::CONTAINER_NAME, "counter"),
+        ];
+        api::Container {
+            id: id.into(),
+            state: state as i32,
+            created_at,
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn job() -> Job<'static> {
+        Job {
+            name: "counter-checkpoint",
+            key: ArchiveKey {
+                namespace: "default",
+                pod: "stateful-app",
+                container: "counter",
+                uid: "content-uid",
+            },
+            pod_uid: "pod-uid",
+            timeout: Duration::from_secs(42),
+        }
+    }
+
+    fn checkpointer(runtime: FakeRuntime, tmp: &Path) -> Checkpointer<FakeRuntime> {
+        let dir = CheckpointDir::open(tmp.join("checkpoints")).unwrap();
+        let layout = ImageLayout::open(tmp.join("checkpoints/oci")).unwrap();
+        Checkpointer::new(runtime, dir, layout, "localhost:5050".into())
+    }
+
+    fn leftovers(tmp: &Path) -> Vec<String> {
+        std::fs::read_dir(tmp.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "oci")
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn takes_the_running_container_into_an_archive_and_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = FakeRuntime {
+            containers: vec![
+                container("old-exited", api::ContainerState::ContainerExited, 1),
+                container("live", api::ContainerState::ContainerRunning, 2),
+            ],
+            ..Default::default()
+        };
+        let c = checkpointer(runtime, tmp.path());
+        let a = c.take(&job()).await.unwrap();
+
+        let calls = c.runtime.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].0, "live");
+        assert!(
+            calls[0]
+                .1
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with(".partial")
+        );
+        assert_eq!(calls[0].2, Duration::from_secs(42));
+
+        assert_eq!(a.container_id, "live");
+        assert_eq!(std::fs::read(&a.path).unwrap(), archive_bytes());
+        assert_eq!(
+            std::fs::metadata(&a.path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            leftovers(tmp.path()),
+            [a.path.file_name().unwrap().to_string_lossy().into_owned()]
+        );
+        assert!(
+            a.image
+                .starts_with("localhost:5050/default/counter-checkpoint@sha256:"),
+            "{}",
+            a.image
+        );
+        assert_eq!(a.runtime, "containerd v2.1.9");
+        assert_eq!(a.checkpoint_time.to_string(), "2026-11-24T10:00:00Z");
+
+        let manifest = c.layout.verify("content-uid").unwrap();
+        assert_eq!(format!("{}", manifest.layers()[0].digest()), a.digest);
+        let annotations = manifest.annotations().clone().unwrap();
+        assert_eq!(annotations["org.criu.checkpoint.container.name"], "counter");
+        assert_eq!(
+            annotations["io.kubernetes.cri-o.annotations.checkpoint.name"],
+            "counter"
+        );
+        assert_eq!(
+            annotations["org.criu.checkpoint.rootfsImageName"],
+            "docker.io/library/busybox:latest"
+        );
+
+        c.remove(&job()).unwrap();
+        assert!(leftovers(tmp.path()).is_empty());
+        assert!(c.layout.resolve("content-uid").unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn no_running_container_is_refused_without_calling_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = FakeRuntime {
+            containers: vec![container("x", api::ContainerState::ContainerExited, 1)],
+            ..Default::default()
+        };
+        let c = checkpointer(runtime, tmp.path());
+        let e = c.take(&job()).await.unwrap_err();
+        assert!(matches!(e, Failure::NotRunning { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "container \"counter\" of pod default/stateful-app is not running on this node"
+        );
+        assert!(c.runtime.calls.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_runtime_error_leaves_no_partial_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = FakeRuntime {
+            containers: vec![container("live", api::ContainerState::ContainerRunning, 1)],
+            fail_with: Some(|| CriError::Unimplemented {
+                op: "CheckpointContainer",
+                message: "criu not found".into(),
+            }),
+            ..Default::default()
+        };
+        let c = checkpointer(runtime, tmp.path());
+        let e = c.take(&job()).await.unwrap_err();
+        assert!(e.to_string().contains("criu not found"), "{e}");
+        assert!(
+            leftovers(tmp.path()).is_empty(),
+            "{:?}",
+            leftovers(tmp.path())
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn success_without_archive_is_a_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = FakeRuntime {
+            containers: vec![container("live", api::ContainerState::ContainerRunning, 1)],
+            write_nothing: true,
+            ..Default::default()
+        };
+        let c = checkpointer(runtime, tmp.path());
+        assert!(matches!(c.take(&job()).await, Err(Failure::NoArchive(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn recovery_packages_a_finished_archive_and_discards_a_partial_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = checkpointer(FakeRuntime::default(), tmp.path());
+        // Crash after the rename: the archive is complete, only the image is missing.
+        std::fs::write(c.dir.archive_path(&job().key), archive_bytes()).unwrap();
+        let a = c.recover(&job(), Some("live")).await.unwrap();
+        assert_eq!(a.container_id, "live");
+        c.layout.verify("content-uid").unwrap();
+        c.remove(&job()).unwrap();
+
+        // Crash mid-checkpoint: only the runtime's temporary file exists.
+        std::fs::write(c.dir.partial_path(&job().key), b"half").unwrap();
+        assert!(matches!(
+            c.recover(&job(), None).await,
+            Err(Failure::Interrupted)
+        ));
+        assert!(leftovers(tmp.path()).is_empty());
+    }
+}

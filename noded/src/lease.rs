@@ -1,0 +1,38 @@
+//! The node Lease that tells the controller a node daemon runs on this node.
+
+use std::time::Duration;
+
+use checkpointing::names::{NODED_MANAGER, noded_lease_name};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+/// How long a renewal stays valid; renewed three times as often so one missed renewal is harmless.
+const DURATION: Duration = Duration::from_secs(30);
+
+/// Renews the Lease until the task is dropped. Failures are logged and retried: they must not
+/// stop checkpoints already under way.
+pub async fn keep_renewed(client: kube::Client, namespace: String, node: String) {
+    let api: Api<Lease> = Api::namespaced(client, &namespace);
+    let name = noded_lease_name(&node);
+    let mut tick = tokio::time::interval(DURATION / 3);
+    loop {
+        tick.tick().await;
+        let patch = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": { "name": name },
+            "spec": {
+                "holderIdentity": node,
+                "leaseDurationSeconds": DURATION.as_secs(),
+                "renewTime": MicroTime(Timestamp::now()),
+            },
+        });
+        let params = PatchParams::apply(NODED_MANAGER).force();
+        if let Err(error) = api.patch(&name, &params, &Patch::Apply(patch)).await {
+            tracing::warn!(%error, lease = %name, "renewing the node lease failed");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The checkpoint directory: archive file names, the temporary file the runtime writes into,
+//! and the atomic step that turns it into a final archive.
+
+use std::fs::{self, File, Permissions};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+/// Identity of one checkpoint artifact, as named by its Content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveKey<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
+    /// The Content's UID: unique per request, so a retried or restarted attempt finds its file.
+    pub uid: &'a str,
+}
+
+/// Longest piece of a user-chosen name kept in a file name (the UID keeps names unique).
+const MAX_COMPONENT: usize = 63;
+
+/// Keeps `[A-Za-z0-9.-]`, maps everything else (path separators included) to `-`, drops
+/// leading dots and caps the length: no name can leave the directory or hide a file.
+fn component(raw: &str) -> String {
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_COMPONENT)
+        .collect();
+    let trimmed = cleaned.trim_start_matches('.');
+    if trimmed.is_empty() {
+        "x".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// `checkpoint-<namespace>_<pod>-<container>-<uid>.tar`, the kubelet's naming plus the UID.
+pub fn archive_name(key: &ArchiveKey) -> String {
+    format!(
+        "checkpoint-{}_{}-{}-{}.tar",
+        component(key.namespace),
+        component(key.pod),
+        component(key.container),
+        component(key.uid)
+    )
+}
+
+/// Hidden name the runtime writes to; renamed to the final name only when complete.
+pub fn partial_name(archive: &str) -> String {
+    format!(".{archive}.partial")
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckpointDir {
+    root: PathBuf,
+}
+
+impl CheckpointDir {
+    /// Opens (creating, mode 0700) the directory. Archives hold process memory: root only.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root)?;
+        fs::set_permissions(&root, Permissions::from_mode(0o700))?;
+        Ok(Self { root })
+    }
+
+    pub fn archive_path(&self, key: &ArchiveKey) -> PathBuf {
+        self.root.join(archive_name(key))
+    }
+
+    pub fn partial_path(&self, key: &ArchiveKey) -> PathBuf {
+        self.root.join(partial_name(&archive_name(key)))
+    }
+
+    /// Makes the runtime's finished temporary file the archive: 0600, fsynced, atomically
+    /// renamed, and the rename itself made durable.
+    pub fn finalize(&self, key: &ArchiveKey) -> io::Result<PathBuf> {
+        let partial = self.partial_path(key);
+        let archive = self.archive_path(key);
+        let file = File::open(&partial)?;
+        file.set_permissions(Permissions::from_mode(0o600))?;
+        file.sync_all()?;
+        fs::rename(&partial, &archive)?;
+        File::open(&self.root)?.sync_all()?;
+        Ok(archive)
+    }
+
+    /// Removes the archive and any temporary file of `key`; absent files are fine.
+    pub fn remove(&self, key: &ArchiveKey) -> io::Result<()> {
+        for path in [self.partial_path(key), self.archive_path(key)] {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key<'a>(ns: &'a str, pod: &'a str, container: &'a str) -> ArchiveKey<'a> {
+        ArchiveKey {
+            namespace: ns,
+            pod,
+            container,
+            uid: "0b9c6c1e-7d1a-4d55-9a3e-5f2b0c1d2e3f",
+        }
+    }
+
+    #[test]
+    fn names_follow_the_kubelet_pattern_with_the_uid() {
+        assert_eq!(
+            archive_name(&key("default", "stateful-app", "counter")),
+            "checkpoint-default_stateful-app-counter-0b9c6c1e-7d1a-4d55-9a3e-5f2b0c1d2e3f.tar"
+        );
+    }
+
+    #[test]
+    fn hostile_names_stay_one_plain_file_in_the_directory() {
+        let long = "a".repeat(300);
+        for (ns, pod, container) in [
+            ("..", "../../etc/passwd", "x"),
+            ("default", "/abs/path", ".hidden"),
+            ("default", &long, &long),
+            ("", "", ""),
+            ("ns", "pod\0name", "c\nd"),
+        ] {
+            let name = archive_name(&key(ns, pod, container));
+            assert!(
+                !name.contains('/') && !name.contains('\0') && !name.contains('\n'),
+                "{name}"
+            );
+            assert!(!name.starts_with('.'), "{name}");
+            assert!(name.len() <= 255, "{} bytes", name.len());
+            let dir = CheckpointDir {
+                root: PathBuf::from("/var/lib/kubelet/checkpoints"),
+            };
+            let path = dir.archive_path(&key(ns, pod, container));
+            assert_eq!(path.parent(), Some(dir.root.as_path()), "{name}");
+        }
+    }
+
+    #[test]
+    fn finalize_renames_into_place_with_mode_0600() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CheckpointDir::open(tmp.path().join("checkpoints")).unwrap();
+        let k = key("default", "p", "c");
+        fs::write(dir.partial_path(&k), b"tar bytes").unwrap();
+        let archive = dir.finalize(&k).unwrap();
+        assert_eq!(fs::read(&archive).unwrap(), b"tar bytes");
+        assert!(!dir.partial_path(&k).exists());
+        assert_eq!(
+            fs::metadata(&archive).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(&dir.root).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        dir.remove(&k).unwrap();
+        dir.remove(&k).unwrap();
+        assert!(!archive.exists());
+    }
+}
