@@ -100,7 +100,7 @@ pid_ours() {
   local pid=$1
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   [ -r "/proc/$pid/environ" ] || return 1
-  tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qxF "$MARK"
+  tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qxF "$MARK"
 }
 
 pidfile_alive() { [ -f "$1" ] && pid_ours "$(cat "$1")"; }
@@ -140,7 +140,7 @@ stop_pid() {
   done
   log "pid $pid ignored SIGTERM for ${grace}s; SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
-  wait_gone "$pid" 5
+  wait_gone "$pid" 5 || log "pid $pid survived SIGKILL"
 }
 
 wait_gone() {
@@ -201,16 +201,16 @@ node_enter() {
 agent_cmd() {
   local name=$1 node=$2 extra_var
   local common=(--node-name "$node" --kubeconfig "$NODE_KUBECONFIG" --cri-endpoint "unix://$NODE_CRI_SOCK")
+  local line
   case $name in
-    containerd) echo /usr/bin/containerd --config /etc/containerd/config.toml ;;
-    kubelet-standin) echo "$NODE_BIN/kubelet-standin ${common[*]} --node-ip $(node_ip "$node")" ;;
-    noded) echo "$NODE_BIN/noded ${common[*]}" ;;
+    containerd) line="/usr/bin/containerd --config /etc/containerd/config.toml" ;;
+    kubelet-standin) line="$NODE_BIN/kubelet-standin ${common[*]} --node-ip $(node_ip "$node")" ;;
+    noded) line="$NODE_BIN/noded ${common[*]}" ;;
     *) return 1 ;;
   esac
   # Extra flags for tests: TESTBED_NODED_ARGS, TESTBED_KUBELET_STANDIN_ARGS, TESTBED_CONTAINERD_ARGS.
   extra_var=TESTBED_$(echo "$name" | tr 'a-z-' 'A-Z_')_ARGS
-  [ -n "${!extra_var:-}" ] && echo " ${!extra_var}"
-  return 0
+  echo "$line${!extra_var:+ ${!extra_var}}"
 }
 
 # agent_available NAME: the binary exists (our Rust agents are optional until built).
@@ -235,18 +235,23 @@ agent_start() {
     return 0
   fi
   node_nsenter_argv "$node"
-  echo "--- $(date -Is) start: $(agent_cmd "$name" "$node")" >>"$d/$name.log"
-  # shellcheck disable=SC2046 # agent_cmd prints a word list on purpose
-  setsid "${NSENTER[@]}" $(agent_cmd "$name" "$node") >>"$d/$name.log" 2>&1 </dev/null &
+  # argv built here: a $(...) inside the background job would fork a child of its own and
+  # confuse the child lookup below
+  local -a cmd
+  read -r -a cmd <<<"$(agent_cmd "$name" "$node")"
+  echo "--- $(date -Is) start: ${cmd[*]}" >>"$d/$name.log"
+  setsid "${NSENTER[@]}" "${cmd[@]}" >>"$d/$name.log" 2>&1 </dev/null &
   nspid=$!
   child=""
   for ((i = 0; i < 50; i++)); do
-    child=$(children "$nspid" | head -1)
+    [ "$(cat "/proc/$nspid/comm" 2>/dev/null)" = nsenter ] && child=$(children "$nspid" | head -1)
     [ -n "$child" ] && break
     kill -0 "$nspid" 2>/dev/null || break
     sleep 0.1
   done
-  if [ -z "$child" ]; then
+  # an agent that dies within half a second (bad flags, no kubeconfig...) is a failed start
+  [ -n "$child" ] && sleep 0.5
+  if [ -z "$child" ] || ! pid_ours "$child"; then
     log "$node: $name exited at once; last log lines:"
     tail -n 20 "$d/$name.log" >&2 || true
     return 1
@@ -273,3 +278,72 @@ agent_stop() {
 
 # containerd answers on its socket (checked from inside the node with its own ctr).
 containerd_ready() { node_enter "$1" ctr version >/dev/null 2>&1; }
+
+# ---------------------------------------------------------------- PKI and kubeconfigs
+
+PKI=$STATE/pki
+
+# pki_ca: self-signed CA (ca.key, ca.crt) in $PKI.
+pki_ca() {
+  mkdir -p "$PKI"
+  chmod 700 "$PKI"
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/ca.key" 2>/dev/null
+  TESTBED_SAN=DNS:unused openssl req -x509 -new -config "$FILES/openssl.cnf" -extensions v3_ca \
+    -key "$PKI/ca.key" -subj /CN=ckpt-testbed-ca -days 3650 -out "$PKI/ca.crt"
+}
+
+# pki_cert NAME client|server SUBJECT [SAN]: key + certificate signed by the testbed CA.
+pki_cert() {
+  local name=$1 kind=$2 subj=$3 san=${4:-DNS:localhost}
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/$name.key" 2>/dev/null
+  TESTBED_SAN=$san openssl req -new -config "$FILES/openssl.cnf" -key "$PKI/$name.key" -subj "$subj" \
+    -out "$PKI/$name.csr"
+  TESTBED_SAN=$san openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$FILES/openssl.cnf" -extensions "v3_$kind" \
+    -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr"
+}
+
+# write_kubeconfig OUT USER CERT KEY: self-contained (CA and client credentials embedded), so
+# the same file works on the host, inside the nodes, for kubectl and for kube-rs.
+write_kubeconfig() {
+  local out=$1 user=$2 cert=$3 key=$4
+  (
+    umask 077
+    cat >"$out" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: ckpt-testbed
+  cluster:
+    server: $APISERVER
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+users:
+- name: $user
+  user:
+    client-certificate-data: $(base64 -w0 "$cert")
+    client-key-data: $(base64 -w0 "$key")
+contexts:
+- name: ckpt-testbed
+  context:
+    cluster: ckpt-testbed
+    user: $user
+current-context: ckpt-testbed
+KUBECONFIG
+  )
+}
+
+# mint_kubeconfig USER [GROUP...]: a client certificate for USER (groups = O=) and its
+# kubeconfig at $STATE/kubeconfigs/USER.kubeconfig (printed).
+mint_kubeconfig() {
+  local user=$1 subj="" g safe
+  shift
+  [ -f "$PKI/ca.key" ] || die "no testbed CA at $PKI (is the testbed up?)"
+  for g in "$@"; do subj+="/O=$g"; done
+  subj+="/CN=$user"
+  safe=$(echo "$user" | tr -c 'A-Za-z0-9._-\n' '_')
+  mkdir -p "$STATE/kubeconfigs"
+  pki_cert "user-$safe" client "$subj"
+  write_kubeconfig "$STATE/kubeconfigs/$safe.kubeconfig" "$user" "$PKI/user-$safe.crt" "$PKI/user-$safe.key"
+  echo "$STATE/kubeconfigs/$safe.kubeconfig"
+}

@@ -1,1 +1,186 @@
+//! Harness for tests that run against the testbed brought up by `testbed/up`: kube clients
+//! from its kubeconfig, kubectl, commands inside a node, CRI clients per node, polling.
+//!
+//! Every test works in a namespace of its own (see [`TestNamespace`]) so tests run in parallel.
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use checkpointing::cri::{CriClient, CriConfig};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// The running testbed. Tests fail (never skip) when it is not up: an e2e test that silently
+/// passes without a cluster proves nothing.
+#[derive(Clone, Debug)]
+pub struct Testbed {
+    pub state: PathBuf,
+    pub repo: PathBuf,
+}
+
+impl Testbed {
+    pub fn get() -> Self {
+        let state = PathBuf::from(std::env::var("TESTBED_STATE").unwrap_or_else(|_| "/var/lib/ckpt-testbed".into()));
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
+        assert!(
+            state.join("kubeconfig").exists(),
+            "the testbed is not up ({} has no kubeconfig): run `testbed/up` first",
+            state.display()
+        );
+        Self { state, repo }
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = Kubeconfig::read_from(self.state.join("kubeconfig")).expect("reading the testbed kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("loading the testbed kubeconfig");
+        kube::Client::try_from(config).expect("building a kube client")
+    }
+
+    fn script(&self, name: &str) -> PathBuf {
+        self.repo.join("testbed").join(name)
+    }
+
+    /// Runs `kubectl` (the testbed's, with its kubeconfig).
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(self.script("kubectl")).args(args).output().expect("running testbed/kubectl")
+    }
+
+    /// Runs `kubectl`, asserting success; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("kubectl output is UTF-8")
+    }
+
+    /// Runs a command inside a node's namespaces (what a DaemonSet pod on it would see).
+    pub fn node_exec(&self, node: &str, args: &[&str]) -> Output {
+        Command::new(self.script("node-exec")).arg(node).args(args).output().expect("running testbed/node-exec")
+    }
+
+    /// Host path of `path` inside `node`'s filesystem.
+    pub fn node_path(&self, node: &str, path: &str) -> PathBuf {
+        self.state.join("nodes").join(node).join("root").join(path.trim_start_matches('/'))
+    }
+
+    /// A CRI client for `node`'s runtime, through the socket the testbed exposes on the host.
+    pub async fn cri(&self, node: &str) -> CriClient {
+        let socket = self.state.join("nodes").join(node).join("cri.sock");
+        CriClient::connect(&CriConfig::new(format!("unix://{}", socket.display())))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {node}'s CRI socket: {e}"))
+    }
+}
+
+/// Polls `check` every half second until it yields a value; panics naming `what` on timeout.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A namespace for one test, deleted when the test ends (also when it fails).
+pub struct TestNamespace {
+    pub name: String,
+    testbed: Testbed,
+}
+
+impl TestNamespace {
+    pub async fn create(testbed: &Testbed, prefix: &str) -> Self {
+        let suffix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+        let name = format!("e2e-{prefix}-{suffix}");
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(testbed.client().await)
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        Self { name, testbed: testbed.clone() }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot be async; kubectl is a plain process. The namespace controller removes
+        // what is inside, the kubelet stand-in the pods' containers.
+        let _ = self.testbed.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// A busybox pod printing `Counter: N` every `period_s` seconds (the seed's program), pinned to
+/// `node`.
+pub fn counter_pod(name: &str, node: &str, period_s: u32) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "containers": [{
+                "name": "counter",
+                "image": "busybox",
+                "command": ["/bin/sh", "-c"],
+                "args": [format!("counter=0\nwhile true; do\n  echo \"Counter: $counter\"\n  counter=$((counter+1))\n  sleep {period_s}\ndone\n")],
+            }],
+        },
+    }))
+    .unwrap()
+}
+
+/// Reads a pod manifest from `samples/`.
+pub fn sample_pod(testbed: &Testbed, file: &str) -> Pod {
+    let text = std::fs::read_to_string(testbed.repo.join("samples").join(file)).expect("reading sample");
+    serde_saphyr::from_str(&text).expect("parsing sample pod")
+}
+
+/// Creates `pod` in `namespace` and waits until it runs; returns it as running.
+pub async fn run_pod(client: &kube::Client, namespace: &str, mut pod: Pod) -> Pod {
+    pod.metadata.namespace = Some(namespace.to_owned());
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let name = pod.metadata.name.clone().unwrap();
+    api.create(&PostParams::default(), &pod).await.unwrap_or_else(|e| panic!("creating pod {name}: {e}"));
+    wait_running(client, namespace, &name).await
+}
+
+pub async fn wait_running(client: &kube::Client, namespace: &str, name: &str) -> Pod {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    eventually(&format!("pod {namespace}/{name} to run"), Duration::from_secs(120), || async {
+        let pod = api.get(name).await.ok()?;
+        let status = pod.status.as_ref()?;
+        (status.phase.as_deref() == Some("Running")).then_some(pod.clone())
+    })
+    .await
+}
+
+/// The `Counter: N` values in a log.
+pub fn counter_values(log: &str) -> Vec<u64> {
+    log.lines().filter_map(|l| l.trim().strip_prefix("Counter: ")?.trim().parse().ok()).collect()
+}
+
+/// Waits until `kubectl logs` of the pod shows at least `n` counter values; returns them.
+pub async fn counter_log(testbed: &Testbed, namespace: &str, pod: &str, n: usize, timeout: Duration) -> Vec<u64> {
+    eventually(&format!("{n} counter lines from {namespace}/{pod}"), timeout, || async {
+        let out = testbed.kubectl(&["logs", "-n", namespace, pod, "-c", "counter"]);
+        let values = counter_values(&String::from_utf8_lossy(&out.stdout));
+        (values.len() >= n).then_some(values)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counter_values_ignore_other_lines() {
+        assert_eq!(super::counter_values("Counter: 0\nnoise\nCounter: 1\r\n Counter: x\n"), [0, 1]);
+    }
+}

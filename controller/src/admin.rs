@@ -1,0 +1,218 @@
+//! The admin port: `/healthz` (the process serves), `/readyz` (the watches have synced) and
+//! `/metrics` (Prometheus text).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use checkpointing::crd::CheckpointState;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    state: &'static str,
+    reason: String,
+}
+
+/// The controller's metrics, in one registry.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("checkpoint_controller");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles of ContainerCheckpoints, by result (success or error)",
+            reconciles.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "ContainerCheckpoints that reached a final state, by state and reason",
+            requests.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            requests,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, result: &'static str) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels { result })
+            .inc();
+    }
+
+    pub fn finished(&self, state: CheckpointState, reason: &str) {
+        let state = match state {
+            CheckpointState::Pending => "Pending",
+            CheckpointState::Running => "Running",
+            CheckpointState::Completed => "Completed",
+            CheckpointState::Failed => "Failed",
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                state,
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// What the endpoints report on.
+#[derive(Clone)]
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    /// One flag per watch, set once it has listed its objects: ready when all are.
+    pub watches: Vec<Arc<AtomicBool>>,
+}
+
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(admin)
+}
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Admin,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(admin))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz(State(admin): State<Admin>) -> (StatusCode, &'static str) {
+    if admin.watches.iter().all(|w| w.load(Ordering::Relaxed)) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet\n")
+    }
+}
+
+async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        admin.metrics.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_count_reconciles_and_final_states() {
+        let m = Metrics::default();
+        m.reconciled("success");
+        m.reconciled("success");
+        m.reconciled("error");
+        m.finished(CheckpointState::Failed, "PodNotFound");
+        let text = m.render();
+        assert!(
+            text.contains("checkpoint_controller_reconciles_total{result=\"success\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("checkpoint_controller_reconciles_total{result=\"error\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "checkpoint_controller_requests_total{state=\"Failed\",reason=\"PodNotFound\"} 1"
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn ready_once_every_watch_has_synced() {
+        let (requests, contents) = (Arc::<AtomicBool>::default(), Arc::<AtomicBool>::default());
+        let admin = Admin {
+            metrics: Arc::default(),
+            watches: vec![requests.clone(), contents.clone()],
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, admin.clone(), async {
+            let _ = stopped.await;
+        }));
+
+        assert!(
+            get_status(addr, "/healthz")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        assert!(
+            get_status(addr, "/readyz")
+                .await
+                .starts_with("HTTP/1.1 503")
+        );
+        requests.store(true, Ordering::Relaxed);
+        assert!(
+            get_status(addr, "/readyz")
+                .await
+                .starts_with("HTTP/1.1 503")
+        );
+        contents.store(true, Ordering::Relaxed);
+        assert!(
+            get_status(addr, "/readyz")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        let metrics = get_status(addr, "/metrics").await;
+        assert!(metrics.contains("# EOF"), "{metrics}");
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    /// A bare HTTP/1.1 GET: the workspace has no HTTP client to spare for this.
+    async fn get_status(addr: std::net::SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+}

@@ -1,0 +1,446 @@
+//! Pure construction of a request's status, its `Ready` condition, and the Event a state
+//! change deserves.
+
+use checkpointing::crd::{
+    CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, ContainerCheckpointStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::events::{Event, EventType};
+
+use crate::validation::Refusal;
+
+/// The one condition type: `True` once the checkpoint is usable.
+pub const READY: &str = "Ready";
+
+/// Condition reason of a request whose Content failed on its node.
+const NODE_FAILURE: &str = "CheckpointFailed";
+
+/// Kubernetes caps a condition message at 32768 bytes; noded may report long runtime errors.
+const MAX_CONDITION_MESSAGE: usize = 32 * 1024;
+
+/// Events cap their note at 1 KiB.
+const MAX_EVENT_NOTE: usize = 1024;
+
+/// Status of a request that will never get a Content.
+pub fn refused(
+    request: &ContainerCheckpoint,
+    refusal: &Refusal,
+    now: Timestamp,
+) -> ContainerCheckpointStatus {
+    failed(request, refusal.reason(), refusal.to_string(), now)
+}
+
+/// Status of a request that failed for `reason` (CamelCase) before reaching a node.
+pub fn failed(
+    request: &ContainerCheckpoint,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> ContainerCheckpointStatus {
+    finish(
+        request,
+        ContainerCheckpointStatus {
+            state: Some(CheckpointState::Failed),
+            message: Some(message),
+            ..Default::default()
+        },
+        reason,
+        now,
+    )
+}
+
+/// Status of a request that waits, before it has a Content of its own.
+pub fn waiting(
+    request: &ContainerCheckpoint,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> ContainerCheckpointStatus {
+    finish(
+        request,
+        ContainerCheckpointStatus {
+            state: Some(CheckpointState::Pending),
+            message: Some(message),
+            ..Default::default()
+        },
+        reason,
+        now,
+    )
+}
+
+/// The request's status as its Content tells it. A Content noded has not touched yet reads as
+/// Pending, with the same message the controller writes when it creates the Content, so the
+/// first mirror after creation changes nothing.
+pub fn mirror(
+    request: &ContainerCheckpoint,
+    content: &ContainerCheckpointContent,
+    now: Timestamp,
+) -> ContainerCheckpointStatus {
+    let node = &content.spec.node_name;
+    let cs = content.status.clone().unwrap_or_default();
+    let state = match cs.state {
+        Some(state) => state,
+        None if cs.ready => CheckpointState::Completed,
+        None => CheckpointState::Pending,
+    };
+    let message = cs.message.filter(|m| !m.is_empty()).unwrap_or_else(|| {
+        let container = &content.spec.container_name;
+        match state {
+            CheckpointState::Pending => requested_message(node),
+            CheckpointState::Running => {
+                format!("checkpointing container {container:?} on node {node}")
+            }
+            CheckpointState::Completed => {
+                format!("checkpoint of container {container:?} taken on node {node}")
+            }
+            CheckpointState::Failed => format!("checkpoint failed on node {node}"),
+        }
+    });
+    let reason = match state {
+        CheckpointState::Pending => "Pending",
+        CheckpointState::Running => "Running",
+        CheckpointState::Completed => "Completed",
+        CheckpointState::Failed => NODE_FAILURE,
+    };
+    finish(
+        request,
+        ContainerCheckpointStatus {
+            state: Some(state),
+            message: Some(message),
+            node_name: Some(node.clone()),
+            content_name: Some(content.name_any()),
+            pod_uid: Some(content.spec.pod_uid.clone()),
+            container_id: cs.container_id,
+            checkpoint_time: cs.checkpoint_time,
+            archive_size: cs.archive_size,
+            image: cs.image,
+            ..Default::default()
+        },
+        reason,
+        now,
+    )
+}
+
+pub fn requested_message(node: &str) -> String {
+    format!("checkpoint requested on node {node}, waiting for its node daemon")
+}
+
+/// Adds the `Ready` condition and `observedGeneration`. The condition keeps its
+/// lastTransitionTime while its status stays the same, so re-reconciling writes nothing.
+fn finish(
+    request: &ContainerCheckpoint,
+    mut status: ContainerCheckpointStatus,
+    reason: &str,
+    now: Timestamp,
+) -> ContainerCheckpointStatus {
+    let generation = request.metadata.generation;
+    let ready = if status.state == Some(CheckpointState::Completed) {
+        "True"
+    } else {
+        "False"
+    };
+    let since = request
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == READY && c.status == ready)
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    status.conditions = vec![Condition {
+        type_: READY.to_owned(),
+        status: ready.to_owned(),
+        reason: reason.to_owned(),
+        message: truncated(
+            status.message.as_deref().unwrap_or_default(),
+            MAX_CONDITION_MESSAGE,
+        ),
+        observed_generation: generation,
+        last_transition_time: since,
+    }];
+    status.observed_generation = generation;
+    status
+}
+
+/// A change of state that users hear about through an Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Requested,
+    Completed,
+    Failed,
+}
+
+/// The Event a move from `old` to `new` deserves: only real changes of state count, so a
+/// re-reconcile that rewrites the same state stays quiet.
+pub fn transition(
+    old: Option<CheckpointState>,
+    new: Option<CheckpointState>,
+) -> Option<Transition> {
+    if old == new {
+        return None;
+    }
+    match new? {
+        CheckpointState::Pending | CheckpointState::Running if old.is_none() => {
+            Some(Transition::Requested)
+        }
+        CheckpointState::Pending | CheckpointState::Running => None,
+        CheckpointState::Completed => Some(Transition::Completed),
+        CheckpointState::Failed => Some(Transition::Failed),
+    }
+}
+
+pub fn event(transition: Transition, message: &str) -> Event {
+    let (type_, reason) = match transition {
+        Transition::Requested => (EventType::Normal, "CheckpointRequested"),
+        Transition::Completed => (EventType::Normal, "CheckpointCompleted"),
+        Transition::Failed => (EventType::Warning, "CheckpointFailed"),
+    };
+    Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(truncated(message, MAX_EVENT_NOTE)),
+        action: "Checkpoint".to_owned(),
+        secondary: None,
+    }
+}
+
+/// Condition reason of a status we built (for the metrics).
+pub fn reason(status: &ContainerCheckpointStatus) -> &str {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .map_or("", |c| c.reason.as_str())
+}
+
+fn truncated(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut cut = max - '…'.len_utf8();
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &s[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use checkpointing::crd::{
+        ContainerCheckpointContentSpec, ContainerCheckpointContentStatus, ContainerCheckpointSpec,
+    };
+
+    fn request() -> ContainerCheckpoint {
+        let mut cc = ContainerCheckpoint::new(
+            "cc1",
+            ContainerCheckpointSpec {
+                pod_name: "app".into(),
+                container: "counter".into(),
+                namespace: None,
+                timeout_seconds: None,
+            },
+        );
+        cc.metadata.namespace = Some("default".into());
+        cc.metadata.generation = Some(1);
+        cc
+    }
+
+    fn content(status: Option<ContainerCheckpointContentStatus>) -> ContainerCheckpointContent {
+        let mut c = ContainerCheckpointContent::new(
+            "cc1",
+            ContainerCheckpointContentSpec {
+                container_checkpoint_ref: "cc1".into(),
+                namespace: "default".into(),
+                pod_name: "app".into(),
+                container_name: "counter".into(),
+                node_name: "node1".into(),
+                pod_uid: "uid-pod".into(),
+                timeout_seconds: None,
+            },
+        );
+        c.status = status;
+        c
+    }
+
+    fn now() -> Timestamp {
+        "2025-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn content_without_status_reads_as_pending_on_its_node() {
+        let s = mirror(&request(), &content(None), now());
+        assert_eq!(s.state, Some(CheckpointState::Pending));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("checkpoint requested on node node1, waiting for its node daemon")
+        );
+        assert_eq!(s.node_name.as_deref(), Some("node1"));
+        assert_eq!(s.content_name.as_deref(), Some("cc1"));
+        assert_eq!(s.pod_uid.as_deref(), Some("uid-pod"));
+        assert_eq!(s.observed_generation, Some(1));
+        let ready = &s.conditions[0];
+        assert_eq!(
+            (
+                ready.type_.as_str(),
+                ready.status.as_str(),
+                ready.reason.as_str()
+            ),
+            ("Ready", "False", "Pending")
+        );
+    }
+
+    #[test]
+    fn completed_content_mirrors_size_image_node_and_ready_true() {
+        let time = Time("2025-01-01T00:00:05Z".parse().unwrap());
+        let s = mirror(
+            &request(),
+            &content(Some(ContainerCheckpointContentStatus {
+                state: Some(CheckpointState::Completed),
+                ready: true,
+                container_id: Some("abc".into()),
+                archive_size: Some(250_000),
+                image: Some("localhost/checkpoint/cc1@sha256:00".into()),
+                checkpoint_time: Some(time.clone()),
+                checkpoint_path: Some("/var/lib/kubelet/checkpoints/x.tar".into()),
+                ..Default::default()
+            })),
+            now(),
+        );
+        assert_eq!(s.state, Some(CheckpointState::Completed));
+        assert_eq!(s.archive_size, Some(250_000));
+        assert_eq!(
+            s.image.as_deref(),
+            Some("localhost/checkpoint/cc1@sha256:00")
+        );
+        assert_eq!(s.node_name.as_deref(), Some("node1"));
+        assert_eq!(s.container_id.as_deref(), Some("abc"));
+        assert_eq!(s.checkpoint_time, Some(time));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("checkpoint of container \"counter\" taken on node node1")
+        );
+        let ready = &s.conditions[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Completed")
+        );
+        assert_eq!(ready.last_transition_time, Time(now()));
+    }
+
+    #[test]
+    fn failed_content_mirrors_its_message() {
+        let s = mirror(
+            &request(),
+            &content(Some(ContainerCheckpointContentStatus {
+                state: Some(CheckpointState::Failed),
+                message: Some("CheckpointContainer: CRIU not found".into()),
+                ..Default::default()
+            })),
+            now(),
+        );
+        assert_eq!(s.state, Some(CheckpointState::Failed));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("CheckpointContainer: CRIU not found")
+        );
+        let ready = &s.conditions[0];
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.message.as_str()
+            ),
+            (
+                "False",
+                "CheckpointFailed",
+                "CheckpointContainer: CRIU not found"
+            )
+        );
+    }
+
+    #[test]
+    fn ready_content_without_state_counts_as_completed() {
+        let s = mirror(
+            &request(),
+            &content(Some(ContainerCheckpointContentStatus {
+                ready: true,
+                ..Default::default()
+            })),
+            now(),
+        );
+        assert_eq!(s.state, Some(CheckpointState::Completed));
+    }
+
+    #[test]
+    fn transition_time_survives_a_reason_change_with_the_same_status() {
+        let mut req = request();
+        req.status = Some(mirror(&req, &content(None), now()));
+        let later: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
+        let running = mirror(
+            &req,
+            &content(Some(ContainerCheckpointContentStatus {
+                state: Some(CheckpointState::Running),
+                ..Default::default()
+            })),
+            later,
+        );
+        assert_eq!(running.conditions[0].reason, "Running");
+        assert_eq!(running.conditions[0].last_transition_time, Time(now()));
+
+        let done = mirror(
+            &req,
+            &content(Some(ContainerCheckpointContentStatus {
+                state: Some(CheckpointState::Completed),
+                ..Default::default()
+            })),
+            later,
+        );
+        assert_eq!(done.conditions[0].last_transition_time, Time(later));
+    }
+
+    #[test]
+    fn only_state_changes_make_events() {
+        use CheckpointState::*;
+        assert_eq!(transition(None, Some(Pending)), Some(Transition::Requested));
+        assert_eq!(transition(None, Some(Running)), Some(Transition::Requested));
+        assert_eq!(transition(Some(Pending), Some(Pending)), None);
+        assert_eq!(transition(Some(Pending), Some(Running)), None);
+        assert_eq!(
+            transition(Some(Running), Some(Completed)),
+            Some(Transition::Completed)
+        );
+        assert_eq!(
+            transition(Some(Pending), Some(Failed)),
+            Some(Transition::Failed)
+        );
+        assert_eq!(transition(None, Some(Failed)), Some(Transition::Failed));
+        assert_eq!(transition(Some(Completed), Some(Completed)), None);
+        assert_eq!(transition(Some(Failed), Some(Failed)), None);
+        assert_eq!(transition(Some(Pending), None), None);
+    }
+
+    #[test]
+    fn events_carry_type_reason_and_message() {
+        let e = event(Transition::Requested, "checkpoint requested on node node1");
+        assert_eq!(
+            (e.type_, e.reason.as_str()),
+            (EventType::Normal, "CheckpointRequested")
+        );
+        let e = event(Transition::Completed, "done");
+        assert_eq!(
+            (e.type_, e.reason.as_str()),
+            (EventType::Normal, "CheckpointCompleted")
+        );
+        let e = event(Transition::Failed, "pod \"app\" not found");
+        assert_eq!(
+            (e.type_, e.reason.as_str()),
+            (EventType::Warning, "CheckpointFailed")
+        );
+        assert_eq!(e.note.as_deref(), Some("pod \"app\" not found"));
+
+        let long = "é".repeat(2000);
+        let note = event(Transition::Failed, &long).note.unwrap();
+        assert!(note.len() <= MAX_EVENT_NOTE && note.ends_with('…'));
+    }
+}
