@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Where a request or its artifact stands. `Completed` and `Failed` are final.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckpointState {
     Pending,
     Running,
@@ -23,6 +23,16 @@ impl CheckpointState {
     pub fn is_final(self) -> bool {
         matches!(self, Self::Completed | Self::Failed)
     }
+}
+
+/// Schema of an optional [`CheckpointState`]: a plain string enum. The derived one lists `null`
+/// among the enum values, which Kubernetes 1.20 rejects.
+fn state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Pending", "Running", "Completed", "Failed"],
+        "description": "Where a request or its artifact stands. Completed and Failed are final.",
+    })
 }
 
 /// Ask for one container of a running pod to be checkpointed.
@@ -65,6 +75,7 @@ pub struct ContainerCheckpointSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ContainerCheckpointStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "state_schema")]
     pub state: Option<CheckpointState>,
     /// Why the request is in its state, in words a user can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +144,7 @@ pub struct ContainerCheckpointContentSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ContainerCheckpointContentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "state_schema")]
     pub state: Option<CheckpointState>,
     #[serde(default)]
     pub ready: bool,

@@ -61,6 +61,7 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
 }
 
+/// Decides what one reconcile does, from what was observed alone.
 pub fn plan(o: &Observed) -> Plan {
     let request = o.request;
     // Being deleted: garbage collection removes the Content; nothing is left to decide.
@@ -139,18 +140,15 @@ pub fn content_not_created(
             ),
             now,
         ),
-        other => {
-            let cause = match other {
-                kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
-                other => other.to_string(),
-            };
-            status::waiting(
-                request,
-                "ContentNotCreated",
-                format!("creating ContainerCheckpointContent {name} failed ({cause}); retrying"),
-                now,
-            )
-        }
+        other => status::waiting(
+            request,
+            "ContentNotCreated",
+            format!(
+                "creating ContainerCheckpointContent {name} failed ({}); retrying",
+                cause(other)
+            ),
+            now,
+        ),
     };
     with_status(request, desired)
 }
@@ -348,7 +346,15 @@ fn error_source(error: &Error) -> String {
     match error {
         Error::Read { source, .. }
         | Error::CreateContent { source, .. }
-        | Error::WriteStatus { source, .. } => source.to_string(),
+        | Error::WriteStatus { source, .. } => cause(source),
+    }
+}
+
+/// A kube error in one line: an API error's Display repeats the whole Status in Debug form.
+fn cause(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        other => other.to_string(),
     }
 }
 
