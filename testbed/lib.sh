@@ -125,8 +125,10 @@ start_daemon() {
   local pidfile=$1 logfile=$2
   shift 2
   mkdir -p "$(dirname "$logfile")" "$(dirname "$pidfile")"
-  setsid env "$MARK" "$@" >>"$logfile" 2>&1 </dev/null &
+  # 9>&-: do not hand the up/down lock (fd 9) to a daemon, it would hold it forever
+  setsid env "$MARK" "$@" >>"$logfile" 2>&1 </dev/null 9>&- &
   echo $! >"$pidfile"
+  disown $!   # not our job any more: no "Killed" notice when down stops it
 }
 
 # stop_pid PID [GRACE_SECONDS]: SIGTERM, then SIGKILL after the grace period. Only ours.
@@ -240,8 +242,9 @@ agent_start() {
   local -a cmd
   read -r -a cmd <<<"$(agent_cmd "$name" "$node")"
   echo "--- $(date -Is) start: ${cmd[*]}" >>"$d/$name.log"
-  setsid "${NSENTER[@]}" "${cmd[@]}" >>"$d/$name.log" 2>&1 </dev/null &
+  setsid "${NSENTER[@]}" "${cmd[@]}" >>"$d/$name.log" 2>&1 </dev/null 9>&- &
   nspid=$!
+  disown $nspid
   child=""
   for ((i = 0; i < 50; i++)); do
     [ "$(cat "/proc/$nspid/comm" 2>/dev/null)" = nsenter ] && child=$(children "$nspid" | head -1)
@@ -341,7 +344,7 @@ mint_kubeconfig() {
   [ -f "$PKI/ca.key" ] || die "no testbed CA at $PKI (is the testbed up?)"
   for g in "$@"; do subj+="/O=$g"; done
   subj+="/CN=$user"
-  safe=$(echo "$user" | tr -c 'A-Za-z0-9._-\n' '_')
+  safe=$(echo "$user" | tr -c 'A-Za-z0-9._\n-' '_')
   mkdir -p "$STATE/kubeconfigs"
   pki_cert "user-$safe" client "$subj"
   write_kubeconfig "$STATE/kubeconfigs/$safe.kubeconfig" "$user" "$PKI/user-$safe.crt" "$PKI/user-$safe.key"

@@ -20,6 +20,8 @@ APPLETS = [
     "sh", "sleep", "cat", "echo", "ls", "ps", "date", "env", "tail", "true", "false", "wc",
     "head", "grep", "mkdir", "dd", "rm", "cp", "mv", "touch", "pwd", "printf", "seq", "test",
     "[", "kill", "id", "uname", "hostname", "sed", "ln", "chmod", "stat", "du", "df", "mount",
+    "sort", "uniq", "tr", "cut", "tee", "xargs", "find", "awk", "md5sum", "sha256sum", "yes",
+    "nc", "wget", "ping", "ip", "ifconfig", "nslookup", "netstat",
 ]
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 EPOCH = "1970-01-01T00:00:00Z"
