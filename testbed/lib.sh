@@ -25,6 +25,7 @@ ETCD_PORT=23790          # unusual ports: never collide with a real etcd on this
 ETCD_PEER_PORT=23800
 KCM_PORT=10257
 SCHED_PORT=10259
+CONTROLLER_ADMIN_PORT=18080  # our controller's /healthz /readyz /metrics on the host
 CGROUP_NAME=ckpt-testbed # runc cgroupfs parent used by the kubelet stand-in: /ckpt-testbed/<node>/...
 
 # Paths inside every node (see files/node-init.sh and start_node in `up`).
@@ -206,7 +207,7 @@ agent_cmd() {
   local line
   case $name in
     containerd) line="/usr/bin/containerd --config /etc/containerd/config.toml" ;;
-    kubelet-standin) line="$NODE_BIN/kubelet-standin ${common[*]} --node-ip $(node_ip "$node")" ;;
+    kubelet-standin) line="$NODE_BIN/kubelet-standin ${common[*]} --node-ip $(node_ip "$node") --tls-cert-file /etc/testbed/kubelet.crt --tls-private-key-file /etc/testbed/kubelet.key" ;;
     noded) line="$NODE_BIN/noded ${common[*]}" ;;
     *) return 1 ;;
   esac

@@ -155,7 +155,7 @@ pub async fn reconcile(
     let step = plan(&content);
     tracing::debug!(content = %name, ?step, "reconcile");
     match step {
-        Step::AddFinalizer => set_finalizer(&api, &name, true).await.map_err(api_err)?,
+        Step::AddFinalizer => set_finalizer(&api, &content, true).await.map_err(api_err)?,
         Step::Take => {
             write_status(&api, &name, &running_status(&content))
                 .await
@@ -185,7 +185,7 @@ pub async fn reconcile(
                     source,
                 })?;
             tracing::info!(content = %name, "archive and image removed");
-            match set_finalizer(&api, &name, false).await {
+            match set_finalizer(&api, &content, false).await {
                 // Already gone: nothing left to release.
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 other => other.map_err(api_err)?,
@@ -214,19 +214,32 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(NODED_MANAGER).force()
 }
 
-/// Our finalizer is the only metadata noded owns; applying an empty list releases it.
+/// Adds or drops our finalizer with a JSON patch whose `test` makes it fail instead of
+/// clobbering a list someone changed since we read it.
 async fn set_finalizer(
     api: &Api<ContainerCheckpointContent>,
-    name: &str,
+    content: &ContainerCheckpointContent,
     present: bool,
 ) -> Result<(), kube::Error> {
-    let finalizers: &[&str] = if present { &[ARCHIVE_FINALIZER] } else { &[] };
-    let patch = json!({
-        "apiVersion": ContainerCheckpointContent::api_version(&()),
-        "kind": ContainerCheckpointContent::kind(&()),
-        "metadata": { "name": name, "finalizers": finalizers },
-    });
-    api.patch(name, &apply_params(), &Patch::Apply(patch))
+    let name = content.name_any();
+    let current = content.finalizers();
+    let ops = match (current.iter().position(|f| f == ARCHIVE_FINALIZER), present) {
+        (None, true) if current.is_empty() => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [ARCHIVE_FINALIZER]},
+        ]),
+        (None, true) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": ARCHIVE_FINALIZER},
+        ]),
+        (Some(i), false) => json!([
+            {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": ARCHIVE_FINALIZER},
+            {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+        ]),
+        _ => return Ok(()),
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).expect("well-formed JSON patch");
+    api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
         .map(drop)
 }

@@ -23,8 +23,13 @@ pub struct Testbed {
 
 impl Testbed {
     pub fn get() -> Self {
-        let state = PathBuf::from(std::env::var("TESTBED_STATE").unwrap_or_else(|_| "/var/lib/ckpt-testbed".into()));
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
+        let state = PathBuf::from(
+            std::env::var("TESTBED_STATE").unwrap_or_else(|_| "/var/lib/ckpt-testbed".into()),
+        );
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .canonicalize()
+            .unwrap();
         assert!(
             state.join("kubeconfig").exists(),
             "the testbed is not up ({} has no kubeconfig): run `testbed/up` first",
@@ -34,10 +39,12 @@ impl Testbed {
     }
 
     pub async fn client(&self) -> kube::Client {
-        let kubeconfig = Kubeconfig::read_from(self.state.join("kubeconfig")).expect("reading the testbed kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("loading the testbed kubeconfig");
+        let kubeconfig = Kubeconfig::read_from(self.state.join("kubeconfig"))
+            .expect("reading the testbed kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("loading the testbed kubeconfig");
         kube::Client::try_from(config).expect("building a kube client")
     }
 
@@ -47,24 +54,40 @@ impl Testbed {
 
     /// Runs `kubectl` (the testbed's, with its kubeconfig).
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(self.script("kubectl")).args(args).output().expect("running testbed/kubectl")
+        Command::new(self.script("kubectl"))
+            .current_dir(&self.repo)
+            .args(args)
+            .output()
+            .expect("running testbed/kubectl")
     }
 
     /// Runs `kubectl`, asserting success; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).expect("kubectl output is UTF-8")
     }
 
     /// Runs a command inside a node's namespaces (what a DaemonSet pod on it would see).
     pub fn node_exec(&self, node: &str, args: &[&str]) -> Output {
-        Command::new(self.script("node-exec")).arg(node).args(args).output().expect("running testbed/node-exec")
+        Command::new(self.script("node-exec"))
+            .arg(node)
+            .args(args)
+            .output()
+            .expect("running testbed/node-exec")
     }
 
     /// Host path of `path` inside `node`'s filesystem.
     pub fn node_path(&self, node: &str, path: &str) -> PathBuf {
-        self.state.join("nodes").join(node).join("root").join(path.trim_start_matches('/'))
+        self.state
+            .join("nodes")
+            .join(node)
+            .join("root")
+            .join(path.trim_start_matches('/'))
     }
 
     /// A CRI client for `node`'s runtime, through the socket the testbed exposes on the host.
@@ -87,7 +110,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -100,14 +126,22 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     pub async fn create(testbed: &Testbed, prefix: &str) -> Self {
-        let suffix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+        let suffix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000;
         let name = format!("e2e-{prefix}-{suffix}");
-        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
         Api::<Namespace>::all(testbed.client().await)
             .create(&PostParams::default(), &ns)
             .await
             .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-        Self { name, testbed: testbed.clone() }
+        Self {
+            name,
+            testbed: testbed.clone(),
+        }
     }
 }
 
@@ -115,7 +149,9 @@ impl Drop for TestNamespace {
     fn drop(&mut self) {
         // Drop cannot be async; kubectl is a plain process. The namespace controller removes
         // what is inside, the kubelet stand-in the pods' containers.
-        let _ = self.testbed.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+        let _ = self
+            .testbed
+            .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
     }
 }
 
@@ -139,7 +175,8 @@ pub fn counter_pod(name: &str, node: &str, period_s: u32) -> Pod {
 
 /// Reads a pod manifest from `samples/`.
 pub fn sample_pod(testbed: &Testbed, file: &str) -> Pod {
-    let text = std::fs::read_to_string(testbed.repo.join("samples").join(file)).expect("reading sample");
+    let text =
+        std::fs::read_to_string(testbed.repo.join("samples").join(file)).expect("reading sample");
     serde_saphyr::from_str(&text).expect("parsing sample pod")
 }
 
@@ -148,32 +185,50 @@ pub async fn run_pod(client: &kube::Client, namespace: &str, mut pod: Pod) -> Po
     pod.metadata.namespace = Some(namespace.to_owned());
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let name = pod.metadata.name.clone().unwrap();
-    api.create(&PostParams::default(), &pod).await.unwrap_or_else(|e| panic!("creating pod {name}: {e}"));
+    api.create(&PostParams::default(), &pod)
+        .await
+        .unwrap_or_else(|e| panic!("creating pod {name}: {e}"));
     wait_running(client, namespace, &name).await
 }
 
 pub async fn wait_running(client: &kube::Client, namespace: &str, name: &str) -> Pod {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    eventually(&format!("pod {namespace}/{name} to run"), Duration::from_secs(120), || async {
-        let pod = api.get(name).await.ok()?;
-        let status = pod.status.as_ref()?;
-        (status.phase.as_deref() == Some("Running")).then_some(pod.clone())
-    })
+    eventually(
+        &format!("pod {namespace}/{name} to run"),
+        Duration::from_secs(120),
+        || async {
+            let pod = api.get(name).await.ok()?;
+            let status = pod.status.as_ref()?;
+            (status.phase.as_deref() == Some("Running")).then_some(pod.clone())
+        },
+    )
     .await
 }
 
 /// The `Counter: N` values in a log.
 pub fn counter_values(log: &str) -> Vec<u64> {
-    log.lines().filter_map(|l| l.trim().strip_prefix("Counter: ")?.trim().parse().ok()).collect()
+    log.lines()
+        .filter_map(|l| l.trim().strip_prefix("Counter: ")?.trim().parse().ok())
+        .collect()
 }
 
 /// Waits until `kubectl logs` of the pod shows at least `n` counter values; returns them.
-pub async fn counter_log(testbed: &Testbed, namespace: &str, pod: &str, n: usize, timeout: Duration) -> Vec<u64> {
-    eventually(&format!("{n} counter lines from {namespace}/{pod}"), timeout, || async {
-        let out = testbed.kubectl(&["logs", "-n", namespace, pod, "-c", "counter"]);
-        let values = counter_values(&String::from_utf8_lossy(&out.stdout));
-        (values.len() >= n).then_some(values)
-    })
+pub async fn counter_log(
+    testbed: &Testbed,
+    namespace: &str,
+    pod: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<u64> {
+    eventually(
+        &format!("{n} counter lines from {namespace}/{pod}"),
+        timeout,
+        || async {
+            let out = testbed.kubectl(&["logs", "-n", namespace, pod, "-c", "counter"]);
+            let values = counter_values(&String::from_utf8_lossy(&out.stdout));
+            (values.len() >= n).then_some(values)
+        },
+    )
     .await
 }
 
@@ -181,6 +236,9 @@ pub async fn counter_log(testbed: &Testbed, namespace: &str, pod: &str, n: usize
 mod tests {
     #[test]
     fn counter_values_ignore_other_lines() {
-        assert_eq!(super::counter_values("Counter: 0\nnoise\nCounter: 1\r\n Counter: x\n"), [0, 1]);
+        assert_eq!(
+            super::counter_values("Counter: 0\nnoise\nCounter: 1\r\n Counter: x\n"),
+            [0, 1]
+        );
     }
 }

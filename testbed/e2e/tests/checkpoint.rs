@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::oci::ImageLayout;
-use futures::future::join_all;
 use e2e::{TestNamespace, Testbed, counter_pod, eventually, run_pod};
+use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 
@@ -24,25 +24,38 @@ fn request(name: &str, pod: &str, container: &str) -> ContainerCheckpoint {
 }
 
 /// Creates the request and waits until it is final; returns it.
-async fn checkpoint(client: &kube::Client, ns: &str, cc: ContainerCheckpoint) -> ContainerCheckpoint {
+async fn checkpoint(
+    client: &kube::Client,
+    ns: &str,
+    cc: ContainerCheckpoint,
+) -> ContainerCheckpoint {
     let api: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), ns);
     let name = cc.metadata.name.clone().unwrap();
-    api.create(&PostParams::default(), &cc).await.unwrap_or_else(|e| panic!("creating {name}: {e}"));
+    api.create(&PostParams::default(), &cc)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
     wait_final(client, ns, &name).await
 }
 
 async fn wait_final(client: &kube::Client, ns: &str, name: &str) -> ContainerCheckpoint {
     let api: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), ns);
-    eventually(&format!("ContainerCheckpoint {ns}/{name} to finish"), Duration::from_secs(120), || async {
-        let cc = api.get(name).await.ok()?;
-        cc.status.as_ref()?.state?.is_final().then_some(cc)
-    })
+    eventually(
+        &format!("ContainerCheckpoint {ns}/{name} to finish"),
+        Duration::from_secs(120),
+        || async {
+            let cc = api.get(name).await.ok()?;
+            cc.status.as_ref()?.state?.is_final().then_some(cc)
+        },
+    )
     .await
 }
 
 fn state_and_message(cc: &ContainerCheckpoint) -> (CheckpointState, String) {
     let status = cc.status.as_ref().unwrap();
-    (status.state.unwrap(), status.message.clone().unwrap_or_default())
+    (
+        status.state.unwrap(),
+        status.message.clone().unwrap_or_default(),
+    )
 }
 
 /// Archives of one namespace's requests on a node (file names carry the namespace).
@@ -71,16 +84,36 @@ async fn seed_steps_checkpoint_the_counter_on_node1() {
     let (state, message) = state_and_message(&cc);
     assert_eq!(state, CheckpointState::Completed, "{message}");
 
-    let row = tb.kubectl_ok(&["get", "containercheckpoint", "counter-checkpoint", "--no-headers"]);
+    let row = tb.kubectl_ok(&[
+        "get",
+        "containercheckpoint",
+        "counter-checkpoint",
+        "--no-headers",
+    ]);
     let status = cc.status.clone().unwrap();
     let size = status.archive_size.unwrap();
-    assert!(row.contains("Completed") && row.contains("node1") && row.contains(&size.to_string()), "{row}");
+    assert!(
+        row.contains("Completed") && row.contains("node1") && row.contains(&size.to_string()),
+        "{row}"
+    );
     let image = status.image.unwrap();
     assert!(image.contains("@sha256:"), "image has a digest: {image}");
 
-    let content: ContainerCheckpointContent =
-        serde_json::from_str(&tb.kubectl_ok(&["get", "containercheckpointcontent", "counter-checkpoint", "-o", "json"])).unwrap();
-    let yaml = tb.kubectl_ok(&["get", "containercheckpointcontent", "counter-checkpoint", "-o", "yaml"]);
+    let content: ContainerCheckpointContent = serde_json::from_str(&tb.kubectl_ok(&[
+        "get",
+        "containercheckpointcontent",
+        "counter-checkpoint",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let yaml = tb.kubectl_ok(&[
+        "get",
+        "containercheckpointcontent",
+        "counter-checkpoint",
+        "-o",
+        "yaml",
+    ]);
     for field in ["checkpointPath:", "archiveDigest: sha256:", "image:"] {
         assert!(yaml.contains(field), "{field} in {yaml}");
     }
@@ -89,33 +122,61 @@ async fn seed_steps_checkpoint_the_counter_on_node1() {
 
     // On node1 only, 0600, readable by checkpointctl.
     let on_node1 = tb.node_path("node1", &path);
-    let meta = on_node1.metadata().unwrap_or_else(|e| panic!("{}: {e}", on_node1.display()));
+    let meta = on_node1
+        .metadata()
+        .unwrap_or_else(|e| panic!("{}: {e}", on_node1.display()));
     assert_eq!(meta.len() as i64, size);
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert!(!tb.node_path("node2", &path).exists(), "the archive is not on node2");
+    assert!(
+        !tb.node_path("node2", &path).exists(),
+        "the archive is not on node2"
+    );
     let show = tb.node_exec("node1", &["checkpointctl", "show", &path]);
-    assert!(show.status.success(), "checkpointctl: {}", String::from_utf8_lossy(&show.stderr));
+    assert!(
+        show.status.success(),
+        "checkpointctl: {}",
+        String::from_utf8_lossy(&show.stderr)
+    );
     assert!(String::from_utf8_lossy(&show.stdout).contains("counter"));
 
     // The OCI layout verifies and the manifest carries both runtimes' annotations.
     let layout = ImageLayout::open(tb.node_path("node1", &format!("{CHECKPOINTS}/oci"))).unwrap();
-    let manifest = layout.verify(content.metadata.uid.as_deref().unwrap()).unwrap();
+    let manifest = layout
+        .verify(content.metadata.uid.as_deref().unwrap())
+        .unwrap();
     let annotations = manifest.annotations().clone().unwrap();
-    assert_eq!(annotations["io.kubernetes.cri-o.annotations.checkpoint.name"], "counter");
+    assert_eq!(
+        annotations["io.kubernetes.cri-o.annotations.checkpoint.name"],
+        "counter"
+    );
     assert_eq!(annotations["org.criu.checkpoint.container.name"], "counter");
-    assert_eq!(format!("{}", manifest.layers()[0].digest()), cs.archive_digest.unwrap());
+    assert_eq!(
+        format!("{}", manifest.layers()[0].digest()),
+        cs.archive_digest.unwrap()
+    );
 
     // Deleting the request removes the Content, the archive and its blobs.
     let layer_blob = layout.blob_path(manifest.layers()[0].digest());
     tb.kubectl_ok(&["delete", "-f", "samples/app-checkpoint.yaml"]);
-    eventually("the archive and its image to be removed", Duration::from_secs(60), || async {
-        (!on_node1.exists() && !layer_blob.exists()).then_some(())
-    })
+    eventually(
+        "the archive and its image to be removed",
+        Duration::from_secs(60),
+        || async { (!on_node1.exists() && !layer_blob.exists()).then_some(()) },
+    )
     .await;
     let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), "default");
-    eventually("the Content to be deleted", Duration::from_secs(60), || async {
-        contents.get_opt("counter-checkpoint").await.unwrap().is_none().then_some(())
-    })
+    eventually(
+        "the Content to be deleted",
+        Duration::from_secs(60),
+        || async {
+            contents
+                .get_opt("counter-checkpoint")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
     .await;
     tb.kubectl_ok(&["delete", "-f", "samples/sample-app.yaml", "--wait=false"]);
 }
@@ -131,7 +192,10 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
     other_ns.spec.namespace = Some("kube-system".into());
     let mut unbound = counter_pod("unbound", "no-such-node", 1);
     unbound.metadata.namespace = Some(ns.name.clone());
-    Api::<Pod>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &unbound).await.unwrap();
+    Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &unbound)
+        .await
+        .unwrap();
     let exited: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "exited", "namespace": ns.name},
         "spec": {"nodeSelector": {"kubernetes.io/hostname": "node1"},
@@ -140,11 +204,15 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
     .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     pods.create(&PostParams::default(), &exited).await.unwrap();
-    eventually("container once to exit", Duration::from_secs(60), || async {
-        let p = pods.get("exited").await.ok()?;
-        let cs = p.status?.container_statuses?;
-        cs[0].state.as_ref()?.terminated.as_ref().map(|_| ())
-    })
+    eventually(
+        "container once to exit",
+        Duration::from_secs(60),
+        || async {
+            let p = pods.get("exited").await.ok()?;
+            let cs = p.status?.container_statuses?;
+            cs[0].state.as_ref()?.terminated.as_ref().map(|_| ())
+        },
+    )
     .await;
 
     let long = "x".repeat(200);
@@ -154,21 +222,37 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
         (request("no-container", "app", "nope"), "nope"),
         (request("unbound", "unbound", "counter"), "not"),
         (request("not-running", "exited", "once"), "not running"),
-        (request("hostile-pod", "../../../etc/passwd", "counter"), "not found"),
+        (
+            request("hostile-pod", "../../../etc/passwd", "counter"),
+            "not found",
+        ),
         (request("hostile-container", "app", &long), "x"),
     ];
-    let before1 = std::fs::read_dir(tb.node_path("node1", "/")).unwrap().count();
+    let before1 = std::fs::read_dir(tb.node_path("node1", "/"))
+        .unwrap()
+        .count();
     for (cc, reason) in cases {
         let name = cc.metadata.name.clone().unwrap();
         let done = checkpoint(&client, &ns.name, cc).await;
         let (state, message) = state_and_message(&done);
         assert_eq!(state, CheckpointState::Failed, "{name}: {message}");
-        assert!(message.contains(reason), "{name}: message {message:?} names {reason:?}");
+        assert!(
+            message.contains(reason),
+            "{name}: message {message:?} names {reason:?}"
+        );
         let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
-        assert!(contents.get_opt(&name).await.unwrap().is_none(), "{name}: no Content for a refused request");
+        assert!(
+            contents.get_opt(&name).await.unwrap().is_none(),
+            "{name}: no Content for a refused request"
+        );
     }
     assert!(archives(&tb, "node1", &ns.name).is_empty());
-    assert_eq!(std::fs::read_dir(tb.node_path("node1", "/")).unwrap().count(), before1);
+    assert_eq!(
+        std::fs::read_dir(tb.node_path("node1", "/"))
+            .unwrap()
+            .count(),
+        before1
+    );
 }
 
 #[tokio::test]
@@ -184,14 +268,31 @@ async fn concurrent_and_duplicate_requests_all_complete() {
     join_all(started).await;
 
     // Ten requests for ten containers at once, plus a duplicate for the first one.
-    let mut requests: Vec<_> = pods.iter().map(|p| request(&format!("ck-{p}"), p, "counter")).collect();
+    let mut requests: Vec<_> = pods
+        .iter()
+        .map(|p| request(&format!("ck-{p}"), p, "counter"))
+        .collect();
     requests.push(request("ck-app0-again", "app0", "counter"));
-    let done = join_all(requests.into_iter().map(|cc| checkpoint(&client, &ns.name, cc))).await;
+    let done = join_all(
+        requests
+            .into_iter()
+            .map(|cc| checkpoint(&client, &ns.name, cc)),
+    )
+    .await;
     for cc in &done {
         let (state, message) = state_and_message(cc);
-        assert_eq!(state, CheckpointState::Completed, "{}: {message}", cc.metadata.name.as_deref().unwrap());
+        assert_eq!(
+            state,
+            CheckpointState::Completed,
+            "{}: {message}",
+            cc.metadata.name.as_deref().unwrap()
+        );
     }
-    assert_eq!(archives(&tb, "node1", &ns.name).len(), 6, "5 pods + the duplicate on node1");
+    assert_eq!(
+        archives(&tb, "node1", &ns.name).len(),
+        6,
+        "5 pods + the duplicate on node1"
+    );
     assert_eq!(archives(&tb, "node2", &ns.name).len(), 5);
 
     // Both archives of the duplicated container are intact images.
@@ -207,9 +308,24 @@ async fn concurrent_and_duplicate_requests_all_complete() {
 
     // Deleting the requests removes every archive.
     let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
-    requests.delete_collection(&DeleteParams::default(), &Default::default()).await.unwrap();
-    eventually("all archives of the namespace to be removed", Duration::from_secs(90), || async {
-        (archives(&tb, "node1", &ns.name).is_empty() && archives(&tb, "node2", &ns.name).is_empty()).then_some(())
-    })
+    requests
+        .delete_collection(&DeleteParams::default(), &Default::default())
+        .await
+        .unwrap();
+    eventually(
+        "all archives and Contents of the namespace to be removed",
+        Duration::from_secs(90),
+        || async {
+            let gone = archives(&tb, "node1", &ns.name).is_empty()
+                && archives(&tb, "node2", &ns.name).is_empty()
+                && contents
+                    .list(&Default::default())
+                    .await
+                    .ok()?
+                    .items
+                    .is_empty();
+            gone.then_some(())
+        },
+    )
     .await;
 }
