@@ -141,15 +141,20 @@ fn job(content: &ContainerCheckpointContent, default_timeout: Duration) -> Job<'
 }
 
 pub async fn reconcile(
-    content: Arc<ContainerCheckpointContent>,
+    cached: Arc<ContainerCheckpointContent>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let name = content.name_any();
+    let name = cached.name_any();
     let api: Api<ContainerCheckpointContent> =
-        Api::namespaced(ctx.client.clone(), &content.namespace().unwrap_or_default());
+        Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
     let api_err = |source| Error::Api {
         name: name.clone(),
         source,
+    };
+    // The cache can lag behind our own last status write; deciding on it would take a just
+    // finished attempt for one a crashed process left behind.
+    let Some(content) = api.get_opt(&name).await.map_err(api_err)? else {
+        return Ok(Action::await_change());
     };
     let job = job(&content, ctx.default_timeout);
     let step = plan(&content);

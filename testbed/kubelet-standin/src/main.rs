@@ -13,6 +13,7 @@ mod supervisor;
 use std::io::IsTerminal as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,20 +112,27 @@ fn init_tracing(format: LogFormat) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     tokio::select! {
-        result = run(cli) => {
-            if let Err(e) = &result {
+        result = run(cli) => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
                 error!(error = format!("{e:#}"), "kubelet stand-in failed");
+                ExitCode::FAILURE
             }
-            result
-        }
-        signal = shutdown_signal() => {
-            info!(signal = signal?, "stopping; containers keep running");
-            Ok(())
-        }
+        },
+        signal = shutdown_signal() => match signal {
+            Ok(signal) => {
+                info!(signal, "stopping; containers keep running");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error!(error = format!("{e:#}"), "cannot handle signals");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

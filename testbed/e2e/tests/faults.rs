@@ -1,0 +1,186 @@
+//! Faults on node3, which no other test uses: the node daemon killed mid-checkpoint and the
+//! container runtime gone. Every request still ends Completed or Failed with its reason, and
+//! nothing partial is left. These tests run one at a time (see .config/nextest.toml).
+
+use std::time::Duration;
+
+use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
+use checkpointing::oci::ImageLayout;
+use e2e::{TestNamespace, Testbed, counter_pod, eventually, run_pod};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+
+const NODE: &str = "node3";
+const CHECKPOINTS: &str = "/var/lib/kubelet/checkpoints";
+
+fn request(name: &str, pod: &str, container: &str) -> ContainerCheckpoint {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"podName": pod, "container": container},
+    }))
+    .unwrap()
+}
+
+async fn final_state(client: &kube::Client, ns: &str, name: &str) -> (CheckpointState, String) {
+    let api: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), ns);
+    eventually(
+        &format!("{ns}/{name} to finish"),
+        Duration::from_secs(180),
+        || async {
+            let status = api.get(name).await.ok()?.status?;
+            status
+                .state?
+                .is_final()
+                .then(|| (status.state.unwrap(), status.message.unwrap_or_default()))
+        },
+    )
+    .await
+}
+
+/// Files of this namespace in node3's checkpoint directory: (archives, temporary files).
+fn files(tb: &Testbed, ns: &str) -> (Vec<String>, Vec<String>) {
+    let names: Vec<String> = std::fs::read_dir(tb.node_path(NODE, CHECKPOINTS))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&format!("checkpoint-{ns}_")))
+        .collect();
+    names.into_iter().partition(|n| !n.ends_with(".partial"))
+}
+
+fn agents(tb: &Testbed, args: &[&str]) {
+    let out = std::process::Command::new(tb.repo.join("testbed/agents"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "testbed/agents {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn noded_killed_mid_checkpoint_resolves_the_request_on_restart() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "kill").await;
+    let client = tb.client().await;
+    // 300 MB of process memory: the checkpoint takes seconds, long enough to kill noded in it.
+    let hog: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hog"},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "containers": [{
+            "name": "hog", "image": "busybox",
+            "command": ["/bin/sh", "-c", "x=$(dd if=/dev/urandom bs=1M count=300 2>/dev/null); echo ready; while true; do sleep 1; done"],
+        }]},
+    }))
+    .unwrap();
+    run_pod(&client, &ns.name, hog).await;
+    eventually(
+        "hog to fill its memory",
+        Duration::from_secs(60),
+        || async {
+            let out = tb.kubectl(&["logs", "-n", &ns.name, "hog"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("ready")
+                .then_some(())
+        },
+    )
+    .await;
+
+    Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &request("interrupted", "hog", "hog"),
+        )
+        .await
+        .unwrap();
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
+    eventually(
+        "noded to start the checkpoint",
+        Duration::from_secs(60),
+        || async {
+            let state = contents.get("interrupted").await.ok()?.status?.state?;
+            (state == CheckpointState::Running).then_some(())
+        },
+    )
+    .await;
+    agents(&tb, &["kill", "noded", NODE]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agents(&tb, &["start", "noded", NODE]);
+
+    let (state, message) = final_state(&client, &ns.name, "interrupted").await;
+    // Let a runtime that was still writing finish, then look for leftovers.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (archives, partials) = files(&tb, &ns.name);
+    assert!(partials.is_empty(), "no temporary file left: {partials:?}");
+    match state {
+        CheckpointState::Completed => {
+            assert_eq!(archives.len(), 1, "exactly one archive: {archives:?}");
+            let uid = contents
+                .get("interrupted")
+                .await
+                .unwrap()
+                .metadata
+                .uid
+                .unwrap();
+            ImageLayout::open(tb.node_path(NODE, &format!("{CHECKPOINTS}/oci")))
+                .unwrap()
+                .verify(&uid)
+                .unwrap();
+        }
+        _ => {
+            assert!(
+                archives.is_empty(),
+                "a failed request leaves no archive: {archives:?}"
+            );
+            assert!(message.contains("restarted"), "{message}");
+        }
+    }
+
+    // The restarted daemon takes new checkpoints normally.
+    Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &request("after-restart", "hog", "hog"),
+        )
+        .await
+        .unwrap();
+    let (state, message) = final_state(&client, &ns.name, "after-restart").await;
+    assert_eq!(state, CheckpointState::Completed, "{message}");
+}
+
+#[tokio::test]
+async fn runtime_gone_fails_clearly_and_recovers_when_it_returns() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "cri-gone").await;
+    let client = tb.client().await;
+    run_pod(&client, &ns.name, counter_pod("app", NODE, 1)).await;
+    let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
+
+    agents(&tb, &["stop", "containerd", NODE]);
+    requests
+        .create(
+            &PostParams::default(),
+            &request("while-down", "app", "counter"),
+        )
+        .await
+        .unwrap();
+    let outcome = final_state(&client, &ns.name, "while-down").await;
+    agents(&tb, &["start", "containerd", NODE]);
+    let (state, message) = outcome;
+    assert_eq!(state, CheckpointState::Failed);
+    assert!(
+        message.contains("/run/containerd/containerd.sock"),
+        "the message names the socket: {message}"
+    );
+    assert!(files(&tb, &ns.name).0.is_empty());
+
+    requests
+        .create(
+            &PostParams::default(),
+            &request("after-return", "app", "counter"),
+        )
+        .await
+        .unwrap();
+    let (state, message) = final_state(&client, &ns.name, "after-return").await;
+    assert_eq!(state, CheckpointState::Completed, "{message}");
+}
