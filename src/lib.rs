@@ -5,5 +5,6 @@
 pub mod archive;
 pub mod crd;
 pub mod cri;
+pub mod daemon;
 pub mod names;
 pub mod oci;

@@ -18,18 +18,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use checkpointing::crd::{ContainerCheckpoint, ContainerCheckpointContent};
+use checkpointing::daemon::{LogFormat, init_logging, kube_client};
 use checkpointing::names::{CONTROLLER_MANAGER, DEFAULT_LEASE_NAMESPACE};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, info, warn};
-use tracing_subscriber::EnvFilter;
 
 use crate::admin::{Admin, Metrics};
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -72,12 +71,6 @@ struct RunArgs {
     admin_addr: SocketAddr,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Json,
-    Plain,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -103,7 +96,7 @@ fn write_crds(dir: Option<PathBuf>) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
     let shutdown = shutdown_signal().context("installing the signal handlers")?;
 
     let listener = tokio::net::TcpListener::bind(args.admin_addr)
@@ -177,22 +170,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("loading kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("finding the cluster (in-cluster service account or KUBECONFIG)")?,
-    };
-    Client::try_from(config).context("building the Kubernetes client")
-}
-
 /// Resolves on the first SIGTERM or SIGINT; cloneable. A task and a oneshot make the future
 /// `Sync`, as `graceful_shutdown_on` requires.
 fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Clone + Send + Sync + 'static> {
@@ -216,14 +193,5 @@ fn mark_synced<K>(flag: Arc<AtomicBool>, kind: &'static str) -> impl Fn(&watcher
         if matches!(event, watcher::Event::InitDone) && !flag.swap(true, Ordering::Relaxed) {
             info!(kind, "watch synced");
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Plain => logs.init(),
     }
 }

@@ -15,12 +15,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::{CONTAINERD_ENDPOINT, CriClient, CriConfig};
+use checkpointing::daemon::{LogFormat, init_logging, kube_client};
 use checkpointing::names::{DEFAULT_LEASE_NAMESPACE, NODE_LABEL};
 use checkpointing::oci::ImageLayout;
 use clap::Parser;
 use futures::StreamExt;
+use kube::Api;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
 
 use crate::checkpoint::Checkpointer;
 use crate::reconcile::Context;
@@ -64,45 +65,11 @@ struct Args {
     log_format: LogFormat,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum LogFormat {
-    Json,
-    Plain,
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only on a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Plain => builder.init(),
-    }
-}
-
-async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
-    let client = kube_client(args.kubeconfig.as_ref())
-        .await
-        .context("creating the Kubernetes client")?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
     let cri = CriClient::lazy(&CriConfig::new(&args.cri_endpoint))
         .context("configuring the CRI client")?;
     let dir = CheckpointDir::open(&args.checkpoint_dir).with_context(|| {

@@ -10,7 +10,6 @@ mod runtime;
 mod status;
 mod supervisor;
 
-use std::io::IsTerminal as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,24 +18,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use checkpointing::cri::{CONTAINERD_ENDPOINT, CriClient, CriConfig};
-use clap::{Parser, ValueEnum};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use checkpointing::daemon::{LogFormat, init_logging, kube_client};
+use clap::Parser;
 use kube::runtime::reflector;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 use crate::pod::Settings;
 use crate::runtime::Cri;
 use crate::supervisor::Supervisor;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Json,
-    Plain,
-}
 
 /// Testbed kubelet stand-in: registers a Node and runs its pods through CRI v1.
 #[derive(Debug, Parser)]
@@ -99,22 +91,10 @@ impl Cli {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: the testbed appends our output to a log file.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Plain => builder.init(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    init_logging(cli.log_format);
     tokio::select! {
         result = run(cli) => match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -175,12 +155,7 @@ async fn connect_cri(
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let kubeconfig = Kubeconfig::read_from(&cli.kubeconfig)
-        .with_context(|| format!("reading kubeconfig {}", cli.kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .context("loading kubeconfig")?;
-    let client = kube::Client::try_from(config).context("building the API client")?;
+    let client = kube_client(Some(&cli.kubeconfig)).await?;
     let tls = match (&cli.tls_cert_file, &cli.tls_private_key_file) {
         (Some(cert), Some(key)) => Some(logs::tls_acceptor(cert, key)?),
         _ => None,

@@ -1,0 +1,71 @@
+//! Start-up shared by our daemons (controller, noded, the testbed's kubelet stand-in): log
+//! output and the Kubernetes client.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use tracing_subscriber::EnvFilter;
+
+/// `--log-format`: JSON for log collectors, plain text for people.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    #[default]
+    Plain,
+}
+
+/// Logs to stderr at `info` unless `RUST_LOG` says otherwise; colours only on a terminal, so
+/// log files and collectors get plain text.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Plain => builder.init(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("reading kubeconfig {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("loading kubeconfig {path}")]
+    Load {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("finding the cluster (in-cluster service account or KUBECONFIG)")]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("building the Kubernetes client")]
+    Build(#[source] kube::Error),
+}
+
+/// A client from `kubeconfig`, or in-cluster / `$KUBECONFIG` configuration when absent.
+pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let display = path.display().to_string();
+            let file =
+                kube::config::Kubeconfig::read_from(path).map_err(|source| ClientError::Read {
+                    path: display.clone(),
+                    source,
+                })?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|source| ClientError::Load {
+                    path: display,
+                    source,
+                })?
+        }
+        None => kube::Config::infer().await.map_err(ClientError::Infer)?,
+    };
+    kube::Client::try_from(config).map_err(ClientError::Build)
+}
