@@ -244,9 +244,16 @@ async fn set_finalizer(
         _ => return Ok(()),
     };
     let patch: json_patch::Patch = serde_json::from_value(ops).expect("well-formed JSON patch");
-    api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
-        .await
-        .map(drop)
+    api.patch(
+        &name,
+        &PatchParams {
+            field_manager: Some(NODED_MANAGER.into()),
+            ..Default::default()
+        },
+        &Patch::Json::<()>(patch),
+    )
+    .await
+    .map(drop)
 }
 
 async fn write_status(

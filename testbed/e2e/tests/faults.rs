@@ -7,6 +7,7 @@ use std::time::Duration;
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::oci::ImageLayout;
 use e2e::{TestNamespace, Testbed, counter_pod, eventually, run_pod};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 
@@ -183,4 +184,45 @@ async fn runtime_gone_fails_clearly_and_recovers_when_it_returns() {
         .unwrap();
     let (state, message) = final_state(&client, &ns.name, "after-return").await;
     assert_eq!(state, CheckpointState::Completed, "{message}");
+}
+
+#[tokio::test]
+async fn a_node_without_its_daemon_is_refused() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "no-daemon").await;
+    let client = tb.client().await;
+    run_pod(&client, &ns.name, counter_pod("app", NODE, 1)).await;
+
+    agents(&tb, &["stop", "noded", NODE]);
+    // The controller trusts the Lease until it expires.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    eventually(
+        "node3's noded Lease to expire",
+        Duration::from_secs(90),
+        || async {
+            let spec = leases
+                .get(&checkpointing::names::noded_lease_name(NODE))
+                .await
+                .ok()?
+                .spec?;
+            let renewed = spec.renew_time?.0;
+            let expires =
+                renewed + Duration::from_secs(u64::try_from(spec.lease_duration_seconds?).ok()?);
+            (expires < k8s_openapi::jiff::Timestamp::now()).then_some(())
+        },
+    )
+    .await;
+    let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
+    requests
+        .create(&PostParams::default(), &request("orphan", "app", "counter"))
+        .await
+        .unwrap();
+    let outcome = final_state(&client, &ns.name, "orphan").await;
+    agents(&tb, &["start", "noded", NODE]);
+    let (state, message) = outcome;
+    assert_eq!(state, CheckpointState::Failed);
+    assert!(
+        message.contains("node3") && message.contains("daemon"),
+        "{message}"
+    );
 }
