@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
 use checkpointing::cri::{CriClient, CriConfig};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, PostParams};
@@ -230,6 +231,54 @@ pub async fn counter_log(
         },
     )
     .await
+}
+
+/// A ContainerCheckpoint for `container` of `pod` (in whatever namespace it is created).
+pub fn checkpoint_request(name: &str, pod: &str, container: &str) -> ContainerCheckpoint {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "checkpointing.zacchaeuschok.github.io/v1alpha1",
+        "kind": "ContainerCheckpoint",
+        "metadata": {"name": name},
+        "spec": {"podName": pod, "container": container},
+    }))
+    .unwrap()
+}
+
+/// Creates the request and waits until it is final; returns it.
+pub async fn checkpoint(
+    client: &kube::Client,
+    ns: &str,
+    cc: ContainerCheckpoint,
+) -> ContainerCheckpoint {
+    let api: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), ns);
+    let name = cc.metadata.name.clone().unwrap();
+    api.create(&PostParams::default(), &cc)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+    wait_checkpoint(client, ns, &name).await
+}
+
+/// Waits until the request `ns/name` is Completed or Failed; returns it.
+pub async fn wait_checkpoint(client: &kube::Client, ns: &str, name: &str) -> ContainerCheckpoint {
+    let api: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), ns);
+    eventually(
+        &format!("ContainerCheckpoint {ns}/{name} to finish"),
+        Duration::from_secs(180),
+        || async {
+            let cc = api.get(name).await.ok()?;
+            cc.status.as_ref()?.state?.is_final().then_some(cc)
+        },
+    )
+    .await
+}
+
+/// State and message of a finished request.
+pub fn outcome(cc: &ContainerCheckpoint) -> (CheckpointState, String) {
+    let status = cc.status.as_ref().expect("a finished request has a status");
+    (
+        status.state.expect("and a state"),
+        status.message.clone().unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -6,57 +6,15 @@ use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::oci::ImageLayout;
-use e2e::{TestNamespace, Testbed, counter_pod, eventually, run_pod};
+use e2e::{
+    TestNamespace, Testbed, checkpoint, checkpoint_request, counter_pod, eventually, outcome,
+    run_pod, wait_checkpoint,
+};
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 
 const CHECKPOINTS: &str = "/var/lib/kubelet/checkpoints";
-
-fn request(name: &str, pod: &str, container: &str) -> ContainerCheckpoint {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "checkpointing.zacchaeuschok.github.io/v1alpha1",
-        "kind": "ContainerCheckpoint",
-        "metadata": {"name": name},
-        "spec": {"podName": pod, "container": container},
-    }))
-    .unwrap()
-}
-
-/// Creates the request and waits until it is final; returns it.
-async fn checkpoint(
-    client: &kube::Client,
-    ns: &str,
-    cc: ContainerCheckpoint,
-) -> ContainerCheckpoint {
-    let api: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), ns);
-    let name = cc.metadata.name.clone().unwrap();
-    api.create(&PostParams::default(), &cc)
-        .await
-        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
-    wait_final(client, ns, &name).await
-}
-
-async fn wait_final(client: &kube::Client, ns: &str, name: &str) -> ContainerCheckpoint {
-    let api: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), ns);
-    eventually(
-        &format!("ContainerCheckpoint {ns}/{name} to finish"),
-        Duration::from_secs(120),
-        || async {
-            let cc = api.get(name).await.ok()?;
-            cc.status.as_ref()?.state?.is_final().then_some(cc)
-        },
-    )
-    .await
-}
-
-fn state_and_message(cc: &ContainerCheckpoint) -> (CheckpointState, String) {
-    let status = cc.status.as_ref().unwrap();
-    (
-        status.state.unwrap(),
-        status.message.clone().unwrap_or_default(),
-    )
-}
 
 /// Archives of one namespace's requests on a node (file names carry the namespace).
 fn archives(tb: &Testbed, node: &str, ns: &str) -> Vec<String> {
@@ -80,8 +38,8 @@ async fn seed_steps_checkpoint_the_counter_on_node1() {
     tb.kubectl_ok(&["apply", "-f", "samples/sample-app.yaml"]);
     e2e::wait_running(&client, "default", "stateful-app").await;
     tb.kubectl_ok(&["apply", "-f", "samples/app-checkpoint.yaml"]);
-    let cc = wait_final(&client, "default", "counter-checkpoint").await;
-    let (state, message) = state_and_message(&cc);
+    let cc = wait_checkpoint(&client, "default", "counter-checkpoint").await;
+    let (state, message) = outcome(&cc);
     assert_eq!(state, CheckpointState::Completed, "{message}");
 
     let row = tb.kubectl_ok(&[
@@ -188,7 +146,7 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
     let client = tb.client().await;
     run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
 
-    let mut other_ns = request("other-ns", "app", "counter");
+    let mut other_ns = checkpoint_request("other-ns", "app", "counter");
     other_ns.spec.namespace = Some("kube-system".into());
     let mut unbound = counter_pod("unbound", "no-such-node", 1);
     unbound.metadata.namespace = Some(ns.name.clone());
@@ -217,16 +175,22 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
 
     let long = "x".repeat(200);
     let cases = [
-        (request("no-pod", "missing-pod", "counter"), "missing-pod"),
-        (other_ns, "kube-system"),
-        (request("no-container", "app", "nope"), "nope"),
-        (request("unbound", "unbound", "counter"), "not"),
-        (request("not-running", "exited", "once"), "not running"),
         (
-            request("hostile-pod", "../../../etc/passwd", "counter"),
+            checkpoint_request("no-pod", "missing-pod", "counter"),
+            "missing-pod",
+        ),
+        (other_ns, "kube-system"),
+        (checkpoint_request("no-container", "app", "nope"), "nope"),
+        (checkpoint_request("unbound", "unbound", "counter"), "not"),
+        (
+            checkpoint_request("not-running", "exited", "once"),
+            "not running",
+        ),
+        (
+            checkpoint_request("hostile-pod", "../../../etc/passwd", "counter"),
             "not found",
         ),
-        (request("hostile-container", "app", &long), "x"),
+        (checkpoint_request("hostile-container", "app", &long), "x"),
     ];
     let before1 = std::fs::read_dir(tb.node_path("node1", "/"))
         .unwrap()
@@ -234,7 +198,7 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
     for (cc, reason) in cases {
         let name = cc.metadata.name.clone().unwrap();
         let done = checkpoint(&client, &ns.name, cc).await;
-        let (state, message) = state_and_message(&done);
+        let (state, message) = outcome(&done);
         assert_eq!(state, CheckpointState::Failed, "{name}: {message}");
         assert!(
             message.contains(reason),
@@ -270,9 +234,9 @@ async fn concurrent_and_duplicate_requests_all_complete() {
     // Ten requests for ten containers at once, plus a duplicate for the first one.
     let mut requests: Vec<_> = pods
         .iter()
-        .map(|p| request(&format!("ck-{p}"), p, "counter"))
+        .map(|p| checkpoint_request(&format!("ck-{p}"), p, "counter"))
         .collect();
-    requests.push(request("ck-app0-again", "app0", "counter"));
+    requests.push(checkpoint_request("ck-app0-again", "app0", "counter"));
     let done = join_all(
         requests
             .into_iter()
@@ -280,7 +244,7 @@ async fn concurrent_and_duplicate_requests_all_complete() {
     )
     .await;
     for cc in &done {
-        let (state, message) = state_and_message(cc);
+        let (state, message) = outcome(cc);
         assert_eq!(
             state,
             CheckpointState::Completed,

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::oci::ImageLayout;
-use e2e::{TestNamespace, Testbed, counter_pod, eventually, run_pod};
+use e2e::{
+    TestNamespace, Testbed, checkpoint_request, counter_pod, eventually, outcome, run_pod,
+    wait_checkpoint,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
@@ -14,28 +17,8 @@ use kube::api::{Api, PostParams};
 const NODE: &str = "node3";
 const CHECKPOINTS: &str = "/var/lib/kubelet/checkpoints";
 
-fn request(name: &str, pod: &str, container: &str) -> ContainerCheckpoint {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {"podName": pod, "container": container},
-    }))
-    .unwrap()
-}
-
 async fn final_state(client: &kube::Client, ns: &str, name: &str) -> (CheckpointState, String) {
-    let api: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), ns);
-    eventually(
-        &format!("{ns}/{name} to finish"),
-        Duration::from_secs(180),
-        || async {
-            let status = api.get(name).await.ok()?.status?;
-            status
-                .state?
-                .is_final()
-                .then(|| (status.state.unwrap(), status.message.unwrap_or_default()))
-        },
-    )
-    .await
+    outcome(&wait_checkpoint(client, ns, name).await)
 }
 
 /// Files of this namespace in node3's checkpoint directory: (archives, temporary files).
@@ -90,7 +73,7 @@ async fn noded_killed_mid_checkpoint_resolves_the_request_on_restart() {
     Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
         .create(
             &PostParams::default(),
-            &request("interrupted", "hog", "hog"),
+            &checkpoint_request("interrupted", "hog", "hog"),
         )
         .await
         .unwrap();
@@ -141,7 +124,7 @@ async fn noded_killed_mid_checkpoint_resolves_the_request_on_restart() {
     Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
         .create(
             &PostParams::default(),
-            &request("after-restart", "hog", "hog"),
+            &checkpoint_request("after-restart", "hog", "hog"),
         )
         .await
         .unwrap();
@@ -161,7 +144,7 @@ async fn runtime_gone_fails_clearly_and_recovers_when_it_returns() {
     requests
         .create(
             &PostParams::default(),
-            &request("while-down", "app", "counter"),
+            &checkpoint_request("while-down", "app", "counter"),
         )
         .await
         .unwrap();
@@ -178,7 +161,7 @@ async fn runtime_gone_fails_clearly_and_recovers_when_it_returns() {
     requests
         .create(
             &PostParams::default(),
-            &request("after-return", "app", "counter"),
+            &checkpoint_request("after-return", "app", "counter"),
         )
         .await
         .unwrap();
@@ -214,7 +197,10 @@ async fn a_node_without_its_daemon_is_refused() {
     .await;
     let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
     requests
-        .create(&PostParams::default(), &request("orphan", "app", "counter"))
+        .create(
+            &PostParams::default(),
+            &checkpoint_request("orphan", "app", "counter"),
+        )
         .await
         .unwrap();
     let outcome = final_state(&client, &ns.name, "orphan").await;
