@@ -6,6 +6,11 @@ pub const GROUP: &str = "checkpointing.zacchaeuschok.github.io";
 /// Pod annotation naming the ContainerCheckpoint (same namespace) a pod restores from.
 pub const RESTORE_FROM_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/restore-from";
 
+/// Pod annotation the restore webhook adds: the digest (`sha256:<hex>`) of the checkpoint image
+/// the pod's container was rewritten to.
+pub const RESTORED_FROM_DIGEST_ANNOTATION: &str =
+    "checkpointing.zacchaeuschok.github.io/restored-from-digest";
+
 /// Label on a ContainerCheckpointContent naming the node whose noded owns it. Labels, not field
 /// selectors: field selectors on custom resources need Kubernetes 1.31.
 pub const NODE_LABEL: &str = "checkpointing.zacchaeuschok.github.io/node";

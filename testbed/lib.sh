@@ -26,6 +26,7 @@ ETCD_PEER_PORT=23800
 KCM_PORT=10257
 SCHED_PORT=10259
 CONTROLLER_ADMIN_PORT=18080  # our controller's /healthz /readyz /metrics on the host
+WEBHOOK_PORT=8443            # its restore admission webhook, called by the apiserver
 CGROUP_NAME=ckpt-testbed # runc cgroupfs parent used by the kubelet stand-in: /ckpt-testbed/<node>/...
 
 # Paths inside every node (see files/node-init.sh and start_node in `up`).

@@ -29,11 +29,18 @@ struct RequestLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    result: &'static str,
+    reason: &'static str,
+}
+
 /// The controller's metrics, in one registry.
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
+    admissions: Family<AdmissionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -51,10 +58,18 @@ impl Default for Metrics {
             "ContainerCheckpoints that reached a final state, by state and reason",
             requests.clone(),
         );
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "webhook_decisions",
+            "Pod CREATEs decided by the restore admission webhook, by result (allowed, patched, \
+             denied) and reason",
+            admissions.clone(),
+        );
         Self {
             registry,
             reconciles,
             requests,
+            admissions,
         }
     }
 }
@@ -81,7 +96,14 @@ impl Metrics {
             .inc();
     }
 
-    fn render(&self) -> String {
+    /// One restore admission decision: `allowed` (not a restore), `patched` or `denied`.
+    pub fn admitted(&self, result: &'static str, reason: &'static str) {
+        self.admissions
+            .get_or_create(&AdmissionLabels { result, reason })
+            .inc();
+    }
+
+    pub(crate) fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
@@ -157,6 +179,27 @@ mod tests {
         assert!(
             text.contains(
                 "checkpoint_controller_requests_total{state=\"Failed\",reason=\"PodNotFound\"} 1"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn metrics_count_webhook_decisions() {
+        let m = Metrics::default();
+        m.admitted("denied", "NotFound");
+        m.admitted("patched", "Restored");
+        m.admitted("patched", "Restored");
+        let text = m.render();
+        assert!(
+            text.contains(
+                "checkpoint_controller_webhook_decisions_total{result=\"denied\",reason=\"NotFound\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "checkpoint_controller_webhook_decisions_total{result=\"patched\",reason=\"Restored\"} 2"
             ),
             "{text}"
         );

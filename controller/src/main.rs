@@ -1,16 +1,20 @@
 //! The controller binary. `controller run` turns ContainerCheckpoint requests into
 //! ContainerCheckpointContents for the node daemons and mirrors their results back;
-//! `controller crd` prints both CRDs as YAML.
+//! `controller crd` prints both CRDs as YAML. With `--webhook-addr` it also serves and
+//! registers the restore admission webhook.
 
 mod admin;
+mod admission;
 #[cfg(test)]
 mod fake_api;
 mod reconcile;
 mod status;
+mod tls;
 mod validation;
+mod webhook;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::admin::{Admin, Metrics};
 use crate::reconcile::{Context, error_policy, reconcile};
+use crate::webhook::Endpoint;
 
 /// How long in-flight reconciles may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -52,7 +57,7 @@ enum Command {
         dir: Option<PathBuf>,
     },
     /// Reconcile ContainerCheckpoints until SIGTERM or SIGINT.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -69,13 +74,105 @@ struct RunArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "CONTROLLER_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     admin_addr: SocketAddr,
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+#[derive(Args)]
+struct WebhookArgs {
+    /// Serve the restore admission webhook over HTTPS on this address (e.g. 0.0.0.0:8443) and
+    /// register it as MutatingWebhookConfiguration checkpointing-restore. Off when unset.
+    #[arg(long, env = "CONTROLLER_WEBHOOK_ADDR")]
+    webhook_addr: Option<SocketAddr>,
+    /// DNS names of the webhook's serving certificate, comma-separated
+    /// [default: <service name>.<service namespace>.svc].
+    #[arg(
+        long,
+        env = "CONTROLLER_WEBHOOK_DNS_NAMES",
+        value_delimiter = ',',
+        requires = "webhook_addr"
+    )]
+    webhook_dns_names: Vec<String>,
+    /// IP addresses of the webhook's serving certificate, comma-separated (for --webhook-url
+    /// with an IP address).
+    #[arg(
+        long,
+        env = "CONTROLLER_WEBHOOK_IP_SANS",
+        value_delimiter = ',',
+        requires = "webhook_addr"
+    )]
+    webhook_ip_sans: Vec<IpAddr>,
+    /// https:// URL the API server calls (e.g. https://10.77.0.1:8443/mutate) when the
+    /// controller runs outside the cluster. Without it: the Service below, path /mutate.
+    #[arg(long, env = "CONTROLLER_WEBHOOK_URL", requires = "webhook_addr")]
+    webhook_url: Option<String>,
+    /// Namespace of the webhook's Service [default: the controller's own namespace].
+    #[arg(long, env = "CONTROLLER_WEBHOOK_SERVICE_NAMESPACE")]
+    webhook_service_namespace: Option<String>,
+    /// Name of the webhook's Service (port 443, to this controller's --webhook-addr port).
+    #[arg(
+        long,
+        env = "CONTROLLER_WEBHOOK_SERVICE_NAME",
+        default_value = webhook::DEFAULT_SERVICE_NAME
+    )]
+    webhook_service_name: String,
+}
+
+/// The webhook's settings from its flags; `None` when it is off.
+struct WebhookSettings {
+    addr: SocketAddr,
+    dns_names: Vec<String>,
+    ips: Vec<IpAddr>,
+    endpoint: Endpoint,
+}
+
+impl WebhookArgs {
+    /// `own_namespace`: where the controller runs, the Service's namespace unless configured.
+    fn settings(self, own_namespace: &str) -> anyhow::Result<Option<WebhookSettings>> {
+        let Some(addr) = self.webhook_addr else {
+            return Ok(None);
+        };
+        let namespace = self
+            .webhook_service_namespace
+            .unwrap_or_else(|| own_namespace.to_owned());
+        let mut dns_names = self.webhook_dns_names;
+        if dns_names.is_empty() {
+            dns_names.push(format!("{}.{namespace}.svc", self.webhook_service_name));
+        }
+        let endpoint = match self.webhook_url {
+            Some(url) => {
+                let uri: axum::http::Uri = url
+                    .parse()
+                    .with_context(|| format!("--webhook-url {url:?} is not a URL"))?;
+                anyhow::ensure!(
+                    uri.scheme_str() == Some("https") && uri.host().is_some(),
+                    "--webhook-url {url:?} must be an https:// URL with a host"
+                );
+                anyhow::ensure!(
+                    uri.query().is_none() && !url.contains('#'),
+                    "--webhook-url {url:?} must have no query or fragment"
+                );
+                Endpoint::Url(url)
+            }
+            None => Endpoint::Service {
+                namespace,
+                name: self.webhook_service_name,
+            },
+        };
+        Ok(Some(WebhookSettings {
+            addr,
+            dns_names,
+            ips: self.webhook_ip_sans,
+            endpoint,
+        }))
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd { dir } => write_crds(dir),
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 
@@ -114,6 +211,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = admin_stopped.await;
     }));
     info!(addr = %args.admin_addr, "serving /healthz, /readyz and /metrics");
+
+    let webhook = match args.webhook.settings(client.default_namespace())? {
+        Some(settings) => Some(start_webhook(&client, &metrics, settings, shutdown.clone()).await?),
+        None => None,
+    };
 
     // Our own watches, not `Controller::new` and `owns()`, so readiness can tell when each has
     // listed everything. Contents: metadata only, as `owns()` would.
@@ -167,7 +269,53 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("joining the admin server")?
         .context("serving the admin endpoints")?;
+    if let Some((server, registration)) = webhook {
+        registration.abort();
+        server
+            .await
+            .context("joining the webhook server")?
+            .context("serving the webhook")?;
+    }
     Ok(())
+}
+
+/// Makes the webhook's certificates, serves it until `shutdown` and registers it (in the
+/// background, retried until it succeeds). Returns the server and the registration task.
+async fn start_webhook(
+    client: &kube::Client,
+    metrics: &Arc<Metrics>,
+    settings: WebhookSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let certificates = tls::Certificates::generate(&settings.dns_names, &settings.ips)
+        .context("making the webhook's certificates")?;
+    let tcp = tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .with_context(|| format!("binding the webhook address {}", settings.addr))?;
+    let listener = tls::TlsListener::new(tcp, certificates.server_config()?)
+        .context("listening for webhook connections")?;
+    let router = webhook::router(webhook::Webhook {
+        client: client.clone(),
+        metrics: metrics.clone(),
+    });
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    info!(
+        addr = %settings.addr,
+        dns_names = ?settings.dns_names,
+        ips = ?settings.ips,
+        endpoint = ?settings.endpoint,
+        "serving the restore admission webhook"
+    );
+    let configuration = webhook::configuration(&settings.endpoint, &certificates.ca_pem);
+    let registration = tokio::spawn(webhook::register(client.clone(), configuration));
+    Ok((server, registration))
 }
 
 /// Resolves on the first SIGTERM or SIGINT; cloneable. A task and a oneshot make the future

@@ -351,7 +351,7 @@ fn error_source(error: &Error) -> String {
 }
 
 /// A kube error in one line: an API error's Display repeats the whole Status in Debug form.
-fn cause(error: &kube::Error) -> String {
+pub(crate) fn cause(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
         other => other.to_string(),

@@ -223,7 +223,7 @@ fn describe_state(state: Option<&ContainerState>) -> String {
 
 /// A user-supplied name for a message: quoted and escaped, cut when very long so a hostile
 /// name cannot flood the status.
-fn shown(name: &str) -> String {
+pub(crate) fn shown(name: &str) -> String {
     const MAX: usize = 80;
     match name.char_indices().nth(MAX) {
         None => format!("{name:?}"),
@@ -253,7 +253,7 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 /// RFC 1123 subdomain, as Kubernetes requires of pod names.
-fn is_dns_subdomain(s: &str) -> bool {
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 

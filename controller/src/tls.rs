@@ -1,0 +1,302 @@
+//! The webhook's TLS: a certificate authority and serving certificate made in memory at start
+//! (nobody runs openssl; the CA's PEM becomes the webhook configuration's `caBundle`), and an
+//! HTTPS listener for axum that completes handshakes off the accept path.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp, tz::TimeZone};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, warn};
+
+/// How long a client may take for its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the certificates are valid. They live only in this process's memory and a new pair
+/// is made at every start, so a long life costs nothing.
+const VALIDITY_DAYS: i64 = 3650;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("generating the webhook certificates")]
+    Generate(#[from] rcgen::Error),
+    #[error("building the TLS server configuration")]
+    Config(#[from] tokio_rustls::rustls::Error),
+}
+
+/// A CA and the serving certificate it signed.
+pub struct Certificates {
+    /// PEM of the CA certificate: what the API server must trust (`caBundle`).
+    pub ca_pem: String,
+    #[cfg(test)]
+    pub ca_der: CertificateDer<'static>,
+    pub cert_der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl Certificates {
+    /// A fresh CA (ECDSA P-256) and a serving certificate for `dns_names` and `ips`.
+    pub fn generate(dns_names: &[String], ips: &[IpAddr]) -> Result<Self, TlsError> {
+        let now = Timestamp::now();
+
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name
+            .push(DnType::CommonName, "checkpoint-controller webhook CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        set_validity(&mut ca, now);
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let key = KeyPair::generate()?;
+        let mut leaf = CertificateParams::new(dns_names.to_vec())?;
+        leaf.subject_alt_names
+            .extend(ips.iter().copied().map(SanType::IpAddress));
+        let common_name = dns_names
+            .first()
+            .map_or_else(|| "checkpoint-controller-webhook".to_owned(), Clone::clone);
+        leaf.distinguished_name
+            .push(DnType::CommonName, common_name);
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        leaf.use_authority_key_identifier_extension = true;
+        set_validity(&mut leaf, now);
+        let cert = leaf.signed_by(&key, &issuer)?;
+
+        Ok(Self {
+            ca_pem: ca_cert.pem(),
+            #[cfg(test)]
+            ca_der: ca_cert.der().clone(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        })
+    }
+
+    /// A TLS server configuration presenting the serving certificate, HTTP/1.1 only.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
+        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert_der.clone()], key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Valid from a day ago (clock skew) for [`VALIDITY_DAYS`].
+fn set_validity(params: &mut CertificateParams, now: Timestamp) {
+    let at = |t: Timestamp| {
+        let date = t.to_zoned(TimeZone::UTC).date();
+        // Months and days are positive and small.
+        rcgen::date_time_ymd(
+            date.year().into(),
+            date.month().unsigned_abs(),
+            date.day().unsigned_abs(),
+        )
+    };
+    let start = now
+        .checked_sub(SignedDuration::from_hours(24))
+        .unwrap_or(now);
+    let end = now
+        .checked_add(SignedDuration::from_hours(24 * VALIDITY_DAYS))
+        .unwrap_or(now);
+    params.not_before = at(start);
+    params.not_after = at(end);
+}
+
+/// An HTTPS listener for `axum::serve`: a task accepts TCP connections and runs each TLS
+/// handshake in its own task, so a slow or broken client never holds up the others.
+pub struct TlsListener {
+    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    acceptor: JoinHandle<()>,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, handshaken) = mpsc::channel(64);
+        let tls = TlsAcceptor::from(config);
+        let acceptor = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        warn!(%error, "accepting a webhook connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (tls, tx) = (tls.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send((stream, peer)).await;
+                        }
+                        Ok(Err(error)) => debug!(%peer, %error, "webhook TLS handshake failed"),
+                        Err(_) => debug!(%peer, "webhook TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            handshaken,
+            local,
+            acceptor,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.handshaken.recv().await {
+            Some(accepted) => accepted,
+            // The accept task is gone only once this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::client::TlsStream as ClientTlsStream;
+    use tokio_rustls::rustls::pki_types::ServerName;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    pub const DNS: &str = "checkpoint-controller-webhook.default.svc";
+
+    /// Serves `router` over TLS with certificates for [`DNS`] and 127.0.0.1; returns the
+    /// address and the certificates.
+    pub async fn serve(router: axum::Router) -> (SocketAddr, Certificates) {
+        let certs =
+            Certificates::generate(&[DNS.to_owned()], &["127.0.0.1".parse().unwrap()]).unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TlsListener::new(tcp, certs.server_config().unwrap()).unwrap();
+        let addr = axum::serve::Listener::local_addr(&listener).unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (addr, certs)
+    }
+
+    /// A TLS connection to `addr` that trusts only `ca` and checks the certificate for `name`.
+    pub async fn connect(
+        addr: SocketAddr,
+        ca: &CertificateDer<'static>,
+        name: &str,
+    ) -> io::Result<ClientTlsStream<TcpStream>> {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone()).unwrap();
+        let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        let tcp = TcpStream::connect(addr).await?;
+        TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+    }
+
+    /// One HTTP/1.1 request over `stream`; the whole response.
+    pub async fn http(
+        mut stream: ClientTlsStream<TcpStream>,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> String {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        // A peer that closes without close_notify is fine here.
+        let _ = stream.read_to_string(&mut response).await;
+        response
+    }
+
+    #[tokio::test]
+    async fn certificate_is_valid_for_its_names_and_addresses_only() {
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+        let (addr, certs) = serve(router).await;
+        assert!(
+            certs.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"),
+            "{}",
+            certs.ca_pem
+        );
+
+        for name in [DNS, "127.0.0.1"] {
+            let stream = connect(addr, &certs.ca_der, name)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let response = http(stream, "GET", "/", "").await;
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+            assert!(response.ends_with("hello"), "{response}");
+        }
+        for wrong in ["other.default.svc", "127.0.0.2"] {
+            let err = connect(addr, &certs.ca_der, wrong).await.unwrap_err();
+            assert!(err.to_string().contains("certificate"), "{wrong}: {err}");
+        }
+        // Another CA's client does not trust it.
+        let other = Certificates::generate(&[DNS.to_owned()], &[]).unwrap();
+        assert!(connect(addr, &other.ca_der, DNS).await.is_err());
+        // A failed handshake does not stop the listener.
+        let stream = connect(addr, &certs.ca_der, DNS).await.unwrap();
+        assert!(
+            http(stream, "GET", "/", "")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_does_not_hold_up_others() {
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+        let (addr, certs) = serve(router).await;
+        // Connected, never says hello.
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let stream =
+            tokio::time::timeout(Duration::from_secs(5), connect(addr, &certs.ca_der, DNS))
+                .await
+                .expect("handshake not blocked")
+                .unwrap();
+        assert!(
+            http(stream, "GET", "/", "")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+    }
+}
