@@ -44,6 +44,8 @@ pub enum OciError {
     },
     #[error("no image tagged {tag:?} in {}", layout.display())]
     UnknownTag { tag: String, layout: PathBuf },
+    #[error("blob {digest} named by manifest {manifest} is missing")]
+    MissingBlob { digest: String, manifest: String },
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> OciError {
@@ -265,18 +267,23 @@ impl ImageLayout {
         )?;
         let layer = descriptor(MediaType::ImageLayer, layer.clone(), size)?;
         let manifest = checkpoint_manifest(config, layer, checkpoint_annotations(meta))?;
-        let mut manifest_desc = self.write_blob(
+        let manifest_desc = self.write_blob(
             MediaType::ImageManifest,
             manifest
                 .to_string()
                 .map_err(spec_err("manifest"))?
                 .as_bytes(),
         )?;
-        manifest_desc.set_annotations(Some(HashMap::from([(
+        self.tag(manifest_desc, tag)
+    }
+
+    /// Points `tag` at the manifest `desc`, replacing any image with that tag. Caller holds the
+    /// lock.
+    fn tag(&self, mut desc: Descriptor, tag: &str) -> Result<Descriptor, OciError> {
+        desc.set_annotations(Some(HashMap::from([(
             ann::REF_NAME.to_owned(),
             tag.to_owned(),
         )])));
-
         let mut index = self.read_index()?;
         let mut manifests: Vec<Descriptor> = index
             .manifests()
@@ -284,10 +291,75 @@ impl ImageLayout {
             .filter(|d| tag_of(d) != Some(tag))
             .cloned()
             .collect();
-        manifests.push(manifest_desc.clone());
+        manifests.push(desc.clone());
         index.set_manifests(manifests);
         self.write_index(&index)?;
-        Ok(manifest_desc)
+        Ok(desc)
+    }
+
+    /// Directory for blobs being downloaded: inside the layout, so a rename moves them into
+    /// place, but outside `blobs/`, so garbage collection never sees a half-written one.
+    pub fn ingest_dir(&self) -> PathBuf {
+        self.root.join("ingest")
+    }
+
+    /// Adds an image fetched from elsewhere under `tag`, replacing any image with that tag.
+    /// `manifest` holds the manifest's bytes, which must hash to `digest`; `staged` lists blobs
+    /// the caller has already downloaded *and verified* (normally under [`Self::ingest_dir`]):
+    /// they are renamed into place, or dropped when the layout already has them. Every blob the
+    /// manifest names must then be present. Returns the manifest descriptor.
+    pub fn import(
+        &self,
+        tag: &str,
+        digest: &Digest,
+        manifest: &[u8],
+        staged: &[(Digest, PathBuf)],
+    ) -> Result<Descriptor, OciError> {
+        let found = Digest::from(sha256_bytes(manifest));
+        if &found != digest {
+            return Err(OciError::Corrupt {
+                digest: digest.to_string(),
+                expected: digest.to_string(),
+                found: found.to_string(),
+            });
+        }
+        let parsed = ImageManifest::from_reader(manifest).map_err(spec_err("manifest"))?;
+        // Under the lock: garbage collection must not take a blob between its rename and the
+        // index entry that keeps it alive.
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        for blob in std::iter::once(parsed.config()).chain(parsed.layers()) {
+            let staged_here = staged.iter().any(|(d, _)| d == blob.digest());
+            if !staged_here && !self.blob_path(blob.digest()).exists() {
+                return Err(OciError::MissingBlob {
+                    digest: blob.digest().to_string(),
+                    manifest: digest.to_string(),
+                });
+            }
+        }
+        for (blob, path) in staged {
+            let target = self.blob_path(blob);
+            if target.exists() {
+                fs::remove_file(path).map_err(io_err("removing", path))?;
+            } else {
+                fs::rename(path, &target).map_err(io_err("renaming into place", &target))?;
+            }
+        }
+        let desc = self.write_blob(MediaType::ImageManifest, manifest)?;
+        let blobs = self.root.join("blobs/sha256");
+        File::open(&blobs)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("syncing", &blobs))?;
+        self.tag(desc, tag)
+    }
+
+    /// Every tag in the index.
+    pub fn tags(&self) -> Result<Vec<String>, OciError> {
+        Ok(self
+            .read_index()?
+            .manifests()
+            .iter()
+            .filter_map(|d| tag_of(d).map(str::to_owned))
+            .collect())
     }
 
     /// The manifest descriptor tagged `tag`.
@@ -537,6 +609,77 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(left, 0, "no blob outlives its last image");
+    }
+
+    /// Copies the blobs of `tag` in `from` into `to`'s ingest directory, as a download would.
+    fn stage(
+        from: &ImageLayout,
+        to: &ImageLayout,
+        tag: &str,
+    ) -> (Digest, Vec<u8>, Vec<(Digest, PathBuf)>) {
+        let desc = from.resolve(tag).unwrap().unwrap();
+        let manifest = from.verify(tag).unwrap();
+        fs::create_dir_all(to.ingest_dir()).unwrap();
+        let staged = std::iter::once(manifest.config())
+            .chain(manifest.layers())
+            .map(|d| {
+                let path = to
+                    .ingest_dir()
+                    .join(format!("{}.partial", d.digest().digest()));
+                fs::copy(from.blob_path(d.digest()), &path).unwrap();
+                (d.digest().clone(), path)
+            })
+            .collect();
+        let bytes = fs::read(from.blob_path(desc.digest())).unwrap();
+        (desc.digest().clone(), bytes, staged)
+    }
+
+    #[test]
+    fn an_imported_image_is_tagged_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ImageLayout::open(dir.path().join("a")).unwrap();
+        let b = ImageLayout::open(dir.path().join("b")).unwrap();
+        let (path, digest, size) = archive(dir.path(), "a.tar", b"checkpoint bytes");
+        a.add_checkpoint(&path, &digest, size, &meta(), "uid")
+            .unwrap();
+        let (manifest_digest, bytes, staged) = stage(&a, &b, "uid");
+        let desc = b.import("uid", &manifest_digest, &bytes, &staged).unwrap();
+        assert_eq!(desc.digest(), &manifest_digest);
+        assert_eq!(b.tags().unwrap(), ["uid"]);
+        b.verify("uid").unwrap();
+        assert_eq!(
+            fs::read_dir(b.ingest_dir()).unwrap().count(),
+            0,
+            "staged files moved"
+        );
+
+        // Again, with the blobs already in place: the staged copies are dropped.
+        let (_, _, staged) = stage(&a, &b, "uid");
+        b.import("uid", &manifest_digest, &bytes, &staged).unwrap();
+        assert_eq!(fs::read_dir(b.ingest_dir()).unwrap().count(), 0);
+        assert_eq!(b.read_index().unwrap().manifests().len(), 1);
+    }
+
+    #[test]
+    fn import_refuses_a_wrong_manifest_or_a_missing_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ImageLayout::open(dir.path().join("a")).unwrap();
+        let b = ImageLayout::open(dir.path().join("b")).unwrap();
+        let (path, digest, size) = archive(dir.path(), "a.tar", b"checkpoint bytes");
+        a.add_checkpoint(&path, &digest, size, &meta(), "uid")
+            .unwrap();
+        let (manifest_digest, mut bytes, staged) = stage(&a, &b, "uid");
+
+        let e = b
+            .import("uid", &manifest_digest, &bytes, &staged[..1])
+            .unwrap_err();
+        assert!(matches!(e, OciError::MissingBlob { .. }), "{e}");
+        assert!(b.resolve("uid").unwrap().is_none());
+
+        bytes.push(b' ');
+        let e = b.import("uid", &manifest_digest, &bytes, &[]).unwrap_err();
+        assert!(matches!(e, OciError::Corrupt { .. }), "{e}");
+        assert!(b.tags().unwrap().is_empty());
     }
 
     #[test]

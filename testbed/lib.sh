@@ -26,6 +26,8 @@ ETCD_PEER_PORT=23800
 KCM_PORT=10257
 SCHED_PORT=10259
 CONTROLLER_ADMIN_PORT=18080  # our controller's /healthz /readyz /metrics on the host
+# Host name containerd's default resolver uses for docker.io images; nodes map it to HOST_IP.
+DOCKER_HUB_HOST=registry-1.docker.io
 WEBHOOK_PORT=8443            # its restore admission webhook, called by the apiserver
 CGROUP_NAME=ckpt-testbed # runc cgroupfs parent used by the kubelet stand-in: /ckpt-testbed/<node>/...
 
@@ -209,7 +211,7 @@ agent_cmd() {
   case $name in
     containerd) line="/usr/bin/containerd --config /etc/containerd/config.toml" ;;
     kubelet-standin) line="$NODE_BIN/kubelet-standin ${common[*]} --node-ip $(node_ip "$node") --tls-cert-file /etc/testbed/kubelet.crt --tls-private-key-file /etc/testbed/kubelet.key" ;;
-    noded) line="$NODE_BIN/noded ${common[*]}" ;;
+    noded) line="$NODE_BIN/noded ${common[*]} --peer-token-file /etc/testbed/noded-token" ;;
     *) return 1 ;;
   esac
   # Extra flags for tests: TESTBED_NODED_ARGS, TESTBED_KUBELET_STANDIN_ARGS, TESTBED_CONTAINERD_ARGS.

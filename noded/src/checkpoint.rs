@@ -2,9 +2,8 @@
 //! a temporary file, make it final, and package it as an OCI checkpoint image. Written against
 //! the [`Runtime`] trait so it is tested with a recording fake.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use checkpointing::archive::{self, ArchiveError};
@@ -13,6 +12,7 @@ use checkpointing::names::kubelet;
 use checkpointing::oci::{CheckpointMeta, ImageLayout, OciError, sha256_file};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::locks::KeyedLocks;
 use crate::store::{ArchiveKey, CheckpointDir};
 
 /// What to checkpoint, from one Content.
@@ -64,37 +64,27 @@ pub enum Failure {
     Interrupted,
 }
 
-/// Serialises checkpoints of the same container: duplicate requests queue instead of racing
-/// inside the runtime.
-#[derive(Default, Debug)]
-struct ContainerLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-impl ContainerLocks {
-    fn get(&self, container_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, lock| Arc::strong_count(lock) > 1);
-        map.entry(container_id.to_owned()).or_default().clone()
-    }
-}
-
 #[derive(Debug)]
 pub struct Checkpointer<R> {
     pub runtime: R,
     pub dir: CheckpointDir,
-    pub layout: ImageLayout,
+    /// Shared with the registry, which serves and imports images in it.
+    pub layout: Arc<ImageLayout>,
     /// Registry host images are referenced under, e.g. `localhost:5050`.
     pub registry: String,
-    locks: ContainerLocks,
+    /// Serialises checkpoints of the same container: duplicate requests queue instead of racing
+    /// inside the runtime.
+    locks: KeyedLocks,
 }
 
 impl<R: Runtime> Checkpointer<R> {
-    pub fn new(runtime: R, dir: CheckpointDir, layout: ImageLayout, registry: String) -> Self {
+    pub fn new(runtime: R, dir: CheckpointDir, layout: Arc<ImageLayout>, registry: String) -> Self {
         Self {
             runtime,
             dir,
             layout,
             registry,
-            locks: ContainerLocks::default(),
+            locks: KeyedLocks::default(),
         }
     }
 
@@ -210,6 +200,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
+    use std::sync::Mutex;
 
     /// A runtime that records checkpoint calls and writes a small archive like a real one.
     #[derive(Default)]
@@ -324,7 +315,7 @@ mod tests {
     fn checkpointer(runtime: FakeRuntime, tmp: &Path) -> Checkpointer<FakeRuntime> {
         let dir = CheckpointDir::open(tmp.join("checkpoints")).unwrap();
         let layout = ImageLayout::open(tmp.join("checkpoints/oci")).unwrap();
-        Checkpointer::new(runtime, dir, layout, "localhost:5050".into())
+        Checkpointer::new(runtime, dir, Arc::new(layout), "localhost:5050".into())
     }
 
     fn leftovers(tmp: &Path) -> Vec<String> {

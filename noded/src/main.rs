@@ -4,10 +4,13 @@
 mod admin;
 mod checkpoint;
 mod lease;
+mod locks;
+mod peer;
 mod reconcile;
+mod registry;
 mod store;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +27,15 @@ use kube::Api;
 use kube::runtime::{Controller, watcher};
 
 use crate::checkpoint::Checkpointer;
+use crate::peer::{Auth, PeerClient};
 use crate::reconcile::Context;
+use crate::registry::{KubeCluster, Mode, Registry};
 use crate::store::CheckpointDir;
+
+/// Time open registry connections (a blob being streamed) get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often cached copies of deleted checkpoints are looked for.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -58,6 +68,33 @@ struct Args {
     /// Address of /healthz and /readyz.
     #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:9811")]
     admin_addr: SocketAddr,
+    /// Address of the node-local registry the runtime pulls checkpoint images from (loopback:
+    /// runtimes pull from `localhost` over plain HTTP).
+    #[arg(long, env = "REGISTRY_ADDR", default_value = "127.0.0.1:5050")]
+    registry_addr: SocketAddr,
+    /// Port of the peer server other nodes' noded fetch checkpoint images from; every node uses
+    /// the same one, at its InternalIP.
+    #[arg(long, env = "PEER_PORT", default_value_t = 5051)]
+    peer_port: u16,
+    /// Address the peer server listens on.
+    #[arg(long, env = "PEER_BIND_ADDR", default_value = "0.0.0.0")]
+    peer_bind_addr: IpAddr,
+    /// ServiceAccount token presented to peers (re-read for every fetch: projected tokens
+    /// rotate).
+    #[arg(
+        long,
+        env = "PEER_TOKEN_FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    peer_token_file: PathBuf,
+    /// Users (as a TokenReview names them) allowed to fetch from the peer server, comma-separated.
+    #[arg(
+        long,
+        env = "PEER_ALLOWED_USERS",
+        value_delimiter = ',',
+        default_value = "system:serviceaccount:kube-system:checkpoint-noded"
+    )]
+    peer_allowed_users: Vec<String>,
     /// Checkpoints taken at once on this node.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -78,9 +115,20 @@ async fn main() -> anyhow::Result<()> {
             args.checkpoint_dir.display()
         )
     })?;
-    let layout = ImageLayout::open(args.checkpoint_dir.join("oci"))
-        .context("opening the OCI image layout")?;
-    tracing::info!(node = %args.node_name, cri = %args.cri_endpoint, dir = %args.checkpoint_dir.display(), "noded starting");
+    let layout = Arc::new(
+        ImageLayout::open(args.checkpoint_dir.join("oci"))
+            .context("opening the OCI image layout")?,
+    );
+    registry::clear_ingest(&layout).context("clearing interrupted image downloads")?;
+    let local_listener = tokio::net::TcpListener::bind(args.registry_addr)
+        .await
+        .with_context(|| format!("listening on {} (--registry-addr)", args.registry_addr))?;
+    let peer_addr = SocketAddr::new(args.peer_bind_addr, args.peer_port);
+    let peer_listener = tokio::net::TcpListener::bind(peer_addr)
+        .await
+        .with_context(|| format!("listening on {peer_addr} (--peer-port)"))?;
+    tracing::info!(node = %args.node_name, cri = %args.cri_endpoint, dir = %args.checkpoint_dir.display(),
+        registry = %args.registry_addr, peer = %peer_addr, "noded starting");
 
     tokio::spawn(lease::keep_renewed(
         client.clone(),
@@ -88,6 +136,41 @@ async fn main() -> anyhow::Result<()> {
         args.node_name.clone(),
     ));
     let admin = tokio::spawn(admin::serve(args.admin_addr, cri.clone()));
+
+    let registry = Arc::new(Registry::new(
+        layout.clone(),
+        cri.clone(),
+        KubeCluster(client.clone()),
+        args.node_name.clone(),
+        PeerClient::new(args.peer_port, args.peer_token_file.clone()),
+        Auth::new(args.peer_allowed_users.clone()),
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let servers =
+        [(local_listener, Mode::Local), (peer_listener, Mode::Peer)].map(|(listener, mode)| {
+            let router = registry::router(registry.clone(), mode);
+            let stop = until_stopped(stopped.clone());
+            tokio::spawn(async move {
+                if let Err(error) = registry::serve(listener, router, stop, SHUTDOWN_GRACE).await {
+                    tracing::error!(?mode, %error, "registry server failed");
+                }
+            })
+        });
+    let pruner = tokio::spawn({
+        let registry = registry.clone();
+        async move {
+            let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(error) = registry.prune().await {
+                    tracing::warn!(%error, "pruning cached checkpoint images failed");
+                }
+            }
+        }
+    });
 
     let context = Arc::new(Context {
         client: client.clone(),
@@ -103,6 +186,11 @@ async fn main() -> anyhow::Result<()> {
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|_| async {})
         .await;
+    let _ = stop.send(true);
+    pruner.abort();
+    for server in servers {
+        let _ = server.await;
+    }
     admin.abort();
     tracing::info!("noded stopped");
     Ok(())

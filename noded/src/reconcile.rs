@@ -88,7 +88,7 @@ pub fn final_status(outcome: &Result<Artifact, Failure>) -> ContainerCheckpointC
 }
 
 /// An error and its sources on one line: status messages must carry the root cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -1,0 +1,576 @@
+//! Node-to-node transfer of checkpoint images.
+//!
+//! Server side: [`Auth`] admits a request to the peer server only with a ServiceAccount token
+//! that a `TokenReview` authenticates as one of the allowed users (positive reviews are cached
+//! for a minute). Client side: [`PeerClient`] fetches an image from the noded holding it,
+//! verifying every blob's size and digest while streaming it into the layout's ingest
+//! directory, and imports it under the image's tag only when all of it verified.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use checkpointing::oci::{ImageLayout, OciError};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::authentication::v1::TokenReviewStatus;
+use oci_spec::image::{DigestAlgorithm, ImageManifest};
+use tokio::io::AsyncWriteExt;
+
+use crate::registry::{Cluster, MANIFEST_MEDIA_TYPE, Problem, Repo};
+
+/// How long a positive TokenReview is trusted.
+const REVIEW_TTL: Duration = Duration::from_secs(60);
+/// Manifests are small; a peer sending more is broken or hostile.
+const MAX_MANIFEST: usize = 4 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Until the peer's response headers arrive.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest pause in a body before the transfer is given up.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------- authentication (server)
+
+/// Why a peer request is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("no bearer token")]
+    NoToken,
+    #[error("the token is not authenticated{}", .0.as_deref().map(|e| format!(": {e}")).unwrap_or_default())]
+    NotAuthenticated(Option<String>),
+    #[error("user {0:?} may not fetch checkpoint images")]
+    NotAllowed(String),
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(value: Option<&HeaderValue>) -> Result<&str, Denied> {
+    let value = value.and_then(|v| v.to_str().ok()).ok_or(Denied::NoToken)?;
+    let (scheme, token) = value.split_once(' ').ok_or(Denied::NoToken)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(Denied::NoToken);
+    }
+    Ok(token)
+}
+
+/// Admits the reviewed token when the API server authenticated it as one of `allowed`.
+/// Returns the username.
+pub fn decide(status: &TokenReviewStatus, allowed: &[String]) -> Result<String, Denied> {
+    if status.authenticated != Some(true) {
+        return Err(Denied::NotAuthenticated(status.error.clone()));
+    }
+    let user = status
+        .user
+        .as_ref()
+        .and_then(|u| u.username.clone())
+        .unwrap_or_default();
+    if allowed.iter().any(|a| a == &user) {
+        Ok(user)
+    } else {
+        Err(Denied::NotAllowed(user))
+    }
+}
+
+/// The peer server's gate: TokenReview, allowed users, a short cache of positive reviews (by
+/// the token's hash; tokens themselves are not kept).
+pub struct Auth {
+    allowed: Vec<String>,
+    reviewed: Mutex<HashMap<String, Instant>>,
+}
+
+impl Auth {
+    pub fn new(allowed: Vec<String>) -> Self {
+        Self {
+            allowed,
+            reviewed: Mutex::default(),
+        }
+    }
+
+    pub async fn check<C: Cluster>(
+        &self,
+        cluster: &C,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<(), Problem> {
+        let denied = |d: Denied| Problem::Unauthorized(d.to_string());
+        let token = bearer(authorization).map_err(denied)?;
+        let key = sha256_hex(token.as_bytes());
+        let now = Instant::now();
+        {
+            let mut reviewed = self.reviewed.lock().unwrap_or_else(|p| p.into_inner());
+            reviewed.retain(|_, at| now.duration_since(*at) < REVIEW_TTL);
+            if reviewed.contains_key(&key) {
+                return Ok(());
+            }
+        }
+        let status = cluster.review_token(token).await.map_err(|e| {
+            Problem::Unavailable(format!(
+                "reviewing the peer's token: {}",
+                crate::reconcile::error_chain(&e)
+            ))
+        })?;
+        let user = decide(&status, &self.allowed).map_err(denied)?;
+        tracing::debug!(%user, "peer authenticated");
+        self.reviewed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, now);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- verification
+
+/// How received bytes differ from their descriptor.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("more than the expected {expected} bytes")]
+    TooLong { expected: u64 },
+    #[error("{found} bytes, expected {expected}")]
+    Size { found: u64, expected: u64 },
+    #[error("digest sha256:{found}, expected sha256:{expected}")]
+    Digest { found: String, expected: String },
+}
+
+/// Hashes and counts a stream as it passes, refusing it as soon as it runs long.
+pub struct Verifier {
+    context: ring::digest::Context,
+    size: u64,
+    expected_size: u64,
+    expected_hex: String,
+}
+
+impl Verifier {
+    pub fn new(expected_hex: &str, expected_size: u64) -> Self {
+        Self {
+            context: ring::digest::Context::new(&ring::digest::SHA256),
+            size: 0,
+            expected_size,
+            expected_hex: expected_hex.to_owned(),
+        }
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) -> Result<(), Mismatch> {
+        self.size += chunk.len() as u64;
+        if self.size > self.expected_size {
+            return Err(Mismatch::TooLong {
+                expected: self.expected_size,
+            });
+        }
+        self.context.update(chunk);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<(), Mismatch> {
+        if self.size != self.expected_size {
+            return Err(Mismatch::Size {
+                found: self.size,
+                expected: self.expected_size,
+            });
+        }
+        let found = hex(self.context.finish().as_ref());
+        if found != self.expected_hex {
+            return Err(Mismatch::Digest {
+                found,
+                expected: self.expected_hex,
+            });
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- fetching (client)
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("reading the peer token {}", path.display())]
+    Token {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the peer token file {} is empty", .0.display())]
+    EmptyToken(PathBuf),
+    #[error("requesting {url}")]
+    Request {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("{url} answered {status}")]
+    Status { url: String, status: StatusCode },
+    #[error("reading {url}")]
+    Body {
+        url: String,
+        #[source]
+        source: axum::Error,
+    },
+    #[error("{url}: the manifest is larger than {MAX_MANIFEST} bytes")]
+    ManifestTooLarge { url: String },
+    #[error("{url}")]
+    Verify {
+        url: String,
+        #[source]
+        source: Mismatch,
+    },
+    #[error("parsing the manifest from {url}")]
+    Manifest {
+        url: String,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("blob {0} is not a sha256 digest")]
+    Algorithm(String),
+    #[error("writing {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("adding the fetched image to the local layout")]
+    Import(#[source] OciError),
+}
+
+impl FetchError {
+    /// The peer does not have what we asked for.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Status { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
+}
+
+/// Files in the ingest directory that are removed when dropped, unless moved into place.
+#[derive(Default)]
+struct Staged(Vec<(oci_spec::image::Digest, PathBuf)>);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (_, path) in &self.0 {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %path.display(), error = %e, "removing a staged blob failed");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+pub struct PeerClient {
+    /// Port of every node's peer server.
+    pub port: u16,
+    token_file: PathBuf,
+    http: Client<HttpConnector, Empty<Bytes>>,
+    transferred: AtomicU64,
+    sequence: AtomicU64,
+}
+
+impl PeerClient {
+    pub fn new(port: u16, token_file: PathBuf) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        Self {
+            port,
+            token_file,
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            transferred: AtomicU64::new(0),
+            sequence: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes of blobs fetched from peers since start.
+    pub fn transferred(&self) -> u64 {
+        self.transferred.load(Ordering::Relaxed)
+    }
+
+    /// Fetches the image `digest` of `repo` from the peer server at `peer` into `layout` under
+    /// `tag`. Returns the number of blob bytes transferred.
+    pub async fn fetch(
+        &self,
+        peer: SocketAddr,
+        repo: &Repo,
+        digest: &str,
+        tag: &str,
+        layout: &ImageLayout,
+    ) -> Result<u64, FetchError> {
+        // Re-read every time: projected ServiceAccount tokens rotate.
+        let token = tokio::fs::read_to_string(&self.token_file)
+            .await
+            .map_err(|source| FetchError::Token {
+                path: self.token_file.clone(),
+                source,
+            })?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(FetchError::EmptyToken(self.token_file.clone()));
+        }
+        let base = format!("http://{peer}/v2/{}/{}", repo.namespace, repo.name);
+
+        let url = format!("{base}/manifests/{digest}");
+        let manifest_digest = oci_spec::image::Digest::try_from(digest)
+            .map_err(|_| FetchError::Algorithm(digest.to_owned()))?;
+        let bytes = self.manifest(&url, token).await?;
+        let hex = sha256_hex(&bytes);
+        if hex != manifest_digest.digest() {
+            return Err(FetchError::Verify {
+                url,
+                source: Mismatch::Digest {
+                    found: hex,
+                    expected: manifest_digest.digest().to_owned(),
+                },
+            });
+        }
+        let manifest = ImageManifest::from_reader(&bytes[..])
+            .map_err(|source| FetchError::Manifest { url, source })?;
+
+        let ingest = layout.ingest_dir();
+        tokio::fs::create_dir_all(&ingest)
+            .await
+            .map_err(|source| FetchError::Io {
+                path: ingest.clone(),
+                source,
+            })?;
+        let mut staged = Staged::default();
+        let mut transferred = 0;
+        for desc in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            if desc.digest().algorithm() != &DigestAlgorithm::Sha256 {
+                return Err(FetchError::Algorithm(desc.digest().to_string()));
+            }
+            if layout.blob_path(desc.digest()).exists() {
+                continue; // shared with an image we already hold
+            }
+            let path = ingest.join(format!(
+                "{}.{}.partial",
+                desc.digest().digest(),
+                self.sequence.fetch_add(1, Ordering::Relaxed)
+            ));
+            staged.0.push((desc.digest().clone(), path.clone()));
+            let url = format!("{base}/blobs/{}", desc.digest());
+            self.blob(&url, token, desc.digest().digest(), desc.size(), &path)
+                .await?;
+            transferred += desc.size();
+            self.transferred.fetch_add(desc.size(), Ordering::Relaxed);
+        }
+        tokio::task::block_in_place(|| layout.import(tag, &manifest_digest, &bytes, &staged.0))
+            .map_err(FetchError::Import)?;
+        Ok(transferred)
+    }
+
+    async fn get(&self, url: &str, token: &str) -> Result<Response<Body>, FetchError> {
+        let request = Request::get(url)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::ACCEPT, MANIFEST_MEDIA_TYPE)
+            .body(Empty::new())
+            .map_err(|_| FetchError::Status {
+                url: url.to_owned(),
+                status: StatusCode::BAD_REQUEST,
+            })?;
+        let response = tokio::time::timeout(RESPONSE_TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| FetchError::Timeout {
+                url: url.to_owned(),
+                timeout: RESPONSE_TIMEOUT,
+            })?
+            .map_err(|source| FetchError::Request {
+                url: url.to_owned(),
+                source,
+            })?;
+        if response.status() != StatusCode::OK {
+            return Err(FetchError::Status {
+                url: url.to_owned(),
+                status: response.status(),
+            });
+        }
+        Ok(response.map(Body::new))
+    }
+
+    /// The next chunk of `body`, `None` at its end.
+    async fn chunk(url: &str, body: &mut Body) -> Result<Option<Bytes>, FetchError> {
+        loop {
+            let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| FetchError::Timeout {
+                    url: url.to_owned(),
+                    timeout: IDLE_TIMEOUT,
+                })?;
+            match frame {
+                None => return Ok(None),
+                Some(Err(source)) => {
+                    return Err(FetchError::Body {
+                        url: url.to_owned(),
+                        source,
+                    });
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn manifest(&self, url: &str, token: &str) -> Result<Vec<u8>, FetchError> {
+        let mut body = self.get(url, token).await?.into_body();
+        let mut bytes = Vec::new();
+        while let Some(data) = Self::chunk(url, &mut body).await? {
+            if bytes.len() + data.len() > MAX_MANIFEST {
+                return Err(FetchError::ManifestTooLarge {
+                    url: url.to_owned(),
+                });
+            }
+            bytes.extend_from_slice(&data);
+        }
+        Ok(bytes)
+    }
+
+    /// Streams the blob at `url` into `path`, verifying it on the way, and makes it durable.
+    async fn blob(
+        &self,
+        url: &str,
+        token: &str,
+        hex: &str,
+        size: u64,
+        path: &Path,
+    ) -> Result<(), FetchError> {
+        let io = |source| FetchError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut body = self.get(url, token).await?.into_body();
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .await
+            .map_err(io)?;
+        let mut verifier = Verifier::new(hex, size);
+        let verify = |source| FetchError::Verify {
+            url: url.to_owned(),
+            source,
+        };
+        while let Some(data) = Self::chunk(url, &mut body).await? {
+            verifier.update(&data).map_err(verify)?;
+            file.write_all(&data).await.map_err(io)?;
+        }
+        verifier.finish().map_err(verify)?;
+        file.sync_all().await.map_err(io)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::authentication::v1::UserInfo;
+
+    fn reviewed(authenticated: Option<bool>, user: &str) -> TokenReviewStatus {
+        TokenReviewStatus {
+            authenticated,
+            user: Some(UserInfo {
+                username: Some(user.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    const NODED: &str = "system:serviceaccount:kube-system:checkpoint-noded";
+
+    #[test]
+    fn only_authenticated_allowed_users_get_in() {
+        let allowed = vec![NODED.to_owned()];
+        assert_eq!(
+            decide(&reviewed(Some(true), NODED), &allowed),
+            Ok(NODED.into())
+        );
+        assert_eq!(
+            decide(
+                &reviewed(Some(true), "system:serviceaccount:default:default"),
+                &allowed
+            ),
+            Err(Denied::NotAllowed(
+                "system:serviceaccount:default:default".into()
+            ))
+        );
+        assert!(matches!(
+            decide(&reviewed(Some(false), NODED), &allowed),
+            Err(Denied::NotAuthenticated(_))
+        ));
+        assert!(matches!(
+            decide(&reviewed(None, NODED), &allowed),
+            Err(Denied::NotAuthenticated(_))
+        ));
+        let mut with_error = reviewed(Some(false), "");
+        with_error.error = Some("token expired".into());
+        assert_eq!(
+            decide(&with_error, &allowed).unwrap_err().to_string(),
+            "the token is not authenticated: token expired"
+        );
+        assert!(matches!(
+            decide(&TokenReviewStatus::default(), &allowed),
+            Err(Denied::NotAuthenticated(None))
+        ));
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_header() {
+        let h = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(bearer(Some(&h("Bearer abc.def"))), Ok("abc.def"));
+        assert_eq!(bearer(Some(&h("bearer  abc "))), Ok("abc"));
+        assert_eq!(bearer(None), Err(Denied::NoToken));
+        assert_eq!(bearer(Some(&h("Basic dXNlcjpwdw=="))), Err(Denied::NoToken));
+        assert_eq!(bearer(Some(&h("Bearer "))), Err(Denied::NoToken));
+        assert_eq!(bearer(Some(&h("Bearer"))), Err(Denied::NoToken));
+    }
+
+    fn verify(data: &[&[u8]], hex: &str, size: u64) -> Result<(), Mismatch> {
+        let mut v = Verifier::new(hex, size);
+        for chunk in data {
+            v.update(chunk)?;
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn streams_are_checked_for_size_and_digest() {
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_hex(b"abc"), abc);
+        assert_eq!(verify(&[b"a", b"", b"bc"], abc, 3), Ok(()));
+        assert_eq!(
+            verify(&[b"ab", b"cd"], abc, 3),
+            Err(Mismatch::TooLong { expected: 3 }),
+            "refused as soon as it runs long"
+        );
+        assert_eq!(
+            verify(&[b"ab"], abc, 3),
+            Err(Mismatch::Size {
+                found: 2,
+                expected: 3
+            })
+        );
+        assert!(matches!(
+            verify(&[b"abd"], abc, 3),
+            Err(Mismatch::Digest { .. })
+        ));
+    }
+}

@@ -1,0 +1,264 @@
+//! Restore and cross-node migration: pods annotated `restore-from` resume the checkpointed
+//! process. These tests share the controller's webhook and run one at a time with the fault
+//! tests (see .config/nextest.toml), because one of those stops the controller.
+
+use std::process::Command;
+use std::time::Duration;
+
+use checkpointing::crd::CheckpointState;
+use checkpointing::names::RESTORE_FROM_ANNOTATION;
+use e2e::{
+    TestNamespace, Testbed, checkpoint, checkpoint_request, counter_log, counter_values,
+    eventually, outcome, run_pod, sample_pod,
+};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
+
+/// The counter value the checkpointed process had printed last: the end of the container log
+/// the runtime put into the archive.
+fn value_at_checkpoint(tb: &Testbed, node: &str, archive: &str) -> u64 {
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(tb.node_path(node, archive))
+        .arg("container.log")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "reading container.log from {archive}");
+    *counter_values(
+        &String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.splitn(4, ' ').last().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .last()
+    .expect("the archive's log has counter lines")
+}
+
+/// Checkpoints the seed's counter pod in `ns` (on node1) and returns the value at checkpoint time.
+async fn seed_checkpoint(tb: &Testbed, client: &kube::Client, ns: &str) -> u64 {
+    run_pod(client, ns, sample_pod(tb, "sample-app.yaml")).await;
+    counter_log(tb, ns, "stateful-app", 2, Duration::from_secs(60)).await;
+    let cc = checkpoint(
+        client,
+        ns,
+        checkpoint_request("counter-checkpoint", "stateful-app", "counter"),
+    )
+    .await;
+    let (state, message) = outcome(&cc);
+    assert_eq!(state, CheckpointState::Completed, "{message}");
+    let contents: Api<checkpointing::crd::ContainerCheckpointContent> =
+        Api::namespaced(client.clone(), ns);
+    let path = contents
+        .get("counter-checkpoint")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .checkpoint_path
+        .unwrap();
+    value_at_checkpoint(tb, "node1", &path)
+}
+
+/// The seed's restored pod, in `ns`, pinned to `node`, named `name`.
+fn restored_pod(tb: &Testbed, ns: &str, name: &str, node: &str) -> Pod {
+    let mut pod = sample_pod(tb, "restored-app-node2.yaml");
+    pod.metadata.name = Some(name.into());
+    pod.metadata.namespace = Some(ns.into());
+    pod.spec
+        .as_mut()
+        .unwrap()
+        .node_selector
+        .as_mut()
+        .unwrap()
+        .insert("kubernetes.io/hostname".into(), node.into());
+    pod
+}
+
+async fn assert_resumes(
+    tb: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    pod: Pod,
+    node: &str,
+    at_checkpoint: u64,
+) {
+    let name = pod.metadata.name.clone().unwrap();
+    let running = run_pod(client, ns, pod).await;
+    assert_eq!(
+        running.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(node)
+    );
+    let image = &running.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert!(
+        image.contains("@sha256:"),
+        "the webhook rewrote the image to the checkpoint: {image}"
+    );
+    // The runtime carries the log's last line over into the restored container's log; what the
+    // restored process prints itself must go on from there, never start again at 0.
+    let values = eventually(
+        "the restored counter to tick",
+        Duration::from_secs(60),
+        || async {
+            let out = tb.kubectl(&["logs", "-n", ns, &name]);
+            let values = counter_values(&String::from_utf8_lossy(&out.stdout));
+            values.iter().any(|&v| v > at_checkpoint).then_some(values)
+        },
+    )
+    .await;
+    let first_new = values.iter().find(|&&v| v > at_checkpoint).unwrap();
+    assert_eq!(
+        *first_new,
+        at_checkpoint + 1,
+        "the restored counter goes on from {at_checkpoint}: {values:?}"
+    );
+    assert!(
+        values.iter().all(|&v| v >= at_checkpoint),
+        "nothing from before the checkpoint: {values:?}"
+    );
+}
+
+#[tokio::test]
+async fn seed_migration_resumes_the_counter_on_node2() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "migrate").await;
+    let client = tb.client().await;
+    let at_checkpoint = seed_checkpoint(&tb, &client, &ns.name).await;
+    // The seed's section 10: the original goes away, the annotated pod starts on node2.
+    Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .delete("stateful-app", &DeleteParams::default())
+        .await
+        .unwrap();
+    let pod = restored_pod(&tb, &ns.name, "restored-app", "node2");
+    assert_resumes(&tb, &client, &ns.name, pod, "node2", at_checkpoint).await;
+}
+
+#[tokio::test]
+async fn restore_on_the_same_node_resumes_the_counter() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "same-node").await;
+    let client = tb.client().await;
+    let at_checkpoint = seed_checkpoint(&tb, &client, &ns.name).await;
+    let pod = restored_pod(&tb, &ns.name, "restored-here", "node1");
+    assert_resumes(&tb, &client, &ns.name, pod, "node1", at_checkpoint).await;
+}
+
+/// `kubectl apply` of `pod` fails; returns kubectl's error output.
+fn apply_denied(tb: &Testbed, pod: &Pod, kubeconfig: Option<&str>) -> String {
+    let file = tempfile_path(pod.metadata.name.as_deref().unwrap());
+    std::fs::write(&file, serde_json::to_string(pod).unwrap()).unwrap();
+    let mut args = vec!["apply", "-f", file.to_str().unwrap()];
+    if let Some(k) = kubeconfig {
+        args.extend(["--kubeconfig", k]);
+    }
+    let out = tb.kubectl(&args);
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        !out.status.success(),
+        "kubectl apply of {:?} was admitted",
+        pod.metadata.name
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn tempfile_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("e2e-{}-{name}.json", std::process::id()))
+}
+
+#[tokio::test]
+async fn bad_restores_are_denied_with_their_reason() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "deny").await;
+    let client = tb.client().await;
+    seed_checkpoint(&tb, &client, &ns.name).await;
+    let failed = checkpoint(
+        &client,
+        &ns.name,
+        checkpoint_request("failed-one", "no-such-pod", "counter"),
+    )
+    .await;
+    assert_eq!(outcome(&failed).0, CheckpointState::Failed);
+
+    let with = |name: &str, from: &str, container: &str| {
+        let mut pod = restored_pod(&tb, &ns.name, name, "node2");
+        pod.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(RESTORE_FROM_ANNOTATION.into(), from.into());
+        pod.spec.as_mut().unwrap().containers[0].name = container.into();
+        pod
+    };
+    for (pod, reason) in [
+        (
+            with("r-missing", "no-such-checkpoint", "counter"),
+            "not found",
+        ),
+        (with("r-failed", "failed-one", "counter"), "Failed"),
+        (
+            with("r-other-ns", "default/counter-checkpoint", "counter"),
+            "namespace",
+        ),
+        (
+            with("r-container", "counter-checkpoint", "other"),
+            "counter",
+        ),
+    ] {
+        let stderr = apply_denied(&tb, &pod, None);
+        assert!(
+            stderr.contains("denied") && stderr.contains(reason),
+            "{:?}: {stderr}",
+            pod.metadata.name
+        );
+    }
+
+    // A user who may create pods here but not read the checkpoint.
+    let user = format!("mallory-{}", ns.name);
+    let out = Command::new(tb.repo.join("testbed/mkkubeconfig"))
+        .arg(&user)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let kubeconfig = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    tb.kubectl_ok(&[
+        "create",
+        "role",
+        "pod-maker",
+        "-n",
+        &ns.name,
+        "--verb=create,get,patch",
+        "--resource=pods",
+    ]);
+    tb.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "pod-maker",
+        "-n",
+        &ns.name,
+        "--role=pod-maker",
+        &format!("--user={user}"),
+    ]);
+    let stderr = apply_denied(
+        &tb,
+        &with("r-nosy", "counter-checkpoint", "counter"),
+        Some(&kubeconfig),
+    );
+    assert!(
+        stderr.contains("denied") && stderr.contains(&user),
+        "{stderr}"
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let names: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(names, ["stateful-app"], "no denied pod was created");
+}
