@@ -2,6 +2,7 @@
 //! container runtime gone. Every request still ends Completed or Failed with its reason, and
 //! nothing partial is left. These tests run one at a time (see .config/nextest.toml).
 
+use std::process::Command;
 use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
@@ -211,4 +212,47 @@ async fn a_node_without_its_daemon_is_refused() {
         message.contains("node3") && message.contains("daemon"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn ordinary_pods_start_while_the_controller_is_down() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "no-controller").await;
+    let client = tb.client().await;
+    let pidfile = tb.state.join("pids/controller.pid");
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+    eventually(
+        "the controller to exit",
+        Duration::from_secs(30),
+        || async { (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(()) },
+    )
+    .await;
+
+    // The restore webhook fails open: nothing but restore pods depends on the controller.
+    let back = ControllerBack(&tb);
+    run_pod(&client, &ns.name, counter_pod("plain", NODE, 1)).await;
+    drop(back);
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the controller runs again"
+    );
+}
+
+/// Starts the controller again however the test ends: `testbed/up` on a healthy testbed only
+/// starts what is missing.
+struct ControllerBack<'a>(&'a Testbed);
+
+impl Drop for ControllerBack<'_> {
+    fn drop(&mut self) {
+        let up = Command::new(self.0.repo.join("testbed/up"))
+            .output()
+            .expect("running testbed/up");
+        assert!(
+            up.status.success() || std::thread::panicking(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+    }
 }

@@ -5,8 +5,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use checkpointing::crd::CheckpointState;
+use checkpointing::crd::{CheckpointState, ContainerCheckpointContent};
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
+use checkpointing::oci::ImageLayout;
 use e2e::{
     TestNamespace, Testbed, checkpoint, checkpoint_request, counter_log, counter_values,
     eventually, outcome, run_pod, sample_pod,
@@ -47,8 +48,7 @@ async fn seed_checkpoint(tb: &Testbed, client: &kube::Client, ns: &str) -> u64 {
     .await;
     let (state, message) = outcome(&cc);
     assert_eq!(state, CheckpointState::Completed, "{message}");
-    let contents: Api<checkpointing::crd::ContainerCheckpointContent> =
-        Api::namespaced(client.clone(), ns);
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), ns);
     let path = contents
         .get("counter-checkpoint")
         .await
@@ -261,4 +261,110 @@ async fn bad_restores_are_denied_with_their_reason() {
         .filter_map(|p| p.metadata.name)
         .collect();
     assert_eq!(names, ["stateful-app"], "no denied pod was created");
+}
+
+#[tokio::test]
+async fn peers_refuse_strangers_and_reject_tampered_blobs() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "peer").await;
+    let client = tb.client().await;
+    seed_checkpoint(&tb, &client, &ns.name).await;
+
+    // node1's peer port answers node2 only with a valid ServiceAccount token.
+    let code = tb.node_exec(
+        "node2",
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://10.77.0.11:5051/v2/",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&code.stdout),
+        "401",
+        "an unauthenticated peer request is refused"
+    );
+
+    // Untouched, the image travels: node2 pulls it from node1.
+    let image = status_image(&client, &ns.name).await;
+    let pull = tb.node_exec(
+        "node2",
+        &[
+            "ctr",
+            "-n",
+            "k8s.io",
+            "images",
+            "pull",
+            "--plain-http",
+            &image,
+        ],
+    );
+    assert!(
+        pull.status.success(),
+        "pulling on node2: {}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+
+    // Flip one byte of the layer on node1 (the archive itself: the blob is its hard link).
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
+    let content = contents.get("counter-checkpoint").await.unwrap();
+    let status = content.status.unwrap();
+    let archive = tb.node_path("node1", status.checkpoint_path.as_deref().unwrap());
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&archive, bytes).unwrap();
+
+    let image = status.image.unwrap();
+    let pull = tb.node_exec(
+        "node3",
+        &[
+            "ctr",
+            "-n",
+            "k8s.io",
+            "images",
+            "pull",
+            "--plain-http",
+            &image,
+        ],
+    );
+    assert!(
+        !pull.status.success(),
+        "a tampered checkpoint image must not be pulled"
+    );
+    let layout =
+        ImageLayout::open(tb.node_path("node3", "/var/lib/kubelet/checkpoints/oci")).unwrap();
+    let uid = content.metadata.uid.unwrap();
+    assert!(
+        layout.resolve(&uid).unwrap().is_none(),
+        "node3 cached nothing of the tampered image"
+    );
+    let digest = status.archive_digest.unwrap();
+    let blob = tb.node_path(
+        "node3",
+        &format!(
+            "/var/lib/kubelet/checkpoints/oci/blobs/sha256/{}",
+            &digest[7..]
+        ),
+    );
+    assert!(
+        !blob.exists(),
+        "no tampered blob under its digest's name on node3"
+    );
+}
+
+async fn status_image(client: &kube::Client, ns: &str) -> String {
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), ns);
+    contents
+        .get("counter-checkpoint")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .image
+        .unwrap()
 }
