@@ -1,0 +1,39 @@
+//! The manifests in deploy/ are valid for the API server: `kubectl apply --dry-run=server` of
+//! both variants succeeds and yields the seed's object names.
+
+use e2e::Testbed;
+
+#[test]
+fn deploy_variants_pass_a_server_side_dry_run() {
+    let tb = Testbed::get();
+    // Namespaced objects need their namespace to exist, even for a dry run.
+    let ns = tb.kubectl(&["create", "namespace", "external-checkpointer-system"]);
+    for variant in ["deploy/", "deploy/crio/"] {
+        let out = tb.kubectl(&["apply", "--dry-run=server", "-k", variant]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{variant}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for object in [
+            "deployment.apps/external-checkpointer-controller-manager",
+            "daemonset.apps/container-checkpoint-sidecar",
+            "clusterrole.rbac.authorization.k8s.io/checkpoint-noded",
+            "customresourcedefinition.apiextensions.k8s.io/containercheckpoints.checkpointing.zacchaeuschok.github.io",
+        ] {
+            assert!(
+                stdout.contains(object),
+                "{variant} yields {object}: {stdout}"
+            );
+        }
+    }
+    if ns.status.success() {
+        tb.kubectl_ok(&[
+            "delete",
+            "namespace",
+            "external-checkpointer-system",
+            "--wait=false",
+        ]);
+    }
+}
