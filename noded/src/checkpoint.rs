@@ -11,8 +11,10 @@ use checkpointing::cri::{CriError, Runtime, api};
 use checkpointing::names::kubelet;
 use checkpointing::oci::{CheckpointMeta, ImageLayout, OciError, sha256_file};
 use k8s_openapi::jiff::Timestamp;
+use oci_spec::image::Descriptor;
 
 use crate::locks::KeyedLocks;
+use crate::push::{PushError, Pusher};
 use crate::store::{ArchiveKey, CheckpointDir};
 
 /// What to checkpoint, from one Content.
@@ -58,6 +60,12 @@ pub enum Failure {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Image(#[from] OciError),
+    #[error("pushing the checkpoint image to registry {registry}")]
+    Push {
+        registry: String,
+        #[source]
+        source: Box<PushError>,
+    },
     #[error(
         "noded restarted while this checkpoint was being taken and no archive was completed; create a new ContainerCheckpoint"
     )]
@@ -72,6 +80,8 @@ pub struct Checkpointer<R> {
     pub layout: Arc<ImageLayout>,
     /// Registry host images are referenced under, e.g. `localhost:5050`.
     pub registry: String,
+    /// External registry every image is pushed to, and then referenced in (`--push-registry`).
+    pub pusher: Option<Pusher>,
     /// Serialises checkpoints of the same container: duplicate requests queue instead of racing
     /// inside the runtime.
     locks: KeyedLocks,
@@ -84,8 +94,15 @@ impl<R: Runtime> Checkpointer<R> {
             dir,
             layout,
             registry,
+            pusher: None,
             locks: KeyedLocks::default(),
         }
+    }
+
+    /// Pushes every packaged image to `pusher`'s registry.
+    pub fn with_pusher(mut self, pusher: Option<Pusher>) -> Self {
+        self.pusher = pusher;
+        self
     }
 
     /// The running CRI container of the job's pod (by the kubelet's labels and the pod UID).
@@ -113,12 +130,24 @@ impl<R: Runtime> Checkpointer<R> {
     /// Checkpoints the job's container into its archive and image.
     pub async fn take(&self, job: &Job<'_>) -> Result<Artifact, Failure> {
         let container = self.resolve(job).await?;
-        let lock = self.locks.get(&container.id);
-        let _serial = lock.lock().await;
+        let packaged = {
+            let lock = self.locks.get(&container.id);
+            let _serial = lock.lock().await;
+            self.take_locked(job, container.id).await?
+        };
+        // Outside the container's lock: the next checkpoint of it need not wait for the upload.
+        self.publish(job, packaged).await
+    }
+
+    async fn take_locked(
+        &self,
+        job: &Job<'_>,
+        container_id: String,
+    ) -> Result<(Artifact, Descriptor), Failure> {
         let partial = self.dir.partial_path(&job.key);
         let written = self
             .runtime
-            .checkpoint_container(&container.id, &partial, job.timeout)
+            .checkpoint_container(&container_id, &partial, job.timeout)
             .await;
         if let Err(e) = written {
             self.dir.remove(&job.key).map_err(Failure::Store)?;
@@ -128,7 +157,7 @@ impl<R: Runtime> Checkpointer<R> {
             return Err(Failure::NoArchive(partial));
         }
         self.dir.finalize(&job.key).map_err(Failure::Store)?;
-        self.package(job, container.id).await
+        self.package(job, container_id).await
     }
 
     /// Resolves an attempt a previous noded process left unfinished: a completed archive is
@@ -140,19 +169,47 @@ impl<R: Runtime> Checkpointer<R> {
     ) -> Result<Artifact, Failure> {
         if self.dir.archive_path(&job.key).exists() {
             let id = container_id.map(str::to_owned).unwrap_or_default();
-            return self.package(job, id).await;
+            let packaged = self.package(job, id).await?;
+            return self.publish(job, packaged).await;
         }
         self.dir.remove(&job.key).map_err(Failure::Store)?;
         Err(Failure::Interrupted)
     }
 
-    /// Removes the job's archive, temporary file and image.
+    /// Removes the job's archive, temporary file and image. An image pushed to an external
+    /// registry stays there: registries often forbid deletes (see [`crate::push`]).
     pub fn remove(&self, job: &Job<'_>) -> Result<(), Failure> {
         self.layout.remove(job.key.uid)?;
         self.dir.remove(&job.key).map_err(Failure::Store)
     }
 
-    async fn package(&self, job: &Job<'_>, container_id: String) -> Result<Artifact, Failure> {
+    /// With a push registry, pushes the packaged image there and names it by its reference
+    /// there. On failure the archive and local image stay, for the normal deletion path.
+    async fn publish(
+        &self,
+        job: &Job<'_>,
+        (mut artifact, manifest): (Artifact, Descriptor),
+    ) -> Result<Artifact, Failure> {
+        let Some(pusher) = &self.pusher else {
+            return Ok(artifact);
+        };
+        let repository = pusher.repository(job.key.namespace, job.name);
+        artifact.image = pusher
+            .push(&self.layout, &manifest, &repository, job.key.uid)
+            .await
+            .map_err(|source| Failure::Push {
+                registry: pusher.target.host.clone(),
+                source: Box::new(source),
+            })?;
+        tracing::info!(image = %artifact.image, "checkpoint image pushed");
+        Ok(artifact)
+    }
+
+    async fn package(
+        &self,
+        job: &Job<'_>,
+        container_id: String,
+    ) -> Result<(Artifact, Descriptor), Failure> {
         let path = self.dir.archive_path(&job.key);
         let version = self.runtime.version().await?;
         let config = archive::read_config(&path)?;
@@ -177,7 +234,7 @@ impl<R: Runtime> Checkpointer<R> {
             self.layout
                 .add_checkpoint(&path, &digest, size, &meta, job.key.uid)
         })?;
-        Ok(Artifact {
+        let artifact = Artifact {
             container_id,
             size,
             digest: format!("sha256:{}", digest.digest()),
@@ -191,7 +248,8 @@ impl<R: Runtime> Checkpointer<R> {
             path,
             checkpoint_time,
             runtime: format!("{} {}", version.runtime_name, version.runtime_version),
-        })
+        };
+        Ok((artifact, manifest))
     }
 }
 
@@ -457,5 +515,70 @@ mod tests {
             Err(Failure::Interrupted)
         ));
         assert!(leftovers(tmp.path()).is_empty());
+    }
+
+    fn pushing_to(registry: &crate::push::fake::Registry) -> Option<Pusher> {
+        let target = format!("{}/checkpoints", registry.addr).parse().unwrap();
+        Some(Pusher::new(target, true, None).unwrap())
+    }
+
+    fn running() -> FakeRuntime {
+        FakeRuntime {
+            containers: vec![container("live", api::ContainerState::ContainerRunning, 1)],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn with_a_push_registry_the_image_is_referenced_there() {
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = crate::push::fake::Registry::start().await;
+        let c = checkpointer(running(), tmp.path()).with_pusher(pushing_to(&registry));
+        let a = c.take(&job()).await.unwrap();
+        let manifest = c.layout.resolve("content-uid").unwrap().unwrap();
+        assert_eq!(
+            a.image,
+            format!(
+                "{}/checkpoints/default/counter-checkpoint@{}",
+                registry.addr,
+                manifest.digest()
+            )
+        );
+        let state = registry.state.lock().unwrap();
+        assert_eq!(state.blobs[&a.digest], archive_bytes());
+        assert!(
+            state
+                .manifests
+                .contains_key("checkpoints/default/counter-checkpoint:content-uid")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_push_fails_the_checkpoint_naming_the_registry_and_status() {
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = crate::push::fake::Registry::start().await;
+        registry.state.lock().unwrap().manifest_status =
+            Some(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let c = checkpointer(running(), tmp.path()).with_pusher(pushing_to(&registry));
+        let outcome = c.take(&job()).await;
+        let e = outcome.as_ref().unwrap_err();
+        assert!(matches!(e, Failure::Push { .. }), "{e}");
+        let status = crate::reconcile::final_status(&outcome);
+        let message = status.message.unwrap();
+        assert!(
+            message.starts_with(&format!(
+                "pushing the checkpoint image to registry {}: PUT http://{}/v2/checkpoints/default/counter-checkpoint/manifests/content-uid answered 500 Internal Server Error",
+                registry.addr, registry.addr
+            )),
+            "{message}"
+        );
+        assert!(!status.ready);
+
+        // The archive and local image are there, and go by the normal deletion path.
+        assert_eq!(leftovers(tmp.path()).len(), 1);
+        assert!(c.layout.resolve("content-uid").unwrap().is_some());
+        c.remove(&job()).unwrap();
+        assert!(leftovers(tmp.path()).is_empty());
+        assert!(c.layout.resolve("content-uid").unwrap().is_none());
     }
 }

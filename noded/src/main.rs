@@ -3,9 +3,11 @@
 
 mod admin;
 mod checkpoint;
+mod http;
 mod lease;
 mod locks;
 mod peer;
+mod push;
 mod reconcile;
 mod registry;
 mod store;
@@ -95,6 +97,29 @@ struct Args {
         default_value = "system:serviceaccount:kube-system:checkpoint-noded"
     )]
     peer_allowed_users: Vec<String>,
+    /// External OCI registry, HOST[:PORT][/PREFIX], every checkpoint image is also pushed to (as
+    /// `<registry>/<prefix>/<namespace>/<name>:<Content UID>`); checkpoints then reference the
+    /// image there. Off when absent. Pushed images are not deleted with their checkpoint.
+    #[arg(long, env = "PUSH_REGISTRY")]
+    push_registry: Option<push::Target>,
+    /// Talk to the push registry over plain HTTP instead of HTTPS (verified with the system's
+    /// roots).
+    #[arg(long, env = "PUSH_INSECURE", requires = "push_registry")]
+    push_insecure: bool,
+    /// User name for basic authentication to the push registry.
+    #[arg(
+        long,
+        env = "PUSH_USERNAME",
+        requires_all = ["push_registry", "push_password_file"]
+    )]
+    push_username: Option<String>,
+    /// File holding the password for --push-username (re-read for every push).
+    #[arg(
+        long,
+        env = "PUSH_PASSWORD_FILE",
+        requires_all = ["push_registry", "push_username"]
+    )]
+    push_password_file: Option<PathBuf>,
     /// Checkpoints taken at once on this node.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -172,9 +197,30 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
+    let pusher = match &args.push_registry {
+        None => None,
+        Some(target) => {
+            let credentials = args
+                .push_username
+                .clone()
+                .zip(args.push_password_file.clone())
+                .map(|(username, password_file)| push::Credentials {
+                    username,
+                    password_file,
+                });
+            if args.push_insecure && credentials.is_some() {
+                tracing::warn!(registry = %target, "sending push credentials over plain HTTP");
+            }
+            let pusher = push::Pusher::new(target.clone(), args.push_insecure, credentials)
+                .context("loading the system's root certificates for --push-registry")?;
+            tracing::info!(registry = %target, insecure = args.push_insecure, "pushing checkpoint images");
+            Some(pusher)
+        }
+    };
     let context = Arc::new(Context {
         client: client.clone(),
-        checkpointer: Checkpointer::new(cri, dir, layout, args.image_registry.clone()),
+        checkpointer: Checkpointer::new(cri, dir, layout, args.image_registry.clone())
+            .with_pusher(pusher),
         default_timeout: Duration::from_secs(args.default_timeout_seconds),
     });
     let contents: Api<ContainerCheckpointContent> = Api::all(client);

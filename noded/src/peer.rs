@@ -17,25 +17,17 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use bytes::Bytes;
 use checkpointing::oci::{ImageLayout, OciError};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::authentication::v1::TokenReviewStatus;
 use oci_spec::image::{DigestAlgorithm, ImageManifest};
 use tokio::io::AsyncWriteExt;
 
+use crate::http::{self, HttpClient, ReadError, SendError};
 use crate::registry::{Cluster, MANIFEST_MEDIA_TYPE, Problem, Repo};
 
 /// How long a positive TokenReview is trusted.
 const REVIEW_TTL: Duration = Duration::from_secs(60);
 /// Manifests are small; a peer sending more is broken or hostile.
 const MAX_MANIFEST: usize = 4 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Until the peer's response headers arrive.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest pause in a body before the transfer is given up.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -277,20 +269,17 @@ pub struct PeerClient {
     /// Port of every node's peer server.
     pub port: u16,
     token_file: PathBuf,
-    http: Client<HttpConnector, Empty<Bytes>>,
+    http: HttpClient,
     transferred: AtomicU64,
     sequence: AtomicU64,
 }
 
 impl PeerClient {
     pub fn new(port: u16, token_file: PathBuf) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
         Self {
             port,
             token_file,
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: http::plain_client(),
             transferred: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
         }
@@ -378,20 +367,22 @@ impl PeerClient {
         let request = Request::get(url)
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .header(header::ACCEPT, MANIFEST_MEDIA_TYPE)
-            .body(Empty::new())
+            .body(Body::empty())
             .map_err(|_| FetchError::Status {
                 url: url.to_owned(),
                 status: StatusCode::BAD_REQUEST,
             })?;
-        let response = tokio::time::timeout(RESPONSE_TIMEOUT, self.http.request(request))
+        let response = http::send(&self.http, request, None)
             .await
-            .map_err(|_| FetchError::Timeout {
-                url: url.to_owned(),
-                timeout: RESPONSE_TIMEOUT,
-            })?
-            .map_err(|source| FetchError::Request {
-                url: url.to_owned(),
-                source,
+            .map_err(|e| match e {
+                SendError::Timeout(timeout) => FetchError::Timeout {
+                    url: url.to_owned(),
+                    timeout,
+                },
+                SendError::Request(source) => FetchError::Request {
+                    url: url.to_owned(),
+                    source,
+                },
             })?;
         if response.status() != StatusCode::OK {
             return Err(FetchError::Status {
@@ -399,33 +390,21 @@ impl PeerClient {
                 status: response.status(),
             });
         }
-        Ok(response.map(Body::new))
+        Ok(response)
     }
 
     /// The next chunk of `body`, `None` at its end.
     async fn chunk(url: &str, body: &mut Body) -> Result<Option<Bytes>, FetchError> {
-        loop {
-            let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
-                .await
-                .map_err(|_| FetchError::Timeout {
-                    url: url.to_owned(),
-                    timeout: IDLE_TIMEOUT,
-                })?;
-            match frame {
-                None => return Ok(None),
-                Some(Err(source)) => {
-                    return Err(FetchError::Body {
-                        url: url.to_owned(),
-                        source,
-                    });
-                }
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Ok(Some(data));
-                    }
-                }
-            }
-        }
+        http::chunk(body).await.map_err(|e| match e {
+            ReadError::Timeout(timeout) => FetchError::Timeout {
+                url: url.to_owned(),
+                timeout,
+            },
+            ReadError::Body(source) => FetchError::Body {
+                url: url.to_owned(),
+                source,
+            },
+        })
     }
 
     async fn manifest(&self, url: &str, token: &str) -> Result<Vec<u8>, FetchError> {

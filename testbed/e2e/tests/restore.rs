@@ -368,3 +368,106 @@ async fn status_image(client: &kube::Client, ns: &str) -> String {
         .image
         .unwrap()
 }
+
+/// Restarts node3's noded with extra flags, and with its usual ones again when dropped.
+struct Node3Noded<'a>(&'a Testbed);
+
+impl<'a> Node3Noded<'a> {
+    fn with_args(tb: &'a Testbed, args: &str) -> Self {
+        restart_node3_noded(tb, args);
+        Self(tb)
+    }
+}
+
+impl Drop for Node3Noded<'_> {
+    fn drop(&mut self) {
+        restart_node3_noded(self.0, "");
+    }
+}
+
+fn restart_node3_noded(tb: &Testbed, args: &str) {
+    let out = Command::new(tb.repo.join("testbed/agents"))
+        .args(["restart", "noded", "node3"])
+        .env("TESTBED_NODED_ARGS", args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() || std::thread::panicking(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn restore_from_an_external_registry() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "external").await;
+    let client = tb.client().await;
+    let registry = "10.77.0.1:5000";
+    let _pushing =
+        Node3Noded::with_args(&tb, &format!("--push-registry {registry} --push-insecure"));
+
+    let mut app = sample_pod(&tb, "sample-app.yaml");
+    app.spec
+        .as_mut()
+        .unwrap()
+        .node_selector
+        .as_mut()
+        .unwrap()
+        .insert("kubernetes.io/hostname".into(), "node3".into());
+    run_pod(&client, &ns.name, app).await;
+    counter_log(&tb, &ns.name, "stateful-app", 2, Duration::from_secs(60)).await;
+    let cc = checkpoint(
+        &client,
+        &ns.name,
+        checkpoint_request("counter-checkpoint", "stateful-app", "counter"),
+    )
+    .await;
+    let (state, message) = outcome(&cc);
+    assert_eq!(state, CheckpointState::Completed, "{message}");
+    let image = cc.status.unwrap().image.unwrap();
+    assert!(
+        image.starts_with(&format!("{registry}/")),
+        "the request names the registry's copy: {image}"
+    );
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
+    let content = contents.get("counter-checkpoint").await.unwrap();
+    let at_checkpoint = value_at_checkpoint(
+        &tb,
+        "node3",
+        content.status.unwrap().checkpoint_path.as_deref().unwrap(),
+    );
+
+    // The registry really holds it: pull the manifest by digest from the host.
+    let (repository, digest) = image.split_once('@').unwrap();
+    let path = repository.trim_start_matches(&format!("{registry}/"));
+    let manifest = Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+        ])
+        .arg(format!("http://{registry}/v2/{path}/manifests/{digest}"))
+        .output()
+        .unwrap();
+    assert!(manifest.status.success(), "the registry serves {image}");
+    assert!(
+        String::from_utf8_lossy(&manifest.stdout).contains("org.criu.checkpoint.container.name")
+    );
+
+    Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .delete("stateful-app", &DeleteParams::default())
+        .await
+        .unwrap();
+    let pod = restored_pod(&tb, &ns.name, "restored-app", "node2");
+    assert_resumes(&tb, &client, &ns.name, pod, "node2", at_checkpoint).await;
+    // node2 pulled from the registry, not from node3's noded.
+    let layout =
+        ImageLayout::open(tb.node_path("node2", "/var/lib/kubelet/checkpoints/oci")).unwrap();
+    assert!(
+        layout
+            .resolve(content.metadata.uid.as_deref().unwrap())
+            .unwrap()
+            .is_none()
+    );
+}

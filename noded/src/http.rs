@@ -1,0 +1,160 @@
+//! The one HTTP client noded uses to talk to other servers — peers' registries (plain HTTP) and,
+//! when configured, an external registry it pushes checkpoint images to (HTTPS or plain HTTP) —
+//! with its timeouts: connecting, waiting for response headers, and pauses in a streamed body.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Until the response headers arrive (after the request body, if any, was sent).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest pause in a body being received or sent before the transfer is given up.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a large upload was sent, until the server answers: it may still be writing it out.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Which servers the client may reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    /// `http://` URLs only (an `https://` URL fails: the client trusts no certificate).
+    PlainOnly,
+    /// `https://` URLs verified against the system's roots, and `http://` URLs.
+    SystemRoots,
+}
+
+/// A client for plain HTTP (peers).
+pub fn plain_client() -> HttpClient {
+    client(Tls::PlainOnly).expect("a client trusting no roots needs none loaded")
+}
+
+/// A client for `tls`. Fails only when the system's roots are asked for and none load.
+pub fn client(tls: Tls) -> std::io::Result<HttpClient> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?;
+    let config = match tls {
+        Tls::PlainOnly => config.with_root_certificates(rustls::RootCertStore::empty()),
+        Tls::SystemRoots => config.with_native_roots()?,
+    }
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Request(#[from] hyper_util::client::legacy::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Bytes of a request body sent so far, out of `total`: lets [`send`] tell a slow upload from a
+/// stalled one.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub sent: AtomicU64,
+    pub total: u64,
+}
+
+/// Sends `request`. Without `progress`, the response must start within [`RESPONSE_TIMEOUT`];
+/// with it, the body may take as long as it keeps moving (no pause over [`IDLE_TIMEOUT`]), and
+/// the server then gets [`COMMIT_TIMEOUT`] to answer.
+pub async fn send(
+    client: &HttpClient,
+    request: Request<Body>,
+    progress: Option<&Progress>,
+) -> Result<Response<Body>, SendError> {
+    let response = client.request(request);
+    let Some(progress) = progress else {
+        return tokio::time::timeout(RESPONSE_TIMEOUT, response)
+            .await
+            .map_err(|_| SendError::Timeout(RESPONSE_TIMEOUT))?
+            .map(|r| r.map(Body::new))
+            .map_err(SendError::Request);
+    };
+    tokio::pin!(response);
+    let mut seen = progress.sent.load(Ordering::Relaxed);
+    let mut waited = Duration::ZERO;
+    let tick = Duration::from_secs(1).min(IDLE_TIMEOUT);
+    loop {
+        if let Ok(answer) = tokio::time::timeout(tick, &mut response).await {
+            return answer.map(|r| r.map(Body::new)).map_err(SendError::Request);
+        }
+        let now = progress.sent.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            waited = Duration::ZERO;
+            continue;
+        }
+        waited += tick;
+        let limit = if now >= progress.total {
+            COMMIT_TIMEOUT
+        } else {
+            IDLE_TIMEOUT
+        };
+        if waited >= limit {
+            return Err(SendError::Timeout(limit));
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("no data within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Body(#[from] axum::Error),
+}
+
+/// The next chunk of `body`, `None` at its end; a pause over [`IDLE_TIMEOUT`] is an error.
+pub async fn chunk(body: &mut Body) -> Result<Option<Bytes>, ReadError> {
+    loop {
+        let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| ReadError::Timeout(IDLE_TIMEOUT))?;
+        match frame {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// At most `limit` bytes of `body` (the rest is left unread), for error messages.
+pub async fn read_prefix(body: &mut Body, limit: usize) -> Result<Vec<u8>, ReadError> {
+    let mut bytes = Vec::new();
+    while bytes.len() < limit {
+        let Some(data) = chunk(body).await? else {
+            break;
+        };
+        let take = data.len().min(limit - bytes.len());
+        bytes.extend_from_slice(&data[..take]);
+    }
+    Ok(bytes)
+}
