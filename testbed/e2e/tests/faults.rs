@@ -50,26 +50,7 @@ async fn noded_killed_mid_checkpoint_resolves_the_request_on_restart() {
     let ns = TestNamespace::create(&tb, "kill").await;
     let client = tb.client().await;
     // 300 MB of process memory: the checkpoint takes seconds, long enough to kill noded in it.
-    let hog: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "hog"},
-        "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "containers": [{
-            "name": "hog", "image": "busybox",
-            "command": ["/bin/sh", "-c", "x=$(dd if=/dev/urandom bs=1M count=300 2>/dev/null); echo ready; while true; do sleep 1; done"],
-        }]},
-    }))
-    .unwrap();
-    run_pod(&client, &ns.name, hog).await;
-    eventually(
-        "hog to fill its memory",
-        Duration::from_secs(60),
-        || async {
-            let out = tb.kubectl(&["logs", "-n", &ns.name, "hog"]);
-            String::from_utf8_lossy(&out.stdout)
-                .contains("ready")
-                .then_some(())
-        },
-    )
-    .await;
+    hog(&tb, &client, &ns.name).await;
 
     Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
         .create(
@@ -254,5 +235,149 @@ impl Drop for ControllerBack<'_> {
             "{}",
             String::from_utf8_lossy(&up.stderr)
         );
+    }
+}
+
+/// A pod on node3 holding 300 MB, so its checkpoint takes seconds.
+async fn hog(tb: &Testbed, client: &kube::Client, ns: &str) {
+    let hog: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hog"},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "containers": [{
+            "name": "hog", "image": "busybox",
+            "command": ["/bin/sh", "-c", "x=$(dd if=/dev/urandom bs=1M count=300 2>/dev/null); echo ready; while true; do sleep 1; done"],
+        }]},
+    }))
+    .unwrap();
+    run_pod(client, ns, hog).await;
+    eventually(
+        "hog to fill its memory",
+        Duration::from_secs(60),
+        || async {
+            let out = tb.kubectl(&["logs", "-n", ns, "hog"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("ready")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn apiserver_restarted_mid_checkpoint_every_request_still_ends() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "apiserver").await;
+    let client = tb.client().await;
+    hog(&tb, &client, &ns.name).await;
+    let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
+    requests
+        .create(
+            &PostParams::default(),
+            &checkpoint_request("during", "hog", "hog"),
+        )
+        .await
+        .unwrap();
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
+    eventually(
+        "noded to start the checkpoint",
+        Duration::from_secs(60),
+        || async {
+            let state = contents.get("during").await.ok()?.status?.state?;
+            (state == CheckpointState::Running).then_some(())
+        },
+    )
+    .await;
+
+    // Kill the apiserver while noded is inside the CRI call and every watch is open.
+    let pid = std::fs::read_to_string(tb.state.join("pids/kube-apiserver.pid"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    eventually(
+        "kube-apiserver to exit",
+        Duration::from_secs(60),
+        || async { (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let up = Command::new(tb.repo.join("testbed/up")).output().unwrap();
+    assert!(
+        up.status.success(),
+        "restarting kube-apiserver: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+
+    let (state, message) = final_state(&client, &ns.name, "during").await;
+    assert!(state.is_final(), "{message}");
+    let (_, partials) = files(&tb, &ns.name);
+    assert!(partials.is_empty(), "{partials:?}");
+    // Watches resumed: a new request completes.
+    requests
+        .create(
+            &PostParams::default(),
+            &checkpoint_request("after", "hog", "hog"),
+        )
+        .await
+        .unwrap();
+    let (state, message) = final_state(&client, &ns.name, "after").await;
+    assert_eq!(state, CheckpointState::Completed, "{message}");
+}
+
+#[tokio::test]
+async fn a_full_checkpoint_directory_fails_the_request_and_leaves_nothing() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "disk-full").await;
+    let client = tb.client().await;
+    hog(&tb, &client, &ns.name).await;
+    // A 1 MiB tmpfs over node3's checkpoint directory; noded restarted to open it.
+    let mount = tb.node_exec(
+        NODE,
+        &[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m,mode=0700",
+            "tmpfs",
+            CHECKPOINTS,
+        ],
+    );
+    assert!(
+        mount.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mount.stderr)
+    );
+    let full = DiskFull(&tb);
+    agents(&tb, &["restart", "noded", NODE]);
+
+    let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
+    requests
+        .create(
+            &PostParams::default(),
+            &checkpoint_request("no-room", "hog", "hog"),
+        )
+        .await
+        .unwrap();
+    let (state, message) = final_state(&client, &ns.name, "no-room").await;
+    let (archives, partials) = files(&tb, &ns.name);
+    drop(full);
+    assert_eq!(state, CheckpointState::Failed);
+    assert!(
+        message.to_lowercase().contains("no space"),
+        "the reason is the full disk: {message}"
+    );
+    assert!(
+        archives.is_empty() && partials.is_empty(),
+        "nothing partial left: {archives:?} {partials:?}"
+    );
+}
+
+/// Unmounts the small tmpfs and restarts noded on its real directory, however the test ends.
+struct DiskFull<'a>(&'a Testbed);
+
+impl Drop for DiskFull<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.node_exec(NODE, &["umount", CHECKPOINTS]);
+        agents(self.0, &["restart", "noded", NODE]);
     }
 }
