@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use checkpointing::archive::{self, ArchiveError};
 use checkpointing::cri::{CriError, Runtime, api};
@@ -14,6 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use oci_spec::image::Descriptor;
 
 use crate::locks::KeyedLocks;
+use crate::metrics::Metrics;
 use crate::push::{PushError, Pusher};
 use crate::store::{ArchiveKey, CheckpointDir};
 
@@ -72,6 +73,31 @@ pub enum Failure {
     Interrupted,
 }
 
+impl Failure {
+    /// A short fixed name of the failure's kind, for metrics (messages are free text).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotRunning { .. } => "NotRunning",
+            Self::Runtime(e) => match e {
+                CriError::SocketMissing { .. }
+                | CriError::Connect { .. }
+                | CriError::Unavailable { .. } => "RuntimeUnavailable",
+                CriError::DeadlineExceeded { .. } => "RuntimeTimeout",
+                CriError::Unimplemented { .. } => "RuntimeUnsupported",
+                CriError::NotFound { .. } => "ContainerNotFound",
+                CriError::InvalidEndpoint { .. } | CriError::Rpc { .. } => "RuntimeError",
+            },
+            Self::NoArchive(_) => "NoArchive",
+            Self::Store(e) if e.kind() == std::io::ErrorKind::StorageFull => "DiskFull",
+            Self::Store(_) => "StoreError",
+            Self::Archive(_) => "ArchiveInvalid",
+            Self::Image(_) => "ImageError",
+            Self::Push { .. } => "PushFailed",
+            Self::Interrupted => "Interrupted",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Checkpointer<R> {
     pub runtime: R,
@@ -85,6 +111,7 @@ pub struct Checkpointer<R> {
     /// Serialises checkpoints of the same container: duplicate requests queue instead of racing
     /// inside the runtime.
     locks: KeyedLocks,
+    pub metrics: Arc<Metrics>,
 }
 
 impl<R: Runtime> Checkpointer<R> {
@@ -96,6 +123,25 @@ impl<R: Runtime> Checkpointer<R> {
             registry,
             pusher: None,
             locks: KeyedLocks::default(),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Records checkpoints in `metrics` (the daemon's registry).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts one checkpoint that ended, with its duration since `started` and archive size.
+    fn record(&self, outcome: &Result<Artifact, Failure>, started: Instant) {
+        let seconds = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(a) => {
+                self.metrics.checkpoint("completed", "Completed", seconds);
+                self.metrics.archive_size(a.size);
+            }
+            Err(e) => self.metrics.checkpoint("failed", e.reason(), seconds),
         }
     }
 
@@ -129,6 +175,13 @@ impl<R: Runtime> Checkpointer<R> {
 
     /// Checkpoints the job's container into its archive and image.
     pub async fn take(&self, job: &Job<'_>) -> Result<Artifact, Failure> {
+        let started = Instant::now();
+        let outcome = self.take_unrecorded(job).await;
+        self.record(&outcome, started);
+        outcome
+    }
+
+    async fn take_unrecorded(&self, job: &Job<'_>) -> Result<Artifact, Failure> {
         let container = self.resolve(job).await?;
         let packaged = {
             let lock = self.locks.get(&container.id);
@@ -145,10 +198,12 @@ impl<R: Runtime> Checkpointer<R> {
         container_id: String,
     ) -> Result<(Artifact, Descriptor), Failure> {
         let partial = self.dir.partial_path(&job.key);
+        let called = Instant::now();
         let written = self
             .runtime
             .checkpoint_container(&container_id, &partial, job.timeout)
             .await;
+        self.metrics.cri_call(called.elapsed().as_secs_f64());
         if let Err(e) = written {
             self.dir.remove(&job.key).map_err(Failure::Store)?;
             return Err(e.into());
@@ -163,6 +218,17 @@ impl<R: Runtime> Checkpointer<R> {
     /// Resolves an attempt a previous noded process left unfinished: a completed archive is
     /// packaged, anything else is removed and reported.
     pub async fn recover(
+        &self,
+        job: &Job<'_>,
+        container_id: Option<&str>,
+    ) -> Result<Artifact, Failure> {
+        let started = Instant::now();
+        let outcome = self.recover_unrecorded(job, container_id).await;
+        self.record(&outcome, started);
+        outcome
+    }
+
+    async fn recover_unrecorded(
         &self,
         job: &Job<'_>,
         container_id: Option<&str>,
@@ -194,13 +260,18 @@ impl<R: Runtime> Checkpointer<R> {
             return Ok(artifact);
         };
         let repository = pusher.repository(job.key.namespace, job.name);
-        artifact.image = pusher
+        let pushed = pusher
             .push(&self.layout, &manifest, &repository, job.key.uid)
-            .await
-            .map_err(|source| Failure::Push {
-                registry: pusher.target.host.clone(),
-                source: Box::new(source),
-            })?;
+            .await;
+        self.metrics.pushed(if pushed.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        });
+        artifact.image = pushed.map_err(|source| Failure::Push {
+            registry: pusher.target.host.clone(),
+            source: Box::new(source),
+        })?;
         tracing::info!(image = %artifact.image, "checkpoint image pushed");
         Ok(artifact)
     }
@@ -544,6 +615,11 @@ mod tests {
                 manifest.digest()
             )
         );
+        assert!(
+            c.metrics
+                .render()
+                .contains("noded_pushes_total{result=\"succeeded\"} 1")
+        );
         let state = registry.state.lock().unwrap();
         assert_eq!(state.blobs[&a.digest], archive_bytes());
         assert!(
@@ -563,7 +639,16 @@ mod tests {
         let outcome = c.take(&job()).await;
         let e = outcome.as_ref().unwrap_err();
         assert!(matches!(e, Failure::Push { .. }), "{e}");
-        let status = crate::reconcile::final_status(&outcome);
+        let text = c.metrics.render();
+        assert!(
+            text.contains("noded_pushes_total{result=\"failed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("noded_checkpoints_total{result=\"failed\",reason=\"PushFailed\"} 1"),
+            "{text}"
+        );
+        let status = crate::reconcile::final_status(&outcome, None);
         let message = status.message.unwrap();
         assert!(
             message.starts_with(&format!(
@@ -580,5 +665,100 @@ mod tests {
         c.remove(&job()).unwrap();
         assert!(leftovers(tmp.path()).is_empty());
         assert!(c.layout.resolve("content-uid").unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_completed_checkpoint_shows_in_the_metrics() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = checkpointer(running(), tmp.path());
+        let a = c.take(&job()).await.unwrap();
+        let text = c.metrics.render();
+        for line in [
+            "noded_checkpoints_total{result=\"completed\",reason=\"Completed\"} 1".to_owned(),
+            "noded_archive_size_bytes_count 1".to_owned(),
+            format!("noded_archive_size_bytes_sum {}.0", a.size),
+            "noded_checkpoint_cri_duration_seconds_count 1".to_owned(),
+            "noded_checkpoint_duration_seconds_count 1".to_owned(),
+            "noded_archive_size_bytes_bucket{le=\"4294967296.0\"} 1".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line} missing from {text}");
+        }
+
+        // A failure counts under its reason, with no archive size.
+        let c = checkpointer(FakeRuntime::default(), tmp.path());
+        c.take(&job()).await.unwrap_err();
+        let text = c.metrics.render();
+        assert!(
+            text.contains("noded_checkpoints_total{result=\"failed\",reason=\"NotRunning\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("noded_archive_size_bytes_count 0"), "{text}");
+    }
+
+    #[test]
+    fn failures_map_to_a_fixed_set_of_reasons() {
+        let cri = |e: CriError| Failure::Runtime(e).reason();
+        let op = "CheckpointContainer";
+        let message = String::new;
+        assert_eq!(
+            cri(CriError::SocketMissing {
+                path: "/run/x.sock".into()
+            }),
+            "RuntimeUnavailable"
+        );
+        assert_eq!(
+            cri(CriError::Unavailable {
+                op,
+                message: message()
+            }),
+            "RuntimeUnavailable"
+        );
+        assert_eq!(
+            cri(CriError::DeadlineExceeded {
+                op,
+                message: message()
+            }),
+            "RuntimeTimeout"
+        );
+        assert_eq!(
+            cri(CriError::Unimplemented {
+                op,
+                message: message()
+            }),
+            "RuntimeUnsupported"
+        );
+        assert_eq!(
+            cri(CriError::NotFound {
+                op,
+                message: message()
+            }),
+            "ContainerNotFound"
+        );
+        assert_eq!(
+            cri(CriError::Rpc {
+                op,
+                code: CriError::Unavailable {
+                    op,
+                    message: message()
+                }
+                .code(),
+                message: message()
+            }),
+            "RuntimeError"
+        );
+        let store = |kind| Failure::Store(std::io::Error::from(kind)).reason();
+        assert_eq!(store(std::io::ErrorKind::StorageFull), "DiskFull");
+        assert_eq!(store(std::io::ErrorKind::PermissionDenied), "StoreError");
+        assert_eq!(Failure::NoArchive("/x".into()).reason(), "NoArchive");
+        assert_eq!(Failure::Interrupted.reason(), "Interrupted");
+        assert_eq!(
+            Failure::NotRunning {
+                namespace: "n".into(),
+                pod: "p".into(),
+                container: "c".into()
+            }
+            .reason(),
+            "NotRunning"
+        );
     }
 }

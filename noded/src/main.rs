@@ -6,7 +6,9 @@ mod checkpoint;
 mod http;
 mod lease;
 mod locks;
+mod metrics;
 mod peer;
+mod prereq;
 mod push;
 mod reconcile;
 mod registry;
@@ -67,7 +69,7 @@ struct Args {
     /// Namespace of the node Lease the controller looks for.
     #[arg(long, env = "LEASE_NAMESPACE", default_value = DEFAULT_LEASE_NAMESPACE)]
     lease_namespace: String,
-    /// Address of /healthz and /readyz.
+    /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:9811")]
     admin_addr: SocketAddr,
     /// Address of the node-local registry the runtime pulls checkpoint images from (loopback:
@@ -160,16 +162,33 @@ async fn main() -> anyhow::Result<()> {
         args.lease_namespace.clone(),
         args.node_name.clone(),
     ));
-    let admin = tokio::spawn(admin::serve(args.admin_addr, cri.clone()));
-
-    let registry = Arc::new(Registry::new(
-        layout.clone(),
+    let metrics = Arc::new(metrics::Metrics::default());
+    let prerequisites = Arc::new(prereq::Prerequisites::default());
+    let checker = tokio::spawn(prereq::keep_checked(
+        prerequisites.clone(),
         cri.clone(),
-        KubeCluster(client.clone()),
-        args.node_name.clone(),
-        PeerClient::new(args.peer_port, args.peer_token_file.clone()),
-        Auth::new(args.peer_allowed_users.clone()),
+        args.checkpoint_dir.clone(),
+        metrics.clone(),
     ));
+    let admin = tokio::spawn(admin::serve(
+        args.admin_addr,
+        admin::Admin {
+            metrics: metrics.clone(),
+            prerequisites: prerequisites.clone(),
+        },
+    ));
+
+    let registry = Arc::new(
+        Registry::new(
+            layout.clone(),
+            cri.clone(),
+            KubeCluster(client.clone()),
+            args.node_name.clone(),
+            PeerClient::new(args.peer_port, args.peer_token_file.clone()),
+            Auth::new(args.peer_allowed_users.clone()),
+        )
+        .with_metrics(metrics.clone()),
+    );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -220,8 +239,10 @@ async fn main() -> anyhow::Result<()> {
     let context = Arc::new(Context {
         client: client.clone(),
         checkpointer: Checkpointer::new(cri, dir, layout, args.image_registry.clone())
-            .with_pusher(pusher),
+            .with_pusher(pusher)
+            .with_metrics(metrics),
         default_timeout: Duration::from_secs(args.default_timeout_seconds),
+        prerequisites,
     });
     let contents: Api<ContainerCheckpointContent> = Api::all(client);
     let mine = watcher::Config::default().labels(&format!("{NODE_LABEL}={}", args.node_name));
@@ -238,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = server.await;
     }
     admin.abort();
+    checker.abort();
     tracing::info!("noded stopped");
     Ok(())
 }

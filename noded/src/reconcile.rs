@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::checkpoint::{Artifact, Checkpointer, Failure, Job};
+use crate::prereq::Prerequisites;
 use crate::store::ArchiveKey;
 
 /// The next step for a Content.
@@ -59,8 +60,12 @@ pub fn running_status(content: &ContainerCheckpointContent) -> ContainerCheckpoi
     }
 }
 
-/// The final status for the outcome of a checkpoint.
-pub fn final_status(outcome: &Result<Artifact, Failure>) -> ContainerCheckpointContentStatus {
+/// The final status for the outcome of a checkpoint; `criu_version` is the CRIU the
+/// prerequisites check found.
+pub fn final_status(
+    outcome: &Result<Artifact, Failure>,
+    criu_version: Option<String>,
+) -> ContainerCheckpointContentStatus {
     match outcome {
         Ok(a) => ContainerCheckpointContentStatus {
             state: Some(CheckpointState::Completed),
@@ -76,7 +81,7 @@ pub fn final_status(outcome: &Result<Artifact, Failure>) -> ContainerCheckpointC
             image: Some(a.image.clone()),
             checkpoint_time: Some(Time(a.checkpoint_time)),
             runtime: Some(a.runtime.clone()),
-            criu_version: None,
+            criu_version,
         },
         Err(e) => ContainerCheckpointContentStatus {
             state: Some(CheckpointState::Failed),
@@ -104,6 +109,7 @@ pub struct Context {
     pub client: kube::Client,
     pub checkpointer: Checkpointer<CriClient>,
     pub default_timeout: Duration,
+    pub prerequisites: Arc<Prerequisites>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,9 +173,13 @@ pub async fn reconcile(
                 .map_err(api_err)?;
             let outcome = ctx.checkpointer.take(&job).await;
             report(&name, &outcome);
-            write_status(&api, &name, &final_status(&outcome))
-                .await
-                .map_err(api_err)?;
+            write_status(
+                &api,
+                &name,
+                &final_status(&outcome, ctx.prerequisites.criu_version()),
+            )
+            .await
+            .map_err(api_err)?;
         }
         Step::Recover => {
             let container_id = content
@@ -178,9 +188,13 @@ pub async fn reconcile(
                 .and_then(|s| s.container_id.as_deref());
             let outcome = ctx.checkpointer.recover(&job, container_id).await;
             report(&name, &outcome);
-            write_status(&api, &name, &final_status(&outcome))
-                .await
-                .map_err(api_err)?;
+            write_status(
+                &api,
+                &name,
+                &final_status(&outcome, ctx.prerequisites.criu_version()),
+            )
+            .await
+            .map_err(api_err)?;
         }
         Step::Remove => {
             ctx.checkpointer
@@ -337,11 +351,30 @@ mod tests {
 
     #[test]
     fn failures_carry_their_cause() {
-        let status = final_status(&Err(Failure::Store(std::io::Error::other(
-            "No space left on device",
-        ))));
+        let status = final_status(
+            &Err(Failure::Store(std::io::Error::other(
+                "No space left on device",
+            ))),
+            None,
+        );
         assert_eq!(status.state, Some(CheckpointState::Failed));
         assert!(!status.ready);
         assert!(status.message.unwrap().contains("No space left on device"));
+    }
+
+    #[test]
+    fn a_completed_status_names_the_criu_found() {
+        let artifact = Artifact {
+            container_id: "c1".into(),
+            path: "/var/lib/kubelet/checkpoints/x.tar".into(),
+            size: 10,
+            digest: "sha256:aa".into(),
+            image: "localhost:5050/default/cc@sha256:bb".into(),
+            checkpoint_time: Timestamp::now(),
+            runtime: "containerd v2.1.4".into(),
+        };
+        let status = final_status(&Ok(artifact), Some("4.1".into()));
+        assert_eq!(status.criu_version.as_deref(), Some("4.1"));
+        assert_eq!(status.state, Some(CheckpointState::Completed));
     }
 }

@@ -24,6 +24,7 @@ use checkpointing::archive::{self, CheckpointConfig};
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::Runtime;
 use checkpointing::oci::{ImageLayout, OciError};
+use futures::TryStreamExt as _;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, PostParams};
@@ -31,6 +32,7 @@ use oci_spec::image::ImageManifest;
 use tokio_util::io::ReaderStream;
 
 use crate::locks::KeyedLocks;
+use crate::metrics::Metrics;
 use crate::peer::{Auth, PeerClient};
 use crate::reconcile::error_chain;
 
@@ -446,6 +448,7 @@ pub struct Registry<R, C> {
     locks: KeyedLocks,
     /// Base image of each tag, read once from its archive's `config.dump`.
     bases: Mutex<HashMap<String, Option<String>>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A manifest found in the local layout, its bytes verified against its digest.
@@ -473,7 +476,14 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             auth,
             locks: KeyedLocks::default(),
             bases: Mutex::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records requests and transferred bytes in `metrics` (the daemon's registry).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Answers one request; failures become OCI error responses and are logged.
@@ -485,10 +495,25 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         headers: &HeaderMap,
     ) -> Response {
         let path = uri.path();
+        let mode_label = match mode {
+            Mode::Local => "local",
+            Mode::Peer => "peer",
+        };
         match self.answer(mode, method, path, headers).await {
-            Ok(response) => response,
+            Ok(response) => {
+                self.metrics.registry_request(mode_label, "ok");
+                response
+            }
             Err(problem) => {
                 let status = problem.status().0;
+                self.metrics.registry_request(
+                    mode_label,
+                    if status.is_server_error() {
+                        "failed"
+                    } else {
+                        "refused"
+                    },
+                );
                 if status.is_server_error() {
                     tracing::warn!(?mode, %method, path, %status, error = %problem, "registry request failed");
                 } else {
@@ -589,6 +614,14 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         }
         let body = if head {
             Body::empty()
+        } else if mode == Mode::Peer {
+            // Counted as sent, so an interrupted transfer counts what actually left.
+            let metrics = self.metrics.clone();
+            Body::from_stream(ReaderStream::with_capacity(file, 256 << 10).inspect_ok(
+                move |chunk| {
+                    metrics.transferred("served", chunk.len() as u64);
+                },
+            ))
         } else {
             Body::from_stream(ReaderStream::with_capacity(file, 256 << 10))
         };
@@ -655,6 +688,7 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             .await
         {
             Ok(bytes) => {
+                self.metrics.transferred("fetched", bytes);
                 tracing::info!(%repo, %node, bytes, total = self.peers.transferred(), "checkpoint image fetched");
                 Ok(())
             }
@@ -1431,6 +1465,19 @@ mod tests {
         assert_eq!(bad.status, StatusCode::NOT_FOUND);
         let put = request(Method::PUT, t.node2.local, &manifest_path, None).await;
         assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
+
+        // Metrics: bytes fetched by node2 are bytes served by node1; requests by result.
+        let text = node2.metrics.render();
+        for line in [
+            format!("noded_transfer_bytes_total{{direction=\"fetched\"}} {once}"),
+            "noded_registry_requests_total{mode=\"local\",result=\"ok\"} 8".to_owned(),
+            "noded_registry_requests_total{mode=\"local\",result=\"refused\"} 5".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line} missing from {text}");
+        }
+        let text = t.node1.registry.metrics.render();
+        let served = format!("noded_transfer_bytes_total{{direction=\"served\"}} {once}");
+        assert!(text.contains(&served), "{served} missing from {text}");
 
         // Once the Content is gone, the cached copy goes too.
         t.cluster.contents.lock().unwrap().clear();

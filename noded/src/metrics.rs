@@ -1,0 +1,216 @@
+//! noded's Prometheus metrics, in one registry served as `/metrics` on the admin port.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::prereq::Report;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckpointLabels {
+    result: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    mode: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    check: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuntimeInfoLabels {
+    runtime_name: String,
+    runtime_version: String,
+    criu_version: String,
+}
+
+/// Duration buckets: 50 ms to about 7 minutes.
+fn duration_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.05, 2.0, 14)
+}
+
+/// Archive size buckets: 64 KiB to 4 GiB.
+fn size_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(65536.0, 4.0, 9)
+}
+
+/// The daemon's metrics, in one registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    checkpoints: Family<CheckpointLabels, Counter>,
+    cri_duration: Histogram,
+    total_duration: Histogram,
+    archive_size: Histogram,
+    transfer: Family<DirectionLabels, Counter>,
+    pushes: Family<ResultLabels, Counter>,
+    registry_requests: Family<RequestLabels, Counter>,
+    prerequisites: Family<CheckLabels, Gauge>,
+    runtime_info: Family<RuntimeInfoLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("noded");
+        let checkpoints = Family::<CheckpointLabels, Counter>::default();
+        registry.register(
+            "checkpoints",
+            "Checkpoints that ended, by result (completed or failed) and reason",
+            checkpoints.clone(),
+        );
+        let cri_duration = Histogram::new(duration_buckets());
+        registry.register_with_unit(
+            "checkpoint_cri_duration",
+            "Duration of the runtime's CheckpointContainer call",
+            Unit::Seconds,
+            cri_duration.clone(),
+        );
+        let total_duration = Histogram::new(duration_buckets());
+        registry.register_with_unit(
+            "checkpoint_duration",
+            "Duration of a whole checkpoint: finding the container, CRI call, image, push",
+            Unit::Seconds,
+            total_duration.clone(),
+        );
+        let archive_size = Histogram::new(size_buckets());
+        registry.register_with_unit(
+            "archive_size",
+            "Size of completed checkpoint archives",
+            Unit::Bytes,
+            archive_size.clone(),
+        );
+        let transfer = Family::<DirectionLabels, Counter>::default();
+        registry.register_with_unit(
+            "transfer",
+            "Checkpoint image blob bytes moved between nodes, by direction (fetched or served)",
+            Unit::Bytes,
+            transfer.clone(),
+        );
+        let pushes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "pushes",
+            "Checkpoint images pushed to the external registry, by result (succeeded or failed)",
+            pushes.clone(),
+        );
+        let registry_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "registry_requests",
+            "Requests to the node-local registry and the peer server, by mode (local or peer) \
+             and result (ok, refused: 4xx, failed: 5xx)",
+            registry_requests.clone(),
+        );
+        let prerequisites = Family::<CheckLabels, Gauge>::default();
+        registry.register(
+            "prerequisite",
+            "Start-up prerequisites (cri, criu, restore, checkpoint_dir): 1 met or assumed, 0 not",
+            prerequisites.clone(),
+        );
+        let runtime_info = Family::<RuntimeInfoLabels, Gauge>::default();
+        registry.register(
+            "runtime_info",
+            "The container runtime and CRIU found by the last prerequisites check (always 1)",
+            runtime_info.clone(),
+        );
+        // Present from the start, so rates work from the first event.
+        checkpoints
+            .get_or_create(&CheckpointLabels {
+                result: "completed",
+                reason: "Completed",
+            })
+            .get();
+        for direction in ["fetched", "served"] {
+            transfer.get_or_create(&DirectionLabels { direction }).get();
+        }
+        Self {
+            registry,
+            checkpoints,
+            cri_duration,
+            total_duration,
+            archive_size,
+            transfer,
+            pushes,
+            registry_requests,
+            prerequisites,
+            runtime_info,
+        }
+    }
+}
+
+impl Metrics {
+    /// One checkpoint that ended: `reason` is `Completed` or a failure reason.
+    pub fn checkpoint(&self, result: &'static str, reason: &'static str, seconds: f64) {
+        self.checkpoints
+            .get_or_create(&CheckpointLabels { result, reason })
+            .inc();
+        self.total_duration.observe(seconds);
+    }
+
+    pub fn cri_call(&self, seconds: f64) {
+        self.cri_duration.observe(seconds);
+    }
+
+    pub fn archive_size(&self, bytes: u64) {
+        self.archive_size.observe(bytes as f64);
+    }
+
+    /// Blob bytes moved: `direction` is `fetched` or `served`.
+    pub fn transferred(&self, direction: &'static str, bytes: u64) {
+        self.transfer
+            .get_or_create(&DirectionLabels { direction })
+            .inc_by(bytes);
+    }
+
+    pub fn pushed(&self, result: &'static str) {
+        self.pushes.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn registry_request(&self, mode: &'static str, result: &'static str) {
+        self.registry_requests
+            .get_or_create(&RequestLabels { mode, result })
+            .inc();
+    }
+
+    /// Replaces the prerequisite gauges and runtime info with `report`'s.
+    pub fn prerequisites(&self, report: &Report) {
+        for check in &report.checks {
+            self.prerequisites
+                .get_or_create(&CheckLabels { check: check.name })
+                .set(i64::from(check.state.met()));
+        }
+        self.runtime_info.clear();
+        self.runtime_info
+            .get_or_create(&RuntimeInfoLabels {
+                runtime_name: report.runtime_name.clone().unwrap_or_default(),
+                runtime_version: report.runtime_version.clone().unwrap_or_default(),
+                criu_version: report.criu_version.clone().unwrap_or_default(),
+            })
+            .set(1);
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
