@@ -11,6 +11,9 @@ pub const RESTORE_FROM_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io
 pub const RESTORED_FROM_DIGEST_ANNOTATION: &str =
     "checkpointing.zacchaeuschok.github.io/restored-from-digest";
 
+/// Annotation (`"true"`) on a ContainerCheckpoint that retention never deletes.
+pub const PINNED_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/pinned";
+
 /// Label on a ContainerCheckpointContent naming the node whose noded owns it. Labels, not field
 /// selectors: field selectors on custom resources need Kubernetes 1.31.
 pub const NODE_LABEL: &str = "checkpointing.zacchaeuschok.github.io/node";

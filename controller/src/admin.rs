@@ -15,6 +15,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -41,6 +42,7 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     admissions: Family<AdmissionLabels, Counter>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -65,11 +67,18 @@ impl Default for Metrics {
              denied) and reason",
             admissions.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica is the leader (reconciles and registers the webhook), else 0",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciles,
             requests,
             admissions,
+            leader,
         }
     }
 }
@@ -103,6 +112,10 @@ impl Metrics {
             .inc();
     }
 
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
     pub(crate) fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -117,6 +130,9 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// One flag per watch, set once it has listed its objects: ready when all are.
     pub watches: Vec<Arc<AtomicBool>>,
+    /// Whether this replica leads. A follower runs no watches and is ready (it serves the
+    /// webhook); the leader is ready once its watches have synced.
+    pub leading: Arc<AtomicBool>,
 }
 
 pub fn router(admin: Admin) -> Router {
@@ -139,7 +155,9 @@ pub async fn serve(
 }
 
 async fn readyz(State(admin): State<Admin>) -> (StatusCode, &'static str) {
-    if admin.watches.iter().all(|w| w.load(Ordering::Relaxed)) {
+    if !admin.leading.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready (follower)\n")
+    } else if admin.watches.iter().all(|w| w.load(Ordering::Relaxed)) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet\n")
@@ -208,9 +226,11 @@ mod tests {
     #[tokio::test]
     async fn ready_once_every_watch_has_synced() {
         let (requests, contents) = (Arc::<AtomicBool>::default(), Arc::<AtomicBool>::default());
+        let leading = Arc::<AtomicBool>::default();
         let admin = Admin {
             metrics: Arc::default(),
             watches: vec![requests.clone(), contents.clone()],
+            leading: leading.clone(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -224,6 +244,13 @@ mod tests {
                 .await
                 .starts_with("HTTP/1.1 200")
         );
+        // A follower is ready without watches.
+        assert!(
+            get_status(addr, "/readyz")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        leading.store(true, Ordering::Relaxed);
         assert!(
             get_status(addr, "/readyz")
                 .await
@@ -241,8 +268,13 @@ mod tests {
                 .await
                 .starts_with("HTTP/1.1 200")
         );
+        admin.metrics.set_leader(true);
         let metrics = get_status(addr, "/metrics").await;
         assert!(metrics.contains("# EOF"), "{metrics}");
+        assert!(
+            metrics.contains("checkpoint_controller_leader 1"),
+            "{metrics}"
+        );
 
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();

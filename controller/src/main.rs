@@ -7,9 +7,12 @@ mod admin;
 mod admission;
 #[cfg(test)]
 mod fake_api;
+mod leader;
 mod reconcile;
+mod retention;
 mod status;
 mod tls;
+mod tls_secret;
 mod validation;
 mod webhook;
 
@@ -26,6 +29,7 @@ use checkpointing::daemon::{LogFormat, init_logging, kube_client};
 use checkpointing::names::{CONTROLLER_MANAGER, DEFAULT_LEASE_NAMESPACE};
 use clap::{Args, Parser, Subcommand};
 use futures::{FutureExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
@@ -74,8 +78,50 @@ struct RunArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "CONTROLLER_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     admin_addr: SocketAddr,
+    /// Run as one of several replicas: only the holder of a coordination.k8s.io Lease
+    /// reconciles and registers the webhook; every replica serves the webhook, with the
+    /// certificates kept in Secret checkpoint-controller-webhook-tls of the election namespace.
+    #[arg(long, env = "CONTROLLER_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (and of the webhook's certificate Secret)
+    /// [default: --lease-namespace].
+    #[arg(long, env = "CONTROLLER_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "CONTROLLER_LEADER_ELECTION_ID", default_value = leader::DEFAULT_ID)]
+    leader_election_id: String,
     #[command(flatten)]
     webhook: WebhookArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
+}
+
+/// Retention of completed checkpoints, per container (namespace, pod, container). Requests
+/// annotated `checkpointing.zacchaeuschok.github.io/pinned: "true"` are always kept.
+#[derive(Args)]
+struct RetentionArgs {
+    /// Keep only the newest N completed checkpoints of each container.
+    #[arg(long, env = "CONTROLLER_RETAIN_NEWEST")]
+    retain_newest: Option<usize>,
+    /// Delete completed checkpoints older than this many seconds.
+    #[arg(long, env = "CONTROLLER_RETAIN_MAX_AGE_SECONDS")]
+    retain_max_age_seconds: Option<u64>,
+    /// How often retention runs, in seconds.
+    #[arg(
+        long,
+        env = "CONTROLLER_RETENTION_INTERVAL_SECONDS",
+        default_value_t = 60
+    )]
+    retention_interval_seconds: u64,
+}
+
+impl RetentionArgs {
+    fn policy(&self) -> retention::Policy {
+        retention::Policy {
+            keep_newest: self.retain_newest,
+            max_age: self.retain_max_age_seconds.map(Duration::from_secs),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -195,6 +241,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let shutdown = shutdown_signal().context("installing the signal handlers")?;
+    let elector = args.leader_elect.then(|| {
+        let namespace = args
+            .leader_election_namespace
+            .as_deref()
+            .unwrap_or(&args.lease_namespace);
+        let elector = leader::Elector::new(
+            client.clone(),
+            namespace,
+            args.leader_election_id.clone(),
+            leader::identity(),
+        );
+        info!(lease = %args.leader_election_id, %namespace, identity = elector.identity(), "leader election on");
+        (elector, namespace.to_owned())
+    });
 
     let listener = tokio::net::TcpListener::bind(args.admin_addr)
         .await
@@ -202,9 +262,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let requests_synced = Arc::new(AtomicBool::new(false));
     let contents_synced = Arc::new(AtomicBool::new(false));
+    let leading = Arc::new(AtomicBool::new(elector.is_none()));
+    metrics.set_leader(elector.is_none());
     let admin = Admin {
         metrics: metrics.clone(),
         watches: vec![requests_synced.clone(), contents_synced.clone()],
+        leading: leading.clone(),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_task = tokio::spawn(admin::serve(listener, admin, async {
@@ -213,9 +276,38 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(addr = %args.admin_addr, "serving /healthz, /readyz and /metrics");
 
     let webhook = match args.webhook.settings(client.default_namespace())? {
-        Some(settings) => Some(start_webhook(&client, &metrics, settings, shutdown.clone()).await?),
+        Some(settings) => {
+            let shared = elector.as_ref().map(|(_, namespace)| namespace.as_str());
+            Some(start_webhook(&client, &metrics, settings, shared, shutdown.clone()).await?)
+        }
         None => None,
     };
+    let (webhook_task, configuration) = webhook.unzip();
+    let mut servers = Servers {
+        stop_admin,
+        admin_task,
+        webhook: webhook_task,
+        registration: None,
+    };
+
+    // A follower serves the webhook and waits; only the leader goes on.
+    if let Some((elector, _)) = &elector {
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = shutdown.clone() => return servers.stop(None).await,
+        }
+        leading.store(true, Ordering::Relaxed);
+        metrics.set_leader(true);
+    }
+    servers.registration = configuration
+        .map(|configuration| tokio::spawn(webhook::register(client.clone(), configuration)));
+    // Only the leader deletes; the task ends with the process.
+    let policy = args.retention.policy();
+    if policy.is_active() {
+        info!(?policy, "retention on");
+        let interval = Duration::from_secs(args.retention.retention_interval_seconds.max(1));
+        tokio::spawn(retention::enforce(client.clone(), policy, interval));
+    }
 
     // Our own watches, not `Controller::new` and `owns()`, so readiness can tell when each has
     // listed everything. Contents: metadata only, as `owns()` would.
@@ -237,7 +329,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         client,
         recorder,
         args.lease_namespace,
-        metrics,
+        metrics.clone(),
     ));
     info!("controller started");
     let controller = controller
@@ -256,42 +348,89 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown.await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
+    // Lost leadership ends the process with an error, reconciles in flight or not: another
+    // replica may already be reconciling, and the restart comes back as a follower.
+    let lost = async {
+        match &elector {
+            Some((elector, _)) => elector.keep().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = controller => info!("controller stopped"),
         () = overdue => warn!(
             grace_secs = SHUTDOWN_GRACE.as_secs(),
             "controller did not stop in time; exiting anyway"
         ),
+        error = lost => {
+            metrics.set_leader(false);
+            return Err(error.context("stopping: no longer the leader"));
+        }
     }
-
-    let _ = stop_admin.send(());
-    admin_task
-        .await
-        .context("joining the admin server")?
-        .context("serving the admin endpoints")?;
-    if let Some((server, registration)) = webhook {
-        registration.abort();
-        server
-            .await
-            .context("joining the webhook server")?
-            .context("serving the webhook")?;
-    }
-    Ok(())
+    servers.stop(elector.as_ref().map(|(e, _)| e)).await
 }
 
-/// Makes the webhook's certificates, serves it until `shutdown` and registers it (in the
-/// background, retried until it succeeds). Returns the server and the registration task.
+/// The servers that run on every replica, and the leader's webhook registration.
+struct Servers {
+    stop_admin: tokio::sync::oneshot::Sender<()>,
+    admin_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    webhook: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    registration: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Servers {
+    /// After shutdown: stops registering, releases the Lease (so the next leader need not wait
+    /// for it to expire), waits for the webhook to drain and stops the admin server.
+    async fn stop(self, elector: Option<&leader::Elector>) -> anyhow::Result<()> {
+        if let Some(registration) = self.registration {
+            registration.abort();
+        }
+        if let Some(elector) = elector
+            && let Err(error) = elector.release().await
+        {
+            warn!(%error, "releasing the leader Lease failed; it expires by itself");
+        }
+        if let Some(server) = self.webhook {
+            server
+                .await
+                .context("joining the webhook server")?
+                .context("serving the webhook")?;
+        }
+        let _ = self.stop_admin.send(());
+        self.admin_task
+            .await
+            .context("joining the admin server")?
+            .context("serving the admin endpoints")?;
+        Ok(())
+    }
+}
+
+/// Makes the webhook's certificates (or, with `shared_in`, takes them from the Secret there,
+/// shared by all replicas) and serves it until `shutdown`. Returns the server and the
+/// registration for [`webhook::register`].
 async fn start_webhook(
     client: &kube::Client,
     metrics: &Arc<Metrics>,
     settings: WebhookSettings,
+    shared_in: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(
     tokio::task::JoinHandle<std::io::Result<()>>,
-    tokio::task::JoinHandle<()>,
+    MutatingWebhookConfiguration,
 )> {
-    let certificates = tls::Certificates::generate(&settings.dns_names, &settings.ips)
-        .context("making the webhook's certificates")?;
+    let certificates = match shared_in {
+        Some(namespace) => {
+            tls_secret::shared(
+                client.clone(),
+                namespace,
+                &settings.dns_names,
+                &settings.ips,
+            )
+            .await?
+        }
+        None => tls::Certificates::generate(&settings.dns_names, &settings.ips)
+            .context("making the webhook's certificates")?,
+    };
     let tcp = tokio::net::TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("binding the webhook address {}", settings.addr))?;
@@ -314,8 +453,7 @@ async fn start_webhook(
         "serving the restore admission webhook"
     );
     let configuration = webhook::configuration(&settings.endpoint, &certificates.ca_pem);
-    let registration = tokio::spawn(webhook::register(client.clone(), configuration));
-    Ok((server, registration))
+    Ok((server, configuration))
 }
 
 /// Resolves on the first SIGTERM or SIGINT; cloneable. A task and a oneshot make the future

@@ -35,6 +35,8 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("building the TLS server configuration")]
     Config(#[from] tokio_rustls::rustls::Error),
+    #[error("reading the shared {0} (PEM)")]
+    Pem(String),
 }
 
 /// A CA and the serving certificate it signed.
@@ -45,6 +47,8 @@ pub struct Certificates {
     pub ca_der: CertificateDer<'static>,
     pub cert_der: CertificateDer<'static>,
     key_der: Vec<u8>,
+    cert_pem: String,
+    key_pem: String,
 }
 
 impl Certificates {
@@ -83,7 +87,39 @@ impl Certificates {
             ca_der: ca_cert.der().clone(),
             cert_der: cert.der().clone(),
             key_der: key.serialize_der(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         })
+    }
+
+    /// PEM of the serving certificate and of its key (PKCS#8), to be shared with other replicas.
+    pub fn to_pem(&self) -> (&str, &str) {
+        (&self.cert_pem, &self.key_pem)
+    }
+
+    /// Certificates another replica made ([`Self::to_pem`] and `ca_pem`); checks they load.
+    pub fn from_pem(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let bad = |what: &str| TlsError::Pem(what.to_owned());
+        #[cfg(test)]
+        let ca_der =
+            CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|_| bad("CA certificate"))?;
+        let cert_der =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| bad("certificate"))?;
+        let key = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|_| bad("private key"))?;
+        let certificates = Self {
+            ca_pem: ca_pem.to_owned(),
+            #[cfg(test)]
+            ca_der,
+            cert_der,
+            key_der: key.secret_pkcs8_der().to_vec(),
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+        };
+        // Refuses a key that does not match the certificate.
+        certificates.server_config()?;
+        Ok(certificates)
     }
 
     /// A TLS server configuration presenting the serving certificate, HTTP/1.1 only.
@@ -280,6 +316,20 @@ pub mod tests {
                 .await
                 .starts_with("HTTP/1.1 200")
         );
+    }
+
+    #[test]
+    fn certificates_survive_pem_and_a_mismatched_key_is_refused() {
+        let certs = Certificates::generate(&[DNS.to_owned()], &[]).unwrap();
+        let (cert, key) = certs.to_pem();
+        let back = Certificates::from_pem(&certs.ca_pem, cert, key).unwrap();
+        assert_eq!(back.cert_der, certs.cert_der);
+        assert_eq!(back.ca_der, certs.ca_der);
+        assert_eq!(back.key_der, certs.key_der);
+
+        let other = Certificates::generate(&[DNS.to_owned()], &[]).unwrap();
+        assert!(Certificates::from_pem(&certs.ca_pem, cert, other.to_pem().1).is_err());
+        assert!(Certificates::from_pem(&certs.ca_pem, "junk", key).is_err());
     }
 
     #[tokio::test]

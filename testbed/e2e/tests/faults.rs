@@ -292,7 +292,13 @@ async fn apiserver_restarted_mid_checkpoint_every_request_still_ends() {
         .unwrap()
         .trim()
         .to_owned();
-    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     eventually(
         "kube-apiserver to exit",
         Duration::from_secs(60),

@@ -1,0 +1,221 @@
+//! Retention: bound how many checkpoints pile up per container. A pure [`expired`] picks the
+//! requests a policy lets go; the task deletes them through the normal path (request →
+//! owner-reference GC → Content → noded's finalizer removes archive and image).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
+use checkpointing::names::PINNED_ANNOTATION;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+
+/// Keep, per container (namespace, pod, container), the newest `keep_newest` completed
+/// checkpoints and/or those younger than `max_age`. Pinned, failed and unfinished requests are
+/// never touched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub keep_newest: Option<usize>,
+    pub max_age: Option<Duration>,
+}
+
+impl Policy {
+    pub fn is_active(&self) -> bool {
+        self.keep_newest.is_some() || self.max_age.is_some()
+    }
+}
+
+/// When a checkpoint was taken: its checkpoint time, else when it was requested.
+fn taken_at(cc: &ContainerCheckpoint) -> Option<Timestamp> {
+    cc.status
+        .as_ref()
+        .and_then(|s| s.checkpoint_time.as_ref())
+        .or(cc.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0)
+}
+
+fn pinned(cc: &ContainerCheckpoint) -> bool {
+    cc.annotations()
+        .get(PINNED_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+/// (namespace, pod, container): the unit retention counts in.
+type ContainerKey = (String, String, String);
+
+/// The requests `policy` lets go, as (namespace, name, uid).
+pub fn expired(
+    requests: &[ContainerCheckpoint],
+    policy: &Policy,
+    now: Timestamp,
+) -> Vec<(String, String, String)> {
+    let mut per_container: BTreeMap<ContainerKey, Vec<(&ContainerCheckpoint, Timestamp)>> =
+        BTreeMap::new();
+    for cc in requests {
+        let completed =
+            cc.status.as_ref().and_then(|s| s.state) == Some(CheckpointState::Completed);
+        let Some(at) = taken_at(cc) else { continue };
+        if completed && !pinned(cc) && cc.metadata.deletion_timestamp.is_none() {
+            let key = (
+                cc.namespace().unwrap_or_default(),
+                cc.spec.pod_name.clone(),
+                cc.spec.container.clone(),
+            );
+            per_container.entry(key).or_default().push((cc, at));
+        }
+    }
+    let mut gone = Vec::new();
+    for mut group in per_container.into_values() {
+        group.sort_by_key(|(_, at)| std::cmp::Reverse(*at)); // newest first
+        for (i, (cc, at)) in group.into_iter().enumerate() {
+            let too_many = policy.keep_newest.is_some_and(|n| i >= n);
+            let too_old = policy
+                .max_age
+                .is_some_and(|age| now.duration_since(at).unsigned_abs() > age && at < now);
+            if too_many || too_old {
+                gone.push((
+                    cc.namespace().unwrap_or_default(),
+                    cc.name_any(),
+                    cc.uid().unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    gone
+}
+
+/// Applies `policy` every `interval` until the task is dropped.
+pub async fn enforce(client: kube::Client, policy: Policy, interval: Duration) {
+    let all: Api<ContainerCheckpoint> = Api::all(client.clone());
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        let requests = match all.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(error) => {
+                tracing::warn!(%error, "retention: listing ContainerCheckpoints failed");
+                continue;
+            }
+        };
+        for (namespace, name, uid) in expired(&requests, &policy, Timestamp::now()) {
+            let api: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &namespace);
+            // The UID precondition keeps a re-created request of the same name safe.
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => tracing::info!(%namespace, %name, "retention: deleted checkpoint"),
+                Err(error) => {
+                    tracing::warn!(%namespace, %name, %error, "retention: deleting failed")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use checkpointing::crd::{ContainerCheckpointSpec, ContainerCheckpointStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn cc(
+        name: &str,
+        container: &str,
+        age_s: i64,
+        state: CheckpointState,
+        pinned: bool,
+    ) -> ContainerCheckpoint {
+        let mut cc = ContainerCheckpoint::new(
+            name,
+            ContainerCheckpointSpec {
+                pod_name: "app".into(),
+                container: container.into(),
+                namespace: None,
+                timeout_seconds: None,
+            },
+        );
+        cc.metadata.namespace = Some("ns".into());
+        cc.metadata.uid = Some(format!("uid-{name}"));
+        let at = now() - Duration::from_secs(age_s.unsigned_abs());
+        cc.metadata.creation_timestamp = Some(Time(at));
+        cc.status = Some(ContainerCheckpointStatus {
+            state: Some(state),
+            checkpoint_time: Some(Time(at)),
+            ..Default::default()
+        });
+        if pinned {
+            cc.metadata.annotations =
+                Some([(PINNED_ANNOTATION.to_owned(), "true".to_owned())].into());
+        }
+        cc
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-24T12:00:00Z".parse().unwrap()
+    }
+
+    fn names(gone: Vec<(String, String, String)>) -> Vec<String> {
+        let mut names: Vec<String> = gone.into_iter().map(|(_, n, _)| n).collect();
+        names.sort();
+        names
+    }
+
+    use CheckpointState::*;
+
+    #[test]
+    fn keeps_the_newest_n_per_container() {
+        let requests = [
+            cc("a1", "a", 10, Completed, false),
+            cc("a2", "a", 20, Completed, false),
+            cc("a3", "a", 30, Completed, false),
+            cc("b1", "b", 40, Completed, false),
+        ];
+        let policy = Policy {
+            keep_newest: Some(2),
+            max_age: None,
+        };
+        assert_eq!(names(expired(&requests, &policy, now())), ["a3"]);
+    }
+
+    #[test]
+    fn drops_what_is_older_than_the_max_age() {
+        let requests = [
+            cc("young", "a", 10, Completed, false),
+            cc("old", "a", 7200, Completed, false),
+        ];
+        let policy = Policy {
+            keep_newest: None,
+            max_age: Some(Duration::from_secs(3600)),
+        };
+        assert_eq!(names(expired(&requests, &policy, now())), ["old"]);
+    }
+
+    #[test]
+    fn pinned_failed_and_running_requests_are_kept() {
+        let requests = [
+            cc("new", "a", 10, Completed, false),
+            cc("pinned", "a", 20, Completed, true),
+            cc("failed", "a", 30, Failed, false),
+            cc("running", "a", 40, Running, false),
+            cc("old", "a", 50, Completed, false),
+        ];
+        let policy = Policy {
+            keep_newest: Some(1),
+            max_age: Some(Duration::from_secs(1)),
+        };
+        assert_eq!(names(expired(&requests, &policy, now())), ["new", "old"]);
+    }
+
+    #[test]
+    fn no_policy_keeps_everything() {
+        let requests = [cc("a", "a", 99_999, Completed, false)];
+        assert!(!Policy::default().is_active());
+        assert!(expired(&requests, &Policy::default(), now()).is_empty());
+    }
+}

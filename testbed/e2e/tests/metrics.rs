@@ -1,0 +1,73 @@
+//! The daemons' /metrics move with the work: a checkpoint raises noded's and the controller's
+//! counters.
+
+use e2e::{TestNamespace, Testbed, checkpoint, checkpoint_request, counter_pod, outcome, run_pod};
+
+/// Sum of the samples of `metric` whose labels contain `labels`.
+fn sample(text: &str, metric: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn noded_metrics(tb: &Testbed, node: &str) -> String {
+    let out = tb.node_exec(node, &["curl", "-sf", "http://127.0.0.1:9811/metrics"]);
+    assert!(out.status.success(), "noded /metrics on {node}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn controller_metrics() -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "http://127.0.0.1:18080/metrics"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "controller /metrics");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_checkpoint_moves_the_counters() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "metrics").await;
+    let client = tb.client().await;
+    run_pod(&client, &ns.name, counter_pod("app", "node2", 1)).await;
+
+    let completed = |t: &str| sample(t, "noded_checkpoints_total", "result=\"completed\"");
+    let sizes = |t: &str| sample(t, "noded_archive_size_bytes_count", "");
+    let finished = |t: &str| {
+        sample(
+            t,
+            "checkpoint_controller_requests_total",
+            "state=\"Completed\"",
+        )
+    };
+    let (noded_before, controller_before) = (noded_metrics(&tb, "node2"), controller_metrics());
+
+    let cc = checkpoint(
+        &client,
+        &ns.name,
+        checkpoint_request("measured", "app", "counter"),
+    )
+    .await;
+    assert_eq!(
+        outcome(&cc).0,
+        checkpointing::crd::CheckpointState::Completed,
+        "{}",
+        outcome(&cc).1
+    );
+
+    let (noded_after, controller_after) = (noded_metrics(&tb, "node2"), controller_metrics());
+    assert!(
+        completed(&noded_after) > completed(&noded_before),
+        "noded counts completed checkpoints"
+    );
+    assert!(
+        sizes(&noded_after) > sizes(&noded_before),
+        "noded records archive sizes"
+    );
+    assert!(
+        finished(&controller_after) > finished(&controller_before),
+        "the controller counts finished requests"
+    );
+}
