@@ -29,6 +29,9 @@ CONTROLLER_ADMIN_PORT=18080  # our controller's /healthz /readyz /metrics on the
 # Host name containerd's default resolver uses for docker.io images; nodes map it to HOST_IP.
 DOCKER_HUB_HOST=registry-1.docker.io
 WEBHOOK_PORT=8443            # its restore admission webhook, called by the apiserver
+CONTROLLER_NAMESPACE=external-checkpointer-system  # deploy/'s namespace for the controller
+# the controller's client identity: its ServiceAccount's name, deploy/'s RBAC (see install_product)
+CONTROLLER_KUBECONFIG=$STATE/kubeconfigs/checkpoint-controller.kubeconfig
 CGROUP_NAME=ckpt-testbed # runc cgroupfs parent used by the kubelet stand-in: /ckpt-testbed/<node>/...
 
 # Paths inside every node (see files/node-init.sh and start_node in `up`).
@@ -211,7 +214,8 @@ agent_cmd() {
   case $name in
     containerd) line="/usr/bin/containerd --config /etc/containerd/config.toml" ;;
     kubelet-standin) line="$NODE_BIN/kubelet-standin ${common[*]} --node-ip $(node_ip "$node") --tls-cert-file /etc/testbed/kubelet.crt --tls-private-key-file /etc/testbed/kubelet.key" ;;
-    noded) line="$NODE_BIN/noded ${common[*]} --peer-token-file /etc/testbed/noded-token" ;;
+    # noded runs as its ServiceAccount, with deploy/'s RBAC only
+    noded) line="$NODE_BIN/noded --node-name $node --kubeconfig /etc/testbed/noded.kubeconfig --cri-endpoint unix://$NODE_CRI_SOCK --peer-token-file /etc/testbed/noded-token" ;;
     *) return 1 ;;
   esac
   # Extra flags for tests: TESTBED_NODED_ARGS, TESTBED_KUBELET_STANDIN_ARGS, TESTBED_CONTAINERD_ARGS.

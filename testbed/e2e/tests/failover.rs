@@ -16,7 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TESTBED_ADMIN: &str = "127.0.0.1:18080";
 const SECOND_ADMIN: &str = "127.0.0.1:18081";
-const LEASE_NAMESPACE: &str = "kube-system";
+/// Where testbed/up (like deploy/) puts the controller's election Lease.
+const LEASE_NAMESPACE: &str = "external-checkpointer-system";
 const LEASE_NAME: &str = "checkpoint-controller";
 
 #[tokio::test]
@@ -160,8 +161,17 @@ impl Second {
             .expect("creating the second controller's log");
         let child = Command::new(binary)
             .args(["run", "--kubeconfig"])
-            .arg(tb.state.join("kubeconfig"))
-            .args(["--leader-elect", "--admin-addr", SECOND_ADMIN])
+            // The same identity and election as the testbed's replica.
+            .arg(
+                tb.state
+                    .join("kubeconfigs/checkpoint-controller.kubeconfig"),
+            )
+            .args([
+                "--leader-elect",
+                "--leader-election-namespace",
+                LEASE_NAMESPACE,
+            ])
+            .args(["--admin-addr", SECOND_ADMIN])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
