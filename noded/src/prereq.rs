@@ -14,7 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use checkpointing::cri::{CriClient, Runtime, api};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use hyperlocal::UnixConnector;
 
 use crate::metrics::Metrics;
 use crate::reconcile::error_chain;
@@ -277,23 +279,12 @@ async fn criu_binary() -> Result<String, String> {
 /// `GET path` over CRI-O's socket, as plain HTTP.
 async fn crio_get(socket: &Path, path: &str) -> Result<String, String> {
     let get = async {
-        let stream = tokio::net::UnixStream::connect(socket)
+        let client: Client<UnixConnector, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(UnixConnector);
+        let response = client
+            .get(hyperlocal::Uri::new(socket, path).into())
             .await
-            .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let request = axum::http::Request::get(path)
-            .header(axum::http::header::HOST, "crio")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("connecting to {}: {}", socket.display(), error_chain(&e)))?;
         let status = response.status();
         let body = response
             .into_body()
