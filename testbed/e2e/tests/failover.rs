@@ -1,16 +1,17 @@
 //! Two controller replicas with leader election: the testbed's own (started by `testbed/up` with
 //! `--leader-elect`) and a second one this test starts on the host. Exactly one leads; when the
-//! leader is SIGKILLed (no release), the other takes the Lease over once it expires and a new
-//! checkpoint request still completes. Runs alone (see .config/nextest.toml): it kills the
+//! leader is SIGKILLed (no release) with a checkpoint request in flight, the other takes the
+//! Lease over once it expires and the request still completes. Runs alone (see .config/nextest.toml): it kills the
 //! controller.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
-use e2e::{TestNamespace, Testbed, checkpoint_request, counter_pod, eventually, outcome, run_pod};
+use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
+use e2e::{TestNamespace, Testbed, checkpoint_request, eventually, outcome, run_pod};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -69,7 +70,42 @@ async fn a_checkpoint_completes_after_the_leader_is_killed() {
     );
 
     let ns = TestNamespace::create(&tb, "failover").await;
-    run_pod(&client, &ns.name, counter_pod("counter", "node1", 1)).await;
+    // 200 MB of memory: its checkpoint takes seconds, so the leader dies with it in flight.
+    let hog: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "counter"},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": "node1"}, "containers": [{
+            "name": "counter", "image": "busybox",
+            "command": ["/bin/sh", "-c", "x=$(dd if=/dev/urandom bs=1M count=200 2>/dev/null); echo ready; while true; do sleep 1; done"],
+        }]},
+    }))
+    .unwrap();
+    run_pod(&client, &ns.name, hog).await;
+    eventually(
+        "the pod to fill its memory",
+        Duration::from_secs(60),
+        || async {
+            let out = tb.kubectl(&["logs", "-n", &ns.name, "counter"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("ready")
+                .then_some(())
+        },
+    )
+    .await;
+    let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
+    requests
+        .create(
+            &PostParams::default(),
+            &checkpoint_request("in-flight", "counter", "counter"),
+        )
+        .await
+        .unwrap();
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
+    eventually(
+        "the leader to hand the request to noded",
+        Duration::from_secs(30),
+        || async { contents.get_opt("in-flight").await.ok()?.map(|_| ()) },
+    )
+    .await;
 
     // SIGKILL: no release, the follower must wait for the Lease to expire.
     if leader_pid == testbed_pid {
@@ -86,19 +122,11 @@ async fn a_checkpoint_completes_after_the_leader_is_killed() {
     })
     .await;
 
-    let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
-    requests
-        .create(
-            &PostParams::default(),
-            &checkpoint_request("after-failover", "counter", "counter"),
-        )
-        .await
-        .unwrap();
     let done = eventually(
         "the request to finish via the other replica",
         Duration::from_secs(60),
         || async {
-            let cc = requests.get("after-failover").await.ok()?;
+            let cc = requests.get("in-flight").await.ok()?;
             cc.status.as_ref()?.state?.is_final().then_some(cc)
         },
     )
