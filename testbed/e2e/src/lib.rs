@@ -281,6 +281,57 @@ pub fn outcome(cc: &ContainerCheckpoint) -> (CheckpointState, String) {
     )
 }
 
+/// Starts the testbed's controller again however a test that stopped it ends: `testbed/up` on a
+/// healthy testbed only starts what is missing.
+pub struct ControllerBack<'a>(pub &'a Testbed);
+
+impl Drop for ControllerBack<'_> {
+    fn drop(&mut self) {
+        let up = Command::new(self.0.script("up"))
+            .output()
+            .expect("running testbed/up");
+        assert!(
+            up.status.success() || std::thread::panicking(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+    }
+}
+
+/// Runs pod `name` (one container, also `name`) on `node`, holding `megabytes` of memory, so
+/// its checkpoint takes seconds; returns once the memory is filled.
+pub async fn memory_hog(
+    tb: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    node: &str,
+    megabytes: u32,
+) {
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "containers": [{
+            "name": name, "image": "busybox",
+            "command": ["/bin/sh", "-c", format!(
+                "x=$(dd if=/dev/urandom bs=1M count={megabytes} 2>/dev/null); echo ready; while true; do sleep 1; done"
+            )],
+        }]},
+    }))
+    .unwrap();
+    run_pod(client, ns, pod).await;
+    eventually(
+        &format!("{ns}/{name} to fill its memory"),
+        Duration::from_secs(60),
+        || async {
+            let out = tb.kubectl(&["logs", "-n", ns, name]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("ready")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

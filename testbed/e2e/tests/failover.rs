@@ -9,9 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
-use e2e::{TestNamespace, Testbed, checkpoint_request, eventually, outcome, run_pod};
+use e2e::{
+    ControllerBack, TestNamespace, Testbed, checkpoint_request, eventually, memory_hog, outcome,
+};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -70,27 +71,8 @@ async fn a_checkpoint_completes_after_the_leader_is_killed() {
     );
 
     let ns = TestNamespace::create(&tb, "failover").await;
-    // 200 MB of memory: its checkpoint takes seconds, so the leader dies with it in flight.
-    let hog: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "counter"},
-        "spec": {"nodeSelector": {"kubernetes.io/hostname": "node1"}, "containers": [{
-            "name": "counter", "image": "busybox",
-            "command": ["/bin/sh", "-c", "x=$(dd if=/dev/urandom bs=1M count=200 2>/dev/null); echo ready; while true; do sleep 1; done"],
-        }]},
-    }))
-    .unwrap();
-    run_pod(&client, &ns.name, hog).await;
-    eventually(
-        "the pod to fill its memory",
-        Duration::from_secs(60),
-        || async {
-            let out = tb.kubectl(&["logs", "-n", &ns.name, "counter"]);
-            String::from_utf8_lossy(&out.stdout)
-                .contains("ready")
-                .then_some(())
-        },
-    )
-    .await;
+    // Its checkpoint takes seconds, so the leader dies with it in flight.
+    memory_hog(&tb, &client, &ns.name, "counter", "node1", 200).await;
     let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
     requests
         .create(
@@ -235,22 +217,5 @@ impl Drop for Second {
             std::thread::sleep(Duration::from_millis(500));
         }
         self.kill();
-    }
-}
-
-/// Starts the testbed's controller again however the test ends: `testbed/up` on a healthy
-/// testbed only starts what is missing.
-struct ControllerBack<'a>(&'a Testbed);
-
-impl Drop for ControllerBack<'_> {
-    fn drop(&mut self) {
-        let up = Command::new(self.0.repo.join("testbed/up"))
-            .output()
-            .expect("running testbed/up");
-        assert!(
-            up.status.success() || std::thread::panicking(),
-            "{}",
-            String::from_utf8_lossy(&up.stderr)
-        );
     }
 }

@@ -8,11 +8,10 @@ use std::time::Duration;
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::oci::ImageLayout;
 use e2e::{
-    TestNamespace, Testbed, checkpoint_request, counter_pod, eventually, outcome, run_pod,
-    wait_checkpoint,
+    ControllerBack, TestNamespace, Testbed, checkpoint_request, counter_pod, eventually,
+    memory_hog, outcome, run_pod, wait_checkpoint,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 
 const NODE: &str = "node3";
@@ -50,7 +49,7 @@ async fn noded_killed_mid_checkpoint_resolves_the_request_on_restart() {
     let ns = TestNamespace::create(&tb, "kill").await;
     let client = tb.client().await;
     // 300 MB of process memory: the checkpoint takes seconds, long enough to kill noded in it.
-    hog(&tb, &client, &ns.name).await;
+    memory_hog(&tb, &client, &ns.name, "hog", NODE, 300).await;
 
     Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
         .create(
@@ -221,53 +220,12 @@ async fn ordinary_pods_start_while_the_controller_is_down() {
     );
 }
 
-/// Starts the controller again however the test ends: `testbed/up` on a healthy testbed only
-/// starts what is missing.
-struct ControllerBack<'a>(&'a Testbed);
-
-impl Drop for ControllerBack<'_> {
-    fn drop(&mut self) {
-        let up = Command::new(self.0.repo.join("testbed/up"))
-            .output()
-            .expect("running testbed/up");
-        assert!(
-            up.status.success() || std::thread::panicking(),
-            "{}",
-            String::from_utf8_lossy(&up.stderr)
-        );
-    }
-}
-
-/// A pod on node3 holding 300 MB, so its checkpoint takes seconds.
-async fn hog(tb: &Testbed, client: &kube::Client, ns: &str) {
-    let hog: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "hog"},
-        "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "containers": [{
-            "name": "hog", "image": "busybox",
-            "command": ["/bin/sh", "-c", "x=$(dd if=/dev/urandom bs=1M count=300 2>/dev/null); echo ready; while true; do sleep 1; done"],
-        }]},
-    }))
-    .unwrap();
-    run_pod(client, ns, hog).await;
-    eventually(
-        "hog to fill its memory",
-        Duration::from_secs(60),
-        || async {
-            let out = tb.kubectl(&["logs", "-n", ns, "hog"]);
-            String::from_utf8_lossy(&out.stdout)
-                .contains("ready")
-                .then_some(())
-        },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn apiserver_restarted_mid_checkpoint_every_request_still_ends() {
     let tb = Testbed::get();
     let ns = TestNamespace::create(&tb, "apiserver").await;
     let client = tb.client().await;
-    hog(&tb, &client, &ns.name).await;
+    memory_hog(&tb, &client, &ns.name, "hog", NODE, 300).await;
     let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
     requests
         .create(
@@ -334,7 +292,7 @@ async fn a_full_checkpoint_directory_fails_the_request_and_leaves_nothing() {
     let tb = Testbed::get();
     let ns = TestNamespace::create(&tb, "disk-full").await;
     let client = tb.client().await;
-    hog(&tb, &client, &ns.name).await;
+    memory_hog(&tb, &client, &ns.name, "hog", NODE, 300).await;
     // A 1 MiB tmpfs over node3's checkpoint directory; noded restarted to open it.
     let mount = tb.node_exec(
         NODE,
