@@ -51,23 +51,8 @@ async fn noded_killed_mid_checkpoint_resolves_the_request_on_restart() {
     // 300 MB of process memory: the checkpoint takes seconds, long enough to kill noded in it.
     memory_hog(&tb, &client, &ns.name, "hog", NODE, 300).await;
 
-    Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
-        .create(
-            &PostParams::default(),
-            &checkpoint_request("interrupted", "hog", "hog"),
-        )
-        .await
-        .unwrap();
+    start_hog_checkpoint(&client, &ns.name, "interrupted").await;
     let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
-    eventually(
-        "noded to start the checkpoint",
-        Duration::from_secs(60),
-        || async {
-            let state = contents.get("interrupted").await.ok()?.status?.state?;
-            (state == CheckpointState::Running).then_some(())
-        },
-    )
-    .await;
     agents(&tb, &["kill", "noded", NODE]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     agents(&tb, &["start", "noded", NODE]);
@@ -227,23 +212,7 @@ async fn apiserver_restarted_mid_checkpoint_every_request_still_ends() {
     let client = tb.client().await;
     memory_hog(&tb, &client, &ns.name, "hog", NODE, 300).await;
     let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
-    requests
-        .create(
-            &PostParams::default(),
-            &checkpoint_request("during", "hog", "hog"),
-        )
-        .await
-        .unwrap();
-    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
-    eventually(
-        "noded to start the checkpoint",
-        Duration::from_secs(60),
-        || async {
-            let state = contents.get("during").await.ok()?.status?.state?;
-            (state == CheckpointState::Running).then_some(())
-        },
-    )
-    .await;
+    start_hog_checkpoint(&client, &ns.name, "during").await;
 
     // Kill the apiserver while noded is inside the CRI call and every watch is open.
     let pid = std::fs::read_to_string(tb.state.join("pids/kube-apiserver.pid"))
@@ -344,4 +313,25 @@ impl Drop for DiskFull<'_> {
         let _ = self.0.node_exec(NODE, &["umount", CHECKPOINTS]);
         agents(self.0, &["restart", "noded", NODE]);
     }
+}
+
+/// Requests a checkpoint of the memory hog and returns once noded is inside it.
+async fn start_hog_checkpoint(client: &kube::Client, ns: &str, name: &str) {
+    Api::<ContainerCheckpoint>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &checkpoint_request(name, "hog", "hog"),
+        )
+        .await
+        .unwrap();
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), ns);
+    eventually(
+        "noded to start the checkpoint",
+        Duration::from_secs(60),
+        || async {
+            let state = contents.get(name).await.ok()?.status?.state?;
+            (state == CheckpointState::Running).then_some(())
+        },
+    )
+    .await;
 }
