@@ -134,8 +134,16 @@ start_daemon() {
   mkdir -p "$(dirname "$logfile")" "$(dirname "$pidfile")"
   # 9>&-: do not hand the up/down lock (fd 9) to a daemon, it would hold it forever
   setsid env "$MARK" "$@" >>"$logfile" 2>&1 </dev/null 9>&- &
-  echo $! >"$pidfile"
-  disown $!   # not our job any more: no "Killed" notice when down stops it
+  local pid=$! i
+  echo "$pid" >"$pidfile"
+  disown "$pid"   # not our job any more: no "Killed" notice when down stops it
+  # The mark is in the environment only once `env` has exec'd the daemon: until then
+  # pidfile_alive would call a starting daemon dead.
+  for ((i = 0; i < 100; i++)); do
+    pid_ours "$pid" && return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.02
+  done
 }
 
 # stop_pid PID [GRACE_SECONDS]: SIGTERM, then SIGKILL after the grace period. Only ours.
