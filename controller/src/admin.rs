@@ -16,6 +16,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -40,6 +41,7 @@ struct AdmissionLabels {
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_seconds: Histogram,
     requests: Family<RequestLabels, Counter>,
     admissions: Family<AdmissionLabels, Counter>,
     leader: Gauge,
@@ -53,6 +55,13 @@ impl Default for Metrics {
             "reconciles",
             "Reconciles of ContainerCheckpoints, by result (success or error)",
             reconciles.clone(),
+        );
+        // 1 ms to ~33 s: a reconcile is a few API calls, slow ones wait on a struggling apiserver.
+        let reconcile_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile of a ContainerCheckpoint took, API calls included",
+            reconcile_seconds.clone(),
         );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -76,6 +85,7 @@ impl Default for Metrics {
         Self {
             registry,
             reconciles,
+            reconcile_seconds,
             requests,
             admissions,
             leader,
@@ -84,10 +94,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn reconciled(&self, result: &'static str) {
+    pub fn reconciled(&self, result: &'static str, took: std::time::Duration) {
         self.reconciles
             .get_or_create(&ReconcileLabels { result })
             .inc();
+        self.reconcile_seconds.observe(took.as_secs_f64());
     }
 
     pub fn finished(&self, state: CheckpointState, reason: &str) {
@@ -177,15 +188,26 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn metrics_count_reconciles_and_final_states() {
         let m = Metrics::default();
-        m.reconciled("success");
-        m.reconciled("success");
-        m.reconciled("error");
+        m.reconciled("success", Duration::from_micros(700));
+        m.reconciled("success", Duration::from_millis(3));
+        m.reconciled("error", Duration::from_secs(60));
         m.finished(CheckpointState::Failed, "PodNotFound");
         let text = m.render();
+        // Cumulative buckets: 0.7 ms is under the first bound, 3 ms under 4 ms, 60 s only +Inf.
+        for line in [
+            "checkpoint_controller_reconcile_duration_seconds_count 3",
+            "checkpoint_controller_reconcile_duration_seconds_bucket{le=\"0.001\"} 1",
+            "checkpoint_controller_reconcile_duration_seconds_bucket{le=\"0.004\"} 2",
+            "checkpoint_controller_reconcile_duration_seconds_bucket{le=\"32.768\"} 2",
+            "checkpoint_controller_reconcile_duration_seconds_bucket{le=\"+Inf\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
         assert!(
             text.contains("checkpoint_controller_reconciles_total{result=\"success\"} 2"),
             "{text}"

@@ -310,6 +310,7 @@ pub async fn reconcile(
     object: Arc<ContainerCheckpoint>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
     let result = run(&object, &ctx).await;
     let label = if result.is_ok() {
         ctx.failures().remove(&ObjectRef::from(object.as_ref()));
@@ -317,7 +318,7 @@ pub async fn reconcile(
     } else {
         "error"
     };
-    ctx.metrics.reconciled(label);
+    ctx.metrics.reconciled(label, started.elapsed());
     result
 }
 

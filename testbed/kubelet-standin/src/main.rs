@@ -3,13 +3,6 @@
 //! annotations and status reporting, and serves `kubectl logs`. See README.md for what it
 //! deliberately does not do.
 
-mod logs;
-mod node;
-mod pod;
-mod runtime;
-mod status;
-mod supervisor;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,9 +19,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::pod::Settings;
-use crate::runtime::Cri;
-use crate::supervisor::Supervisor;
+use kubelet_standin::pod::Settings;
+use kubelet_standin::runtime::Cri;
+use kubelet_standin::supervisor::{self, Supervisor};
+use kubelet_standin::{logs, node};
 
 /// Testbed kubelet stand-in: registers a Node and runs its pods through CRI v1.
 #[derive(Debug, Parser)]
