@@ -30,20 +30,20 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         .iter()
         .flat_map(|node| (0..PODS_PER_NODE).map(move |i| format!("many-{node}-{i}")))
         .collect();
-    for pod in &pods {
-        let node = pod.split('-').nth(1).expect("named with its node");
+    for (i, pod) in pods.iter().enumerate() {
+        let node = NODES[i / PODS_PER_NODE];
         e2e::run_pod(&c.client, &c.ns, e2e::counter_pod(pod, node, 1)).await;
     }
     let finished: Arc<Mutex<HashMap<String, (Instant, CheckpointState)>>> = Arc::default();
     let watch = tokio::spawn(record_final(c.checkpoints(), finished.clone()));
     let before = histogram_buckets(&controller_metrics()?, HISTOGRAM);
 
-    let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let created: Mutex<HashMap<String, Instant>> = Mutex::default();
     let started = Instant::now();
     futures::stream::iter((0..plan.scale).map(|i| (format!("many-{i}"), &pods[i % pods.len()])))
         .map(Ok)
         .try_for_each_concurrent(CREATING, |(name, pod)| {
-            let created = created.clone();
+            let created = &created;
             async move {
                 let at = Instant::now();
                 c.checkpoints()
@@ -77,7 +77,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let after = histogram_buckets(&controller_metrics()?, HISTOGRAM);
 
     let finished = finished.lock().unwrap().clone();
-    let created = created.lock().unwrap().clone();
+    let created = created.into_inner().unwrap();
     let all_done = finished.values().map(|f| f.0).max().unwrap_or(started);
     let completed = finished
         .values()
