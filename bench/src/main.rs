@@ -105,10 +105,11 @@ async fn main() -> anyhow::Result<()> {
             slowest.section, slowest.figure, alt.name, alt.ratio
         );
     }
-    let text = serde_json::to_string_pretty(&json)?;
-    println!("\n{text}");
+    // One line on stdout (for logs and pipes), indented in the file.
+    println!("\n{json}");
     if let Some(path) = cli.json {
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
