@@ -1,4 +1,5 @@
-//! Names shared by the controller, noded and the tests. Changing one is an API change.
+//! Names shared by the controller, noded and the tests (changing one is an API change), and the
+//! grammar the names we accept must follow.
 
 /// API group of our custom resources.
 pub const GROUP: &str = "checkpointing.zacchaeuschok.github.io";
@@ -59,3 +60,24 @@ pub fn noded_lease_name(node: &str) -> String {
 
 /// Namespace of the noded Leases unless configured otherwise: one that exists in every cluster.
 pub const DEFAULT_LEASE_NAMESPACE: &str = "kube-system";
+
+/// RFC 1123 label: what Kubernetes requires of namespace and container names.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: what Kubernetes requires of pod and most other object names.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// `sha256:<64 lowercase hex>`, the only digests we make or accept.
+pub fn parse_digest(s: &str) -> Option<&str> {
+    let hex = s.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(s)
+}

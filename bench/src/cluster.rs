@@ -72,6 +72,7 @@ impl Cluster {
 
     /// Creates a request for `container` of `pod` and waits until it is Completed; returns it
     /// and the time from the create call to the state being seen. A Failed request is an error.
+    /// A watch rather than the e2e harness's half-second polling: here the time is the figure.
     pub async fn checkpoint(
         &self,
         name: &str,

@@ -4,11 +4,13 @@
 //! and what to do.
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
-use checkpointing::names::{GROUP, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
+use checkpointing::names::{
+    GROUP, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION, is_dns_subdomain, parse_digest,
+};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
-use crate::validation::{is_dns_subdomain, shown};
+use crate::validation::{quoted_list, shown};
 
 /// The resource a restoring user must be allowed to `get` (SubjectAccessReview attributes).
 pub const CHECKPOINT_RESOURCE: &str = "containercheckpoints";
@@ -265,13 +267,7 @@ pub fn decide(
 
 /// The `sha256:<64 hex>` digest of an image reference `name@sha256:…`.
 fn digest_of(image: &str) -> Option<&str> {
-    let (_, digest) = image.rsplit_once('@')?;
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then_some(digest)
+    parse_digest(image.rsplit_once('@')?.1)
 }
 
 /// A JSON pointer reference token (RFC 6901): `~` and `/` escaped.
@@ -295,17 +291,6 @@ fn advice_for(state: &str) -> &'static str {
         }
         _ => "wait until it is Completed, then create the pod again",
     }
-}
-
-fn quoted_list(names: &[String]) -> String {
-    if names.is_empty() {
-        return "none".to_owned();
-    }
-    names
-        .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

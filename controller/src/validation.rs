@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use checkpointing::crd::ContainerCheckpoint;
+use checkpointing::names::{is_dns_label, is_dns_subdomain};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -231,7 +232,7 @@ pub(crate) fn shown(name: &str) -> String {
     }
 }
 
-fn quoted_list(names: &[String]) -> String {
+pub(crate) fn quoted_list(names: &[String]) -> String {
     if names.is_empty() {
         return "none".to_owned();
     }
@@ -240,21 +241,6 @@ fn quoted_list(names: &[String]) -> String {
         .map(|n| format!("{n:?}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// RFC 1123 label, as Kubernetes requires of container names.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// RFC 1123 subdomain, as Kubernetes requires of pod names.
-pub(crate) fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 #[cfg(test)]

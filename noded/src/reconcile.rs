@@ -167,34 +167,20 @@ pub async fn reconcile(
     tracing::debug!(content = %name, ?step, "reconcile");
     match step {
         Step::AddFinalizer => set_finalizer(&api, &content, true).await.map_err(api_err)?,
-        Step::Take => {
-            write_status(&api, &name, &running_status(&content))
-                .await
-                .map_err(api_err)?;
-            let outcome = ctx.checkpointer.take(&job).await;
+        Step::Take | Step::Recover => {
+            let outcome = if step == Step::Take {
+                write_status(&api, &name, &running_status(&content))
+                    .await
+                    .map_err(api_err)?;
+                ctx.checkpointer.take(&job).await
+            } else {
+                let status = content.status.as_ref();
+                let container_id = status.and_then(|s| s.container_id.as_deref());
+                ctx.checkpointer.recover(&job, container_id).await
+            };
             report(&name, &outcome);
-            write_status(
-                &api,
-                &name,
-                &final_status(&outcome, ctx.prerequisites.criu_version()),
-            )
-            .await
-            .map_err(api_err)?;
-        }
-        Step::Recover => {
-            let container_id = content
-                .status
-                .as_ref()
-                .and_then(|s| s.container_id.as_deref());
-            let outcome = ctx.checkpointer.recover(&job, container_id).await;
-            report(&name, &outcome);
-            write_status(
-                &api,
-                &name,
-                &final_status(&outcome, ctx.prerequisites.criu_version()),
-            )
-            .await
-            .map_err(api_err)?;
+            let status = final_status(&outcome, ctx.prerequisites.criu_version());
+            write_status(&api, &name, &status).await.map_err(api_err)?;
         }
         Step::Remove => {
             ctx.checkpointer

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use checkpointing::archive::{self, CheckpointConfig};
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::Runtime;
+use checkpointing::names::{is_dns_label, is_dns_subdomain, parse_digest};
 use checkpointing::oci::{ImageLayout, OciError};
 use futures::TryStreamExt as _;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
@@ -107,27 +108,6 @@ pub fn route(path: &str) -> Option<Route> {
         }),
         _ => None,
     }
-}
-
-/// A Kubernetes namespace name: RFC 1123 label.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// A Kubernetes object name: RFC 1123 subdomain.
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
-/// `sha256:<64 lowercase hex>`, the only digests we make or accept.
-pub fn parse_digest(s: &str) -> Option<&str> {
-    let hex = s.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(s)
 }
 
 fn parse_reference(s: &str) -> Option<Reference> {

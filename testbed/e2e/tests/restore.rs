@@ -291,18 +291,7 @@ async fn peers_refuse_strangers_and_reject_tampered_blobs() {
 
     // Untouched, the image travels: node2 pulls it from node1.
     let image = status_image(&client, &ns.name).await;
-    let pull = tb.node_exec(
-        "node2",
-        &[
-            "ctr",
-            "-n",
-            "k8s.io",
-            "images",
-            "pull",
-            "--plain-http",
-            &image,
-        ],
-    );
+    let pull = ctr_pull(&tb, "node2", &image);
     assert!(
         pull.status.success(),
         "pulling on node2: {}",
@@ -320,18 +309,7 @@ async fn peers_refuse_strangers_and_reject_tampered_blobs() {
     std::fs::write(&archive, bytes).unwrap();
 
     let image = status.image.unwrap();
-    let pull = tb.node_exec(
-        "node3",
-        &[
-            "ctr",
-            "-n",
-            "k8s.io",
-            "images",
-            "pull",
-            "--plain-http",
-            &image,
-        ],
-    );
+    let pull = ctr_pull(&tb, "node3", &image);
     assert!(
         !pull.status.success(),
         "a tampered checkpoint image must not be pulled"
@@ -470,4 +448,20 @@ async fn restore_from_an_external_registry() {
             .unwrap()
             .is_none()
     );
+}
+
+/// `ctr images pull` of a node-local image reference inside `node`, as its runtime would.
+fn ctr_pull(tb: &Testbed, node: &str, image: &str) -> std::process::Output {
+    tb.node_exec(
+        node,
+        &[
+            "ctr",
+            "-n",
+            "k8s.io",
+            "images",
+            "pull",
+            "--plain-http",
+            image,
+        ],
+    )
 }
