@@ -11,8 +11,25 @@ CACHE=${TESTBED_CACHE:-/var/cache/ckpt-testbed}   # survives `down`, keyed by ve
 STATE=${TESTBED_STATE:-/var/lib/ckpt-testbed}     # wiped by `down`
 BIN_DIR=${TESTBED_BIN_DIR:-$REPO_DIR/target/debug}
 
-K8S_VERSION=v1.20.2
-K8S_BIN=$CACHE/k8s-$K8S_VERSION/bin
+# Versions built from the Go module proxy (testbed/files/build-go.sh), each cached in
+# $CACHE/COMPONENT-VERSION/bin.
+K8S_VERSION=v1.37.2
+CONTAINERD_VERSION=v2.3.7
+CRIO_VERSION=v1.36.3
+CRI_TOOLS_VERSION=v1.37.0
+CHECKPOINTCTL_VERSION=v1.7.0
+K8S_BIN=$CACHE/kubernetes-$K8S_VERSION/bin
+
+# The nodes' container runtime: crio (default) or containerd. Every node of one testbed runs
+# the same runtime, so the same tests (and samples/, which name node1 and node2) run on each;
+# once up, the state dir is the truth.
+runtime() {
+  if [ -f "$STATE/runtime" ]; then cat "$STATE/runtime"; return; fi
+  case ${TESTBED_RUNTIME:-crio} in
+    crio | containerd) echo "${TESTBED_RUNTIME:-crio}" ;;
+    *) die "TESTBED_RUNTIME=${TESTBED_RUNTIME} must be crio or containerd" ;;
+  esac
+}
 
 # Network contract (other code depends on these numbers).
 BRIDGE=ckpt0
@@ -25,26 +42,30 @@ ETCD_PORT=23790          # unusual ports: never collide with a real etcd on this
 ETCD_PEER_PORT=23800
 KCM_PORT=10257
 SCHED_PORT=10259
-CONTROLLER_ADMIN_PORT=18080  # our controller's /healthz /readyz /metrics on the host
 # Host name containerd's default resolver uses for docker.io images; nodes map it to HOST_IP.
 DOCKER_HUB_HOST=registry-1.docker.io
-WEBHOOK_PORT=8443            # its restore admission webhook, called by the apiserver
+SERVICE_CIDR=10.0.0.0/24
+CLUSTER_CIDR=10.88.0.0/16
 CONTROLLER_NAMESPACE=external-checkpointer-system  # deploy/'s namespace for the controller
-# the controller's client identity: its ServiceAccount's name, deploy/'s RBAC (see install_product)
-CONTROLLER_KUBECONFIG=$STATE/kubeconfigs/checkpoint-controller.kubeconfig
-CGROUP_NAME=ckpt-testbed # runc cgroupfs parent used by the kubelet stand-in: /ckpt-testbed/<node>/...
+CGROUP_NAME=ckpt-testbed # each kubelet's cgroupRoot is /ckpt-testbed/<node> in every hierarchy
 
-# Paths inside every node (see files/node-init.sh and start_node in `up`).
-NODE_CRI_SOCK=/run/containerd/containerd.sock
-NODE_KUBECONFIG=/etc/testbed/kubeconfig
-NODE_BIN=/opt/testbed/bin
+# Paths inside every node (see files/node-init.sh and prepare_node_root in `up`).
+NODE_KUBECONFIG=/etc/testbed/kubeconfig   # the admin's, for tools run inside a node
+NODE_BIN=/usr/local/bin                   # the binaries built from the Go module proxy
 NODE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+node_cri_sock() {
+  case $(runtime) in
+    crio) echo /run/crio/crio.sock ;;
+    containerd) echo /run/containerd/containerd.sock ;;
+  esac
+}
 
 # Every process the testbed starts carries this variable. `down` uses it to refuse to kill a
 # recycled PID and to find anything a crashed `up` failed to record.
 MARK=CKPT_TESTBED_STATE=$STATE
 
-AGENTS="containerd kubelet-standin noded"
+# The per-node processes, in start order (the product itself runs as pods: see install_product).
+agents() { echo "$(runtime) kubelet kube-proxy"; }
 
 log() { printf '[testbed %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -197,8 +218,8 @@ node_nsenter_argv() {
   pid=$(node_init_pid "$node") || die "node $node is not up (no $(node_dir "$node")/pid)"
   pid_ours "$pid" || die "node $node is not running (init pid $pid is gone)"
   NSENTER=(env "$MARK" nsenter -t "$pid" -m -u -i -n -p -r -w -- env -i "$MARK" PATH="$NODE_PATH" HOME=/root
-    TERM="${TERM:-dumb}" KUBECONFIG="$NODE_KUBECONFIG" CONTAINER_RUNTIME_ENDPOINT="unix://$NODE_CRI_SOCK"
-    CONTAINERD_ADDRESS="$NODE_CRI_SOCK" CONTAINERD_NAMESPACE=k8s.io)
+    TERM="${TERM:-dumb}" KUBECONFIG="$NODE_KUBECONFIG" CONTAINER_RUNTIME_ENDPOINT="unix://$(node_cri_sock)"
+    CONTAINERD_ADDRESS=/run/containerd/containerd.sock CONTAINERD_NAMESPACE=k8s.io)
   local v
   for v in RUST_LOG RUST_BACKTRACE; do
     [ -n "${!v:-}" ] && NSENTER+=("$v=${!v}")
@@ -214,29 +235,19 @@ node_enter() {
   "${NSENTER[@]}" "$@"
 }
 
-# Command line of one agent inside NODE (paths are the node's own).
+# Command line of one agent inside NODE (paths are the node's own; see prepare_node_root).
 agent_cmd() {
-  local name=$1 node=$2 extra_var
-  local common=(--node-name "$node" --kubeconfig "$NODE_KUBECONFIG" --cri-endpoint "unix://$NODE_CRI_SOCK")
-  local line
+  local name=$1 node=$2 extra_var line
   case $name in
-    containerd) line="/usr/bin/containerd --config /etc/containerd/config.toml" ;;
-    kubelet-standin) line="$NODE_BIN/kubelet-standin ${common[*]} --node-ip $(node_ip "$node") --tls-cert-file /etc/testbed/kubelet.crt --tls-private-key-file /etc/testbed/kubelet.key" ;;
-    # noded runs as its ServiceAccount, with deploy/'s RBAC only
-    noded) line="$NODE_BIN/noded --node-name $node --kubeconfig /etc/testbed/noded.kubeconfig --cri-endpoint unix://$NODE_CRI_SOCK --peer-token-file /etc/testbed/noded-token" ;;
+    containerd) line="$NODE_BIN/containerd --config /etc/containerd/config.toml" ;;
+    crio) line="$NODE_BIN/crio" ;;
+    kubelet) line="$NODE_BIN/kubelet --config=/etc/kubernetes/kubelet.yaml --kubeconfig=/etc/kubernetes/kubelet.kubeconfig --hostname-override=$node --node-ip=$(node_ip "$node")" ;;
+    kube-proxy) line="$NODE_BIN/kube-proxy --config=/etc/kubernetes/kube-proxy.yaml" ;;
     *) return 1 ;;
   esac
-  # Extra flags for tests: TESTBED_NODED_ARGS, TESTBED_KUBELET_STANDIN_ARGS, TESTBED_CONTAINERD_ARGS.
+  # Extra flags for tests: TESTBED_KUBELET_ARGS, TESTBED_CRIO_ARGS, TESTBED_CONTAINERD_ARGS, ...
   extra_var=TESTBED_$(echo "$name" | tr 'a-z-' 'A-Z_')_ARGS
   echo "$line${!extra_var:+ ${!extra_var}}"
-}
-
-# agent_available NAME: the binary exists (our Rust agents are optional until built).
-agent_available() {
-  case $1 in
-    containerd) return 0 ;;
-    *) [ -x "$BIN_DIR/$1" ] ;;
-  esac
 }
 
 # agent_start NAME NODE: start NAME in NODE's namespaces; record its *host* PID.
@@ -246,10 +257,6 @@ agent_start() {
   d=$(node_dir "$node")
   if pidfile_alive "$d/$name.pid"; then
     log "$node: $name already running (pid $(cat "$d/$name.pid"))"
-    return 0
-  fi
-  if ! agent_available "$name"; then
-    log "$node: $name not started: $BIN_DIR/$name does not exist (build it, then: testbed/agents start $name)"
     return 0
   fi
   node_nsenter_argv "$node"
@@ -295,8 +302,8 @@ agent_stop() {
   rm -f "$d/$name.pid"
 }
 
-# containerd answers on its socket (checked from inside the node with its own ctr).
-containerd_ready() { node_enter "$1" ctr version >/dev/null 2>&1; }
+# The runtime answers on its CRI socket (checked from inside the node with crictl).
+runtime_ready() { node_enter "$1" crictl --timeout 2s version >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------- PKI and kubeconfigs
 
