@@ -1,5 +1,6 @@
 //! The manifests in deploy/ are valid for the API server: `kubectl apply --dry-run=server` of
-//! both variants succeeds and yields the seed's object names.
+//! both variants succeeds, without kustomize deprecation warnings, and yields the seed's object
+//! names.
 
 use e2e::Testbed;
 
@@ -11,10 +12,12 @@ fn deploy_variants_pass_a_server_side_dry_run() {
     for variant in ["deploy/", "deploy/crio/"] {
         let out = tb.kubectl(&["apply", "--dry-run=server", "-k", variant]);
         let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{variant}: {stderr}");
+        // kustomize v5 warns about fields it will drop (`bases`, `patchesStrategicMerge`, ...).
         assert!(
-            out.status.success(),
-            "{variant}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            !stderr.contains("deprecated"),
+            "{variant} uses deprecated kustomization fields: {stderr}"
         );
         for object in [
             "deployment.apps/external-checkpointer-controller-manager",
