@@ -17,7 +17,8 @@ K8S_VERSION=v1.37.2
 CONTAINERD_VERSION=v2.3.7
 CRIO_VERSION=v1.36.3
 CRI_TOOLS_VERSION=v1.37.0
-CHECKPOINTCTL_VERSION=v1.7.0
+# v1.7.0 needs go-criu v8.5.0, whose source the module proxy does not serve (403)
+CHECKPOINTCTL_VERSION=v1.6.0
 K8S_BIN=$CACHE/kubernetes-$K8S_VERSION/bin
 
 # The nodes' container runtime: crio (default) or containerd. Every node of one testbed runs
