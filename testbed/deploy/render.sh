@@ -2,8 +2,9 @@
 # Sourced by testbed/up: `. testbed/deploy/render.sh`. Defines only functions; sets no shell
 # options and no other variables.
 #
-# render_overlay RUNTIME IMAGES_FILE OUT_DIR
-#   RUNTIME      containerd | crio (the overlay testbed/deploy/RUNTIME)
+# render_overlay OVERLAY IMAGES_FILE OUT_DIR
+#   OVERLAY      the kustomization to deploy: testbed/deploy/containerd or testbed/deploy/crio
+#                (bench/ deploys deploy/ or deploy/crio unchanged)
 #   IMAGES_FILE  what testbed/images wrote: one `REGISTRY/checkpoint-noded@sha256:...` line and
 #                one `REGISTRY/checkpoint-controller@sha256:...` line
 #   OUT_DIR      created if missing; gets kustomization.yaml (replaced atomically), ready for
@@ -12,19 +13,15 @@
 # `resources`) and pins both images by digest with an `images:` entry each. OUT_DIR must not be
 # inside deploy/ or testbed/deploy/. Returns non-zero, with a message on stderr, on bad input.
 render_overlay() {
-  local runtime=$1 images_file=$2 out_dir=$3 repo overlay rel line name ref noded="" controller=""
+  local overlay=$1 images_file=$2 out_dir=$3 rel line name ref noded="" controller=""
   if [ $# -ne 3 ]; then
-    echo "render_overlay: usage: render_overlay containerd|crio IMAGES_FILE OUT_DIR" >&2
+    echo "render_overlay: usage: render_overlay OVERLAY_DIR IMAGES_FILE OUT_DIR" >&2
     return 2
   fi
-  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd) || return 1
-  case $runtime in
-    containerd | crio) overlay=$repo/testbed/deploy/$runtime ;;
-    *)
-      echo "render_overlay: runtime '$runtime' is neither containerd nor crio" >&2
-      return 2
-      ;;
-  esac
+  [ -f "$overlay/kustomization.yaml" ] || {
+    echo "render_overlay: $overlay has no kustomization.yaml" >&2
+    return 2
+  }
   [ -r "$images_file" ] || {
     echo "render_overlay: cannot read $images_file" >&2
     return 1
@@ -48,7 +45,7 @@ render_overlay() {
   mkdir -p "$out_dir" || return 1
   rel=$(realpath --relative-to="$(realpath "$out_dir")" "$(realpath "$overlay")") || return 1
   {
-    echo "# Written by render_overlay (testbed/deploy/render.sh): testbed/deploy/$runtime with the"
+    echo "# Written by render_overlay (testbed/deploy/render.sh): $overlay with the"
     echo "# images testbed/images pushed, by digest."
     echo "apiVersion: kustomize.config.k8s.io/v1beta1"
     echo "kind: Kustomization"
