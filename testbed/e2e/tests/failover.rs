@@ -1,74 +1,48 @@
-//! Two controller replicas with leader election: the testbed's own (started by `testbed/up` with
-//! `--leader-elect`) and a second one this test starts on the host. Exactly one leads; when the
-//! leader is SIGKILLed (no release) with a checkpoint request in flight, the other takes the
-//! Lease over once it expires and the request still completes. Runs alone (see .config/nextest.toml): it kills the
-//! controller.
+//! The controller's two replicas (deploy/'s Deployment) elect one leader on a Lease. When the
+//! leader dies without releasing it (SIGKILL of its process, its pod deleted at once) with a
+//! checkpoint request in flight, another replica takes the Lease over once it expires and the
+//! request still completes. Runs alone (see .config/nextest.toml): it kills the controller.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use e2e::{
-    ControllerBack, TestNamespace, Testbed, checkpoint_request, eventually, memory_hog, outcome,
+    CONTROLLER_DEPLOYMENT, CONTROLLER_NAMESPACE, TestNamespace, Testbed, checkpoint_request,
+    eventually, kill_process, memory_hog, outcome, pod_process,
 };
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, PostParams};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const TESTBED_ADMIN: &str = "127.0.0.1:18080";
-const SECOND_ADMIN: &str = "127.0.0.1:18081";
-/// Where testbed/up (like deploy/) puts the controller's election Lease.
-const LEASE_NAMESPACE: &str = "external-checkpointer-system";
-const LEASE_NAME: &str = "checkpoint-controller";
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 #[tokio::test]
 async fn a_checkpoint_completes_after_the_leader_is_killed() {
     let tb = Testbed::get();
     let client = tb.client().await;
-    let pidfile = tb.state.join("pids/controller.pid");
-    let testbed_pid: u32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let cmdline = std::fs::read(format!("/proc/{testbed_pid}/cmdline")).unwrap_or_default();
-    assert!(
-        String::from_utf8_lossy(&cmdline).contains("--leader-elect"),
-        "the testbed's controller must run with --leader-elect (TESTBED_CONTROLLER_ARGS)"
-    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
 
-    // Declared first, dropped last: after the second replica is stopped, `testbed/up` brings
-    // the testbed's controller back if it was killed.
-    let _restore = ControllerBack(&tb);
-    let mut second = Second::start(&tb);
-
-    // Exactly one leads, and the Lease names it.
-    let (leader_addr, follower_addr) = eventually(
+    // Exactly one of the two replicas leads, and the Lease names it.
+    let leader = tb.controller_leader(&client).await;
+    let leader_name = leader.metadata.name.clone().unwrap();
+    eventually(
         "one leader and one follower",
         Duration::from_secs(30),
         || async {
-            let a = leader_gauge(TESTBED_ADMIN).await?;
-            let b = leader_gauge(SECOND_ADMIN).await?;
-            match (a, b) {
-                (1, 0) => Some((TESTBED_ADMIN, SECOND_ADMIN)),
-                (0, 1) => Some((SECOND_ADMIN, TESTBED_ADMIN)),
-                _ => None,
-            }
+            let replicas = pods
+                .list(&ListParams::default().labels("control-plane=controller-manager"))
+                .await
+                .ok()?
+                .items;
+            let gauges: Vec<(String, i64)> = replicas
+                .iter()
+                .map(|p| Some((p.metadata.name.clone()?, leader_gauge(&tb, p)?)))
+                .collect::<Option<_>>()?;
+            let expected: Vec<(String, i64)> = gauges
+                .iter()
+                .map(|(name, _)| (name.clone(), i64::from(*name == leader_name)))
+                .collect();
+            (gauges.len() == 2 && gauges == expected).then_some(())
         },
     )
     .await;
-    let (leader_pid, follower_pid) = if leader_addr == TESTBED_ADMIN {
-        (testbed_pid, second.pid())
-    } else {
-        (second.pid(), testbed_pid)
-    };
-    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let holder = holder(&leases).await;
-    assert!(
-        holder.ends_with(&format!("_{leader_pid}")),
-        "Lease holder {holder:?}, leader pid {leader_pid}"
-    );
 
     let ns = TestNamespace::create(&tb, "failover").await;
     // Its checkpoint takes seconds, so the leader dies with it in flight.
@@ -89,24 +63,24 @@ async fn a_checkpoint_completes_after_the_leader_is_killed() {
     )
     .await;
 
-    // SIGKILL: no release, the follower must wait for the Lease to expire.
-    if leader_pid == testbed_pid {
-        let status = Command::new("kill")
-            .args(["-KILL", &testbed_pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    } else {
-        second.kill();
-    }
-    eventually("the leader to exit", Duration::from_secs(10), || async {
-        (!std::path::Path::new(&format!("/proc/{leader_pid}")).exists()).then_some(())
-    })
-    .await;
+    // No release: SIGKILL, and the pod deleted at once so the kubelet does not start it again;
+    // its ReplicaSet makes a new one.
+    let pid = pod_process(leader.metadata.uid.as_deref().unwrap(), "controller")
+        .expect("the leader's controller process");
+    kill_process(pid).await;
+    pods.delete(
+        &leader_name,
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
 
     let done = eventually(
-        "the request to finish via the other replica",
-        Duration::from_secs(60),
+        "the request to finish via another replica",
+        Duration::from_secs(90),
         || async {
             let cc = requests.get("in-flight").await.ok()?;
             cc.status.as_ref()?.state?.is_final().then_some(cc)
@@ -115,107 +89,32 @@ async fn a_checkpoint_completes_after_the_leader_is_killed() {
     .await;
     let (state, message) = outcome(&done);
     assert_eq!(state, CheckpointState::Completed, "{message}");
-    assert_eq!(leader_gauge(follower_addr).await, Some(1));
-    let holder = self::holder(&leases).await;
-    assert!(
-        holder.ends_with(&format!("_{follower_pid}")),
-        "Lease holder {holder:?}, new leader pid {follower_pid}"
+    let new_leader = tb.controller_leader(&client).await;
+    assert_ne!(
+        new_leader.metadata.name.as_deref(),
+        Some(leader_name.as_str()),
+        "another replica holds the Lease"
     );
-}
+    assert_eq!(leader_gauge(&tb, &new_leader), Some(1));
 
-async fn holder(leases: &Api<Lease>) -> String {
-    leases
-        .get(LEASE_NAME)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.holder_identity)
-        .unwrap_or_default()
+    // Two replicas again for the tests that follow.
+    tb.kubectl_ok(&[
+        "rollout",
+        "status",
+        "-n",
+        CONTROLLER_NAMESPACE,
+        "deployment",
+        CONTROLLER_DEPLOYMENT,
+        "--timeout=120s",
+    ]);
 }
 
 /// `checkpoint_controller_leader` from the replica's /metrics; None when it does not answer.
-async fn leader_gauge(addr: &str) -> Option<i64> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    response
+fn leader_gauge(tb: &Testbed, pod: &Pod) -> Option<i64> {
+    tb.controller_metrics(pod)?
         .lines()
         .find_map(|l| l.strip_prefix("checkpoint_controller_leader "))?
         .trim()
         .parse()
         .ok()
-}
-
-/// The second replica: same binary, no webhook, its own admin port; stopped with SIGTERM (it
-/// releases the Lease, so the testbed's controller takes over at once) when dropped.
-struct Second {
-    child: Child,
-    killed: bool,
-}
-
-impl Second {
-    fn start(tb: &Testbed) -> Self {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| tb.repo.join("target"), PathBuf::from);
-        let binary = target.join("debug/controller");
-        assert!(
-            binary.exists(),
-            "{} is not built: cargo build -p controller",
-            binary.display()
-        );
-        let log = std::fs::File::create(tb.state.join("logs/controller-failover-test.log"))
-            .expect("creating the second controller's log");
-        let child = Command::new(binary)
-            .args(["run", "--kubeconfig"])
-            // The same identity and election as the testbed's replica.
-            .arg(
-                tb.state
-                    .join("kubeconfigs/checkpoint-controller.kubeconfig"),
-            )
-            .args([
-                "--leader-elect",
-                "--leader-election-namespace",
-                LEASE_NAMESPACE,
-            ])
-            .args(["--admin-addr", SECOND_ADMIN])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting the second controller");
-        Self {
-            child,
-            killed: false,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.killed = true;
-    }
-}
-
-impl Drop for Second {
-    fn drop(&mut self) {
-        if self.killed {
-            return;
-        }
-        let _ = Command::new("kill").arg(self.pid().to_string()).status();
-        for _ in 0..30 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        self.kill();
-    }
 }

@@ -17,13 +17,11 @@ fn noded_metrics(tb: &Testbed, node: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn controller_metrics() -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "http://127.0.0.1:18080/metrics"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "controller /metrics");
-    String::from_utf8(out.stdout).unwrap()
+/// The leading replica's /metrics: it is the one that reconciles.
+async fn controller_metrics(tb: &Testbed, client: &kube::Client) -> String {
+    let leader = tb.controller_leader(client).await;
+    tb.controller_metrics(&leader)
+        .expect("the leading controller serves /metrics")
 }
 
 #[tokio::test]
@@ -42,7 +40,10 @@ async fn a_checkpoint_moves_the_counters() {
             "state=\"Completed\"",
         )
     };
-    let (noded_before, controller_before) = (noded_metrics(&tb, "node2"), controller_metrics());
+    let (noded_before, controller_before) = (
+        noded_metrics(&tb, "node2"),
+        controller_metrics(&tb, &client).await,
+    );
 
     let cc = checkpoint(
         &client,
@@ -57,7 +58,10 @@ async fn a_checkpoint_moves_the_counters() {
         outcome(&cc).1
     );
 
-    let (noded_after, controller_after) = (noded_metrics(&tb, "node2"), controller_metrics());
+    let (noded_after, controller_after) = (
+        noded_metrics(&tb, "node2"),
+        controller_metrics(&tb, &client).await,
+    );
     assert!(
         completed(&noded_after) > completed(&noded_before),
         "noded counts completed checkpoints"

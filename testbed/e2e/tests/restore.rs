@@ -9,22 +9,29 @@ use checkpointing::crd::{CheckpointState, ContainerCheckpointContent};
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use checkpointing::oci::ImageLayout;
 use e2e::{
-    TestNamespace, Testbed, checkpoint, checkpoint_request, counter_log, counter_values,
-    eventually, outcome, run_pod, sample_pod,
+    NODED_NAMESPACE, TestNamespace, Testbed, checkpoint, checkpoint_request, counter_log,
+    counter_values, eventually, outcome, run_pod, sample_pod,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 
+const NODED_DAEMONSET: &str = "daemonset/container-checkpoint-sidecar";
+
 /// The counter value the checkpointed process had printed last: the end of the container log
-/// the runtime put into the archive.
+/// the runtime put into the archive (containerd names it `container.log`, CRI-O after the
+/// annotation that held its path).
 fn value_at_checkpoint(tb: &Testbed, node: &str, archive: &str) -> u64 {
+    let member = match tb.runtime().as_str() {
+        "crio" => "io.kubernetes.cri-o.LogPath",
+        _ => "container.log",
+    };
     let out = Command::new("tar")
         .arg("-xOf")
         .arg(tb.node_path(node, archive))
-        .arg("container.log")
+        .arg(member)
         .output()
         .unwrap();
-    assert!(out.status.success(), "reading container.log from {archive}");
+    assert!(out.status.success(), "reading {member} from {archive}");
     *counter_values(
         &String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -97,18 +104,36 @@ async fn assert_resumes(
         image.contains("@sha256:"),
         "the webhook rewrote the image to the checkpoint: {image}"
     );
-    // The runtime carries the log's last line over into the restored container's log; what the
-    // restored process prints itself must go on from there, never start again at 0.
-    let values = eventually(
+    // The runtime carries the old log over into the restored container's log (containerd its
+    // last line, again, CRI-O all of it); what the restored process prints itself must go on from
+    // there, never start again at 0.
+    let started = running
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.running.as_ref())
+        .and_then(|r| r.started_at.as_ref())
+        .expect("a running container has a start time")
+        .0;
+    let lines = eventually(
         "the restored counter to tick",
         Duration::from_secs(60),
         || async {
-            let out = tb.kubectl(&["logs", "-n", ns, &name]);
-            let values = counter_values(&String::from_utf8_lossy(&out.stdout));
-            values.iter().any(|&v| v > at_checkpoint).then_some(values)
+            let out = tb.kubectl(&["logs", "--timestamps", "-n", ns, &name]);
+            let lines = timestamped_counter(&String::from_utf8_lossy(&out.stdout));
+            lines
+                .iter()
+                .any(|&(_, v)| v > at_checkpoint)
+                .then_some(lines)
         },
     )
     .await;
+    let values: Vec<u64> = lines.iter().map(|&(_, v)| v).collect();
     let first_new = values.iter().find(|&&v| v > at_checkpoint).unwrap();
     assert_eq!(
         *first_new,
@@ -116,9 +141,27 @@ async fn assert_resumes(
         "the restored counter goes on from {at_checkpoint}: {values:?}"
     );
     assert!(
-        values.iter().all(|&v| v >= at_checkpoint),
-        "nothing from before the checkpoint: {values:?}"
+        values.windows(2).all(|w| w[0] <= w[1]),
+        "the counter never starts again: {values:?}"
     );
+    // Anything below the checkpoint's value was written by the old process, before this one.
+    assert!(
+        lines
+            .iter()
+            .all(|&(at, v)| v >= at_checkpoint || at < started),
+        "the restored process printed nothing from before the checkpoint (started {started}): {lines:?}"
+    );
+}
+
+/// `(timestamp, N)` of the `Counter: N` lines of `kubectl logs --timestamps`.
+fn timestamped_counter(log: &str) -> Vec<(k8s_openapi::jiff::Timestamp, u64)> {
+    log.lines()
+        .filter_map(|l| {
+            let (at, text) = l.split_once(' ')?;
+            let value = counter_values(text).pop()?;
+            Some((at.parse().ok()?, value))
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -291,7 +334,7 @@ async fn peers_refuse_strangers_and_reject_tampered_blobs() {
 
     // Untouched, the image travels: node2 pulls it from node1.
     let image = status_image(&client, &ns.name).await;
-    let pull = ctr_pull(&tb, "node2", &image);
+    let pull = runtime_pull(&tb, "node2", &image);
     assert!(
         pull.status.success(),
         "pulling on node2: {}",
@@ -309,7 +352,7 @@ async fn peers_refuse_strangers_and_reject_tampered_blobs() {
     std::fs::write(&archive, bytes).unwrap();
 
     let image = status.image.unwrap();
-    let pull = ctr_pull(&tb, "node3", &image);
+    let pull = runtime_pull(&tb, "node3", &image);
     assert!(
         !pull.status.success(),
         "a tampered checkpoint image must not be pulled"
@@ -347,28 +390,43 @@ async fn status_image(client: &kube::Client, ns: &str) -> String {
         .unwrap()
 }
 
-/// Restarts node3's noded with extra flags, and with its usual ones again when dropped.
-struct Node3Noded<'a>(&'a Testbed);
+/// Sets environment variables (noded's flags) on the DaemonSet and waits for the rollout; the
+/// original template again, rolled out, when dropped.
+struct NodedEnv<'a>(&'a Testbed);
 
-impl<'a> Node3Noded<'a> {
-    fn with_args(tb: &'a Testbed, args: &str) -> Self {
-        restart_node3_noded(tb, args);
+impl<'a> NodedEnv<'a> {
+    fn set(tb: &'a Testbed, vars: &[&str]) -> Self {
+        let mut args = vec!["set", "env", "-n", NODED_NAMESPACE, NODED_DAEMONSET];
+        args.extend(vars);
+        tb.kubectl_ok(&args);
+        rollout(tb);
         Self(tb)
     }
 }
 
-impl Drop for Node3Noded<'_> {
+impl Drop for NodedEnv<'_> {
     fn drop(&mut self) {
-        restart_node3_noded(self.0, "");
+        let out = self
+            .0
+            .kubectl(&["rollout", "undo", "-n", NODED_NAMESPACE, NODED_DAEMONSET]);
+        assert!(
+            out.status.success() || std::thread::panicking(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rollout(self.0);
     }
 }
 
-fn restart_node3_noded(tb: &Testbed, args: &str) {
-    let out = Command::new(tb.repo.join("testbed/agents"))
-        .args(["restart", "noded", "node3"])
-        .env("TESTBED_NODED_ARGS", args)
-        .output()
-        .unwrap();
+fn rollout(tb: &Testbed) {
+    let out = tb.kubectl(&[
+        "rollout",
+        "status",
+        "-n",
+        NODED_NAMESPACE,
+        NODED_DAEMONSET,
+        "--timeout=180s",
+    ]);
     assert!(
         out.status.success() || std::thread::panicking(),
         "{}",
@@ -382,8 +440,10 @@ async fn restore_from_an_external_registry() {
     let ns = TestNamespace::create(&tb, "external").await;
     let client = tb.client().await;
     let registry = "10.77.0.1:5000";
-    let _pushing =
-        Node3Noded::with_args(&tb, &format!("--push-registry {registry} --push-insecure"));
+    let _pushing = NodedEnv::set(
+        &tb,
+        &[&format!("PUSH_REGISTRY={registry}"), "PUSH_INSECURE=true"],
+    );
 
     let mut app = sample_pod(&tb, "sample-app.yaml");
     app.spec
@@ -450,18 +510,7 @@ async fn restore_from_an_external_registry() {
     );
 }
 
-/// `ctr images pull` of a node-local image reference inside `node`, as its runtime would.
-fn ctr_pull(tb: &Testbed, node: &str, image: &str) -> std::process::Output {
-    tb.node_exec(
-        node,
-        &[
-            "ctr",
-            "-n",
-            "k8s.io",
-            "images",
-            "pull",
-            "--plain-http",
-            image,
-        ],
-    )
+/// `crictl pull` of an image reference inside `node`: the runtime pulls it as for a pod.
+fn runtime_pull(tb: &Testbed, node: &str, image: &str) -> std::process::Output {
+    tb.node_exec(node, &["crictl", "pull", image])
 }
