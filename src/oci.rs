@@ -14,9 +14,9 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 use oci_spec::image::{
-    Arch, Descriptor, DescriptorBuilder, Digest, ImageConfiguration, ImageConfigurationBuilder,
-    ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, Os,
-    RootFsBuilder, Sha256Digest,
+    Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, ImageConfiguration,
+    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
+    MediaType, Os, RootFsBuilder, Sha256Digest,
 };
 
 use crate::names::checkpoint_image as ann;
@@ -117,10 +117,12 @@ pub fn checkpoint_annotations(meta: &CheckpointMeta) -> HashMap<String, String> 
 }
 
 /// Image config for a one-layer checkpoint image whose layer is `layer` (uncompressed, so its
-/// diff id is its digest).
+/// diff id is its digest). `labels` repeat the manifest annotations: the runtimes show a
+/// config's labels (`crictl inspecti`), not a manifest's annotations.
 pub fn checkpoint_config(
     layer: &Sha256Digest,
     created: &str,
+    labels: HashMap<String, String>,
 ) -> Result<ImageConfiguration, OciError> {
     let rootfs = RootFsBuilder::default()
         .typ("layers")
@@ -131,6 +133,12 @@ pub fn checkpoint_config(
         .architecture(Arch::Amd64)
         .os(Os::Linux)
         .created(created.to_owned())
+        .config(
+            ConfigBuilder::default()
+                .labels(labels)
+                .build()
+                .map_err(spec_err("image config labels"))?,
+        )
         .rootfs(rootfs)
         .build()
         .map_err(spec_err("image config"))
@@ -257,7 +265,8 @@ impl ImageLayout {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let layer_path = self.blob_path(&layer.clone().into());
         link_blob(archive, &layer_path)?;
-        let config = checkpoint_config(layer, &meta.created)?;
+        let annotations = checkpoint_annotations(meta);
+        let config = checkpoint_config(layer, &meta.created, annotations.clone())?;
         let config = self.write_blob(
             MediaType::ImageConfig,
             config
@@ -266,7 +275,7 @@ impl ImageLayout {
                 .as_bytes(),
         )?;
         let layer = descriptor(MediaType::ImageLayer, layer.clone(), size)?;
-        let manifest = checkpoint_manifest(config, layer, checkpoint_annotations(meta))?;
+        let manifest = checkpoint_manifest(config, layer, annotations)?;
         let manifest_desc = self.write_blob(
             MediaType::ImageManifest,
             manifest
@@ -572,6 +581,11 @@ mod tests {
         assert_eq!(
             config.rootfs().diff_ids(),
             &vec![Digest::from(digest).to_string()]
+        );
+        assert_eq!(
+            config.config().as_ref().and_then(|c| c.labels().clone()),
+            Some(checkpoint_annotations(&meta())),
+            "the config's labels repeat the manifest's annotations"
         );
     }
 

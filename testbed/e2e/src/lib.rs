@@ -526,6 +526,95 @@ pub async fn memory_hog(
     .await;
 }
 
+/// The counter value the checkpointed process had printed last: the end of the container log
+/// the runtime put into the archive (containerd names it `container.log`, CRI-O after the
+/// annotation that held its path).
+pub fn value_at_checkpoint(tb: &Testbed, node: &str, archive: &str) -> u64 {
+    let member = match tb.runtime().as_str() {
+        "crio" => "io.kubernetes.cri-o.LogPath",
+        _ => "container.log",
+    };
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(tb.node_path(node, archive))
+        .arg(member)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "reading {member} from {archive}");
+    *counter_values(
+        &String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.splitn(4, ' ').last().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .last()
+    .expect("the archive's log has counter lines")
+}
+
+/// Asserts that the restored `running` pod's counter goes on from `at_checkpoint`.
+pub async fn assert_counter_resumes(tb: &Testbed, ns: &str, running: &Pod, at_checkpoint: u64) {
+    let name = running.metadata.name.clone().unwrap();
+    // The runtime carries the old log over into the restored container's log (containerd its
+    // last line, again, CRI-O all of it); what the restored process prints itself must go on from
+    // there, never start again at 0.
+    let started = running
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.running.as_ref())
+        .and_then(|r| r.started_at.as_ref())
+        .expect("a running container has a start time")
+        .0;
+    let lines = eventually(
+        "the restored counter to tick",
+        Duration::from_secs(60),
+        || async {
+            let out = tb.kubectl(&["logs", "--timestamps", "-n", ns, &name]);
+            let lines = timestamped_counter(&String::from_utf8_lossy(&out.stdout));
+            lines
+                .iter()
+                .any(|&(_, v)| v > at_checkpoint)
+                .then_some(lines)
+        },
+    )
+    .await;
+    let values: Vec<u64> = lines.iter().map(|&(_, v)| v).collect();
+    let first_new = values.iter().find(|&&v| v > at_checkpoint).unwrap();
+    assert_eq!(
+        *first_new,
+        at_checkpoint + 1,
+        "the restored counter goes on from {at_checkpoint}: {values:?}"
+    );
+    assert!(
+        values.windows(2).all(|w| w[0] <= w[1]),
+        "the counter never starts again: {values:?}"
+    );
+    // Anything below the checkpoint's value was written by the old process, before this one.
+    assert!(
+        lines
+            .iter()
+            .all(|&(at, v)| v >= at_checkpoint || at < started),
+        "the restored process printed nothing from before the checkpoint (started {started}): {lines:?}"
+    );
+}
+
+/// `(timestamp, N)` of the `Counter: N` lines of `kubectl logs --timestamps`.
+fn timestamped_counter(log: &str) -> Vec<(k8s_openapi::jiff::Timestamp, u64)> {
+    log.lines()
+        .filter_map(|l| {
+            let (at, text) = l.split_once(' ')?;
+            let value = counter_values(text).pop()?;
+            Some((at.parse().ok()?, value))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

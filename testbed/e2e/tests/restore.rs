@@ -9,39 +9,13 @@ use checkpointing::crd::{CheckpointState, ContainerCheckpointContent};
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use checkpointing::oci::ImageLayout;
 use e2e::{
-    NODED_NAMESPACE, TestNamespace, Testbed, checkpoint, checkpoint_request, counter_log,
-    counter_values, eventually, outcome, run_pod, sample_pod,
+    NODED_NAMESPACE, TestNamespace, Testbed, assert_counter_resumes, checkpoint,
+    checkpoint_request, counter_log, outcome, run_pod, sample_pod, value_at_checkpoint,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 
 const NODED_DAEMONSET: &str = "daemonset/container-checkpoint-sidecar";
-
-/// The counter value the checkpointed process had printed last: the end of the container log
-/// the runtime put into the archive (containerd names it `container.log`, CRI-O after the
-/// annotation that held its path).
-fn value_at_checkpoint(tb: &Testbed, node: &str, archive: &str) -> u64 {
-    let member = match tb.runtime().as_str() {
-        "crio" => "io.kubernetes.cri-o.LogPath",
-        _ => "container.log",
-    };
-    let out = Command::new("tar")
-        .arg("-xOf")
-        .arg(tb.node_path(node, archive))
-        .arg(member)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "reading {member} from {archive}");
-    *counter_values(
-        &String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| l.splitn(4, ' ').last().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-    .last()
-    .expect("the archive's log has counter lines")
-}
 
 /// Checkpoints the seed's counter pod in `ns` (on node1) and returns the value at checkpoint time.
 async fn seed_checkpoint(tb: &Testbed, client: &kube::Client, ns: &str) -> u64 {
@@ -90,7 +64,6 @@ async fn assert_resumes(
     node: &str,
     at_checkpoint: u64,
 ) {
-    let name = pod.metadata.name.clone().unwrap();
     let running = run_pod(client, ns, pod).await;
     assert_eq!(
         running.spec.as_ref().unwrap().node_name.as_deref(),
@@ -104,64 +77,7 @@ async fn assert_resumes(
         image.contains("@sha256:"),
         "the webhook rewrote the image to the checkpoint: {image}"
     );
-    // The runtime carries the old log over into the restored container's log (containerd its
-    // last line, again, CRI-O all of it); what the restored process prints itself must go on from
-    // there, never start again at 0.
-    let started = running
-        .status
-        .as_ref()
-        .unwrap()
-        .container_statuses
-        .as_ref()
-        .unwrap()[0]
-        .state
-        .as_ref()
-        .and_then(|s| s.running.as_ref())
-        .and_then(|r| r.started_at.as_ref())
-        .expect("a running container has a start time")
-        .0;
-    let lines = eventually(
-        "the restored counter to tick",
-        Duration::from_secs(60),
-        || async {
-            let out = tb.kubectl(&["logs", "--timestamps", "-n", ns, &name]);
-            let lines = timestamped_counter(&String::from_utf8_lossy(&out.stdout));
-            lines
-                .iter()
-                .any(|&(_, v)| v > at_checkpoint)
-                .then_some(lines)
-        },
-    )
-    .await;
-    let values: Vec<u64> = lines.iter().map(|&(_, v)| v).collect();
-    let first_new = values.iter().find(|&&v| v > at_checkpoint).unwrap();
-    assert_eq!(
-        *first_new,
-        at_checkpoint + 1,
-        "the restored counter goes on from {at_checkpoint}: {values:?}"
-    );
-    assert!(
-        values.windows(2).all(|w| w[0] <= w[1]),
-        "the counter never starts again: {values:?}"
-    );
-    // Anything below the checkpoint's value was written by the old process, before this one.
-    assert!(
-        lines
-            .iter()
-            .all(|&(at, v)| v >= at_checkpoint || at < started),
-        "the restored process printed nothing from before the checkpoint (started {started}): {lines:?}"
-    );
-}
-
-/// `(timestamp, N)` of the `Counter: N` lines of `kubectl logs --timestamps`.
-fn timestamped_counter(log: &str) -> Vec<(k8s_openapi::jiff::Timestamp, u64)> {
-    log.lines()
-        .filter_map(|l| {
-            let (at, text) = l.split_once(' ')?;
-            let value = counter_values(text).pop()?;
-            Some((at.parse().ok()?, value))
-        })
-        .collect()
+    assert_counter_resumes(tb, ns, &running, at_checkpoint).await;
 }
 
 #[tokio::test]
