@@ -12,11 +12,20 @@ use std::time::{Duration, Instant};
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
 use checkpointing::cri::{CriClient, CriConfig};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
+
+mod counter;
+mod product;
+
+pub use counter::{
+    assert_counter_resumes, counter_log, counter_pod, counter_values, value_at_checkpoint,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+pub use product::{
+    CONTROLLER_DEPLOYMENT, CONTROLLER_LEASE, CONTROLLER_NAMESPACE, ControllerDown, NODED_NAMESPACE,
+    NODED_SELECTOR, kill_process, pod_process,
+};
 
 /// The running testbed. Tests fail (never skip) when it is not up: an e2e test that silently
 /// passes without a cluster proves nothing.
@@ -112,205 +121,6 @@ impl Testbed {
     }
 }
 
-/// The node daemons' DaemonSet and the controller's Deployment, as `deploy/` names them.
-pub const NODED_NAMESPACE: &str = "kube-system";
-pub const NODED_SELECTOR: &str = "app=container-checkpoint-sidecar";
-pub const CONTROLLER_NAMESPACE: &str = "external-checkpointer-system";
-pub const CONTROLLER_DEPLOYMENT: &str = "external-checkpointer-controller-manager";
-/// The controller's leader-election Lease (holder: the leading pod's name).
-pub const CONTROLLER_LEASE: &str = "checkpoint-controller";
-
-/// A pod that runs and is ready, and is not being deleted.
-fn serving(pod: &Pod) -> bool {
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    ready && pod.metadata.deletion_timestamp.is_none()
-}
-
-/// Host PID of the process named `comm` in a container of the pod with `uid`: the kubelets'
-/// cgroupfs paths carry the pod UID.
-pub fn pod_process(uid: &str, comm: &str) -> Option<u32> {
-    let needle = format!("/pod{uid}/");
-    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
-        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        (name.trim() == comm && cgroup.contains(&needle)).then_some(pid)
-    })
-}
-
-/// SIGKILLs the host process `pid` and waits until it is gone.
-pub async fn kill_process(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("running kill");
-    assert!(status.success(), "kill -KILL {pid}");
-    eventually(
-        &format!("process {pid} to exit"),
-        Duration::from_secs(30),
-        || async { (!Path::new(&format!("/proc/{pid}")).exists()).then_some(()) },
-    )
-    .await;
-}
-
-impl Testbed {
-    /// The serving noded pod on `node`, if any.
-    pub async fn noded_pod(&self, client: &kube::Client, node: &str) -> Option<Pod> {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), NODED_NAMESPACE);
-        let params = ListParams::default()
-            .labels(NODED_SELECTOR)
-            .fields(&format!("spec.nodeName={node}"));
-        pods.list(&params)
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(serving)
-    }
-
-    /// Waits until noded serves on `node` again (after a restart or a new pod); returns its pod.
-    pub async fn wait_noded(&self, client: &kube::Client, node: &str) -> Pod {
-        eventually(
-            &format!("noded to serve on {node}"),
-            Duration::from_secs(120),
-            || self.noded_pod(client, node),
-        )
-        .await
-    }
-
-    /// Host PID of noded's process on `node`.
-    pub async fn noded_pid(&self, client: &kube::Client, node: &str) -> u32 {
-        let pod = self.wait_noded(client, node).await;
-        let uid = pod.metadata.uid.unwrap();
-        pod_process(&uid, "noded").unwrap_or_else(|| panic!("no noded process of pod {uid}"))
-    }
-
-    /// Kills noded on `node` as a crash would (SIGKILL of its process); the kubelet restarts it.
-    pub async fn kill_noded(&self, client: &kube::Client, node: &str) {
-        kill_process(self.noded_pid(client, node).await).await;
-    }
-
-    /// Replaces noded's pod on `node` (the DaemonSet makes a new one, which sees the node's
-    /// mounts as they are now) and waits until the new one serves.
-    pub async fn replace_noded(&self, client: &kube::Client, node: &str) {
-        let old = self.wait_noded(client, node).await;
-        let name = old.metadata.name.unwrap();
-        Api::<Pod>::namespaced(client.clone(), NODED_NAMESPACE)
-            .delete(&name, &DeleteParams::default())
-            .await
-            .unwrap_or_else(|e| panic!("deleting {name}: {e}"));
-        eventually(
-            &format!("a new noded pod to serve on {node}"),
-            Duration::from_secs(120),
-            || async {
-                let pod = self.noded_pod(client, node).await?;
-                (pod.metadata.name.as_deref() != Some(name.as_str())).then_some(())
-            },
-        )
-        .await;
-    }
-
-    /// The controller pod that holds the leader Lease.
-    pub async fn controller_leader(&self, client: &kube::Client) -> Pod {
-        let leases: Api<Lease> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
-        let pods: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
-        eventually(
-            "a controller replica to lead",
-            Duration::from_secs(60),
-            || async {
-                let holder = leases
-                    .get(CONTROLLER_LEASE)
-                    .await
-                    .ok()?
-                    .spec?
-                    .holder_identity?;
-                pods.get(&holder).await.ok().filter(serving)
-            },
-        )
-        .await
-    }
-
-    /// `GET http://<pod IP>:8080/metrics` of a controller pod (the host routes pod subnets).
-    pub fn controller_metrics(&self, pod: &Pod) -> Option<String> {
-        let ip = pod.status.as_ref()?.pod_ip.as_deref()?;
-        let out = Command::new("curl")
-            .args(["-sf", "--max-time", "5"])
-            .arg(format!("http://{ip}:8080/metrics"))
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-/// Scales the controller's Deployment to zero and waits until no replica runs; scales it back
-/// (two replicas, as deploy/ ships it) and waits until it serves again when dropped.
-pub struct ControllerDown<'a>(&'a Testbed);
-
-impl<'a> ControllerDown<'a> {
-    pub async fn new(tb: &'a Testbed, client: &kube::Client) -> Self {
-        scale_controller(client, 0).await;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
-        eventually(
-            "every controller pod to be gone",
-            Duration::from_secs(90),
-            || async {
-                let list = pods
-                    .list(&ListParams::default().labels("control-plane=controller-manager"))
-                    .await
-                    .ok()?;
-                list.items.is_empty().then_some(())
-            },
-        )
-        .await;
-        Self(tb)
-    }
-}
-
-async fn scale_controller(client: &kube::Client, replicas: i32) {
-    Api::<Deployment>::namespaced(client.clone(), CONTROLLER_NAMESPACE)
-        .patch(
-            CONTROLLER_DEPLOYMENT,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("scaling the controller to {replicas}: {e}"));
-}
-
-impl Drop for ControllerDown<'_> {
-    fn drop(&mut self) {
-        // Drop cannot be async: kubectl does it.
-        let _ = self.0.kubectl(&[
-            "scale",
-            "-n",
-            CONTROLLER_NAMESPACE,
-            "deployment",
-            CONTROLLER_DEPLOYMENT,
-            "--replicas=2",
-        ]);
-        let out = self.0.kubectl(&[
-            "rollout",
-            "status",
-            "-n",
-            CONTROLLER_NAMESPACE,
-            "deployment",
-            CONTROLLER_DEPLOYMENT,
-            "--timeout=180s",
-        ]);
-        assert!(
-            out.status.success() || std::thread::panicking(),
-            "the controller serves again: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 /// Polls `check` every half second until it yields a value; panics naming `what` on timeout.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
@@ -367,24 +177,6 @@ impl Drop for TestNamespace {
     }
 }
 
-/// A busybox pod printing `Counter: N` every `period_s` seconds (the seed's program), pinned to
-/// `node`.
-pub fn counter_pod(name: &str, node: &str, period_s: u32) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": node},
-            "containers": [{
-                "name": "counter",
-                "image": "busybox",
-                "command": ["/bin/sh", "-c"],
-                "args": [format!("counter=0\nwhile true; do\n  echo \"Counter: $counter\"\n  counter=$((counter+1))\n  sleep {period_s}\ndone\n")],
-            }],
-        },
-    }))
-    .unwrap()
-}
-
 /// Reads a pod manifest from `samples/`.
 pub fn sample_pod(testbed: &Testbed, file: &str) -> Pod {
     let text =
@@ -412,33 +204,6 @@ pub async fn wait_running(client: &kube::Client, namespace: &str, name: &str) ->
             let pod = api.get(name).await.ok()?;
             let status = pod.status.as_ref()?;
             (status.phase.as_deref() == Some("Running")).then_some(pod.clone())
-        },
-    )
-    .await
-}
-
-/// The `Counter: N` values in a log.
-pub fn counter_values(log: &str) -> Vec<u64> {
-    log.lines()
-        .filter_map(|l| l.trim().strip_prefix("Counter: ")?.trim().parse().ok())
-        .collect()
-}
-
-/// Waits until `kubectl logs` of the pod shows at least `n` counter values; returns them.
-pub async fn counter_log(
-    testbed: &Testbed,
-    namespace: &str,
-    pod: &str,
-    n: usize,
-    timeout: Duration,
-) -> Vec<u64> {
-    eventually(
-        &format!("{n} counter lines from {namespace}/{pod}"),
-        timeout,
-        || async {
-            let out = testbed.kubectl(&["logs", "-n", namespace, pod, "-c", "counter"]);
-            let values = counter_values(&String::from_utf8_lossy(&out.stdout));
-            (values.len() >= n).then_some(values)
         },
     )
     .await
@@ -524,104 +289,4 @@ pub async fn memory_hog(
         },
     )
     .await;
-}
-
-/// The counter value the checkpointed process had printed last: the end of the container log
-/// the runtime put into the archive (containerd names it `container.log`, CRI-O after the
-/// annotation that held its path).
-pub fn value_at_checkpoint(tb: &Testbed, node: &str, archive: &str) -> u64 {
-    let member = match tb.runtime().as_str() {
-        "crio" => "io.kubernetes.cri-o.LogPath",
-        _ => "container.log",
-    };
-    let out = Command::new("tar")
-        .arg("-xOf")
-        .arg(tb.node_path(node, archive))
-        .arg(member)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "reading {member} from {archive}");
-    *counter_values(
-        &String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| l.splitn(4, ' ').last().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-    .last()
-    .expect("the archive's log has counter lines")
-}
-
-/// Asserts that the restored `running` pod's counter goes on from `at_checkpoint`.
-pub async fn assert_counter_resumes(tb: &Testbed, ns: &str, running: &Pod, at_checkpoint: u64) {
-    let name = running.metadata.name.clone().unwrap();
-    // The runtime carries the old log over into the restored container's log (containerd its
-    // last line, again, CRI-O all of it); what the restored process prints itself must go on from
-    // there, never start again at 0.
-    let started = running
-        .status
-        .as_ref()
-        .unwrap()
-        .container_statuses
-        .as_ref()
-        .unwrap()[0]
-        .state
-        .as_ref()
-        .and_then(|s| s.running.as_ref())
-        .and_then(|r| r.started_at.as_ref())
-        .expect("a running container has a start time")
-        .0;
-    let lines = eventually(
-        "the restored counter to tick",
-        Duration::from_secs(60),
-        || async {
-            let out = tb.kubectl(&["logs", "--timestamps", "-n", ns, &name]);
-            let lines = timestamped_counter(&String::from_utf8_lossy(&out.stdout));
-            lines
-                .iter()
-                .any(|&(_, v)| v > at_checkpoint)
-                .then_some(lines)
-        },
-    )
-    .await;
-    let values: Vec<u64> = lines.iter().map(|&(_, v)| v).collect();
-    let first_new = values.iter().find(|&&v| v > at_checkpoint).unwrap();
-    assert_eq!(
-        *first_new,
-        at_checkpoint + 1,
-        "the restored counter goes on from {at_checkpoint}: {values:?}"
-    );
-    assert!(
-        values.windows(2).all(|w| w[0] <= w[1]),
-        "the counter never starts again: {values:?}"
-    );
-    // Anything below the checkpoint's value was written by the old process, before this one.
-    assert!(
-        lines
-            .iter()
-            .all(|&(at, v)| v >= at_checkpoint || at < started),
-        "the restored process printed nothing from before the checkpoint (started {started}): {lines:?}"
-    );
-}
-
-/// `(timestamp, N)` of the `Counter: N` lines of `kubectl logs --timestamps`.
-fn timestamped_counter(log: &str) -> Vec<(k8s_openapi::jiff::Timestamp, u64)> {
-    log.lines()
-        .filter_map(|l| {
-            let (at, text) = l.split_once(' ')?;
-            let value = counter_values(text).pop()?;
-            Some((at.parse().ok()?, value))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn counter_values_ignore_other_lines() {
-        assert_eq!(
-            super::counter_values("Counter: 0\nnoise\nCounter: 1\r\n Counter: x\n"),
-            [0, 1]
-        );
-    }
 }

@@ -1,0 +1,154 @@
+//! The seed's counter: its pod, its log, the value a checkpoint froze and the assertion that a
+//! restored process goes on from there.
+
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::{Testbed, eventually};
+
+/// A busybox pod printing `Counter: N` every `period_s` seconds (the seed's program), pinned to
+/// `node`.
+pub fn counter_pod(name: &str, node: &str, period_s: u32) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "containers": [{
+                "name": "counter",
+                "image": "busybox",
+                "command": ["/bin/sh", "-c"],
+                "args": [format!("counter=0\nwhile true; do\n  echo \"Counter: $counter\"\n  counter=$((counter+1))\n  sleep {period_s}\ndone\n")],
+            }],
+        },
+    }))
+    .unwrap()
+}
+
+/// The `Counter: N` values in a log.
+pub fn counter_values(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.trim().strip_prefix("Counter: ")?.trim().parse().ok())
+        .collect()
+}
+
+/// Waits until `kubectl logs` of the pod shows at least `n` counter values; returns them.
+pub async fn counter_log(
+    testbed: &Testbed,
+    namespace: &str,
+    pod: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<u64> {
+    eventually(
+        &format!("{n} counter lines from {namespace}/{pod}"),
+        timeout,
+        || async {
+            let out = testbed.kubectl(&["logs", "-n", namespace, pod, "-c", "counter"]);
+            let values = counter_values(&String::from_utf8_lossy(&out.stdout));
+            (values.len() >= n).then_some(values)
+        },
+    )
+    .await
+}
+
+/// The counter value the checkpointed process had printed last: the end of the container log
+/// the runtime put into the archive (containerd names it `container.log`, CRI-O after the
+/// annotation that held its path).
+pub fn value_at_checkpoint(tb: &Testbed, node: &str, archive: &str) -> u64 {
+    let member = match tb.runtime().as_str() {
+        "crio" => "io.kubernetes.cri-o.LogPath",
+        _ => "container.log",
+    };
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(tb.node_path(node, archive))
+        .arg(member)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "reading {member} from {archive}");
+    *counter_values(
+        &String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.splitn(4, ' ').last().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .last()
+    .expect("the archive's log has counter lines")
+}
+
+/// Asserts that the restored `running` pod's counter goes on from `at_checkpoint`.
+pub async fn assert_counter_resumes(tb: &Testbed, ns: &str, running: &Pod, at_checkpoint: u64) {
+    let name = running.metadata.name.clone().unwrap();
+    // The runtime carries the old log over into the restored container's log (containerd its
+    // last line, again, CRI-O all of it); what the restored process prints itself must go on from
+    // there, never start again at 0.
+    let started = running
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.running.as_ref())
+        .and_then(|r| r.started_at.as_ref())
+        .expect("a running container has a start time")
+        .0;
+    let lines = eventually(
+        "the restored counter to tick",
+        Duration::from_secs(60),
+        || async {
+            let out = tb.kubectl(&["logs", "--timestamps", "-n", ns, &name]);
+            let lines = timestamped_counter(&String::from_utf8_lossy(&out.stdout));
+            lines
+                .iter()
+                .any(|&(_, v)| v > at_checkpoint)
+                .then_some(lines)
+        },
+    )
+    .await;
+    let values: Vec<u64> = lines.iter().map(|&(_, v)| v).collect();
+    let first_new = values.iter().find(|&&v| v > at_checkpoint).unwrap();
+    assert_eq!(
+        *first_new,
+        at_checkpoint + 1,
+        "the restored counter goes on from {at_checkpoint}: {values:?}"
+    );
+    assert!(
+        values.windows(2).all(|w| w[0] <= w[1]),
+        "the counter never starts again: {values:?}"
+    );
+    // Anything below the checkpoint's value was written by the old process, before this one.
+    assert!(
+        lines
+            .iter()
+            .all(|&(at, v)| v >= at_checkpoint || at < started),
+        "the restored process printed nothing from before the checkpoint (started {started}): {lines:?}"
+    );
+}
+
+/// `(timestamp, N)` of the `Counter: N` lines of `kubectl logs --timestamps`.
+fn timestamped_counter(log: &str) -> Vec<(k8s_openapi::jiff::Timestamp, u64)> {
+    log.lines()
+        .filter_map(|l| {
+            let (at, text) = l.split_once(' ')?;
+            let value = counter_values(text).pop()?;
+            Some((at.parse().ok()?, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counter_values_ignore_other_lines() {
+        assert_eq!(
+            super::counter_values("Counter: 0\nnoise\nCounter: 1\r\n Counter: x\n"),
+            [0, 1]
+        );
+    }
+}

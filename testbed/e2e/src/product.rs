@@ -1,0 +1,212 @@
+//! The product as the testbed runs it: noded's DaemonSet pods and the controller's Deployment,
+//! their processes on the host, and breaking them as a user would.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+
+use crate::{Testbed, eventually};
+
+/// The node daemons' DaemonSet and the controller's Deployment, as `deploy/` names them.
+pub const NODED_NAMESPACE: &str = "kube-system";
+pub const NODED_SELECTOR: &str = "app=container-checkpoint-sidecar";
+pub const CONTROLLER_NAMESPACE: &str = "external-checkpointer-system";
+pub const CONTROLLER_DEPLOYMENT: &str = "external-checkpointer-controller-manager";
+/// The controller's leader-election Lease (holder: the leading pod's name).
+pub const CONTROLLER_LEASE: &str = "checkpoint-controller";
+
+/// A pod that runs and is ready, and is not being deleted.
+fn serving(pod: &Pod) -> bool {
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    ready && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// Host PID of the process named `comm` in a container of the pod with `uid`: the kubelets'
+/// cgroupfs paths carry the pod UID.
+pub fn pod_process(uid: &str, comm: &str) -> Option<u32> {
+    let needle = format!("/pod{uid}/");
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        (name.trim() == comm && cgroup.contains(&needle)).then_some(pid)
+    })
+}
+
+/// SIGKILLs the host process `pid` and waits until it is gone.
+pub async fn kill_process(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -KILL {pid}");
+    eventually(
+        &format!("process {pid} to exit"),
+        Duration::from_secs(30),
+        || async { (!Path::new(&format!("/proc/{pid}")).exists()).then_some(()) },
+    )
+    .await;
+}
+
+impl Testbed {
+    /// The serving noded pod on `node`, if any.
+    pub async fn noded_pod(&self, client: &kube::Client, node: &str) -> Option<Pod> {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NODED_NAMESPACE);
+        let params = ListParams::default()
+            .labels(NODED_SELECTOR)
+            .fields(&format!("spec.nodeName={node}"));
+        pods.list(&params)
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(serving)
+    }
+
+    /// Waits until noded serves on `node` again (after a restart or a new pod); returns its pod.
+    pub async fn wait_noded(&self, client: &kube::Client, node: &str) -> Pod {
+        eventually(
+            &format!("noded to serve on {node}"),
+            Duration::from_secs(120),
+            || self.noded_pod(client, node),
+        )
+        .await
+    }
+
+    /// Host PID of noded's process on `node`.
+    pub async fn noded_pid(&self, client: &kube::Client, node: &str) -> u32 {
+        let pod = self.wait_noded(client, node).await;
+        let uid = pod.metadata.uid.unwrap();
+        pod_process(&uid, "noded").unwrap_or_else(|| panic!("no noded process of pod {uid}"))
+    }
+
+    /// Kills noded on `node` as a crash would (SIGKILL of its process); the kubelet restarts it.
+    pub async fn kill_noded(&self, client: &kube::Client, node: &str) {
+        kill_process(self.noded_pid(client, node).await).await;
+    }
+
+    /// Replaces noded's pod on `node` (the DaemonSet makes a new one, which sees the node's
+    /// mounts as they are now) and waits until the new one serves.
+    pub async fn replace_noded(&self, client: &kube::Client, node: &str) {
+        let old = self.wait_noded(client, node).await;
+        let name = old.metadata.name.unwrap();
+        Api::<Pod>::namespaced(client.clone(), NODED_NAMESPACE)
+            .delete(&name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting {name}: {e}"));
+        eventually(
+            &format!("a new noded pod to serve on {node}"),
+            Duration::from_secs(120),
+            || async {
+                let pod = self.noded_pod(client, node).await?;
+                (pod.metadata.name.as_deref() != Some(name.as_str())).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// The controller pod that holds the leader Lease.
+    pub async fn controller_leader(&self, client: &kube::Client) -> Pod {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+        eventually(
+            "a controller replica to lead",
+            Duration::from_secs(60),
+            || async {
+                let holder = leases
+                    .get(CONTROLLER_LEASE)
+                    .await
+                    .ok()?
+                    .spec?
+                    .holder_identity?;
+                pods.get(&holder).await.ok().filter(serving)
+            },
+        )
+        .await
+    }
+
+    /// `GET http://<pod IP>:8080/metrics` of a controller pod (the host routes pod subnets).
+    pub fn controller_metrics(&self, pod: &Pod) -> Option<String> {
+        let ip = pod.status.as_ref()?.pod_ip.as_deref()?;
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://{ip}:8080/metrics"))
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Scales the controller's Deployment to zero and waits until no replica runs; scales it back
+/// (two replicas, as deploy/ ships it) and waits until it serves again when dropped.
+pub struct ControllerDown<'a>(&'a Testbed);
+
+impl<'a> ControllerDown<'a> {
+    pub async fn new(tb: &'a Testbed, client: &kube::Client) -> Self {
+        scale_controller(client, 0).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+        eventually(
+            "every controller pod to be gone",
+            Duration::from_secs(90),
+            || async {
+                let list = pods
+                    .list(&ListParams::default().labels("control-plane=controller-manager"))
+                    .await
+                    .ok()?;
+                list.items.is_empty().then_some(())
+            },
+        )
+        .await;
+        Self(tb)
+    }
+}
+
+async fn scale_controller(client: &kube::Client, replicas: i32) {
+    Api::<Deployment>::namespaced(client.clone(), CONTROLLER_NAMESPACE)
+        .patch(
+            CONTROLLER_DEPLOYMENT,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("scaling the controller to {replicas}: {e}"));
+}
+
+impl Drop for ControllerDown<'_> {
+    fn drop(&mut self) {
+        // Drop cannot be async: kubectl does it.
+        let _ = self.0.kubectl(&[
+            "scale",
+            "-n",
+            CONTROLLER_NAMESPACE,
+            "deployment",
+            CONTROLLER_DEPLOYMENT,
+            "--replicas=2",
+        ]);
+        let out = self.0.kubectl(&[
+            "rollout",
+            "status",
+            "-n",
+            CONTROLLER_NAMESPACE,
+            "deployment",
+            CONTROLLER_DEPLOYMENT,
+            "--timeout=180s",
+        ]);
+        assert!(
+            out.status.success() || std::thread::panicking(),
+            "the controller serves again: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
