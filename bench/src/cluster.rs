@@ -1,12 +1,12 @@
-//! What every section does on the testbed: timed checkpoint requests, clean removal, pods
-//! holding memory, and the daemons' PIDs.
+//! What every section does on the testbed: timed checkpoint requests, clean removal, the
+//! daemons' host PIDs and the controller leader, and stopping a kubelet for raw CRI work.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
-use e2e::Testbed;
+use e2e::{CONTROLLER_LEASE, CONTROLLER_NAMESPACE, Testbed};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::{await_condition, delete::delete_and_finalize};
@@ -134,28 +134,145 @@ impl Cluster {
             .with_context(|| format!("deleting pod {name}"))
     }
 
-    /// Host PID of `agent` on `node` (as `testbed/agents` records it).
-    pub fn agent_pid(&self, node: &str, agent: &str) -> anyhow::Result<u32> {
-        read_pid(
-            self.tb
-                .state
-                .join("nodes")
-                .join(node)
-                .join(format!("{agent}.pid")),
-        )
+    /// Host PID of noded on `node`: the process named `noded` in that node's kubelet cgroup
+    /// root (the DaemonSet's pod there).
+    pub fn noded_pid(&self, node: &str) -> anyhow::Result<u32> {
+        let root = format!("/{CGROUP_ROOT}/{node}/");
+        one_process("noded", |cgroup| cgroup.contains(&root))
+            .with_context(|| format!("finding noded on {node}"))
     }
 
-    pub fn controller_pid(&self) -> anyhow::Result<u32> {
-        read_pid(self.tb.state.join("pids/controller.pid"))
+    /// Host PID of the leading controller: the process named `controller` in the cgroup of
+    /// the pod that holds the leader Lease.
+    pub async fn controller_pid(&self) -> anyhow::Result<u32> {
+        let pod = self.controller_leader().await?;
+        let uid = pod.metadata.uid.clone().context("a pod has a UID")?;
+        one_process("controller", |cgroup| in_pod_cgroup(cgroup, &uid))
+            .with_context(|| format!("finding the controller of pod {uid}"))
+    }
+
+    /// The controller pod holding the leader Lease.
+    pub async fn controller_leader(&self) -> anyhow::Result<Pod> {
+        let lease = Api::<Lease>::namespaced(self.client.clone(), CONTROLLER_NAMESPACE)
+            .get(CONTROLLER_LEASE)
+            .await
+            .with_context(|| format!("reading Lease {CONTROLLER_NAMESPACE}/{CONTROLLER_LEASE}"))?;
+        let holder = lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty())
+            .context("no controller holds the leader Lease")?;
+        Api::<Pod>::namespaced(self.client.clone(), CONTROLLER_NAMESPACE)
+            .get(&holder)
+            .await
+            .with_context(|| format!("reading the leader's pod {holder}"))
+    }
+
+    /// Stops `node`'s kubelet (its pods keep running) until [`KubeletStopped::start`], or
+    /// until the guard is dropped.
+    pub fn stop_kubelet(&self, node: &str) -> anyhow::Result<KubeletStopped<'_>> {
+        self.agents("stop", "kubelet", node)?;
+        Ok(KubeletStopped {
+            c: self,
+            node: node.to_owned(),
+            started: false,
+        })
+    }
+
+    fn agents(&self, action: &str, agent: &str, node: &str) -> anyhow::Result<()> {
+        let out = std::process::Command::new(self.tb.repo.join("testbed/agents"))
+            .args([action, agent, node])
+            .output()
+            .context("running testbed/agents")?;
+        if !out.status.success() {
+            bail!(
+                "testbed/agents {action} {agent} {node}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 }
 
-fn read_pid(path: PathBuf) -> anyhow::Result<u32> {
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {} (is the testbed up?)", path.display()))?;
-    text.trim()
-        .parse()
-        .with_context(|| format!("{} holds no PID", path.display()))
+/// A kubelet stopped by [`Cluster::stop_kubelet`].
+pub struct KubeletStopped<'a> {
+    c: &'a Cluster,
+    node: String,
+    started: bool,
+}
+
+impl KubeletStopped<'_> {
+    /// Starts the kubelet again and waits until it answers its health check.
+    pub async fn start(mut self) -> anyhow::Result<()> {
+        self.started = true;
+        self.c.agents("start", "kubelet", &self.node)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.c.tb.node_exec(
+                &self.node,
+                &["curl", "-sf", "--max-time", "2", KUBELET_HEALTHZ],
+            );
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the kubelet on {} is not healthy 60 s after its start",
+                    self.node
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for KubeletStopped<'_> {
+    fn drop(&mut self) {
+        if !self.started {
+            let _ = self.c.agents("start", "kubelet", &self.node);
+        }
+    }
+}
+
+/// Each node's kubelet has cgroup root `/ckpt-testbed/<node>` (testbed/files/kubernetes).
+const CGROUP_ROOT: &str = "ckpt-testbed";
+/// The kubelet's default healthz address, inside its node.
+const KUBELET_HEALTHZ: &str = "http://127.0.0.1:10248/healthz";
+
+/// Whether a `/proc/PID/cgroup` lies in the cgroup of pod `uid` (`pod<uid>` with cgroupfs,
+/// `pod<uid with _>` with the systemd driver).
+fn in_pod_cgroup(cgroup: &str, uid: &str) -> bool {
+    cgroup.contains(&format!("/pod{uid}/"))
+        || cgroup.contains(&format!("pod{}.slice", uid.replace('-', "_")))
+}
+
+/// The one process named `comm` whose `/proc/PID/cgroup` satisfies `cgroup`.
+fn one_process(comm: &str, cgroup: impl Fn(&str) -> bool) -> anyhow::Result<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Processes come and go while we look.
+        let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if name.trim_end() != comm {
+            continue;
+        }
+        if std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| cgroup(&c)) {
+            found.push(pid);
+        }
+    }
+    match found[..] {
+        [pid] => Ok(pid),
+        [] => bail!("no process named {comm} there (is the testbed up?)"),
+        _ => bail!("several processes named {comm} there: {found:?}"),
+    }
 }
 
 pub fn is_final(cc: Option<&ContainerCheckpoint>) -> bool {
@@ -165,4 +282,19 @@ pub fn is_final(cc: Option<&ContainerCheckpoint>) -> bool {
 
 pub fn secs_to_ms(samples: &[Duration]) -> Vec<f64> {
     samples.iter().map(|d| d.as_secs_f64() * 1e3).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_cgroups_are_recognised_for_both_drivers() {
+        let uid = "91a13b43-561b-4a5c-884c-fe9434d9bc78";
+        let cgroupfs = format!("8:pids:/ckpt-testbed/node2/kubepods/burstable/pod{uid}/aef48f\n");
+        assert!(in_pod_cgroup(&cgroupfs, uid));
+        let systemd = "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod91a13b43_561b_4a5c_884c_fe9434d9bc78.slice/cri-containerd-aef.scope";
+        assert!(in_pod_cgroup(systemd, uid));
+        assert!(!in_pod_cgroup(&cgroupfs, "91a13b43"));
+    }
 }

@@ -1,5 +1,6 @@
-//! Bench section 5 — Footprint: resident memory and CPU time of noded and of the controller, idle
-//! and while `concurrent` checkpoints run at once. Read from /proc, sampled every 100 ms.
+//! Bench section 5 — Footprint: resident memory and CPU time of noded (node1's DaemonSet pod)
+//! and of the controller (the leader's pod), idle and while `concurrent` checkpoints run at
+//! once. Read from the host's /proc, sampled every 100 ms.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +18,8 @@ const TICK: Duration = Duration::from_millis(100);
 
 pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let daemons = [
-        ("noded", c.agent_pid(NODE, "noded")?),
-        ("controller", c.controller_pid()?),
+        ("noded", c.noded_pid(NODE)?),
+        ("controller", c.controller_pid().await?),
     ];
     let hz = clock_ticks_per_second()?;
     let idle = sample(

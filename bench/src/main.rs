@@ -1,12 +1,14 @@
 //! `bench`: speed and footprint of the checkpoint system on the testbed, each figure measured
 //! side by side with the alternative doing the same job (the raw CRI call, buildah, skopeo).
 //! Prints a table and JSON; asserts nothing about speed. Run it through `bench/run`, which
-//! builds, installs and brings the testbed up first.
+//! builds, brings up a fresh testbed (real kubelets on CRI-O or containerd nodes) and installs
+//! the product on it first.
 
 mod checkpoint;
 mod cluster;
 mod footprint;
 mod packaging;
+mod raw;
 mod report;
 mod restore;
 mod scale;
@@ -68,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let checkpoints = checkpoint::run(&c, &plan).await?;
     rows.extend(checkpoints.rows);
     section("2 packaging");
-    let packaging = packaging::run(&checkpoints.archive, &plan);
+    let packaging = packaging::run(&checkpoints.archive, &plan, &version.runtime_name);
     std::fs::remove_file(&checkpoints.archive)?;
     rows.extend(packaging?);
     section("3 transfer");

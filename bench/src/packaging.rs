@@ -15,7 +15,8 @@ use crate::cluster::{Plan, secs_to_ms};
 use crate::report::{Better, Row};
 use crate::stats::Summary;
 
-pub fn run(archive_path: &Path, plan: &Plan) -> anyhow::Result<Vec<Row>> {
+/// `runtime` is the nodes' CRI runtime name, recorded in the image as noded records it.
+pub fn run(archive_path: &Path, plan: &Plan, runtime: &str) -> anyhow::Result<Vec<Row>> {
     // Layouts beside the archive, as noded keeps its own: the layer is a hard link, which
     // cannot cross filesystems (nor bind mounts).
     let dir = archive_path
@@ -29,7 +30,7 @@ pub fn run(archive_path: &Path, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         let layout = tempfile::Builder::new()
             .prefix("bench-pack-")
             .tempdir_in(dir)?;
-        ours.push(package(archive_path, layout.path(), rep)?);
+        ours.push(package(archive_path, layout.path(), rep, runtime)?);
         let work = tempfile::Builder::new()
             .prefix("bench-buildah-")
             .tempdir_in("/var/tmp")?;
@@ -62,7 +63,12 @@ pub fn run(archive_path: &Path, plan: &Plan) -> anyhow::Result<Vec<Row>> {
 
 /// What noded does once the runtime has written the archive: read its config, hash it, and
 /// add it to an image layout as the layer of a checkpoint image.
-fn package(archive_path: &Path, layout: &Path, rep: usize) -> anyhow::Result<Duration> {
+fn package(
+    archive_path: &Path,
+    layout: &Path,
+    rep: usize,
+    runtime: &str,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let layout = ImageLayout::open(layout)?;
     let config = archive::read_config(archive_path)?;
@@ -72,7 +78,7 @@ fn package(archive_path: &Path, layout: &Path, rep: usize) -> anyhow::Result<Dur
         namespace: "bench".into(),
         rootfs_image_name: config.rootfs_image_name,
         rootfs_image_id: config.rootfs_image,
-        runtime_name: "containerd".into(),
+        runtime_name: runtime.into(),
         runtime_version: "bench".into(),
         created: config.checkpointed_time.unwrap_or_default(),
     };

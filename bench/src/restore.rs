@@ -1,20 +1,25 @@
 //! Bench section 4 — Restore: a pod annotated `restore-from` on another node, from creation to
-//! Running, against the raw CRI CreateContainer + StartContainer of the same checkpoint image on
-//! that node (the requests the kubelet stand-in would send, without Kubernetes around them).
+//! Running, against the raw CRI calls that restore the same kind of checkpoint image on that
+//! node (see [`crate::raw`]): PullImage + CreateContainer + StartContainer of a fresh
+//! checkpoint, and CreateContainer + StartContainer of the image our pod just pulled.
+//!
+//! A kubelet stops every pod sandbox it did not make within seconds (its housekeeping kills
+//! "orphaned" runtime pods), so node2's kubelet is stopped while the raw calls run; the pods
+//! already there keep running, and it is started again before the next measurement.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use checkpointing::cri::api;
-use checkpointing::names::{RESTORE_FROM_ANNOTATION, kubelet as label};
+use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::runtime::conditions::is_pod_running;
 use kube::runtime::wait::await_condition;
-use kubelet_standin::pod::{self, Downward, Settings};
-use kubelet_standin::runtime::Cri;
 
 use crate::cluster::{Cluster, Plan, secs_to_ms};
+use crate::raw::{self, BindMount, Runtime, Sandbox};
 use crate::report::{Better, Row};
 use crate::stats::Summary;
 
@@ -25,11 +30,11 @@ const RUNNING_WITHIN: Duration = Duration::from_secs(600);
 pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let seed = "seed";
     e2e::memory_hog(&c.tb, &c.client, &c.ns, seed, FROM, plan.moved_mib).await;
-    let cri = Cri::new(c.tb.cri(TO).await);
+    let runtime = Runtime::new(c.tb.cri(TO).await);
     let (mut ours, mut present, mut pulled) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..plan.repetitions {
         let name = format!("restore-{rep}");
-        c.checkpoint(&name, seed, seed).await?;
+        let (cc, _) = c.checkpoint(&name, seed, seed).await?;
         let restored = format!("restored-{rep}");
         let started = Instant::now();
         c.pods()
@@ -47,18 +52,16 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         .with_context(|| format!("{restored} not Running within {RUNNING_WITHIN:?}"))??
         .with_context(|| format!("{restored} vanished"))?;
         ours.push(started.elapsed());
-        let host_ip = running
-            .status
-            .as_ref()
-            .and_then(|s| s.host_ip.clone())
-            .context("a running pod has a host IP")?;
-        let raw = Raw {
-            cri: &cri,
-            ns: &c.ns,
-            container: seed,
-            host_ip: &host_ip,
-        };
 
+        // The container's bind mounts, which every restore of it must provide (untimed).
+        let archive = c
+            .content(&cc)
+            .await?
+            .status
+            .and_then(|s| s.checkpoint_path)
+            .context("a Completed Content names its archive")?;
+        let spec = raw::archive_member(&c.tb.node_path(FROM, &archive), "spec.dump")?;
+        let mounts = raw::bind_mounts(&spec)?;
         // The webhook's rewrite, now in node2's runtime: only the runtime's own work is left.
         let image = running
             .spec
@@ -66,17 +69,25 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             .and_then(|s| s.containers.first())
             .and_then(|k| k.image.clone())
             .context("the restored pod has a container image")?;
+        // A checkpoint node2 has never seen: the pull goes through the node-local registries.
+        let fresh = format!("fresh-{rep}");
+        let (cc, _) = c.checkpoint(&fresh, seed, seed).await?;
+        let fresh_image = c.content(&cc).await?.status.and_then(|s| s.image);
+        let fresh_image = fresh_image.context("a Completed Content names its image")?;
+
+        let raw = Raw {
+            c,
+            runtime: &runtime,
+            container: seed,
+            mounts: &mounts,
+        };
+        let kubelet = c.stop_kubelet(TO)?;
         present.push(
             raw.restore(&format!("present-{rep}"), &image, false)
                 .await?,
         );
-
-        // A checkpoint node2 has never seen: the pull goes through the node-local registries.
-        let fresh = format!("fresh-{rep}");
-        let (cc, _) = c.checkpoint(&fresh, seed, seed).await?;
-        let image = c.content(&cc).await?.status.and_then(|s| s.image);
-        let image = image.context("a Completed Content names its image")?;
-        pulled.push(raw.restore(&fresh, &image, true).await?);
+        pulled.push(raw.restore(&fresh, &fresh_image, true).await?);
+        kubelet.start().await?;
 
         c.remove_pod(&restored).await?;
         c.remove_checkpoint(&name).await?;
@@ -122,54 +133,97 @@ fn restored_pod(name: &str, checkpoint: &str, container: &str) -> Pod {
 }
 
 /// Restores through the raw CRI on node2, in a sandbox of its own (made and removed untimed).
-/// The sandbox lacks the kubelet's pod UID label, so the stand-in leaves it alone.
 struct Raw<'a> {
-    cri: &'a Cri,
-    ns: &'a str,
+    c: &'a Cluster,
+    runtime: &'a Runtime,
     container: &'a str,
-    host_ip: &'a str,
+    mounts: &'a [BindMount],
 }
 
 impl Raw<'_> {
     /// Times [PullImage +] CreateContainer + StartContainer of checkpoint image `image`.
     async fn restore(&self, name: &str, image: &str, pull: bool) -> anyhow::Result<Duration> {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": self.ns, "uid": format!("bench-{}-{name}", self.ns)},
-            "spec": {"containers": [{"name": self.container, "image": image}]},
-        }))?;
-        let settings = Settings {
-            node_name: TO.into(),
-            node_ip: self.host_ip.into(),
-            cgroup_root: "/ckpt-testbed/bench".into(),
-            pod_log_dir: "/var/log/pods".into(),
-            runtime_name: "containerd".into(),
-        };
-        let mut sandbox_config = pod::sandbox_config(&pod, &settings, 0);
-        sandbox_config.labels.remove(label::POD_UID);
-        let spec = &pod.spec.as_ref().expect("built with a spec").containers[0];
-        let config = pod::container_config(&pod, spec, &Downward::default())
-            .map_err(|e| anyhow::anyhow!("container config: {e}"))?;
-        let cri = self.cri;
-        let sandbox = cri.run_sandbox(sandbox_config.clone()).await?;
+        let sandbox = Sandbox::new(TO, &self.c.ns, name);
+        let work = self.c.tb.node_path(TO, &raw::work_dir(name));
+        let mounts = self.mount_sources(name, &work)?;
+        let sandbox_config = raw::sandbox_config(&sandbox);
+        let config = raw::container_config(self.container, image, mounts);
+        let runtime = self.runtime;
+        let id = runtime
+            .run_sandbox(&sandbox_config)
+            .await
+            .with_context(|| format!("RunPodSandbox {name} on {TO}"))?;
         let outcome = async {
             let started = Instant::now();
             if pull {
-                cri.pull_image(image, &sandbox_config).await?;
+                runtime
+                    .pull_image(image, &sandbox_config)
+                    .await
+                    .with_context(|| format!("PullImage {image} on {TO}"))?;
             }
-            let id = cri
-                .create_container(&sandbox, config, sandbox_config.clone())
-                .await?;
-            cri.start_container(&id).await?;
+            let container = runtime
+                .create_container(&id, config, &sandbox_config)
+                .await
+                .with_context(|| format!("CreateContainer from {image} on {TO}"))?;
+            runtime
+                .start_container(&container)
+                .await
+                .with_context(|| format!("StartContainer {container} on {TO}"))?;
             let took = started.elapsed();
-            let state = cri.container_status(&id).await?.state;
+            let (state, why) = runtime.container_state(&container).await?;
             if state != api::ContainerState::ContainerRunning as i32 {
-                bail!("the raw restore of {image} is not running (state {state})");
+                bail!("the raw restore of {image} is not running (state {state}: {why})");
             }
             Ok(took)
         }
         .await;
-        cri.stop_sandbox(&sandbox).await?;
-        cri.remove_sandbox(&sandbox).await?;
+        runtime.remove_sandbox(&id).await?;
+        remove_cgroups(&sandbox.cgroup_parent);
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
         outcome
+    }
+
+    /// An empty file or directory on node2 for every bind mount, of the kind the checkpointed
+    /// container's source on node1 is; also the sandbox's log directory.
+    fn mount_sources(&self, name: &str, work: &Path) -> anyhow::Result<Vec<api::Mount>> {
+        std::fs::create_dir_all(work.join("logs"))?;
+        let in_node = raw::work_dir(name);
+        let mut mounts = Vec::new();
+        for (i, m) in self.mounts.iter().enumerate() {
+            let host = work.join(format!("mount-{i}"));
+            if self.c.tb.node_path(FROM, &m.source).is_dir() {
+                std::fs::create_dir_all(&host)?;
+            } else {
+                std::fs::write(&host, b"")?;
+            }
+            mounts.push(api::Mount {
+                container_path: m.destination.clone(),
+                host_path: format!("{in_node}/mount-{i}"),
+                readonly: m.readonly,
+                ..Default::default()
+            });
+        }
+        Ok(mounts)
+    }
+}
+
+/// The sandbox's cgroup directories in every hierarchy, which the runtimes leave behind, child
+/// cgroups first (best effort: `testbed/down` removes whatever is left).
+fn remove_cgroups(parent: &str) {
+    fn remove_tree(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&entry.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        remove_tree(&h.path().join(parent.trim_start_matches('/')));
     }
 }

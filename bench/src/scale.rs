@@ -21,8 +21,8 @@ const PODS_PER_NODE: usize = 5;
 /// Creates in flight at once: a client that does not wait for each answer, as `kubectl apply`
 /// of a long list in parallel would.
 const CREATING: usize = 16;
-/// The testbed's controller admin port (`CONTROLLER_ADMIN_PORT` in testbed/lib.sh).
-const CONTROLLER_METRICS: &str = "http://127.0.0.1:18080/metrics";
+/// The controller's admin port (`--admin-addr` in deploy/base/controller.yaml), on its pod IP.
+const CONTROLLER_ADMIN_PORT: u16 = 8080;
 const HISTOGRAM: &str = "checkpoint_controller_reconcile_duration_seconds";
 
 pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
@@ -36,7 +36,9 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     }
     let finished: Arc<Mutex<HashMap<String, (Instant, CheckpointState)>>> = Arc::default();
     let watch = tokio::spawn(record_final(c.checkpoints(), finished.clone()));
-    let before = histogram_buckets(&controller_metrics()?, HISTOGRAM);
+    // The leader reconciles; the same pod is asked before and after.
+    let metrics = controller_metrics_url(c).await?;
+    let before = histogram_buckets(&scrape(&metrics)?, HISTOGRAM);
 
     let created: Mutex<HashMap<String, Instant>> = Mutex::default();
     let started = Instant::now();
@@ -74,7 +76,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     watch.abort();
-    let after = histogram_buckets(&controller_metrics()?, HISTOGRAM);
+    let after = histogram_buckets(&scrape(&metrics)?, HISTOGRAM);
 
     let finished = finished.lock().unwrap().clone();
     let created = created.into_inner().unwrap();
@@ -172,13 +174,23 @@ async fn record_final(
     }
 }
 
-fn controller_metrics() -> anyhow::Result<String> {
+/// `/metrics` of the leading controller, on its pod IP (the host routes every pod subnet).
+async fn controller_metrics_url(c: &Cluster) -> anyhow::Result<String> {
+    let pod = c.controller_leader().await?;
+    let ip = pod
+        .status
+        .and_then(|s| s.pod_ip)
+        .context("the leader's pod has no IP")?;
+    Ok(format!("http://{ip}:{CONTROLLER_ADMIN_PORT}/metrics"))
+}
+
+fn scrape(url: &str) -> anyhow::Result<String> {
     let out = std::process::Command::new("curl")
-        .args(["-sSf", "--max-time", "5", CONTROLLER_METRICS])
+        .args(["-sSf", "--max-time", "5", url])
         .output()?;
     anyhow::ensure!(
         out.status.success(),
-        "scraping {CONTROLLER_METRICS}: {}",
+        "scraping {url}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8(out.stdout)?)
