@@ -23,8 +23,8 @@ pub use counter::{
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 pub use product::{
-    CONTROLLER_DEPLOYMENT, CONTROLLER_LEASE, CONTROLLER_NAMESPACE, ControllerDown, NODED_NAMESPACE,
-    NODED_SELECTOR, kill_process, pod_process,
+    CONTROLLER_DEPLOYMENT, CONTROLLER_LEASE, CONTROLLER_NAMESPACE, CONTROLLER_SELECTOR,
+    ControllerDown, NODED_NAMESPACE, NODED_SELECTOR, kill_process, pod_process,
 };
 
 /// The running testbed. Tests fail (never skip) when it is not up: an e2e test that silently

@@ -17,6 +17,7 @@ pub const NODED_NAMESPACE: &str = "kube-system";
 pub const NODED_SELECTOR: &str = "app=container-checkpoint-sidecar";
 pub const CONTROLLER_NAMESPACE: &str = "external-checkpointer-system";
 pub const CONTROLLER_DEPLOYMENT: &str = "external-checkpointer-controller-manager";
+pub const CONTROLLER_SELECTOR: &str = "control-plane=controller-manager";
 /// The controller's leader-election Lease (holder: the leading pod's name).
 pub const CONTROLLER_LEASE: &str = "checkpoint-controller";
 
@@ -58,6 +59,24 @@ pub async fn kill_process(pid: u32) {
 }
 
 impl Testbed {
+    /// Waits for the rollout of `workload` (`deployment/NAME`, `daemonset/NAME`) in `namespace`.
+    /// Also called from `Drop`: a failure while already panicking is not raised again.
+    pub fn rollout_status(&self, namespace: &str, workload: &str) {
+        let out = self.kubectl(&[
+            "rollout",
+            "status",
+            "-n",
+            namespace,
+            workload,
+            "--timeout=180s",
+        ]);
+        assert!(
+            out.status.success() || std::thread::panicking(),
+            "{workload} rolls out: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The serving noded pod on `node`, if any.
     pub async fn noded_pod(&self, client: &kube::Client, node: &str) -> Option<Pod> {
         let pods: Api<Pod> = Api::namespaced(client.clone(), NODED_NAMESPACE);
@@ -161,7 +180,7 @@ impl<'a> ControllerDown<'a> {
             Duration::from_secs(90),
             || async {
                 let list = pods
-                    .list(&ListParams::default().labels("control-plane=controller-manager"))
+                    .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
                     .await
                     .ok()?;
                 list.items.is_empty().then_some(())
@@ -194,19 +213,9 @@ impl Drop for ControllerDown<'_> {
             CONTROLLER_DEPLOYMENT,
             "--replicas=2",
         ]);
-        let out = self.0.kubectl(&[
-            "rollout",
-            "status",
-            "-n",
+        self.0.rollout_status(
             CONTROLLER_NAMESPACE,
-            "deployment",
-            CONTROLLER_DEPLOYMENT,
-            "--timeout=180s",
-        ]);
-        assert!(
-            out.status.success() || std::thread::panicking(),
-            "the controller serves again: {}",
-            String::from_utf8_lossy(&out.stderr)
+            &format!("deployment/{CONTROLLER_DEPLOYMENT}"),
         );
     }
 }

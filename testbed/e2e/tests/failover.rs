@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use e2e::{
-    CONTROLLER_DEPLOYMENT, CONTROLLER_NAMESPACE, TestNamespace, Testbed, checkpoint_request,
-    eventually, kill_process, memory_hog, outcome, pod_process,
+    CONTROLLER_DEPLOYMENT, CONTROLLER_NAMESPACE, CONTROLLER_SELECTOR, TestNamespace, Testbed,
+    checkpoint_request, eventually, kill_process, memory_hog, outcome, pod_process,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -27,7 +27,7 @@ async fn a_checkpoint_completes_after_the_leader_is_killed() {
         Duration::from_secs(30),
         || async {
             let replicas = pods
-                .list(&ListParams::default().labels("control-plane=controller-manager"))
+                .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
                 .await
                 .ok()?
                 .items;
@@ -98,15 +98,10 @@ async fn a_checkpoint_completes_after_the_leader_is_killed() {
     assert_eq!(leader_gauge(&tb, &new_leader), Some(1));
 
     // Two replicas again for the tests that follow.
-    tb.kubectl_ok(&[
-        "rollout",
-        "status",
-        "-n",
+    tb.rollout_status(
         CONTROLLER_NAMESPACE,
-        "deployment",
-        CONTROLLER_DEPLOYMENT,
-        "--timeout=120s",
-    ]);
+        &format!("deployment/{CONTROLLER_DEPLOYMENT}"),
+    );
 }
 
 /// `checkpoint_controller_leader` from the replica's /metrics; None when it does not answer.

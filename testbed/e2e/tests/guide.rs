@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use e2e::{
-    CONTROLLER_NAMESPACE, NODED_NAMESPACE, NODED_SELECTOR, TestNamespace, Testbed,
-    assert_counter_resumes, counter_log, counter_pod, run_pod, value_at_checkpoint,
+    CONTROLLER_NAMESPACE, CONTROLLER_SELECTOR, NODED_NAMESPACE, NODED_SELECTOR, TestNamespace,
+    Testbed, assert_counter_resumes, counter_log, counter_pod, run_pod, value_at_checkpoint,
     wait_checkpoint, wait_running,
 };
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -85,7 +85,7 @@ async fn the_seed_guide_works_on_the_real_cluster() {
         "-n",
         CONTROLLER_NAMESPACE,
         "-l",
-        "control-plane=controller-manager",
+        CONTROLLER_SELECTOR,
         "--no-headers",
     ]);
     assert_eq!(
@@ -101,7 +101,7 @@ async fn the_seed_guide_works_on_the_real_cluster() {
         "-n",
         CONTROLLER_NAMESPACE,
         "-l",
-        "control-plane=controller-manager",
+        CONTROLLER_SELECTOR,
         "--tail=-1",
     ]);
     assert!(

@@ -315,7 +315,7 @@ impl<'a> NodedEnv<'a> {
         let mut args = vec!["set", "env", "-n", NODED_NAMESPACE, NODED_DAEMONSET];
         args.extend(vars);
         tb.kubectl_ok(&args);
-        rollout(tb);
+        tb.rollout_status(NODED_NAMESPACE, NODED_DAEMONSET);
         Self(tb)
     }
 }
@@ -330,24 +330,8 @@ impl Drop for NodedEnv<'_> {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        rollout(self.0);
+        self.0.rollout_status(NODED_NAMESPACE, NODED_DAEMONSET);
     }
-}
-
-fn rollout(tb: &Testbed) {
-    let out = tb.kubectl(&[
-        "rollout",
-        "status",
-        "-n",
-        NODED_NAMESPACE,
-        NODED_DAEMONSET,
-        "--timeout=180s",
-    ]);
-    assert!(
-        out.status.success() || std::thread::panicking(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test]
