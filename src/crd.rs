@@ -26,7 +26,7 @@ impl CheckpointState {
 }
 
 /// Schema of an optional [`CheckpointState`]: a plain string enum. The derived one lists `null`
-/// among the enum values, which Kubernetes 1.20 rejects.
+/// among the enum values, which the API server's structural schema check rejects.
 fn state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",

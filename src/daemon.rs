@@ -1,5 +1,4 @@
-//! Start-up shared by our daemons (controller, noded, the testbed's kubelet stand-in): log
-//! output and the Kubernetes client.
+//! Start-up shared by our daemons (controller, noded): log output and the Kubernetes client.
 
 use std::io::IsTerminal;
 use std::path::Path;

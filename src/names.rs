@@ -22,7 +22,7 @@ pub const NODE_LABEL: &str = "checkpointing.zacchaeuschok.github.io/node";
 /// Finalizer noded puts on a Content so its archive and image blobs go before the object does.
 pub const ARCHIVE_FINALIZER: &str = "checkpointing.zacchaeuschok.github.io/archive";
 
-/// Labels the kubelet (and our testbed stand-in) puts on every CRI sandbox and container.
+/// Labels the kubelet puts on every CRI sandbox and container.
 pub mod kubelet {
     pub const POD_NAME: &str = "io.kubernetes.pod.name";
     pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";

@@ -414,7 +414,7 @@ mod tests {
                            default/containercheckpoints/counter-checkpoint";
     const UID: &str = "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4";
 
-    /// An AdmissionReview as kube-apiserver 1.20 posts it for `kubectl apply` of the seed's
+    /// An AdmissionReview as kube-apiserver posts it for `kubectl apply` of the seed's
     /// restored pod (with a sidecar before `counter`); `from` sets the annotation.
     fn review(from: Option<&str>) -> String {
         let mut annotations = json!({
@@ -763,7 +763,7 @@ mod tests {
             hook["namespaceSelector"]["matchExpressions"][0]["values"],
             json!(["kube-system"])
         );
-        assert!(hook.get("matchConditions").is_none(), "1.20 has none");
+        assert!(hook.get("matchConditions").is_none());
         assert_eq!(hook["clientConfig"]["url"], "https://10.77.0.1:8443/mutate");
         assert!(hook["clientConfig"].get("service").is_none());
         // caBundle is base64 of the PEM.
