@@ -1,10 +1,14 @@
 //! Shared library of the container checkpoint system: the CRD types, the names (annotations,
-//! labels, finalizers) every binary agrees on, the CRI v1 client, the checkpoint archive reader
-//! and the OCI checkpoint-image writer.
+//! labels, finalizers) every binary agrees on and the daemons' start-up; with the `node`
+//! feature also the CRI v1 client, the checkpoint archive reader and the OCI checkpoint-image
+//! writer, which only the node side uses.
 
+#[cfg(feature = "node")]
 pub mod archive;
 pub mod crd;
+#[cfg(feature = "node")]
 pub mod cri;
 pub mod daemon;
 pub mod names;
+#[cfg(feature = "node")]
 pub mod oci;
