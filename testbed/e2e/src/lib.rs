@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
 use checkpointing::cri::{CriClient, CriConfig};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 
 mod counter;
@@ -156,10 +156,20 @@ impl TestNamespace {
         let name = format!("e2e-{prefix}-{suffix}");
         let ns: Namespace =
             serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-        Api::<Namespace>::all(testbed.client().await)
+        let client = testbed.client().await;
+        Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await
             .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        // ServiceAccount admission refuses pods until the controller-manager has made the
+        // namespace's `default` ServiceAccount.
+        let accounts: Api<ServiceAccount> = Api::namespaced(client, &name);
+        eventually(
+            &format!("ServiceAccount {name}/default"),
+            Duration::from_secs(30),
+            || async { accounts.get_opt("default").await.ok().flatten() },
+        )
+        .await;
         Self {
             name,
             testbed: testbed.clone(),
