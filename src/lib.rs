@@ -12,3 +12,5 @@ pub mod daemon;
 pub mod names;
 #[cfg(feature = "node")]
 pub mod oci;
+#[cfg(feature = "test-util")]
+pub mod testing;

@@ -5,8 +5,6 @@
 
 mod admin;
 mod admission;
-#[cfg(test)]
-mod fake_api;
 mod leader;
 mod reconcile;
 mod retention;

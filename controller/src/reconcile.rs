@@ -527,8 +527,8 @@ async fn announce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_api::{FakeApi, Seen};
     use checkpointing::crd::{ContainerCheckpointContentStatus, ContainerCheckpointSpec};
+    use checkpointing::testing::{FakeApi, Seen};
     use k8s_openapi::api::coordination::v1::LeaseSpec;
     use k8s_openapi::api::core::v1::{
         Container, ContainerState, ContainerStateRunning, ContainerStatus, PodSpec, PodStatus,

@@ -401,11 +401,11 @@ async fn look_up(
 mod tests {
     use super::*;
     use crate::admission::tests::{DIGEST, apply, checkpoint, image};
-    use crate::fake_api::FakeApi;
     use axum::body::Body;
     use axum::http::Request;
     use checkpointing::crd::CheckpointState;
     use checkpointing::names::RESTORED_FROM_DIGEST_ANNOTATION;
+    use checkpointing::testing::FakeApi;
     use serde_json::json;
     use tower::ServiceExt;
 

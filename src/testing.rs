@@ -1,12 +1,12 @@
-//! A recording stand-in for the API server, for testing the reconcile shell: it answers each
-//! request from a table the test fills and remembers what was asked.
+//! Test fakes shared by both binaries (feature `test-util`): a recording stand-in for the API
+//! server that answers each request from a table the test fills and remembers what was asked.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
 use serde_json::{Value, json};
 
 /// One request as the API server saw it.
@@ -57,9 +57,7 @@ impl FakeApi {
 
     async fn answer(&self, request: Request<kube::client::Body>) -> Response<Body> {
         let (parts, body) = request.into_parts();
-        let bytes = axum::body::to_bytes(Body::new(body), usize::MAX)
-            .await
-            .expect("request body");
+        let bytes = body.collect_bytes().await.expect("request body");
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
         let path = parts.uri.path().to_owned();
         self.seen.lock().unwrap().push(Seen {
@@ -109,6 +107,6 @@ fn respond(code: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
         .status(code)
         .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
+        .body(Body::from(body.to_string().into_bytes()))
         .expect("valid response")
 }
