@@ -3,8 +3,11 @@
 //! feature also the CRI v1 client, the checkpoint archive reader and the OCI checkpoint-image
 //! writer, which only the node side uses.
 
+#[cfg(feature = "admin")]
+pub mod admin;
 #[cfg(feature = "node")]
 pub mod archive;
+pub mod backoff;
 pub mod crd;
 #[cfg(feature = "node")]
 pub mod cri;
