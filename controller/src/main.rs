@@ -5,8 +5,12 @@
 
 mod admin;
 mod admission;
+mod backoff;
+#[cfg(test)]
+mod fixtures;
+mod kube_error;
 mod leader;
-mod reconcile;
+mod request;
 mod retention;
 mod status;
 mod tls;
@@ -37,7 +41,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, info, warn};
 
 use crate::admin::{Admin, Metrics};
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::request::{Context, error_policy, reconcile};
 use crate::webhook::Endpoint;
 
 /// How long in-flight reconciles may take to finish after SIGTERM.

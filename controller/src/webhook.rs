@@ -36,7 +36,8 @@ use tracing::{info, warn};
 
 use crate::admin::Metrics;
 use crate::admission::{self, Access, CHECKPOINT_RESOURCE, Denial, Restore};
-use crate::reconcile::{backoff, cause};
+use crate::backoff::backoff;
+use crate::kube_error::cause;
 
 /// Name of the `MutatingWebhookConfiguration` the controller keeps.
 pub const CONFIGURATION_NAME: &str = "checkpointing-restore";
