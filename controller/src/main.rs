@@ -4,7 +4,6 @@
 //! registers the restore admission webhook.
 
 mod admin;
-mod admission;
 mod backoff;
 #[cfg(test)]
 mod fixtures;
@@ -42,7 +41,8 @@ use tracing::{debug, info, warn};
 
 use crate::admin::{Admin, Metrics};
 use crate::request::{Context, error_policy, reconcile};
-use crate::webhook::Endpoint;
+use crate::webhook::registration::{self, Endpoint};
+use crate::webhook::serve;
 
 /// How long in-flight reconciles may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -161,7 +161,7 @@ struct WebhookArgs {
     #[arg(
         long,
         env = "CONTROLLER_WEBHOOK_SERVICE_NAME",
-        default_value = webhook::DEFAULT_SERVICE_NAME
+        default_value = registration::DEFAULT_SERVICE_NAME
     )]
     webhook_service_name: String,
 }
@@ -302,7 +302,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.set_leader(true);
     }
     servers.registration = configuration
-        .map(|configuration| tokio::spawn(webhook::register(client.clone(), configuration)));
+        .map(|configuration| tokio::spawn(registration::register(client.clone(), configuration)));
     // Only the leader deletes; the task ends with the process.
     let policy = args.retention.policy();
     if policy.is_active() {
@@ -409,7 +409,7 @@ impl Servers {
 
 /// Makes the webhook's certificates (or, with `shared_in`, takes them from the Secret there,
 /// shared by all replicas) and serves it until `shutdown`. Returns the server and the
-/// registration for [`webhook::register`].
+/// registration for [`registration::register`].
 async fn start_webhook(
     client: &kube::Client,
     metrics: &Arc<Metrics>,
@@ -438,7 +438,7 @@ async fn start_webhook(
         .with_context(|| format!("binding the webhook address {}", settings.addr))?;
     let listener = tls::TlsListener::new(tcp, certificates.server_config()?)
         .context("listening for webhook connections")?;
-    let router = webhook::router(webhook::Webhook {
+    let router = serve::router(serve::Webhook {
         client: client.clone(),
         metrics: metrics.clone(),
     });
@@ -454,7 +454,7 @@ async fn start_webhook(
         endpoint = ?settings.endpoint,
         "serving the restore admission webhook"
     );
-    let configuration = webhook::configuration(&settings.endpoint, &certificates.ca_pem);
+    let configuration = registration::configuration(&settings.endpoint, &certificates.ca_pem);
     Ok((server, configuration))
 }
 
