@@ -121,7 +121,8 @@ pub async fn enforce(client: kube::Client, policy: Policy, interval: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use checkpointing::crd::{ContainerCheckpointSpec, ContainerCheckpointStatus};
+    use crate::fixtures::{now, request};
+    use checkpointing::crd::ContainerCheckpointStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn cc(
@@ -131,16 +132,9 @@ mod tests {
         state: CheckpointState,
         pinned: bool,
     ) -> ContainerCheckpoint {
-        let mut cc = ContainerCheckpoint::new(
-            name,
-            ContainerCheckpointSpec {
-                pod_name: "app".into(),
-                container: container.into(),
-                namespace: None,
-                timeout_seconds: None,
-            },
-        );
-        cc.metadata.namespace = Some("ns".into());
+        let mut cc = request();
+        cc.metadata.name = Some(name.into());
+        cc.spec.container = container.into();
         cc.metadata.uid = Some(format!("uid-{name}"));
         let at = now() - Duration::from_secs(age_s.unsigned_abs());
         cc.metadata.creation_timestamp = Some(Time(at));
@@ -154,10 +148,6 @@ mod tests {
                 Some([(PINNED_ANNOTATION.to_owned(), "true".to_owned())].into());
         }
         cc
-    }
-
-    fn now() -> Timestamp {
-        "2026-11-24T12:00:00Z".parse().unwrap()
     }
 
     fn names(gone: Vec<(String, String, String)>) -> Vec<String> {

@@ -1,11 +1,7 @@
 use super::*;
-use crate::fixtures::{lease, pod, request};
+use crate::fixtures::{content, content_with, lease, now, pod, request};
 use checkpointing::crd::ContainerCheckpointContentStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-fn now() -> Timestamp {
-    "2025-01-01T00:01:00Z".parse().unwrap()
-}
 
 fn observed<'a>(
     request: &'a ContainerCheckpoint,
@@ -21,22 +17,6 @@ fn observed<'a>(
         lease_namespace: "kube-system",
         now: now(),
     }
-}
-
-/// The Content the controller creates for `request()` on `pod()`.
-fn created(request: &ContainerCheckpoint) -> ContainerCheckpointContent {
-    let (p, l) = (pod(), lease("2025-01-01T00:00:50Z"));
-    plan(&observed(request, None, Some(&p), Some(&l)))
-        .create_content
-        .unwrap()
-}
-
-fn with_status(
-    mut content: ContainerCheckpointContent,
-    status: ContainerCheckpointContentStatus,
-) -> ContainerCheckpointContent {
-    content.status = Some(status);
-    content
 }
 
 /// Nothing to write and nothing to announce.
@@ -84,6 +64,11 @@ fn valid_request_creates_its_content_and_goes_pending() {
             pod_uid: "uid-pod".into(),
             timeout_seconds: Some(30),
         }
+    );
+    assert_eq!(
+        serde_json::to_value(content).unwrap(),
+        serde_json::to_value(crate::fixtures::content()).unwrap(),
+        "the shared fixture is what the plan creates"
     );
     // Metadata and spec only: the status belongs to noded.
     let json = serde_json::to_value(content).unwrap();
@@ -203,19 +188,16 @@ fn refused_request_is_left_alone_afterwards() {
 #[test]
 fn completed_content_completes_the_request_once() {
     let req = request();
-    let content = created(&req);
+    let content = content();
     let req = applied(&req, &plan(&observed(&req, Some(&content), None, None)));
-    let done = with_status(
-        content,
-        ContainerCheckpointContentStatus {
-            state: Some(CheckpointState::Completed),
-            ready: true,
-            archive_size: Some(4096),
-            image: Some("localhost:5000/checkpoints/cc1@sha256:ab".into()),
-            checkpoint_time: Some(Time(now())),
-            ..Default::default()
-        },
-    );
+    let done = content_with(ContainerCheckpointContentStatus {
+        state: Some(CheckpointState::Completed),
+        ready: true,
+        archive_size: Some(4096),
+        image: Some("localhost:5000/checkpoints/cc1@sha256:ab".into()),
+        checkpoint_time: Some(Time(now())),
+        ..Default::default()
+    });
     let p = plan(&observed(&req, Some(&done), None, None));
     let status = p.status.as_ref().unwrap();
     assert_eq!(status.state, Some(CheckpointState::Completed));
@@ -239,14 +221,11 @@ fn completed_content_completes_the_request_once() {
 #[test]
 fn failed_content_fails_the_request_with_its_message() {
     let req = request();
-    let content = with_status(
-        created(&req),
-        ContainerCheckpointContentStatus {
-            state: Some(CheckpointState::Failed),
-            message: Some("CheckpointContainer: criu dump failed".into()),
-            ..Default::default()
-        },
-    );
+    let content = content_with(ContainerCheckpointContentStatus {
+        state: Some(CheckpointState::Failed),
+        message: Some("CheckpointContainer: criu dump failed".into()),
+        ..Default::default()
+    });
     let p = plan(&observed(&req, Some(&content), None, None));
     let status = p.status.as_ref().unwrap();
     assert_eq!(status.state, Some(CheckpointState::Failed));
@@ -260,15 +239,12 @@ fn failed_content_fails_the_request_with_its_message() {
 #[test]
 fn running_content_is_mirrored_without_an_event() {
     let req = request();
-    let content = created(&req);
+    let content = content();
     let req = applied(&req, &plan(&observed(&req, Some(&content), None, None)));
-    let running = with_status(
-        content,
-        ContainerCheckpointContentStatus {
-            state: Some(CheckpointState::Running),
-            ..Default::default()
-        },
-    );
+    let running = content_with(ContainerCheckpointContentStatus {
+        state: Some(CheckpointState::Running),
+        ..Default::default()
+    });
     let p = plan(&observed(&req, Some(&running), None, None));
     assert_eq!(p.status.unwrap().state, Some(CheckpointState::Running));
     assert_eq!(p.transition, None);
@@ -278,7 +254,7 @@ fn running_content_is_mirrored_without_an_event() {
 fn content_is_the_truth_once_it_exists() {
     // The pod is gone and the node daemon silent, yet the Content decides.
     let req = request();
-    let content = created(&req);
+    let content = content();
     let p = plan(&observed(&req, Some(&content), None, None));
     assert!(p.create_content.is_none());
     assert_eq!(p.status.unwrap().state, Some(CheckpointState::Pending));
@@ -287,7 +263,7 @@ fn content_is_the_truth_once_it_exists() {
 #[test]
 fn content_of_another_request_is_not_taken_over() {
     let req = request();
-    let mut foreign = created(&req);
+    let mut foreign = content();
     foreign.metadata.owner_references.as_mut().unwrap()[0].uid = "uid-old".into();
     let p = plan(&observed(&req, Some(&foreign), Some(&pod()), None));
     assert!(p.create_content.is_none());
@@ -317,7 +293,7 @@ fn request_being_deleted_needs_nothing() {
 #[test]
 fn generation_change_is_recorded() {
     let req = request();
-    let content = created(&req);
+    let content = content();
     let mut req = applied(&req, &plan(&observed(&req, Some(&content), None, None)));
     req.metadata.generation = Some(2);
     let p = plan(&observed(&req, Some(&content), None, None));
@@ -339,7 +315,7 @@ fn api_error(code: u16, reason: &str) -> kube::Error {
 #[test]
 fn rejected_content_fails_the_request_other_errors_keep_it_pending() {
     let req = request();
-    let content = created(&req);
+    let content = content();
     let p = content_not_created(&req, &content, &api_error(422, "Invalid"), now());
     let status = p.status.unwrap();
     assert_eq!(status.state, Some(CheckpointState::Failed));

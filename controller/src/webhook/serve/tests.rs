@@ -1,5 +1,5 @@
 use super::*;
-use crate::webhook::admission::tests::{DIGEST, apply, checkpoint, image};
+use crate::fixtures::{DIGEST, apply, checkpoint, image};
 use axum::body::Body;
 use axum::http::Request;
 use checkpointing::crd::CheckpointState;
