@@ -31,8 +31,8 @@ use checkpointing::names::{CONTROLLER_MANAGER, DEFAULT_LEASE_NAMESPACE};
 use clap::{Args, Parser, Subcommand};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -264,11 +264,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let requests_synced = Arc::new(AtomicBool::new(false));
     let contents_synced = Arc::new(AtomicBool::new(false));
+    let leases_synced = Arc::new(AtomicBool::new(false));
     let leading = Arc::new(AtomicBool::new(elector.is_none()));
     metrics.set_leader(elector.is_none());
     let admin = Admin {
         metrics: metrics.clone(),
-        watches: vec![requests_synced.clone(), contents_synced.clone()],
+        watches: vec![
+            requests_synced.clone(),
+            contents_synced.clone(),
+            leases_synced.clone(),
+        ],
         leading: leading.clone(),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -303,35 +308,51 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     servers.registration = configuration
         .map(|configuration| tokio::spawn(registration::register(client.clone(), configuration)));
-    // Only the leader deletes; the task ends with the process.
-    let policy = args.retention.policy();
-    if policy.is_active() {
-        info!(?policy, "retention on");
-        let interval = Duration::from_secs(args.retention.retention_interval_seconds.max(1));
-        tokio::spawn(retention::enforce(client.clone(), policy, interval));
-    }
-
     // Our own watches, not `Controller::new` and `owns()`, so readiness can tell when each has
-    // listed everything. Contents: metadata only, as `owns()` would.
+    // listed everything, and so that reconciles decide from their stores rather than reading
+    // afresh. The noded Leases: every Lease of their namespace, a handful.
     let requests = Api::<ContainerCheckpoint>::all(client.clone());
     let (store, writer) = reflector::store();
     let request_changes = reflector(writer, watcher(requests, watcher::Config::default()))
         .inspect_ok(mark_synced(requests_synced, "ContainerCheckpoint"))
         .applied_objects();
-    let contents = Api::<PartialObjectMeta<ContainerCheckpointContent>>::all(client.clone());
-    let content_changes = watcher(contents, watcher::Config::default())
+    let contents = Api::<ContainerCheckpointContent>::all(client.clone());
+    let (content_store, writer) = reflector::store();
+    let content_changes = reflector(writer, watcher(contents, watcher::Config::default()))
         .inspect_ok(mark_synced(contents_synced, "ContainerCheckpointContent"))
         .touched_objects();
+    let leases = Api::<Lease>::namespaced(client.clone(), &args.lease_namespace);
+    let (lease_store, writer) = reflector::store();
+    let lease_watch = watcher(leases, watcher::Config::default()).default_backoff();
+    let lease_changes = reflector(writer, lease_watch)
+        .inspect_ok(mark_synced(leases_synced, "Lease"))
+        .touched_objects();
+    // Only the leader deletes; the task ends with the process.
+    let policy = args.retention.policy();
+    if policy.is_active() {
+        info!(?policy, "retention on");
+        let interval = Duration::from_secs(args.retention.retention_interval_seconds.max(1));
+        tokio::spawn(retention::enforce(
+            client.clone(),
+            store.clone(),
+            policy,
+            interval,
+        ));
+    }
     let controller = Controller::for_stream(request_changes, store)
         .owns_stream(content_changes)
         .graceful_shutdown_on(shutdown.clone());
+    // Lease changes trigger no reconcile; the store has only to be kept.
+    tokio::spawn(lease_changes.for_each(|_| std::future::ready(())));
 
     let recorder = Recorder::new(client.clone(), CONTROLLER_MANAGER.into());
     let ctx = Arc::new(Context::new(
         client,
         recorder,
-        args.lease_namespace,
         metrics.clone(),
+        content_store,
+        lease_store,
+        args.lease_namespace,
     ));
     info!("controller started");
     let controller = controller

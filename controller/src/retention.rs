@@ -9,7 +9,8 @@ use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
 use checkpointing::names::PINNED_ANNOTATION;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
+use kube::runtime::reflector::Store;
 
 /// Keep, per container (namespace, pod, container), the newest `keep_newest` completed
 /// checkpoints and/or those younger than `max_age`. Pinned, failed and unfinished requests are
@@ -45,8 +46,8 @@ fn pinned(cc: &ContainerCheckpoint) -> bool {
 type ContainerKey = (String, String, String);
 
 /// The requests `policy` lets go, as (namespace, name, uid).
-pub fn expired(
-    requests: &[ContainerCheckpoint],
+pub fn expired<'a>(
+    requests: impl IntoIterator<Item = &'a ContainerCheckpoint>,
     policy: &Policy,
     now: Timestamp,
 ) -> Vec<(String, String, String)> {
@@ -85,20 +86,24 @@ pub fn expired(
     gone
 }
 
-/// Applies `policy` every `interval` until the task is dropped.
-pub async fn enforce(client: kube::Client, policy: Policy, interval: Duration) {
-    let all: Api<ContainerCheckpoint> = Api::all(client.clone());
+/// Applies `policy` every `interval` until the task is dropped, deciding from `requests`, the
+/// controller's store of every request.
+pub async fn enforce(
+    client: kube::Client,
+    requests: Store<ContainerCheckpoint>,
+    policy: Policy,
+    interval: Duration,
+) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
-        let requests = match all.list(&ListParams::default()).await {
-            Ok(list) => list.items,
-            Err(error) => {
-                tracing::warn!(%error, "retention: listing ContainerCheckpoints failed");
-                continue;
-            }
-        };
-        for (namespace, name, uid) in expired(&requests, &policy, Timestamp::now()) {
+        if requests.wait_until_ready().await.is_err() {
+            return; // the watch is gone: shutting down
+        }
+        let all = requests.state();
+        for (namespace, name, uid) in
+            expired(all.iter().map(AsRef::as_ref), &policy, Timestamp::now())
+        {
             let api: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &namespace);
             // The UID precondition keeps a re-created request of the same name safe.
             let params = DeleteParams {

@@ -162,16 +162,17 @@ fn finish(
     status
 }
 
-/// A change of state that users hear about through an Event.
+/// A change to a final state: users hear about it through an Event. Earlier states are told
+/// by the status alone; an Event each would cost an API call per request and say nothing the
+/// status does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
-    Requested,
     Completed,
     Failed,
 }
 
-/// The Event a move from `old` to `new` deserves: only real changes of state count, so a
-/// re-reconcile that rewrites the same state stays quiet.
+/// The Event a move from `old` to `new` deserves: only a real change to a final state counts,
+/// so a re-reconcile that rewrites the same state stays quiet.
 pub fn transition(
     old: Option<CheckpointState>,
     new: Option<CheckpointState>,
@@ -180,9 +181,6 @@ pub fn transition(
         return None;
     }
     match new? {
-        CheckpointState::Pending | CheckpointState::Running if old.is_none() => {
-            Some(Transition::Requested)
-        }
         CheckpointState::Pending | CheckpointState::Running => None,
         CheckpointState::Completed => Some(Transition::Completed),
         CheckpointState::Failed => Some(Transition::Failed),
@@ -191,7 +189,6 @@ pub fn transition(
 
 pub fn event(transition: Transition, message: &str) -> Event {
     let (type_, reason) = match transition {
-        Transition::Requested => (EventType::Normal, "CheckpointRequested"),
         Transition::Completed => (EventType::Normal, "CheckpointCompleted"),
         Transition::Failed => (EventType::Warning, "CheckpointFailed"),
     };

@@ -2,9 +2,8 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading {kind} {namespace}/{name}")]
-    Read {
-        kind: &'static str,
+    #[error("reading Pod {namespace}/{name}")]
+    ReadPod {
         namespace: String,
         name: String,
         #[source]

@@ -6,6 +6,7 @@ mod context;
 mod error;
 mod plan;
 mod shell;
+mod written;
 
 pub use context::Context;
 pub use shell::{error_policy, reconcile};

@@ -67,7 +67,18 @@ pub fn plan(o: &Observed) -> Plan {
     let mut requeue_after = None;
     let desired = match o.content {
         // Once the Content exists it is the truth, even for a request already final.
-        Some(content) if owned_by(content, request) => status::mirror(request, content, o.now),
+        Some(content) if owned_by(content, request) => {
+            let mirrored = status::mirror(request, content, o.now);
+            // noded's Running is not worth a status write: the request stays Pending, saying
+            // where its Content went, until the Content is final.
+            let current = request.status.as_ref().and_then(|s| s.state);
+            if current == Some(CheckpointState::Pending)
+                && mirrored.state == Some(CheckpointState::Running)
+            {
+                return with_status(request, request.status.clone().unwrap_or_default());
+            }
+            mirrored
+        }
         _ if is_final => return Plan::default(),
         Some(content) if content.metadata.deletion_timestamp.is_some() => {
             requeue_after = Some(PREVIOUS_CONTENT_POLL);

@@ -6,7 +6,6 @@ use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, ContainerCheckpointStatus,
 };
 use checkpointing::names::{CONTROLLER_MANAGER, noded_lease_name};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -63,43 +62,27 @@ pub fn error_policy(object: Arc<ContainerCheckpoint>, error: &Error, ctx: Arc<Co
 
 fn error_source(error: &Error) -> String {
     match error {
-        Error::Read { source, .. }
+        Error::ReadPod { source, .. }
         | Error::CreateContent { source, .. }
         | Error::WriteStatus { source, .. } => cause(source),
     }
 }
 
 async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Error> {
+    // Before the watches have listed everything, a Lease or Content not seen yet would pass for
+    // one that does not exist. Errors here mean the watches are gone: we are shutting down.
+    if ctx.contents.wait_until_ready().await.is_err()
+        || ctx.leases.wait_until_ready().await.is_err()
+    {
+        return Ok(Action::await_change());
+    }
     let namespace = object.namespace().unwrap_or_default();
     let name = object.name_any();
-    let read = |kind: &'static str, what: &str| {
-        let (namespace, name) = (namespace.clone(), what.to_owned());
-        move |source| Error::Read {
-            kind,
-            namespace,
-            name,
-            source,
-        }
-    };
-    let requests: Api<ContainerCheckpoint> = Api::namespaced(ctx.client.clone(), &namespace);
-    let contents: Api<ContainerCheckpointContent> = Api::namespaced(ctx.client.clone(), &namespace);
+    let stored = ctx.contents.get(&ObjectRef::new(&name).within(&namespace));
+    let (request, content) = ctx.written.catch_up(object, stored.as_deref());
 
-    // The cached object may lag behind our own last status write; reading it afresh keeps the
-    // old state exact, so each transition yields exactly one Event.
-    let Some(request) = requests
-        .get_opt(&name)
-        .await
-        .map_err(read("ContainerCheckpoint", &name))?
-    else {
-        return Ok(Action::await_change());
-    };
-    let content = contents
-        .get_opt(&name)
-        .await
-        .map_err(read("ContainerCheckpointContent", &name))?;
-
-    // Pod and Lease matter only until a Content exists, and only for a request that passes
-    // the checks that need nothing else (which also keeps hostile names out of API paths).
+    // The pod matters only until a Content exists, and only for a request that passes the
+    // checks that need nothing else (which also keeps hostile names out of API paths).
     let undecided = content.is_none()
         && request.metadata.deletion_timestamp.is_none()
         && !request
@@ -110,28 +93,23 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
         && validation::check_request(&request).is_ok();
     let (mut pod, mut lease) = (None, None);
     if undecided {
-        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-        pod = pods
-            .get_opt(&request.spec.pod_name)
+        let pod_name = &request.spec.pod_name;
+        pod = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(pod_name)
             .await
-            .map_err(read("Pod", &request.spec.pod_name))?;
+            .map_err(|source| Error::ReadPod {
+                namespace: namespace.clone(),
+                name: pod_name.clone(),
+                source,
+            })?;
         let node = pod
             .as_ref()
             .and_then(|p| p.spec.as_ref())
             .and_then(|s| s.node_name.as_deref());
-        if let Some(node) = node {
-            let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.lease_namespace);
-            let lease_name = noded_lease_name(node);
-            lease = leases
-                .get_opt(&lease_name)
-                .await
-                .map_err(|source| Error::Read {
-                    kind: "Lease",
-                    namespace: ctx.lease_namespace.clone(),
-                    name: lease_name,
-                    source,
-                })?;
-        }
+        lease = node.and_then(|node| {
+            ctx.leases
+                .get(&ObjectRef::new(&noded_lease_name(node)).within(&ctx.lease_namespace))
+        });
     }
 
     let now = Timestamp::now();
@@ -139,34 +117,40 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
         request: &request,
         content: content.as_ref(),
         pod: pod.as_ref(),
-        lease: lease.as_ref(),
+        lease: lease.as_deref(),
         lease_namespace: &ctx.lease_namespace,
         now,
     });
 
     let apply = PatchParams::apply(CONTROLLER_MANAGER).force();
+    let requests: Api<ContainerCheckpoint> = Api::namespaced(ctx.client.clone(), &namespace);
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut failure = None;
     if let Some(content) = plan.create_content.take() {
         // Apply, not create: a retry after a lost response finds its own object and changes
         // nothing. Only metadata and spec are sent; noded owns the status.
-        if let Err(source) = contents.patch(&name, &apply, &Patch::Apply(&content)).await {
-            plan = content_not_created(&request, &content, &source, now);
-            let rejected =
-                plan.status.as_ref().and_then(|s| s.state) == Some(CheckpointState::Failed);
-            if !rejected {
-                failure = Some(Error::CreateContent {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    source,
-                });
+        match contents.patch(&name, &apply, &Patch::Apply(&content)).await {
+            Err(source) => {
+                plan = content_not_created(&request, &content, &source, now);
+                let rejected =
+                    plan.status.as_ref().and_then(|s| s.state) == Some(CheckpointState::Failed);
+                if !rejected {
+                    failure = Some(Error::CreateContent {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        source,
+                    });
+                }
             }
-        } else {
-            info!(
-                request = %name,
-                namespace = %namespace,
-                node = %content.spec.node_name,
-                "created ContainerCheckpointContent"
-            );
+            Ok(created) => {
+                info!(
+                    request = %name,
+                    namespace = %namespace,
+                    node = %content.spec.node_name,
+                    "created ContainerCheckpointContent"
+                );
+                ctx.written.content(&request, created);
+            }
         }
     }
 
@@ -181,7 +165,7 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
             .patch_status(&name, &apply, &Patch::Apply(body))
             .await
         {
-            Ok(_) => {}
+            Ok(_) => ctx.written.status(&request, status.clone()),
             // Deleted meanwhile: nothing left to report on.
             Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(Action::await_change()),
             Err(source) => {

@@ -83,7 +83,7 @@ fn valid_request_creates_its_content_and_goes_pending() {
     assert_eq!(status.node_name.as_deref(), Some("node1"));
     assert_eq!(status.content_name.as_deref(), Some("cc1"));
     assert_eq!(status.pod_uid.as_deref(), Some("uid-pod"));
-    assert_eq!(plan.transition, Some(Transition::Requested));
+    assert_eq!(plan.transition, None, "only final states are announced");
     assert_eq!(plan.requeue_after, Some(RESYNC));
 }
 
@@ -237,15 +237,19 @@ fn failed_content_fails_the_request_with_its_message() {
 }
 
 #[test]
-fn running_content_is_mirrored_without_an_event() {
+fn running_content_leaves_a_pending_request_alone() {
     let req = request();
-    let content = content();
-    let req = applied(&req, &plan(&observed(&req, Some(&content), None, None)));
+    let req = applied(&req, &plan(&observed(&req, Some(&content()), None, None)));
     let running = content_with(ContainerCheckpointContentStatus {
         state: Some(CheckpointState::Running),
         ..Default::default()
     });
     let p = plan(&observed(&req, Some(&running), None, None));
+    assert_idle(&p);
+    assert_eq!(p.requeue_after, Some(RESYNC));
+
+    // A request that has no state yet learns it, without an Event.
+    let p = plan(&observed(&request(), Some(&running), None, None));
     assert_eq!(p.status.unwrap().state, Some(CheckpointState::Running));
     assert_eq!(p.transition, None);
 }
