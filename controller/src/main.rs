@@ -25,22 +25,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use checkpointing::crd::{ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::daemon::{LogFormat, init_logging, kube_client};
-use checkpointing::names::{CONTROLLER_MANAGER, DEFAULT_LEASE_NAMESPACE};
+use checkpointing::names::DEFAULT_LEASE_NAMESPACE;
 use clap::{Args, Parser, Subcommand};
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
-use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::Recorder;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::controller;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, info, warn};
 
 use crate::admin::{Admin, Metrics};
-use crate::request::{Context, error_policy, reconcile};
+use crate::request::{error_policy, reconcile};
 use crate::webhook::registration::{self, Endpoint};
 use crate::webhook::serve;
 
@@ -262,17 +257,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
     let metrics = Arc::new(Metrics::default());
-    let requests_synced = Arc::new(AtomicBool::new(false));
-    let contents_synced = Arc::new(AtomicBool::new(false));
-    let leases_synced = Arc::new(AtomicBool::new(false));
+    let synced = request::watches::Synced::default();
     let leading = Arc::new(AtomicBool::new(elector.is_none()));
     metrics.set_leader(elector.is_none());
     let admin = Admin {
         metrics: metrics.clone(),
         watches: vec![
-            requests_synced.clone(),
-            contents_synced.clone(),
-            leases_synced.clone(),
+            synced.requests.clone(),
+            synced.contents.clone(),
+            synced.leases.clone(),
         ],
         leading: leading.clone(),
     };
@@ -308,54 +301,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     servers.registration = configuration
         .map(|configuration| tokio::spawn(registration::register(client.clone(), configuration)));
-    // Our own watches, not `Controller::new` and `owns()`, so readiness can tell when each has
-    // listed everything, and so that reconciles decide from their stores rather than reading
-    // afresh. The noded Leases: every Lease of their namespace, a handful.
-    let requests = Api::<ContainerCheckpoint>::all(client.clone());
-    let (store, writer) = reflector::store();
-    let request_changes = reflector(writer, watcher(requests, watcher::Config::default()))
-        .inspect_ok(mark_synced(requests_synced, "ContainerCheckpoint"))
-        .applied_objects();
-    let contents = Api::<ContainerCheckpointContent>::all(client.clone());
-    let (content_store, writer) = reflector::store();
-    let content_changes = reflector(writer, watcher(contents, watcher::Config::default()))
-        .inspect_ok(mark_synced(contents_synced, "ContainerCheckpointContent"))
-        .touched_objects();
-    let leases = Api::<Lease>::namespaced(client.clone(), &args.lease_namespace);
-    let (lease_store, writer) = reflector::store();
-    let lease_watch = watcher(leases, watcher::Config::default()).default_backoff();
-    let lease_changes = reflector(writer, lease_watch)
-        .inspect_ok(mark_synced(leases_synced, "Lease"))
-        .touched_objects();
+    let (controller, ctx) = request::watches::start(
+        client.clone(),
+        args.lease_namespace,
+        metrics.clone(),
+        &synced,
+    );
     // Only the leader deletes; the task ends with the process.
     let policy = args.retention.policy();
     if policy.is_active() {
         info!(?policy, "retention on");
         let interval = Duration::from_secs(args.retention.retention_interval_seconds.max(1));
-        tokio::spawn(retention::enforce(
-            client.clone(),
-            store.clone(),
-            policy,
-            interval,
-        ));
+        let requests = controller.store();
+        tokio::spawn(retention::enforce(client, requests, policy, interval));
     }
-    let controller = Controller::for_stream(request_changes, store)
-        .owns_stream(content_changes)
-        .graceful_shutdown_on(shutdown.clone());
-    // Lease changes trigger no reconcile; the store has only to be kept.
-    tokio::spawn(lease_changes.for_each(|_| std::future::ready(())));
-
-    let recorder = Recorder::new(client.clone(), CONTROLLER_MANAGER.into());
-    let ctx = Arc::new(Context::new(
-        client,
-        recorder,
-        metrics.clone(),
-        content_store,
-        lease_store,
-        args.lease_namespace,
-    ));
     info!("controller started");
     let controller = controller
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -494,13 +456,4 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Clone + Send 
         let _ = tx.send(());
     });
     Ok(rx.map(|_| ()).shared())
-}
-
-/// Sets `flag` when a watch has listed all its objects for the first time.
-fn mark_synced<K>(flag: Arc<AtomicBool>, kind: &'static str) -> impl Fn(&watcher::Event<K>) {
-    move |event| {
-        if matches!(event, watcher::Event::InitDone) && !flag.swap(true, Ordering::Relaxed) {
-            info!(kind, "watch synced");
-        }
-    }
 }

@@ -213,4 +213,33 @@ mod tests {
         assert!(!Policy::default().is_active());
         assert!(expired(&requests, &Policy::default(), now()).is_empty());
     }
+
+    #[tokio::test]
+    async fn deletes_from_the_store_without_listing() {
+        let api = checkpointing::testing::FakeApi::default();
+        let (store, mut writer) = kube::runtime::reflector::store();
+        // Taken in 2025, older than an hour by the real clock the task reads.
+        let old = cc("old", "a", 10, Completed, false);
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(old));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        let policy = Policy {
+            keep_newest: None,
+            max_age: Some(Duration::from_secs(3600)),
+        };
+        // The first round runs at once; the next would wait an hour.
+        let round = enforce(api.client(), store, policy, Duration::from_secs(3600));
+        let _ = tokio::time::timeout(Duration::from_millis(200), round).await;
+        let seen = api.take();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].method, "DELETE");
+        assert_eq!(
+            seen[0].uri,
+            "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/namespaces/default/\
+             containercheckpoints/old?"
+        );
+        assert_eq!(
+            seen[0].body.as_ref().unwrap()["preconditions"]["uid"],
+            "uid-old"
+        );
+    }
 }
