@@ -51,6 +51,27 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
 }
 
+/// Whether deciding needs the request's pod (and its node's Lease): only until a Content
+/// exists, and only for a request that passes the checks that need nothing else (which also
+/// keeps hostile names out of API paths).
+pub fn needs_pod(
+    request: &ContainerCheckpoint,
+    content: Option<&ContainerCheckpointContent>,
+) -> bool {
+    content.is_none()
+        && request.metadata.deletion_timestamp.is_none()
+        && !is_final(request)
+        && validation::check_request(request).is_ok()
+}
+
+fn is_final(request: &ContainerCheckpoint) -> bool {
+    request
+        .status
+        .as_ref()
+        .and_then(|s| s.state)
+        .is_some_and(CheckpointState::is_final)
+}
+
 /// Decides what one reconcile does, from what was observed alone.
 pub fn plan(o: &Observed) -> Plan {
     let request = o.request;
@@ -58,11 +79,6 @@ pub fn plan(o: &Observed) -> Plan {
     if request.metadata.deletion_timestamp.is_some() {
         return Plan::default();
     }
-    let is_final = request
-        .status
-        .as_ref()
-        .and_then(|s| s.state)
-        .is_some_and(CheckpointState::is_final);
     let mut create_content = None;
     let mut requeue_after = None;
     let desired = match o.content {
@@ -79,7 +95,7 @@ pub fn plan(o: &Observed) -> Plan {
             }
             mirrored
         }
-        _ if is_final => return Plan::default(),
+        _ if is_final(request) => return Plan::default(),
         Some(content) if content.metadata.deletion_timestamp.is_some() => {
             requeue_after = Some(PREVIOUS_CONTENT_POLL);
             status::waiting(

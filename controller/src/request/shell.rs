@@ -16,11 +16,10 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::error::Error;
-use super::plan::{Observed, content_not_created, plan};
+use super::plan::{Observed, content_not_created, needs_pod, plan};
 use crate::backoff::backoff;
 use crate::kube_error::cause;
 use crate::status::{self, Transition};
-use crate::validation;
 
 /// The controller's reconcile function.
 pub async fn reconcile(
@@ -81,18 +80,8 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
     let stored = ctx.contents.get(&ObjectRef::new(&name).within(&namespace));
     let (request, content) = ctx.written.catch_up(object, stored.as_deref());
 
-    // The pod matters only until a Content exists, and only for a request that passes the
-    // checks that need nothing else (which also keeps hostile names out of API paths).
-    let undecided = content.is_none()
-        && request.metadata.deletion_timestamp.is_none()
-        && !request
-            .status
-            .as_ref()
-            .and_then(|s| s.state)
-            .is_some_and(CheckpointState::is_final)
-        && validation::check_request(&request).is_ok();
     let (mut pod, mut lease) = (None, None);
-    if undecided {
+    if needs_pod(&request, content.as_ref()) {
         let pod_name = &request.spec.pod_name;
         pod = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
             .get_opt(pod_name)

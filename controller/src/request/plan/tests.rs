@@ -338,3 +338,14 @@ fn rejected_content_fails_the_request_other_errors_keep_it_pending() {
     assert_eq!(status.conditions[0].reason, "ContentNotCreated");
     assert!(status.message.unwrap().ends_with("; retrying"));
 }
+
+#[test]
+fn the_pod_is_read_only_while_a_content_is_to_be_created() {
+    assert!(needs_pod(&request(), None));
+    assert!(!needs_pod(&request(), Some(&content())));
+    let mut hostile = request();
+    hostile.spec.pod_name = "../../secrets/x".into();
+    assert!(!needs_pod(&hostile, None));
+    let refused = applied(&request(), &plan(&observed(&request(), None, None, None)));
+    assert!(!needs_pod(&refused, None));
+}
