@@ -14,7 +14,7 @@ use kube::runtime::controller::Controller;
 use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::context::Context;
 use crate::admin::Metrics;
@@ -54,7 +54,12 @@ pub fn start(
     let lease_watch = watcher(leases, watcher::Config::default()).default_backoff();
     let lease_changes =
         reflector(writer, lease_watch).inspect_ok(mark_synced(synced.leases.clone(), "Lease"));
-    tokio::spawn(lease_changes.for_each(|_| std::future::ready(())));
+    tokio::spawn(lease_changes.for_each(|event| {
+        if let Err(error) = event {
+            warn!(%error, "watching the noded Leases");
+        }
+        std::future::ready(())
+    }));
 
     let controller = Controller::for_stream(request_changes, store).owns_stream(content_changes);
     let recorder = Recorder::new(client.clone(), CONTROLLER_MANAGER.into());
