@@ -1,4 +1,5 @@
-//! The I/O around the plan: reads what the decision needs, carries the plan out, reports.
+//! The I/O around the plan: observes through the watches' stores (reading only the pod), carries
+//! the plan out, reports.
 
 use std::sync::Arc;
 
