@@ -4,9 +4,12 @@
 //! registers the restore admission webhook.
 
 mod admin;
-mod admission;
+mod backoff;
+#[cfg(test)]
+mod fixtures;
+mod kube_error;
 mod leader;
-mod reconcile;
+mod request;
 mod retention;
 mod status;
 mod tls;
@@ -22,23 +25,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use checkpointing::crd::{ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::daemon::{LogFormat, init_logging, kube_client};
-use checkpointing::names::{CONTROLLER_MANAGER, DEFAULT_LEASE_NAMESPACE};
+use checkpointing::names::DEFAULT_LEASE_NAMESPACE;
 use clap::{Args, Parser, Subcommand};
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use kube::Api;
-use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::Recorder;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::controller;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, info, warn};
 
 use crate::admin::{Admin, Metrics};
-use crate::reconcile::{Context, error_policy, reconcile};
-use crate::webhook::Endpoint;
+use crate::request::{error_policy, reconcile};
+use crate::webhook::registration::{self, Endpoint};
+use crate::webhook::serve;
 
 /// How long in-flight reconciles may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -157,7 +156,7 @@ struct WebhookArgs {
     #[arg(
         long,
         env = "CONTROLLER_WEBHOOK_SERVICE_NAME",
-        default_value = webhook::DEFAULT_SERVICE_NAME
+        default_value = registration::DEFAULT_SERVICE_NAME
     )]
     webhook_service_name: String,
 }
@@ -258,13 +257,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
     let metrics = Arc::new(Metrics::default());
-    let requests_synced = Arc::new(AtomicBool::new(false));
-    let contents_synced = Arc::new(AtomicBool::new(false));
+    let synced = request::watches::Synced::default();
     let leading = Arc::new(AtomicBool::new(elector.is_none()));
     metrics.set_leader(elector.is_none());
     let admin = Admin {
         metrics: metrics.clone(),
-        watches: vec![requests_synced.clone(), contents_synced.clone()],
+        watches: vec![
+            synced.requests.clone(),
+            synced.contents.clone(),
+            synced.leases.clone(),
+        ],
         leading: leading.clone(),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -298,39 +300,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.set_leader(true);
     }
     servers.registration = configuration
-        .map(|configuration| tokio::spawn(webhook::register(client.clone(), configuration)));
+        .map(|configuration| tokio::spawn(registration::register(client.clone(), configuration)));
+    let (controller, ctx) = request::watches::start(
+        client.clone(),
+        args.lease_namespace,
+        metrics.clone(),
+        &synced,
+    );
     // Only the leader deletes; the task ends with the process.
     let policy = args.retention.policy();
     if policy.is_active() {
         info!(?policy, "retention on");
         let interval = Duration::from_secs(args.retention.retention_interval_seconds.max(1));
-        tokio::spawn(retention::enforce(client.clone(), policy, interval));
+        let requests = controller.store();
+        tokio::spawn(retention::enforce(client, requests, policy, interval));
     }
-
-    // Our own watches, not `Controller::new` and `owns()`, so readiness can tell when each has
-    // listed everything. Contents: metadata only, as `owns()` would.
-    let requests = Api::<ContainerCheckpoint>::all(client.clone());
-    let (store, writer) = reflector::store();
-    let request_changes = reflector(writer, watcher(requests, watcher::Config::default()))
-        .inspect_ok(mark_synced(requests_synced, "ContainerCheckpoint"))
-        .applied_objects();
-    let contents = Api::<PartialObjectMeta<ContainerCheckpointContent>>::all(client.clone());
-    let content_changes = watcher(contents, watcher::Config::default())
-        .inspect_ok(mark_synced(contents_synced, "ContainerCheckpointContent"))
-        .touched_objects();
-    let controller = Controller::for_stream(request_changes, store)
-        .owns_stream(content_changes)
-        .graceful_shutdown_on(shutdown.clone());
-
-    let recorder = Recorder::new(client.clone(), CONTROLLER_MANAGER.into());
-    let ctx = Arc::new(Context::new(
-        client,
-        recorder,
-        args.lease_namespace,
-        metrics.clone(),
-    ));
     info!("controller started");
     let controller = controller
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -405,7 +392,7 @@ impl Servers {
 
 /// Makes the webhook's certificates (or, with `shared_in`, takes them from the Secret there,
 /// shared by all replicas) and serves it until `shutdown`. Returns the server and the
-/// registration for [`webhook::register`].
+/// registration for [`registration::register`].
 async fn start_webhook(
     client: &kube::Client,
     metrics: &Arc<Metrics>,
@@ -434,7 +421,7 @@ async fn start_webhook(
         .with_context(|| format!("binding the webhook address {}", settings.addr))?;
     let listener = tls::TlsListener::new(tcp, certificates.server_config()?)
         .context("listening for webhook connections")?;
-    let router = webhook::router(webhook::Webhook {
+    let router = serve::router(serve::Webhook {
         client: client.clone(),
         metrics: metrics.clone(),
     });
@@ -450,7 +437,7 @@ async fn start_webhook(
         endpoint = ?settings.endpoint,
         "serving the restore admission webhook"
     );
-    let configuration = webhook::configuration(&settings.endpoint, &certificates.ca_pem);
+    let configuration = registration::configuration(&settings.endpoint, &certificates.ca_pem);
     Ok((server, configuration))
 }
 
@@ -469,13 +456,4 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Clone + Send 
         let _ = tx.send(());
     });
     Ok(rx.map(|_| ()).shared())
-}
-
-/// Sets `flag` when a watch has listed all its objects for the first time.
-fn mark_synced<K>(flag: Arc<AtomicBool>, kind: &'static str) -> impl Fn(&watcher::Event<K>) {
-    move |event| {
-        if matches!(event, watcher::Event::InitDone) && !flag.swap(true, Ordering::Relaxed) {
-            info!(kind, "watch synced");
-        }
-    }
 }

@@ -9,7 +9,8 @@ use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
 use checkpointing::names::PINNED_ANNOTATION;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
+use kube::runtime::reflector::Store;
 
 /// Keep, per container (namespace, pod, container), the newest `keep_newest` completed
 /// checkpoints and/or those younger than `max_age`. Pinned, failed and unfinished requests are
@@ -45,8 +46,8 @@ fn pinned(cc: &ContainerCheckpoint) -> bool {
 type ContainerKey = (String, String, String);
 
 /// The requests `policy` lets go, as (namespace, name, uid).
-pub fn expired(
-    requests: &[ContainerCheckpoint],
+pub fn expired<'a>(
+    requests: impl IntoIterator<Item = &'a ContainerCheckpoint>,
     policy: &Policy,
     now: Timestamp,
 ) -> Vec<(String, String, String)> {
@@ -85,20 +86,24 @@ pub fn expired(
     gone
 }
 
-/// Applies `policy` every `interval` until the task is dropped.
-pub async fn enforce(client: kube::Client, policy: Policy, interval: Duration) {
-    let all: Api<ContainerCheckpoint> = Api::all(client.clone());
+/// Applies `policy` every `interval` until the task is dropped, deciding from `requests`, the
+/// controller's store of every request.
+pub async fn enforce(
+    client: kube::Client,
+    requests: Store<ContainerCheckpoint>,
+    policy: Policy,
+    interval: Duration,
+) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
-        let requests = match all.list(&ListParams::default()).await {
-            Ok(list) => list.items,
-            Err(error) => {
-                tracing::warn!(%error, "retention: listing ContainerCheckpoints failed");
-                continue;
-            }
-        };
-        for (namespace, name, uid) in expired(&requests, &policy, Timestamp::now()) {
+        if requests.wait_until_ready().await.is_err() {
+            return; // the watch is gone: shutting down
+        }
+        let all = requests.state();
+        for (namespace, name, uid) in
+            expired(all.iter().map(AsRef::as_ref), &policy, Timestamp::now())
+        {
             let api: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &namespace);
             // The UID precondition keeps a re-created request of the same name safe.
             let params = DeleteParams {
@@ -121,7 +126,8 @@ pub async fn enforce(client: kube::Client, policy: Policy, interval: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use checkpointing::crd::{ContainerCheckpointSpec, ContainerCheckpointStatus};
+    use crate::fixtures::{now, request};
+    use checkpointing::crd::ContainerCheckpointStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn cc(
@@ -131,16 +137,9 @@ mod tests {
         state: CheckpointState,
         pinned: bool,
     ) -> ContainerCheckpoint {
-        let mut cc = ContainerCheckpoint::new(
-            name,
-            ContainerCheckpointSpec {
-                pod_name: "app".into(),
-                container: container.into(),
-                namespace: None,
-                timeout_seconds: None,
-            },
-        );
-        cc.metadata.namespace = Some("ns".into());
+        let mut cc = request();
+        cc.metadata.name = Some(name.into());
+        cc.spec.container = container.into();
         cc.metadata.uid = Some(format!("uid-{name}"));
         let at = now() - Duration::from_secs(age_s.unsigned_abs());
         cc.metadata.creation_timestamp = Some(Time(at));
@@ -154,10 +153,6 @@ mod tests {
                 Some([(PINNED_ANNOTATION.to_owned(), "true".to_owned())].into());
         }
         cc
-    }
-
-    fn now() -> Timestamp {
-        "2026-11-24T12:00:00Z".parse().unwrap()
     }
 
     fn names(gone: Vec<(String, String, String)>) -> Vec<String> {
@@ -217,5 +212,34 @@ mod tests {
         let requests = [cc("a", "a", 99_999, Completed, false)];
         assert!(!Policy::default().is_active());
         assert!(expired(&requests, &Policy::default(), now()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn deletes_from_the_store_without_listing() {
+        let api = checkpointing::testing::FakeApi::default();
+        let (store, mut writer) = kube::runtime::reflector::store();
+        // Taken in 2025, older than an hour by the real clock the task reads.
+        let old = cc("old", "a", 10, Completed, false);
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(old));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        let policy = Policy {
+            keep_newest: None,
+            max_age: Some(Duration::from_secs(3600)),
+        };
+        // The first round runs at once; the next would wait an hour.
+        let round = enforce(api.client(), store, policy, Duration::from_secs(3600));
+        let _ = tokio::time::timeout(Duration::from_millis(200), round).await;
+        let seen = api.take();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].method, "DELETE");
+        assert_eq!(
+            seen[0].uri,
+            "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/namespaces/default/\
+             containercheckpoints/old?"
+        );
+        assert_eq!(
+            seen[0].body.as_ref().unwrap()["preconditions"]["uid"],
+            "uid-old"
+        );
     }
 }

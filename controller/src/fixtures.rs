@@ -1,0 +1,206 @@
+//! The objects the controller's tests share. A checkpoint: one request, its running pod, its
+//! node's Lease and the Content the controller makes for it. A restore: the pod that asks for
+//! one and the checkpoint it names.
+
+use std::collections::BTreeMap;
+
+use checkpointing::crd::{
+    CheckpointState, ContainerCheckpoint, ContainerCheckpointContent,
+    ContainerCheckpointContentSpec, ContainerCheckpointContentStatus, ContainerCheckpointSpec,
+    ContainerCheckpointStatus,
+};
+use checkpointing::names::{NODE_LABEL, RESTORE_FROM_ANNOTATION};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodSpec, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+use serde_json::Value;
+
+/// The tests' clock: a minute into 2025.
+pub fn now() -> Timestamp {
+    "2025-01-01T00:01:00Z".parse().unwrap()
+}
+
+/// A valid request for container `counter` of pod `app` in namespace `default`.
+pub fn request() -> ContainerCheckpoint {
+    let mut cc = ContainerCheckpoint::new(
+        "cc1",
+        ContainerCheckpointSpec {
+            pod_name: "app".into(),
+            container: "counter".into(),
+            namespace: Some("default".into()),
+            timeout_seconds: Some(30),
+        },
+    );
+    cc.metadata.namespace = Some("default".into());
+    cc.metadata.uid = Some("uid-cc1".into());
+    cc.metadata.generation = Some(1);
+    cc
+}
+
+/// Pod `app` on node `node1`: `counter` runs, `sidecar` has reported no status yet.
+pub fn pod() -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some("app".into()),
+            namespace: Some("default".into()),
+            uid: Some("uid-pod".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some("node1".into()),
+            containers: ["counter", "sidecar"]
+                .map(|name| Container {
+                    name: name.into(),
+                    ..Default::default()
+                })
+                .into(),
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: "counter".into(),
+                state: Some(ContainerState {
+                    running: Some(ContainerStateRunning::default()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A noded Lease of 40 seconds, last renewed at `renewed`.
+pub fn lease(renewed: &str) -> Lease {
+    Lease {
+        metadata: ObjectMeta::default(),
+        spec: Some(LeaseSpec {
+            renew_time: Some(MicroTime(renewed.parse().unwrap())),
+            lease_duration_seconds: Some(40),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The Content the controller creates for `request()` on `pod()`, before noded touches it.
+pub fn content() -> ContainerCheckpointContent {
+    let request = request();
+    let owner = OwnerReference {
+        block_owner_deletion: Some(true),
+        ..request.controller_owner_ref(&()).unwrap()
+    };
+    ContainerCheckpointContent {
+        metadata: ObjectMeta {
+            name: Some("cc1".into()),
+            namespace: Some("default".into()),
+            labels: Some(BTreeMap::from([(
+                NODE_LABEL.to_owned(),
+                "node1".to_owned(),
+            )])),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: ContainerCheckpointContentSpec {
+            container_checkpoint_ref: "cc1".into(),
+            namespace: "default".into(),
+            pod_name: "app".into(),
+            container_name: "counter".into(),
+            node_name: "node1".into(),
+            pod_uid: "uid-pod".into(),
+            timeout_seconds: Some(30),
+        },
+        status: None,
+    }
+}
+
+/// `content()` as noded reported `status`.
+pub fn content_with(status: ContainerCheckpointContentStatus) -> ContainerCheckpointContent {
+    ContainerCheckpointContent {
+        status: Some(status),
+        ..content()
+    }
+}
+
+pub const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+pub fn image() -> String {
+    format!("localhost:5050/default/counter-checkpoint@{DIGEST}")
+}
+
+/// The seed's restored pod: `counter` plus a sidecar, restoring from `from` when given.
+pub fn restore_pod(from: Option<&str>) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some("restored-app".into()),
+            namespace: Some("default".into()),
+            annotations: from.map(|f| {
+                [
+                    (RESTORE_FROM_ANNOTATION.to_owned(), f.to_owned()),
+                    ("note".to_owned(), "kept".to_owned()),
+                ]
+                .into()
+            }),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![
+                Container {
+                    name: "sidecar".into(),
+                    image: Some("nginx".into()),
+                    ..Default::default()
+                },
+                Container {
+                    name: "counter".into(),
+                    image: Some("busybox".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+pub fn checkpoint(state: Option<CheckpointState>, message: &str) -> ContainerCheckpoint {
+    let mut cc = ContainerCheckpoint::new(
+        "counter-checkpoint",
+        ContainerCheckpointSpec {
+            pod_name: "stateful-app".into(),
+            container: "counter".into(),
+            namespace: None,
+            timeout_seconds: None,
+        },
+    );
+    cc.metadata.namespace = Some("default".into());
+    cc.status = Some(ContainerCheckpointStatus {
+        state,
+        message: (!message.is_empty()).then(|| message.to_owned()),
+        image: (state == Some(CheckpointState::Completed)).then(image),
+        ..Default::default()
+    });
+    cc
+}
+
+/// Applies an RFC 6902 patch of `add` operations, as the API server would.
+pub fn apply(pod: &Pod, patch: &Value) -> Pod {
+    let mut doc = serde_json::to_value(pod).unwrap();
+    for op in patch.as_array().unwrap() {
+        assert_eq!(op["op"], "add");
+        let path = op["path"].as_str().unwrap();
+        let (parent, key) = path.rsplit_once('/').unwrap();
+        let key = key.replace("~1", "/").replace("~0", "~");
+        let target = doc.pointer_mut(parent).expect("parent exists");
+        match target {
+            Value::Array(items) => items[key.parse::<usize>().unwrap()] = op["value"].clone(),
+            Value::Object(map) => {
+                map.insert(key, op["value"].clone());
+            }
+            other => panic!("cannot add to {other}"),
+        }
+    }
+    serde_json::from_value(doc).unwrap()
+}

@@ -1,0 +1,56 @@
+//! What every reconcile shares: the clients, the stores the watches keep, and what the
+//! controller remembers between reconciles.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use checkpointing::crd::{ContainerCheckpoint, ContainerCheckpointContent};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::written::Written;
+use crate::admin::Metrics;
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// The Contents, as the Controller's own Content watch keeps them.
+    pub contents: Store<ContainerCheckpointContent>,
+    /// The noded Leases: every Lease of this namespace.
+    pub leases: Store<Lease>,
+    pub lease_namespace: String,
+    /// Our writes the stores may not show yet.
+    pub written: Written,
+    /// Consecutive failures per request, for the backoff.
+    failures: Mutex<HashMap<ObjectRef<ContainerCheckpoint>, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        contents: Store<ContainerCheckpointContent>,
+        leases: Store<Lease>,
+        lease_namespace: String,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            contents,
+            leases,
+            lease_namespace,
+            written: Written::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    pub(super) fn failures(&self) -> MutexGuard<'_, HashMap<ObjectRef<ContainerCheckpoint>, u32>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,13 @@
+//! Reconciling a ContainerCheckpoint, in layers: [`watches`] keep the stores a reconcile
+//! decides from; [`shell`] reads them (and the pod), carries the plan out and reports;
+//! [`plan`] decides from what was observed, calling the lower [`crate::status`] and
+//! [`crate::validation`].
+
+mod context;
+mod error;
+mod plan;
+mod shell;
+pub mod watches;
+mod written;
+
+pub use shell::{error_policy, reconcile};

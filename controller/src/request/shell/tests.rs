@@ -1,0 +1,239 @@
+use std::time::Duration;
+
+use checkpointing::crd::ContainerCheckpointContentStatus;
+use checkpointing::names::NODE_LABEL;
+use checkpointing::testing::{FakeApi, Seen};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+
+use super::*;
+use crate::fixtures::{content, content_with, lease, pod, request};
+use crate::request::plan::RESYNC;
+
+const REQUEST_PATH: &str = "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/\
+                            namespaces/default/containercheckpoints/cc1";
+const CONTENT_PATH: &str = "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/\
+                            namespaces/default/containercheckpointcontents/cc1";
+const POD_PATH: &str = "/api/v1/namespaces/default/pods/app";
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+const APPLY: &str = "force=true&fieldManager=checkpoint-controller";
+const NONE: [String; 0] = [];
+
+/// A fake API server holding the request and its running pod, and the stores the watches keep:
+/// a live node daemon's Lease and whatever Content the test delivers.
+struct Cluster {
+    api: FakeApi,
+    ctx: Arc<Context>,
+    contents: Writer<ContainerCheckpointContent>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let api = FakeApi::default();
+        api.put(REQUEST_PATH, request());
+        api.put(POD_PATH, pod());
+        let (content_store, mut contents) = reflector::store();
+        contents.apply_watcher_event(&watcher::Event::InitDone);
+        let (lease_store, mut leases) = reflector::store();
+        let mut live = lease("2025-01-01T00:00:00Z");
+        live.metadata.name = Some("checkpoint-noded-node1".into());
+        live.metadata.namespace = Some("kube-system".into());
+        live.spec.as_mut().unwrap().renew_time = Some(MicroTime(Timestamp::now()));
+        leases.apply_watcher_event(&watcher::Event::InitApply(live));
+        leases.apply_watcher_event(&watcher::Event::InitDone);
+        let client = api.client();
+        let recorder = Recorder::new(client.clone(), CONTROLLER_MANAGER.into());
+        let ctx = Arc::new(Context::new(
+            client,
+            recorder,
+            Arc::default(),
+            content_store,
+            lease_store,
+            "kube-system".into(),
+        ));
+        Self { api, ctx, contents }
+    }
+
+    /// The Content watch delivers `content`.
+    fn deliver(&mut self, content: ContainerCheckpointContent) {
+        self.contents
+            .apply_watcher_event(&watcher::Event::Apply(content));
+    }
+
+    /// Reconciles `request` as the request store holds it; the calls it made.
+    async fn reconcile(&self, request: &ContainerCheckpoint) -> Vec<Seen> {
+        reconcile(Arc::new(request.clone()), self.ctx.clone())
+            .await
+            .unwrap();
+        self.api.take()
+    }
+}
+
+fn calls(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .map(|s| format!("{} {}", s.method, s.uri))
+        .collect()
+}
+
+/// `request()` with the status of a status write.
+fn with_written_status(seen: &Seen) -> ContainerCheckpoint {
+    let mut written = request();
+    written.status = serde_json::from_value(seen.body.as_ref().unwrap()["status"].clone()).unwrap();
+    written
+}
+
+#[tokio::test]
+async fn shell_creates_the_content_then_writes_status_once() {
+    let mut cluster = Cluster::new();
+    let action = reconcile(Arc::new(request()), cluster.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(RESYNC));
+    let seen = cluster.api.take();
+    assert_eq!(
+        calls(&seen),
+        [
+            format!("GET {POD_PATH}"),
+            format!("PATCH {CONTENT_PATH}?&{APPLY}"),
+            format!("PATCH {REQUEST_PATH}/status?&{APPLY}"),
+        ]
+    );
+    let content = &seen[1];
+    assert_eq!(
+        content.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
+    let content = content.body.clone().unwrap();
+    assert_eq!(content["metadata"]["labels"][NODE_LABEL], "node1");
+    assert_eq!(content["spec"]["podUID"], "uid-pod");
+    assert!(content.get("status").is_none(), "{content}");
+    let status = seen[2].body.clone().unwrap();
+    assert_eq!(status["status"]["state"], "Pending");
+    assert_eq!(status["status"]["contentName"], "cc1");
+
+    // The stores lag behind our writes: nothing is created or written again.
+    assert_eq!(calls(&cluster.reconcile(&request()).await), NONE);
+    // They caught up: nothing to do either.
+    cluster.deliver(serde_json::from_value(content).unwrap());
+    let written = with_written_status(&seen[2]);
+    assert_eq!(calls(&cluster.reconcile(&written).await), NONE);
+}
+
+#[tokio::test]
+async fn shell_fails_the_request_when_the_content_is_rejected() {
+    let cluster = Cluster::new();
+    cluster.api.fail_writes(CONTENT_PATH, 422, "Invalid");
+    reconcile(Arc::new(request()), cluster.ctx).await.unwrap();
+    let seen = cluster.api.take();
+    let status = seen
+        .iter()
+        .find(|s| s.uri.starts_with(&format!("{REQUEST_PATH}/status")))
+        .and_then(|s| s.body.clone())
+        .unwrap();
+    assert_eq!(status["status"]["state"], "Failed");
+    assert_eq!(
+        status["status"]["conditions"][0]["reason"],
+        "ContentRejected"
+    );
+    let event = seen.last().unwrap().body.clone().unwrap();
+    assert_eq!(event["reason"], "CheckpointFailed");
+}
+
+#[tokio::test]
+async fn shell_keeps_the_request_pending_and_retries_on_transient_errors() {
+    let Cluster { api, ctx, .. } = Cluster::new();
+    api.fail_writes(CONTENT_PATH, 503, "ServiceUnavailable");
+    let error = reconcile(Arc::new(request()), ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::CreateContent { .. }), "{error}");
+    let status = api
+        .take()
+        .iter()
+        .find(|s| s.uri.starts_with(&format!("{REQUEST_PATH}/status")))
+        .and_then(|s| s.body.clone())
+        .unwrap();
+    assert_eq!(status["status"]["state"], "Pending");
+    assert_eq!(
+        status["status"]["conditions"][0]["reason"],
+        "ContentNotCreated"
+    );
+    let first = error_policy(Arc::new(request()), &error, ctx.clone());
+    let second = error_policy(Arc::new(request()), &error, ctx);
+    assert_eq!(first, Action::requeue(Duration::from_secs(1)));
+    assert_eq!(second, Action::requeue(Duration::from_secs(2)));
+}
+
+#[tokio::test]
+async fn shell_does_nothing_for_a_deleted_request() {
+    let cluster = Cluster::new();
+    let mut deleted = request();
+    deleted.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let action = reconcile(Arc::new(deleted), cluster.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(calls(&cluster.api.take()), NONE);
+}
+
+/// One request from creation to Completed, as the watches deliver it: every change of the
+/// request or its Content reconciles it again, the request store a step behind our own status
+/// writes. This is the controller's whole API cost of a checkpoint.
+#[tokio::test]
+async fn a_request_costs_five_calls_from_creation_to_completed() {
+    let mut cluster = Cluster::new();
+    let mut all = Vec::new();
+
+    let created = cluster.reconcile(&request()).await;
+    let pending = with_written_status(&created[2]);
+    all.extend(created);
+    // Our writes come back: the Content first, the request's status a step later.
+    cluster.deliver(content());
+    all.extend(cluster.reconcile(&request()).await);
+    all.extend(cluster.reconcile(&pending).await);
+    // noded adds its finalizer, takes the checkpoint, reports it taken.
+    let mut taken = content();
+    taken.metadata.finalizers = Some(vec!["checkpointing.zacchaeuschok.github.io/archive".into()]);
+    cluster.deliver(taken);
+    all.extend(cluster.reconcile(&pending).await);
+    cluster.deliver(content_with(ContainerCheckpointContentStatus {
+        state: Some(CheckpointState::Running),
+        ..Default::default()
+    }));
+    all.extend(cluster.reconcile(&pending).await);
+    cluster.deliver(content_with(ContainerCheckpointContentStatus {
+        state: Some(CheckpointState::Completed),
+        ready: true,
+        archive_size: Some(4096),
+        image: Some("localhost:5000/checkpoints/cc1@sha256:ab".into()),
+        checkpoint_time: Some(Time(Timestamp::now())),
+        ..Default::default()
+    }));
+    let completed = cluster.reconcile(&pending).await;
+    let done = with_written_status(&completed[0]);
+    all.extend(completed);
+    // The final status comes back late.
+    all.extend(cluster.reconcile(&pending).await);
+    all.extend(cluster.reconcile(&done).await);
+
+    assert_eq!(
+        calls(&all),
+        [
+            format!("GET {POD_PATH}"),
+            format!("PATCH {CONTENT_PATH}?&{APPLY}"),
+            format!("PATCH {REQUEST_PATH}/status?&{APPLY}"),
+            format!("PATCH {REQUEST_PATH}/status?&{APPLY}"),
+            format!("POST {EVENTS_PATH}?"),
+        ]
+    );
+    assert_eq!(
+        done.status.as_ref().unwrap().state,
+        Some(CheckpointState::Completed)
+    );
+    let event = all[4].body.clone().unwrap();
+    assert_eq!(event["reason"], "CheckpointCompleted");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["regarding"]["name"], "cc1");
+}

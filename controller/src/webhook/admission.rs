@@ -1,0 +1,297 @@
+//! The restore admission decision: whether a new pod may restore from the ContainerCheckpoint
+//! its `restore-from` annotation names, and the JSON patch that makes it do so. Pure functions
+//! over what the webhook shell looked up; a denial is all the user sees, so each one says why
+//! and what to do.
+
+use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
+use checkpointing::names::{
+    GROUP, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION, is_dns_subdomain, parse_digest,
+};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+
+use crate::validation::{quoted_list, shown};
+
+/// The resource a restoring user must be allowed to `get` (SubjectAccessReview attributes).
+pub const CHECKPOINT_RESOURCE: &str = "containercheckpoints";
+
+/// Whether the requesting user may read the checkpoint, as a SubjectAccessReview answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub allowed: bool,
+    /// The authorizer's reason or evaluation error, if it gave one.
+    pub reason: String,
+}
+
+/// Why a restore pod is refused. `Display` is the admission message; [`Denial::reason`] the
+/// metrics label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    #[error("the pod could not be read as a v1 Pod ({error}); fix the pod's spec")]
+    UnreadablePod { error: String },
+    #[error(
+        "annotation {RESTORE_FROM_ANNOTATION} is {}, which is not a valid ContainerCheckpoint \
+         name (lowercase letters, digits, '-' and '.', at most 253 characters); set it to the \
+         name of a ContainerCheckpoint in namespace {namespace:?}",
+        shown(.value)
+    )]
+    InvalidReference { value: String, namespace: String },
+    #[error(
+        "annotation {RESTORE_FROM_ANNOTATION} names ContainerCheckpoint {} in namespace {}, but \
+         a pod can only restore from a checkpoint in its own namespace {namespace:?}; checkpoint \
+         the container in namespace {namespace:?} and set the annotation to that checkpoint's \
+         name alone",
+        shown(.name),
+        shown(.other)
+    )]
+    OtherNamespace {
+        other: String,
+        name: String,
+        namespace: String,
+    },
+    #[error(
+        "user {user:?} may not get ContainerCheckpoint {name:?} in namespace \
+         {namespace:?}{}; restoring from a checkpoint needs the right to read it (it holds the \
+         process's memory): ask for get on {CHECKPOINT_RESOURCE}.{GROUP} in namespace \
+         {namespace:?}",
+        because(.reason)
+    )]
+    Forbidden {
+        user: String,
+        name: String,
+        namespace: String,
+        reason: String,
+    },
+    #[error(
+        "could not check whether user {user:?} may get ContainerCheckpoint {name:?} in namespace \
+         {namespace:?} ({error}); create the pod again"
+    )]
+    AccessCheckFailed {
+        user: String,
+        name: String,
+        namespace: String,
+        error: String,
+    },
+    #[error(
+        "could not read ContainerCheckpoint {name:?} in namespace {namespace:?} ({error}); \
+         create the pod again"
+    )]
+    LookupFailed {
+        name: String,
+        namespace: String,
+        error: String,
+    },
+    #[error(
+        "ContainerCheckpoint {name:?} not found in namespace {namespace:?}; checkpoint the \
+         container first (kubectl apply a ContainerCheckpoint and wait until it is Completed), or \
+         fix annotation {RESTORE_FROM_ANNOTATION}"
+    )]
+    NotFound { name: String, namespace: String },
+    #[error(
+        "ContainerCheckpoint {name:?} in namespace {namespace:?} is {state}, not Completed{}; {}",
+        because(.message),
+        advice_for(.state)
+    )]
+    NotCompleted {
+        name: String,
+        namespace: String,
+        state: String,
+        message: String,
+    },
+    #[error(
+        "ContainerCheckpoint {name:?} in namespace {namespace:?} is Completed but its \
+         status.image {} is not an image reference with a sha256 digest; checkpoint the \
+         container again",
+        .image.as_deref().map_or_else(|| "(unset)".to_owned(), shown)
+    )]
+    NoImage {
+        name: String,
+        namespace: String,
+        image: Option<String>,
+    },
+    #[error(
+        "ContainerCheckpoint {name:?} holds container {container:?}, but this pod has no \
+         container of that name (its containers are {}); name the restored container \
+         {container:?}",
+        quoted_list(.containers)
+    )]
+    ContainerNotInPod {
+        name: String,
+        container: String,
+        containers: Vec<String>,
+    },
+}
+
+impl Denial {
+    /// CamelCase reason for the metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::UnreadablePod { .. } => "UnreadablePod",
+            Self::InvalidReference { .. } => "InvalidReference",
+            Self::OtherNamespace { .. } => "OtherNamespace",
+            Self::Forbidden { .. } => "Forbidden",
+            Self::AccessCheckFailed { .. } => "AccessCheckFailed",
+            Self::LookupFailed { .. } => "LookupFailed",
+            Self::NotFound { .. } => "NotFound",
+            Self::NotCompleted { .. } => "NotCompleted",
+            Self::NoImage { .. } => "NoImage",
+            Self::ContainerNotInPod { .. } => "ContainerNotInPod",
+        }
+    }
+}
+
+/// An admitted restore: what changes and the JSON patch (RFC 6902) that changes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restore {
+    pub container: String,
+    pub image: String,
+    /// `sha256:<hex>`, the digest part of `image`.
+    pub digest: String,
+    pub patch: Value,
+}
+
+/// The ContainerCheckpoint a pod asks to restore from: `None` without the annotation. Checked
+/// before anything is looked up, so a hostile value never reaches an API path.
+pub fn requested(pod: &Pod, namespace: &str) -> Result<Option<String>, Denial> {
+    let Some(value) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESTORE_FROM_ANNOTATION))
+    else {
+        return Ok(None);
+    };
+    let name = match value.split_once('/') {
+        // The qualified form is accepted for the pod's own namespace only.
+        Some((other, name)) if other != namespace => {
+            return Err(Denial::OtherNamespace {
+                other: other.to_owned(),
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+            });
+        }
+        Some((_, name)) => name,
+        None => value.as_str(),
+    };
+    if !is_dns_subdomain(name) {
+        return Err(Denial::InvalidReference {
+            value: value.clone(),
+            namespace: namespace.to_owned(),
+        });
+    }
+    Ok(Some(name.to_owned()))
+}
+
+/// Decides a restore of `pod` (in `namespace`) from checkpoint `name`, requested by `user`
+/// with `access`; `checkpoint` is the lookup's result, `None` when it does not exist (or was
+/// not looked up because access was refused: whether it exists is not told to someone who may
+/// not read it).
+pub fn decide(
+    pod: &Pod,
+    namespace: &str,
+    name: &str,
+    user: &str,
+    access: &Access,
+    checkpoint: Option<&ContainerCheckpoint>,
+) -> Result<Restore, Denial> {
+    if !access.allowed {
+        return Err(Denial::Forbidden {
+            user: user.to_owned(),
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            reason: access.reason.clone(),
+        });
+    }
+    let Some(checkpoint) = checkpoint else {
+        return Err(Denial::NotFound {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+        });
+    };
+    let status = checkpoint.status.as_ref();
+    let state = status.and_then(|s| s.state);
+    if state != Some(CheckpointState::Completed) {
+        return Err(Denial::NotCompleted {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            state: state.map_or_else(|| "not started yet".to_owned(), |s| format!("{s:?}")),
+            message: status.and_then(|s| s.message.clone()).unwrap_or_default(),
+        });
+    }
+    let image = status.and_then(|s| s.image.clone());
+    let Some((image, digest)) = image
+        .as_deref()
+        .and_then(|i| digest_of(i).map(|d| (i.to_owned(), d.to_owned())))
+    else {
+        return Err(Denial::NoImage {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            image,
+        });
+    };
+    let container = &checkpoint.spec.container;
+    let containers: Vec<String> = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    let Some(index) = containers.iter().position(|c| c == container) else {
+        return Err(Denial::ContainerNotInPod {
+            name: name.to_owned(),
+            container: container.clone(),
+            containers,
+        });
+    };
+    // `add` sets a member whether or not it exists; the annotations map exists, as it holds
+    // restore-from.
+    let annotation = pointer_token(RESTORED_FROM_DIGEST_ANNOTATION);
+    let patch = json!([
+        {
+            "op": "add",
+            "path": format!("/spec/containers/{index}/image"),
+            "value": image,
+        },
+        {
+            "op": "add",
+            "path": format!("/metadata/annotations/{annotation}"),
+            "value": digest,
+        },
+    ]);
+    Ok(Restore {
+        container: container.clone(),
+        image,
+        digest,
+        patch,
+    })
+}
+
+/// The `sha256:<64 hex>` digest of an image reference `name@sha256:…`.
+fn digest_of(image: &str) -> Option<&str> {
+    parse_digest(image.rsplit_once('@')?.1)
+}
+
+/// A JSON pointer reference token (RFC 6901): `~` and `/` escaped.
+fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn because(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
+}
+
+fn advice_for(state: &str) -> &'static str {
+    match state {
+        "Failed" => {
+            "fix the cause, delete the ContainerCheckpoint and create it again, then create the \
+             pod again"
+        }
+        _ => "wait until it is Completed, then create the pod again",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+use super::*;
+use crate::fixtures::{DIGEST, apply, checkpoint, image, restore_pod};
+
+fn allowed() -> Access {
+    Access {
+        allowed: true,
+        reason: String::new(),
+    }
+}
+
+fn completed() -> ContainerCheckpoint {
+    checkpoint(Some(CheckpointState::Completed), "checkpoint completed")
+}
+
+fn deny(pod: &Pod, access: &Access, cc: Option<&ContainerCheckpoint>) -> Denial {
+    decide(pod, "default", "counter-checkpoint", "alice", access, cc).unwrap_err()
+}
+
+#[test]
+fn pods_without_the_annotation_pass() {
+    assert_eq!(requested(&restore_pod(None), "default"), Ok(None));
+    let mut other = restore_pod(None);
+    other.metadata.annotations = Some([("a".to_owned(), "b".to_owned())].into());
+    assert_eq!(requested(&other, "default"), Ok(None));
+}
+
+#[test]
+fn the_annotation_names_a_checkpoint_of_the_pods_namespace() {
+    assert_eq!(
+        requested(&restore_pod(Some("counter-checkpoint")), "default"),
+        Ok(Some("counter-checkpoint".into()))
+    );
+    // Qualified with the pod's own namespace: the same thing.
+    assert_eq!(
+        requested(&restore_pod(Some("default/counter-checkpoint")), "default"),
+        Ok(Some("counter-checkpoint".into()))
+    );
+}
+
+#[test]
+fn another_namespace_is_denied() {
+    let err = requested(&restore_pod(Some("prod/counter-checkpoint")), "default").unwrap_err();
+    assert_eq!(err.reason(), "OtherNamespace");
+    assert_eq!(
+        err.to_string(),
+        "annotation checkpointing.zacchaeuschok.github.io/restore-from names \
+         ContainerCheckpoint \"counter-checkpoint\" in namespace \"prod\", but a pod can only \
+         restore from a checkpoint in its own namespace \"default\"; checkpoint the container \
+         in namespace \"default\" and set the annotation to that checkpoint's name alone"
+    );
+}
+
+#[test]
+fn invalid_names_are_denied_before_any_lookup() {
+    for bad in ["", "Counter", "../x", "a/b/c", "default/", "x y"] {
+        let err = requested(&restore_pod(Some(bad)), "default").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Denial::InvalidReference { .. } | Denial::OtherNamespace { .. }
+            ),
+            "{bad:?}: {err}"
+        );
+    }
+    let err = requested(&restore_pod(Some("../x")), "default").unwrap_err();
+    assert_eq!(err.reason(), "OtherNamespace");
+    let err = requested(&restore_pod(Some("Counter_1")), "default").unwrap_err();
+    assert_eq!(err.reason(), "InvalidReference");
+    assert_eq!(
+        err.to_string(),
+        "annotation checkpointing.zacchaeuschok.github.io/restore-from is \"Counter_1\", \
+         which is not a valid ContainerCheckpoint name (lowercase letters, digits, '-' and \
+         '.', at most 253 characters); set it to the name of a ContainerCheckpoint in \
+         namespace \"default\""
+    );
+    let long = "a".repeat(10_000);
+    let err = requested(&restore_pod(Some(&long)), "default").unwrap_err();
+    assert!(err.to_string().len() < 400, "{err}");
+    assert!(err.to_string().contains("10000 characters"), "{err}");
+}
+
+#[test]
+fn users_who_may_not_read_the_checkpoint_are_denied() {
+    let refused = Access {
+        allowed: false,
+        reason: String::new(),
+    };
+    let err = deny(
+        &restore_pod(Some("counter-checkpoint")),
+        &refused,
+        Some(&completed()),
+    );
+    assert_eq!(err.reason(), "Forbidden");
+    assert_eq!(
+        err.to_string(),
+        "user \"alice\" may not get ContainerCheckpoint \"counter-checkpoint\" in namespace \
+         \"default\"; restoring from a checkpoint needs the right to read it (it holds the \
+         process's memory): ask for get on \
+         containercheckpoints.checkpointing.zacchaeuschok.github.io in namespace \"default\""
+    );
+    // Not even whether the checkpoint exists is told.
+    let with_reason = Access {
+        allowed: false,
+        reason: "no RBAC policy matched".into(),
+    };
+    assert_eq!(
+        deny(&restore_pod(Some("counter-checkpoint")), &with_reason, None),
+        Denial::Forbidden {
+            user: "alice".into(),
+            name: "counter-checkpoint".into(),
+            namespace: "default".into(),
+            reason: "no RBAC policy matched".into(),
+        }
+    );
+    assert!(
+        deny(&restore_pod(Some("counter-checkpoint")), &with_reason, None)
+            .to_string()
+            .contains("in namespace \"default\" (no RBAC policy matched); restoring"),
+    );
+}
+
+#[test]
+fn missing_checkpoint_is_denied() {
+    let err = deny(&restore_pod(Some("counter-checkpoint")), &allowed(), None);
+    assert_eq!(err.reason(), "NotFound");
+    assert_eq!(
+        err.to_string(),
+        "ContainerCheckpoint \"counter-checkpoint\" not found in namespace \"default\"; \
+         checkpoint the container first (kubectl apply a ContainerCheckpoint and wait until \
+         it is Completed), or fix annotation checkpointing.zacchaeuschok.github.io/restore-from"
+    );
+}
+
+#[test]
+fn checkpoint_not_completed_is_denied_with_its_state_and_message() {
+    let p = restore_pod(Some("counter-checkpoint"));
+    let failed = checkpoint(
+        Some(CheckpointState::Failed),
+        "pod \"stateful-app\" not found in namespace \"default\"",
+    );
+    let err = deny(&p, &allowed(), Some(&failed));
+    assert_eq!(err.reason(), "NotCompleted");
+    assert_eq!(
+        err.to_string(),
+        "ContainerCheckpoint \"counter-checkpoint\" in namespace \"default\" is Failed, not \
+         Completed (pod \"stateful-app\" not found in namespace \"default\"); fix the cause, \
+         delete the ContainerCheckpoint and create it again, then create the pod again"
+    );
+    let running = checkpoint(Some(CheckpointState::Running), "checkpointing on node1");
+    assert_eq!(
+        deny(&p, &allowed(), Some(&running)).to_string(),
+        "ContainerCheckpoint \"counter-checkpoint\" in namespace \"default\" is Running, not \
+         Completed (checkpointing on node1); wait until it is Completed, then create the pod \
+         again"
+    );
+    let new = checkpoint(None, "");
+    assert_eq!(
+        deny(&p, &allowed(), Some(&new)).to_string(),
+        "ContainerCheckpoint \"counter-checkpoint\" in namespace \"default\" is not started \
+         yet, not Completed; wait until it is Completed, then create the pod again"
+    );
+}
+
+#[test]
+fn completed_checkpoint_without_a_digest_is_denied() {
+    let p = restore_pod(Some("counter-checkpoint"));
+    let mut cc = completed();
+    cc.status.as_mut().unwrap().image = Some("localhost:5050/default/x:latest".into());
+    let err = deny(&p, &allowed(), Some(&cc));
+    assert_eq!(err.reason(), "NoImage");
+    assert_eq!(
+        err.to_string(),
+        "ContainerCheckpoint \"counter-checkpoint\" in namespace \"default\" is Completed but \
+         its status.image \"localhost:5050/default/x:latest\" is not an image reference \
+         with a sha256 digest; checkpoint the container again"
+    );
+    cc.status.as_mut().unwrap().image = None;
+    assert_eq!(deny(&p, &allowed(), Some(&cc)).reason(), "NoImage");
+    cc.status.as_mut().unwrap().image = Some("x@sha256:abc".into());
+    assert_eq!(deny(&p, &allowed(), Some(&cc)).reason(), "NoImage");
+}
+
+#[test]
+fn checkpointed_container_missing_from_the_pod_is_denied() {
+    let mut p = restore_pod(Some("counter-checkpoint"));
+    p.spec.as_mut().unwrap().containers[1].name = "other".into();
+    let err = deny(&p, &allowed(), Some(&completed()));
+    assert_eq!(err.reason(), "ContainerNotInPod");
+    assert_eq!(
+        err.to_string(),
+        "ContainerCheckpoint \"counter-checkpoint\" holds container \"counter\", but this pod \
+         has no container of that name (its containers are \"sidecar\", \"other\"); name the \
+         restored container \"counter\""
+    );
+}
+
+#[test]
+fn lookup_errors_say_so() {
+    let err = Denial::AccessCheckFailed {
+        user: "alice".into(),
+        name: "cc".into(),
+        namespace: "default".into(),
+        error: "503 ServiceUnavailable".into(),
+    };
+    assert_eq!(
+        err.to_string(),
+        "could not check whether user \"alice\" may get ContainerCheckpoint \"cc\" in \
+         namespace \"default\" (503 ServiceUnavailable); create the pod again"
+    );
+    let err = Denial::LookupFailed {
+        name: "cc".into(),
+        namespace: "default".into(),
+        error: "timed out".into(),
+    };
+    assert_eq!(
+        err.to_string(),
+        "could not read ContainerCheckpoint \"cc\" in namespace \"default\" (timed out); \
+         create the pod again"
+    );
+}
+
+#[test]
+fn completed_checkpoint_rewrites_only_its_container() {
+    let p = restore_pod(Some("counter-checkpoint"));
+    let restore = decide(
+        &p,
+        "default",
+        "counter-checkpoint",
+        "alice",
+        &allowed(),
+        Some(&completed()),
+    )
+    .unwrap();
+    assert_eq!(restore.container, "counter");
+    assert_eq!(restore.image, image());
+    assert_eq!(restore.digest, DIGEST);
+    assert_eq!(
+        restore.patch,
+        json!([
+            {"op": "add", "path": "/spec/containers/1/image", "value": image()},
+            {
+                "op": "add",
+                "path": "/metadata/annotations/\
+                         checkpointing.zacchaeuschok.github.io~1restored-from-digest",
+                "value": DIGEST,
+            },
+        ])
+    );
+
+    let patched = apply(&p, &restore.patch);
+    let mut expected = p.clone();
+    expected.spec.as_mut().unwrap().containers[1].image = Some(image());
+    expected
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(RESTORED_FROM_DIGEST_ANNOTATION.into(), DIGEST.into());
+    assert_eq!(
+        patched, expected,
+        "only the image and the annotation change"
+    );
+    assert_eq!(
+        patched.spec.unwrap().containers[0].image.as_deref(),
+        Some("nginx")
+    );
+}

@@ -1,0 +1,6 @@
+//! The restore admission webhook: [`admission`] decides (pure), [`serve`] answers the API
+//! server on every replica, [`registration`] keeps it registered while this replica leads.
+
+pub mod admission;
+pub mod registration;
+pub mod serve;

@@ -1,0 +1,239 @@
+//! Registering the restore admission webhook (leader only): the
+//! `MutatingWebhookConfiguration`, kept applied by server-side apply and retried with backoff.
+
+use std::time::Duration;
+
+use checkpointing::names::CONTROLLER_MANAGER;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use tracing::{info, warn};
+
+use super::serve::PATH;
+use crate::backoff::backoff;
+use crate::kube_error::cause;
+
+/// Name of the `MutatingWebhookConfiguration` the controller keeps.
+pub const CONFIGURATION_NAME: &str = "checkpointing-restore";
+/// Name of its one webhook (the API server names it in every denial).
+pub const WEBHOOK_NAME: &str = "restore.checkpointing.zacchaeuschok.github.io";
+/// Default Service name in front of the controller's webhook port.
+pub const DEFAULT_SERVICE_NAME: &str = "checkpoint-controller-webhook";
+
+/// How long the API server waits for an answer.
+const TIMEOUT_SECONDS: i32 = 5;
+/// How often the registration is applied again once it succeeded.
+const REAPPLY: Duration = Duration::from_secs(300);
+
+/// Where the API server reaches the webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// An `https://` URL, e.g. when the controller runs outside the cluster.
+    Url(String),
+    /// A Service in front of the controller's pods; the path is [`PATH`].
+    Service { namespace: String, name: String },
+}
+
+/// The webhook registration: pod CREATE only, scoped and failing open so that a controller
+/// outage never blocks ordinary pods.
+pub fn configuration(endpoint: &Endpoint, ca_pem: &str) -> MutatingWebhookConfiguration {
+    let (url, service) = match endpoint {
+        Endpoint::Url(url) => (Some(url.clone()), None),
+        Endpoint::Service { namespace, name } => (
+            None,
+            Some(ServiceReference {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                path: Some(PATH.to_owned()),
+                port: None,
+            }),
+        ),
+    };
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(CONFIGURATION_NAME.to_owned()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    CONTROLLER_MANAGER.to_owned(),
+                )]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: WEBHOOK_NAME.to_owned(),
+            admission_review_versions: vec!["v1".to_owned()],
+            client_config: WebhookClientConfig {
+                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+                service,
+                url,
+            },
+            // Ignore, not Fail: every pod CREATE in the cluster passes through here, and a
+            // controller that is down, restarting or unreachable must never stop ordinary pods
+            // from being created. The price: a restore pod created while the webhook cannot
+            // answer starts un-restored, from its own image (it carries no
+            // restored-from-digest annotation, which tells it apart).
+            failure_policy: Some("Ignore".to_owned()),
+            match_policy: Some("Equivalent".to_owned()),
+            // Leaves kube-system alone where namespaces carry their name as a label (Kubernetes
+            // 1.21 and later label every namespace so; before, only where someone did).
+            namespace_selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "kubernetes.io/metadata.name".to_owned(),
+                    operator: "NotIn".to_owned(),
+                    values: Some(vec!["kube-system".to_owned()]),
+                }]),
+                match_labels: None,
+            }),
+            object_selector: None,
+            reinvocation_policy: Some("Never".to_owned()),
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec![String::new()]),
+                api_versions: Some(vec!["v1".to_owned()]),
+                operations: Some(vec!["CREATE".to_owned()]),
+                resources: Some(vec!["pods".to_owned()]),
+                scope: Some("Namespaced".to_owned()),
+            }]),
+            side_effects: "None".to_owned(),
+            timeout_seconds: Some(TIMEOUT_SECONDS),
+            match_conditions: None,
+        }]),
+    }
+}
+
+/// Keeps the registration applied (server-side apply): retried with backoff until it succeeds,
+/// then re-applied every [`REAPPLY`], so a deleted or edited configuration (or a caBundle from an
+/// earlier run) is put right. Runs until aborted.
+pub async fn register(client: Client, configuration: MutatingWebhookConfiguration) {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let mut failures = 0;
+    let mut registered = false;
+    loop {
+        let wait = match apply_configuration(&api, &configuration).await {
+            Ok(()) => {
+                if !registered {
+                    info!(
+                        name = CONFIGURATION_NAME,
+                        "registered the restore admission webhook"
+                    );
+                }
+                (registered, failures) = (true, 0);
+                REAPPLY
+            }
+            Err(error) => {
+                failures += 1;
+                let retry = backoff(failures);
+                warn!(
+                    error = %cause(&error),
+                    name = CONFIGURATION_NAME,
+                    retry_secs = retry.as_secs(),
+                    "registering the restore admission webhook failed"
+                );
+                retry
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One server-side apply of the registration.
+async fn apply_configuration(
+    api: &Api<MutatingWebhookConfiguration>,
+    configuration: &MutatingWebhookConfiguration,
+) -> Result<(), kube::Error> {
+    let params = PatchParams::apply(CONTROLLER_MANAGER).force();
+    api.patch(CONFIGURATION_NAME, &params, &Patch::Apply(configuration))
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use checkpointing::testing::FakeApi;
+    use serde_json::json;
+
+    #[test]
+    fn registration_fails_open_for_pod_creates_only() {
+        let config = configuration(
+            &Endpoint::Url("https://10.77.0.1:8443/mutate".into()),
+            "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+        );
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["apiVersion"], "admissionregistration.k8s.io/v1");
+        assert_eq!(json["kind"], "MutatingWebhookConfiguration");
+        assert_eq!(json["metadata"]["name"], "checkpointing-restore");
+        let hook = &json["webhooks"][0];
+        assert_eq!(hook["name"], WEBHOOK_NAME);
+        assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
+        assert_eq!(hook["failurePolicy"], "Ignore");
+        assert_eq!(hook["sideEffects"], "None");
+        assert_eq!(hook["timeoutSeconds"], 5);
+        assert_eq!(
+            hook["rules"],
+            json!([{
+                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                "resources": ["pods"], "scope": "Namespaced",
+            }])
+        );
+        assert_eq!(
+            hook["namespaceSelector"]["matchExpressions"][0]["values"],
+            json!(["kube-system"])
+        );
+        assert!(hook.get("matchConditions").is_none());
+        assert_eq!(hook["clientConfig"]["url"], "https://10.77.0.1:8443/mutate");
+        assert!(hook["clientConfig"].get("service").is_none());
+        // caBundle is base64 of the PEM.
+        assert_eq!(
+            hook["clientConfig"]["caBundle"],
+            "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCngKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="
+        );
+
+        let config = configuration(
+            &Endpoint::Service {
+                namespace: "checkpointing".into(),
+                name: "checkpoint-controller-webhook".into(),
+            },
+            "pem",
+        );
+        let client = serde_json::to_value(&config.webhooks.unwrap()[0].client_config).unwrap();
+        assert_eq!(
+            client["service"],
+            json!({
+                "namespace": "checkpointing",
+                "name": "checkpoint-controller-webhook",
+                "path": "/mutate",
+            })
+        );
+        assert!(client.get("url").is_none());
+    }
+
+    #[tokio::test]
+    async fn registration_is_applied_by_the_controller() {
+        let api = FakeApi::default();
+        let config = configuration(&Endpoint::Url("https://h/mutate".into()), "pem");
+        apply_configuration(&Api::all(api.client()), &config)
+            .await
+            .unwrap();
+        let seen = api.take();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].method, "PATCH");
+        assert_eq!(
+            seen[0].uri,
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/\
+             checkpointing-restore?&force=true&fieldManager=checkpoint-controller"
+        );
+        assert_eq!(
+            seen[0].content_type.as_deref(),
+            Some("application/apply-patch+yaml")
+        );
+    }
+}

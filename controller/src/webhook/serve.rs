@@ -1,0 +1,259 @@
+//! Serving the restore admission webhook (every replica): the HTTPS endpoint the API server
+//! calls on every pod CREATE and the look-ups a decision needs (a SubjectAccessReview, the
+//! ContainerCheckpoint). The decision itself is [`super::admission`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use checkpointing::crd::ContainerCheckpoint;
+use checkpointing::names::{GROUP, RESTORE_FROM_ANNOTATION};
+use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::{Api, Client};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::admission::{self, Access, CHECKPOINT_RESOURCE, Denial, Restore};
+use crate::admin::Metrics;
+use crate::kube_error::cause;
+
+/// Path the API server posts AdmissionReviews to.
+pub const PATH: &str = "/mutate";
+/// How long our look-ups may take: under the registration's timeout (5 s), so a slow API
+/// server yields our clear denial rather than the API server's timeout (which `Ignore` would
+/// turn into an un-restored pod).
+const LOOKUP_BUDGET: Duration = Duration::from_secs(4);
+/// Largest AdmissionReview accepted (a pod is far smaller; the API server caps objects at 3 MiB).
+const MAX_BODY: usize = 8 << 20;
+
+/// What the endpoint needs.
+#[derive(Clone)]
+pub struct Webhook {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(webhook: Webhook) -> Router {
+    Router::new()
+        .route(PATH, post(mutate))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(webhook)
+}
+
+/// What became of one pod.
+#[derive(Debug)]
+enum Verdict {
+    /// Not a restore: admitted unchanged.
+    Pass,
+    Restore(Restore),
+    Deny(Denial),
+}
+
+async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
+    let request = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|review| {
+            let request: Result<AdmissionRequest<DynamicObject>, _> = review.try_into();
+            request.map_err(|e| e.to_string())
+        }) {
+        Ok(request) => request,
+        Err(error) => {
+            warn!(%error, "unreadable AdmissionReview");
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not an AdmissionReview with a request: {error}\n"),
+            )
+                .into_response();
+        }
+    };
+    let verdict = admit(&webhook.client, &request).await;
+    let pod = request.name.as_str();
+    let namespace = request.namespace.as_deref().unwrap_or_default();
+    let user = request.user_info.username.as_deref().unwrap_or_default();
+    let mut response = AdmissionResponse::from(&request);
+    match verdict {
+        Verdict::Pass => webhook.metrics.admitted("allowed", "NoRestore"),
+        Verdict::Restore(restore) => {
+            response = match with_patch(response, restore.patch) {
+                Ok(patched) => patched,
+                Err(error) => {
+                    warn!(%error, "building the admission patch failed");
+                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"))
+                        .into_response();
+                }
+            };
+            info!(
+                pod, namespace, user,
+                container = %restore.container,
+                image = %restore.image,
+                "admitted a restore"
+            );
+            webhook.metrics.admitted("patched", "Restored");
+        }
+        Verdict::Deny(denial) => {
+            info!(
+                pod, namespace, user,
+                reason = denial.reason(),
+                denial = %denial,
+                "denied a restore"
+            );
+            webhook.metrics.admitted("denied", denial.reason());
+            // Standard reasons only: clients act on them (IsNotFound, IsForbidden…); the
+            // message and the metrics carry ours.
+            let (code, reason) = match denial {
+                Denial::Forbidden { .. } => (403, "Forbidden"),
+                Denial::AccessCheckFailed { .. } | Denial::LookupFailed { .. } => {
+                    (503, "ServiceUnavailable")
+                }
+                _ => (400, "BadRequest"),
+            };
+            response = response.deny(&denial);
+            response.result.code = code;
+            response.result.reason = reason.to_owned();
+        }
+    }
+    match serde_json::to_vec(&response.into_review()) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
+}
+
+/// `response` with the JSON patch `patch` (an array of operations, as
+/// [`admission::decide`] makes it).
+fn with_patch(response: AdmissionResponse, patch: Value) -> Result<AdmissionResponse, String> {
+    let patch = serde_json::from_value(patch).map_err(|e| format!("invalid JSON patch: {e}"))?;
+    response.with_patch(patch).map_err(|e| e.to_string())
+}
+
+/// Decides one request: the look-ups, then [`admission::decide`].
+async fn admit(client: &Client, request: &AdmissionRequest<DynamicObject>) -> Verdict {
+    let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
+    let Some(object) = request
+        .object
+        .as_ref()
+        .filter(|_| is_pod && request.operation == Operation::Create)
+    else {
+        return Verdict::Pass;
+    };
+    let asks_restore = object
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(RESTORE_FROM_ANNOTATION));
+    let pod: Pod = match object.clone().try_parse() {
+        Ok(pod) => pod,
+        // Only a restore pod is worth refusing: anything else goes through untouched.
+        Err(_) if !asks_restore => return Verdict::Pass,
+        Err(error) => {
+            return Verdict::Deny(Denial::UnreadablePod {
+                error: error.to_string(),
+            });
+        }
+    };
+    let namespace = request
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_default();
+    let name = match admission::requested(&pod, &namespace) {
+        Ok(Some(name)) => name,
+        Ok(None) => return Verdict::Pass,
+        Err(denial) => return Verdict::Deny(denial),
+    };
+    let user = request.user_info.username.clone().unwrap_or_default();
+    let looked_up = tokio::time::timeout(
+        LOOKUP_BUDGET,
+        look_up(client, &request.user_info, &namespace, &name),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(Denial::LookupFailed {
+            name: name.clone(),
+            namespace: namespace.clone(),
+            error: format!("no answer from the API server within {LOOKUP_BUDGET:?}"),
+        })
+    });
+    let (access, checkpoint) = match looked_up {
+        Ok(found) => found,
+        Err(denial) => return Verdict::Deny(denial),
+    };
+    match admission::decide(&pod, &namespace, &name, &user, &access, checkpoint.as_ref()) {
+        Ok(restore) => Verdict::Restore(restore),
+        Err(denial) => Verdict::Deny(denial),
+    }
+}
+
+/// Whether the user may read the checkpoint and, only if so, the checkpoint.
+async fn look_up(
+    client: &Client,
+    user: &UserInfo,
+    namespace: &str,
+    name: &str,
+) -> Result<(Access, Option<ContainerCheckpoint>), Denial> {
+    let review = SubjectAccessReview {
+        metadata: ObjectMeta::default(),
+        spec: SubjectAccessReviewSpec {
+            user: user.username.clone(),
+            groups: user.groups.clone(),
+            uid: user.uid.clone(),
+            extra: user.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some("get".to_owned()),
+                group: Some(GROUP.to_owned()),
+                resource: Some(CHECKPOINT_RESOURCE.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                name: Some(name.to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            non_resource_attributes: None,
+        },
+        status: None,
+    };
+    let reviewed = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|error| Denial::AccessCheckFailed {
+            user: user.username.clone().unwrap_or_default(),
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            error: cause(&error),
+        })?;
+    let status = reviewed.status.unwrap_or_default();
+    let access = Access {
+        allowed: status.allowed && status.denied != Some(true),
+        reason: [status.reason, status.evaluation_error]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    if !access.allowed {
+        return Ok((access, None));
+    }
+    let checkpoint = Api::<ContainerCheckpoint>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|error| Denial::LookupFailed {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            error: cause(&error),
+        })?;
+    Ok((access, checkpoint))
+}
+
+#[cfg(test)]
+mod tests;
