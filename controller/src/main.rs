@@ -3,12 +3,12 @@
 //! `controller crd` prints both CRDs as YAML. With `--webhook-addr` it also serves and
 //! registers the restore admission webhook.
 
-mod admin;
-mod backoff;
 #[cfg(test)]
 mod fixtures;
 mod kube_error;
 mod leader;
+mod metrics;
+mod readiness;
 mod request;
 mod retention;
 mod status;
@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use checkpointing::admin;
 use checkpointing::daemon::{LogFormat, init_logging, kube_client};
 use checkpointing::names::DEFAULT_LEASE_NAMESPACE;
 use clap::{Args, Parser, Subcommand};
@@ -34,7 +35,8 @@ use kube::runtime::controller;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, info, warn};
 
-use crate::admin::{Admin, Metrics};
+use crate::metrics::Metrics;
+use crate::readiness::Ready;
 use crate::request::{error_policy, reconcile};
 use crate::webhook::registration::{self, Endpoint};
 use crate::webhook::serve;
@@ -260,8 +262,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let synced = request::watches::Synced::default();
     let leading = Arc::new(AtomicBool::new(elector.is_none()));
     metrics.set_leader(elector.is_none());
-    let admin = Admin {
-        metrics: metrics.clone(),
+    let ready = Ready {
         watches: vec![
             synced.requests.clone(),
             synced.contents.clone(),
@@ -270,9 +271,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         leading: leading.clone(),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(admin::serve(listener, admin, async {
-        let _ = admin_stopped.await;
-    }));
+    let admin_task = tokio::spawn(admin::serve(
+        listener,
+        metrics.clone(),
+        Arc::new(ready),
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
     info!(addr = %args.admin_addr, "serving /healthz, /readyz and /metrics");
 
     let webhook = match args.webhook.settings(client.default_namespace())? {

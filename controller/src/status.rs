@@ -124,7 +124,9 @@ pub fn mirror(
 }
 
 pub fn requested_message(node: &str) -> String {
-    format!("checkpoint requested on node {node}, waiting for its node daemon")
+    format!(
+        "checkpoint requested from the node daemon on {node}; its ContainerCheckpointContent shows progress"
+    )
 }
 
 /// Adds the `Ready` condition and `observedGeneration`. The condition keeps its

@@ -1,8 +1,9 @@
 //! What every reconcile shares: the clients, the stores the watches keep, and what the
 //! controller remembers between reconciles.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use checkpointing::backoff::Failures;
 
 use checkpointing::crd::{ContainerCheckpoint, ContainerCheckpointContent};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -11,7 +12,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::written::Written;
-use crate::admin::Metrics;
+use crate::metrics::Metrics;
 
 pub struct Context {
     pub client: Client,
@@ -25,7 +26,7 @@ pub struct Context {
     /// Our writes the stores may not show yet.
     pub written: Written,
     /// Consecutive failures per request, for the backoff.
-    failures: Mutex<HashMap<ObjectRef<ContainerCheckpoint>, u32>>,
+    pub failures: Failures<ObjectRef<ContainerCheckpoint>>,
 }
 
 impl Context {
@@ -45,12 +46,7 @@ impl Context {
             leases,
             lease_namespace,
             written: Written::default(),
-            failures: Mutex::default(),
+            failures: Failures::default(),
         }
-    }
-
-    pub(super) fn failures(&self) -> MutexGuard<'_, HashMap<ObjectRef<ContainerCheckpoint>, u32>> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

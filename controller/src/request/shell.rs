@@ -18,7 +18,6 @@ use tracing::{info, warn};
 use super::context::Context;
 use super::error::Error;
 use super::plan::{Observed, content_not_created, needs_pod, plan};
-use crate::backoff::backoff;
 use crate::kube_error::cause;
 use crate::status::{self, Transition};
 
@@ -30,7 +29,7 @@ pub async fn reconcile(
     let started = std::time::Instant::now();
     let result = run(&object, &ctx).await;
     let label = if result.is_ok() {
-        ctx.failures().remove(&ObjectRef::from(object.as_ref()));
+        ctx.failures.succeeded(&ObjectRef::from(object.as_ref()));
         "success"
     } else {
         "error"
@@ -41,13 +40,7 @@ pub async fn reconcile(
 
 /// The controller's error policy: log and retry with a per-request backoff.
 pub fn error_policy(object: Arc<ContainerCheckpoint>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = {
-        let mut all = ctx.failures();
-        let n = all.entry(ObjectRef::from(object.as_ref())).or_default();
-        *n = n.saturating_add(1);
-        *n
-    };
-    let retry = backoff(failures);
+    let (failures, retry) = ctx.failures.failed(ObjectRef::from(object.as_ref()));
     warn!(
         error = %error,
         cause = %error_source(error),

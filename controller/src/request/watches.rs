@@ -17,7 +17,7 @@ use kube::{Api, Client};
 use tracing::{info, warn};
 
 use super::context::Context;
-use crate::admin::Metrics;
+use crate::metrics::Metrics;
 
 /// One flag per watch, set once it has listed everything.
 #[derive(Default)]

@@ -8,7 +8,9 @@ fn content_without_status_reads_as_pending_on_its_node() {
     assert_eq!(s.state, Some(CheckpointState::Pending));
     assert_eq!(
         s.message.as_deref(),
-        Some("checkpoint requested on node node1, waiting for its node daemon")
+        Some(
+            "checkpoint requested from the node daemon on node1; its ContainerCheckpointContent shows progress"
+        )
     );
     assert_eq!(s.node_name.as_deref(), Some("node1"));
     assert_eq!(s.content_name.as_deref(), Some("cc1"));

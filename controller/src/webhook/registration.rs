@@ -17,8 +17,8 @@ use kube::{Api, Client};
 use tracing::{info, warn};
 
 use super::serve::PATH;
-use crate::backoff::backoff;
 use crate::kube_error::cause;
+use checkpointing::backoff::backoff;
 
 /// Name of the `MutatingWebhookConfiguration` the controller keeps.
 pub const CONFIGURATION_NAME: &str = "checkpointing-restore";

@@ -27,8 +27,8 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::admission::{self, Access, CHECKPOINT_RESOURCE, Denial, Restore};
-use crate::admin::Metrics;
 use crate::kube_error::cause;
+use crate::metrics::Metrics;
 
 /// Path the API server posts AdmissionReviews to.
 pub const PATH: &str = "/mutate";

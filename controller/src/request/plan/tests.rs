@@ -78,7 +78,9 @@ fn valid_request_creates_its_content_and_goes_pending() {
     assert_eq!(status.state, Some(CheckpointState::Pending));
     assert_eq!(
         status.message.as_deref(),
-        Some("checkpoint requested on node node1, waiting for its node daemon")
+        Some(
+            "checkpoint requested from the node daemon on node1; its ContainerCheckpointContent shows progress"
+        )
     );
     assert_eq!(status.node_name.as_deref(), Some("node1"));
     assert_eq!(status.content_name.as_deref(), Some("cc1"));

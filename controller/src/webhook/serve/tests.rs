@@ -2,6 +2,7 @@ use super::*;
 use crate::fixtures::{DIGEST, apply, checkpoint, image};
 use axum::body::Body;
 use axum::http::Request;
+use checkpointing::admin::Telemetry as _;
 use checkpointing::crd::CheckpointState;
 use checkpointing::names::RESTORED_FROM_DIGEST_ANNOTATION;
 use checkpointing::testing::FakeApi;

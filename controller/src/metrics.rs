@@ -1,24 +1,13 @@
-//! The admin port: `/healthz` (the process serves), `/readyz` (the watches have synced) and
-//! `/metrics` (Prometheus text).
+//! The controller's metrics, served on the admin port (`checkpointing::admin`).
 
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use checkpointing::admin::Telemetry;
 use checkpointing::crd::CheckpointState;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcileLabels {
@@ -126,63 +115,12 @@ impl Metrics {
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }
+}
 
-    pub(crate) fn render(&self) -> String {
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
-        text
+impl Telemetry for Metrics {
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
-}
-
-/// What the endpoints report on.
-#[derive(Clone)]
-pub struct Admin {
-    pub metrics: Arc<Metrics>,
-    /// One flag per watch, set once it has listed its objects: ready when all are.
-    pub watches: Vec<Arc<AtomicBool>>,
-    /// Whether this replica leads. A follower runs no watches and is ready (it serves the
-    /// webhook); the leader is ready once its watches have synced.
-    pub leading: Arc<AtomicBool>,
-}
-
-pub fn router(admin: Admin) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(admin)
-}
-
-/// Serves the admin endpoints until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    admin: Admin,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(admin))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn readyz(State(admin): State<Admin>) -> (StatusCode, &'static str) {
-    if !admin.leading.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready (follower)\n")
-    } else if admin.watches.iter().all(|w| w.load(Ordering::Relaxed)) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet\n")
-    }
-}
-
-async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        admin.metrics.render(),
-    )
 }
 
 #[cfg(test)]
@@ -225,6 +163,15 @@ mod tests {
     }
 
     #[test]
+    fn metrics_show_the_leader() {
+        let m = Metrics::default();
+        m.set_leader(true);
+        let text = m.render();
+        assert!(text.contains("checkpoint_controller_leader 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
     fn metrics_count_webhook_decisions() {
         let m = Metrics::default();
         m.admitted("denied", "NotFound");
@@ -243,73 +190,5 @@ mod tests {
             ),
             "{text}"
         );
-    }
-
-    #[tokio::test]
-    async fn ready_once_every_watch_has_synced() {
-        let (requests, contents) = (Arc::<AtomicBool>::default(), Arc::<AtomicBool>::default());
-        let leading = Arc::<AtomicBool>::default();
-        let admin = Admin {
-            metrics: Arc::default(),
-            watches: vec![requests.clone(), contents.clone()],
-            leading: leading.clone(),
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, admin.clone(), async {
-            let _ = stopped.await;
-        }));
-
-        assert!(
-            get_status(addr, "/healthz")
-                .await
-                .starts_with("HTTP/1.1 200")
-        );
-        // A follower is ready without watches.
-        assert!(
-            get_status(addr, "/readyz")
-                .await
-                .starts_with("HTTP/1.1 200")
-        );
-        leading.store(true, Ordering::Relaxed);
-        assert!(
-            get_status(addr, "/readyz")
-                .await
-                .starts_with("HTTP/1.1 503")
-        );
-        requests.store(true, Ordering::Relaxed);
-        assert!(
-            get_status(addr, "/readyz")
-                .await
-                .starts_with("HTTP/1.1 503")
-        );
-        contents.store(true, Ordering::Relaxed);
-        assert!(
-            get_status(addr, "/readyz")
-                .await
-                .starts_with("HTTP/1.1 200")
-        );
-        admin.metrics.set_leader(true);
-        let metrics = get_status(addr, "/metrics").await;
-        assert!(metrics.contains("# EOF"), "{metrics}");
-        assert!(
-            metrics.contains("checkpoint_controller_leader 1"),
-            "{metrics}"
-        );
-
-        stop.send(()).unwrap();
-        server.await.unwrap().unwrap();
-    }
-
-    /// A bare HTTP/1.1 GET: the workspace has no HTTP client to spare for this.
-    async fn get_status(addr: std::net::SocketAddr, path: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
     }
 }
