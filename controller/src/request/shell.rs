@@ -95,7 +95,10 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
         });
     }
 
+    // Whole seconds, as the API server keeps times: what we write then reads back equal, which
+    // lets `Written` forget it once the store shows it.
     let now = Timestamp::now();
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let mut plan = plan(&Observed {
         request: &request,
         content: content.as_ref(),

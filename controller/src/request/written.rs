@@ -111,6 +111,29 @@ mod tests {
     }
 
     #[test]
+    fn a_status_with_whole_second_times_is_forgotten_once_read_back() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        use k8s_openapi::jiff::Timestamp;
+        let written = Written::default();
+        let req = request();
+        let mut status = pending();
+        status.conditions = vec![Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: "Pending".into(),
+            message: String::new(),
+            last_transition_time: Time(Timestamp::from_second(1_764_633_600).unwrap()),
+            observed_generation: None,
+        }];
+        written.status(&req, status.clone());
+        // What the API server echoes: the same status after a JSON round trip.
+        let mut shown = req.clone();
+        shown.status = serde_json::from_value(serde_json::to_value(&status).unwrap()).unwrap();
+        written.catch_up(&shown, Some(&content()));
+        assert_eq!(written.catch_up(&req, None).0.status, None, "forgotten");
+    }
+
+    #[test]
     fn a_recreated_request_starts_afresh() {
         let written = Written::default();
         written.status(&request(), pending());
