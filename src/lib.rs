@@ -9,6 +9,8 @@ pub mod crd;
 #[cfg(feature = "node")]
 pub mod cri;
 pub mod daemon;
+#[cfg(feature = "node")]
+pub mod digest;
 pub mod names;
 #[cfg(feature = "node")]
 pub mod oci;

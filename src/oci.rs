@@ -21,6 +21,9 @@ use oci_spec::image::{
 
 use crate::names::checkpoint_image as ann;
 
+/// Media type of an OCI image manifest, as registries send and accept it.
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
     #[error("{op} {}", path.display())]
@@ -79,8 +82,8 @@ fn sha256_bytes(bytes: &[u8]) -> Sha256Digest {
 }
 
 fn sha256_of_digest(d: ring::digest::Digest) -> Sha256Digest {
-    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    Sha256Digest::from_str(&hex).expect("64 lowercase hex digits are a valid sha256 digest")
+    Sha256Digest::from_str(&crate::digest::hex(d.as_ref()))
+        .expect("64 lowercase hex digits are a valid sha256 digest")
 }
 
 /// Who and what a checkpoint image restores; becomes the manifest annotations.

@@ -115,7 +115,7 @@ mod tests {
 
         let ok = report(Met::Ok);
         admin.prerequisites.update(ok.clone());
-        admin.metrics.prerequisites(&ok);
+        ok.record(&admin.metrics);
         let (status, body) = get(&admin, "/readyz").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body.contains("restore: assumed (why)"), "{body}");

@@ -3,11 +3,12 @@
 
 mod admin;
 mod checkpoint;
+mod cluster;
+mod error;
 mod http;
 mod lease;
 mod locks;
 mod metrics;
-mod peer;
 mod prereq;
 mod push;
 mod reconcile;
@@ -31,9 +32,10 @@ use kube::Api;
 use kube::runtime::{Controller, watcher};
 
 use crate::checkpoint::Checkpointer;
-use crate::peer::{Auth, PeerClient};
+use crate::cluster::KubeCluster;
 use crate::reconcile::Context;
-use crate::registry::{KubeCluster, Mode, Registry};
+use crate::registry::peer::{Auth, PeerClient};
+use crate::registry::{Mode, Registry};
 use crate::store::CheckpointDir;
 
 /// Time open registry connections (a blob being streamed) get to finish at shutdown.

@@ -18,8 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use hyperlocal::UnixConnector;
 
-use crate::metrics::Metrics;
-use crate::reconcile::error_chain;
+use crate::error::error_chain;
+use crate::metrics::{Metrics, RuntimeInfo};
 
 /// How often the prerequisites are checked again.
 pub const INTERVAL: Duration = Duration::from_secs(60);
@@ -107,6 +107,18 @@ impl Report {
             body.push_str(&format!("{}: {} ({})\n", c.name, c.state, c.detail));
         }
         body
+    }
+
+    /// Replaces the prerequisite gauges and runtime info in `metrics` with this report's.
+    pub fn record(&self, metrics: &Metrics) {
+        metrics.prerequisites(
+            self.checks.iter().map(|c| (c.name, c.state.met())),
+            RuntimeInfo {
+                name: self.runtime_name.as_deref().unwrap_or_default(),
+                version: self.runtime_version.as_deref().unwrap_or_default(),
+                criu_version: self.criu_version.as_deref().unwrap_or_default(),
+            },
+        );
     }
 
     fn detail(&self, name: &str) -> &str {
@@ -482,7 +494,7 @@ pub async fn keep_checked(
     loop {
         tick.tick().await;
         let report = check(&cri, &dir).await;
-        metrics.prerequisites(&report);
+        report.record(&metrics);
         if state.update(report.clone()) {
             report.log();
         }

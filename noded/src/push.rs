@@ -18,12 +18,11 @@ use std::sync::atomic::Ordering;
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use base64::Engine as _;
-use checkpointing::oci::{ImageLayout, OciError};
+use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE, OciError};
 use futures::StreamExt;
 use oci_spec::image::{Descriptor, ImageManifest};
 
 use crate::http::{self, HttpClient, Progress, SendError, Tls};
-use crate::registry::MANIFEST_MEDIA_TYPE;
 
 /// How much of an error response's body goes into the message.
 const MAX_ERROR_BODY: usize = 512;
@@ -571,7 +570,7 @@ pub(crate) mod fake {
         if path.contains("/blobs/uploads/u") && method == Method::PUT {
             let digest = query.get("digest").cloned().unwrap_or_default();
             if query.get("_state").map(String::as_str) != Some("s")
-                || digest != format!("sha256:{}", crate::peer::sha256_hex(&body))
+                || digest != format!("sha256:{}", checkpointing::digest::sha256_hex(&body))
             {
                 return answer(StatusCode::BAD_REQUEST, &[], "DIGEST_INVALID");
             }
@@ -584,7 +583,7 @@ pub(crate) mod fake {
             if let Some(status) = state.manifest_status {
                 return answer(status, &[], "{\"errors\":[{\"code\":\"UNKNOWN\"}]}");
             }
-            let digest = format!("sha256:{}", crate::peer::sha256_hex(&body));
+            let digest = format!("sha256:{}", checkpointing::digest::sha256_hex(&body));
             let content_type = text(header::CONTENT_TYPE).unwrap_or_default();
             state
                 .manifests

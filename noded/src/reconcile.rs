@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::checkpoint::{Artifact, Checkpointer, Failure, Job};
+use crate::error::error_chain;
 use crate::prereq::Prerequisites;
 use crate::store::ArchiveKey;
 
@@ -90,18 +91,6 @@ pub fn final_status(
             ..Default::default()
         },
     }
-}
-
-/// An error and its sources on one line: status messages must carry the root cause.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
 }
 
 /// Everything the reconciler needs, shared by all reconciles.

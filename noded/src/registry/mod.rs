@@ -3,7 +3,7 @@
 //! The runtime on this node pulls `localhost:5050/<namespace>/<name>@<digest>` from it, where
 //! `<namespace>/<name>` is a ContainerCheckpointContent and the layout tag is the Content's UID.
 //! When the image lives on another node, the registry fetches it from that node's noded first
-//! (see [`crate::peer`]) and keeps it. Before it answers a manifest request it makes sure the
+//! (see [`peer`]) and keeps it. Before it answers a manifest request it makes sure the
 //! runtime holds the checkpoint's base image: CRI-O never pulls it itself.
 //!
 //! The same routes, authenticated and never fetching further, form the peer server other
@@ -11,117 +11,42 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use checkpointing::archive::{self, CheckpointConfig};
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::Runtime;
-use checkpointing::names::{is_dns_label, is_dns_subdomain, parse_digest};
-use checkpointing::oci::{ImageLayout, OciError};
+use checkpointing::digest::sha256_hex;
+use checkpointing::names::parse_digest;
+use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE};
 use futures::TryStreamExt as _;
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams, PostParams};
 use oci_spec::image::ImageManifest;
 use tokio_util::io::ReaderStream;
 
+use crate::cluster::Cluster;
+use crate::error::error_chain;
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
-use crate::peer::{Auth, PeerClient};
-use crate::reconcile::error_chain;
 
-pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+pub mod peer;
+mod problem;
+mod route;
+
+use peer::{Auth, PeerClient};
+
+use problem::API_VERSION;
+pub use problem::Problem;
+pub use route::{Reference, Repo, Route, route};
+
 /// The one tag besides the Content UID a repository answers to.
 const LATEST: &str = "latest";
-
-// ---------------------------------------------------------------- routes (pure)
-
-/// A repository: the ContainerCheckpointContent `<namespace>/<name>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Repo {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl std::fmt::Display for Repo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reference {
-    /// `sha256:<64 lowercase hex>`.
-    Digest(String),
-    Tag(String),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// `/v2/`: API version check.
-    Base,
-    Manifest {
-        repo: Repo,
-        reference: Reference,
-    },
-    Blob {
-        repo: Repo,
-        digest: String,
-    },
-}
-
-/// The route of a request path, `None` for anything else. Every component is checked against
-/// the strict grammar of what it names, so nothing like `..`, `%2e`, an empty segment or an
-/// unknown digest algorithm gets through.
-pub fn route(path: &str) -> Option<Route> {
-    let rest = path.strip_prefix("/v2")?;
-    if rest.is_empty() || rest == "/" {
-        return Some(Route::Base);
-    }
-    let parts: Vec<&str> = rest.strip_prefix('/')?.split('/').collect();
-    let [namespace, name, kind, reference] = parts[..] else {
-        return None;
-    };
-    if !is_dns_label(namespace) || !is_dns_subdomain(name) {
-        return None;
-    }
-    let repo = Repo {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-    };
-    match kind {
-        "manifests" => Some(Route::Manifest {
-            repo,
-            reference: parse_reference(reference)?,
-        }),
-        "blobs" => Some(Route::Blob {
-            repo,
-            digest: parse_digest(reference)?.to_owned(),
-        }),
-        _ => None,
-    }
-}
-
-fn parse_reference(s: &str) -> Option<Reference> {
-    if s.contains(':') {
-        return parse_digest(s).map(|d| Reference::Digest(d.to_owned()));
-    }
-    // The distribution spec's tag grammar: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}.
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with(['.', '-'])
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    ok.then(|| Reference::Tag(s.to_owned()))
-}
 
 // ---------------------------------------------------------------- decisions (pure)
 
@@ -235,175 +160,12 @@ pub fn base_image(config: &CheckpointConfig) -> Option<String> {
     .cloned()
 }
 
-/// The InternalIP a Node reports.
-pub fn internal_ip(node: &Node) -> Option<IpAddr> {
-    node.status
-        .as_ref()?
-        .addresses
-        .as_ref()?
-        .iter()
-        .find(|a| a.type_ == "InternalIP")
-        .and_then(|a| a.address.parse().ok())
-}
-
 /// Tags of the layout no Content has any more: cached copies of deleted checkpoints.
 pub fn stale_tags(tags: &[String], live: &HashSet<String>) -> Vec<String> {
     tags.iter()
         .filter(|t| !live.contains(*t))
         .cloned()
         .collect()
-}
-
-// ---------------------------------------------------------------- errors as responses
-
-/// A request that cannot be answered with content, as a status and an OCI error body.
-#[derive(Debug, thiserror::Error)]
-pub enum Problem {
-    #[error("{0}")]
-    BadPath(String),
-    #[error("only GET and HEAD are served")]
-    Unsupported,
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    NameUnknown(String),
-    #[error("{0}")]
-    ManifestUnknown(String),
-    #[error("{0}")]
-    BlobUnknown(String),
-    /// The peer holding the image failed us.
-    #[error("{0}")]
-    Upstream(String),
-    /// The base image could not be made present, or a dependency is down.
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl Problem {
-    fn status(&self) -> (StatusCode, &'static str) {
-        match self {
-            Self::BadPath(_) => (StatusCode::NOT_FOUND, "NAME_INVALID"),
-            Self::Unsupported => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-            Self::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
-            Self::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
-            Self::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
-            Self::Upstream(_) => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
-        }
-    }
-
-    fn internal(e: &dyn std::error::Error) -> Self {
-        Self::Internal(error_chain(e))
-    }
-}
-
-impl From<OciError> for Problem {
-    fn from(e: OciError) -> Self {
-        Self::internal(&e)
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status();
-        let body = serde_json::json!({
-            "errors": [{"code": code, "message": self.to_string(), "detail": null}]
-        })
-        .to_string();
-        let mut response = (
-            status,
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (
-                    header::HeaderName::from_static(API_VERSION.0),
-                    API_VERSION.1,
-                ),
-            ],
-            body,
-        )
-            .into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"checkpoint-noded\""),
-            );
-        }
-        response
-    }
-}
-
-// ---------------------------------------------------------------- the cluster seam
-
-/// What the registry asks the API server. Written as a trait so tests run without a cluster.
-pub trait Cluster: Send + Sync + 'static {
-    fn content(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<ContainerCheckpointContent>, kube::Error>> + Send;
-
-    /// The address peers reach `node`'s noded at (its InternalIP).
-    fn node_ip(
-        &self,
-        node: &str,
-    ) -> impl Future<Output = Result<Option<IpAddr>, kube::Error>> + Send;
-
-    /// A `TokenReview` of `token`.
-    fn review_token(
-        &self,
-        token: &str,
-    ) -> impl Future<Output = Result<TokenReviewStatus, kube::Error>> + Send;
-
-    /// UIDs of every Content in the cluster.
-    fn content_uids(&self) -> impl Future<Output = Result<HashSet<String>, kube::Error>> + Send;
-}
-
-pub struct KubeCluster(pub kube::Client);
-
-impl Cluster for KubeCluster {
-    async fn content(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<ContainerCheckpointContent>, kube::Error> {
-        Api::namespaced(self.0.clone(), namespace)
-            .get_opt(name)
-            .await
-    }
-
-    async fn node_ip(&self, node: &str) -> Result<Option<IpAddr>, kube::Error> {
-        let node: Option<Node> = Api::all(self.0.clone()).get_opt(node).await?;
-        Ok(node.as_ref().and_then(internal_ip))
-    }
-
-    async fn review_token(&self, token: &str) -> Result<TokenReviewStatus, kube::Error> {
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: Some(token.to_owned()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let done = Api::<TokenReview>::all(self.0.clone())
-            .create(&PostParams::default(), &review)
-            .await?;
-        Ok(done.status.unwrap_or_default())
-    }
-
-    async fn content_uids(&self) -> Result<HashSet<String>, kube::Error> {
-        let api: Api<ContainerCheckpointContent> = Api::all(self.0.clone());
-        Ok(api
-            .list_metadata(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|c| c.metadata.uid)
-            .collect())
-    }
 }
 
 // ---------------------------------------------------------------- the servers
@@ -693,7 +455,7 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|e| Problem::Internal(format!("reading {}: {e}", path.display())))?;
-        let found = crate::peer::sha256_hex(&bytes);
+        let found = sha256_hex(&bytes);
         if desc.digest().digest() != found {
             return Err(Problem::Internal(format!(
                 "manifest {digest} on disk hashes to sha256:{found}"
@@ -857,7 +619,9 @@ pub fn clear_ingest(layout: &ImageLayout) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use axum::http::StatusCode;
     use std::path::Path;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -869,8 +633,7 @@ mod tests {
     use hyper_util::client::legacy::Client;
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::TokioExecutor;
-    use k8s_openapi::api::authentication::v1::UserInfo;
-    use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
+    use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
 
     const NODED: &str = "system:serviceaccount:kube-system:checkpoint-noded";
     const GOOD_TOKEN: &str = "good-token";
@@ -880,70 +643,6 @@ mod tests {
 
     fn digest(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
-    }
-
-    fn repo(ns: &str, name: &str) -> Repo {
-        Repo {
-            namespace: ns.into(),
-            name: name.into(),
-        }
-    }
-
-    #[test]
-    fn routes_parse_and_hostile_paths_do_not() {
-        assert_eq!(route("/v2/"), Some(Route::Base));
-        assert_eq!(route("/v2"), Some(Route::Base));
-        assert_eq!(
-            route(&format!(
-                "/v2/default/counter-checkpoint/manifests/{}",
-                digest('a')
-            )),
-            Some(Route::Manifest {
-                repo: repo("default", "counter-checkpoint"),
-                reference: Reference::Digest(digest('a')),
-            })
-        );
-        assert_eq!(
-            route("/v2/default/a.b/manifests/latest"),
-            Some(Route::Manifest {
-                repo: repo("default", "a.b"),
-                reference: Reference::Tag("latest".into()),
-            })
-        );
-        assert_eq!(
-            route(&format!("/v2/ns/name/blobs/{}", digest('0'))),
-            Some(Route::Blob {
-                repo: repo("ns", "name"),
-                digest: digest('0'),
-            })
-        );
-        let long = "a".repeat(64);
-        for hostile in [
-            "/v2/../x".to_owned(),
-            "/v2/../../etc/manifests/passwd".into(),
-            "/v2/default/../manifests/latest".into(),
-            "/v2/default/%2e%2e/manifests/latest".into(),
-            "/v2/default//manifests/latest".into(),
-            "/v2/Default/x/manifests/latest".into(),
-            format!("/v2/{long}/x/manifests/latest"),
-            "/v2/-ns/x/manifests/latest".into(),
-            "/v2/ns/x./manifests/latest".into(),
-            "/v2/ns/x/manifests/..".into(),
-            "/v2/ns/x/manifests/".into(),
-            "/v2/ns/x/manifests/sha256:abc".into(),
-            format!("/v2/ns/x/manifests/sha256:{}", "A".repeat(64)),
-            format!("/v2/ns/x/manifests/sha512:{}", "a".repeat(128)),
-            format!("/v2/ns/x/blobs/{}/extra", digest('a')),
-            "/v2/ns/x/blobs/latest".into(),
-            format!("/v2/ns/x/tags/{}", digest('a')),
-            format!("/v2/a/b/c/manifests/{}", digest('a')),
-            "/v3/".into(),
-            "/v2x".into(),
-            "".into(),
-            format!("/v2/ns/x/manifests/{}", "t".repeat(129)),
-        ] {
-            assert_eq!(route(&hostile), None, "{hostile}");
-        }
     }
 
     fn content(node: &str, image: Option<String>) -> ContainerCheckpointContent {
@@ -1033,38 +732,6 @@ mod tests {
             "better than nothing"
         );
         assert_eq!(base_image(&config("", "")), None);
-    }
-
-    #[test]
-    fn peers_are_reached_at_their_internal_ip() {
-        let node = |addresses: Vec<(&str, &str)>| Node {
-            status: Some(NodeStatus {
-                addresses: Some(
-                    addresses
-                        .into_iter()
-                        .map(|(t, a)| NodeAddress {
-                            type_: t.into(),
-                            address: a.into(),
-                        })
-                        .collect(),
-                ),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        assert_eq!(
-            internal_ip(&node(vec![
-                ("Hostname", "node1"),
-                ("InternalIP", "10.77.0.11")
-            ])),
-            Some("10.77.0.11".parse().unwrap())
-        );
-        assert_eq!(
-            internal_ip(&node(vec![("InternalIP", "fd00::11")])),
-            Some("fd00::11".parse().unwrap())
-        );
-        assert_eq!(internal_ip(&node(vec![("ExternalIP", "1.2.3.4")])), None);
-        assert_eq!(internal_ip(&Node::default()), None);
     }
 
     #[test]
@@ -1368,10 +1035,7 @@ mod tests {
             assert_eq!(a.headers[header::CONTENT_TYPE], MANIFEST_MEDIA_TYPE);
             assert_eq!(a.headers["docker-content-digest"], t.digest.as_str());
             assert_eq!(a.headers["docker-distribution-api-version"], "registry/2.0");
-            assert_eq!(
-                format!("sha256:{}", crate::peer::sha256_hex(&a.body)),
-                t.digest
-            );
+            assert_eq!(format!("sha256:{}", sha256_hex(&a.body)), t.digest);
         }
         let node2 = &t.node2.registry;
         let once = node2.peers.transferred();
@@ -1405,10 +1069,7 @@ mod tests {
         let blob = get(t.node2.local, &format!("/v2/default/cp/blobs/{}", t.layer)).await;
         assert_eq!(blob.status, StatusCode::OK);
         assert_eq!(blob.headers["docker-content-digest"], t.layer.as_str());
-        assert_eq!(
-            format!("sha256:{}", crate::peer::sha256_hex(&blob.body)),
-            t.layer
-        );
+        assert_eq!(format!("sha256:{}", sha256_hex(&blob.body)), t.layer);
         let by_tag = get(t.node2.local, "/v2/default/cp/manifests/latest").await;
         assert_eq!(by_tag.status, StatusCode::OK);
         assert_eq!(node2.peers.transferred(), once);
