@@ -327,86 +327,9 @@ impl<R: Runtime> Checkpointer<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::FakeRuntime;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
-    use std::sync::Mutex;
-
-    /// A runtime that records checkpoint calls and writes a small archive like a real one.
-    #[derive(Default)]
-    struct FakeRuntime {
-        containers: Vec<api::Container>,
-        fail_with: Option<fn() -> CriError>,
-        write_nothing: bool,
-        calls: Mutex<Vec<(String, PathBuf, Duration)>>,
-    }
-
-    fn archive_bytes() -> Vec<u8> {
-        let config =
-            br#"{"id":"c1","name":"counter","rootfsImageName":"docker.io/library/busybox:latest",
-            "rootfsImage":"sha256:aa","checkpointedTime":"2026-11-24T10:00:00Z"}"#;
-        let mut builder = tar::Builder::new(Vec::new());
-        for (name, data) in [
-            ("config.dump", &config[..]),
-            ("checkpoint/pages-1.img", b"memory"),
-        ] {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            builder.append_data(&mut header, name, data).unwrap();
-        }
-        builder.into_inner().unwrap()
-    }
-
-    impl Runtime for FakeRuntime {
-        async fn version(&self) -> Result<api::VersionResponse, CriError> {
-            Ok(api::VersionResponse {
-                runtime_name: "containerd".into(),
-                runtime_version: "v2.1.9".into(),
-                ..Default::default()
-            })
-        }
-        async fn list_containers(
-            &self,
-            labels: &[(&str, &str)],
-        ) -> Result<Vec<api::Container>, CriError> {
-            Ok(self
-                .containers
-                .iter()
-                .filter(|c| {
-                    labels
-                        .iter()
-                        .all(|(k, v)| c.labels.get(*k).map(String::as_str) == Some(*v))
-                })
-                .cloned()
-                .collect())
-        }
-        async fn checkpoint_container(
-            &self,
-            id: &str,
-            location: &Path,
-            timeout: Duration,
-        ) -> Result<(), CriError> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push((id.into(), location.into(), timeout));
-            if let Some(fail) = self.fail_with {
-                std::fs::write(location, b"half an archive").unwrap();
-                return Err(fail());
-            }
-            if !self.write_nothing {
-                std::fs::write(location, archive_bytes()).unwrap();
-            }
-            Ok(())
-        }
-        async fn image_status(&self, _: &str) -> Result<Option<api::Image>, CriError> {
-            Ok(None)
-        }
-        async fn pull_image(&self, image: &str) -> Result<String, CriError> {
-            Ok(image.into())
-        }
-    }
 
     fn container(id: &str, state: api::ContainerState, created_at: i64) -> api::Container {
         let labels = [
@@ -482,7 +405,7 @@ mod tests {
         assert_eq!(calls[0].2, Duration::from_secs(42));
 
         assert_eq!(a.container_id, "live");
-        assert_eq!(std::fs::read(&a.path).unwrap(), archive_bytes());
+        assert_eq!(std::fs::read(&a.path).unwrap(), FakeRuntime::archive());
         assert_eq!(
             std::fs::metadata(&a.path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -573,7 +496,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let c = checkpointer(FakeRuntime::default(), tmp.path());
         // Crash after the rename: the archive is complete, only the image is missing.
-        std::fs::write(c.dir.archive_path(&job().key), archive_bytes()).unwrap();
+        std::fs::write(c.dir.archive_path(&job().key), FakeRuntime::archive()).unwrap();
         let a = c.recover(&job(), Some("live")).await.unwrap();
         assert_eq!(a.container_id, "live");
         c.layout.verify("content-uid").unwrap();
@@ -621,7 +544,7 @@ mod tests {
                 .contains("noded_pushes_total{result=\"succeeded\"} 1")
         );
         let state = registry.state.lock().unwrap();
-        assert_eq!(state.blobs[&a.digest], archive_bytes());
+        assert_eq!(state.blobs[&a.digest], FakeRuntime::archive());
         assert!(
             state
                 .manifests

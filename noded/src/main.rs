@@ -5,6 +5,7 @@ mod admin;
 mod checkpoint;
 mod cluster;
 mod error;
+mod gc;
 mod http;
 mod lease;
 mod locks;
@@ -13,7 +14,10 @@ mod prereq;
 mod push;
 mod reconcile;
 mod registry;
+mod restore;
 mod store;
+#[cfg(test)]
+mod testing;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -148,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
         ImageLayout::open(args.checkpoint_dir.join("oci"))
             .context("opening the OCI image layout")?,
     );
-    registry::clear_ingest(&layout).context("clearing interrupted image downloads")?;
+    gc::clear_ingest(&layout).context("clearing interrupted image downloads")?;
     let local_listener = tokio::net::TcpListener::bind(args.registry_addr)
         .await
         .with_context(|| format!("listening on {} (--registry-addr)", args.registry_addr))?;
@@ -212,7 +216,7 @@ async fn main() -> anyhow::Result<()> {
             loop {
                 tick.tick().await;
                 if let Err(error) = registry.prune().await {
-                    tracing::warn!(%error, "pruning cached checkpoint images failed");
+                    tracing::warn!(error = %error::error_chain(&error), "pruning cached checkpoint images failed");
                 }
             }
         }
