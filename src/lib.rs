@@ -14,5 +14,7 @@ pub mod digest;
 pub mod names;
 #[cfg(feature = "node")]
 pub mod oci;
+#[cfg(feature = "node")]
+pub mod runtime;
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -20,6 +20,7 @@ use oci_spec::image::{
 };
 
 use crate::names::checkpoint_image as ann;
+use crate::runtime::RuntimeKind;
 
 /// Media type of an OCI image manifest, as registries send and accept it.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -100,23 +101,23 @@ pub struct CheckpointMeta {
     pub created: String,
 }
 
-/// The manifest annotations both runtimes look for, plus checkpointctl's metadata keys.
+/// The manifest annotations every runtime restores on, plus checkpointctl's metadata keys.
 pub fn checkpoint_annotations(meta: &CheckpointMeta) -> HashMap<String, String> {
-    [
-        (ann::CRIO_CONTAINER_NAME, &meta.container),
-        (ann::CONTAINER_NAME, &meta.container),
-        (ann::POD_NAME, &meta.pod),
-        (ann::POD_NAMESPACE, &meta.namespace),
-        (ann::ROOTFS_IMAGE_NAME, &meta.rootfs_image_name),
-        (ann::ROOTFS_IMAGE_ID, &meta.rootfs_image_id),
-        (ann::RUNTIME_NAME, &meta.runtime_name),
-        (ann::RUNTIME_VERSION, &meta.runtime_version),
-    ]
-    .into_iter()
-    .filter(|(_, v)| !v.is_empty())
-    .map(|(k, v)| (k.to_owned(), v.clone()))
-    .chain([(ann::ENGINE_NAME.to_owned(), "noded".to_owned())])
-    .collect()
+    RuntimeKind::ALL
+        .map(|kind| (kind.restore_annotation(), &meta.container))
+        .into_iter()
+        .chain([
+            (ann::POD_NAME, &meta.pod),
+            (ann::POD_NAMESPACE, &meta.namespace),
+            (ann::ROOTFS_IMAGE_NAME, &meta.rootfs_image_name),
+            (ann::ROOTFS_IMAGE_ID, &meta.rootfs_image_id),
+            (ann::RUNTIME_NAME, &meta.runtime_name),
+            (ann::RUNTIME_VERSION, &meta.runtime_version),
+        ])
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .chain([(ann::ENGINE_NAME.to_owned(), "noded".to_owned())])
+        .collect()
 }
 
 /// Image config for a one-layer checkpoint image whose layer is `layer` (uncompressed, so its

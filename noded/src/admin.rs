@@ -58,9 +58,10 @@ pub async fn serve(addr: SocketAddr, admin: Admin) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prereq::{CHECKPOINT_DIR, CRI, CRIU, Check, RESTORE, Report, State as Met};
+    use crate::prereq::{CHECKPOINT_DIR, CRI, CRIU, Check, RESTORE, Report};
     use axum::body::Body;
     use axum::http::Request;
+    use checkpointing::runtime::Verdict as Met;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

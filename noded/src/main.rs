@@ -26,10 +26,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use checkpointing::crd::ContainerCheckpointContent;
-use checkpointing::cri::{CONTAINERD_ENDPOINT, CriClient, CriConfig};
+use checkpointing::cri::{CriClient, CriConfig};
 use checkpointing::daemon::{LogFormat, init_logging, kube_client};
 use checkpointing::names::{DEFAULT_LEASE_NAMESPACE, NODE_LABEL};
 use checkpointing::oci::ImageLayout;
+use checkpointing::runtime::RuntimeKind;
 use clap::Parser;
 use futures::StreamExt;
 use kube::Api;
@@ -57,7 +58,7 @@ struct Args {
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// CRI endpoint of the container runtime (CRI-O: unix:///var/run/crio/crio.sock).
-    #[arg(long, env = "CRI_ENDPOINT", default_value = CONTAINERD_ENDPOINT)]
+    #[arg(long, env = "CRI_ENDPOINT", default_value = RuntimeKind::Containerd.default_endpoint())]
     cri_endpoint: String,
     /// Where archives and the OCI image layout live.
     #[arg(
