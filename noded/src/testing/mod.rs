@@ -1,4 +1,7 @@
-//! noded's test fakes and fixtures, one of each: a CRI runtime, checkpoint archives, Contents.
+//! noded's test fakes and fixtures, one of each: a CRI runtime, a push registry, checkpoint
+//! archives, Contents.
+
+pub mod push_registry;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
