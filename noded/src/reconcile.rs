@@ -263,7 +263,6 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use checkpointing::crd::ContainerCheckpointContentSpec;
     use k8s_openapi::jiff::Timestamp;
 
     fn content(
@@ -271,18 +270,7 @@ mod tests {
         deleting: bool,
         state: Option<CheckpointState>,
     ) -> ContainerCheckpointContent {
-        let mut c = ContainerCheckpointContent::new(
-            "cc",
-            ContainerCheckpointContentSpec {
-                container_checkpoint_ref: "cc".into(),
-                namespace: "default".into(),
-                pod_name: "p".into(),
-                container_name: "c".into(),
-                node_name: "node1".into(),
-                pod_uid: "u".into(),
-                timeout_seconds: None,
-            },
-        );
+        let mut c = crate::testing::content("node1", None);
         if finalizer {
             c.metadata.finalizers = Some(vec![ARCHIVE_FINALIZER.into()]);
         }
