@@ -12,6 +12,7 @@ mod locks;
 mod metrics;
 mod prereq;
 mod push;
+mod recent;
 mod reconcile;
 mod registry;
 mod restore;

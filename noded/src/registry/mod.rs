@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
@@ -28,6 +29,7 @@ use crate::error::error_chain;
 use crate::gc::{self, GcError};
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
+use crate::recent::Recent;
 use crate::restore::{Restore, RestoreError};
 
 pub mod peer;
@@ -43,6 +45,10 @@ use problem::{API_VERSION, Problem};
 use resolve::{LATEST, Source, source, tag_of, wanted_digest};
 use route::{Reference, Repo, Route, route};
 pub use serve::{router, serve};
+
+/// How long the Content a manifest request looked up answers for the blob requests after it
+/// (a pull asks for the blobs right after the manifest).
+const RESOLVED_TTL: Duration = Duration::from_secs(60);
 
 /// Which server a request came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +70,9 @@ pub struct Registry<R, C> {
     pub auth: Auth,
     /// One fetch per image, however many requests ask at once.
     locks: KeyedLocks,
+    /// The Content each manifest request looked up, by repository: the blob requests that
+    /// follow a manifest are answered from it instead of asking the API server again.
+    resolved: Recent<Arc<ContainerCheckpointContent>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -91,6 +100,7 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             peers,
             auth,
             locks: KeyedLocks::default(),
+            resolved: Recent::new(RESOLVED_TTL),
             metrics: Arc::default(),
         }
     }
@@ -184,6 +194,7 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         head: bool,
     ) -> Result<Response, Problem> {
         let content = self.content(repo).await?;
+        self.resolved.put(repo.to_string(), content.clone());
         let digest = wanted_digest(&content, reference)
             .map_err(|e| Problem::ManifestUnknown(e.to_string()))?;
         let image = self.local_image(mode, repo, &content, &digest).await?;
@@ -218,7 +229,10 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         digest: &str,
         head: bool,
     ) -> Result<Response, Problem> {
-        let content = self.content(repo).await?;
+        let content = match self.resolved.get(&repo.to_string()) {
+            Some(content) => content,
+            None => self.content(repo).await?,
+        };
         let manifest_digest = wanted_digest(&content, &Reference::Tag(LATEST.into()))
             .map_err(|e| Problem::BlobUnknown(e.to_string()))?;
         let image = self
@@ -254,13 +268,14 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         Ok(respond("application/octet-stream", Some(digest), len, body))
     }
 
-    async fn content(&self, repo: &Repo) -> Result<ContainerCheckpointContent, Problem> {
+    async fn content(&self, repo: &Repo) -> Result<Arc<ContainerCheckpointContent>, Problem> {
         self.cluster
             .content(&repo.namespace, &repo.name)
             .await
             .map_err(|e| {
                 Problem::Unavailable(format!("looking up checkpoint {repo}: {}", error_chain(&e)))
             })?
+            .map(Arc::new)
             .ok_or_else(|| Problem::NameUnknown(format!("no checkpoint {repo}")))
     }
 

@@ -6,12 +6,10 @@
 //! verifying every blob's size and digest while streaming it into the layout's ingest
 //! directory, and imports it under the image's tag only when all of it verified.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
@@ -27,6 +25,7 @@ use super::route::Repo;
 use crate::cluster::Cluster;
 use crate::error::error_chain;
 use crate::http::{self, HttpClient, ReadError, SendError};
+use crate::recent::Recent;
 
 /// How long a positive TokenReview is trusted.
 const REVIEW_TTL: Duration = Duration::from_secs(60);
@@ -79,14 +78,15 @@ pub fn decide(status: &TokenReviewStatus, allowed: &[String]) -> Result<String, 
 /// the token's hash; tokens themselves are not kept).
 pub struct Auth {
     allowed: Vec<String>,
-    reviewed: Mutex<HashMap<String, Instant>>,
+    /// Positive reviews, by the token's hash.
+    reviewed: Recent<()>,
 }
 
 impl Auth {
     pub fn new(allowed: Vec<String>) -> Self {
         Self {
             allowed,
-            reviewed: Mutex::default(),
+            reviewed: Recent::new(REVIEW_TTL),
         }
     }
 
@@ -98,23 +98,15 @@ impl Auth {
         let denied = |d: Denied| Problem::Unauthorized(d.to_string());
         let token = bearer(authorization).map_err(denied)?;
         let key = sha256_hex(token.as_bytes());
-        let now = Instant::now();
-        {
-            let mut reviewed = self.reviewed.lock().unwrap_or_else(|p| p.into_inner());
-            reviewed.retain(|_, at| now.duration_since(*at) < REVIEW_TTL);
-            if reviewed.contains_key(&key) {
-                return Ok(());
-            }
+        if self.reviewed.get(&key).is_some() {
+            return Ok(());
         }
         let status = cluster.review_token(token).await.map_err(|e| {
             Problem::Unavailable(format!("reviewing the peer's token: {}", error_chain(&e)))
         })?;
         let user = decide(&status, &self.allowed).map_err(denied)?;
         tracing::debug!(%user, "peer authenticated");
-        self.reviewed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, now);
+        self.reviewed.put(key, ());
         Ok(())
     }
 }

@@ -30,6 +30,7 @@ struct FakeCluster {
     contents: Mutex<Vec<ContainerCheckpointContent>>,
     nodes: HashMap<String, IpAddr>,
     reviews: AtomicUsize,
+    lookups: AtomicUsize,
 }
 
 impl Cluster for Arc<FakeCluster> {
@@ -38,6 +39,7 @@ impl Cluster for Arc<FakeCluster> {
         namespace: &str,
         name: &str,
     ) -> Result<Option<ContainerCheckpointContent>, kube::Error> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
         Ok(self
             .contents
             .lock()
@@ -450,4 +452,22 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
         .await;
     assert_eq!(ok.status(), StatusCode::OK);
     assert_eq!(runtime.pulls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_blobs_of_a_pull_need_no_second_lookup() {
+    let t = two_nodes(b"memory").await;
+    let manifest = get(
+        t.node1.local,
+        &format!("/v2/default/cp/manifests/{}", t.digest),
+    )
+    .await;
+    assert_eq!(manifest.status, StatusCode::OK);
+    let lookups = t.cluster.lookups.load(Ordering::SeqCst);
+    assert_eq!(lookups, 1);
+    for _ in 0..3 {
+        let blob = get(t.node1.local, &format!("/v2/default/cp/blobs/{}", t.layer)).await;
+        assert_eq!(blob.status, StatusCode::OK);
+    }
+    assert_eq!(t.cluster.lookups.load(Ordering::SeqCst), lookups);
 }
