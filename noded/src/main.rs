@@ -244,14 +244,14 @@ async fn main() -> anyhow::Result<()> {
             Some(pusher)
         }
     };
-    let context = Arc::new(Context {
-        client: client.clone(),
-        checkpointer: Checkpointer::new(cri, dir, layout, args.image_registry.clone())
+    let context = Arc::new(Context::new(
+        client.clone(),
+        Checkpointer::new(cri, dir, layout, args.image_registry.clone())
             .with_pusher(pusher)
             .with_metrics(metrics),
-        default_timeout: Duration::from_secs(args.default_timeout_seconds),
+        Duration::from_secs(args.default_timeout_seconds),
         prerequisites,
-    });
+    ));
     let contents: Api<ContainerCheckpointContent> = Api::all(client);
     let mine = watcher::Config::default().labels(&format!("{NODE_LABEL}={}", args.node_name));
     let config = kube::runtime::controller::Config::default().concurrency(args.concurrency);

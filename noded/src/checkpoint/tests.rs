@@ -1,27 +1,17 @@
 //! Checkpoints against the fake runtime.
 
 use super::*;
-use crate::testing::FakeRuntime;
+use crate::testing::{FakeRuntime, checkpointer};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 fn container(id: &str, state: api::ContainerState, created_at: i64) -> api::Container {
-    let labels = [
-        (kubelet::POD_NAMESPACE, "default"),
-        (kubelet::POD_NAME, "stateful-app"),
-        (kubelet::POD_UID, "pod-uid"),
-        (kubelet::CONTAINER_NAME, "counter"),
-    ];
-    api::Container {
-        id: id.into(),
-        state: state as i32,
+    crate::testing::container(
+        id,
+        state,
         created_at,
-        labels: labels
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect(),
-        ..Default::default()
-    }
+        ["default", "stateful-app", "pod-uid", "counter"],
+    )
 }
 
 fn job() -> Job<'static> {
@@ -36,12 +26,6 @@ fn job() -> Job<'static> {
         pod_uid: "pod-uid",
         timeout: Duration::from_secs(42),
     }
-}
-
-fn checkpointer(runtime: FakeRuntime, tmp: &Path) -> Checkpointer<FakeRuntime> {
-    let dir = CheckpointDir::open(tmp.join("checkpoints")).unwrap();
-    let layout = ImageLayout::open(tmp.join("checkpoints/oci")).unwrap();
-    Checkpointer::new(runtime, dir, Arc::new(layout), "localhost:5050".into())
 }
 
 fn leftovers(tmp: &Path) -> Vec<String> {

@@ -12,6 +12,11 @@ use checkpointing::crd::{
     ContainerCheckpointContent, ContainerCheckpointContentSpec, ContainerCheckpointContentStatus,
 };
 use checkpointing::cri::{CriError, Runtime, api};
+use checkpointing::names::kubelet;
+use checkpointing::oci::ImageLayout;
+
+use crate::checkpoint::Checkpointer;
+use crate::store::CheckpointDir;
 
 /// `sha256:` and 64 times `c`.
 pub fn digest(c: char) -> String {
@@ -41,6 +46,38 @@ pub fn content(node: &str, image: Option<String>) -> ContainerCheckpointContent 
         ..Default::default()
     });
     c
+}
+
+/// A container the kubelet made for `[namespace, pod, pod UID, container name]`.
+pub fn container(
+    id: &str,
+    state: api::ContainerState,
+    created_at: i64,
+    [namespace, pod, pod_uid, name]: [&str; 4],
+) -> api::Container {
+    let labels = [
+        (kubelet::POD_NAMESPACE, namespace),
+        (kubelet::POD_NAME, pod),
+        (kubelet::POD_UID, pod_uid),
+        (kubelet::CONTAINER_NAME, name),
+    ];
+    api::Container {
+        id: id.into(),
+        state: state as i32,
+        created_at,
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A checkpointer through `runtime` keeping its files under `tmp`.
+pub fn checkpointer(runtime: FakeRuntime, tmp: &Path) -> Checkpointer<FakeRuntime> {
+    let dir = CheckpointDir::open(tmp.join("checkpoints")).unwrap();
+    let layout = ImageLayout::open(tmp.join("checkpoints/oci")).unwrap();
+    Checkpointer::new(runtime, dir, Arc::new(layout), "localhost:5050".into())
 }
 
 /// A checkpoint archive: `config.dump` holding `config`, and `payload` as its memory pages.
