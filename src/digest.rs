@@ -1,5 +1,10 @@
-//! SHA-256 as the OCI world writes it: lowercase hex, of bytes at hand or of a stream checked
-//! against its descriptor as it passes.
+//! SHA-256 as the OCI world writes it: lowercase hex, of bytes at hand, of a reader, or of a
+//! stream checked against its descriptor as it passes.
+
+use std::io::{self, Read};
+use std::str::FromStr;
+
+use oci_spec::image::Sha256Digest;
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
@@ -9,6 +14,32 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// The digest of `bytes`.
+pub fn sha256(bytes: &[u8]) -> Sha256Digest {
+    digest_of(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// The digest and size of everything `reader` gives, read in large chunks.
+pub fn sha256_read(mut reader: impl Read) -> io::Result<(Sha256Digest, u64)> {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        context.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((digest_of(context.finish()), size))
+}
+
+fn digest_of(d: ring::digest::Digest) -> Sha256Digest {
+    Sha256Digest::from_str(&hex(d.as_ref()))
+        .expect("64 lowercase hex digits are a valid sha256 digest")
 }
 
 /// How received bytes differ from their descriptor.

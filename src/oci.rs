@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+
 use std::sync::Mutex;
 
 use oci_spec::image::{
@@ -19,6 +19,7 @@ use oci_spec::image::{
     MediaType, Os, RootFsBuilder, Sha256Digest,
 };
 
+use crate::digest;
 use crate::names::checkpoint_image as ann;
 use crate::runtime::RuntimeKind;
 
@@ -63,28 +64,8 @@ fn spec_err(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> OciErr
 
 /// SHA-256 digest and size of a file, read once in large chunks.
 pub fn sha256_file(path: &Path) -> Result<(Sha256Digest, u64), OciError> {
-    let mut file = File::open(path).map_err(io_err("opening", path))?;
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(io_err("reading", path))?;
-        if n == 0 {
-            break;
-        }
-        context.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((sha256_of_digest(context.finish()), size))
-}
-
-fn sha256_bytes(bytes: &[u8]) -> Sha256Digest {
-    sha256_of_digest(ring::digest::digest(&ring::digest::SHA256, bytes))
-}
-
-fn sha256_of_digest(d: ring::digest::Digest) -> Sha256Digest {
-    Sha256Digest::from_str(&crate::digest::hex(d.as_ref()))
-        .expect("64 lowercase hex digits are a valid sha256 digest")
+    let file = File::open(path).map_err(io_err("opening", path))?;
+    digest::sha256_read(file).map_err(io_err("reading", path))
 }
 
 /// Who and what a checkpoint image restores; becomes the manifest annotations.
@@ -237,7 +218,7 @@ impl ImageLayout {
     }
 
     fn write_blob(&self, media_type: MediaType, bytes: &[u8]) -> Result<Descriptor, OciError> {
-        let digest = sha256_bytes(bytes);
+        let digest = digest::sha256(bytes);
         let path = self.blob_path(&digest.clone().into());
         if !path.exists() {
             self.write_atomic(&path, bytes)?;
@@ -328,7 +309,7 @@ impl ImageLayout {
         manifest: &[u8],
         staged: &[(Digest, PathBuf)],
     ) -> Result<Descriptor, OciError> {
-        let found = Digest::from(sha256_bytes(manifest));
+        let found = Digest::from(digest::sha256(manifest));
         if &found != digest {
             return Err(OciError::Corrupt {
                 digest: digest.to_string(),
