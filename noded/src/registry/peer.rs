@@ -384,6 +384,7 @@ impl PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::NODED;
     use k8s_openapi::api::authentication::v1::UserInfo;
 
     fn reviewed(authenticated: Option<bool>, user: &str) -> TokenReviewStatus {
@@ -396,8 +397,6 @@ mod tests {
             ..Default::default()
         }
     }
-
-    const NODED: &str = "system:serviceaccount:kube-system:checkpoint-noded";
 
     #[test]
     fn only_authenticated_allowed_users_get_in() {

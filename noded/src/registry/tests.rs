@@ -1,10 +1,8 @@
 //! Two nodes' registries over real sockets.
 
-use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -14,72 +12,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
 
 use super::*;
-use crate::testing::{FakeRuntime, archive_bytes, content, digest};
+use crate::testing::{FakeCluster, FakeRuntime, GOOD_TOKEN, NODED, archive_bytes, content, digest};
 
-const NODED: &str = "system:serviceaccount:kube-system:checkpoint-noded";
-const GOOD_TOKEN: &str = "good-token";
 const BASE: &str = "docker.io/library/busybox@sha256:00";
 
 // ------------------------------------------------------------ two nodes over real sockets
-
-#[derive(Default)]
-struct FakeCluster {
-    contents: Mutex<Vec<ContainerCheckpointContent>>,
-    nodes: HashMap<String, IpAddr>,
-    reviews: AtomicUsize,
-    lookups: AtomicUsize,
-}
-
-impl Cluster for Arc<FakeCluster> {
-    async fn content(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<ContainerCheckpointContent>, kube::Error> {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        Ok(self
-            .contents
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|c| {
-                c.metadata.namespace.as_deref() == Some(namespace)
-                    && c.metadata.name.as_deref() == Some(name)
-            })
-            .cloned())
-    }
-    async fn node_ip(&self, node: &str) -> Result<Option<IpAddr>, kube::Error> {
-        Ok(self.nodes.get(node).copied())
-    }
-    async fn review_token(&self, token: &str) -> Result<TokenReviewStatus, kube::Error> {
-        self.reviews.fetch_add(1, Ordering::SeqCst);
-        let user = match token {
-            GOOD_TOKEN => NODED,
-            "other-user" => "system:serviceaccount:default:default",
-            _ => return Ok(TokenReviewStatus::default()),
-        };
-        Ok(TokenReviewStatus {
-            authenticated: Some(true),
-            user: Some(UserInfo {
-                username: Some(user.into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    }
-    async fn content_uids(&self) -> Result<HashSet<String>, kube::Error> {
-        Ok(self
-            .contents
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|c| c.metadata.uid.clone())
-            .collect())
-    }
-}
 
 type TestRegistry = Registry<FakeRuntime, Arc<FakeCluster>>;
 

@@ -1,10 +1,12 @@
-//! noded's test fakes and fixtures, one of each: a CRI runtime, a push registry, checkpoint
-//! archives, Contents.
+//! noded's test fakes and fixtures, one of each: a CRI runtime, the cluster seam, a push
+//! registry, checkpoint archives, Contents.
 
 pub mod push_registry;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,9 +16,16 @@ use checkpointing::crd::{
 use checkpointing::cri::{CriError, Runtime, api};
 use checkpointing::names::kubelet;
 use checkpointing::oci::ImageLayout;
+use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
 
 use crate::checkpoint::Checkpointer;
+use crate::cluster::Cluster;
 use crate::store::CheckpointDir;
+
+/// The user noded's peers authenticate as.
+pub const NODED: &str = "system:serviceaccount:kube-system:checkpoint-noded";
+/// The token [`FakeCluster`] authenticates as [`NODED`].
+pub const GOOD_TOKEN: &str = "good-token";
 
 /// `sha256:` and 64 times `c`.
 pub fn digest(c: char) -> String {
@@ -185,5 +194,63 @@ impl Runtime for FakeRuntime {
         }
         self.images.lock().unwrap().insert(image.into());
         Ok(image.into())
+    }
+}
+
+/// A cluster of `contents` and `nodes` that authenticates [`GOOD_TOKEN`] as [`NODED`] and
+/// `other-user` as someone else, counting Content lookups and token reviews.
+#[derive(Default)]
+pub struct FakeCluster {
+    pub contents: Mutex<Vec<ContainerCheckpointContent>>,
+    pub nodes: HashMap<String, IpAddr>,
+    pub reviews: AtomicUsize,
+    pub lookups: AtomicUsize,
+}
+
+impl Cluster for Arc<FakeCluster> {
+    async fn content(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ContainerCheckpointContent>, kube::Error> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        Ok(self
+            .contents
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c.metadata.namespace.as_deref() == Some(namespace)
+                    && c.metadata.name.as_deref() == Some(name)
+            })
+            .cloned())
+    }
+    async fn node_ip(&self, node: &str) -> Result<Option<IpAddr>, kube::Error> {
+        Ok(self.nodes.get(node).copied())
+    }
+    async fn review_token(&self, token: &str) -> Result<TokenReviewStatus, kube::Error> {
+        self.reviews.fetch_add(1, Ordering::SeqCst);
+        let user = match token {
+            GOOD_TOKEN => NODED,
+            "other-user" => "system:serviceaccount:default:default",
+            _ => return Ok(TokenReviewStatus::default()),
+        };
+        Ok(TokenReviewStatus {
+            authenticated: Some(true),
+            user: Some(UserInfo {
+                username: Some(user.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+    async fn content_uids(&self) -> Result<HashSet<String>, kube::Error> {
+        Ok(self
+            .contents
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.metadata.uid.clone())
+            .collect())
     }
 }
