@@ -18,11 +18,6 @@ pub mod api {
 use api::image_service_client::ImageServiceClient;
 use api::runtime_service_client::RuntimeServiceClient;
 
-/// CRI-O's default socket.
-pub const CRIO_ENDPOINT: &str = "unix:///var/run/crio/crio.sock";
-/// containerd's default socket.
-pub const CONTAINERD_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
-
 /// What went wrong talking to the runtime. gRPC failures keep their [`tonic::Code`] so callers
 /// can tell a transient failure (retry) from a permanent one (report).
 #[derive(Debug, thiserror::Error)]

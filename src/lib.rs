@@ -12,8 +12,12 @@ pub mod crd;
 #[cfg(feature = "node")]
 pub mod cri;
 pub mod daemon;
+#[cfg(feature = "node")]
+pub mod digest;
 pub mod names;
 #[cfg(feature = "node")]
 pub mod oci;
+#[cfg(feature = "node")]
+pub mod runtime;
 #[cfg(feature = "test-util")]
 pub mod testing;

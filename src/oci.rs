@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+
 use std::sync::Mutex;
 
 use oci_spec::image::{
@@ -19,7 +19,12 @@ use oci_spec::image::{
     MediaType, Os, RootFsBuilder, Sha256Digest,
 };
 
+use crate::digest;
 use crate::names::checkpoint_image as ann;
+use crate::runtime::RuntimeKind;
+
+/// Media type of an OCI image manifest, as registries send and accept it.
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
@@ -59,28 +64,8 @@ fn spec_err(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> OciErr
 
 /// SHA-256 digest and size of a file, read once in large chunks.
 pub fn sha256_file(path: &Path) -> Result<(Sha256Digest, u64), OciError> {
-    let mut file = File::open(path).map_err(io_err("opening", path))?;
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(io_err("reading", path))?;
-        if n == 0 {
-            break;
-        }
-        context.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((sha256_of_digest(context.finish()), size))
-}
-
-fn sha256_bytes(bytes: &[u8]) -> Sha256Digest {
-    sha256_of_digest(ring::digest::digest(&ring::digest::SHA256, bytes))
-}
-
-fn sha256_of_digest(d: ring::digest::Digest) -> Sha256Digest {
-    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    Sha256Digest::from_str(&hex).expect("64 lowercase hex digits are a valid sha256 digest")
+    let file = File::open(path).map_err(io_err("opening", path))?;
+    digest::sha256_read(file).map_err(io_err("reading", path))
 }
 
 /// Who and what a checkpoint image restores; becomes the manifest annotations.
@@ -97,23 +82,23 @@ pub struct CheckpointMeta {
     pub created: String,
 }
 
-/// The manifest annotations both runtimes look for, plus checkpointctl's metadata keys.
+/// The manifest annotations every runtime restores on, plus checkpointctl's metadata keys.
 pub fn checkpoint_annotations(meta: &CheckpointMeta) -> HashMap<String, String> {
-    [
-        (ann::CRIO_CONTAINER_NAME, &meta.container),
-        (ann::CONTAINER_NAME, &meta.container),
-        (ann::POD_NAME, &meta.pod),
-        (ann::POD_NAMESPACE, &meta.namespace),
-        (ann::ROOTFS_IMAGE_NAME, &meta.rootfs_image_name),
-        (ann::ROOTFS_IMAGE_ID, &meta.rootfs_image_id),
-        (ann::RUNTIME_NAME, &meta.runtime_name),
-        (ann::RUNTIME_VERSION, &meta.runtime_version),
-    ]
-    .into_iter()
-    .filter(|(_, v)| !v.is_empty())
-    .map(|(k, v)| (k.to_owned(), v.clone()))
-    .chain([(ann::ENGINE_NAME.to_owned(), "noded".to_owned())])
-    .collect()
+    RuntimeKind::ALL
+        .map(|kind| (kind.restore_annotation(), &meta.container))
+        .into_iter()
+        .chain([
+            (ann::POD_NAME, &meta.pod),
+            (ann::POD_NAMESPACE, &meta.namespace),
+            (ann::ROOTFS_IMAGE_NAME, &meta.rootfs_image_name),
+            (ann::ROOTFS_IMAGE_ID, &meta.rootfs_image_id),
+            (ann::RUNTIME_NAME, &meta.runtime_name),
+            (ann::RUNTIME_VERSION, &meta.runtime_version),
+        ])
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .chain([(ann::ENGINE_NAME.to_owned(), "noded".to_owned())])
+        .collect()
 }
 
 /// Image config for a one-layer checkpoint image whose layer is `layer` (uncompressed, so its
@@ -233,7 +218,7 @@ impl ImageLayout {
     }
 
     fn write_blob(&self, media_type: MediaType, bytes: &[u8]) -> Result<Descriptor, OciError> {
-        let digest = sha256_bytes(bytes);
+        let digest = digest::sha256(bytes);
         let path = self.blob_path(&digest.clone().into());
         if !path.exists() {
             self.write_atomic(&path, bytes)?;
@@ -324,7 +309,7 @@ impl ImageLayout {
         manifest: &[u8],
         staged: &[(Digest, PathBuf)],
     ) -> Result<Descriptor, OciError> {
-        let found = Digest::from(sha256_bytes(manifest));
+        let found = Digest::from(digest::sha256(manifest));
         if &found != digest {
             return Err(OciError::Corrupt {
                 digest: digest.to_string(),
@@ -497,212 +482,4 @@ fn link_blob(archive: &Path, blob: &Path) -> Result<(), OciError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta() -> CheckpointMeta {
-        CheckpointMeta {
-            container: "counter".into(),
-            pod: "stateful-app".into(),
-            namespace: "default".into(),
-            rootfs_image_name: "docker.io/library/busybox:latest".into(),
-            rootfs_image_id: "sha256:abc".into(),
-            runtime_name: "containerd".into(),
-            runtime_version: "v2.1.9".into(),
-            created: "2026-11-24T10:00:00Z".into(),
-        }
-    }
-
-    fn archive(dir: &Path, name: &str, content: &[u8]) -> (PathBuf, Sha256Digest, u64) {
-        let path = dir.join(name);
-        fs::write(&path, content).unwrap();
-        let (digest, size) = sha256_file(&path).unwrap();
-        (path, digest, size)
-    }
-
-    #[test]
-    fn annotations_mark_the_image_for_both_runtimes() {
-        let a = checkpoint_annotations(&meta());
-        assert_eq!(a[ann::CRIO_CONTAINER_NAME], "counter");
-        assert_eq!(a[ann::CONTAINER_NAME], "counter");
-        assert_eq!(
-            a[ann::ROOTFS_IMAGE_NAME],
-            "docker.io/library/busybox:latest"
-        );
-        assert_eq!(a[ann::POD_NAMESPACE], "default");
-        let empty = checkpoint_annotations(&CheckpointMeta {
-            container: "c".into(),
-            ..Default::default()
-        });
-        assert!(
-            !empty.contains_key(ann::ROOTFS_IMAGE_ID),
-            "empty values are left out"
-        );
-    }
-
-    #[test]
-    fn sha256_matches_a_known_vector() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, digest, size) = archive(dir.path(), "abc", b"abc");
-        assert_eq!(
-            digest.digest(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert_eq!(size, 3);
-    }
-
-    #[test]
-    fn checkpoint_image_is_linked_tagged_and_verifies() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
-        let (path, digest, size) =
-            archive(dir.path(), "a.tar", b"pretend this is a checkpoint tar");
-        let desc = layout
-            .add_checkpoint(&path, &digest, size, &meta(), "uid-1")
-            .unwrap();
-        assert_eq!(desc.media_type(), &MediaType::ImageManifest);
-        assert_eq!(
-            layout.resolve("uid-1").unwrap().unwrap().digest(),
-            desc.digest()
-        );
-
-        let manifest = layout.verify("uid-1").unwrap();
-        assert_eq!(manifest.layers().len(), 1);
-        assert_eq!(manifest.layers()[0].media_type(), &MediaType::ImageLayer);
-        assert_eq!(manifest.config().media_type(), &MediaType::ImageConfig);
-        let layer_blob = layout.blob_path(manifest.layers()[0].digest());
-        assert_eq!(
-            fs::metadata(&layer_blob).unwrap().ino(),
-            fs::metadata(&path).unwrap().ino(),
-            "the archive is the layer blob, not a copy"
-        );
-        let config =
-            ImageConfiguration::from_file(layout.blob_path(manifest.config().digest())).unwrap();
-        assert_eq!(
-            config.rootfs().diff_ids(),
-            &vec![Digest::from(digest).to_string()]
-        );
-        assert_eq!(
-            config.config().as_ref().and_then(|c| c.labels().clone()),
-            Some(checkpoint_annotations(&meta())),
-            "the config's labels repeat the manifest's annotations"
-        );
-    }
-
-    #[test]
-    fn a_tampered_blob_fails_verification() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
-        let (path, digest, size) = archive(dir.path(), "a.tar", b"original bytes");
-        layout
-            .add_checkpoint(&path, &digest, size, &meta(), "t")
-            .unwrap();
-        fs::write(&path, b"tampered bytes").unwrap(); // same inode as the layer blob
-        assert!(matches!(layout.verify("t"), Err(OciError::Corrupt { .. })));
-        assert!(matches!(
-            layout.verify("nope"),
-            Err(OciError::UnknownTag { .. })
-        ));
-    }
-
-    #[test]
-    fn removing_one_image_keeps_the_others_blobs() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
-        let (a, da, sa) = archive(dir.path(), "a.tar", b"first");
-        let (b, db, sb) = archive(dir.path(), "b.tar", b"second");
-        layout.add_checkpoint(&a, &da, sa, &meta(), "a").unwrap();
-        layout.add_checkpoint(&b, &db, sb, &meta(), "b").unwrap();
-        layout.remove("a").unwrap();
-        layout.remove("a").unwrap(); // idempotent
-        assert!(layout.resolve("a").unwrap().is_none());
-        assert!(!layout.blob_path(&da.into()).exists());
-        layout.verify("b").unwrap();
-        layout.remove("b").unwrap();
-        let left = fs::read_dir(dir.path().join("oci/blobs/sha256"))
-            .unwrap()
-            .count();
-        assert_eq!(left, 0, "no blob outlives its last image");
-    }
-
-    /// Copies the blobs of `tag` in `from` into `to`'s ingest directory, as a download would.
-    fn stage(
-        from: &ImageLayout,
-        to: &ImageLayout,
-        tag: &str,
-    ) -> (Digest, Vec<u8>, Vec<(Digest, PathBuf)>) {
-        let desc = from.resolve(tag).unwrap().unwrap();
-        let manifest = from.verify(tag).unwrap();
-        fs::create_dir_all(to.ingest_dir()).unwrap();
-        let staged = std::iter::once(manifest.config())
-            .chain(manifest.layers())
-            .map(|d| {
-                let path = to
-                    .ingest_dir()
-                    .join(format!("{}.partial", d.digest().digest()));
-                fs::copy(from.blob_path(d.digest()), &path).unwrap();
-                (d.digest().clone(), path)
-            })
-            .collect();
-        let bytes = fs::read(from.blob_path(desc.digest())).unwrap();
-        (desc.digest().clone(), bytes, staged)
-    }
-
-    #[test]
-    fn an_imported_image_is_tagged_and_verifies() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = ImageLayout::open(dir.path().join("a")).unwrap();
-        let b = ImageLayout::open(dir.path().join("b")).unwrap();
-        let (path, digest, size) = archive(dir.path(), "a.tar", b"checkpoint bytes");
-        a.add_checkpoint(&path, &digest, size, &meta(), "uid")
-            .unwrap();
-        let (manifest_digest, bytes, staged) = stage(&a, &b, "uid");
-        let desc = b.import("uid", &manifest_digest, &bytes, &staged).unwrap();
-        assert_eq!(desc.digest(), &manifest_digest);
-        assert_eq!(b.tags().unwrap(), ["uid"]);
-        b.verify("uid").unwrap();
-        assert_eq!(
-            fs::read_dir(b.ingest_dir()).unwrap().count(),
-            0,
-            "staged files moved"
-        );
-
-        // Again, with the blobs already in place: the staged copies are dropped.
-        let (_, _, staged) = stage(&a, &b, "uid");
-        b.import("uid", &manifest_digest, &bytes, &staged).unwrap();
-        assert_eq!(fs::read_dir(b.ingest_dir()).unwrap().count(), 0);
-        assert_eq!(b.read_index().unwrap().manifests().len(), 1);
-    }
-
-    #[test]
-    fn import_refuses_a_wrong_manifest_or_a_missing_blob() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = ImageLayout::open(dir.path().join("a")).unwrap();
-        let b = ImageLayout::open(dir.path().join("b")).unwrap();
-        let (path, digest, size) = archive(dir.path(), "a.tar", b"checkpoint bytes");
-        a.add_checkpoint(&path, &digest, size, &meta(), "uid")
-            .unwrap();
-        let (manifest_digest, mut bytes, staged) = stage(&a, &b, "uid");
-
-        let e = b
-            .import("uid", &manifest_digest, &bytes, &staged[..1])
-            .unwrap_err();
-        assert!(matches!(e, OciError::MissingBlob { .. }), "{e}");
-        assert!(b.resolve("uid").unwrap().is_none());
-
-        bytes.push(b' ');
-        let e = b.import("uid", &manifest_digest, &bytes, &[]).unwrap_err();
-        assert!(matches!(e, OciError::Corrupt { .. }), "{e}");
-        assert!(b.tags().unwrap().is_empty());
-    }
-
-    #[test]
-    fn retagging_replaces_the_old_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
-        let (a, da, sa) = archive(dir.path(), "a.tar", b"first");
-        layout.add_checkpoint(&a, &da, sa, &meta(), "t").unwrap();
-        layout.add_checkpoint(&a, &da, sa, &meta(), "t").unwrap();
-        assert_eq!(layout.read_index().unwrap().manifests().len(), 1);
-    }
-}
+mod tests;

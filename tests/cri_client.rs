@@ -363,13 +363,14 @@ async fn a_socket_nobody_listens_on_fails_to_connect() {
 
 #[test]
 fn endpoints_must_be_unix_sockets() {
-    use checkpointing::cri::{CONTAINERD_ENDPOINT, CRIO_ENDPOINT, socket_path};
+    use checkpointing::cri::socket_path;
+    use checkpointing::runtime::RuntimeKind;
     assert_eq!(
-        socket_path(CRIO_ENDPOINT).unwrap(),
+        socket_path(RuntimeKind::CriO.default_endpoint()).unwrap(),
         Path::new("/var/run/crio/crio.sock")
     );
     assert_eq!(
-        socket_path(CONTAINERD_ENDPOINT).unwrap(),
+        socket_path(RuntimeKind::Containerd.default_endpoint()).unwrap(),
         Path::new("/run/containerd/containerd.sock")
     );
     for bad in ["tcp://1.2.3.4:10", "/run/x.sock", "unix://relative.sock"] {

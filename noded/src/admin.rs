@@ -58,9 +58,10 @@ pub async fn serve(addr: SocketAddr, admin: Admin) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prereq::{CHECKPOINT_DIR, CRI, CRIU, Check, RESTORE, Report, State as Met};
+    use crate::prereq::{CHECKPOINT_DIR, CRI, CRIU, Check, RESTORE, Report};
     use axum::body::Body;
     use axum::http::Request;
+    use checkpointing::runtime::Verdict as Met;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
@@ -115,7 +116,7 @@ mod tests {
 
         let ok = report(Met::Ok);
         admin.prerequisites.update(ok.clone());
-        admin.metrics.prerequisites(&ok);
+        ok.record(&admin.metrics);
         let (status, body) = get(&admin, "/readyz").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body.contains("restore: assumed (why)"), "{body}");

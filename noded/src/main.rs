@@ -3,16 +3,22 @@
 
 mod admin;
 mod checkpoint;
+mod cluster;
+mod error;
+mod gc;
 mod http;
 mod lease;
 mod locks;
 mod metrics;
-mod peer;
 mod prereq;
 mod push;
+mod recent;
 mod reconcile;
 mod registry;
+mod restore;
 mod store;
+#[cfg(test)]
+mod testing;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -21,19 +27,21 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use checkpointing::crd::ContainerCheckpointContent;
-use checkpointing::cri::{CONTAINERD_ENDPOINT, CriClient, CriConfig};
+use checkpointing::cri::{CriClient, CriConfig};
 use checkpointing::daemon::{LogFormat, init_logging, kube_client};
 use checkpointing::names::{DEFAULT_LEASE_NAMESPACE, NODE_LABEL};
 use checkpointing::oci::ImageLayout;
+use checkpointing::runtime::RuntimeKind;
 use clap::Parser;
 use futures::StreamExt;
 use kube::Api;
 use kube::runtime::{Controller, watcher};
 
 use crate::checkpoint::Checkpointer;
-use crate::peer::{Auth, PeerClient};
+use crate::cluster::KubeCluster;
 use crate::reconcile::Context;
-use crate::registry::{KubeCluster, Mode, Registry};
+use crate::registry::peer::{Auth, PeerClient};
+use crate::registry::{Mode, Registry};
 use crate::store::CheckpointDir;
 
 /// Time open registry connections (a blob being streamed) get to finish at shutdown.
@@ -51,7 +59,7 @@ struct Args {
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// CRI endpoint of the container runtime (CRI-O: unix:///var/run/crio/crio.sock).
-    #[arg(long, env = "CRI_ENDPOINT", default_value = CONTAINERD_ENDPOINT)]
+    #[arg(long, env = "CRI_ENDPOINT", default_value = RuntimeKind::Containerd.default_endpoint())]
     cri_endpoint: String,
     /// Where archives and the OCI image layout live.
     #[arg(
@@ -146,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
         ImageLayout::open(args.checkpoint_dir.join("oci"))
             .context("opening the OCI image layout")?,
     );
-    registry::clear_ingest(&layout).context("clearing interrupted image downloads")?;
+    gc::clear_ingest(&layout).context("clearing interrupted image downloads")?;
     let local_listener = tokio::net::TcpListener::bind(args.registry_addr)
         .await
         .with_context(|| format!("listening on {} (--registry-addr)", args.registry_addr))?;
@@ -210,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
             loop {
                 tick.tick().await;
                 if let Err(error) = registry.prune().await {
-                    tracing::warn!(%error, "pruning cached checkpoint images failed");
+                    tracing::warn!(error = %error::error_chain(&error), "pruning cached checkpoint images failed");
                 }
             }
         }
@@ -236,14 +244,14 @@ async fn main() -> anyhow::Result<()> {
             Some(pusher)
         }
     };
-    let context = Arc::new(Context {
-        client: client.clone(),
-        checkpointer: Checkpointer::new(cri, dir, layout, args.image_registry.clone())
+    let context = Arc::new(Context::new(
+        client.clone(),
+        Checkpointer::new(cri, dir, layout, args.image_registry.clone())
             .with_pusher(pusher)
             .with_metrics(metrics),
-        default_timeout: Duration::from_secs(args.default_timeout_seconds),
+        Duration::from_secs(args.default_timeout_seconds),
         prerequisites,
-    });
+    ));
     let contents: Api<ContainerCheckpointContent> = Api::all(client);
     let mine = watcher::Config::default().labels(&format!("{NODE_LABEL}={}", args.node_name));
     let config = kube::runtime::controller::Config::default().concurrency(args.concurrency);

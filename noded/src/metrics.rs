@@ -8,8 +8,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::prereq::Report;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckpointLabels {
     result: &'static str,
@@ -42,6 +40,13 @@ struct RuntimeInfoLabels {
     runtime_name: String,
     runtime_version: String,
     criu_version: String,
+}
+
+/// The runtime and CRIU a prerequisites check found (empty when unknown).
+pub struct RuntimeInfo<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub criu_version: &'a str,
 }
 
 /// Duration buckets: 50 ms to about 7 minutes.
@@ -190,19 +195,23 @@ impl Metrics {
             .inc();
     }
 
-    /// Replaces the prerequisite gauges and runtime info with `report`'s.
-    pub fn prerequisites(&self, report: &Report) {
-        for check in &report.checks {
+    /// Replaces the prerequisite gauges (`(check, met)`) and the runtime info.
+    pub fn prerequisites(
+        &self,
+        checks: impl IntoIterator<Item = (&'static str, bool)>,
+        runtime: RuntimeInfo<'_>,
+    ) {
+        for (check, met) in checks {
             self.prerequisites
-                .get_or_create(&CheckLabels { check: check.name })
-                .set(i64::from(check.state.met()));
+                .get_or_create(&CheckLabels { check })
+                .set(i64::from(met));
         }
         self.runtime_info.clear();
         self.runtime_info
             .get_or_create(&RuntimeInfoLabels {
-                runtime_name: report.runtime_name.clone().unwrap_or_default(),
-                runtime_version: report.runtime_version.clone().unwrap_or_default(),
-                criu_version: report.criu_version.clone().unwrap_or_default(),
+                runtime_name: runtime.name.to_owned(),
+                runtime_version: runtime.version.to_owned(),
+                criu_version: runtime.criu_version.to_owned(),
             })
             .set(1);
     }

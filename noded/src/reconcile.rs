@@ -1,13 +1,14 @@
 //! What noded does with one ContainerCheckpointContent of its node: a pure [`plan`] and the
 //! thin shell that carries it out against the API server and the checkpointer.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use checkpointing::crd::{
     CheckpointState, ContainerCheckpointContent, ContainerCheckpointContentStatus,
 };
-use checkpointing::cri::CriClient;
+use checkpointing::cri::{CriClient, Runtime};
 use checkpointing::names::{ARCHIVE_FINALIZER, NODED_MANAGER};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -16,6 +17,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::checkpoint::{Artifact, Checkpointer, Failure, Job};
+use crate::error::error_chain;
 use crate::prereq::Prerequisites;
 use crate::store::ArchiveKey;
 
@@ -33,15 +35,56 @@ pub enum Step {
     Nothing,
 }
 
-pub fn plan(content: &ContainerCheckpointContent) -> Step {
-    let claimed = content.finalizers().iter().any(|f| f == ARCHIVE_FINALIZER);
+/// What this process last wrote to a Content. The watch can deliver a Content before our own
+/// latest write to it; deciding on that copy would, say, take a just finished checkpoint for
+/// one a crashed process left behind. Our finalizer and the checkpoint state only ever move
+/// forward, so what we wrote and what the watch shows combine without asking the API server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Our finalizer: added (`true`) or released (`false`).
+    pub finalizer: Option<bool>,
+    pub state: Option<CheckpointState>,
+}
+
+impl Written {
+    /// Whether `content` shows all of it already (then it need not be remembered).
+    pub fn shown_in(&self, content: &ContainerCheckpointContent) -> bool {
+        self.finalizer.is_none_or(|f| f == claimed(content))
+            && progress(self.state) <= progress(state(content))
+    }
+}
+
+fn claimed(content: &ContainerCheckpointContent) -> bool {
+    content.finalizers().iter().any(|f| f == ARCHIVE_FINALIZER)
+}
+
+fn state(content: &ContainerCheckpointContent) -> Option<CheckpointState> {
+    content.status.as_ref().and_then(|s| s.state)
+}
+
+/// How far along a checkpoint state is: states only move forward.
+fn progress(state: Option<CheckpointState>) -> u8 {
+    match state {
+        None | Some(CheckpointState::Pending) => 0,
+        Some(CheckpointState::Running) => 1,
+        Some(CheckpointState::Completed | CheckpointState::Failed) => 2,
+    }
+}
+
+/// The next step for `content`, of which this process last wrote `written`.
+pub fn plan(content: &ContainerCheckpointContent, written: Written) -> Step {
+    let claimed = written.finalizer.unwrap_or_else(|| claimed(content));
     if content.meta().deletion_timestamp.is_some() {
         return if claimed { Step::Remove } else { Step::Nothing };
     }
     if !claimed {
         return Step::AddFinalizer;
     }
-    match content.status.as_ref().and_then(|s| s.state) {
+    let state = [state(content), written.state]
+        .into_iter()
+        .max_by_key(|s| progress(*s))
+        .flatten();
+    match state {
         Some(CheckpointState::Completed | CheckpointState::Failed) => Step::Nothing,
         Some(CheckpointState::Running) => Step::Recover,
         Some(CheckpointState::Pending) | None => Step::Take,
@@ -92,24 +135,50 @@ pub fn final_status(
     }
 }
 
-/// An error and its sources on one line: status messages must carry the root cause.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
-}
-
 /// Everything the reconciler needs, shared by all reconciles.
-pub struct Context {
+pub struct Context<R = CriClient> {
     pub client: kube::Client,
-    pub checkpointer: Checkpointer<CriClient>,
+    pub checkpointer: Checkpointer<R>,
     pub default_timeout: Duration,
     pub prerequisites: Arc<Prerequisites>,
+    /// What this process last wrote to each Content (by UID) that the watch has not shown yet.
+    written: Mutex<HashMap<String, Written>>,
+}
+
+impl<R> Context<R> {
+    pub fn new(
+        client: kube::Client,
+        checkpointer: Checkpointer<R>,
+        default_timeout: Duration,
+        prerequisites: Arc<Prerequisites>,
+    ) -> Self {
+        Self {
+            client,
+            checkpointer,
+            default_timeout,
+            prerequisites,
+            written: Mutex::default(),
+        }
+    }
+
+    fn written(&self, uid: &str) -> Written {
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.get(uid).copied().unwrap_or_default()
+    }
+
+    /// Remembers a write to the Content `uid`.
+    fn wrote(&self, uid: &str, change: impl FnOnce(&mut Written)) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        change(written.entry(uid.to_owned()).or_default());
+    }
+
+    /// Forgets what `content` shows already.
+    fn seen(&self, uid: &str, content: &ContainerCheckpointContent) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.get(uid).is_some_and(|w| w.shown_in(content)) {
+            written.remove(uid);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,32 +215,34 @@ fn job(content: &ContainerCheckpointContent, default_timeout: Duration) -> Job<'
     }
 }
 
-pub async fn reconcile(
-    cached: Arc<ContainerCheckpointContent>,
-    ctx: Arc<Context>,
+pub async fn reconcile<R: Runtime>(
+    content: Arc<ContainerCheckpointContent>,
+    ctx: Arc<Context<R>>,
 ) -> Result<Action, Error> {
-    let name = cached.name_any();
+    let name = content.name_any();
+    let uid = content.uid().unwrap_or_default();
     let api: Api<ContainerCheckpointContent> =
-        Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+        Api::namespaced(ctx.client.clone(), &content.namespace().unwrap_or_default());
     let api_err = |source| Error::Api {
         name: name.clone(),
         source,
     };
-    // The cache can lag behind our own last status write; deciding on it would take a just
-    // finished attempt for one a crashed process left behind.
-    let Some(content) = api.get_opt(&name).await.map_err(api_err)? else {
-        return Ok(Action::await_change());
-    };
+    ctx.seen(&uid, &content);
     let job = job(&content, ctx.default_timeout);
-    let step = plan(&content);
+    let step = plan(&content, ctx.written(&uid));
     tracing::debug!(content = %name, ?step, "reconcile");
     match step {
-        Step::AddFinalizer => set_finalizer(&api, &content, true).await.map_err(api_err)?,
+        Step::AddFinalizer => {
+            set_finalizer(&api, &content, true).await.map_err(api_err)?;
+            ctx.wrote(&uid, |w| w.finalizer = Some(true));
+        }
         Step::Take | Step::Recover => {
             let outcome = if step == Step::Take {
-                write_status(&api, &name, &running_status(&content))
-                    .await
-                    .map_err(api_err)?;
+                let running = running_status(&content);
+                if content.status.as_ref() != Some(&running) {
+                    write_status(&api, &name, &running).await.map_err(api_err)?;
+                }
+                ctx.wrote(&uid, |w| w.state = running.state);
                 ctx.checkpointer.take(&job).await
             } else {
                 let status = content.status.as_ref();
@@ -181,6 +252,7 @@ pub async fn reconcile(
             report(&name, &outcome);
             let status = final_status(&outcome, ctx.prerequisites.criu_version());
             write_status(&api, &name, &status).await.map_err(api_err)?;
+            ctx.wrote(&uid, |w| w.state = status.state);
         }
         Step::Remove => {
             ctx.checkpointer
@@ -195,13 +267,18 @@ pub async fn reconcile(
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 other => other.map_err(api_err)?,
             }
+            ctx.wrote(&uid, |w| w.finalizer = Some(false));
         }
         Step::Nothing => {}
     }
     Ok(Action::await_change())
 }
 
-pub fn error_policy(_: Arc<ContainerCheckpointContent>, error: &Error, _: Arc<Context>) -> Action {
+pub fn error_policy<R>(
+    _: Arc<ContainerCheckpointContent>,
+    error: &Error,
+    _: Arc<Context<R>>,
+) -> Action {
     tracing::warn!(error = %error_chain(error), "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
@@ -272,95 +349,4 @@ async fn write_status(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use checkpointing::crd::ContainerCheckpointContentSpec;
-    use k8s_openapi::jiff::Timestamp;
-
-    fn content(
-        finalizer: bool,
-        deleting: bool,
-        state: Option<CheckpointState>,
-    ) -> ContainerCheckpointContent {
-        let mut c = ContainerCheckpointContent::new(
-            "cc",
-            ContainerCheckpointContentSpec {
-                container_checkpoint_ref: "cc".into(),
-                namespace: "default".into(),
-                pod_name: "p".into(),
-                container_name: "c".into(),
-                node_name: "node1".into(),
-                pod_uid: "u".into(),
-                timeout_seconds: None,
-            },
-        );
-        if finalizer {
-            c.metadata.finalizers = Some(vec![ARCHIVE_FINALIZER.into()]);
-        }
-        if deleting {
-            c.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
-        }
-        c.status = state.map(|s| ContainerCheckpointContentStatus {
-            state: Some(s),
-            ..Default::default()
-        });
-        c
-    }
-
-    #[test]
-    fn plan_claims_takes_recovers_and_removes() {
-        use CheckpointState::*;
-        assert_eq!(plan(&content(false, false, None)), Step::AddFinalizer);
-        assert_eq!(plan(&content(true, false, None)), Step::Take);
-        assert_eq!(plan(&content(true, false, Some(Pending))), Step::Take);
-        assert_eq!(plan(&content(true, false, Some(Running))), Step::Recover);
-        assert_eq!(plan(&content(true, false, Some(Completed))), Step::Nothing);
-        assert_eq!(plan(&content(true, false, Some(Failed))), Step::Nothing);
-        assert_eq!(plan(&content(true, true, Some(Completed))), Step::Remove);
-        assert_eq!(plan(&content(true, true, Some(Running))), Step::Remove);
-        assert_eq!(plan(&content(false, true, None)), Step::Nothing);
-    }
-
-    #[test]
-    fn timeout_comes_from_the_spec_or_the_default() {
-        let mut c = content(true, false, None);
-        assert_eq!(
-            job(&c, Duration::from_secs(120)).timeout,
-            Duration::from_secs(120)
-        );
-        c.spec.timeout_seconds = Some(7);
-        assert_eq!(
-            job(&c, Duration::from_secs(120)).timeout,
-            Duration::from_secs(7)
-        );
-    }
-
-    #[test]
-    fn failures_carry_their_cause() {
-        let status = final_status(
-            &Err(Failure::Store(std::io::Error::other(
-                "No space left on device",
-            ))),
-            None,
-        );
-        assert_eq!(status.state, Some(CheckpointState::Failed));
-        assert!(!status.ready);
-        assert!(status.message.unwrap().contains("No space left on device"));
-    }
-
-    #[test]
-    fn a_completed_status_names_the_criu_found() {
-        let artifact = Artifact {
-            container_id: "c1".into(),
-            path: "/var/lib/kubelet/checkpoints/x.tar".into(),
-            size: 10,
-            digest: "sha256:aa".into(),
-            image: "localhost:5050/default/cc@sha256:bb".into(),
-            checkpoint_time: Timestamp::now(),
-            runtime: "containerd v2.1.4".into(),
-        };
-        let status = final_status(&Ok(artifact), Some("4.1".into()));
-        assert_eq!(status.criu_version.as_deref(), Some("4.1"));
-        assert_eq!(status.state, Some(CheckpointState::Completed));
-    }
-}
+mod tests;

@@ -6,37 +6,31 @@
 //! verifying every blob's size and digest while streaming it into the layout's ingest
 //! directory, and imports it under the image's tag only when all of it verified.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use bytes::Bytes;
-use checkpointing::oci::{ImageLayout, OciError};
+use checkpointing::digest::{Mismatch, Verifier, sha256_hex};
+use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE, OciError};
 use k8s_openapi::api::authentication::v1::TokenReviewStatus;
 use oci_spec::image::{DigestAlgorithm, ImageManifest};
 use tokio::io::AsyncWriteExt;
 
+use super::problem::Problem;
+use super::route::Repo;
+use crate::cluster::Cluster;
+use crate::error::error_chain;
 use crate::http::{self, HttpClient, ReadError, SendError};
-use crate::registry::{Cluster, MANIFEST_MEDIA_TYPE, Problem, Repo};
+use crate::recent::Recent;
 
 /// How long a positive TokenReview is trusted.
 const REVIEW_TTL: Duration = Duration::from_secs(60);
 /// Manifests are small; a peer sending more is broken or hostile.
 const MAX_MANIFEST: usize = 4 << 20;
-
-/// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 // ---------------------------------------------------------------- authentication (server)
 
@@ -84,14 +78,15 @@ pub fn decide(status: &TokenReviewStatus, allowed: &[String]) -> Result<String, 
 /// the token's hash; tokens themselves are not kept).
 pub struct Auth {
     allowed: Vec<String>,
-    reviewed: Mutex<HashMap<String, Instant>>,
+    /// Positive reviews, by the token's hash.
+    reviewed: Recent<()>,
 }
 
 impl Auth {
     pub fn new(allowed: Vec<String>) -> Self {
         Self {
             allowed,
-            reviewed: Mutex::default(),
+            reviewed: Recent::new(REVIEW_TTL),
         }
     }
 
@@ -103,86 +98,15 @@ impl Auth {
         let denied = |d: Denied| Problem::Unauthorized(d.to_string());
         let token = bearer(authorization).map_err(denied)?;
         let key = sha256_hex(token.as_bytes());
-        let now = Instant::now();
-        {
-            let mut reviewed = self.reviewed.lock().unwrap_or_else(|p| p.into_inner());
-            reviewed.retain(|_, at| now.duration_since(*at) < REVIEW_TTL);
-            if reviewed.contains_key(&key) {
-                return Ok(());
-            }
+        if self.reviewed.get(&key).is_some() {
+            return Ok(());
         }
         let status = cluster.review_token(token).await.map_err(|e| {
-            Problem::Unavailable(format!(
-                "reviewing the peer's token: {}",
-                crate::reconcile::error_chain(&e)
-            ))
+            Problem::Unavailable(format!("reviewing the peer's token: {}", error_chain(&e)))
         })?;
         let user = decide(&status, &self.allowed).map_err(denied)?;
         tracing::debug!(%user, "peer authenticated");
-        self.reviewed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, now);
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------- verification
-
-/// How received bytes differ from their descriptor.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Mismatch {
-    #[error("more than the expected {expected} bytes")]
-    TooLong { expected: u64 },
-    #[error("{found} bytes, expected {expected}")]
-    Size { found: u64, expected: u64 },
-    #[error("digest sha256:{found}, expected sha256:{expected}")]
-    Digest { found: String, expected: String },
-}
-
-/// Hashes and counts a stream as it passes, refusing it as soon as it runs long.
-pub struct Verifier {
-    context: ring::digest::Context,
-    size: u64,
-    expected_size: u64,
-    expected_hex: String,
-}
-
-impl Verifier {
-    pub fn new(expected_hex: &str, expected_size: u64) -> Self {
-        Self {
-            context: ring::digest::Context::new(&ring::digest::SHA256),
-            size: 0,
-            expected_size,
-            expected_hex: expected_hex.to_owned(),
-        }
-    }
-
-    pub fn update(&mut self, chunk: &[u8]) -> Result<(), Mismatch> {
-        self.size += chunk.len() as u64;
-        if self.size > self.expected_size {
-            return Err(Mismatch::TooLong {
-                expected: self.expected_size,
-            });
-        }
-        self.context.update(chunk);
-        Ok(())
-    }
-
-    pub fn finish(self) -> Result<(), Mismatch> {
-        if self.size != self.expected_size {
-            return Err(Mismatch::Size {
-                found: self.size,
-                expected: self.expected_size,
-            });
-        }
-        let found = hex(self.context.finish().as_ref());
-        if found != self.expected_hex {
-            return Err(Mismatch::Digest {
-                found,
-                expected: self.expected_hex,
-            });
-        }
+        self.reviewed.put(key, ());
         Ok(())
     }
 }
@@ -460,6 +384,7 @@ impl PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::NODED;
     use k8s_openapi::api::authentication::v1::UserInfo;
 
     fn reviewed(authenticated: Option<bool>, user: &str) -> TokenReviewStatus {
@@ -472,8 +397,6 @@ mod tests {
             ..Default::default()
         }
     }
-
-    const NODED: &str = "system:serviceaccount:kube-system:checkpoint-noded";
 
     #[test]
     fn only_authenticated_allowed_users_get_in() {
@@ -520,36 +443,5 @@ mod tests {
         assert_eq!(bearer(Some(&h("Basic dXNlcjpwdw=="))), Err(Denied::NoToken));
         assert_eq!(bearer(Some(&h("Bearer "))), Err(Denied::NoToken));
         assert_eq!(bearer(Some(&h("Bearer"))), Err(Denied::NoToken));
-    }
-
-    fn verify(data: &[&[u8]], hex: &str, size: u64) -> Result<(), Mismatch> {
-        let mut v = Verifier::new(hex, size);
-        for chunk in data {
-            v.update(chunk)?;
-        }
-        v.finish()
-    }
-
-    #[test]
-    fn streams_are_checked_for_size_and_digest() {
-        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        assert_eq!(sha256_hex(b"abc"), abc);
-        assert_eq!(verify(&[b"a", b"", b"bc"], abc, 3), Ok(()));
-        assert_eq!(
-            verify(&[b"ab", b"cd"], abc, 3),
-            Err(Mismatch::TooLong { expected: 3 }),
-            "refused as soon as it runs long"
-        );
-        assert_eq!(
-            verify(&[b"ab"], abc, 3),
-            Err(Mismatch::Size {
-                found: 2,
-                expected: 3
-            })
-        );
-        assert!(matches!(
-            verify(&[b"abd"], abc, 3),
-            Err(Mismatch::Digest { .. })
-        ));
     }
 }

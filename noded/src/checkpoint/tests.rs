@@ -1,0 +1,344 @@
+//! Checkpoints against the fake runtime.
+
+use super::*;
+use crate::testing::{FakeRuntime, checkpointer};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+fn container(id: &str, state: api::ContainerState, created_at: i64) -> api::Container {
+    crate::testing::container(
+        id,
+        state,
+        created_at,
+        ["default", "stateful-app", "pod-uid", "counter"],
+    )
+}
+
+fn job() -> Job<'static> {
+    Job {
+        name: "counter-checkpoint",
+        key: ArchiveKey {
+            namespace: "default",
+            pod: "stateful-app",
+            container: "counter",
+            uid: "content-uid",
+        },
+        pod_uid: "pod-uid",
+        timeout: Duration::from_secs(42),
+    }
+}
+
+fn leftovers(tmp: &Path) -> Vec<String> {
+    std::fs::read_dir(tmp.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "oci")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn takes_the_running_container_into_an_archive_and_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = FakeRuntime {
+        containers: vec![
+            container("old-exited", api::ContainerState::ContainerExited, 1),
+            container("live", api::ContainerState::ContainerRunning, 2),
+        ],
+        ..Default::default()
+    };
+    let c = checkpointer(runtime, tmp.path());
+    let a = c.take(&job()).await.unwrap();
+
+    let calls = c.runtime.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].0, "live");
+    assert!(
+        calls[0]
+            .1
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with(".partial")
+    );
+    assert_eq!(calls[0].2, Duration::from_secs(42));
+
+    assert_eq!(a.container_id, "live");
+    assert_eq!(std::fs::read(&a.path).unwrap(), FakeRuntime::archive());
+    assert_eq!(
+        std::fs::metadata(&a.path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        leftovers(tmp.path()),
+        [a.path.file_name().unwrap().to_string_lossy().into_owned()]
+    );
+    assert!(
+        a.image
+            .starts_with("localhost:5050/default/counter-checkpoint@sha256:"),
+        "{}",
+        a.image
+    );
+    assert_eq!(a.runtime, "containerd v2.1.9");
+    assert_eq!(a.checkpoint_time.to_string(), "2026-11-24T10:00:00Z");
+
+    let manifest = c.layout.verify("content-uid").unwrap();
+    assert_eq!(format!("{}", manifest.layers()[0].digest()), a.digest);
+    let annotations = manifest.annotations().clone().unwrap();
+    assert_eq!(annotations["org.criu.checkpoint.container.name"], "counter");
+    assert_eq!(
+        annotations["io.kubernetes.cri-o.annotations.checkpoint.name"],
+        "counter"
+    );
+    assert_eq!(
+        annotations["org.criu.checkpoint.rootfsImageName"],
+        "docker.io/library/busybox:latest"
+    );
+
+    c.remove(&job()).unwrap();
+    assert!(leftovers(tmp.path()).is_empty());
+    assert!(c.layout.resolve("content-uid").unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_running_container_is_refused_without_calling_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = FakeRuntime {
+        containers: vec![container("x", api::ContainerState::ContainerExited, 1)],
+        ..Default::default()
+    };
+    let c = checkpointer(runtime, tmp.path());
+    let e = c.take(&job()).await.unwrap_err();
+    assert!(matches!(e, Failure::NotRunning { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "container \"counter\" of pod default/stateful-app is not running on this node"
+    );
+    assert!(c.runtime.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_error_leaves_no_partial_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = FakeRuntime {
+        containers: vec![container("live", api::ContainerState::ContainerRunning, 1)],
+        fail_with: Some(|| CriError::Unimplemented {
+            op: "CheckpointContainer",
+            message: "criu not found".into(),
+        }),
+        ..Default::default()
+    };
+    let c = checkpointer(runtime, tmp.path());
+    let e = c.take(&job()).await.unwrap_err();
+    assert!(e.to_string().contains("criu not found"), "{e}");
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn success_without_archive_is_a_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = FakeRuntime {
+        containers: vec![container("live", api::ContainerState::ContainerRunning, 1)],
+        write_nothing: true,
+        ..Default::default()
+    };
+    let c = checkpointer(runtime, tmp.path());
+    assert!(matches!(c.take(&job()).await, Err(Failure::NoArchive(_))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_packages_a_finished_archive_and_discards_a_partial_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = checkpointer(FakeRuntime::default(), tmp.path());
+    // Crash after the rename: the archive is complete, only the image is missing.
+    std::fs::write(c.dir.archive_path(&job().key), FakeRuntime::archive()).unwrap();
+    let a = c.recover(&job(), Some("live")).await.unwrap();
+    assert_eq!(a.container_id, "live");
+    c.layout.verify("content-uid").unwrap();
+    c.remove(&job()).unwrap();
+
+    // Crash mid-checkpoint: only the runtime's temporary file exists.
+    std::fs::write(c.dir.partial_path(&job().key), b"half").unwrap();
+    assert!(matches!(
+        c.recover(&job(), None).await,
+        Err(Failure::Interrupted)
+    ));
+    assert!(leftovers(tmp.path()).is_empty());
+}
+
+fn pushing_to(registry: &crate::testing::push_registry::Registry) -> Option<Pusher> {
+    let target = format!("{}/checkpoints", registry.addr).parse().unwrap();
+    Some(Pusher::new(target, true, None).unwrap())
+}
+
+fn running() -> FakeRuntime {
+    FakeRuntime {
+        containers: vec![container("live", api::ContainerState::ContainerRunning, 1)],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_push_registry_the_image_is_referenced_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = crate::testing::push_registry::Registry::start().await;
+    let c = checkpointer(running(), tmp.path()).with_pusher(pushing_to(&registry));
+    let a = c.take(&job()).await.unwrap();
+    let manifest = c.layout.resolve("content-uid").unwrap().unwrap();
+    assert_eq!(
+        a.image,
+        format!(
+            "{}/checkpoints/default/counter-checkpoint@{}",
+            registry.addr,
+            manifest.digest()
+        )
+    );
+    assert!(
+        c.metrics
+            .render()
+            .contains("noded_pushes_total{result=\"succeeded\"} 1")
+    );
+    let state = registry.state.lock().unwrap();
+    assert_eq!(state.blobs[&a.digest], FakeRuntime::archive());
+    assert!(
+        state
+            .manifests
+            .contains_key("checkpoints/default/counter-checkpoint:content-uid")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_push_fails_the_checkpoint_naming_the_registry_and_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = crate::testing::push_registry::Registry::start().await;
+    registry.state.lock().unwrap().manifest_status =
+        Some(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let c = checkpointer(running(), tmp.path()).with_pusher(pushing_to(&registry));
+    let outcome = c.take(&job()).await;
+    let e = outcome.as_ref().unwrap_err();
+    assert!(matches!(e, Failure::Push { .. }), "{e}");
+    let text = c.metrics.render();
+    assert!(
+        text.contains("noded_pushes_total{result=\"failed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("noded_checkpoints_total{result=\"failed\",reason=\"PushFailed\"} 1"),
+        "{text}"
+    );
+    let status = crate::reconcile::final_status(&outcome, None);
+    let message = status.message.unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "pushing the checkpoint image to registry {}: PUT http://{}/v2/checkpoints/default/counter-checkpoint/manifests/content-uid answered 500 Internal Server Error",
+            registry.addr, registry.addr
+        )),
+        "{message}"
+    );
+    assert!(!status.ready);
+
+    // The archive and local image are there, and go by the normal deletion path.
+    assert_eq!(leftovers(tmp.path()).len(), 1);
+    assert!(c.layout.resolve("content-uid").unwrap().is_some());
+    c.remove(&job()).unwrap();
+    assert!(leftovers(tmp.path()).is_empty());
+    assert!(c.layout.resolve("content-uid").unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_completed_checkpoint_shows_in_the_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = checkpointer(running(), tmp.path());
+    let a = c.take(&job()).await.unwrap();
+    let text = c.metrics.render();
+    for line in [
+        "noded_checkpoints_total{result=\"completed\",reason=\"Completed\"} 1".to_owned(),
+        "noded_archive_size_bytes_count 1".to_owned(),
+        format!("noded_archive_size_bytes_sum {}.0", a.size),
+        "noded_checkpoint_cri_duration_seconds_count 1".to_owned(),
+        "noded_checkpoint_duration_seconds_count 1".to_owned(),
+        "noded_archive_size_bytes_bucket{le=\"4294967296.0\"} 1".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line} missing from {text}");
+    }
+
+    // A failure counts under its reason, with no archive size.
+    let c = checkpointer(FakeRuntime::default(), tmp.path());
+    c.take(&job()).await.unwrap_err();
+    let text = c.metrics.render();
+    assert!(
+        text.contains("noded_checkpoints_total{result=\"failed\",reason=\"NotRunning\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("noded_archive_size_bytes_count 0"), "{text}");
+}
+
+#[test]
+fn failures_map_to_a_fixed_set_of_reasons() {
+    let cri = |e: CriError| Failure::Runtime(e).reason();
+    let op = "CheckpointContainer";
+    let message = String::new;
+    assert_eq!(
+        cri(CriError::SocketMissing {
+            path: "/run/x.sock".into()
+        }),
+        "RuntimeUnavailable"
+    );
+    assert_eq!(
+        cri(CriError::Unavailable {
+            op,
+            message: message()
+        }),
+        "RuntimeUnavailable"
+    );
+    assert_eq!(
+        cri(CriError::DeadlineExceeded {
+            op,
+            message: message()
+        }),
+        "RuntimeTimeout"
+    );
+    assert_eq!(
+        cri(CriError::Unimplemented {
+            op,
+            message: message()
+        }),
+        "RuntimeUnsupported"
+    );
+    assert_eq!(
+        cri(CriError::NotFound {
+            op,
+            message: message()
+        }),
+        "ContainerNotFound"
+    );
+    assert_eq!(
+        cri(CriError::Rpc {
+            op,
+            code: CriError::Unavailable {
+                op,
+                message: message()
+            }
+            .code(),
+            message: message()
+        }),
+        "RuntimeError"
+    );
+    let store = |kind| Failure::Store(std::io::Error::from(kind)).reason();
+    assert_eq!(store(std::io::ErrorKind::StorageFull), "DiskFull");
+    assert_eq!(store(std::io::ErrorKind::PermissionDenied), "StoreError");
+    assert_eq!(Failure::NoArchive("/x".into()).reason(), "NoArchive");
+    assert_eq!(Failure::Interrupted.reason(), "Interrupted");
+    assert_eq!(
+        Failure::NotRunning {
+            namespace: "n".into(),
+            pod: "p".into(),
+            container: "c".into()
+        }
+        .reason(),
+        "NotRunning"
+    );
+}

@@ -1,0 +1,129 @@
+//! The cluster seam of the registry and the peer server: what they ask the API server (a
+//! Content, a node's address, a TokenReview, the live Contents). A trait, so tests run without
+//! a cluster.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::IpAddr;
+
+use checkpointing::crd::ContainerCheckpointContent;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, PostParams};
+
+/// What the registry and the peer server ask the API server.
+pub trait Cluster: Send + Sync + 'static {
+    fn content(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ContainerCheckpointContent>, kube::Error>> + Send;
+
+    /// The address peers reach `node`'s noded at (its InternalIP).
+    fn node_ip(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<Option<IpAddr>, kube::Error>> + Send;
+
+    /// A `TokenReview` of `token`.
+    fn review_token(
+        &self,
+        token: &str,
+    ) -> impl Future<Output = Result<TokenReviewStatus, kube::Error>> + Send;
+
+    /// UIDs of every Content in the cluster.
+    fn content_uids(&self) -> impl Future<Output = Result<HashSet<String>, kube::Error>> + Send;
+}
+
+pub struct KubeCluster(pub kube::Client);
+
+impl Cluster for KubeCluster {
+    async fn content(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ContainerCheckpointContent>, kube::Error> {
+        Api::namespaced(self.0.clone(), namespace)
+            .get_opt(name)
+            .await
+    }
+
+    async fn node_ip(&self, node: &str) -> Result<Option<IpAddr>, kube::Error> {
+        let node: Option<Node> = Api::all(self.0.clone()).get_opt(node).await?;
+        Ok(node.as_ref().and_then(internal_ip))
+    }
+
+    async fn review_token(&self, token: &str) -> Result<TokenReviewStatus, kube::Error> {
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let done = Api::<TokenReview>::all(self.0.clone())
+            .create(&PostParams::default(), &review)
+            .await?;
+        Ok(done.status.unwrap_or_default())
+    }
+
+    async fn content_uids(&self) -> Result<HashSet<String>, kube::Error> {
+        let api: Api<ContainerCheckpointContent> = Api::all(self.0.clone());
+        Ok(api
+            .list_metadata(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.uid)
+            .collect())
+    }
+}
+
+/// The InternalIP a Node reports.
+pub fn internal_ip(node: &Node) -> Option<IpAddr> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")
+        .and_then(|a| a.address.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
+
+    #[test]
+    fn peers_are_reached_at_their_internal_ip() {
+        let node = |addresses: Vec<(&str, &str)>| Node {
+            status: Some(NodeStatus {
+                addresses: Some(
+                    addresses
+                        .into_iter()
+                        .map(|(t, a)| NodeAddress {
+                            type_: t.into(),
+                            address: a.into(),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            internal_ip(&node(vec![
+                ("Hostname", "node1"),
+                ("InternalIP", "10.77.0.11")
+            ])),
+            Some("10.77.0.11".parse().unwrap())
+        );
+        assert_eq!(
+            internal_ip(&node(vec![("InternalIP", "fd00::11")])),
+            Some("fd00::11".parse().unwrap())
+        );
+        assert_eq!(internal_ip(&node(vec![("ExternalIP", "1.2.3.4")])), None);
+        assert_eq!(internal_ip(&Node::default()), None);
+    }
+}

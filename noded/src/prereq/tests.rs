@@ -1,0 +1,105 @@
+//! The prerequisite checks and their parsers.
+
+use super::*;
+
+#[test]
+fn criu_version_is_read_from_its_output() {
+    assert_eq!(parse_criu_version("Version: 4.1\n").as_deref(), Some("4.1"));
+    assert_eq!(
+        parse_criu_version("Version: 3.19\nGitID: v3.19-8-g1d2e3f\n").as_deref(),
+        Some("3.19")
+    );
+    assert_eq!(parse_criu_version("criu: command not found\n"), None);
+    assert_eq!(parse_criu_version("Version:\n"), None);
+}
+
+fn report(cri: Verdict, criu: Verdict, restore: Verdict, dir: Verdict) -> Report {
+    Report {
+        checks: vec![
+            Check::new(CRI, cri, "c"),
+            Check::new(CRIU, criu, "u"),
+            Check::new(RESTORE, restore, "r"),
+            Check::new(CHECKPOINT_DIR, dir, "d"),
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn ready_needs_the_runtime_and_a_writable_directory_only() {
+    use Verdict::*;
+    assert!(report(Ok, Ok, Ok, Ok).ready());
+    assert!(report(Ok, Failed, Failed, Ok).ready());
+    assert!(report(Ok, Ok, Assumed, Ok).ready());
+    assert!(!report(Failed, Ok, Ok, Ok).ready());
+    assert!(!report(Ok, Ok, Ok, Failed).ready());
+    assert!(!Report::default().ready());
+    let body = report(Ok, Failed, Assumed, Failed).body();
+    assert_eq!(
+        body,
+        "not ready\ncri: ok (c)\ncriu: failed (u)\nrestore: assumed (r)\ncheckpoint_dir: failed (d)\n"
+    );
+}
+
+#[tokio::test]
+async fn the_checkpoint_directory_must_take_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = dir_check(tmp.path()).await;
+    assert_eq!(ok.state, Verdict::Ok);
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    let missing = dir_check(&tmp.path().join("absent")).await;
+    assert_eq!(missing.state, Verdict::Failed);
+    assert!(missing.detail.contains("absent"), "{}", missing.detail);
+}
+
+#[test]
+fn changes_are_noticed() {
+    let state = Prerequisites::default();
+    assert!(state.update(report(Verdict::Ok, Verdict::Ok, Verdict::Ok, Verdict::Ok)));
+    assert!(!state.update(report(Verdict::Ok, Verdict::Ok, Verdict::Ok, Verdict::Ok)));
+    assert!(state.update(report(
+        Verdict::Failed,
+        Verdict::Ok,
+        Verdict::Ok,
+        Verdict::Ok
+    )));
+}
+
+#[tokio::test]
+async fn crio_settings_are_read_over_its_socket_as_plain_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("crio.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/config",
+            axum::routing::get(|| async {
+                "[crio.checkpoint_restore]\ncontainer_level_enabled = \"checkpoint_restore\"\n"
+            }),
+        )
+        .route(
+            "/info",
+            axum::routing::get(|| async { r#"{"cgroup_driver":"systemd"}"# }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = crio_get(&socket, "/config").await.unwrap();
+    assert_eq!(
+        crio::parse_config(&config)
+            .container_level_enabled
+            .as_deref(),
+        Some("checkpoint_restore")
+    );
+    assert!(
+        crio_get(&socket, "/info")
+            .await
+            .unwrap()
+            .contains("systemd")
+    );
+    let missing = crio_get(&socket, "/nope").await.unwrap_err();
+    assert_eq!(missing, "CRI-O GET /nope: answered 404 Not Found");
+    server.abort();
+    let gone = crio_get(&tmp.path().join("absent.sock"), "/info")
+        .await
+        .unwrap_err();
+    assert!(gone.contains("connecting to"), "{gone}");
+}

@@ -1,0 +1,205 @@
+//! The plan, the statuses and the shell against a fake API server.
+
+use super::*;
+use k8s_openapi::jiff::Timestamp;
+
+fn content(
+    finalizer: bool,
+    deleting: bool,
+    state: Option<CheckpointState>,
+) -> ContainerCheckpointContent {
+    let mut c = crate::testing::content("node1", None);
+    if finalizer {
+        c.metadata.finalizers = Some(vec![ARCHIVE_FINALIZER.into()]);
+    }
+    if deleting {
+        c.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    }
+    c.status = state.map(|s| ContainerCheckpointContentStatus {
+        state: Some(s),
+        ..Default::default()
+    });
+    c
+}
+
+#[test]
+fn plan_claims_takes_recovers_and_removes() {
+    use CheckpointState::*;
+    assert_eq!(
+        plan(&content(false, false, None), Written::default()),
+        Step::AddFinalizer
+    );
+    assert_eq!(
+        plan(&content(true, false, None), Written::default()),
+        Step::Take
+    );
+    assert_eq!(
+        plan(&content(true, false, Some(Pending)), Written::default()),
+        Step::Take
+    );
+    assert_eq!(
+        plan(&content(true, false, Some(Running)), Written::default()),
+        Step::Recover
+    );
+    assert_eq!(
+        plan(&content(true, false, Some(Completed)), Written::default()),
+        Step::Nothing
+    );
+    assert_eq!(
+        plan(&content(true, false, Some(Failed)), Written::default()),
+        Step::Nothing
+    );
+    assert_eq!(
+        plan(&content(true, true, Some(Completed)), Written::default()),
+        Step::Remove
+    );
+    assert_eq!(
+        plan(&content(true, true, Some(Running)), Written::default()),
+        Step::Remove
+    );
+    assert_eq!(
+        plan(&content(false, true, None), Written::default()),
+        Step::Nothing
+    );
+}
+
+#[test]
+fn timeout_comes_from_the_spec_or_the_default() {
+    let mut c = content(true, false, None);
+    assert_eq!(
+        job(&c, Duration::from_secs(120)).timeout,
+        Duration::from_secs(120)
+    );
+    c.spec.timeout_seconds = Some(7);
+    assert_eq!(
+        job(&c, Duration::from_secs(120)).timeout,
+        Duration::from_secs(7)
+    );
+}
+
+#[test]
+fn failures_carry_their_cause() {
+    let status = final_status(
+        &Err(Failure::Store(std::io::Error::other(
+            "No space left on device",
+        ))),
+        None,
+    );
+    assert_eq!(status.state, Some(CheckpointState::Failed));
+    assert!(!status.ready);
+    assert!(status.message.unwrap().contains("No space left on device"));
+}
+
+#[test]
+fn a_completed_status_names_the_criu_found() {
+    let artifact = Artifact {
+        container_id: "c1".into(),
+        path: "/var/lib/kubelet/checkpoints/x.tar".into(),
+        size: 10,
+        digest: "sha256:aa".into(),
+        image: "localhost:5050/default/cc@sha256:bb".into(),
+        checkpoint_time: Timestamp::now(),
+        runtime: "containerd v2.1.4".into(),
+    };
+    let status = final_status(&Ok(artifact), Some("4.1".into()));
+    assert_eq!(status.criu_version.as_deref(), Some("4.1"));
+    assert_eq!(status.state, Some(CheckpointState::Completed));
+}
+
+#[test]
+fn our_own_writes_count_before_the_watch_shows_them() {
+    use CheckpointState::*;
+    let claimed = Written {
+        finalizer: Some(true),
+        state: None,
+    };
+    let completed = Written {
+        finalizer: Some(true),
+        state: Some(Completed),
+    };
+    assert_eq!(plan(&content(false, false, None), claimed), Step::Take);
+    assert_eq!(plan(&content(false, false, None), completed), Step::Nothing);
+    assert_eq!(
+        plan(&content(true, false, Some(Running)), completed),
+        Step::Nothing,
+        "our running status, delivered after our final one"
+    );
+    assert_eq!(plan(&content(true, true, None), completed), Step::Remove);
+    let released = Written {
+        finalizer: Some(false),
+        state: Some(Completed),
+    };
+    assert_eq!(plan(&content(true, true, None), released), Step::Nothing);
+
+    assert!(completed.shown_in(&content(true, false, Some(Failed))));
+    assert!(!completed.shown_in(&content(true, false, Some(Running))));
+    assert!(!completed.shown_in(&content(false, false, Some(Completed))));
+    assert!(Written::default().shown_in(&content(false, false, None)));
+}
+
+/// One Content from new to Completed through the shell, the watch delivering each of our
+/// writes late: a finalizer patch and two status writes, nothing read back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_costs_three_api_calls() {
+    use checkpointing::cri::api::ContainerState;
+    use checkpointing::testing::FakeApi;
+
+    use crate::testing::{FakeRuntime, checkpointer, container};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let path = "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/namespaces/default/\
+                containercheckpointcontents/cp";
+    let api = FakeApi::default();
+    let new = content(false, false, None);
+    api.put(path, &new);
+    let runtime = FakeRuntime {
+        containers: vec![container(
+            "live",
+            ContainerState::ContainerRunning,
+            1,
+            ["default", "p", "pod", "c"],
+        )],
+        ..Default::default()
+    };
+    let ctx = Arc::new(Context::new(
+        api.client(),
+        checkpointer(runtime, tmp.path()),
+        Duration::from_secs(30),
+        Arc::default(),
+    ));
+    for delivered in [
+        new.clone(),
+        content(true, false, None),
+        content(true, false, Some(CheckpointState::Running)),
+        content(true, false, None), // a late copy of an older version
+        content(true, false, Some(CheckpointState::Completed)),
+    ] {
+        reconcile(Arc::new(delivered), ctx.clone()).await.unwrap();
+    }
+    let calls: Vec<(String, String)> = api
+        .take()
+        .into_iter()
+        .map(|s| {
+            let path = s.uri.split('?').next().unwrap_or_default().to_owned();
+            (s.method, path)
+        })
+        .collect();
+    let status = format!("{path}/status");
+    assert_eq!(
+        calls,
+        [
+            ("PATCH".to_owned(), path.to_owned()),
+            ("PATCH".to_owned(), status.clone()),
+            ("PATCH".to_owned(), status),
+        ]
+    );
+    let done = ctx
+        .checkpointer
+        .dir
+        .archive_path(&job(&new, ctx.default_timeout).key);
+    assert!(done.exists(), "{}", done.display());
+    assert!(
+        ctx.written.lock().unwrap().is_empty(),
+        "all shown by the watch"
+    );
+}

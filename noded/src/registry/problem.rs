@@ -1,0 +1,90 @@
+//! Requests the registry cannot answer with content, as OCI distribution error responses.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use checkpointing::oci::OciError;
+
+use crate::error::error_chain;
+
+/// The distribution API version header every answer carries.
+pub const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+
+/// A request that cannot be answered with content, as a status and an OCI error body.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("{0}")]
+    BadPath(String),
+    #[error("only GET and HEAD are served")]
+    Unsupported,
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NameUnknown(String),
+    #[error("{0}")]
+    ManifestUnknown(String),
+    #[error("{0}")]
+    BlobUnknown(String),
+    /// The peer holding the image failed us.
+    #[error("{0}")]
+    Upstream(String),
+    /// The base image could not be made present, or a dependency is down.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Problem {
+    pub fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadPath(_) => (StatusCode::NOT_FOUND, "NAME_INVALID"),
+            Self::Unsupported => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            Self::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            Self::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            Self::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            Self::Upstream(_) => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        }
+    }
+
+    pub fn internal(e: &dyn std::error::Error) -> Self {
+        Self::Internal(error_chain(e))
+    }
+}
+
+impl From<OciError> for Problem {
+    fn from(e: OciError) -> Self {
+        Self::internal(&e)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status();
+        let body = serde_json::json!({
+            "errors": [{"code": code, "message": self.to_string(), "detail": null}]
+        })
+        .to_string();
+        let mut response = (
+            status,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (
+                    header::HeaderName::from_static(API_VERSION.0),
+                    API_VERSION.1,
+                ),
+            ],
+            body,
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"checkpoint-noded\""),
+            );
+        }
+        response
+    }
+}

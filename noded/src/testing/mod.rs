@@ -1,0 +1,256 @@
+//! noded's test fakes and fixtures, one of each: a CRI runtime, the cluster seam, a push
+//! registry, checkpoint archives, Contents.
+
+pub mod push_registry;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use checkpointing::crd::{
+    ContainerCheckpointContent, ContainerCheckpointContentSpec, ContainerCheckpointContentStatus,
+};
+use checkpointing::cri::{CriError, Runtime, api};
+use checkpointing::names::kubelet;
+use checkpointing::oci::ImageLayout;
+use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
+
+use crate::checkpoint::Checkpointer;
+use crate::cluster::Cluster;
+use crate::store::CheckpointDir;
+
+/// The user noded's peers authenticate as.
+pub const NODED: &str = "system:serviceaccount:kube-system:checkpoint-noded";
+/// The token [`FakeCluster`] authenticates as [`NODED`].
+pub const GOOD_TOKEN: &str = "good-token";
+
+/// `sha256:` and 64 times `c`.
+pub fn digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+/// The Content `default/cp` (UID `uid-1`) of a checkpoint taken on `node`; ready with `image`
+/// when there is one.
+pub fn content(node: &str, image: Option<String>) -> ContainerCheckpointContent {
+    let mut c = ContainerCheckpointContent::new(
+        "cp",
+        ContainerCheckpointContentSpec {
+            container_checkpoint_ref: "cp".into(),
+            namespace: "default".into(),
+            pod_name: "p".into(),
+            container_name: "c".into(),
+            node_name: node.into(),
+            pod_uid: "pod".into(),
+            timeout_seconds: None,
+        },
+    );
+    c.metadata.namespace = Some("default".into());
+    c.metadata.uid = Some("uid-1".into());
+    c.status = Some(ContainerCheckpointContentStatus {
+        ready: image.is_some(),
+        image,
+        ..Default::default()
+    });
+    c
+}
+
+/// A container the kubelet made for `[namespace, pod, pod UID, container name]`.
+pub fn container(
+    id: &str,
+    state: api::ContainerState,
+    created_at: i64,
+    [namespace, pod, pod_uid, name]: [&str; 4],
+) -> api::Container {
+    let labels = [
+        (kubelet::POD_NAMESPACE, namespace),
+        (kubelet::POD_NAME, pod),
+        (kubelet::POD_UID, pod_uid),
+        (kubelet::CONTAINER_NAME, name),
+    ];
+    api::Container {
+        id: id.into(),
+        state: state as i32,
+        created_at,
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A checkpointer through `runtime` keeping its files under `tmp`.
+pub fn checkpointer(runtime: FakeRuntime, tmp: &Path) -> Checkpointer<FakeRuntime> {
+    let dir = CheckpointDir::open(tmp.join("checkpoints")).unwrap();
+    let layout = ImageLayout::open(tmp.join("checkpoints/oci")).unwrap();
+    Checkpointer::new(runtime, dir, Arc::new(layout), "localhost:5050".into())
+}
+
+/// A checkpoint archive: `config.dump` holding `config`, and `payload` as its memory pages.
+pub fn archive_bytes(config: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in [("config.dump", config), ("checkpoint/pages-1.img", payload)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// A containerd that lists `containers`, records checkpoint calls and writes a small archive
+/// like a real one, and holds the images it has pulled. Clones share what they record.
+#[derive(Clone, Default)]
+pub struct FakeRuntime {
+    pub containers: Vec<api::Container>,
+    /// CheckpointContainer leaves half an archive and fails with this.
+    pub fail_with: Option<fn() -> CriError>,
+    /// CheckpointContainer succeeds without writing an archive.
+    pub write_nothing: bool,
+    pub calls: Arc<Mutex<Vec<(String, PathBuf, Duration)>>>,
+    pub images: Arc<Mutex<HashSet<String>>>,
+    pub pulls: Arc<Mutex<Vec<String>>>,
+    pub fail_pulls: bool,
+}
+
+impl FakeRuntime {
+    /// The archive a checkpoint writes.
+    pub fn archive() -> Vec<u8> {
+        let config =
+            br#"{"id":"c1","name":"counter","rootfsImageName":"docker.io/library/busybox:latest",
+            "rootfsImage":"sha256:aa","checkpointedTime":"2026-11-24T10:00:00Z"}"#;
+        archive_bytes(config, b"memory")
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn version(&self) -> Result<api::VersionResponse, CriError> {
+        Ok(api::VersionResponse {
+            runtime_name: "containerd".into(),
+            runtime_version: "v2.1.9".into(),
+            ..Default::default()
+        })
+    }
+
+    async fn list_containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<api::Container>, CriError> {
+        Ok(self
+            .containers
+            .iter()
+            .filter(|c| {
+                labels
+                    .iter()
+                    .all(|(k, v)| c.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn checkpoint_container(
+        &self,
+        id: &str,
+        location: &Path,
+        timeout: Duration,
+    ) -> Result<(), CriError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((id.into(), location.into(), timeout));
+        if let Some(fail) = self.fail_with {
+            std::fs::write(location, b"half an archive").unwrap();
+            return Err(fail());
+        }
+        if !self.write_nothing {
+            std::fs::write(location, Self::archive()).unwrap();
+        }
+        Ok(())
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<api::Image>, CriError> {
+        Ok(self
+            .images
+            .lock()
+            .unwrap()
+            .contains(image)
+            .then(|| api::Image {
+                id: "sha256:00".into(),
+                ..Default::default()
+            }))
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<String, CriError> {
+        self.pulls.lock().unwrap().push(image.into());
+        if self.fail_pulls {
+            return Err(CriError::NotFound {
+                op: "PullImage",
+                message: format!("{image}: not found"),
+            });
+        }
+        self.images.lock().unwrap().insert(image.into());
+        Ok(image.into())
+    }
+}
+
+/// A cluster of `contents` and `nodes` that authenticates [`GOOD_TOKEN`] as [`NODED`] and
+/// `other-user` as someone else, counting Content lookups and token reviews.
+#[derive(Default)]
+pub struct FakeCluster {
+    pub contents: Mutex<Vec<ContainerCheckpointContent>>,
+    pub nodes: HashMap<String, IpAddr>,
+    pub reviews: AtomicUsize,
+    pub lookups: AtomicUsize,
+}
+
+impl Cluster for Arc<FakeCluster> {
+    async fn content(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ContainerCheckpointContent>, kube::Error> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        Ok(self
+            .contents
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c.metadata.namespace.as_deref() == Some(namespace)
+                    && c.metadata.name.as_deref() == Some(name)
+            })
+            .cloned())
+    }
+    async fn node_ip(&self, node: &str) -> Result<Option<IpAddr>, kube::Error> {
+        Ok(self.nodes.get(node).copied())
+    }
+    async fn review_token(&self, token: &str) -> Result<TokenReviewStatus, kube::Error> {
+        self.reviews.fetch_add(1, Ordering::SeqCst);
+        let user = match token {
+            GOOD_TOKEN => NODED,
+            "other-user" => "system:serviceaccount:default:default",
+            _ => return Ok(TokenReviewStatus::default()),
+        };
+        Ok(TokenReviewStatus {
+            authenticated: Some(true),
+            user: Some(UserInfo {
+                username: Some(user.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+    async fn content_uids(&self) -> Result<HashSet<String>, kube::Error> {
+        Ok(self
+            .contents
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.metadata.uid.clone())
+            .collect())
+    }
+}

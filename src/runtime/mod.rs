@@ -1,0 +1,117 @@
+//! What noded knows about each container runtime it supports, in one profile per runtime:
+//! how CRI `Version` names it, its default socket, the manifest annotation that makes it restore
+//! a checkpoint image, and how its checkpoint/restore switches can be told from outside.
+//!
+//! [`RuntimeKind`] is a runtime's profile; the CRI client abstraction is [`crate::cri::Runtime`].
+
+pub mod containerd;
+pub mod crio;
+
+use std::fmt;
+
+use crate::names::checkpoint_image as ann;
+
+/// A container runtime noded knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeKind {
+    CriO,
+    Containerd,
+}
+
+impl RuntimeKind {
+    pub const ALL: [Self; 2] = [Self::CriO, Self::Containerd];
+
+    /// The runtime a CRI `Version` response's `runtime_name` names; `None` for one we do not
+    /// know.
+    pub fn detect(runtime_name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.cri_name() == runtime_name)
+    }
+
+    /// Its `runtime_name` in CRI `Version`.
+    pub const fn cri_name(self) -> &'static str {
+        match self {
+            Self::CriO => "cri-o",
+            Self::Containerd => "containerd",
+        }
+    }
+
+    /// Its CRI socket where a default install puts it.
+    pub const fn default_endpoint(self) -> &'static str {
+        match self {
+            Self::CriO => crio::ENDPOINT,
+            Self::Containerd => containerd::ENDPOINT,
+        }
+    }
+
+    /// The manifest annotation (valued with the container's name) that makes it restore an
+    /// image instead of starting it.
+    pub const fn restore_annotation(self) -> &'static str {
+        match self {
+            Self::CriO => ann::CRIO_CONTAINER_NAME,
+            Self::Containerd => ann::CONTAINER_NAME,
+        }
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.cri_name())
+    }
+}
+
+/// Whether a runtime prerequisite is met, as far as can be seen from the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Failed,
+    /// Cannot be seen from here; believed met.
+    Assumed,
+}
+
+impl Verdict {
+    /// Met or assumed met.
+    pub fn met(self) -> bool {
+        self != Self::Failed
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Assumed => "assumed",
+        })
+    }
+}
+
+/// A [`Verdict`] and why, in words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+impl Finding {
+    pub fn new(verdict: Verdict, detail: impl Into<String>) -> Self {
+        Self {
+            verdict,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_are_told_by_their_cri_name() {
+        assert_eq!(RuntimeKind::detect("cri-o"), Some(RuntimeKind::CriO));
+        assert_eq!(
+            RuntimeKind::detect("containerd"),
+            Some(RuntimeKind::Containerd)
+        );
+        assert_eq!(RuntimeKind::detect("docker"), None);
+    }
+}
