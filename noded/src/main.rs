@@ -1,7 +1,6 @@
 //! noded: the node daemon. Watches the ContainerCheckpointContents of its node, checkpoints
 //! containers through the runtime's CRI socket, and keeps archives and checkpoint images.
 
-mod admin;
 mod checkpoint;
 mod cluster;
 mod error;
@@ -26,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use checkpointing::admin;
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::{CriClient, CriConfig};
 use checkpointing::daemon::{LogFormat, init_logging, kube_client};
@@ -178,13 +178,9 @@ async fn main() -> anyhow::Result<()> {
         args.checkpoint_dir.clone(),
         metrics.clone(),
     ));
-    let admin = tokio::spawn(admin::serve(
-        args.admin_addr,
-        admin::Admin {
-            metrics: metrics.clone(),
-            prerequisites: prerequisites.clone(),
-        },
-    ));
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
 
     let registry = Arc::new(
         Registry::new(
@@ -201,6 +197,12 @@ async fn main() -> anyhow::Result<()> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        metrics.clone(),
+        prerequisites.clone(),
+        until_stopped(stopped.clone()),
+    ));
     let servers =
         [(local_listener, Mode::Local), (peer_listener, Mode::Peer)].map(|(listener, mode)| {
             let router = registry::router(registry.clone(), mode);
@@ -266,7 +268,7 @@ async fn main() -> anyhow::Result<()> {
     for server in servers {
         let _ = server.await;
     }
-    admin.abort();
+    let _ = admin.await;
     checker.abort();
     tracing::info!("noded stopped");
     Ok(())

@@ -1,7 +1,7 @@
 //! noded's Prometheus metrics, in one registry served as `/metrics` on the admin port.
 
+use checkpointing::admin::Telemetry;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -215,11 +215,10 @@ impl Metrics {
             })
             .set(1);
     }
+}
 
-    pub fn render(&self) -> String {
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
-        text
+impl Telemetry for Metrics {
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
 }

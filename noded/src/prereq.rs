@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use checkpointing::admin::Readiness;
 use checkpointing::cri::{CriClient, Runtime, api};
 use checkpointing::runtime::{Finding, RuntimeKind, Verdict, containerd, crio};
 use http_body_util::{BodyExt, Empty};
@@ -323,6 +324,17 @@ pub async fn check(cri: &CriClient, dir: &Path) -> Report {
 #[derive(Debug, Default)]
 pub struct Prerequisites {
     latest: RwLock<Option<Report>>,
+}
+
+/// `/readyz`: ready when the last check found the runtime ready and the checkpoint directory
+/// writable; the body lists every check.
+impl Readiness for Prerequisites {
+    fn readiness(&self) -> (bool, String) {
+        match self.latest() {
+            None => (false, "prerequisites not checked yet\n".into()),
+            Some(report) => (report.ready(), report.body()),
+        }
+    }
 }
 
 impl Prerequisites {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use checkpointing::backoff::Failures;
 use checkpointing::crd::{
     CheckpointState, ContainerCheckpointContent, ContainerCheckpointContentStatus,
 };
@@ -143,6 +144,8 @@ pub struct Context<R = CriClient> {
     pub prerequisites: Arc<Prerequisites>,
     /// What this process last wrote to each Content (by UID) that the watch has not shown yet.
     written: Mutex<HashMap<String, Written>>,
+    /// Consecutive failed reconciles per Content UID, for the backoff.
+    failures: Failures<String>,
 }
 
 impl<R> Context<R> {
@@ -158,6 +161,7 @@ impl<R> Context<R> {
             default_timeout,
             prerequisites,
             written: Mutex::default(),
+            failures: Failures::default(),
         }
     }
 
@@ -271,16 +275,25 @@ pub async fn reconcile<R: Runtime>(
         }
         Step::Nothing => {}
     }
+    ctx.failures.succeeded(&uid);
     Ok(Action::await_change())
 }
 
+/// Logs and retries with a per-Content backoff.
 pub fn error_policy<R>(
-    _: Arc<ContainerCheckpointContent>,
+    content: Arc<ContainerCheckpointContent>,
     error: &Error,
-    _: Arc<Context<R>>,
+    ctx: Arc<Context<R>>,
 ) -> Action {
-    tracing::warn!(error = %error_chain(error), "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let (failures, retry) = ctx.failures.failed(content.uid().unwrap_or_default());
+    tracing::warn!(
+        error = %error_chain(error),
+        content = %content.name_any(),
+        failures,
+        retry_secs = retry.as_secs(),
+        "reconcile failed; retrying"
+    );
+    Action::requeue(retry)
 }
 
 fn report(name: &str, outcome: &Result<Artifact, Failure>) {

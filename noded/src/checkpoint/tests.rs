@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::testing::{FakeRuntime, checkpointer};
+use checkpointing::admin::Telemetry as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 

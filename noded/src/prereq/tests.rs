@@ -1,6 +1,7 @@
 //! The prerequisite checks and their parsers.
 
 use super::*;
+use checkpointing::admin::Telemetry as _;
 
 #[test]
 fn criu_version_is_read_from_its_output() {
@@ -102,4 +103,42 @@ async fn crio_settings_are_read_over_its_socket_as_plain_http() {
         .await
         .unwrap_err();
     assert!(gone.contains("connecting to"), "{gone}");
+}
+
+#[test]
+fn readyz_follows_the_latest_report_and_metrics_show_it() {
+    use Verdict::*;
+    let prerequisites = Prerequisites::default();
+    assert_eq!(
+        prerequisites.readiness(),
+        (false, "prerequisites not checked yet\n".into())
+    );
+
+    prerequisites.update(report(Ok, Ok, Assumed, Failed));
+    let (ready, body) = prerequisites.readiness();
+    assert!(!ready, "{body}");
+    assert!(body.contains("checkpoint_dir: failed (d)"), "{body}");
+
+    let ok = Report {
+        runtime_name: Some("containerd".into()),
+        runtime_version: Some("v2.1.4".into()),
+        criu_version: Some("4.1".into()),
+        ..report(Ok, Ok, Assumed, Ok)
+    };
+    prerequisites.update(ok.clone());
+    let (ready, body) = prerequisites.readiness();
+    assert!(ready, "{body}");
+    assert!(body.contains("restore: assumed (r)"), "{body}");
+
+    let metrics = Metrics::default();
+    ok.record(&metrics);
+    let text = metrics.render();
+    for line in [
+        "noded_prerequisite{check=\"cri\"} 1",
+        "noded_prerequisite{check=\"restore\"} 1",
+        "noded_runtime_info{runtime_name=\"containerd\",runtime_version=\"v2.1.4\",criu_version=\"4.1\"} 1",
+        "# EOF",
+    ] {
+        assert!(text.contains(line), "{line} missing from {text}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Two nodes' registries over real sockets.
 
+use checkpointing::admin::Telemetry as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
