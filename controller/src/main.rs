@@ -161,6 +161,15 @@ struct WebhookArgs {
         default_value = registration::DEFAULT_SERVICE_NAME
     )]
     webhook_service_name: String,
+    /// Port of noded's node-local registry (its --registry-addr): pod images that name this
+    /// port are checkpoint images, admitted only through the restore-from annotation.
+    #[arg(
+        long,
+        env = "CHECKPOINT_REGISTRY_PORT",
+        default_value_t = 5050,
+        requires = "webhook_addr"
+    )]
+    checkpoint_registry_port: u16,
 }
 
 /// The webhook's settings from its flags; `None` when it is off.
@@ -169,6 +178,7 @@ struct WebhookSettings {
     dns_names: Vec<String>,
     ips: Vec<IpAddr>,
     endpoint: Endpoint,
+    registry_port: u16,
 }
 
 impl WebhookArgs {
@@ -209,6 +219,7 @@ impl WebhookArgs {
             dns_names,
             ips: self.webhook_ip_sans,
             endpoint,
+            registry_port: self.checkpoint_registry_port,
         }))
     }
 }
@@ -430,6 +441,7 @@ async fn start_webhook(
     let router = serve::router(serve::Webhook {
         client: client.clone(),
         metrics: metrics.clone(),
+        registry_port: settings.registry_port,
     });
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -443,7 +455,11 @@ async fn start_webhook(
         endpoint = ?settings.endpoint,
         "serving the restore admission webhook"
     );
-    let configuration = registration::configuration(&settings.endpoint, &certificates.ca_pem);
+    let configuration = registration::configuration(
+        &settings.endpoint,
+        &certificates.ca_pem,
+        settings.registry_port,
+    );
     Ok((server, configuration))
 }
 

@@ -10,6 +10,7 @@ use checkpointing::names::{
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
+use super::guard::Smuggled;
 use crate::validation::{quoted_list, shown};
 
 /// The resource a restoring user must be allowed to `get` (SubjectAccessReview attributes).
@@ -120,6 +121,8 @@ pub enum Denial {
         container: String,
         containers: Vec<String>,
     },
+    #[error("{0}")]
+    CheckpointImage(Smuggled),
 }
 
 impl Denial {
@@ -136,6 +139,7 @@ impl Denial {
             Self::NotCompleted { .. } => "NotCompleted",
             Self::NoImage { .. } => "NoImage",
             Self::ContainerNotInPod { .. } => "ContainerNotInPod",
+            Self::CheckpointImage(_) => "CheckpointImage",
         }
     }
 }

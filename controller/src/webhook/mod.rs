@@ -2,5 +2,6 @@
 //! server on every replica, [`registration`] keeps it registered while this replica leads.
 
 pub mod admission;
+pub mod guard;
 pub mod registration;
 pub mod serve;

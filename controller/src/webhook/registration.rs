@@ -6,8 +6,8 @@ use std::time::Duration;
 use checkpointing::names::CONTROLLER_MANAGER;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
-    WebhookClientConfig,
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ServiceReference, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
@@ -16,6 +16,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
+use super::guard;
 use super::serve::PATH;
 use crate::kube_error::cause;
 use checkpointing::backoff::backoff;
@@ -41,9 +42,15 @@ pub enum Endpoint {
     Service { namespace: String, name: String },
 }
 
-/// The webhook registration: pod CREATE only, scoped and failing open so that a controller
-/// outage never blocks ordinary pods.
-pub fn configuration(endpoint: &Endpoint, ca_pem: &str) -> MutatingWebhookConfiguration {
+/// The webhook registration: pod creates and updates (ephemeral containers included) that
+/// carry our annotations or a checkpoint image of the registry on `registry_port`, failing
+/// closed. The match condition keeps every other pod away, so a controller outage never blocks
+/// ordinary pods, while a restore (or a checkpoint image) is never admitted unchecked.
+pub fn configuration(
+    endpoint: &Endpoint,
+    ca_pem: &str,
+    registry_port: u16,
+) -> MutatingWebhookConfiguration {
     let (url, service) = match endpoint {
         Endpoint::Url(url) => (Some(url.clone()), None),
         Endpoint::Service { namespace, name } => (
@@ -76,12 +83,9 @@ pub fn configuration(endpoint: &Endpoint, ca_pem: &str) -> MutatingWebhookConfig
                 service,
                 url,
             },
-            // Ignore, not Fail: every pod CREATE in the cluster passes through here, and a
-            // controller that is down, restarting or unreachable must never stop ordinary pods
-            // from being created. The price: a restore pod created while the webhook cannot
-            // answer starts un-restored, from its own image (it carries no
-            // restored-from-digest annotation, which tells it apart).
-            failure_policy: Some("Ignore".to_owned()),
+            // Fail: a restore-from pod the webhook cannot check is refused (the API server says
+            // the webhook could not be called) instead of starting from scratch.
+            failure_policy: Some("Fail".to_owned()),
             match_policy: Some("Equivalent".to_owned()),
             // Leaves kube-system alone where namespaces carry their name as a label (Kubernetes
             // 1.21 and later label every namespace so; before, only where someone did).
@@ -95,17 +99,27 @@ pub fn configuration(endpoint: &Endpoint, ca_pem: &str) -> MutatingWebhookConfig
             }),
             object_selector: None,
             reinvocation_policy: Some("Never".to_owned()),
-            rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec![String::new()]),
-                api_versions: Some(vec!["v1".to_owned()]),
-                operations: Some(vec!["CREATE".to_owned()]),
-                resources: Some(vec!["pods".to_owned()]),
-                scope: Some("Namespaced".to_owned()),
-            }]),
+            rules: Some(vec![
+                pod_rule(&["CREATE", "UPDATE"], "pods"),
+                pod_rule(&["UPDATE"], "pods/ephemeralcontainers"),
+            ]),
             side_effects: "None".to_owned(),
             timeout_seconds: Some(TIMEOUT_SECONDS),
-            match_conditions: None,
+            match_conditions: Some(vec![MatchCondition {
+                name: "restore-or-checkpoint-image".to_owned(),
+                expression: guard::match_condition(registry_port),
+            }]),
         }]),
+    }
+}
+
+fn pod_rule(operations: &[&str], resource: &str) -> RuleWithOperations {
+    RuleWithOperations {
+        api_groups: Some(vec![String::new()]),
+        api_versions: Some(vec!["v1".to_owned()]),
+        operations: Some(operations.iter().map(|&o| o.to_owned()).collect()),
+        resources: Some(vec![resource.to_owned()]),
+        scope: Some("Namespaced".to_owned()),
     }
 }
 
@@ -162,10 +176,11 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn registration_fails_open_for_pod_creates_only() {
+    fn registration_fails_closed_for_matched_pods_only() {
         let config = configuration(
             &Endpoint::Url("https://10.77.0.1:8443/mutate".into()),
             "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+            5050,
         );
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["apiVersion"], "admissionregistration.k8s.io/v1");
@@ -174,21 +189,34 @@ mod tests {
         let hook = &json["webhooks"][0];
         assert_eq!(hook["name"], WEBHOOK_NAME);
         assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
-        assert_eq!(hook["failurePolicy"], "Ignore");
+        assert_eq!(hook["failurePolicy"], "Fail");
         assert_eq!(hook["sideEffects"], "None");
         assert_eq!(hook["timeoutSeconds"], 5);
         assert_eq!(
             hook["rules"],
-            json!([{
-                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                "resources": ["pods"], "scope": "Namespaced",
-            }])
+            json!([
+                {
+                    "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                    "resources": ["pods"], "scope": "Namespaced",
+                },
+                {
+                    "apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+                    "resources": ["pods/ephemeralcontainers"], "scope": "Namespaced",
+                },
+            ])
         );
         assert_eq!(
             hook["namespaceSelector"]["matchExpressions"][0]["values"],
             json!(["kube-system"])
         );
-        assert!(hook.get("matchConditions").is_none());
+        // Ordinary pods never reach the webhook, so never depend on the controller.
+        assert_eq!(
+            hook["matchConditions"],
+            json!([{
+                "name": "restore-or-checkpoint-image",
+                "expression": crate::webhook::guard::match_condition(5050),
+            }])
+        );
         assert_eq!(hook["clientConfig"]["url"], "https://10.77.0.1:8443/mutate");
         assert!(hook["clientConfig"].get("service").is_none());
         // caBundle is base64 of the PEM.
@@ -203,6 +231,7 @@ mod tests {
                 name: "checkpoint-controller-webhook".into(),
             },
             "pem",
+            5050,
         );
         let client = serde_json::to_value(&config.webhooks.unwrap()[0].client_config).unwrap();
         assert_eq!(
@@ -219,7 +248,7 @@ mod tests {
     #[tokio::test]
     async fn registration_is_applied_by_the_controller() {
         let api = FakeApi::default();
-        let config = configuration(&Endpoint::Url("https://h/mutate".into()), "pem");
+        let config = configuration(&Endpoint::Url("https://h/mutate".into()), "pem", 5050);
         apply_configuration(&Api::all(api.client()), &config)
             .await
             .unwrap();

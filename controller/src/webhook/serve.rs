@@ -1,5 +1,5 @@
 //! Serving the restore admission webhook (every replica): the HTTPS endpoint the API server
-//! calls on every pod CREATE and the look-ups a decision needs (a SubjectAccessReview, the
+//! calls for the pods its registration matches and the look-ups a decision needs (a SubjectAccessReview, the
 //! ContainerCheckpoint). The decision itself is [`super::admission`].
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use checkpointing::crd::ContainerCheckpoint;
-use checkpointing::names::{GROUP, RESTORE_FROM_ANNOTATION};
+use checkpointing::names::GROUP;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -27,14 +27,14 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::admission::{self, Access, CHECKPOINT_RESOURCE, Denial, Restore};
+use super::guard;
 use crate::kube_error::cause;
 use crate::metrics::Metrics;
 
 /// Path the API server posts AdmissionReviews to.
 pub const PATH: &str = "/mutate";
 /// How long our look-ups may take: under the registration's timeout (5 s), so a slow API
-/// server yields our clear denial rather than the API server's timeout (which `Ignore` would
-/// turn into an un-restored pod).
+/// server yields our clear denial rather than the API server's bare timeout.
 const LOOKUP_BUDGET: Duration = Duration::from_secs(4);
 /// Largest AdmissionReview accepted (a pod is far smaller; the API server caps objects at 3 MiB).
 const MAX_BODY: usize = 8 << 20;
@@ -44,6 +44,8 @@ const MAX_BODY: usize = 8 << 20;
 pub struct Webhook {
     pub client: Client,
     pub metrics: Arc<Metrics>,
+    /// Port of the node-local checkpoint registry: images naming it are checkpoint images.
+    pub registry_port: u16,
 }
 
 pub fn router(webhook: Webhook) -> Router {
@@ -59,6 +61,8 @@ enum Verdict {
     /// Not a restore: admitted unchanged.
     Pass,
     Restore(Restore),
+    /// Not a restore, admitted with the user's change to the restored-from marker undone.
+    ResetMarker(Vec<Value>),
     Deny(Denial),
 }
 
@@ -79,13 +83,28 @@ async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
                 .into_response();
         }
     };
-    let verdict = admit(&webhook.client, &request).await;
+    let verdict = admit(&webhook, &request).await;
     let pod = request.name.as_str();
     let namespace = request.namespace.as_deref().unwrap_or_default();
     let user = request.user_info.username.as_deref().unwrap_or_default();
     let mut response = AdmissionResponse::from(&request);
     match verdict {
         Verdict::Pass => webhook.metrics.admitted("allowed", "NoRestore"),
+        Verdict::ResetMarker(ops) => {
+            response = match with_patch(response, Value::Array(ops)) {
+                Ok(patched) => patched,
+                Err(error) => {
+                    warn!(%error, "building the admission patch failed");
+                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"))
+                        .into_response();
+                }
+            };
+            info!(
+                pod,
+                namespace, user, "undid a change to the restored-from marker"
+            );
+            webhook.metrics.admitted("patched", "MarkerReset");
+        }
         Verdict::Restore(restore) => {
             response = match with_patch(response, restore.patch) {
                 Ok(patched) => patched,
@@ -114,7 +133,7 @@ async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
             // Standard reasons only: clients act on them (IsNotFound, IsForbidden…); the
             // message and the metrics carry ours.
             let (code, reason) = match denial {
-                Denial::Forbidden { .. } => (403, "Forbidden"),
+                Denial::Forbidden { .. } | Denial::CheckpointImage(_) => (403, "Forbidden"),
                 Denial::AccessCheckFailed { .. } | Denial::LookupFailed { .. } => {
                     (503, "ServiceUnavailable")
                 }
@@ -138,62 +157,93 @@ fn with_patch(response: AdmissionResponse, patch: Value) -> Result<AdmissionResp
     response.with_patch(patch).map_err(|e| e.to_string())
 }
 
-/// Decides one request: the look-ups, then [`admission::decide`].
-async fn admit(client: &Client, request: &AdmissionRequest<DynamicObject>) -> Verdict {
+/// Decides one request: no checkpoint image the webhook did not write, then (on create) the
+/// restore's look-ups and [`admission::decide`], and no user change to the restored-from
+/// marker.
+async fn admit(webhook: &Webhook, request: &AdmissionRequest<DynamicObject>) -> Verdict {
     let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
+    let creating = request.operation == Operation::Create;
     let Some(object) = request
         .object
         .as_ref()
-        .filter(|_| is_pod && request.operation == Operation::Create)
+        .filter(|_| is_pod && (creating || request.operation == Operation::Update))
     else {
         return Verdict::Pass;
     };
-    let asks_restore = object
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(RESTORE_FROM_ANNOTATION));
-    let pod: Pod = match object.clone().try_parse() {
-        Ok(pod) => pod,
-        // Only a restore pod is worth refusing: anything else goes through untouched.
-        Err(_) if !asks_restore => return Verdict::Pass,
-        Err(error) => {
-            return Verdict::Deny(Denial::UnreadablePod {
+    // Fail closed: the registration sends only pods that carry our annotations or checkpoint
+    // images, and one of those that cannot be read cannot be checked.
+    let parse = |object: &DynamicObject| {
+        object
+            .clone()
+            .try_parse::<Pod>()
+            .map_err(|error| Denial::UnreadablePod {
                 error: error.to_string(),
-            });
-        }
+            })
+    };
+    let pod = match parse(object) {
+        Ok(pod) => pod,
+        Err(denial) => return Verdict::Deny(denial),
+    };
+    let old = match request.old_object.as_ref().map(parse).transpose() {
+        Ok(old) => old,
+        Err(denial) => return Verdict::Deny(denial),
     };
     let namespace = request
         .namespace
         .clone()
         .or_else(|| pod.metadata.namespace.clone())
         .unwrap_or_default();
-    let name = match admission::requested(&pod, &namespace) {
-        Ok(Some(name)) => name,
-        Ok(None) => return Verdict::Pass,
-        Err(denial) => return Verdict::Deny(denial),
+    // A restore is decided when the pod is created; later updates only keep its images.
+    let restore = if creating {
+        match admission::requested(&pod, &namespace) {
+            Ok(Some(name)) => match restore(&webhook.client, request, &pod, &namespace, name).await
+            {
+                Ok(restore) => Some(restore),
+                Err(denial) => return Verdict::Deny(denial),
+            },
+            Ok(None) => None,
+            Err(denial) => return Verdict::Deny(denial),
+        }
+    } else {
+        None
     };
+    let restored = restore.as_ref().map(|r| r.container.as_str());
+    if let Some(found) = guard::smuggled(&pod, old.as_ref(), restored, webhook.registry_port) {
+        return Verdict::Deny(Denial::CheckpointImage(found));
+    }
+    match restore {
+        Some(restore) => Verdict::Restore(restore),
+        // The ephemeral-containers subresource cannot change annotations.
+        None if request.sub_resource.is_some() => Verdict::Pass,
+        None => match guard::marker_reset(&pod, old.as_ref()) {
+            ops if ops.is_empty() => Verdict::Pass,
+            ops => Verdict::ResetMarker(ops),
+        },
+    }
+}
+
+/// The look-ups of a restore from checkpoint `name`, then [`admission::decide`].
+async fn restore(
+    client: &Client,
+    request: &AdmissionRequest<DynamicObject>,
+    pod: &Pod,
+    namespace: &str,
+    name: String,
+) -> Result<Restore, Denial> {
     let user = request.user_info.username.clone().unwrap_or_default();
-    let looked_up = tokio::time::timeout(
+    let (access, checkpoint) = tokio::time::timeout(
         LOOKUP_BUDGET,
-        look_up(client, &request.user_info, &namespace, &name),
+        look_up(client, &request.user_info, namespace, &name),
     )
     .await
     .unwrap_or_else(|_| {
         Err(Denial::LookupFailed {
             name: name.clone(),
-            namespace: namespace.clone(),
+            namespace: namespace.to_owned(),
             error: format!("no answer from the API server within {LOOKUP_BUDGET:?}"),
         })
-    });
-    let (access, checkpoint) = match looked_up {
-        Ok(found) => found,
-        Err(denial) => return Verdict::Deny(denial),
-    };
-    match admission::decide(&pod, &namespace, &name, &user, &access, checkpoint.as_ref()) {
-        Ok(restore) => Verdict::Restore(restore),
-        Err(denial) => Verdict::Deny(denial),
-    }
+    })?;
+    admission::decide(pod, namespace, &name, &user, &access, checkpoint.as_ref())
 }
 
 /// Whether the user may read the checkpoint and, only if so, the checkpoint.

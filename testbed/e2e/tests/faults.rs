@@ -195,7 +195,8 @@ async fn ordinary_pods_start_while_the_controller_is_down() {
     let client = tb.client().await;
     // Every replica gone (scaled to zero); back to two, and serving, when the guard drops.
     let down = ControllerDown::new(&tb, &client).await;
-    // The restore webhook fails open: nothing but restore pods depends on the controller.
+    // The restore webhook's match conditions keep ordinary pods away from it: nothing but
+    // restore pods (and checkpoint images) depends on the controller.
     run_pod(&client, &ns.name, counter_pod("plain", NODE, 1)).await;
     drop(down);
 }

@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::Request;
 use checkpointing::admin::Telemetry as _;
 use checkpointing::crd::CheckpointState;
-use checkpointing::names::RESTORED_FROM_DIGEST_ANNOTATION;
+use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
 use checkpointing::testing::FakeApi;
 use serde_json::json;
 use tower::ServiceExt;
@@ -99,6 +99,7 @@ fn hook(api: &FakeApi) -> Webhook {
     Webhook {
         client: api.client(),
         metrics: Arc::default(),
+        registry_port: 5050,
     }
 }
 
@@ -327,4 +328,63 @@ async fn serves_admission_reviews_over_tls() {
     assert_eq!(body["response"]["uid"], UID);
     assert_eq!(body["response"]["allowed"], true);
     assert_eq!(patch_of(&body)[0]["value"], image());
+}
+
+#[tokio::test]
+async fn a_checkpoint_image_without_restore_from_is_forbidden_without_lookups() {
+    let api = cluster(true, Some(completed()));
+    let webhook = hook(&api);
+    let mut create: Value = serde_json::from_str(&review(None)).unwrap();
+    create["request"]["object"]["spec"]["containers"][1]["image"] =
+        json!("127.0.0.1:5050/other-namespace/their-checkpoint@sha256:00");
+    let (status, response) = post(&webhook, create.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = &response["response"];
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 403);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("container \"counter\"") && message.contains("restore-from"),
+        "{message}"
+    );
+    assert!(api.take().is_empty(), "nothing looked up");
+    assert!(webhook.metrics.render().contains(
+        "checkpoint_controller_webhook_decisions_total{result=\"denied\",reason=\"CheckpointImage\"} 1"
+    ));
+}
+
+#[tokio::test]
+async fn an_update_may_keep_but_not_add_checkpoint_images() {
+    let webhook = hook(&FakeApi::default());
+    let mut update: Value = serde_json::from_str(&review(Some("counter-checkpoint"))).unwrap();
+    update["request"]["operation"] = json!("UPDATE");
+    update["request"]["object"]["spec"]["containers"][1]["image"] = json!(image());
+    update["request"]["oldObject"] = update["request"]["object"].clone();
+    let (_, kept) = post(&webhook, update.to_string()).await;
+    assert_eq!(kept["response"]["allowed"], true, "{kept}");
+
+    // kubectl debug: an ephemeral container through the subresource.
+    update["request"]["subResource"] = json!("ephemeralcontainers");
+    update["request"]["object"]["spec"]["ephemeralContainers"] =
+        json!([{"name": "debugger", "image": "LOCALHOST:5050/default/counter-checkpoint"}]);
+    let (_, added) = post(&webhook, update.to_string()).await;
+    assert_eq!(added["response"]["allowed"], false, "{added}");
+    let message = added["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("ephemeral container \"debugger\""),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_forged_restored_from_marker_is_removed() {
+    let webhook = hook(&FakeApi::default());
+    let mut create: Value = serde_json::from_str(&review(None)).unwrap();
+    create["request"]["object"]["metadata"]["annotations"][RESTORED_FROM_DIGEST_ANNOTATION] =
+        json!(DIGEST);
+    let (_, response) = post(&webhook, create.to_string()).await;
+    assert_eq!(response["response"]["allowed"], true, "{response}");
+    let patch = patch_of(&response);
+    assert_eq!(patch.as_array().unwrap().len(), 1, "{patch}");
+    assert_eq!(patch[0]["op"], "remove", "{patch}");
 }

@@ -1,0 +1,147 @@
+//! Checkpoint images run only through `restore-from`. A pod's container image that points at
+//! the node-local checkpoint registry is admitted only when this webhook put it there: the
+//! restore it is admitting now, or an image unchanged since an earlier admission. The
+//! restored-from marker is the webhook's alone: users cannot add or change it. Pure functions.
+
+use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+
+/// A container image the webhook did not write that points at the checkpoint registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smuggled {
+    /// `container`, `init container` or `ephemeral container`.
+    pub kind: &'static str,
+    pub container: String,
+    pub image: String,
+}
+
+/// Whether `image` is pulled from the node-local checkpoint registry: its registry part
+/// (before the first `/`) names `port`, however the host is spelled (`localhost`, `127.0.0.1`,
+/// upper case, a name that resolves to loopback …), since only the port tells them apart.
+pub fn is_checkpoint_image(image: &str, port: u16) -> bool {
+    let Some((registry, _)) = image.split_once('/') else {
+        return false;
+    };
+    registry
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>() == Ok(port))
+}
+
+/// The same test as a CEL expression over `object` (a Pod), for the registration's
+/// `matchConditions`: pods for which it is false never reach the webhook.
+pub fn match_condition(port: u16) -> String {
+    let uses = |list: &str| {
+        format!(
+            "(has(object.spec.{list}) && object.spec.{list}.exists(c, has(c.image) && \
+             c.image.matches('^[^/]*:0*{port}/')))"
+        )
+    };
+    format!(
+        "(has(object.metadata.annotations) && object.metadata.annotations.exists(k, \
+         k.startsWith('{group}/'))) || {} || {} || {}",
+        uses("containers"),
+        uses("initContainers"),
+        uses("ephemeralContainers"),
+        group = checkpointing::names::GROUP,
+    )
+}
+
+/// Every (kind, name, image) of a pod.
+fn images(pod: &Pod) -> Vec<(&'static str, &str, &str)> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut all: Vec<(&'static str, &str, &str)> = Vec::new();
+    for c in &spec.containers {
+        all.push(("container", &c.name, c.image.as_deref().unwrap_or_default()));
+    }
+    for c in spec.init_containers.iter().flatten() {
+        all.push((
+            "init container",
+            &c.name,
+            c.image.as_deref().unwrap_or_default(),
+        ));
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        all.push((
+            "ephemeral container",
+            &c.name,
+            c.image.as_deref().unwrap_or_default(),
+        ));
+    }
+    all
+}
+
+/// The first checkpoint image of `pod` the webhook did not write. `restored` is the container
+/// this admission restores (its image is about to be replaced by the checkpoint's); `old` the
+/// pod before an update, whose images were admitted when they were written.
+pub fn smuggled(
+    pod: &Pod,
+    old: Option<&Pod>,
+    restored: Option<&str>,
+    port: u16,
+) -> Option<Smuggled> {
+    let before = old.map(images).unwrap_or_default();
+    images(pod)
+        .into_iter()
+        .filter(|(_, _, image)| is_checkpoint_image(image, port))
+        .find(|&(kind, name, image)| {
+            let restoring = kind == "container" && Some(name) == restored;
+            let unchanged = before.contains(&(kind, name, image));
+            !restoring && !unchanged
+        })
+        .map(|(kind, name, image)| Smuggled {
+            kind,
+            container: name.to_owned(),
+            image: image.to_owned(),
+        })
+}
+
+impl std::fmt::Display for Smuggled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:?} uses image {:?} of the node-local checkpoint registry; checkpoint images \
+             run only through annotation {RESTORE_FROM_ANNOTATION} naming a ContainerCheckpoint \
+             of the pod's namespace, which puts the image in place: set the annotation and give \
+             the container its ordinary image",
+            self.kind, self.container, self.image
+        )
+    }
+}
+
+/// JSON patch operations that undo a user's change to the restored-from marker: on create it
+/// is removed, on update it is put back as it was. Empty when the marker is untouched.
+pub fn marker_reset(pod: &Pod, old: Option<&Pod>) -> Vec<Value> {
+    let marker = |p: &Pod| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESTORED_FROM_DIGEST_ANNOTATION))
+            .cloned()
+    };
+    let path = format!(
+        "/metadata/annotations/{}",
+        RESTORED_FROM_DIGEST_ANNOTATION
+            .replace('~', "~0")
+            .replace('/', "~1")
+    );
+    match (marker(pod), old.and_then(marker)) {
+        (now, before) if now == before => Vec::new(),
+        (Some(_), None) => vec![json!({"op": "remove", "path": path})],
+        // Annotations exist: the pod had them before and still has some (or gets this one).
+        (_, Some(before)) if pod.metadata.annotations.is_some() => {
+            vec![json!({"op": "add", "path": path, "value": before})]
+        }
+        (_, Some(before)) => vec![json!({
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {RESTORED_FROM_DIGEST_ANNOTATION: before},
+        })],
+        (None, None) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

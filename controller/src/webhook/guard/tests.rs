@@ -1,0 +1,153 @@
+use super::*;
+use crate::fixtures::{image, restore_pod};
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer};
+
+const PORT: u16 = 5050;
+
+fn with_image(mut pod: Pod, container: usize, image: &str) -> Pod {
+    pod.spec.as_mut().unwrap().containers[container].image = Some(image.into());
+    pod
+}
+
+#[test]
+fn every_spelling_of_the_registrys_port_is_a_checkpoint_image() {
+    for image in [
+        "localhost:5050/ns/cc@sha256:00",
+        "127.0.0.1:5050/ns/cc:latest",
+        "LOCALHOST:5050/ns/cc",
+        "[::1]:5050/ns/cc",
+        "127.1:05050/ns/cc",
+        "loopback.example:5050/x",
+    ] {
+        assert!(is_checkpoint_image(image, PORT), "{image}");
+    }
+    for image in [
+        "busybox",
+        "busybox:5050",
+        "registry.example/ns/app:5050",
+        "registry.example:5000/ns/cc",
+        "localhost/ns/cc",
+        "localhost:50500/ns/cc",
+    ] {
+        assert!(!is_checkpoint_image(image, PORT), "{image}");
+    }
+}
+
+#[test]
+fn a_checkpoint_image_without_restore_is_smuggled_in_any_container_list() {
+    let plain = restore_pod(None);
+    assert_eq!(smuggled(&plain, None, None, PORT), None);
+
+    let direct = with_image(restore_pod(None), 1, &image());
+    assert_eq!(
+        smuggled(&direct, None, None, PORT),
+        Some(Smuggled {
+            kind: "container",
+            container: "counter".into(),
+            image: image(),
+        })
+    );
+
+    let mut init = restore_pod(None);
+    init.spec.as_mut().unwrap().init_containers = Some(vec![Container {
+        name: "setup".into(),
+        image: Some("127.0.0.1:5050/other/cc@sha256:11".into()),
+        ..Default::default()
+    }]);
+    assert_eq!(
+        smuggled(&init, None, None, PORT).unwrap().kind,
+        "init container"
+    );
+
+    let mut debug = restore_pod(None);
+    debug.spec.as_mut().unwrap().ephemeral_containers = Some(vec![EphemeralContainer {
+        name: "debugger".into(),
+        image: Some(image()),
+        ..Default::default()
+    }]);
+    let found = smuggled(&debug, Some(&restore_pod(None)), None, PORT).unwrap();
+    assert_eq!(found.kind, "ephemeral container");
+    assert!(found.to_string().contains("restore-from"), "{found}");
+}
+
+#[test]
+fn the_restored_container_and_unchanged_images_pass() {
+    // The user wrote a checkpoint image into the container being restored: the restore
+    // replaces it with the checkpoint's own.
+    let restoring = with_image(restore_pod(Some("cc")), 1, &image());
+    assert_eq!(smuggled(&restoring, None, Some("counter"), PORT), None);
+    // …but not into another one.
+    let other = with_image(restore_pod(Some("cc")), 0, &image());
+    assert_eq!(
+        smuggled(&other, None, Some("counter"), PORT)
+            .unwrap()
+            .container,
+        "sidecar"
+    );
+
+    // An update that keeps the admitted image passes; one that changes it does not.
+    let admitted = with_image(restore_pod(Some("cc")), 1, &image());
+    assert_eq!(
+        smuggled(&admitted.clone(), Some(&admitted), None, PORT),
+        None
+    );
+    let swapped = with_image(admitted.clone(), 1, "localhost:5050/other/cc@sha256:22");
+    assert!(smuggled(&swapped, Some(&admitted), None, PORT).is_some());
+    let moved = with_image(admitted.clone(), 0, &image());
+    assert!(smuggled(&moved, Some(&admitted), None, PORT).is_some());
+}
+
+#[test]
+fn users_cannot_add_or_change_the_marker() {
+    let marked = |value: Option<&str>| {
+        let mut pod = restore_pod(Some("cc"));
+        if let Some(v) = value {
+            pod.metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert(RESTORED_FROM_DIGEST_ANNOTATION.into(), v.into());
+        }
+        pod
+    };
+    let path = "/metadata/annotations/checkpointing.zacchaeuschok.github.io~1restored-from-digest";
+    assert!(marker_reset(&marked(None), None).is_empty());
+    assert_eq!(
+        marker_reset(&marked(Some("sha256:forged")), None),
+        vec![json!({"op": "remove", "path": path})]
+    );
+    let admitted = marked(Some("sha256:real"));
+    assert!(marker_reset(&admitted, Some(&admitted)).is_empty());
+    assert_eq!(
+        marker_reset(&marked(Some("sha256:forged")), Some(&admitted)),
+        vec![json!({"op": "add", "path": path, "value": "sha256:real"})]
+    );
+    assert_eq!(
+        marker_reset(&marked(None), Some(&admitted)),
+        vec![json!({"op": "add", "path": path, "value": "sha256:real"})]
+    );
+    let mut bare = restore_pod(None);
+    bare.metadata.annotations = None;
+    assert_eq!(
+        marker_reset(&bare, Some(&admitted)),
+        vec![json!({
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {RESTORED_FROM_DIGEST_ANNOTATION: "sha256:real"},
+        })]
+    );
+}
+
+#[test]
+fn the_match_condition_names_the_port_and_every_container_list() {
+    let cel = match_condition(PORT);
+    for part in [
+        "c.image.matches('^[^/]*:0*5050/')",
+        "object.spec.containers",
+        "object.spec.initContainers",
+        "object.spec.ephemeralContainers",
+        "k.startsWith('checkpointing.zacchaeuschok.github.io/')",
+    ] {
+        assert!(cel.contains(part), "{part} missing from {cel}");
+    }
+}

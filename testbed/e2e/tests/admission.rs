@@ -1,0 +1,127 @@
+//! The restore webhook as the only way to run a checkpoint, tried as an attacker would: a pod
+//! in another namespace (or the same one) that names a checkpoint image directly, under
+//! another spelling of the registry, in an init or ephemeral container, with a forged
+//! restored-from marker; and a restore-from pod while the controller is down.
+
+use checkpointing::crd::CheckpointState;
+use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
+use e2e::{
+    ControllerDown, TestNamespace, Testbed, checkpoint, checkpoint_request, counter_pod, outcome,
+    run_pod,
+};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const WEBHOOK: &str = "restore.checkpointing.zacchaeuschok.github.io";
+
+/// Creating `pod` in `ns` fails; returns the API server's message.
+async fn refused(client: &kube::Client, ns: &str, pod: &Pod) -> String {
+    match Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), pod)
+        .await
+    {
+        Ok(_) => panic!(
+            "pod {} was admitted in {ns}",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        ),
+        Err(kube::Error::Api(status)) => status.message,
+        Err(other) => panic!("creating the pod: {other}"),
+    }
+}
+
+/// A counter pod on node2 whose `counter` container runs `image`.
+fn pod_with(name: &str, image: &str) -> Pod {
+    let mut pod = counter_pod(name, "node2", 1);
+    pod.spec.as_mut().unwrap().containers[0].image = Some(image.into());
+    pod
+}
+
+#[tokio::test]
+async fn a_checkpoint_image_runs_only_through_restore_from() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let victim = TestNamespace::create(&tb, "victim").await;
+    let attacker = TestNamespace::create(&tb, "attacker").await;
+    run_pod(&client, &victim.name, counter_pod("app", "node1", 1)).await;
+    let cc = checkpoint(
+        &client,
+        &victim.name,
+        checkpoint_request("secret", "app", "counter"),
+    )
+    .await;
+    let (state, message) = outcome(&cc);
+    assert_eq!(state, CheckpointState::Completed, "{message}");
+    let image = cc.status.unwrap().image.unwrap();
+    assert!(image.starts_with("localhost:5050/"), "{image}");
+    let respelled = image.replacen("localhost", "127.0.0.1", 1);
+
+    for (ns, pod) in [
+        (&attacker.name, pod_with("direct", &image)),
+        (&attacker.name, pod_with("respelled", &respelled)),
+        // Not even the checkpoint's own namespace may skip restore-from.
+        (&victim.name, pod_with("direct", &image)),
+    ] {
+        let message = refused(&client, ns, &pod).await;
+        assert!(
+            message.contains("restore-from") && message.contains("checkpoint registry"),
+            "{message}"
+        );
+    }
+    let mut init = counter_pod("init", "node2", 1);
+    init.spec.as_mut().unwrap().init_containers = Some(vec![Container {
+        name: "setup".into(),
+        image: Some(respelled.clone()),
+        ..Default::default()
+    }]);
+    let message = refused(&client, &attacker.name, &init).await;
+    assert!(message.contains("init container \"setup\""), "{message}");
+
+    // An ephemeral container added to a running pod of the attacker's own.
+    run_pod(&client, &attacker.name, counter_pod("mine", "node2", 1)).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &attacker.name);
+    let debug = json!({"spec": {"ephemeralContainers": [
+        {"name": "debugger", "image": image, "command": ["sleep", "3600"]},
+    ]}});
+    let error = pods
+        .patch_ephemeral_containers("mine", &PatchParams::default(), &Patch::Strategic(&debug))
+        .await
+        .expect_err("an ephemeral checkpoint container is refused");
+    assert!(
+        error
+            .to_string()
+            .contains("ephemeral container \"debugger\""),
+        "{error}"
+    );
+
+    // A forged marker on an ordinary pod is dropped.
+    let mut forged = counter_pod("forged", "node2", 1);
+    forged.metadata.annotations = Some(
+        [(
+            RESTORED_FROM_DIGEST_ANNOTATION.to_owned(),
+            image.rsplit_once('@').unwrap().1.to_owned(),
+        )]
+        .into(),
+    );
+    let created = pods.create(&PostParams::default(), &forged).await.unwrap();
+    let annotations = created.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key(RESTORED_FROM_DIGEST_ANNOTATION),
+        "{annotations:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_restore_from_pod_is_refused_while_the_controller_is_down() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let ns = TestNamespace::create(&tb, "fail-closed").await;
+    let mut pod = counter_pod("restored", "node2", 1);
+    pod.metadata.annotations =
+        Some([(RESTORE_FROM_ANNOTATION.to_owned(), "anything".to_owned())].into());
+    let down = ControllerDown::new(&tb, &client).await;
+    let message = refused(&client, &ns.name, &pod).await;
+    drop(down);
+    // The API server names the webhook it could not call: never a silent fresh start.
+    assert!(message.contains(WEBHOOK), "{message}");
+}
