@@ -278,3 +278,22 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("noded stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_default_timeout_out_of_range_is_refused_at_start_up() {
+        let parse = |v: &str| {
+            Args::try_parse_from(["noded", "--node-name", "n", "--default-timeout-seconds", v])
+                .map(|a| a.default_timeout_seconds)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("3600"), Ok(3600));
+        for bad in ["0", "3601", "400000000000"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("--default-timeout-seconds"), "{err}");
+        }
+    }
+}
