@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::names::{DNS_LABEL_MAX, DNS_SUBDOMAIN_MAX};
 
 /// Bounds of `timeoutSeconds`, in the schema and in both binaries (an older CRD without them
-/// may still be installed). An hour is far beyond any checkpoint CRIU completes, and small
-/// enough that no deadline computed from it can overflow.
+/// may still be installed). An hour is generous for CRIU dumping a container's memory, and
+/// small enough that no deadline computed from it can overflow.
 pub const MIN_TIMEOUT_SECONDS: i64 = 1;
 pub const MAX_TIMEOUT_SECONDS: i64 = 3600;
 

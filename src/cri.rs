@@ -357,9 +357,12 @@ impl Runtime for CriClient {
         };
         // Pulls are bounded by the network, not the runtime: allow them several call timeouts.
         let response = self
-            .call("PullImage", self.call_timeout * 4, message, |r| {
-                is.pull_image(r)
-            })
+            .call(
+                "PullImage",
+                self.call_timeout.saturating_mul(4),
+                message,
+                |r| is.pull_image(r),
+            )
             .await?;
         Ok(response.image_ref)
     }
