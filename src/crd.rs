@@ -10,6 +10,18 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::names::{DNS_LABEL_MAX, DNS_SUBDOMAIN_MAX};
+
+/// Bounds of `timeoutSeconds`, in the schema and in both binaries (an older CRD without them
+/// may still be installed). An hour is generous for CRIU dumping a container's memory, and
+/// small enough that no deadline computed from it can overflow.
+pub const MIN_TIMEOUT_SECONDS: i64 = 1;
+pub const MAX_TIMEOUT_SECONDS: i64 = 3600;
+
+/// Longest pod UID we accept: the API server makes 36-character UUIDs; static pods carry a
+/// 32-character hash. Generous, but bounded.
+pub const UID_MAX: usize = 128;
+
 /// Where a request or its artifact stands. `Completed` and `Failed` are final.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckpointState {
@@ -58,16 +70,20 @@ fn state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[serde(rename_all = "camelCase")]
 pub struct ContainerCheckpointSpec {
     /// Pod whose container is checkpointed, in this object's namespace.
+    #[schemars(length(min = 1, max = DNS_SUBDOMAIN_MAX))]
     pub pod_name: String,
     /// Container of that pod to checkpoint.
+    #[schemars(length(min = 1, max = DNS_LABEL_MAX))]
     pub container: String,
     /// Kept from the seed API. When set it must equal `metadata.namespace`: a request never
     /// reaches into another namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DNS_LABEL_MAX))]
     pub namespace: Option<String>,
-    /// Seconds the runtime may take for the checkpoint (runtime default when unset).
+    /// Seconds the runtime may take for the checkpoint, 1 to 3600 (the node's default when
+    /// unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<i64>,
 }
 
@@ -129,14 +145,23 @@ pub struct ContainerCheckpointStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ContainerCheckpointContentSpec {
     /// Name of the ContainerCheckpoint this artifact belongs to (same namespace).
+    #[schemars(length(max = DNS_SUBDOMAIN_MAX))]
     pub container_checkpoint_ref: String,
+    #[schemars(length(max = DNS_LABEL_MAX))]
     pub namespace: String,
+    #[schemars(length(max = DNS_SUBDOMAIN_MAX))]
     pub pod_name: String,
+    #[schemars(length(max = DNS_LABEL_MAX))]
     pub container_name: String,
+    #[schemars(length(max = DNS_SUBDOMAIN_MAX))]
     pub node_name: String,
     #[serde(rename = "podUID")]
+    #[schemars(length(max = UID_MAX))]
     pub pod_uid: String,
+    /// Seconds the runtime may take for the checkpoint, 1 to 3600 (the node's default when
+    /// unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<i64>,
 }
 

@@ -208,6 +208,9 @@ impl CriClient {
         F: FnOnce(tonic::Request<T>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
+        // tonic panics encoding a `grpc-timeout` above 99,999,999 hours: no caller's value may
+        // get there.
+        let timeout = timeout.min(MAX_CALL_TIMEOUT);
         let mut request = tonic::Request::new(message);
         request.set_timeout(timeout);
         let started = tokio::time::Instant::now();
@@ -265,6 +268,9 @@ pub trait Runtime: Send + Sync {
     fn pull_image(&self, image: &str) -> impl Future<Output = Result<String, CriError>> + Send;
 }
 
+/// Longest deadline of any call (a day): far beyond any real one, far below what overflows.
+pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Extra time granted beyond the runtime's own checkpoint timeout, so the runtime reports a
 /// timeout itself rather than us cutting the call.
 const CHECKPOINT_GRACE: Duration = Duration::from_secs(10);
@@ -315,7 +321,7 @@ impl Runtime for CriClient {
         };
         self.call(
             "CheckpointContainer",
-            timeout + CHECKPOINT_GRACE,
+            timeout.saturating_add(CHECKPOINT_GRACE),
             message,
             |r| rt.checkpoint_container(r),
         )
@@ -351,10 +357,46 @@ impl Runtime for CriClient {
         };
         // Pulls are bounded by the network, not the runtime: allow them several call timeouts.
         let response = self
-            .call("PullImage", self.call_timeout * 4, message, |r| {
-                is.pull_image(r)
-            })
+            .call(
+                "PullImage",
+                self.call_timeout.saturating_mul(4),
+                message,
+                |r| is.pull_image(r),
+            )
             .await?;
         Ok(response.image_ref)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deadline from an unbounded request field once panicked inside tonic: any `Duration`
+    /// must be sent capped instead.
+    #[tokio::test]
+    async fn any_timeout_is_sent_capped() {
+        let client = CriClient::lazy(&CriConfig::new("unix:///nonexistent/cri.sock")).unwrap();
+        for timeout in [
+            Duration::from_secs(400_000_000_000),
+            Duration::MAX,
+            Duration::from_secs(5),
+        ] {
+            let sent = client
+                .call("Test", timeout, (), |r: tonic::Request<()>| async move {
+                    let header = r.metadata().get("grpc-timeout").cloned();
+                    Ok(tonic::Response::new(header))
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            // tonic's encoding: the finest unit that fits in 8 digits.
+            let expected = if timeout > MAX_CALL_TIMEOUT {
+                "86400000m"
+            } else {
+                "5000000u"
+            };
+            assert_eq!(sent.to_str().unwrap(), expected, "{timeout:?}");
+        }
     }
 }

@@ -61,10 +61,15 @@ pub fn noded_lease_name(node: &str) -> String {
 /// Namespace of the noded Leases unless configured otherwise: one that exists in every cluster.
 pub const DEFAULT_LEASE_NAMESPACE: &str = "kube-system";
 
+/// Longest RFC 1123 label (namespace, container name).
+pub const DNS_LABEL_MAX: usize = 63;
+/// Longest RFC 1123 subdomain (pod, node and most object names).
+pub const DNS_SUBDOMAIN_MAX: usize = 253;
+
 /// RFC 1123 label: what Kubernetes requires of namespace and container names.
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 63
+        && s.len() <= DNS_LABEL_MAX
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
@@ -73,7 +78,7 @@ pub fn is_dns_label(s: &str) -> bool {
 
 /// RFC 1123 subdomain: what Kubernetes requires of pod and most other object names.
 pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
+    s.len() <= DNS_SUBDOMAIN_MAX && s.split('.').all(is_dns_label)
 }
 
 /// `sha256:<64 lowercase hex>`, the only digests we make or accept.

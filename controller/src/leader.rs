@@ -94,7 +94,8 @@ fn next_spec(current: Option<&LeaseSpec>, me: &str, now: Timestamp, renew: bool)
             Some(MicroTime(now))
         },
         renew_time: Some(MicroTime(now)),
-        lease_transitions: Some(transitions + i32::from(changed_hands)),
+        // Anyone who may write the Lease may set this: never overflow on it.
+        lease_transitions: Some(transitions.saturating_add(i32::from(changed_hands))),
         ..current
     }
 }
@@ -339,5 +340,24 @@ mod tests {
         released.holder_identity = None;
         let again = next_spec(Some(&released), "me", later, false);
         assert_eq!(again.lease_transitions, Some(2));
+    }
+
+    #[test]
+    fn extreme_lease_values_neither_panic_nor_block() {
+        let now = at(NOW);
+        let mut worn = next_spec(None, "other", now, false);
+        worn.lease_transitions = Some(i32::MAX);
+        assert_eq!(
+            next_spec(Some(&worn), "me", now, false).lease_transitions,
+            Some(i32::MAX)
+        );
+        // The longest duration (68 years) is waited out; a negative one has lapsed.
+        let forever = lease(Some("other"), NOW, i32::MAX);
+        assert!(matches!(
+            lease_decision(Some(&forever), "me", now),
+            Decision::Wait { .. }
+        ));
+        let lapsed = lease(Some("other"), NOW, i32::MIN);
+        assert_eq!(lease_decision(Some(&lapsed), "me", now), Decision::Acquire);
     }
 }

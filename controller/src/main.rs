@@ -105,11 +105,12 @@ struct RetentionArgs {
     /// Delete completed checkpoints older than this many seconds.
     #[arg(long, env = "CONTROLLER_RETAIN_MAX_AGE_SECONDS")]
     retain_max_age_seconds: Option<u64>,
-    /// How often retention runs, in seconds.
+    /// How often retention runs, in seconds (1 to 86400).
     #[arg(
         long,
         env = "CONTROLLER_RETENTION_INTERVAL_SECONDS",
-        default_value_t = 60
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=retention::MAX_INTERVAL_SECONDS)
     )]
     retention_interval_seconds: u64,
 }
@@ -478,4 +479,23 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Clone + Send 
         let _ = tx.send(());
     });
     Ok(rx.map(|_| ()).shared())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retention_interval_out_of_range_is_refused_at_start_up() {
+        let parse = |v: &str| {
+            Cli::try_parse_from(["controller", "run", "--retention-interval-seconds", v])
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("86400"), Ok(()));
+        for bad in ["0", "86401", "18446744073709551615"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("--retention-interval-seconds"), "{err}");
+        }
+    }
 }

@@ -12,6 +12,10 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::reflector::Store;
 
+/// Longest `--retention-interval-seconds` (a day): tokio's interval adds the period to an
+/// `Instant`, which panics on overflow.
+pub const MAX_INTERVAL_SECONDS: u64 = 86_400;
+
 /// Keep, per container (namespace, pod, container), the newest `keep_newest` completed
 /// checkpoints and/or those younger than `max_age`. Pinned, failed and unfinished requests are
 /// never touched.
@@ -205,6 +209,35 @@ mod tests {
             max_age: Some(Duration::from_secs(1)),
         };
         assert_eq!(names(expired(&requests, &policy, now())), ["new", "old"]);
+    }
+
+    #[test]
+    fn extreme_policies_and_times_never_panic() {
+        let mut at_the_edges = [
+            cc("oldest", "a", 10, Completed, false),
+            cc("newest", "a", 20, Completed, false),
+        ];
+        let edges = [Timestamp::MIN, Timestamp::MAX];
+        for (cc, at) in at_the_edges.iter_mut().zip(edges) {
+            cc.status.as_mut().unwrap().checkpoint_time = Some(Time(at));
+        }
+        for (keep_newest, max_age) in [
+            (Some(0), Some(Duration::ZERO)),
+            (Some(usize::MAX), Some(Duration::MAX)),
+        ] {
+            let policy = Policy {
+                keep_newest,
+                max_age,
+            };
+            for now in [now(), Timestamp::MIN, Timestamp::MAX] {
+                expired(&at_the_edges, &policy, now);
+            }
+        }
+        let forever = Policy {
+            keep_newest: None,
+            max_age: Some(Duration::MAX),
+        };
+        assert!(expired(&at_the_edges, &forever, Timestamp::MAX).is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use checkpointing::crd::ContainerCheckpoint;
+use checkpointing::crd::{ContainerCheckpoint, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 use checkpointing::names::{is_dns_label, is_dns_subdomain};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
@@ -14,10 +14,18 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error(
-        "spec.namespace {spec:?} differs from the request's namespace {own:?}; a \
-         ContainerCheckpoint can only checkpoint pods in its own namespace"
+        "spec.namespace {} differs from the request's namespace {own:?}; a \
+         ContainerCheckpoint can only checkpoint pods in its own namespace",
+        shown(.spec)
     )]
     NamespaceMismatch { spec: String, own: String },
+    /// Only reachable with a CRD older than the controller: the current schema has the bounds.
+    #[error(
+        "spec.timeoutSeconds {0} is out of range: it must be between {MIN_TIMEOUT_SECONDS} and \
+         {MAX_TIMEOUT_SECONDS} seconds; set spec.timeoutSeconds within that range or leave it \
+         unset for the node's default"
+    )]
+    TimeoutOutOfRange(i64),
     #[error(
         "pod {} not found: spec.podName is not a valid pod name (lowercase letters, digits, '-' \
          and '.', at most 253 characters); fix spec.podName",
@@ -71,6 +79,7 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NamespaceMismatch { .. } => "NamespaceMismatch",
+            Self::TimeoutOutOfRange(_) => "TimeoutOutOfRange",
             Self::InvalidPodName(_) => "InvalidPodName",
             Self::InvalidContainerName(_) => "InvalidContainerName",
             Self::PodNotFound { .. } => "PodNotFound",
@@ -102,6 +111,11 @@ pub fn check_request(request: &ContainerCheckpoint) -> Result<(), Refusal> {
         return Err(Refusal::InvalidContainerName(
             request.spec.container.clone(),
         ));
+    }
+    if let Some(t) = request.spec.timeout_seconds
+        && !(MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&t)
+    {
+        return Err(Refusal::TimeoutOutOfRange(t));
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use checkpointing::admin;
-use checkpointing::crd::ContainerCheckpointContent;
+use checkpointing::crd::{ContainerCheckpointContent, MAX_TIMEOUT_SECONDS};
 use checkpointing::cri::{CriClient, CriConfig};
 use checkpointing::daemon::{LogFormat, init_logging, kube_client};
 use checkpointing::names::{DEFAULT_LEASE_NAMESPACE, NODE_LABEL};
@@ -71,8 +71,13 @@ struct Args {
     /// Registry host that checkpoint image references name (the node-local registry).
     #[arg(long, env = "IMAGE_REGISTRY", default_value = "localhost:5050")]
     image_registry: String,
-    /// Checkpoint timeout when a request sets none, in seconds.
-    #[arg(long, env = "DEFAULT_TIMEOUT_SECONDS", default_value_t = 120)]
+    /// Checkpoint timeout when a request sets none, in seconds (1 to 3600, a request's bounds).
+    #[arg(
+        long,
+        env = "DEFAULT_TIMEOUT_SECONDS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECONDS.unsigned_abs())
+    )]
     default_timeout_seconds: u64,
     /// Namespace of the node Lease the controller looks for.
     #[arg(long, env = "LEASE_NAMESPACE", default_value = DEFAULT_LEASE_NAMESPACE)]
@@ -272,4 +277,23 @@ async fn main() -> anyhow::Result<()> {
     checker.abort();
     tracing::info!("noded stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_default_timeout_out_of_range_is_refused_at_start_up() {
+        let parse = |v: &str| {
+            Args::try_parse_from(["noded", "--node-name", "n", "--default-timeout-seconds", v])
+                .map(|a| a.default_timeout_seconds)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("3600"), Ok(3600));
+        for bad in ["0", "3601", "400000000000"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("--default-timeout-seconds"), "{err}");
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use checkpointing::backoff::Failures;
 use checkpointing::crd::{
     CheckpointState, ContainerCheckpointContent, ContainerCheckpointContentStatus,
+    MAX_TIMEOUT_SECONDS,
 };
 use checkpointing::cri::{CriClient, Runtime};
 use checkpointing::names::{ARCHIVE_FINALIZER, NODED_MANAGER};
@@ -211,11 +212,18 @@ fn job(content: &ContainerCheckpointContent, default_timeout: Duration) -> Job<'
             uid: content.metadata.uid.as_deref().unwrap_or_default(),
         },
         pod_uid: &content.spec.pod_uid,
-        timeout: content
-            .spec
-            .timeout_seconds
-            .and_then(|s| u64::try_from(s).ok())
-            .map_or(default_timeout, Duration::from_secs),
+        timeout: checkpoint_timeout(content.spec.timeout_seconds, default_timeout),
+    }
+}
+
+/// The runtime's time for a checkpoint: the Content's `timeoutSeconds`, capped at the schema's
+/// maximum, or `default` when unset or not positive. The schema bounds it already, but an older
+/// CRD may be installed, and an unbounded value once overflowed the deadline and panicked.
+pub fn checkpoint_timeout(seconds: Option<i64>, default: Duration) -> Duration {
+    let max = Duration::from_secs(MAX_TIMEOUT_SECONDS.unsigned_abs());
+    match seconds.and_then(|s| u64::try_from(s).ok()) {
+        Some(0) | None => default.min(max),
+        Some(s) => Duration::from_secs(s).min(max),
     }
 }
 

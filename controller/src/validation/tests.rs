@@ -74,6 +74,52 @@ fn hostile_names_are_refused_before_any_lookup() {
 }
 
 #[test]
+fn timeouts_outside_the_schema_bounds_are_refused_naming_field_and_range() {
+    for t in [i64::MAX, 400_000_000_000, 3601, 0, -1, i64::MIN] {
+        let mut req = request();
+        req.spec.timeout_seconds = Some(t);
+        let err = check_request(&req).unwrap_err();
+        assert_eq!(err, Refusal::TimeoutOutOfRange(t));
+        assert_eq!(err.reason(), "TimeoutOutOfRange");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "spec.timeoutSeconds {t} is out of range: it must be between 1 and 3600 seconds; \
+                 set spec.timeoutSeconds within that range or leave it unset for the node's \
+                 default"
+            )
+        );
+    }
+    for t in [Some(1), Some(3600), None] {
+        let mut req = request();
+        req.spec.timeout_seconds = t;
+        assert_eq!(check_request(&req), Ok(()), "{t:?}");
+    }
+}
+
+#[test]
+fn a_huge_spec_namespace_is_cut_in_the_message() {
+    let huge = "n".repeat(1 << 20);
+    let err = check_request(&request_for("app", "counter", Some(&huge))).unwrap_err();
+    assert_eq!(err.reason(), "NamespaceMismatch");
+    assert!(err.to_string().len() < 400, "{}", err.to_string().len());
+}
+
+#[test]
+fn extreme_lease_durations_never_panic() {
+    let now = now();
+    for seconds in [i32::MAX, i32::MIN, 0, -1] {
+        let mut l = lease("2025-01-01T00:00:30Z");
+        l.spec.as_mut().unwrap().lease_duration_seconds = Some(seconds);
+        let live = check_node_daemon("node1", Some(&l), "kube-system/x", now).is_ok();
+        assert_eq!(live, seconds == i32::MAX, "{seconds}");
+    }
+    let mut ancient = lease("0001-01-01T00:00:00Z");
+    ancient.spec.as_mut().unwrap().lease_duration_seconds = Some(i32::MIN);
+    assert!(check_node_daemon("node1", Some(&ancient), "kube-system/x", now).is_err());
+}
+
+#[test]
 fn missing_pod_is_refused() {
     let err = check_pod(&request_for("app", "counter", None), None).unwrap_err();
     assert_eq!(

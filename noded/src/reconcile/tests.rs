@@ -1,7 +1,11 @@
 //! The plan, the statuses and the shell against a fake API server.
 
 use super::*;
+use checkpointing::cri::api::ContainerState;
+use checkpointing::testing::FakeApi;
 use k8s_openapi::jiff::Timestamp;
+
+use crate::testing::{FakeRuntime, checkpointer, container};
 
 fn content(
     finalizer: bool,
@@ -77,6 +81,96 @@ fn timeout_comes_from_the_spec_or_the_default() {
     );
 }
 
+/// Where the fake API server keeps `content(..)`.
+const CONTENT_PATH: &str = "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/namespaces/\
+                            default/containercheckpointcontents/cp";
+
+/// A runtime where the container of `content(..)` runs.
+fn running_runtime() -> FakeRuntime {
+    FakeRuntime {
+        containers: vec![container(
+            "live",
+            ContainerState::ContainerRunning,
+            1,
+            ["default", "p", "pod", "c"],
+        )],
+        ..Default::default()
+    }
+}
+
+/// The reconciler's context against `api` and `runtime`, keeping files under `tmp`.
+fn shell(
+    api: &FakeApi,
+    runtime: FakeRuntime,
+    tmp: &std::path::Path,
+    default_timeout: Duration,
+) -> Arc<Context<FakeRuntime>> {
+    Arc::new(Context::new(
+        api.client(),
+        checkpointer(runtime, tmp),
+        default_timeout,
+        Arc::default(),
+    ))
+}
+
+/// Values an older CRD lets through: none may overflow a deadline (400000000000 seconds once
+/// panicked noded in tonic's `grpc-timeout` encoding).
+const EXTREMES: [(i64, u64); 7] = [
+    (i64::MAX, 3600),
+    (400_000_000_000, 3600),
+    (3601, 3600),
+    (3600, 3600),
+    (0, 120),
+    (-1, 120),
+    (i64::MIN, 120),
+];
+
+#[test]
+fn extreme_timeouts_are_capped_or_fall_back_to_the_default() {
+    let default = Duration::from_secs(120);
+    for (seconds, expected) in EXTREMES {
+        assert_eq!(
+            checkpoint_timeout(Some(seconds), default),
+            Duration::from_secs(expected),
+            "timeoutSeconds {seconds}"
+        );
+        let mut c = content(true, false, None);
+        c.spec.timeout_seconds = Some(seconds);
+        assert_eq!(job(&c, default).timeout, Duration::from_secs(expected));
+    }
+    assert_eq!(checkpoint_timeout(None, default), default);
+    assert_eq!(
+        checkpoint_timeout(None, Duration::MAX),
+        Duration::from_secs(3600),
+        "the default is capped too"
+    );
+}
+
+/// Each extreme value through the whole shell: the checkpoint completes, the runtime is asked
+/// with a bounded timeout, nothing panics.
+#[tokio::test(flavor = "multi_thread")]
+async fn extreme_timeouts_reach_the_runtime_bounded() {
+    for (seconds, expected) in EXTREMES {
+        let tmp = tempfile::tempdir().unwrap();
+        let api = FakeApi::default();
+        let runtime = running_runtime();
+        let calls = runtime.calls.clone();
+        let ctx = shell(&api, runtime, tmp.path(), Duration::from_secs(120));
+        let mut c = content(true, false, None);
+        c.spec.timeout_seconds = Some(seconds);
+        api.put(CONTENT_PATH, &c);
+        reconcile(Arc::new(c), ctx.clone()).await.unwrap();
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.len(), 1, "timeoutSeconds {seconds}");
+        assert_eq!(calls[0].2, Duration::from_secs(expected));
+        assert_eq!(
+            ctx.written("uid-1").state,
+            Some(CheckpointState::Completed),
+            "timeoutSeconds {seconds}"
+        );
+    }
+}
+
 #[test]
 fn failures_carry_their_cause() {
     let status = final_status(
@@ -141,32 +235,12 @@ fn our_own_writes_count_before_the_watch_shows_them() {
 /// writes late: a finalizer patch and two status writes, nothing read back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkpoint_costs_three_api_calls() {
-    use checkpointing::cri::api::ContainerState;
-    use checkpointing::testing::FakeApi;
-
-    use crate::testing::{FakeRuntime, checkpointer, container};
-
     let tmp = tempfile::tempdir().unwrap();
-    let path = "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/namespaces/default/\
-                containercheckpointcontents/cp";
+    let path = CONTENT_PATH;
     let api = FakeApi::default();
     let new = content(false, false, None);
     api.put(path, &new);
-    let runtime = FakeRuntime {
-        containers: vec![container(
-            "live",
-            ContainerState::ContainerRunning,
-            1,
-            ["default", "p", "pod", "c"],
-        )],
-        ..Default::default()
-    };
-    let ctx = Arc::new(Context::new(
-        api.client(),
-        checkpointer(runtime, tmp.path()),
-        Duration::from_secs(30),
-        Arc::default(),
-    ));
+    let ctx = shell(&api, running_runtime(), tmp.path(), Duration::from_secs(30));
     for delivered in [
         new.clone(),
         content(true, false, None),

@@ -174,6 +174,30 @@ fn every_refusal_fails_the_request_with_its_message() {
     }
 }
 
+/// Timeouts an older CRD lets through end the request Failed, with nothing sent to a node.
+#[test]
+fn out_of_range_timeouts_fail_the_request() {
+    let p = pod();
+    let l = lease("2025-01-01T00:00:50Z");
+    for t in [i64::MAX, 400_000_000_000, 0, -1] {
+        let mut req = request();
+        req.spec.timeout_seconds = Some(t);
+        assert!(!needs_pod(&req, None), "refused before any lookup");
+        let plan = plan(&observed(&req, None, Some(&p), Some(&l)));
+        assert!(plan.create_content.is_none(), "{t}");
+        let status = plan.status.as_ref().unwrap();
+        assert_eq!(status.state, Some(CheckpointState::Failed), "{t}");
+        assert_eq!(status.conditions[0].reason, "TimeoutOutOfRange");
+        let message = status.message.as_deref().unwrap();
+        assert!(
+            message.starts_with(&format!("spec.timeoutSeconds {t} ")),
+            "{message}"
+        );
+        assert!(message.contains("between 1 and 3600"), "{message}");
+        assert_eq!(plan.transition, Some(Transition::Failed));
+    }
+}
+
 #[test]
 fn refused_request_is_left_alone_afterwards() {
     let req = request();

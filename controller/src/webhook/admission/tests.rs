@@ -50,6 +50,17 @@ fn another_namespace_is_denied() {
     );
 }
 
+/// Annotations may hold 256 KiB: a denial quotes such a value cut, never whole, and no
+/// multi-byte character makes the cut panic.
+#[test]
+fn huge_annotation_values_are_denied_with_a_short_message() {
+    let long = "é".repeat(100_000);
+    for value in [long.clone(), format!("prod/{long}"), format!("{long}/x")] {
+        let err = requested(&restore_pod(Some(&value)), "default").unwrap_err();
+        assert!(err.to_string().len() < 1024, "{}", err.reason());
+    }
+}
+
 #[test]
 fn invalid_names_are_denied_before_any_lookup() {
     for bad in ["", "Counter", "../x", "a/b/c", "default/", "x y"] {
