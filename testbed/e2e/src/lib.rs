@@ -53,13 +53,22 @@ impl Testbed {
     }
 
     pub async fn client(&self) -> kube::Client {
+        kube::Client::try_from(self.config().await).expect("building a kube client")
+    }
+
+    /// A client acting as `user` (impersonated by the admin), with only that user's rights.
+    pub async fn client_as(&self, user: &str) -> kube::Client {
+        let mut config = self.config().await;
+        config.auth_info.impersonate = Some(user.to_owned());
+        kube::Client::try_from(config).expect("building a kube client")
+    }
+
+    async fn config(&self) -> kube::Config {
         let kubeconfig = Kubeconfig::read_from(self.state.join("kubeconfig"))
             .expect("reading the testbed kubeconfig");
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .expect("loading the testbed kubeconfig");
-        kube::Client::try_from(config).expect("building a kube client")
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("loading the testbed kubeconfig")
     }
 
     fn script(&self, name: &str) -> PathBuf {

@@ -1,7 +1,8 @@
 //! The restore webhook as the only way to run a checkpoint, tried as an attacker would: a pod
 //! in another namespace (or the same one) that names a checkpoint image directly, under
 //! another spelling of the registry, in an init or ephemeral container, with a forged
-//! restored-from marker; and a restore-from pod while the controller is down.
+//! restored-from marker; a restore-from pod while the controller is down; and a user who may
+//! create checkpoints but not exec into the pod.
 
 use checkpointing::crd::CheckpointState;
 use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
@@ -10,6 +11,7 @@ use e2e::{
     run_pod,
 };
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -124,4 +126,92 @@ async fn a_restore_from_pod_is_refused_while_the_controller_is_down() {
     drop(down);
     // The API server names the webhook it could not call: never a silent fresh start.
     assert!(message.contains(WEBHOOK), "{message}");
+}
+
+/// Role `name` in `ns` with `rules`, bound to user `user`.
+async fn grant(client: &kube::Client, ns: &str, name: &str, user: &str, rules: serde_json::Value) {
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "rules": rules,
+    }))
+    .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .unwrap();
+    let params = PatchParams::apply("e2e").force();
+    Api::<Role>::namespaced(client.clone(), ns)
+        .patch(name, &params, &Patch::Apply(&role))
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .patch(name, &params, &Patch::Apply(&binding))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn checkpointing_a_pod_needs_the_right_to_exec_into_it() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let ns = TestNamespace::create(&tb, "needs-exec").await;
+    run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
+    grant(
+        &client,
+        &ns.name,
+        "checkpointer",
+        "mallory",
+        json!([{
+            "apiGroups": ["checkpointing.zacchaeuschok.github.io"],
+            "resources": ["containercheckpoints"],
+            "verbs": ["create", "get"],
+        }]),
+    )
+    .await;
+    let as_mallory: Api<checkpointing::crd::ContainerCheckpoint> =
+        Api::namespaced(tb.client_as("mallory").await, &ns.name);
+    let request = checkpoint_request("memory", "app", "counter");
+    match as_mallory.create(&PostParams::default(), &request).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{status:?}");
+            assert!(
+                status.message.contains("may not exec into pod app"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("a user without exec rights checkpointed the pod: {other:?}"),
+    }
+
+    // With exec rights on the pod, the same user may.
+    grant(
+        &client,
+        &ns.name,
+        "exec",
+        "mallory",
+        json!([{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]),
+    )
+    .await;
+    // RBAC changes reach the authorizer's cache within moments.
+    let created = e2e::eventually(
+        "the checkpoint to be admitted with exec rights",
+        std::time::Duration::from_secs(30),
+        || async {
+            as_mallory
+                .create(&PostParams::default(), &request)
+                .await
+                .ok()
+        },
+    )
+    .await;
+    assert_eq!(created.metadata.name.as_deref(), Some("memory"));
+    let done = e2e::wait_checkpoint(&client, &ns.name, "memory").await;
+    assert_eq!(
+        outcome(&done).0,
+        CheckpointState::Completed,
+        "{}",
+        outcome(&done).1
+    );
 }
