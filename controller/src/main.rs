@@ -331,7 +331,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         info!(?policy, "retention on");
         let interval = Duration::from_secs(args.retention.retention_interval_seconds.max(1));
         let requests = controller.store();
-        tokio::spawn(retention::enforce(client, requests, policy, interval));
+        let listed = synced.requests.clone();
+        tokio::spawn(retention::enforce(
+            client, requests, listed, policy, interval,
+        ));
     }
     info!("controller started");
     let controller = controller

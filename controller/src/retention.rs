@@ -3,6 +3,8 @@
 //! owner-reference GC → Content → noded's finalizer removes archive and image).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
@@ -91,18 +93,19 @@ pub fn expired<'a>(
 }
 
 /// Applies `policy` every `interval` until the task is dropped, deciding from `requests`, the
-/// controller's store of every request.
+/// controller's store of every request, once `listed` says that store has listed them all.
 pub async fn enforce(
     client: kube::Client,
     requests: Store<ContainerCheckpoint>,
+    listed: Arc<AtomicBool>,
     policy: Policy,
     interval: Duration,
 ) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
-        if requests.wait_until_ready().await.is_err() {
-            return; // the watch is gone: shutting down
+        if !listed.load(Ordering::Relaxed) {
+            continue;
         }
         let all = requests.state();
         for (namespace, name, uid) in
@@ -260,7 +263,14 @@ mod tests {
             max_age: Some(Duration::from_secs(3600)),
         };
         // The first round runs at once; the next would wait an hour.
-        let round = enforce(api.client(), store, policy, Duration::from_secs(3600));
+        let listed = Arc::new(AtomicBool::new(true));
+        let round = enforce(
+            api.client(),
+            store,
+            listed,
+            policy,
+            Duration::from_secs(3600),
+        );
         let _ = tokio::time::timeout(Duration::from_millis(200), round).await;
         let seen = api.take();
         assert_eq!(seen.len(), 1, "{seen:?}");

@@ -148,7 +148,10 @@ fn finish(
         .iter()
         .flat_map(|s| &s.conditions)
         .find(|c| c.type_ == READY && c.status == ready)
-        .map_or(Time(now), |c| c.last_transition_time.clone());
+        .map_or_else(
+            || Time(whole_seconds(now)),
+            |c| c.last_transition_time.clone(),
+        );
     status.conditions = vec![Condition {
         type_: READY.to_owned(),
         status: ready.to_owned(),
@@ -221,6 +224,12 @@ fn truncated(s: &str, max: usize) -> String {
         cut -= 1;
     }
     format!("{}…", &s[..cut])
+}
+
+/// `t` in whole seconds, as the API server keeps times: a status we write then reads back
+/// equal, which lets `Written` forget it once the store shows it.
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::watches::Synced;
 use super::written::Written;
 use crate::metrics::Metrics;
 
@@ -25,6 +26,8 @@ pub struct Context {
     pub lease_namespace: String,
     /// Our writes the stores may not show yet.
     pub written: Written,
+    /// Which stores have listed everything.
+    pub synced: Synced,
     /// Consecutive failures per request, for the backoff.
     pub failures: Failures<ObjectRef<ContainerCheckpoint>>,
 }
@@ -37,6 +40,7 @@ impl Context {
         contents: Store<ContainerCheckpointContent>,
         leases: Store<Lease>,
         lease_namespace: String,
+        synced: Synced,
     ) -> Self {
         Self {
             client,
@@ -46,6 +50,7 @@ impl Context {
             leases,
             lease_namespace,
             written: Written::default(),
+            synced,
             failures: Failures::default(),
         }
     }

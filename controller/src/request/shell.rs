@@ -21,6 +21,9 @@ use super::plan::{Observed, content_not_created, needs_pod, plan};
 use crate::kube_error::cause;
 use crate::status::{self, Transition};
 
+/// How soon a reconcile that came before the watches had listed is tried again.
+const UNSYNCED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The controller's reconcile function.
 pub async fn reconcile(
     object: Arc<ContainerCheckpoint>,
@@ -63,11 +66,9 @@ fn error_source(error: &Error) -> String {
 
 async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Error> {
     // Before the watches have listed everything, a Lease or Content not seen yet would pass for
-    // one that does not exist. Errors here mean the watches are gone: we are shutting down.
-    if ctx.contents.wait_until_ready().await.is_err()
-        || ctx.leases.wait_until_ready().await.is_err()
-    {
-        return Ok(Action::await_change());
+    // one that does not exist: decide once they have.
+    if !ctx.synced.for_reconciles() {
+        return Ok(Action::requeue(UNSYNCED_RETRY));
     }
     let namespace = object.namespace().unwrap_or_default();
     let name = object.name_any();
@@ -95,10 +96,7 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
         });
     }
 
-    // Whole seconds, as the API server keeps times: what we write then reads back equal, which
-    // lets `Written` forget it once the store shows it.
     let now = Timestamp::now();
-    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let mut plan = plan(&Observed {
         request: &request,
         content: content.as_ref(),

@@ -19,12 +19,21 @@ use tracing::{info, warn};
 use super::context::Context;
 use crate::metrics::Metrics;
 
-/// One flag per watch, set once it has listed everything.
-#[derive(Default)]
+/// One flag per watch, set once it has listed everything. Reconciles and retention read these
+/// instead of awaiting `Store::wait_until_ready`, which wakes only the last of several tasks
+/// waiting at once (kube-runtime keeps one waker): the others would hang for good.
+#[derive(Clone, Default)]
 pub struct Synced {
     pub requests: Arc<AtomicBool>,
     pub contents: Arc<AtomicBool>,
     pub leases: Arc<AtomicBool>,
+}
+
+impl Synced {
+    /// Whether the Content and Lease stores a reconcile decides from have listed everything.
+    pub fn for_reconciles(&self) -> bool {
+        self.contents.load(Ordering::Relaxed) && self.leases.load(Ordering::Relaxed)
+    }
 }
 
 /// Starts the watches: the Controller they drive, and what its reconciles share. The Lease
@@ -70,6 +79,7 @@ pub fn start(
         content_store,
         lease_store,
         lease_namespace,
+        synced.clone(),
     );
     (controller, Arc::new(context))
 }

@@ -52,6 +52,7 @@ impl Cluster {
             content_store,
             lease_store,
             "kube-system".into(),
+            synced(),
         ));
         Self { api, ctx, contents }
     }
@@ -236,4 +237,13 @@ async fn a_request_costs_five_calls_from_creation_to_completed() {
     assert_eq!(event["reason"], "CheckpointCompleted");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["regarding"]["name"], "cc1");
+}
+
+/// Every watch listed.
+fn synced() -> crate::request::watches::Synced {
+    let synced = crate::request::watches::Synced::default();
+    for flag in [&synced.requests, &synced.contents, &synced.leases] {
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    synced
 }
