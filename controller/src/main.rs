@@ -271,7 +271,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
     let metrics = Arc::new(Metrics::default());
-    let synced = request::watches::Synced::default();
+    let synced = request::synced::Synced::default();
     let leading = Arc::new(AtomicBool::new(elector.is_none()));
     metrics.set_leader(elector.is_none());
     let ready = Ready {

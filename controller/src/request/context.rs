@@ -11,7 +11,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::watches::Synced;
+use super::synced::Synced;
 use super::written::Written;
 use crate::metrics::Metrics;
 

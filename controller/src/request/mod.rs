@@ -7,6 +7,7 @@ mod context;
 mod error;
 mod plan;
 mod shell;
+pub mod synced;
 pub mod watches;
 mod written;
 

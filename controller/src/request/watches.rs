@@ -17,24 +17,8 @@ use kube::{Api, Client};
 use tracing::{info, warn};
 
 use super::context::Context;
+use super::synced::Synced;
 use crate::metrics::Metrics;
-
-/// One flag per watch, set once it has listed everything. Reconciles and retention read these
-/// instead of awaiting `Store::wait_until_ready`, which wakes only the last of several tasks
-/// waiting at once (kube-runtime keeps one waker): the others would hang for good.
-#[derive(Clone, Default)]
-pub struct Synced {
-    pub requests: Arc<AtomicBool>,
-    pub contents: Arc<AtomicBool>,
-    pub leases: Arc<AtomicBool>,
-}
-
-impl Synced {
-    /// Whether the Content and Lease stores a reconcile decides from have listed everything.
-    pub fn for_reconciles(&self) -> bool {
-        self.contents.load(Ordering::Relaxed) && self.leases.load(Ordering::Relaxed)
-    }
-}
 
 /// Starts the watches: the Controller they drive, and what its reconciles share. The Lease
 /// watch runs in a task of its own, until the process ends.

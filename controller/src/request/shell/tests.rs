@@ -240,8 +240,8 @@ async fn a_request_costs_five_calls_from_creation_to_completed() {
 }
 
 /// Every watch listed.
-fn synced() -> crate::request::watches::Synced {
-    let synced = crate::request::watches::Synced::default();
+fn synced() -> crate::request::synced::Synced {
+    let synced = crate::request::synced::Synced::default();
     for flag in [&synced.requests, &synced.contents, &synced.leases] {
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
     }
