@@ -56,10 +56,28 @@ impl Testbed {
         kube::Client::try_from(self.config().await).expect("building a kube client")
     }
 
-    /// A client acting as `user` (impersonated by the admin), with only that user's rights.
-    pub async fn client_as(&self, user: &str) -> kube::Client {
+    /// A client acting as `user` in `groups`, with `extra` user information (impersonated by
+    /// the admin): it has only that user's rights.
+    pub async fn client_as(
+        &self,
+        user: &str,
+        groups: &[&str],
+        extra: &[(&str, &str)],
+    ) -> kube::Client {
         let mut config = self.config().await;
         config.auth_info.impersonate = Some(user.to_owned());
+        if !groups.is_empty() {
+            config.auth_info.impersonate_groups =
+                Some(groups.iter().map(|g| (*g).to_owned()).collect());
+        }
+        if !extra.is_empty() {
+            config.auth_info.impersonate_user_extra = Some(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), vec![(*v).to_owned()]))
+                    .collect(),
+            );
+        }
         kube::Client::try_from(config).expect("building a kube client")
     }
 

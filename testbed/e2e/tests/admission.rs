@@ -1,8 +1,9 @@
 //! The restore webhook as the only way to run a checkpoint, tried as an attacker would: a pod
 //! in another namespace (or the same one) that names a checkpoint image directly, under
 //! another spelling of the registry, in an init or ephemeral container, with a forged
-//! restored-from marker; a restore-from pod while the controller is down; and a user who may
-//! create checkpoints but not exec into the pod.
+//! restored-from marker; a restore-from pod while the controller is down; a user who may
+//! create checkpoints but not exec into the pod; and a node daemon writing another node's
+//! checkpoint or swapping a finished one.
 
 use checkpointing::crd::CheckpointState;
 use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
@@ -171,7 +172,7 @@ async fn checkpointing_a_pod_needs_the_right_to_exec_into_it() {
     )
     .await;
     let as_mallory: Api<checkpointing::crd::ContainerCheckpoint> =
-        Api::namespaced(tb.client_as("mallory").await, &ns.name);
+        Api::namespaced(tb.client_as("mallory", &[], &[]).await, &ns.name);
     let request = checkpoint_request("memory", "app", "counter");
     match as_mallory.create(&PostParams::default(), &request).await {
         Err(kube::Error::Api(status)) => {
@@ -214,4 +215,73 @@ async fn checkpointing_a_pod_needs_the_right_to_exec_into_it() {
         "{}",
         outcome(&done).1
     );
+}
+
+#[tokio::test]
+async fn noded_writes_only_its_own_nodes_contents_and_never_a_finished_image() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let ns = TestNamespace::create(&tb, "node-bound").await;
+    run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
+    let cc = checkpoint(
+        &client,
+        &ns.name,
+        checkpoint_request("mine", "app", "counter"),
+    )
+    .await;
+    assert_eq!(
+        outcome(&cc).0,
+        CheckpointState::Completed,
+        "{}",
+        outcome(&cc).1
+    );
+
+    // noded's identity as the API server sees it: its ServiceAccount, bound to a node.
+    let noded_on = |node: &'static str| {
+        let tb = tb.clone();
+        async move {
+            tb.client_as(
+                "system:serviceaccount:kube-system:checkpoint-noded",
+                &[
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:kube-system",
+                    "system:authenticated",
+                ],
+                &[("authentication.kubernetes.io/node-name", node)],
+            )
+            .await
+        }
+    };
+    let status = |body: serde_json::Value| Patch::Merge(json!({"status": body}));
+    let params = PatchParams::default();
+
+    let from_node2: Api<checkpointing::crd::ContainerCheckpointContent> =
+        Api::namespaced(noded_on("node2").await, &ns.name);
+    let error = from_node2
+        .patch_status("mine", &params, &status(json!({"message": "taken over"})))
+        .await
+        .expect_err("node2's daemon may not write node1's Content");
+    assert!(
+        error
+            .to_string()
+            .contains("only the ContainerCheckpointContents of its own node"),
+        "{error}"
+    );
+
+    let from_node1: Api<checkpointing::crd::ContainerCheckpointContent> =
+        Api::namespaced(noded_on("node1").await, &ns.name);
+    let error = from_node1
+        .patch_status(
+            "mine",
+            &params,
+            &status(json!({"image": "localhost:5050/elsewhere/other@sha256:00"})),
+        )
+        .await
+        .expect_err("a Completed image never changes");
+    assert!(error.to_string().contains("never changes"), "{error}");
+    // Its own node's daemon may still write the Content otherwise.
+    from_node1
+        .patch_status("mine", &params, &status(json!({"message": "still mine"})))
+        .await
+        .expect("noded on node1 writes node1's Content");
 }
