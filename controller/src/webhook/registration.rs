@@ -245,6 +245,32 @@ mod tests {
         assert!(client.get("url").is_none());
     }
 
+    /// What deploy/ installs: the registration without its caBundle, which the controller adds.
+    const SHIPPED: &str = include_str!("../../../deploy/base/webhook.yaml");
+
+    #[test]
+    fn deploy_ships_the_registration_the_controller_keeps() {
+        let mut expected = configuration(
+            &Endpoint::Service {
+                namespace: "external-checkpointer-system".into(),
+                name: DEFAULT_SERVICE_NAME.into(),
+            },
+            "",
+            5050,
+        );
+        for hook in expected.webhooks.iter_mut().flatten() {
+            hook.client_config.ca_bundle = None;
+        }
+        if std::env::var_os("PRINT_WEBHOOK").is_some() {
+            println!("{}", serde_json::to_string(&expected).unwrap());
+        }
+        let shipped: MutatingWebhookConfiguration = serde_saphyr::from_str(SHIPPED).unwrap();
+        assert_eq!(
+            shipped, expected,
+            "deploy/base/webhook.yaml drifted from registration::configuration"
+        );
+    }
+
     #[tokio::test]
     async fn registration_is_applied_by_the_controller() {
         let api = FakeApi::default();

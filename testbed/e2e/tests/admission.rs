@@ -11,6 +11,7 @@ use e2e::{
     ControllerDown, TestNamespace, Testbed, checkpoint, checkpoint_request, counter_pod, outcome,
     run_pod,
 };
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -284,4 +285,45 @@ async fn noded_writes_only_its_own_nodes_contents_and_never_a_finished_image() {
         .patch_status("mine", &params, &status(json!({"message": "still mine"})))
         .await
         .expect("noded on node1 writes node1's Content");
+}
+
+/// Whether the controller's ServiceAccount may `verb` MutatingWebhookConfiguration `name`.
+async fn controller_may(client: &kube::Client, verb: &str, name: Option<&str>) -> bool {
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": {
+            "user": "system:serviceaccount:external-checkpointer-system:checkpoint-controller",
+            "groups": ["system:serviceaccounts", "system:serviceaccounts:external-checkpointer-system"],
+            "resourceAttributes": {
+                "group": "admissionregistration.k8s.io",
+                "resource": "mutatingwebhookconfigurations",
+                "verb": verb,
+                "name": name,
+            },
+        },
+    }))
+    .unwrap();
+    Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
+#[tokio::test]
+async fn the_controller_may_patch_only_its_own_webhook_registration() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    assert!(controller_may(&client, "patch", Some("checkpointing-restore")).await);
+    for (verb, name) in [
+        ("patch", Some("someone-elses")),
+        ("create", None),
+        ("delete", Some("checkpointing-restore")),
+        ("update", Some("someone-elses")),
+    ] {
+        assert!(
+            !controller_may(&client, verb, name).await,
+            "the controller may {verb} {name:?}"
+        );
+    }
 }
