@@ -58,8 +58,9 @@ pub fn noded_lease_name(node: &str) -> String {
     format!("checkpoint-noded-{node}")
 }
 
-/// Namespace of the noded Leases unless configured otherwise: one that exists in every cluster.
-pub const DEFAULT_LEASE_NAMESPACE: &str = "kube-system";
+/// Namespace of the noded Leases unless configured otherwise: one of their own (deploy/ makes
+/// it), so noded's right to write Leases reaches no one else's.
+pub const DEFAULT_LEASE_NAMESPACE: &str = "checkpoint-node-leases";
 
 /// Longest RFC 1123 label (namespace, container name).
 pub const DNS_LABEL_MAX: usize = 63;

@@ -287,18 +287,18 @@ async fn noded_writes_only_its_own_nodes_contents_and_never_a_finished_image() {
         .expect("noded on node1 writes node1's Content");
 }
 
-/// Whether the controller's ServiceAccount may `verb` MutatingWebhookConfiguration `name`.
-async fn controller_may(client: &kube::Client, verb: &str, name: Option<&str>) -> bool {
+/// Whether ServiceAccount `namespace/name` may do what `attributes` (a SubjectAccessReview's
+/// resourceAttributes) say.
+async fn account_may(
+    client: &kube::Client,
+    (namespace, name): (&str, &str),
+    attributes: serde_json::Value,
+) -> bool {
     let review: SubjectAccessReview = serde_json::from_value(json!({
         "spec": {
-            "user": "system:serviceaccount:external-checkpointer-system:checkpoint-controller",
-            "groups": ["system:serviceaccounts", "system:serviceaccounts:external-checkpointer-system"],
-            "resourceAttributes": {
-                "group": "admissionregistration.k8s.io",
-                "resource": "mutatingwebhookconfigurations",
-                "verb": verb,
-                "name": name,
-            },
+            "user": format!("system:serviceaccount:{namespace}:{name}"),
+            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{namespace}")],
+            "resourceAttributes": attributes,
         },
     }))
     .unwrap();
@@ -310,20 +310,61 @@ async fn controller_may(client: &kube::Client, verb: &str, name: Option<&str>) -
         .is_some_and(|s| s.allowed)
 }
 
+const CONTROLLER_ACCOUNT: (&str, &str) = ("external-checkpointer-system", "checkpoint-controller");
+const NODED_ACCOUNT: (&str, &str) = ("kube-system", "checkpoint-noded");
+
 #[tokio::test]
 async fn the_controller_may_patch_only_its_own_webhook_registration() {
     let tb = Testbed::get();
     let client = tb.client().await;
-    assert!(controller_may(&client, "patch", Some("checkpointing-restore")).await);
+    let may = |verb: &'static str, name: Option<&'static str>| {
+        let client = client.clone();
+        async move {
+            let attributes = json!({
+                "group": "admissionregistration.k8s.io",
+                "resource": "mutatingwebhookconfigurations",
+                "verb": verb,
+                "name": name,
+            });
+            account_may(&client, CONTROLLER_ACCOUNT, attributes).await
+        }
+    };
+    assert!(may("patch", Some("checkpointing-restore")).await);
     for (verb, name) in [
         ("patch", Some("someone-elses")),
         ("create", None),
         ("delete", Some("checkpointing-restore")),
         ("update", Some("someone-elses")),
     ] {
-        assert!(
-            !controller_may(&client, verb, name).await,
-            "the controller may {verb} {name:?}"
-        );
+        assert!(!may(verb, name).await, "the controller may {verb} {name:?}");
+    }
+}
+
+#[tokio::test]
+async fn noded_writes_leases_only_in_its_own_namespace() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let may = |verb: &'static str, namespace: &'static str| {
+        let client = client.clone();
+        async move {
+            let attributes = json!({
+                "group": "coordination.k8s.io",
+                "resource": "leases",
+                "verb": verb,
+                "namespace": namespace,
+                "name": "checkpoint-noded-node1",
+            });
+            account_may(&client, NODED_ACCOUNT, attributes).await
+        }
+    };
+    let own = checkpointing::names::DEFAULT_LEASE_NAMESPACE;
+    assert!(may("patch", own).await, "noded renews its Lease in {own}");
+    for namespace in ["kube-system", "kube-node-lease", "default"] {
+        for verb in ["patch", "create", "update"] {
+            assert!(
+                !may(verb, namespace).await,
+                "noded may {verb} Leases in {namespace}"
+            );
+        }
     }
 }

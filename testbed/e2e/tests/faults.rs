@@ -152,7 +152,10 @@ async fn a_node_without_its_daemon_is_refused() {
     let restart = Kubelet(&tb);
     kill_process(tb.noded_pid(&client, NODE).await).await;
     // The controller trusts the Lease until it expires.
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let leases: Api<Lease> = Api::namespaced(
+        client.clone(),
+        checkpointing::names::DEFAULT_LEASE_NAMESPACE,
+    );
     eventually(
         "node3's noded Lease to expire",
         Duration::from_secs(90),
