@@ -3,6 +3,7 @@
 //! `controller crd` prints both CRDs as YAML. With `--webhook-addr` it also serves and
 //! registers the restore admission webhook.
 
+mod abandoned;
 #[cfg(test)]
 mod fixtures;
 mod kube_error;
@@ -93,6 +94,17 @@ struct RunArgs {
     webhook: WebhookArgs,
     #[command(flatten)]
     retention: RetentionArgs,
+    /// Release noded's finalizer from a Content that has been deleting this long while its
+    /// node's daemon is gone (Lease expired or missing), so the deletion completes; the archive
+    /// on that node stays. In seconds.
+    #[arg(
+        long,
+        env = "CONTROLLER_RELEASE_ABANDONED_AFTER_SECONDS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64)
+            .range(abandoned::MIN_AFTER_SECONDS..=abandoned::MAX_AFTER_SECONDS)
+    )]
+    release_abandoned_after_seconds: u64,
 }
 
 /// Retention of completed checkpoints, per container (namespace, pod, container). Requests
@@ -333,9 +345,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let requests = controller.store();
         let listed = synced.requests.clone();
         tokio::spawn(retention::enforce(
-            client, requests, listed, policy, interval,
+            client.clone(),
+            requests,
+            listed,
+            policy,
+            interval,
         ));
     }
+    tokio::spawn(abandoned::release(
+        client.clone(),
+        ctx.contents.clone(),
+        ctx.leases.clone(),
+        ctx.synced.clone(),
+        ctx.lease_namespace.clone(),
+        Duration::from_secs(args.release_abandoned_after_seconds),
+    ));
     info!("controller started");
     let controller = controller
         .graceful_shutdown_on(shutdown.clone())

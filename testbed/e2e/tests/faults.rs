@@ -10,11 +10,12 @@ use std::time::Duration;
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::oci::ImageLayout;
 use e2e::{
-    ControllerDown, TestNamespace, Testbed, checkpoint_request, counter_pod, eventually,
-    kill_process, memory_hog, outcome, run_pod, wait_checkpoint,
+    ControllerDown, TestNamespace, Testbed, checkpoint, checkpoint_request, counter_pod,
+    eventually, kill_process, memory_hog, outcome, run_pod, wait_checkpoint,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, PostParams};
 
 const NODE: &str = "node3";
 const CHECKPOINTS: &str = "/var/lib/kubelet/checkpoints";
@@ -140,11 +141,24 @@ async fn runtime_gone_fails_clearly_and_recovers_when_it_returns() {
 }
 
 #[tokio::test]
-async fn a_node_without_its_daemon_is_refused() {
+async fn a_node_without_its_daemon_is_refused_and_lets_go_of_its_checkpoints() {
     let tb = Testbed::get();
     let ns = TestNamespace::create(&tb, "no-daemon").await;
     let client = tb.client().await;
     run_pod(&client, &ns.name, counter_pod("app", NODE, 1)).await;
+    let kept = checkpoint(
+        &client,
+        &ns.name,
+        checkpoint_request("kept", "app", "counter"),
+    )
+    .await;
+    assert_eq!(
+        outcome(&kept).0,
+        CheckpointState::Completed,
+        "{}",
+        outcome(&kept).1
+    );
+    let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
 
     // The node loses its daemon: noded killed while the kubelet, which would restart it, is
     // stopped.
@@ -172,7 +186,6 @@ async fn a_node_without_its_daemon_is_refused() {
         },
     )
     .await;
-    let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
     requests
         .create(
             &PostParams::default(),
@@ -181,6 +194,29 @@ async fn a_node_without_its_daemon_is_refused() {
         .await
         .unwrap();
     let outcome = final_state(&client, &ns.name, "orphan").await;
+
+    // Deleting a checkpoint of that node does not hang on its daemon's finalizer: the testbed's
+    // controller lets go after 20 s (--release-abandoned-after-seconds), and says so.
+    requests
+        .delete("kept", &DeleteParams::background())
+        .await
+        .unwrap();
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
+    eventually(
+        "the Content of the deleted checkpoint to go",
+        Duration::from_secs(120),
+        || async { contents.get_opt("kept").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let said = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("NodeDaemonGone"))
+        .and_then(|e| e.note);
     drop(restart);
     tb.wait_noded(&client, NODE).await;
     let (state, message) = outcome;
@@ -188,6 +224,11 @@ async fn a_node_without_its_daemon_is_refused() {
     assert!(
         message.contains("node3") && message.contains("daemon"),
         "{message}"
+    );
+    let said = said.expect("an Event says why the finalizer was released");
+    assert!(
+        said.contains("node3") && said.contains("not removed"),
+        "{said}"
     );
 }
 
