@@ -7,6 +7,7 @@ use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
 use checkpointing::names::{
     GROUP, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION, is_dns_subdomain, parse_digest,
 };
+use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
@@ -152,6 +153,41 @@ pub struct Restore {
     /// `sha256:<hex>`, the digest part of `image`.
     pub digest: String,
     pub patch: Value,
+}
+
+/// Who must be allowed to read the checkpoint a pod restores from. Normally the user who
+/// creates the pod. A pod that a workload controller creates for its owner (ReplicaSet,
+/// StatefulSet, Job, DaemonSet: kube-controller-manager's identities) has no such user, so the
+/// pod's own ServiceAccount is checked instead: the workload's author chose it, and it holds
+/// only rights within the pod's namespace.
+pub fn reader(user: &UserInfo, pod: &Pod, namespace: &str) -> UserInfo {
+    let name = user.username.as_deref().unwrap_or_default();
+    let workload_controller = name == "system:kube-controller-manager"
+        || name.starts_with("system:serviceaccount:kube-system:");
+    let owned = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true));
+    if !(workload_controller && owned) {
+        return user.clone();
+    }
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|a| !a.is_empty())
+        .unwrap_or("default");
+    UserInfo {
+        username: Some(format!("system:serviceaccount:{namespace}:{account}")),
+        groups: Some(vec![
+            "system:serviceaccounts".to_owned(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".to_owned(),
+        ]),
+        ..UserInfo::default()
+    }
 }
 
 /// The ContainerCheckpoint a pod asks to restore from: `None` without the annotation. Checked

@@ -230,19 +230,18 @@ async fn restore(
     namespace: &str,
     name: String,
 ) -> Result<Restore, Denial> {
-    let user = request.user_info.username.clone().unwrap_or_default();
-    let (access, checkpoint) = tokio::time::timeout(
-        LOOKUP_BUDGET,
-        look_up(client, &request.user_info, namespace, &name),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(Denial::LookupFailed {
-            name: name.clone(),
-            namespace: namespace.to_owned(),
-            error: format!("no answer from the API server within {LOOKUP_BUDGET:?}"),
-        })
-    })?;
+    let reader = admission::reader(&request.user_info, pod, namespace);
+    let user = reader.username.clone().unwrap_or_default();
+    let (access, checkpoint) =
+        tokio::time::timeout(LOOKUP_BUDGET, look_up(client, &reader, namespace, &name))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Denial::LookupFailed {
+                    name: name.clone(),
+                    namespace: namespace.to_owned(),
+                    error: format!("no answer from the API server within {LOOKUP_BUDGET:?}"),
+                })
+            })?;
     admission::decide(pod, namespace, &name, &user, &access, checkpoint.as_ref())
 }
 

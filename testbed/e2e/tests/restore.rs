@@ -10,10 +10,12 @@ use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use checkpointing::oci::ImageLayout;
 use e2e::{
     NODED_NAMESPACE, TestNamespace, Testbed, assert_counter_resumes, checkpoint,
-    checkpoint_request, counter_log, outcome, run_pod, sample_pod, value_at_checkpoint,
+    checkpoint_request, counter_log, eventually, outcome, run_pod, sample_pod, value_at_checkpoint,
 };
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::json;
 
 const NODED_DAEMONSET: &str = "daemonset/container-checkpoint-sidecar";
 
@@ -413,4 +415,123 @@ async fn restore_from_an_external_registry() {
 /// `crictl pull` of an image reference inside `node`: the runtime pulls it as for a pod.
 fn runtime_pull(tb: &Testbed, node: &str, image: &str) -> std::process::Output {
     tb.node_exec(node, &["crictl", "pull", image])
+}
+
+/// A Deployment's pods are created by the ReplicaSet controller, not by a person: the webhook
+/// checks the pods' ServiceAccount instead. Without the right to read the checkpoint the
+/// ReplicaSet reports the webhook's denial; with it, the Deployment's pod resumes the counter.
+#[tokio::test]
+async fn a_deployment_restores_as_its_pods_service_account() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "workload").await;
+    let client = tb.client().await;
+    let at_checkpoint = seed_checkpoint(&tb, &client, &ns.name).await;
+
+    // `restorer` may read checkpoints in the namespace; `default` may not.
+    let apply = |object: serde_json::Value| {
+        let client = client.clone();
+        let ns = ns.name.clone();
+        async move {
+            let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+            let gvk =
+                kube::api::GroupVersionKind::try_from(object.types.as_ref().unwrap()).unwrap();
+            let (resource, _) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
+            let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client, &ns, &resource);
+            api.patch(
+                &object.metadata.name.clone().unwrap(),
+                &kube::api::PatchParams::apply("e2e").force(),
+                &kube::api::Patch::Apply(&object),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "restorer"}}))
+        .await;
+    apply(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "read-checkpoints"},
+        "rules": [{
+            "apiGroups": ["checkpointing.zacchaeuschok.github.io"],
+            "resources": ["containercheckpoints"],
+            "verbs": ["get"],
+        }],
+    }))
+    .await;
+    apply(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "read-checkpoints"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-checkpoints"},
+        "subjects": [{"kind": "ServiceAccount", "name": "restorer", "namespace": ns.name}],
+    }))
+    .await;
+
+    // The seed's restored pod as a Deployment's template.
+    let deployment = |name: &str, account: &str| {
+        let pod = restored_pod(&tb, &ns.name, name, "node2");
+        let mut spec = serde_json::to_value(pod.spec.unwrap()).unwrap();
+        spec["serviceAccountName"] = json!(account);
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}, "annotations": pod.metadata.annotations},
+                    "spec": spec,
+                },
+            },
+        })
+    };
+
+    apply(deployment("refused", "default")).await;
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
+    let refusal = eventually(
+        "the ReplicaSet to report the webhook's denial",
+        Duration::from_secs(90),
+        || async {
+            let list = sets
+                .list(&ListParams::default().labels("app=refused"))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .flat_map(|rs| rs.status.and_then(|s| s.conditions).unwrap_or_default())
+                .find(|c| c.type_ == "ReplicaFailure")
+                .and_then(|c| c.message)
+        },
+    )
+    .await;
+    assert!(
+        refusal.contains("system:serviceaccount:")
+            && refusal.contains(":default\" may not get ContainerCheckpoint"),
+        "{refusal}"
+    );
+
+    apply(deployment("restored", "restorer")).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let running = eventually(
+        "the Deployment's restored pod to run",
+        Duration::from_secs(120),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app=restored"))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        },
+    )
+    .await;
+    let image = running.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert!(
+        image.contains("@sha256:"),
+        "restored from the checkpoint: {image}"
+    );
+    assert_counter_resumes(&tb, &ns.name, &running, at_checkpoint).await;
 }

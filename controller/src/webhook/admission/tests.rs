@@ -276,3 +276,45 @@ fn completed_checkpoint_rewrites_only_its_container() {
         Some("nginx")
     );
 }
+
+#[test]
+fn a_workload_controllers_pod_is_checked_as_its_service_account() {
+    use k8s_openapi::api::authentication::v1::UserInfo;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    let user = |name: &str| UserInfo {
+        username: Some(name.into()),
+        groups: Some(vec!["devs".into()]),
+        ..UserInfo::default()
+    };
+    let mut owned = restore_pod(Some("cc"));
+    owned.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        name: "app-5d4f".into(),
+        uid: "uid-rs".into(),
+        controller: Some(true),
+        ..OwnerReference::default()
+    }]);
+    let checked = |who: &str, pod: &Pod| reader(&user(who), pod, "default").username.unwrap();
+
+    // People are checked as themselves, owner references or not.
+    assert_eq!(checked("alice", &owned), "alice");
+    assert_eq!(reader(&user("alice"), &owned, "default"), user("alice"));
+    // A controller's bare pod: the controller itself.
+    let rs = "system:serviceaccount:kube-system:replicaset-controller";
+    assert_eq!(checked(rs, &restore_pod(Some("cc"))), rs);
+    // A workload's pod: its ServiceAccount, `default` when unnamed.
+    assert_eq!(checked(rs, &owned), "system:serviceaccount:default:default");
+    owned.spec.as_mut().unwrap().service_account_name = Some("restorer".into());
+    let as_account = reader(&user("system:kube-controller-manager"), &owned, "default");
+    assert_eq!(
+        as_account.username.as_deref(),
+        Some("system:serviceaccount:default:restorer")
+    );
+    assert!(
+        as_account
+            .groups
+            .unwrap()
+            .contains(&"system:serviceaccounts:default".to_owned())
+    );
+}
