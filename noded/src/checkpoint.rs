@@ -17,6 +17,7 @@ use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::push::{PushError, Pusher};
 use crate::store::{ArchiveKey, CheckpointDir};
+use tokio::sync::Semaphore;
 
 /// What to checkpoint, from one Content.
 #[derive(Clone, Debug)]
@@ -111,8 +112,14 @@ pub struct Checkpointer<R> {
     /// Serialises checkpoints of the same container: duplicate requests queue instead of racing
     /// inside the runtime.
     locks: KeyedLocks,
+    /// Bounds the CRIU dumps running at once on this node: each freezes a container and writes
+    /// its memory, and many at once contend for CPU and disk until dumps fail.
+    dumps: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
 }
+
+/// CRIU dumps at once on a node unless configured otherwise (`--max-concurrent-dumps`).
+pub const DEFAULT_CONCURRENT_DUMPS: usize = 2;
 
 impl<R: Runtime> Checkpointer<R> {
     pub fn new(runtime: R, dir: CheckpointDir, layout: Arc<ImageLayout>, registry: String) -> Self {
@@ -123,8 +130,15 @@ impl<R: Runtime> Checkpointer<R> {
             registry,
             pusher: None,
             locks: KeyedLocks::default(),
+            dumps: Arc::new(Semaphore::new(DEFAULT_CONCURRENT_DUMPS)),
             metrics: Arc::default(),
         }
+    }
+
+    /// At most `dumps` CRI CheckpointContainer calls at once (at least one).
+    pub fn with_concurrent_dumps(mut self, dumps: usize) -> Self {
+        self.dumps = Arc::new(Semaphore::new(dumps.max(1)));
+        self
     }
 
     /// Records checkpoints in `metrics` (the daemon's registry).
@@ -198,12 +212,17 @@ impl<R: Runtime> Checkpointer<R> {
         container_id: String,
     ) -> Result<(Artifact, Descriptor), Failure> {
         let partial = self.dir.partial_path(&job.key);
-        let called = Instant::now();
-        let written = self
-            .runtime
-            .checkpoint_container(&container_id, &partial, job.timeout)
-            .await;
-        self.metrics.cri_call(called.elapsed().as_secs_f64());
+        let written = {
+            // Never closed, so acquiring only waits.
+            let _dump = self.dumps.acquire().await.ok();
+            let called = Instant::now();
+            let written = self
+                .runtime
+                .checkpoint_container(&container_id, &partial, job.timeout)
+                .await;
+            self.metrics.cri_call(called.elapsed().as_secs_f64());
+            written
+        };
         if let Err(e) = written {
             self.dir.remove(&job.key).map_err(Failure::Store)?;
             return Err(e.into());

@@ -71,6 +71,14 @@ struct Args {
     /// Registry host that checkpoint image references name (the node-local registry).
     #[arg(long, env = "IMAGE_REGISTRY", default_value = "localhost:5050")]
     image_registry: String,
+    /// CRIU dumps (CRI CheckpointContainer calls) running at once on this node, 1 to 64.
+    #[arg(
+        long,
+        env = "MAX_CONCURRENT_DUMPS",
+        default_value_t = checkpoint::DEFAULT_CONCURRENT_DUMPS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64)
+    )]
+    max_concurrent_dumps: usize,
     /// Checkpoint timeout when a request sets none, in seconds (1 to 3600, a request's bounds).
     #[arg(
         long,
@@ -255,6 +263,7 @@ async fn main() -> anyhow::Result<()> {
         client.clone(),
         Checkpointer::new(cri, dir, layout, args.image_registry.clone())
             .with_pusher(pusher)
+            .with_concurrent_dumps(args.max_concurrent_dumps)
             .with_metrics(metrics),
         Duration::from_secs(args.default_timeout_seconds),
         prerequisites,

@@ -343,3 +343,56 @@ fn failures_map_to_a_fixed_set_of_reasons() {
         "NotRunning"
     );
 }
+
+/// Six checkpoints of six containers at once: with a limit of two, never more than two dumps
+/// run together; without one, they all do.
+#[tokio::test(flavor = "multi_thread")]
+async fn dumps_at_once_stay_within_the_limit() {
+    let pods: Vec<String> = (0..6).map(|i| format!("app{i}")).collect();
+    let runtime = || FakeRuntime {
+        containers: pods
+            .iter()
+            .map(|p| {
+                crate::testing::container(
+                    &format!("c-{p}"),
+                    api::ContainerState::ContainerRunning,
+                    1,
+                    ["default", p, &format!("uid-{p}"), "counter"],
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let jobs: Vec<(String, String)> = pods
+        .iter()
+        .map(|p| (format!("ck-{p}"), format!("uid-{p}")))
+        .collect();
+    for (limit, expected) in [(2, 2), (6, 6)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let fake = runtime();
+        let most = fake.most_in_flight.clone();
+        let c = checkpointer(fake, tmp.path()).with_concurrent_dumps(limit);
+        let taken = futures::future::join_all(pods.iter().zip(&jobs).map(|(pod, (name, uid))| {
+            let job = Job {
+                name,
+                key: ArchiveKey {
+                    namespace: "default",
+                    pod,
+                    container: "counter",
+                    uid: name,
+                },
+                pod_uid: uid,
+                timeout: Duration::from_secs(42),
+            };
+            let c = &c;
+            async move { c.take(&job).await }
+        }))
+        .await;
+        assert!(taken.iter().all(Result::is_ok), "{taken:?}");
+        assert_eq!(
+            most.load(std::sync::atomic::Ordering::SeqCst),
+            expected,
+            "limit {limit}"
+        );
+    }
+}

@@ -112,6 +112,9 @@ pub struct FakeRuntime {
     /// CheckpointContainer succeeds without writing an archive.
     pub write_nothing: bool,
     pub calls: Arc<Mutex<Vec<(String, PathBuf, Duration)>>>,
+    /// CheckpointContainer calls running now, and the most that ever ran at once.
+    pub in_flight: Arc<AtomicUsize>,
+    pub most_in_flight: Arc<AtomicUsize>,
     pub images: Arc<Mutex<HashSet<String>>>,
     pub pulls: Arc<Mutex<Vec<String>>>,
     pub fail_pulls: bool,
@@ -162,6 +165,11 @@ impl Runtime for FakeRuntime {
             .lock()
             .unwrap()
             .push((id.into(), location.into(), timeout));
+        // A dump takes a moment, so calls that may run together do.
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         if let Some(fail) = self.fail_with {
             std::fs::write(location, b"half an archive").unwrap();
             return Err(fail());
