@@ -93,11 +93,7 @@ async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
         Verdict::ResetMarker(ops) => {
             response = match with_patch(response, Value::Array(ops)) {
                 Ok(patched) => patched,
-                Err(error) => {
-                    warn!(%error, "building the admission patch failed");
-                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"))
-                        .into_response();
-                }
+                Err(failed) => return *failed,
             };
             info!(
                 pod,
@@ -108,11 +104,7 @@ async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
         Verdict::Restore(restore) => {
             response = match with_patch(response, restore.patch) {
                 Ok(patched) => patched,
-                Err(error) => {
-                    warn!(%error, "building the admission patch failed");
-                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"))
-                        .into_response();
-                }
+                Err(failed) => return *failed,
             };
             info!(
                 pod, namespace, user,
@@ -150,11 +142,19 @@ async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
     }
 }
 
-/// `response` with the JSON patch `patch` (an array of operations, as
-/// [`admission::decide`] makes it).
-fn with_patch(response: AdmissionResponse, patch: Value) -> Result<AdmissionResponse, String> {
-    let patch = serde_json::from_value(patch).map_err(|e| format!("invalid JSON patch: {e}"))?;
-    response.with_patch(patch).map_err(|e| e.to_string())
+/// `response` with the JSON patch `patch` (an array of operations, as [`admission::decide`]
+/// or [`guard::marker_reset`] make it), or the 500 answer, logged, if it cannot be built.
+fn with_patch(
+    response: AdmissionResponse,
+    patch: Value,
+) -> Result<AdmissionResponse, Box<Response>> {
+    serde_json::from_value(patch)
+        .map_err(|e| format!("invalid JSON patch: {e}"))
+        .and_then(|patch| response.with_patch(patch).map_err(|e| e.to_string()))
+        .map_err(|error| {
+            warn!(%error, "building the admission patch failed");
+            Box::new((StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response())
+        })
 }
 
 /// Decides one request: no checkpoint image the webhook did not write, then (on create) the
