@@ -62,6 +62,13 @@ pub fn noded_lease_name(node: &str) -> String {
 /// it), so noded's right to write Leases reaches no one else's.
 pub const DEFAULT_LEASE_NAMESPACE: &str = "checkpoint-node-leases";
 
+/// Audience of the pod-bound ServiceAccount tokens the kubelet hands our credential provider
+/// for pulls from the node-local registry; the registry admits no other token.
+pub const REGISTRY_AUDIENCE: &str = "checkpointing.zacchaeuschok.github.io/registry";
+
+/// Audience of the token one noded presents to another's peer server.
+pub const PEER_AUDIENCE: &str = "checkpointing.zacchaeuschok.github.io/peer";
+
 /// Longest RFC 1123 label (namespace, container name).
 pub const DNS_LABEL_MAX: usize = 63;
 /// Longest RFC 1123 subdomain (pod, node and most object names).

@@ -48,6 +48,7 @@ DOCKER_HUB_HOST=registry-1.docker.io
 SERVICE_CIDR=10.0.0.0/24
 CLUSTER_CIDR=10.88.0.0/16
 CONTROLLER_NAMESPACE=external-checkpointer-system  # deploy/'s namespace for the controller
+CREDENTIAL_PROVIDER_DIR=/usr/local/libexec/kubernetes/credential-providers # in every node
 CGROUP_NAME=ckpt-testbed # each kubelet's cgroupRoot is /ckpt-testbed/<node> in every hierarchy
 
 # Paths inside every node (see files/node-init.sh and prepare_node_root in `up`).
@@ -242,7 +243,7 @@ agent_cmd() {
   case $name in
     containerd) line="$NODE_BIN/containerd --config /etc/containerd/config.toml" ;;
     crio) line="$NODE_BIN/crio" ;;
-    kubelet) line="$NODE_BIN/kubelet --config=/etc/kubernetes/kubelet.yaml --kubeconfig=/etc/kubernetes/kubelet.kubeconfig --hostname-override=$node --node-ip=$(node_ip "$node")" ;;
+    kubelet) line="$NODE_BIN/kubelet --config=/etc/kubernetes/kubelet.yaml --kubeconfig=/etc/kubernetes/kubelet.kubeconfig --hostname-override=$node --node-ip=$(node_ip "$node") --image-credential-provider-config=/etc/kubernetes/credential-provider.yaml --image-credential-provider-bin-dir=$CREDENTIAL_PROVIDER_DIR" ;;
     kube-proxy) line="$NODE_BIN/kube-proxy --config=/etc/kubernetes/kube-proxy.yaml" ;;
     *) return 1 ;;
   esac

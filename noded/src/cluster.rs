@@ -1,5 +1,5 @@
 //! The cluster seam of the registry and the peer server: what they ask the API server (a
-//! Content, a node's address, a TokenReview, the live Contents). A trait, so tests run without
+//! Content, a node's address, a TokenReview, a puller's pod, the live Contents). A trait, so tests run without
 //! a cluster.
 
 use std::collections::HashSet;
@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use checkpointing::crd::ContainerCheckpointContent;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 
 /// What the registry and the peer server ask the API server.
@@ -25,11 +25,19 @@ pub trait Cluster: Send + Sync + 'static {
         node: &str,
     ) -> impl Future<Output = Result<Option<IpAddr>, kube::Error>> + Send;
 
-    /// A `TokenReview` of `token`.
+    /// A `TokenReview` of `token` for `audience`.
     fn review_token(
         &self,
         token: &str,
+        audience: &str,
     ) -> impl Future<Output = Result<TokenReviewStatus, kube::Error>> + Send;
+
+    /// The pod a registry token is bound to.
+    fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Pod>, kube::Error>> + Send;
 
     /// UIDs of every Content in the cluster.
     fn content_uids(&self) -> impl Future<Output = Result<HashSet<String>, kube::Error>> + Send;
@@ -53,11 +61,15 @@ impl Cluster for KubeCluster {
         Ok(node.as_ref().and_then(internal_ip))
     }
 
-    async fn review_token(&self, token: &str) -> Result<TokenReviewStatus, kube::Error> {
+    async fn review_token(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<TokenReviewStatus, kube::Error> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_owned()),
-                ..Default::default()
+                audiences: Some(vec![audience.to_owned()]),
             },
             ..Default::default()
         };
@@ -65,6 +77,12 @@ impl Cluster for KubeCluster {
             .create(&PostParams::default(), &review)
             .await?;
         Ok(done.status.unwrap_or_default())
+    }
+
+    async fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, kube::Error> {
+        Api::namespaced(self.0.clone(), namespace)
+            .get_opt(name)
+            .await
     }
 
     async fn content_uids(&self) -> Result<HashSet<String>, kube::Error> {

@@ -40,7 +40,8 @@ use kube::runtime::{Controller, watcher};
 use crate::checkpoint::Checkpointer;
 use crate::cluster::KubeCluster;
 use crate::reconcile::Context;
-use crate::registry::peer::{Auth, PeerClient};
+use crate::registry::PeerAuth;
+use crate::registry::peer::PeerClient;
 use crate::registry::{Mode, Registry};
 use crate::store::CheckpointDir;
 
@@ -104,12 +105,13 @@ struct Args {
     /// Address the peer server listens on.
     #[arg(long, env = "PEER_BIND_ADDR", default_value = "0.0.0.0")]
     peer_bind_addr: IpAddr,
-    /// ServiceAccount token presented to peers (re-read for every fetch: projected tokens
-    /// rotate).
+    /// ServiceAccount token presented to peers, projected for the peer audience
+    /// (`checkpointing.zacchaeuschok.github.io/peer`): peers accept no other, so the API token
+    /// never leaves the node. Re-read for every fetch: projected tokens rotate.
     #[arg(
         long,
         env = "PEER_TOKEN_FILE",
-        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        default_value = "/var/run/secrets/checkpointing/peer-token"
     )]
     peer_token_file: PathBuf,
     /// Users (as a TokenReview names them) allowed to fetch from the peer server, comma-separated.
@@ -202,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
             KubeCluster(client.clone()),
             args.node_name.clone(),
             PeerClient::new(args.peer_port, args.peer_token_file.clone()),
-            Auth::new(args.peer_allowed_users.clone()),
+            PeerAuth::new(args.peer_allowed_users.clone()),
         )
         .with_metrics(metrics.clone()),
     );

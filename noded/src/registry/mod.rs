@@ -1,7 +1,8 @@
 //! The node-local registry: a read-only OCI distribution API over the node-local image layout.
 //!
 //! The runtime on this node pulls `localhost:5050/<namespace>/<name>@<digest>` from it, where
-//! `<namespace>/<name>` is a ContainerCheckpointContent and the layout tag is the Content's UID.
+//! `<namespace>/<name>` is a ContainerCheckpointContent and the layout tag is the Content's UID,
+//! with the credentials the kubelet got for the pod from our credential provider ([`auth`]).
 //! When the image lives on another node, the registry fetches it from that node's noded first
 //! (see [`peer`]) and keeps it. Before it answers a manifest request it makes sure the
 //! runtime holds the checkpoint's base image: CRI-O never pulls it itself.
@@ -32,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::recent::Recent;
 use crate::restore::{Restore, RestoreError};
 
+mod auth;
 pub mod peer;
 mod problem;
 mod resolve;
@@ -40,9 +42,11 @@ mod serve;
 #[cfg(test)]
 mod tests;
 
-use peer::{Auth, PeerClient};
+pub use auth::PeerAuth;
+use auth::{PullAuth, Puller};
+use peer::PeerClient;
 use problem::{API_VERSION, Problem};
-use resolve::{LATEST, Source, source, tag_of, wanted_digest};
+use resolve::{Source, ready_image, source, tag_of, wanted_digest};
 use route::{Reference, Repo, Route, route};
 pub use serve::{router, serve};
 
@@ -67,7 +71,8 @@ pub struct Registry<R, C> {
     /// This node's name.
     pub node: String,
     pub peers: PeerClient,
-    pub auth: Auth,
+    pub peer_auth: PeerAuth,
+    pull_auth: PullAuth,
     /// One fetch per image, however many requests ask at once.
     locks: KeyedLocks,
     /// The Content each manifest request looked up, by repository: the blob requests that
@@ -90,7 +95,7 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         cluster: C,
         node: String,
         peers: PeerClient,
-        auth: Auth,
+        peer_auth: PeerAuth,
     ) -> Self {
         Self {
             layout,
@@ -98,7 +103,8 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             cluster,
             node,
             peers,
-            auth,
+            peer_auth,
+            pull_auth: PullAuth::default(),
             locks: KeyedLocks::default(),
             resolved: Recent::new(RESOLVED_TTL),
             metrics: Arc::default(),
@@ -159,12 +165,20 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         if method != Method::GET && method != Method::HEAD {
             return Err(Problem::Unsupported);
         }
-        if mode == Mode::Peer {
-            // Before anything else: an unauthenticated caller learns nothing, not even names.
-            self.auth
-                .check(&self.cluster, headers.get(header::AUTHORIZATION))
-                .await?;
-        }
+        // Before anything else: an unauthenticated caller learns nothing, not even names.
+        let authorization = headers.get(header::AUTHORIZATION);
+        let puller = match mode {
+            Mode::Peer => {
+                self.peer_auth.check(&self.cluster, authorization).await?;
+                None
+            }
+            Mode::Local => Some(
+                self.pull_auth
+                    .authenticate(&self.cluster, authorization, &self.node)
+                    .await?,
+            ),
+        };
+        let puller = puller.as_ref();
         let head = method == Method::HEAD;
         match route(path)
             .ok_or_else(|| Problem::BadPath(format!("{path:?} is not a registry path")))?
@@ -180,21 +194,21 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                 },
             )),
             Route::Manifest { repo, reference } => {
-                self.manifest(mode, &repo, &reference, head).await
+                self.manifest(mode, puller, &repo, &reference, head).await
             }
-            Route::Blob { repo, digest } => self.blob(mode, &repo, &digest, head).await,
+            Route::Blob { repo, digest } => self.blob(mode, puller, &repo, &digest, head).await,
         }
     }
 
     async fn manifest(
         &self,
         mode: Mode,
+        puller: Option<&Puller>,
         repo: &Repo,
         reference: &Reference,
         head: bool,
     ) -> Result<Response, Problem> {
-        let content = self.content(repo).await?;
-        self.resolved.put(repo.to_string(), content.clone());
+        let content = self.readable(puller, repo, None).await?;
         let digest = wanted_digest(&content, reference)
             .map_err(|e| Problem::ManifestUnknown(e.to_string()))?;
         let image = self.local_image(mode, repo, &content, &digest).await?;
@@ -225,16 +239,18 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
     async fn blob(
         &self,
         mode: Mode,
+        puller: Option<&Puller>,
         repo: &Repo,
         digest: &str,
         head: bool,
     ) -> Result<Response, Problem> {
-        let content = match self.resolved.get(&repo.to_string()) {
-            Some(content) => content,
-            None => self.content(repo).await?,
-        };
-        let manifest_digest = wanted_digest(&content, &Reference::Tag(LATEST.into()))
-            .map_err(|e| Problem::BlobUnknown(e.to_string()))?;
+        let content = self
+            .readable(puller, repo, self.resolved.get(&repo.to_string()))
+            .await?;
+        let manifest_digest = ready_image(&content)
+            .map_err(|e| Problem::BlobUnknown(e.to_string()))?
+            .1
+            .to_owned();
         let image = self
             .local_image(mode, repo, &content, &manifest_digest)
             .await?;
@@ -266,6 +282,35 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             Body::from_stream(ReaderStream::with_capacity(file, 256 << 10))
         };
         Ok(respond("application/octet-stream", Some(digest), len, body))
+    }
+
+    /// The Content of `repo` (`known` when just looked up), once `puller`, when the runtime
+    /// pulls for one, may read its image.
+    async fn readable(
+        &self,
+        puller: Option<&Puller>,
+        repo: &Repo,
+        known: Option<Arc<ContainerCheckpointContent>>,
+    ) -> Result<Arc<ContainerCheckpointContent>, Problem> {
+        if let Some(puller) = puller {
+            self.pull_auth.admit_namespace(puller, &repo.namespace)?;
+        }
+        let content = match known {
+            Some(content) => content,
+            None => {
+                let content = self.content(repo).await?;
+                self.resolved.put(repo.to_string(), content.clone());
+                content
+            }
+        };
+        if let Some(puller) = puller {
+            let (image, _) =
+                ready_image(&content).map_err(|e| Problem::ManifestUnknown(e.to_string()))?;
+            self.pull_auth
+                .authorize(&self.cluster, puller, &self.node, image)
+                .await?;
+        }
+        Ok(content)
     }
 
     async fn content(&self, repo: &Repo) -> Result<Arc<ContainerCheckpointContent>, Problem> {

@@ -1,10 +1,7 @@
-//! Node-to-node transfer of checkpoint images.
-//!
-//! Server side: [`Auth`] admits a request to the peer server only with a ServiceAccount token
-//! that a `TokenReview` authenticates as one of the allowed users (positive reviews are cached
-//! for a minute). Client side: [`PeerClient`] fetches an image from the noded holding it,
-//! verifying every blob's size and digest while streaming it into the layout's ingest
-//! directory, and imports it under the image's tag only when all of it verified.
+//! Node-to-node transfer of checkpoint images: [`PeerClient`] fetches an image from the noded
+//! holding it (whose peer server admits it by [`super::auth::PeerAuth`]), verifying every
+//! blob's size and digest while streaming it into the layout's ingest directory, and imports it
+//! under the image's tag only when all of it verified.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,106 +9,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{Request, Response, StatusCode, header};
 use bytes::Bytes;
 use checkpointing::digest::{Mismatch, Verifier, sha256_hex};
 use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE, OciError};
-use k8s_openapi::api::authentication::v1::TokenReviewStatus;
 use oci_spec::image::{DigestAlgorithm, ImageManifest};
 use tokio::io::AsyncWriteExt;
 
-use super::problem::Problem;
 use super::route::Repo;
-use crate::cluster::Cluster;
-use crate::error::error_chain;
 use crate::http::{self, HttpClient, ReadError, SendError};
-use crate::recent::Recent;
 
-/// How long a positive TokenReview is trusted.
-const REVIEW_TTL: Duration = Duration::from_secs(60);
 /// Manifests are small; a peer sending more is broken or hostile.
 const MAX_MANIFEST: usize = 4 << 20;
-
-// ---------------------------------------------------------------- authentication (server)
-
-/// Why a peer request is refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Denied {
-    #[error("no bearer token")]
-    NoToken,
-    #[error("the token is not authenticated{}", .0.as_deref().map(|e| format!(": {e}")).unwrap_or_default())]
-    NotAuthenticated(Option<String>),
-    #[error("user {0:?} may not fetch checkpoint images")]
-    NotAllowed(String),
-}
-
-/// The token of an `Authorization: Bearer <token>` header.
-pub fn bearer(value: Option<&HeaderValue>) -> Result<&str, Denied> {
-    let value = value.and_then(|v| v.to_str().ok()).ok_or(Denied::NoToken)?;
-    let (scheme, token) = value.split_once(' ').ok_or(Denied::NoToken)?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(Denied::NoToken);
-    }
-    Ok(token)
-}
-
-/// Admits the reviewed token when the API server authenticated it as one of `allowed`.
-/// Returns the username.
-pub fn decide(status: &TokenReviewStatus, allowed: &[String]) -> Result<String, Denied> {
-    if status.authenticated != Some(true) {
-        return Err(Denied::NotAuthenticated(status.error.clone()));
-    }
-    let user = status
-        .user
-        .as_ref()
-        .and_then(|u| u.username.clone())
-        .unwrap_or_default();
-    if allowed.iter().any(|a| a == &user) {
-        Ok(user)
-    } else {
-        Err(Denied::NotAllowed(user))
-    }
-}
-
-/// The peer server's gate: TokenReview, allowed users, a short cache of positive reviews (by
-/// the token's hash; tokens themselves are not kept).
-pub struct Auth {
-    allowed: Vec<String>,
-    /// Positive reviews, by the token's hash.
-    reviewed: Recent<()>,
-}
-
-impl Auth {
-    pub fn new(allowed: Vec<String>) -> Self {
-        Self {
-            allowed,
-            reviewed: Recent::new(REVIEW_TTL),
-        }
-    }
-
-    pub async fn check<C: Cluster>(
-        &self,
-        cluster: &C,
-        authorization: Option<&HeaderValue>,
-    ) -> Result<(), Problem> {
-        let denied = |d: Denied| Problem::Unauthorized(d.to_string());
-        let token = bearer(authorization).map_err(denied)?;
-        let key = sha256_hex(token.as_bytes());
-        if self.reviewed.get(&key).is_some() {
-            return Ok(());
-        }
-        let status = cluster.review_token(token).await.map_err(|e| {
-            Problem::Unavailable(format!("reviewing the peer's token: {}", error_chain(&e)))
-        })?;
-        let user = decide(&status, &self.allowed).map_err(denied)?;
-        tracing::debug!(%user, "peer authenticated");
-        self.reviewed.put(key, ());
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------- fetching (client)
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -378,70 +287,5 @@ impl PeerClient {
         verifier.finish().map_err(verify)?;
         file.sync_all().await.map_err(io)?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::NODED;
-    use k8s_openapi::api::authentication::v1::UserInfo;
-
-    fn reviewed(authenticated: Option<bool>, user: &str) -> TokenReviewStatus {
-        TokenReviewStatus {
-            authenticated,
-            user: Some(UserInfo {
-                username: Some(user.into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn only_authenticated_allowed_users_get_in() {
-        let allowed = vec![NODED.to_owned()];
-        assert_eq!(
-            decide(&reviewed(Some(true), NODED), &allowed),
-            Ok(NODED.into())
-        );
-        assert_eq!(
-            decide(
-                &reviewed(Some(true), "system:serviceaccount:default:default"),
-                &allowed
-            ),
-            Err(Denied::NotAllowed(
-                "system:serviceaccount:default:default".into()
-            ))
-        );
-        assert!(matches!(
-            decide(&reviewed(Some(false), NODED), &allowed),
-            Err(Denied::NotAuthenticated(_))
-        ));
-        assert!(matches!(
-            decide(&reviewed(None, NODED), &allowed),
-            Err(Denied::NotAuthenticated(_))
-        ));
-        let mut with_error = reviewed(Some(false), "");
-        with_error.error = Some("token expired".into());
-        assert_eq!(
-            decide(&with_error, &allowed).unwrap_err().to_string(),
-            "the token is not authenticated: token expired"
-        );
-        assert!(matches!(
-            decide(&TokenReviewStatus::default(), &allowed),
-            Err(Denied::NotAuthenticated(None))
-        ));
-    }
-
-    #[test]
-    fn bearer_tokens_are_read_from_the_header() {
-        let h = |s: &'static str| HeaderValue::from_static(s);
-        assert_eq!(bearer(Some(&h("Bearer abc.def"))), Ok("abc.def"));
-        assert_eq!(bearer(Some(&h("bearer  abc "))), Ok("abc"));
-        assert_eq!(bearer(None), Err(Denied::NoToken));
-        assert_eq!(bearer(Some(&h("Basic dXNlcjpwdw=="))), Err(Denied::NoToken));
-        assert_eq!(bearer(Some(&h("Bearer "))), Err(Denied::NoToken));
-        assert_eq!(bearer(Some(&h("Bearer"))), Err(Denied::NoToken));
     }
 }

@@ -16,8 +16,12 @@ pub enum Problem {
     BadPath(String),
     #[error("only GET and HEAD are served")]
     Unsupported,
+    /// No or unproven credentials; `scheme` is the one to answer with (Basic or Bearer).
+    #[error("{why}")]
+    Unauthorized { scheme: &'static str, why: String },
+    /// Proven credentials that may not have what they ask for.
     #[error("{0}")]
-    Unauthorized(String),
+    Forbidden(String),
     #[error("{0}")]
     NameUnknown(String),
     #[error("{0}")]
@@ -39,7 +43,8 @@ impl Problem {
         match self {
             Self::BadPath(_) => (StatusCode::NOT_FOUND, "NAME_INVALID"),
             Self::Unsupported => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            Self::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "DENIED"),
             Self::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             Self::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             Self::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
@@ -63,6 +68,12 @@ impl From<OciError> for Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let (status, code) = self.status();
+        let challenge = match &self {
+            Self::Unauthorized { scheme, .. } => {
+                HeaderValue::from_str(&format!("{scheme} realm=\"checkpoint-noded\"")).ok()
+            }
+            _ => None,
+        };
         let body = serde_json::json!({
             "errors": [{"code": code, "message": self.to_string(), "detail": null}]
         })
@@ -79,11 +90,10 @@ impl IntoResponse for Problem {
             body,
         )
             .into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"checkpoint-noded\""),
-            );
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

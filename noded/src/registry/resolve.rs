@@ -6,9 +6,6 @@ use checkpointing::names::parse_digest;
 
 use super::route::Reference;
 
-/// The one tag besides the Content UID a repository answers to.
-pub const LATEST: &str = "latest";
-
 /// Why a repository has no image to serve.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Unavailable {
@@ -24,6 +21,10 @@ pub enum Unavailable {
     Lost { repo: String, node: String },
     #[error("checkpoint {0} names no node")]
     NoNode(String),
+    #[error(
+        "checkpoint images are served by digest only, not by tag {tag:?} (the checkpoint's status.image names the digest)"
+    )]
+    Tag { tag: String },
 }
 
 fn repo_of(content: &ContainerCheckpointContent) -> String {
@@ -39,37 +40,39 @@ pub fn tag_of(content: &ContainerCheckpointContent) -> &str {
     content.metadata.uid.as_deref().unwrap_or_default()
 }
 
+/// The image reference and manifest digest of a Content whose image is ready.
+pub fn ready_image(content: &ContainerCheckpointContent) -> Result<(&str, &str), Unavailable> {
+    let not_ready = || Unavailable::NotReady(repo_of(content));
+    let image = content
+        .status
+        .as_ref()
+        .filter(|s| s.ready)
+        .and_then(|s| s.image.as_deref())
+        .ok_or_else(not_ready)?;
+    let digest = image
+        .rsplit_once('@')
+        .and_then(|(_, d)| parse_digest(d))
+        .ok_or_else(not_ready)?;
+    Ok((image, digest))
+}
+
 /// The manifest digest a request for `reference` in `content`'s repository may be answered
-/// with: the one in the Content's `status.image`, asked for by that digest, by the Content's UID
-/// or as `latest`.
+/// with: the one in the Content's `status.image`, asked for by that digest. Never by tag: the
+/// restore webhook admits a pod for exactly one digest, and a tag says nothing about which.
 pub fn wanted_digest(
     content: &ContainerCheckpointContent,
     reference: &Reference,
 ) -> Result<String, Unavailable> {
-    let repo = repo_of(content);
-    let status = content.status.as_ref();
-    let image = status
-        .filter(|s| s.ready)
-        .and_then(|s| s.image.as_deref())
-        .ok_or_else(|| Unavailable::NotReady(repo.clone()))?;
-    let digest = image
-        .rsplit_once('@')
-        .and_then(|(_, d)| parse_digest(d))
-        .ok_or_else(|| Unavailable::NotReady(repo.clone()))?;
-    let matches = match reference {
-        Reference::Digest(d) => d == digest,
-        Reference::Tag(t) => t == LATEST || (t == tag_of(content) && !t.is_empty()),
-    };
-    if !matches {
-        return Err(Unavailable::OtherReference {
-            repo,
+    let (image, digest) = ready_image(content)?;
+    match reference {
+        Reference::Digest(d) if d == digest => Ok(digest.to_owned()),
+        Reference::Digest(d) => Err(Unavailable::OtherReference {
+            repo: repo_of(content),
             image: image.to_owned(),
-            wanted: match reference {
-                Reference::Digest(d) | Reference::Tag(d) => d.clone(),
-            },
-        });
+            wanted: d.clone(),
+        }),
+        Reference::Tag(tag) => Err(Unavailable::Tag { tag: tag.clone() }),
     }
-    Ok(digest.to_owned())
 }
 
 /// Where an image comes from.
@@ -108,29 +111,32 @@ mod tests {
     use crate::testing::{content, digest};
 
     #[test]
-    fn only_the_checkpoints_own_digest_is_wanted() {
+    fn only_the_checkpoints_own_digest_is_wanted_never_a_tag() {
         let image = format!("localhost:5050/default/cp@{}", digest('a'));
-        let c = content("node1", Some(image));
-        let ok = Ok(digest('a'));
-        assert_eq!(wanted_digest(&c, &Reference::Digest(digest('a'))), ok);
-        assert_eq!(wanted_digest(&c, &Reference::Tag("latest".into())), ok);
-        assert_eq!(wanted_digest(&c, &Reference::Tag("uid-1".into())), ok);
+        let c = content("node1", Some(image.clone()));
+        assert_eq!(
+            wanted_digest(&c, &Reference::Digest(digest('a'))),
+            Ok(digest('a'))
+        );
+        assert_eq!(ready_image(&c), Ok((image.as_str(), digest('a').as_str())));
         assert!(matches!(
             wanted_digest(&c, &Reference::Digest(digest('b'))),
             Err(Unavailable::OtherReference { .. })
         ));
-        assert!(matches!(
-            wanted_digest(&c, &Reference::Tag("v1".into())),
-            Err(Unavailable::OtherReference { .. })
-        ));
+        for tag in ["latest", "uid-1", "v1"] {
+            assert_eq!(
+                wanted_digest(&c, &Reference::Tag(tag.into())),
+                Err(Unavailable::Tag { tag: tag.into() })
+            );
+        }
         let pending = content("node1", None);
         assert_eq!(
-            wanted_digest(&pending, &Reference::Tag("latest".into())),
+            wanted_digest(&pending, &Reference::Digest(digest('a'))),
             Err(Unavailable::NotReady("default/cp".into()))
         );
         let garbled = content("node1", Some("localhost:5050/default/cp:latest".into()));
         assert!(matches!(
-            wanted_digest(&garbled, &Reference::Tag("latest".into())),
+            ready_image(&garbled),
             Err(Unavailable::NotReady(_))
         ));
     }

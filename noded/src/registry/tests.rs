@@ -15,9 +15,16 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::*;
-use crate::testing::{FakeCluster, FakeRuntime, GOOD_TOKEN, NODED, archive_bytes, content, digest};
+use checkpointing::names::REGISTRY_AUDIENCE;
+
+use crate::testing::{
+    FakeCluster, FakeRuntime, GOOD_TOKEN, NODED, archive_bytes, content, digest, pod, pod_token,
+};
 
 const BASE: &str = "docker.io/library/busybox@sha256:00";
+/// What the kubelet hands the runtime for the restore pod on node1 and on node2.
+const PULL1: &str = "pull-token-node1";
+const PULL2: &str = "pull-token-node2";
 
 // ------------------------------------------------------------ two nodes over real sockets
 
@@ -45,7 +52,7 @@ async fn start(
         cluster,
         node.into(),
         PeerClient::new(peer_port, token_file),
-        Auth::new(vec![NODED.into()]),
+        PeerAuth::new(vec![NODED.into()]),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = futures::future::FutureExt::shared(async move {
@@ -111,10 +118,25 @@ async fn two_nodes(payload: &[u8]) -> Cluster2 {
     std::fs::write(&token, format!("{GOOD_TOKEN}\n")).unwrap();
 
     let mut cluster = FakeCluster::default();
-    cluster.contents.lock().unwrap().push(content(
-        "node1",
-        Some(format!("localhost:5050/default/cp@{digest}")),
-    ));
+    let image = format!("localhost:5050/default/cp@{digest}");
+    cluster
+        .contents
+        .lock()
+        .unwrap()
+        .push(content("node1", Some(image.clone())));
+    // On each node a pod the restore webhook admitted, and its pull credential.
+    for (node, token) in [("node1", PULL1), ("node2", PULL2)] {
+        let (name, uid) = (format!("restore-{node}"), format!("uid-{node}"));
+        cluster
+            .pods
+            .lock()
+            .unwrap()
+            .push(pod("default", &name, &uid, node, &image));
+        cluster.tokens.lock().unwrap().insert(
+            token.into(),
+            pod_token("default", &name, &uid, node, REGISTRY_AUDIENCE),
+        );
+    }
     cluster
         .nodes
         .insert("node1".into(), Ipv4Addr::LOCALHOST.into());
@@ -137,14 +159,26 @@ struct Answer {
     body: Bytes,
 }
 
-async fn request(method: Method, addr: SocketAddr, path: &str, token: Option<&str>) -> Answer {
+/// Credentials a request carries.
+#[derive(Clone, Copy, Debug)]
+enum Cred<'a> {
+    None,
+    /// A peer's token.
+    Bearer(&'a str),
+    /// A pull credential as the runtime sends it.
+    Basic(&'a str),
+}
+
+async fn request(method: Method, addr: SocketAddr, path: &str, cred: Cred<'_>) -> Answer {
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let mut req = axum::http::Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"));
-    if let Some(token) = token {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    match cred {
+        Cred::None => {}
+        Cred::Bearer(token) => req = req.header(header::AUTHORIZATION, format!("Bearer {token}")),
+        Cred::Basic(token) => req = req.header(header::AUTHORIZATION, basic(token)),
     }
     let response = client
         .request(req.body(Empty::new()).unwrap())
@@ -160,8 +194,18 @@ async fn request(method: Method, addr: SocketAddr, path: &str, token: Option<&st
     }
 }
 
+/// `Authorization` of a runtime pulling with `token` as the password.
+fn basic(token: &str) -> HeaderValue {
+    let pair = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("kubelet:{token}"),
+    );
+    HeaderValue::from_str(&format!("Basic {pair}")).unwrap()
+}
+
+/// A GET as the runtime pulling for the admitted pod on node2 sends it.
 async fn get(addr: SocketAddr, path: &str) -> Answer {
-    request(Method::GET, addr, path, None).await
+    request(Method::GET, addr, path, Cred::Basic(PULL2)).await
 }
 
 fn error_code(a: &Answer) -> String {
@@ -220,7 +264,13 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
     );
 
     // HEAD: headers, no body.
-    let head = request(Method::HEAD, t.node2.local, &manifest_path, None).await;
+    let head = request(
+        Method::HEAD,
+        t.node2.local,
+        &manifest_path,
+        Cred::Basic(PULL2),
+    )
+    .await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(
         head.headers[header::CONTENT_LENGTH],
@@ -233,9 +283,14 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
     assert_eq!(blob.status, StatusCode::OK);
     assert_eq!(blob.headers["docker-content-digest"], t.layer.as_str());
     assert_eq!(format!("sha256:{}", sha256_hex(&blob.body)), t.layer);
-    let by_tag = get(t.node2.local, "/v2/default/cp/manifests/latest").await;
-    assert_eq!(by_tag.status, StatusCode::OK);
     assert_eq!(node2.peers.transferred(), once);
+    // Never by tag: the pod was admitted for one digest.
+    let by_tag = get(t.node2.local, "/v2/default/cp/manifests/latest").await;
+    assert_eq!(
+        (by_tag.status, error_code(&by_tag).as_str()),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+    );
+    assert!(String::from_utf8_lossy(&by_tag.body).contains("by digest only"));
 
     // A blob of another image, and a digest nobody asked for, are unknown.
     let other = get(
@@ -267,15 +322,21 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
     );
     let bad = get(t.node2.local, "/v2/../etc/passwd").await;
     assert_eq!(bad.status, StatusCode::NOT_FOUND);
-    let put = request(Method::PUT, t.node2.local, &manifest_path, None).await;
+    let put = request(
+        Method::PUT,
+        t.node2.local,
+        &manifest_path,
+        Cred::Basic(PULL2),
+    )
+    .await;
     assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
 
     // Metrics: bytes fetched by node2 are bytes served by node1; requests by result.
     let text = node2.metrics.render();
     for line in [
         format!("noded_transfer_bytes_total{{direction=\"fetched\"}} {once}"),
-        "noded_registry_requests_total{mode=\"local\",result=\"ok\"} 8".to_owned(),
-        "noded_registry_requests_total{mode=\"local\",result=\"refused\"} 5".to_owned(),
+        "noded_registry_requests_total{mode=\"local\",result=\"ok\"} 7".to_owned(),
+        "noded_registry_requests_total{mode=\"local\",result=\"refused\"} 6".to_owned(),
     ] {
         assert!(text.contains(&line), "{line} missing from {text}");
     }
@@ -322,14 +383,29 @@ async fn a_tampered_blob_from_the_peer_is_rejected_and_nothing_is_kept() {
 async fn the_peer_server_wants_an_allowed_token_and_never_fetches_further() {
     let t = two_nodes(b"memory").await;
     let path = format!("/v2/default/cp/manifests/{}", t.digest);
-    for token in [None, Some("forged"), Some("other-user")] {
-        let a = request(Method::GET, t.node1.peer, &path, token).await;
-        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{token:?}");
+    for cred in [
+        Cred::None,
+        Cred::Bearer("forged"),
+        Cred::Bearer(PULL1),
+        Cred::Basic(GOOD_TOKEN),
+    ] {
+        let a = request(Method::GET, t.node1.peer, &path, cred).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{cred:?}");
         assert_eq!(error_code(&a), "UNAUTHORIZED");
-        assert!(a.headers.contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(
+            a.headers[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"checkpoint-noded\""
+        );
         assert!(a.headers.get("docker-content-digest").is_none());
     }
-    let base = request(Method::GET, t.node1.peer, "/v2/", None).await;
+    // Someone the API server knows, but not a noded.
+    let a = request(Method::GET, t.node1.peer, &path, Cred::Bearer("other-user")).await;
+    assert_eq!(
+        (a.status, error_code(&a).as_str()),
+        (StatusCode::FORBIDDEN, "DENIED")
+    );
+    assert!(a.headers.get("docker-content-digest").is_none());
+    let base = request(Method::GET, t.node1.peer, "/v2/", Cred::None).await;
     assert_eq!(
         base.status,
         StatusCode::UNAUTHORIZED,
@@ -338,7 +414,7 @@ async fn the_peer_server_wants_an_allowed_token_and_never_fetches_further() {
 
     let reviews = t.cluster.reviews.load(Ordering::SeqCst);
     for _ in 0..3 {
-        let a = request(Method::GET, t.node1.peer, &path, Some(GOOD_TOKEN)).await;
+        let a = request(Method::GET, t.node1.peer, &path, Cred::Bearer(GOOD_TOKEN)).await;
         assert_eq!(a.status, StatusCode::OK);
     }
     assert_eq!(
@@ -352,7 +428,7 @@ async fn the_peer_server_wants_an_allowed_token_and_never_fetches_further() {
     );
 
     // node2's peer server does not hold the image and must not fetch it from node1.
-    let a = request(Method::GET, t.node2.peer, &path, Some(GOOD_TOKEN)).await;
+    let a = request(Method::GET, t.node2.peer, &path, Cred::Bearer(GOOD_TOKEN)).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(t.node2.registry.peers.transferred(), 0);
     assert!(t.node2.registry.layout.tags().unwrap().is_empty());
@@ -372,13 +448,14 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
         t.cluster.clone(),
         "node1".into(),
         PeerClient::new(1, PathBuf::from("/nonexistent")),
-        Auth::new(Vec::new()),
+        PeerAuth::new(Vec::new()),
     );
     let uri: Uri = format!("/v2/default/cp/manifests/{}", t.digest)
         .parse()
         .unwrap();
+    let headers = HeaderMap::from_iter([(header::AUTHORIZATION, basic(PULL1))]);
     let response = registry
-        .serve(Mode::Local, &Method::GET, &uri, &HeaderMap::new())
+        .serve(Mode::Local, &Method::GET, &uri, &headers)
         .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -388,7 +465,7 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
     // Present already: no pull.
     runtime.images.lock().unwrap().insert(BASE.into());
     let ok = registry
-        .serve(Mode::Local, &Method::GET, &uri, &HeaderMap::new())
+        .serve(Mode::Local, &Method::GET, &uri, &headers)
         .await;
     assert_eq!(ok.status(), StatusCode::OK);
     assert_eq!(runtime.pulls.lock().unwrap().len(), 1);
@@ -397,17 +474,135 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_blobs_of_a_pull_need_no_second_lookup() {
     let t = two_nodes(b"memory").await;
-    let manifest = get(
-        t.node1.local,
-        &format!("/v2/default/cp/manifests/{}", t.digest),
-    )
-    .await;
+    let local = t.node1.local;
+    let pull =
+        |path: String| async move { request(Method::GET, local, &path, Cred::Basic(PULL1)).await };
+    let manifest = pull(format!("/v2/default/cp/manifests/{}", t.digest)).await;
     assert_eq!(manifest.status, StatusCode::OK);
-    let lookups = t.cluster.lookups.load(Ordering::SeqCst);
-    assert_eq!(lookups, 1);
+    let counts = || {
+        [
+            &t.cluster.lookups,
+            &t.cluster.reviews,
+            &t.cluster.pod_lookups,
+        ]
+        .map(|c| c.load(Ordering::SeqCst))
+    };
+    assert_eq!(counts(), [1, 1, 1]);
     for _ in 0..3 {
-        let blob = get(t.node1.local, &format!("/v2/default/cp/blobs/{}", t.layer)).await;
+        let blob = pull(format!("/v2/default/cp/blobs/{}", t.layer)).await;
         assert_eq!(blob.status, StatusCode::OK);
     }
+    assert_eq!(
+        counts(),
+        [1, 1, 1],
+        "the pull's credential and pod are remembered too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_runtime_pulling_for_an_admitted_pod_on_this_node_gets_the_image() {
+    let t = two_nodes(b"memory").await;
+    let manifest = format!("/v2/default/cp/manifests/{}", t.digest);
+    let blob = format!("/v2/default/cp/blobs/{}", t.layer);
+    let other_ns = format!("/v2/team-b/cp/manifests/{}", t.digest);
+    let image = format!("localhost:5050/default/cp@{}", t.digest);
+    {
+        let mut tokens = t.cluster.tokens.lock().unwrap();
+        let mut pods = t.cluster.pods.lock().unwrap();
+        // A pod of the same namespace on node1 that runs something else.
+        pods.push(pod("default", "plain", "uid-plain", "node1", "busybox"));
+        tokens.insert(
+            "plain".into(),
+            pod_token("default", "plain", "uid-plain", "node1", REGISTRY_AUDIENCE),
+        );
+        // A pod of another namespace on node1 that names the image anyway.
+        pods.push(pod("team-b", "thief", "uid-thief", "node1", &image));
+        tokens.insert(
+            "thief".into(),
+            pod_token("team-b", "thief", "uid-thief", "node1", REGISTRY_AUDIENCE),
+        );
+    }
+    let cases: [(Cred, &str, StatusCode, &str); 9] = [
+        (
+            Cred::None,
+            &manifest,
+            StatusCode::UNAUTHORIZED,
+            "no credentials",
+        ),
+        (
+            Cred::None,
+            "/v2/",
+            StatusCode::UNAUTHORIZED,
+            "no credentials",
+        ),
+        (
+            Cred::Bearer(PULL1),
+            &manifest,
+            StatusCode::UNAUTHORIZED,
+            "no credentials",
+        ),
+        (
+            Cred::Basic("forged"),
+            &blob,
+            StatusCode::UNAUTHORIZED,
+            "not authenticated",
+        ),
+        (
+            Cred::Basic(GOOD_TOKEN),
+            &manifest,
+            StatusCode::UNAUTHORIZED,
+            "not authenticated",
+        ),
+        (
+            Cred::Basic(PULL2),
+            &manifest,
+            StatusCode::FORBIDDEN,
+            "not bound to a pod on node node1",
+        ),
+        (
+            Cred::Basic("plain"),
+            &manifest,
+            StatusCode::FORBIDDEN,
+            "does not reference",
+        ),
+        (
+            Cred::Basic("plain"),
+            &blob,
+            StatusCode::FORBIDDEN,
+            "does not reference",
+        ),
+        (
+            Cred::Basic("thief"),
+            &manifest,
+            StatusCode::FORBIDDEN,
+            "may not pull images of namespace default",
+        ),
+    ];
+    for (cred, path, status, why) in cases {
+        let a = request(Method::GET, t.node1.local, path, cred).await;
+        let body = String::from_utf8_lossy(&a.body);
+        assert_eq!(a.status, status, "{cred:?} {path}: {body}");
+        assert!(body.contains(why), "{cred:?} {path}: {body}");
+        assert!(a.headers.get("docker-content-digest").is_none());
+        if status == StatusCode::UNAUTHORIZED {
+            // What makes the runtime answer with the kubelet's credentials.
+            assert_eq!(
+                a.headers[header::WWW_AUTHENTICATE],
+                "Basic realm=\"checkpoint-noded\""
+            );
+        }
+    }
+    // A pod learns nothing about another namespace's names: refused before any lookup.
+    let lookups = t.cluster.lookups.load(Ordering::SeqCst);
+    let a = request(Method::GET, t.node1.local, &other_ns, Cred::Basic(PULL1)).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert_eq!(t.cluster.lookups.load(Ordering::SeqCst), lookups);
+    let a = request(Method::GET, t.node1.local, &other_ns, Cred::Basic("thief")).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "its own namespace");
+    assert_eq!(t.cluster.lookups.load(Ordering::SeqCst), lookups + 1);
+
+    let ok = request(Method::GET, t.node1.local, &manifest, Cred::Basic(PULL1)).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let base = request(Method::GET, t.node1.local, "/v2/", Cred::Basic(PULL1)).await;
+    assert_eq!(base.status, StatusCode::OK);
 }

@@ -14,9 +14,11 @@ use checkpointing::crd::{
     ContainerCheckpointContent, ContainerCheckpointContentSpec, ContainerCheckpointContentStatus,
 };
 use checkpointing::cri::{CriError, Runtime, api};
-use checkpointing::names::kubelet;
+use checkpointing::names::{PEER_AUDIENCE, kubelet};
 use checkpointing::oci::ImageLayout;
 use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::checkpoint::Checkpointer;
 use crate::cluster::Cluster;
@@ -205,14 +207,70 @@ impl Runtime for FakeRuntime {
     }
 }
 
-/// A cluster of `contents` and `nodes` that authenticates [`GOOD_TOKEN`] as [`NODED`] and
-/// `other-user` as someone else, counting Content lookups and token reviews.
+/// A cluster of `contents`, `nodes` and `pods` that authenticates, for peers, [`GOOD_TOKEN`]
+/// as [`NODED`] and `other-user` as someone else, and the `tokens` given; counting Content
+/// lookups, token reviews and pod lookups.
 #[derive(Default)]
 pub struct FakeCluster {
     pub contents: Mutex<Vec<ContainerCheckpointContent>>,
     pub nodes: HashMap<String, IpAddr>,
+    pub pods: Mutex<Vec<Pod>>,
+    /// Further tokens and what a review of them answers (see [`pod_token`]).
+    pub tokens: Mutex<HashMap<String, TokenReviewStatus>>,
     pub reviews: AtomicUsize,
     pub lookups: AtomicUsize,
+    pub pod_lookups: AtomicUsize,
+}
+
+/// What the API server answers for a token bound to pod `namespace/pod` (UID `uid`) on `node`,
+/// issued for `audience`.
+pub fn pod_token(
+    namespace: &str,
+    pod: &str,
+    uid: &str,
+    node: &str,
+    audience: &str,
+) -> TokenReviewStatus {
+    let claim = |k: &str, v: &str| (format!("authentication.kubernetes.io/{k}"), vec![v.into()]);
+    TokenReviewStatus {
+        authenticated: Some(true),
+        audiences: Some(vec![audience.into()]),
+        user: Some(UserInfo {
+            username: Some(format!("system:serviceaccount:{namespace}:default")),
+            extra: Some(
+                [
+                    claim("pod-name", pod),
+                    claim("pod-uid", uid),
+                    claim("node-name", node),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A pod `namespace/name` (UID `uid`) on `node` whose one container runs `image`.
+pub fn pod(namespace: &str, name: &str, uid: &str, node: &str, image: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            namespace: Some(namespace.into()),
+            name: Some(name.into()),
+            uid: Some(uid.into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some(image.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 impl Cluster for Arc<FakeCluster> {
@@ -236,21 +294,43 @@ impl Cluster for Arc<FakeCluster> {
     async fn node_ip(&self, node: &str) -> Result<Option<IpAddr>, kube::Error> {
         Ok(self.nodes.get(node).copied())
     }
-    async fn review_token(&self, token: &str) -> Result<TokenReviewStatus, kube::Error> {
+    async fn review_token(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<TokenReviewStatus, kube::Error> {
         self.reviews.fetch_add(1, Ordering::SeqCst);
-        let user = match token {
-            GOOD_TOKEN => NODED,
-            "other-user" => "system:serviceaccount:default:default",
-            _ => return Ok(TokenReviewStatus::default()),
-        };
-        Ok(TokenReviewStatus {
+        let peer = |user: &str| TokenReviewStatus {
             authenticated: Some(true),
+            audiences: Some(vec![PEER_AUDIENCE.into()]),
             user: Some(UserInfo {
                 username: Some(user.into()),
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        };
+        let status = match token {
+            GOOD_TOKEN => Some(peer(NODED)),
+            "other-user" => Some(peer("system:serviceaccount:default:default")),
+            _ => self.tokens.lock().unwrap().get(token).cloned(),
+        };
+        // As the API server does: a token issued for another audience is not authenticated.
+        Ok(status
+            .filter(|s| s.audiences.iter().flatten().any(|a| a == audience))
+            .unwrap_or_default())
+    }
+    async fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, kube::Error> {
+        self.pod_lookups.fetch_add(1, Ordering::SeqCst);
+        Ok(self
+            .pods
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace)
+                    && p.metadata.name.as_deref() == Some(name)
+            })
+            .cloned())
     }
     async fn content_uids(&self) -> Result<HashSet<String>, kube::Error> {
         Ok(self
