@@ -40,7 +40,7 @@ mod serve;
 #[cfg(test)]
 mod tests;
 
-use peer::{Auth, PeerClient};
+use peer::{Auth, FetchError, PeerClient};
 use problem::{API_VERSION, Problem};
 use resolve::{LATEST, Source, source, tag_of, wanted_digest};
 use route::{Reference, Repo, Route, route};
@@ -334,6 +334,8 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                 Ok(())
             }
             Err(e) if e.is_not_found() => Err(Problem::ManifestUnknown(error_chain(&e))),
+            // Our disk, not the peer, is short: the pull may succeed once space is freed.
+            Err(e @ FetchError::Space(_)) => Err(Problem::Unavailable(error_chain(&e))),
             Err(e) => Err(Problem::Upstream(error_chain(&e))),
         }
     }

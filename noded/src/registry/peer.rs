@@ -4,7 +4,8 @@
 //! that a `TokenReview` authenticates as one of the allowed users (positive reviews are cached
 //! for a minute). Client side: [`PeerClient`] fetches an image from the noded holding it,
 //! verifying every blob's size and digest while streaming it into the layout's ingest
-//! directory, and imports it under the image's tag only when all of it verified.
+//! directory, and imports it under the image's tag only when all of it verified. Before the
+//! first blob it checks that the ingest directory's disk has room for all of them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use crate::cluster::Cluster;
 use crate::error::error_chain;
 use crate::http::{self, HttpClient, ReadError, SendError};
 use crate::recent::Recent;
+use crate::space::{DiskSpace, Need, Size, SpaceError};
 
 /// How long a positive TokenReview is trusted.
 const REVIEW_TTL: Duration = Duration::from_secs(60);
@@ -163,6 +165,8 @@ pub enum FetchError {
     },
     #[error("adding the fetched image to the local layout")]
     Import(#[source] OciError),
+    #[error(transparent)]
+    Space(SpaceError),
 }
 
 impl FetchError {
@@ -194,16 +198,19 @@ pub struct PeerClient {
     pub port: u16,
     token_file: PathBuf,
     http: HttpClient,
+    /// Refuses an image the ingest directory has no room for, before any blob.
+    space: DiskSpace,
     transferred: AtomicU64,
     sequence: AtomicU64,
 }
 
 impl PeerClient {
-    pub fn new(port: u16, token_file: PathBuf) -> Self {
+    pub fn new(port: u16, token_file: PathBuf, space: DiskSpace) -> Self {
         Self {
             port,
             token_file,
             http: http::plain_client(),
+            space,
             transferred: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
         }
@@ -261,15 +268,37 @@ impl PeerClient {
                 path: ingest.clone(),
                 source,
             })?;
-        let mut staged = Staged::default();
-        let mut transferred = 0;
+        let mut missing = Vec::new();
         for desc in std::iter::once(manifest.config()).chain(manifest.layers()) {
             if desc.digest().algorithm() != &DigestAlgorithm::Sha256 {
                 return Err(FetchError::Algorithm(desc.digest().to_string()));
             }
-            if layout.blob_path(desc.digest()).exists() {
-                continue; // shared with an image we already hold
+            // A blob present is shared with an image we already hold.
+            if !layout.blob_path(desc.digest()).exists() {
+                missing.push(desc);
             }
+        }
+        // The sizes are the peer's word, but every blob is verified against its size: a peer
+        // claiming more is refused here, one sending more fails verification.
+        let needed = missing
+            .iter()
+            .fold(0u64, |sum, desc| sum.saturating_add(desc.size()));
+        let need = Need {
+            what: format!("checkpoint image {repo}"),
+            bytes: needed,
+            basis: format!(
+                "the {} of its {} blobs this node does not hold yet",
+                Size(needed),
+                missing.len()
+            ),
+        };
+        self.space
+            .ensure(&ingest, need)
+            .map_err(FetchError::Space)?;
+
+        let mut staged = Staged::default();
+        let mut transferred = 0;
+        for desc in missing {
             let path = ingest.join(format!(
                 "{}.{}.partial",
                 desc.digest().digest(),

@@ -15,7 +15,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::*;
-use crate::testing::{FakeCluster, FakeRuntime, GOOD_TOKEN, NODED, archive_bytes, content, digest};
+use crate::space::{DEFAULT_RESERVE_MIB, DiskSpace};
+use crate::testing::{
+    FakeCluster, FakeRuntime, GOOD_TOKEN, NODED, archive_bytes, content, digest, roomy_disk,
+};
 
 const BASE: &str = "docker.io/library/busybox@sha256:00";
 
@@ -44,7 +47,7 @@ async fn start(
         runtime.clone(),
         cluster,
         node.into(),
-        PeerClient::new(peer_port, token_file),
+        PeerClient::new(peer_port, token_file, roomy_disk()),
         Auth::new(vec![NODED.into()]),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -371,7 +374,7 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
         runtime.clone(),
         t.cluster.clone(),
         "node1".into(),
-        PeerClient::new(1, PathBuf::from("/nonexistent")),
+        PeerClient::new(1, PathBuf::from("/nonexistent"), roomy_disk()),
         Auth::new(Vec::new()),
     );
     let uri: Uri = format!("/v2/default/cp/manifests/{}", t.digest)
@@ -410,4 +413,47 @@ async fn the_blobs_of_a_pull_need_no_second_lookup() {
         assert_eq!(blob.status, StatusCode::OK);
     }
     assert_eq!(t.cluster.lookups.load(Ordering::SeqCst), lookups);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_the_disk_has_no_room_for_fails_before_any_blob() {
+    let t = two_nodes(&vec![7u8; 300_000]).await;
+    // node2's disk has about 256 MiB free: the reserve leaves less than the image needs.
+    let layout = t.node2.registry.layout.clone();
+    let space =
+        DiskSpace::new("node2".into(), DEFAULT_RESERVE_MIB).with_free(|_| Ok((256 << 20) + 1000));
+    let registry = Registry::new(
+        layout.clone(),
+        FakeRuntime::default(),
+        t.cluster.clone(),
+        "node2".into(),
+        PeerClient::new(t.node1.peer.port(), t._tmp.path().join("token"), space),
+        Auth::new(Vec::new()),
+    );
+    let uri: Uri = format!("/v2/default/cp/manifests/{}", t.digest)
+        .parse()
+        .unwrap();
+    let response = registry
+        .serve(Mode::Local, &Method::GET, &uri, &HeaderMap::new())
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let message = String::from_utf8_lossy(&body);
+    for part in [
+        "not enough disk space on node node2 for checkpoint image default/cp: ",
+        &format!(
+            "{} has 256 MiB free, about 256.3 MiB needed",
+            layout.ingest_dir().display()
+        ),
+        "KiB of its 2 blobs this node does not hold yet, plus 256 MiB kept free by noded's --disk-reserve-mib)",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from {message}");
+    }
+    // node1 answered the manifest and nothing else; node2 kept nothing.
+    let served = t.node1.registry.metrics.render();
+    let one = "noded_registry_requests_total{mode=\"peer\",result=\"ok\"} 1\n";
+    assert!(served.contains(one), "{one} missing from {served}");
+    assert_eq!(registry.peers.transferred(), 0);
+    assert!(blob_files(&layout).is_empty(), "{:?}", blob_files(&layout));
+    assert!(layout.tags().unwrap().is_empty());
 }
