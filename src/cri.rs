@@ -258,6 +258,13 @@ pub trait Runtime: Send + Sync {
         timeout: Duration,
     ) -> impl Future<Output = Result<(), CriError>> + Send;
 
+    /// Resource usage of `container_id` (memory, writable layer), `None` when the runtime
+    /// reports none.
+    fn container_stats(
+        &self,
+        container_id: &str,
+    ) -> impl Future<Output = Result<Option<api::ContainerStats>, CriError>> + Send;
+
     /// Image id when the runtime holds `image`, `None` otherwise.
     fn image_status(
         &self,
@@ -327,6 +334,22 @@ impl Runtime for CriClient {
         )
         .await
         .map(drop)
+    }
+
+    async fn container_stats(
+        &self,
+        container_id: &str,
+    ) -> Result<Option<api::ContainerStats>, CriError> {
+        let mut rt = self.runtime_service();
+        let message = api::ContainerStatsRequest {
+            container_id: container_id.to_owned(),
+        };
+        let response = self
+            .call("ContainerStats", self.call_timeout, message, |r| {
+                rt.container_stats(r)
+            })
+            .await?;
+        Ok(response.stats)
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>, CriError> {

@@ -147,6 +147,21 @@ impl server::RuntimeService for FakeRuntime {
     async fn status(&self, _: Request<api::StatusRequest>) -> Reply<api::StatusResponse> {
         unimplemented()
     }
+    async fn container_stats(
+        &self,
+        r: Request<api::ContainerStatsRequest>,
+    ) -> Reply<api::ContainerStatsResponse> {
+        let value = |value| Some(api::UInt64Value { value });
+        let stats = (r.into_inner().container_id == "abc123").then(|| api::ContainerStats {
+            memory: Some(api::MemoryUsage {
+                working_set_bytes: value(300 << 20),
+            }),
+            writable_layer: Some(api::FilesystemUsage {
+                used_bytes: value(4096),
+            }),
+        });
+        Ok(Response::new(api::ContainerStatsResponse { stats }))
+    }
 }
 
 /// Serves `fake` on a fresh socket; the server dies with the runtime of the test.
@@ -246,6 +261,17 @@ async fn checkpoint_passes_location_and_timeout() {
     assert_eq!(req.container_id, "abc123");
     assert_eq!(req.location, "/var/lib/kubelet/checkpoints/x.tar.tmp");
     assert_eq!(req.timeout, 42);
+}
+
+#[tokio::test]
+async fn container_stats_report_memory_and_writable_layer() {
+    let (_dir, cri) = client(FakeRuntime::default()).await;
+    let stats = cri.container_stats("abc123").await.unwrap().unwrap();
+    let working_set = stats.memory.and_then(|m| m.working_set_bytes);
+    assert_eq!(working_set.map(|v| v.value), Some(300 << 20));
+    let layer = stats.writable_layer.and_then(|l| l.used_bytes);
+    assert_eq!(layer.map(|v| v.value), Some(4096));
+    assert_eq!(cri.container_stats("other").await.unwrap(), None);
 }
 
 #[tokio::test]

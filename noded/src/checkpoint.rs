@@ -16,6 +16,7 @@ use oci_spec::image::Descriptor;
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::push::{PushError, Pusher};
+use crate::space::{DiskSpace, Need, Size, SpaceError};
 use crate::store::{ArchiveKey, CheckpointDir};
 use tokio::sync::Semaphore;
 
@@ -54,6 +55,8 @@ pub enum Failure {
     },
     #[error(transparent)]
     Runtime(#[from] CriError),
+    #[error(transparent)]
+    Space(#[from] SpaceError),
     #[error("the runtime reported success but wrote no archive at {0}")]
     NoArchive(PathBuf),
     #[error("storing the archive")]
@@ -88,6 +91,8 @@ impl Failure {
                 CriError::NotFound { .. } => "ContainerNotFound",
                 CriError::InvalidEndpoint { .. } | CriError::Rpc { .. } => "RuntimeError",
             },
+            Self::Space(SpaceError::Short { .. }) => "NotEnoughDiskSpace",
+            Self::Space(SpaceError::Unreadable { .. }) => "StoreError",
             Self::NoArchive(_) => "NoArchive",
             Self::Store(e) if e.kind() == std::io::ErrorKind::StorageFull => "DiskFull",
             Self::Store(_) => "StoreError",
@@ -115,6 +120,8 @@ pub struct Checkpointer<R> {
     /// Bounds the CRIU dumps running at once on this node: each freezes a container and writes
     /// its memory, and many at once contend for CPU and disk until dumps fail.
     dumps: Arc<Semaphore>,
+    /// Refuses a checkpoint the checkpoint directory has no room for, before the dump.
+    pub space: DiskSpace,
     pub metrics: Arc<Metrics>,
 }
 
@@ -122,7 +129,13 @@ pub struct Checkpointer<R> {
 pub const DEFAULT_CONCURRENT_DUMPS: usize = 2;
 
 impl<R: Runtime> Checkpointer<R> {
-    pub fn new(runtime: R, dir: CheckpointDir, layout: Arc<ImageLayout>, registry: String) -> Self {
+    pub fn new(
+        runtime: R,
+        dir: CheckpointDir,
+        layout: Arc<ImageLayout>,
+        registry: String,
+        space: DiskSpace,
+    ) -> Self {
         Self {
             runtime,
             dir,
@@ -131,6 +144,7 @@ impl<R: Runtime> Checkpointer<R> {
             pusher: None,
             locks: KeyedLocks::default(),
             dumps: Arc::new(Semaphore::new(DEFAULT_CONCURRENT_DUMPS)),
+            space,
             metrics: Arc::default(),
         }
     }
@@ -215,6 +229,15 @@ impl<R: Runtime> Checkpointer<R> {
         let written = {
             // Never closed, so acquiring only waits.
             let _dump = self.dumps.acquire().await.ok();
+            // Checked once the dump may start, not before the wait: what other dumps wrote
+            // meanwhile counts. Refused here, nothing has been written yet.
+            let stats = self.runtime.container_stats(&container_id).await;
+            let stats = stats.unwrap_or_else(|error| {
+                tracing::info!(container = %container_id, %error, "no container stats; checking only the disk reserve");
+                None
+            });
+            self.space
+                .ensure(self.dir.root(), archive_need(stats.as_ref()))?;
             let called = Instant::now();
             let written = self
                 .runtime
@@ -340,6 +363,38 @@ impl<R: Runtime> Checkpointer<R> {
             runtime: format!("{} {}", version.runtime_name, version.runtime_version),
         };
         Ok((artifact, manifest))
+    }
+}
+
+/// Room a checkpoint archive needs: the dump writes out the container's memory and its
+/// writable layer. The image's layer is the archive itself (a hard link), so it counts once.
+/// Without a memory figure from the runtime the size is unknown and only the reserve counts.
+fn archive_need(stats: Option<&api::ContainerStats>) -> Need {
+    let memory = stats
+        .and_then(|s| s.memory.as_ref())
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map(|v| v.value);
+    let layer = stats
+        .and_then(|s| s.writable_layer.as_ref())
+        .and_then(|l| l.used_bytes.as_ref())
+        .map_or(0, |v| v.value);
+    let what = "the checkpoint archive".to_owned();
+    match memory {
+        Some(memory) => Need {
+            what,
+            bytes: memory.saturating_add(layer),
+            basis: format!(
+                "the container's {} of memory and {} writable layer",
+                Size(memory),
+                Size(layer)
+            ),
+        },
+        None => Need {
+            what,
+            bytes: 0,
+            basis: "its size unknown: the runtime reports no memory usage for the container"
+                .to_owned(),
+        },
     }
 }
 

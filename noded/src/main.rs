@@ -15,6 +15,7 @@ mod recent;
 mod reconcile;
 mod registry;
 mod restore;
+mod space;
 mod store;
 #[cfg(test)]
 mod testing;
@@ -43,6 +44,7 @@ use crate::reconcile::Context;
 use crate::registry::PeerAuth;
 use crate::registry::peer::PeerClient;
 use crate::registry::{Mode, Registry};
+use crate::space::DiskSpace;
 use crate::store::CheckpointDir;
 
 /// Time open registry connections (a blob being streamed) get to finish at shutdown.
@@ -80,6 +82,18 @@ struct Args {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64)
     )]
     max_concurrent_dumps: usize,
+    /// Disk space, in MiB (0 to 1048576), left free beyond what a checkpoint or a peer fetch
+    /// needs: a checkpoint is refused unless the checkpoint directory's filesystem holds the
+    /// container's memory and writable layer (the archive's estimated size) plus this, and a
+    /// fetch from a peer unless it holds the image's missing blobs plus this. Without stats
+    /// from the runtime a checkpoint checks this reserve alone.
+    #[arg(
+        long,
+        env = "DISK_RESERVE_MIB",
+        default_value_t = space::DEFAULT_RESERVE_MIB,
+        value_parser = clap::value_parser!(u64).range(0..=1 << 20)
+    )]
+    disk_reserve_mib: u64,
     /// Checkpoint timeout when a request sets none, in seconds (1 to 3600, a request's bounds).
     #[arg(
         long,
@@ -186,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
         args.node_name.clone(),
     ));
     let metrics = Arc::new(metrics::Metrics::default());
+    let space = DiskSpace::new(args.node_name.clone(), args.disk_reserve_mib);
     let prerequisites = Arc::new(prereq::Prerequisites::default());
     let checker = tokio::spawn(prereq::keep_checked(
         prerequisites.clone(),
@@ -203,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
             cri.clone(),
             KubeCluster(client.clone()),
             args.node_name.clone(),
-            PeerClient::new(args.peer_port, args.peer_token_file.clone()),
+            PeerClient::new(args.peer_port, args.peer_token_file.clone(), space.clone()),
             PeerAuth::new(args.peer_allowed_users.clone()),
         )
         .with_metrics(metrics.clone()),
@@ -263,7 +278,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let context = Arc::new(Context::new(
         client.clone(),
-        Checkpointer::new(cri, dir, layout, args.image_registry.clone())
+        Checkpointer::new(cri, dir, layout, args.image_registry.clone(), space)
             .with_pusher(pusher)
             .with_concurrent_dumps(args.max_concurrent_dumps)
             .with_metrics(metrics),
@@ -305,6 +320,24 @@ mod tests {
         for bad in ["0", "3601", "400000000000"] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains("--default-timeout-seconds"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_disk_reserve_is_bounded() {
+        let parse = |v: Option<&str>| {
+            let mut argv = vec!["noded", "--node-name", "n"];
+            argv.extend(v.iter().flat_map(|v| ["--disk-reserve-mib", v]));
+            Args::try_parse_from(argv)
+                .map(|a| a.disk_reserve_mib)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(None), Ok(256));
+        assert_eq!(parse(Some("0")), Ok(0));
+        assert_eq!(parse(Some("1048576")), Ok(1 << 20));
+        for bad in ["1048577", "18446744073709551616", "lots"] {
+            let err = parse(Some(bad)).unwrap_err();
+            assert!(err.contains("--disk-reserve-mib"), "{err}");
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::fs::{self, File, Permissions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Identity of one checkpoint artifact, as named by its Content.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +69,10 @@ impl CheckpointDir {
         fs::create_dir_all(&root)?;
         fs::set_permissions(&root, Permissions::from_mode(0o700))?;
         Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn archive_path(&self, key: &ArchiveKey) -> PathBuf {

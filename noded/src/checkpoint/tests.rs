@@ -1,7 +1,7 @@
 //! Checkpoints against the fake runtime.
 
 use super::*;
-use crate::testing::{FakeRuntime, checkpointer};
+use crate::testing::{FakeRuntime, checkpointer, disk_space};
 use checkpointing::admin::Telemetry as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -331,6 +331,11 @@ fn failures_map_to_a_fixed_set_of_reasons() {
     let store = |kind| Failure::Store(std::io::Error::from(kind)).reason();
     assert_eq!(store(std::io::ErrorKind::StorageFull), "DiskFull");
     assert_eq!(store(std::io::ErrorKind::PermissionDenied), "StoreError");
+    let unreadable = SpaceError::Unreadable {
+        dir: "/x".into(),
+        source: std::io::ErrorKind::PermissionDenied.into(),
+    };
+    assert_eq!(Failure::Space(unreadable).reason(), "StoreError");
     assert_eq!(Failure::NoArchive("/x".into()).reason(), "NoArchive");
     assert_eq!(Failure::Interrupted.reason(), "Interrupted");
     assert_eq!(
@@ -395,4 +400,102 @@ async fn dumps_at_once_stay_within_the_limit() {
             "limit {limit}"
         );
     }
+}
+
+const MIB: u64 = 1 << 20;
+
+fn stats(memory: Option<u64>, layer: Option<u64>) -> api::ContainerStats {
+    let value = |v: Option<u64>| v.map(|value| api::UInt64Value { value });
+    api::ContainerStats {
+        memory: Some(api::MemoryUsage {
+            working_set_bytes: value(memory),
+        }),
+        writable_layer: Some(api::FilesystemUsage {
+            used_bytes: value(layer),
+        }),
+    }
+}
+
+#[test]
+fn an_archive_needs_the_containers_memory_and_writable_layer() {
+    let both = archive_need(Some(&stats(Some(1536 * MIB), Some(40 * MIB))));
+    assert_eq!(both.bytes, 1576 * MIB);
+    assert_eq!(
+        both.basis,
+        "the container's 1.5 GiB of memory and 40 MiB writable layer"
+    );
+    assert_eq!(
+        archive_need(Some(&stats(Some(MIB), None))).bytes,
+        MIB,
+        "no writable layer figure: the memory alone"
+    );
+    let huge = archive_need(Some(&stats(Some(u64::MAX), Some(u64::MAX))));
+    assert_eq!(huge.bytes, u64::MAX);
+    for unknown in [None, Some(&stats(None, Some(MIB)))] {
+        let need = archive_need(unknown);
+        assert_eq!(need.bytes, 0, "only the reserve is checked");
+        assert!(need.basis.contains("size unknown"), "{}", need.basis);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_without_room_fails_the_checkpoint_before_the_dump() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = FakeRuntime {
+        stats: Some(stats(Some(1536 * MIB), Some(40 * MIB))),
+        ..running()
+    };
+    let mut c = checkpointer(runtime, tmp.path());
+    c.space = disk_space(|_| Ok(1229 * MIB));
+    let outcome = c.take(&job()).await;
+    assert_eq!(
+        outcome.as_ref().map_err(Failure::reason).unwrap_err(),
+        "NotEnoughDiskSpace"
+    );
+
+    // The Content ends Failed with what to do about it in its message.
+    let status = crate::reconcile::final_status(&outcome, None);
+    assert_eq!(
+        status.state,
+        Some(checkpointing::crd::CheckpointState::Failed)
+    );
+    assert_eq!(
+        status.message.unwrap(),
+        format!(
+            "not enough disk space on node node1 for the checkpoint archive: {} has 1.2 GiB \
+             free, about 1.8 GiB needed (the container's 1.5 GiB of memory and 40 MiB writable \
+             layer, plus 256 MiB kept free by noded's --disk-reserve-mib)",
+            tmp.path().join("checkpoints").display()
+        )
+    );
+    assert!(
+        c.runtime.calls.lock().unwrap().is_empty(),
+        "CheckpointContainer never called"
+    );
+    assert!(leftovers(tmp.path()).is_empty());
+    assert!(c.layout.tags().unwrap().is_empty());
+
+    // The same checkpoint on a disk with room goes ahead.
+    c.space = disk_space(|_| Ok(1832 * MIB));
+    c.take(&job()).await.unwrap();
+    assert_eq!(c.runtime.calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_container_stats_only_the_reserve_is_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The fake runtime implements no ContainerStats.
+    let mut c = checkpointer(running(), tmp.path());
+    c.space = disk_space(|_| Ok(255 * MIB));
+    let e = c.take(&job()).await.unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("about 256 MiB needed (its size unknown: the runtime reports no memory usage for the container, plus 256 MiB kept free"),
+        "{message}"
+    );
+    assert!(c.runtime.calls.lock().unwrap().is_empty());
+
+    c.space = disk_space(|_| Ok(256 * MIB));
+    c.take(&job()).await.unwrap();
+    assert_eq!(c.runtime.calls.lock().unwrap().len(), 1);
 }

@@ -44,7 +44,7 @@ mod tests;
 
 pub use auth::PeerAuth;
 use auth::{PullAuth, Puller};
-use peer::PeerClient;
+use peer::{FetchError, PeerClient};
 use problem::{API_VERSION, Problem};
 use resolve::{Source, ready_image, source, tag_of, wanted_digest};
 use route::{Reference, Repo, Route, route};
@@ -379,6 +379,8 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                 Ok(())
             }
             Err(e) if e.is_not_found() => Err(Problem::ManifestUnknown(error_chain(&e))),
+            // Our disk, not the peer, is short: the pull may succeed once space is freed.
+            Err(e @ FetchError::Space(_)) => Err(Problem::Unavailable(error_chain(&e))),
             Err(e) => Err(Problem::Upstream(error_chain(&e))),
         }
     }

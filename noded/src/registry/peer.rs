@@ -1,7 +1,8 @@
 //! Node-to-node transfer of checkpoint images: [`PeerClient`] fetches an image from the noded
 //! holding it (whose peer server admits it by [`super::auth::PeerAuth`]), verifying every
 //! blob's size and digest while streaming it into the layout's ingest directory, and imports it
-//! under the image's tag only when all of it verified.
+//! under the image's tag only when all of it verified. Before the first blob
+//! it checks that the ingest directory's disk has room for all of them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::route::Repo;
 use crate::http::{self, HttpClient, ReadError, SendError};
+use crate::space::{DiskSpace, Need, Size, SpaceError};
 
 /// Manifests are small; a peer sending more is broken or hostile.
 const MAX_MANIFEST: usize = 4 << 20;
@@ -72,6 +74,8 @@ pub enum FetchError {
     },
     #[error("adding the fetched image to the local layout")]
     Import(#[source] OciError),
+    #[error(transparent)]
+    Space(SpaceError),
 }
 
 impl FetchError {
@@ -103,16 +107,19 @@ pub struct PeerClient {
     pub port: u16,
     token_file: PathBuf,
     http: HttpClient,
+    /// Refuses an image the ingest directory has no room for, before any blob.
+    space: DiskSpace,
     transferred: AtomicU64,
     sequence: AtomicU64,
 }
 
 impl PeerClient {
-    pub fn new(port: u16, token_file: PathBuf) -> Self {
+    pub fn new(port: u16, token_file: PathBuf, space: DiskSpace) -> Self {
         Self {
             port,
             token_file,
             http: http::plain_client(),
+            space,
             transferred: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
         }
@@ -170,15 +177,37 @@ impl PeerClient {
                 path: ingest.clone(),
                 source,
             })?;
-        let mut staged = Staged::default();
-        let mut transferred = 0;
+        let mut missing = Vec::new();
         for desc in std::iter::once(manifest.config()).chain(manifest.layers()) {
             if desc.digest().algorithm() != &DigestAlgorithm::Sha256 {
                 return Err(FetchError::Algorithm(desc.digest().to_string()));
             }
-            if layout.blob_path(desc.digest()).exists() {
-                continue; // shared with an image we already hold
+            // A blob present is shared with an image we already hold.
+            if !layout.blob_path(desc.digest()).exists() {
+                missing.push(desc);
             }
+        }
+        // The sizes are the peer's word, but every blob is verified against its size: a peer
+        // claiming more is refused here, one sending more fails verification.
+        let needed = missing
+            .iter()
+            .fold(0u64, |sum, desc| sum.saturating_add(desc.size()));
+        let need = Need {
+            what: format!("checkpoint image {repo}"),
+            bytes: needed,
+            basis: format!(
+                "the {} of its {} blobs this node does not hold yet",
+                Size(needed),
+                missing.len()
+            ),
+        };
+        self.space
+            .ensure(&ingest, need)
+            .map_err(FetchError::Space)?;
+
+        let mut staged = Staged::default();
+        let mut transferred = 0;
+        for desc in missing {
             let path = ingest.join(format!(
                 "{}.{}.partial",
                 desc.digest().digest(),

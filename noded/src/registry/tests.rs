@@ -17,8 +17,10 @@ use hyper_util::rt::TokioExecutor;
 use super::*;
 use checkpointing::names::REGISTRY_AUDIENCE;
 
+use crate::space::{DEFAULT_RESERVE_MIB, DiskSpace};
 use crate::testing::{
     FakeCluster, FakeRuntime, GOOD_TOKEN, NODED, archive_bytes, content, digest, pod, pod_token,
+    roomy_disk,
 };
 
 const BASE: &str = "docker.io/library/busybox@sha256:00";
@@ -51,7 +53,7 @@ async fn start(
         runtime.clone(),
         cluster,
         node.into(),
-        PeerClient::new(peer_port, token_file),
+        PeerClient::new(peer_port, token_file, roomy_disk()),
         PeerAuth::new(vec![NODED.into()]),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -447,7 +449,7 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
         runtime.clone(),
         t.cluster.clone(),
         "node1".into(),
-        PeerClient::new(1, PathBuf::from("/nonexistent")),
+        PeerClient::new(1, PathBuf::from("/nonexistent"), roomy_disk()),
         PeerAuth::new(Vec::new()),
     );
     let uri: Uri = format!("/v2/default/cp/manifests/{}", t.digest)
@@ -605,4 +607,48 @@ async fn only_the_runtime_pulling_for_an_admitted_pod_on_this_node_gets_the_imag
     assert_eq!(ok.status, StatusCode::OK);
     let base = request(Method::GET, t.node1.local, "/v2/", Cred::Basic(PULL1)).await;
     assert_eq!(base.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_the_disk_has_no_room_for_fails_before_any_blob() {
+    let t = two_nodes(&vec![7u8; 300_000]).await;
+    // node2's disk has about 256 MiB free: the reserve leaves less than the image needs.
+    let layout = t.node2.registry.layout.clone();
+    let space =
+        DiskSpace::new("node2".into(), DEFAULT_RESERVE_MIB).with_free(|_| Ok((256 << 20) + 1000));
+    let registry = Registry::new(
+        layout.clone(),
+        FakeRuntime::default(),
+        t.cluster.clone(),
+        "node2".into(),
+        PeerClient::new(t.node1.peer.port(), t._tmp.path().join("token"), space),
+        PeerAuth::new(Vec::new()),
+    );
+    let uri: Uri = format!("/v2/default/cp/manifests/{}", t.digest)
+        .parse()
+        .unwrap();
+    let headers = HeaderMap::from_iter([(header::AUTHORIZATION, basic(PULL2))]);
+    let response = registry
+        .serve(Mode::Local, &Method::GET, &uri, &headers)
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let message = String::from_utf8_lossy(&body);
+    for part in [
+        "not enough disk space on node node2 for checkpoint image default/cp: ",
+        &format!(
+            "{} has 256 MiB free, about 256.3 MiB needed",
+            layout.ingest_dir().display()
+        ),
+        "KiB of its 2 blobs this node does not hold yet, plus 256 MiB kept free by noded's --disk-reserve-mib)",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from {message}");
+    }
+    // node1 answered the manifest and nothing else; node2 kept nothing.
+    let served = t.node1.registry.metrics.render();
+    let one = "noded_registry_requests_total{mode=\"peer\",result=\"ok\"} 1\n";
+    assert!(served.contains(one), "{one} missing from {served}");
+    assert_eq!(registry.peers.transferred(), 0);
+    assert!(blob_files(&layout).is_empty(), "{:?}", blob_files(&layout));
+    assert!(layout.tags().unwrap().is_empty());
 }

@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::checkpoint::Checkpointer;
 use crate::cluster::Cluster;
+use crate::space::{DEFAULT_RESERVE_MIB, DiskSpace};
 use crate::store::CheckpointDir;
 
 /// The user noded's peers authenticate as.
@@ -84,11 +85,27 @@ pub fn container(
     }
 }
 
-/// A checkpointer through `runtime` keeping its files under `tmp`.
+/// Disk space of `node1` with the default reserve on a disk of `free` bytes free.
+pub fn disk_space(free: fn(&Path) -> std::io::Result<u64>) -> DiskSpace {
+    DiskSpace::new("node1".into(), DEFAULT_RESERVE_MIB).with_free(free)
+}
+
+/// A disk with room for anything: tests not about space do not depend on the machine's.
+pub fn roomy_disk() -> DiskSpace {
+    disk_space(|_| Ok(u64::MAX))
+}
+
+/// A checkpointer through `runtime` keeping its files under `tmp`, on a roomy disk.
 pub fn checkpointer(runtime: FakeRuntime, tmp: &Path) -> Checkpointer<FakeRuntime> {
     let dir = CheckpointDir::open(tmp.join("checkpoints")).unwrap();
     let layout = ImageLayout::open(tmp.join("checkpoints/oci")).unwrap();
-    Checkpointer::new(runtime, dir, Arc::new(layout), "localhost:5050".into())
+    Checkpointer::new(
+        runtime,
+        dir,
+        Arc::new(layout),
+        "localhost:5050".into(),
+        roomy_disk(),
+    )
 }
 
 /// A checkpoint archive: `config.dump` holding `config`, and `payload` as its memory pages.
@@ -120,6 +137,8 @@ pub struct FakeRuntime {
     pub images: Arc<Mutex<HashSet<String>>>,
     pub pulls: Arc<Mutex<Vec<String>>>,
     pub fail_pulls: bool,
+    /// What ContainerStats answers; `None`: the runtime does not implement it.
+    pub stats: Option<api::ContainerStats>,
 }
 
 impl FakeRuntime {
@@ -180,6 +199,13 @@ impl Runtime for FakeRuntime {
             std::fs::write(location, Self::archive()).unwrap();
         }
         Ok(())
+    }
+
+    async fn container_stats(&self, _: &str) -> Result<Option<api::ContainerStats>, CriError> {
+        self.stats.map(Some).ok_or_else(|| CriError::Unimplemented {
+            op: "ContainerStats",
+            message: "not part of this fake".into(),
+        })
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>, CriError> {
