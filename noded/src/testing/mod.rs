@@ -103,7 +103,8 @@ pub fn archive_bytes(config: &[u8], payload: &[u8]) -> Vec<u8> {
 }
 
 /// A containerd that lists `containers`, records checkpoint calls and writes a small archive
-/// like a real one, and holds the images it has pulled. Clones share what they record.
+/// like a real one, and holds the images it has pulled: each reference an image of its own,
+/// whose id is the reference. Clones share what they record.
 #[derive(Clone, Default)]
 pub struct FakeRuntime {
     pub containers: Vec<api::Container>,
@@ -118,6 +119,10 @@ pub struct FakeRuntime {
     pub images: Arc<Mutex<HashSet<String>>>,
     pub pulls: Arc<Mutex<Vec<String>>>,
     pub fail_pulls: bool,
+    /// RemoveImage calls, in order.
+    pub removals: Arc<Mutex<Vec<String>>>,
+    /// Images RemoveImage refuses, as CRI-O does an image a container uses.
+    pub in_use: HashSet<String>,
 }
 
 impl FakeRuntime {
@@ -203,6 +208,40 @@ impl Runtime for FakeRuntime {
         self.images.lock().unwrap().insert(image.into());
         Ok(image.into())
     }
+
+    async fn list_images(&self) -> Result<Vec<api::Image>, CriError> {
+        Ok(self
+            .images
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|reference| {
+                let mut image = api::Image {
+                    id: reference.clone(),
+                    ..Default::default()
+                };
+                if reference.contains('@') {
+                    image.repo_digests.push(reference.clone());
+                } else {
+                    image.repo_tags.push(reference.clone());
+                }
+                image
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), CriError> {
+        self.removals.lock().unwrap().push(image.into());
+        if self.in_use.contains(image) {
+            return Err(CriError::Rpc {
+                op: "RemoveImage",
+                code: tonic::Code::Unknown,
+                message: format!("image used by a container: {image}"),
+            });
+        }
+        self.images.lock().unwrap().remove(image);
+        Ok(())
+    }
 }
 
 /// A cluster of `contents` and `nodes` that authenticates [`GOOD_TOKEN`] as [`NODED`] and
@@ -252,13 +291,7 @@ impl Cluster for Arc<FakeCluster> {
             ..Default::default()
         })
     }
-    async fn content_uids(&self) -> Result<HashSet<String>, kube::Error> {
-        Ok(self
-            .contents
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|c| c.metadata.uid.clone())
-            .collect())
+    async fn all_contents(&self) -> Result<Vec<ContainerCheckpointContent>, kube::Error> {
+        Ok(self.contents.lock().unwrap().clone())
     }
 }
