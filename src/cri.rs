@@ -273,6 +273,12 @@ pub trait Runtime: Send + Sync {
 
     /// Pulls `image`; returns the runtime's image reference.
     fn pull_image(&self, image: &str) -> impl Future<Output = Result<String, CriError>> + Send;
+
+    /// Every image the runtime holds.
+    fn list_images(&self) -> impl Future<Output = Result<Vec<api::Image>, CriError>> + Send;
+
+    /// Removes `image` (an image id or reference) with all its references.
+    fn remove_image(&self, image: &str) -> impl Future<Output = Result<(), CriError>> + Send;
 }
 
 /// Longest deadline of any call (a day): far beyond any real one, far below what overflows.
@@ -388,6 +394,34 @@ impl Runtime for CriClient {
             )
             .await?;
         Ok(response.image_ref)
+    }
+
+    async fn list_images(&self) -> Result<Vec<api::Image>, CriError> {
+        let mut is = self.image_service();
+        let response = self
+            .call(
+                "ListImages",
+                self.call_timeout,
+                api::ListImagesRequest::default(),
+                |r| is.list_images(r),
+            )
+            .await?;
+        Ok(response.images)
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), CriError> {
+        let mut is = self.image_service();
+        let message = api::RemoveImageRequest {
+            image: Some(api::ImageSpec {
+                image: image.to_owned(),
+                ..Default::default()
+            }),
+        };
+        self.call("RemoveImage", self.call_timeout, message, |r| {
+            is.remove_image(r)
+        })
+        .await
+        .map(drop)
     }
 }
 

@@ -2,7 +2,6 @@
 //! Content, a node's address, a TokenReview, a puller's pod, the live Contents). A trait, so tests run without
 //! a cluster.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::IpAddr;
 
@@ -39,8 +38,11 @@ pub trait Cluster: Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<Option<Pod>, kube::Error>> + Send;
 
-    /// UIDs of every Content in the cluster.
-    fn content_uids(&self) -> impl Future<Output = Result<HashSet<String>, kube::Error>> + Send;
+    /// Every Content in the cluster, in one LIST: garbage collection decides from them what
+    /// the layout and the runtime may drop.
+    fn all_contents(
+        &self,
+    ) -> impl Future<Output = Result<Vec<ContainerCheckpointContent>, kube::Error>> + Send;
 }
 
 pub struct KubeCluster(pub kube::Client);
@@ -85,15 +87,9 @@ impl Cluster for KubeCluster {
             .await
     }
 
-    async fn content_uids(&self) -> Result<HashSet<String>, kube::Error> {
+    async fn all_contents(&self) -> Result<Vec<ContainerCheckpointContent>, kube::Error> {
         let api: Api<ContainerCheckpointContent> = Api::all(self.0.clone());
-        Ok(api
-            .list_metadata(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|c| c.metadata.uid)
-            .collect())
+        Ok(api.list(&ListParams::default()).await?.items)
     }
 }
 

@@ -1,12 +1,20 @@
-//! Garbage collection of the image layout: cached copies of checkpoints whose Content is gone,
-//! and what interrupted downloads left behind. This node's own images go with their Content's
-//! finalizer; copies fetched from peers only here.
+//! Garbage collection of copies of deleted checkpoints: cached images in the layout, the
+//! runtime's pulled images (see [`images`]), and what interrupted downloads left behind. This
+//! node's own layout images go with their Content's finalizer; copies fetched from peers and
+//! the runtime's images only here.
 
-use std::collections::HashSet;
+mod images;
 
+use std::collections::{HashMap, HashSet};
+
+use checkpointing::crd::ContainerCheckpointContent;
+use checkpointing::cri::Runtime;
+use checkpointing::names::parse_digest;
 use checkpointing::oci::{ImageLayout, OciError};
 
 use crate::cluster::Cluster;
+use crate::error::error_chain;
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -16,23 +24,114 @@ pub enum GcError {
     Layout(#[from] OciError),
 }
 
+/// What of the cluster's checkpoints is still there, from one list of its Contents.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Content UIDs: the layout tags of their images.
+    uids: HashSet<String>,
+    /// Manifest digests by `<namespace>/<name>`: the path the node-local registry serves each
+    /// Content's image under, whichever registry its `status.image` names (it serves pushed
+    /// checkpoints too).
+    images: HashMap<String, HashSet<String>>,
+}
+
+impl Live {
+    pub fn of(contents: &[ContainerCheckpointContent]) -> Self {
+        let mut live = Self::default();
+        for content in contents {
+            let meta = &content.metadata;
+            live.uids.extend(meta.uid.clone());
+            let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name) else {
+                continue;
+            };
+            let digests = live
+                .images
+                .entry(format!("{namespace}/{name}"))
+                .or_default();
+            let image = content.status.as_ref().and_then(|s| s.image.as_deref());
+            if let Some(digest) = image
+                .and_then(|i| i.rsplit_once('@'))
+                .and_then(|(_, d)| parse_digest(d))
+            {
+                digests.insert(digest.to_owned());
+            }
+        }
+        live
+    }
+
+    /// A Content `repo` (`<namespace>/<name>`) exists.
+    fn has_repo(&self, repo: &str) -> bool {
+        self.images.contains_key(repo)
+    }
+
+    /// The image `digest` of Content `repo` exists.
+    fn has_image(&self, repo: &str, digest: &str) -> bool {
+        self.images.get(repo).is_some_and(|d| d.contains(digest))
+    }
+}
+
 /// Tags of the layout no Content has any more: cached copies of deleted checkpoints.
-pub fn stale_tags(tags: &[String], live: &HashSet<String>) -> Vec<String> {
+pub fn stale_tags(tags: &[String], live: &Live) -> Vec<String> {
     tags.iter()
-        .filter(|t| !live.contains(*t))
+        .filter(|t| !live.uids.contains(*t))
         .cloned()
         .collect()
 }
 
-/// Removes the layout's images whose Content is gone; returns their tags.
-pub async fn prune<C: Cluster>(cluster: &C, layout: &ImageLayout) -> Result<Vec<String>, GcError> {
-    let live = cluster.content_uids().await.map_err(GcError::Cluster)?;
-    let stale = stale_tags(&layout.tags()?, &live);
-    for tag in &stale {
+/// What one round removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Layout tags (Content UIDs) of the cached copies.
+    pub tags: Vec<String>,
+    /// Ids of the runtime's images.
+    pub images: Vec<String>,
+}
+
+/// Removes the layout's and the runtime's copies of checkpoints whose Content is gone; the
+/// runtime's are those named under `registry` (`--image-registry`). A runtime image that cannot
+/// be removed (a container uses it) is left for the next round.
+pub async fn prune<C: Cluster, R: Runtime>(
+    cluster: &C,
+    layout: &ImageLayout,
+    runtime: &R,
+    registry: &str,
+    metrics: &Metrics,
+) -> Result<Pruned, GcError> {
+    // What is held is read before the Contents are listed: a copy made after that had its
+    // Content looked up first, so it is in the list and never taken for a deleted one.
+    let tags = layout.tags()?;
+    let runtime_images = runtime.list_images().await.unwrap_or_else(|error| {
+        tracing::warn!(error = %error_chain(&error), "listing the runtime's images failed; \
+            its copies of deleted checkpoints are removed next round");
+        Vec::new()
+    });
+    let live = Live::of(&cluster.all_contents().await.map_err(GcError::Cluster)?);
+
+    let mut pruned = Pruned {
+        tags: stale_tags(&tags, &live),
+        images: Vec::new(),
+    };
+    for image in images::stale(&runtime_images, registry, &live) {
+        let references: Vec<&String> = image.repo_digests.iter().chain(&image.repo_tags).collect();
+        match runtime.remove_image(&image.id).await {
+            Ok(()) => {
+                tracing::info!(id = %image.id, ?references, "removed the runtime's image of a deleted checkpoint");
+                metrics.runtime_image_removal("removed");
+                pruned.images.push(image.id.clone());
+            }
+            Err(error) => {
+                tracing::warn!(id = %image.id, ?references, error = %error_chain(&error),
+                    "removing the runtime's image of a deleted checkpoint failed; retrying next round");
+                metrics.runtime_image_removal("failed");
+            }
+        }
+    }
+    // Last, so a layout error, which ends the round, leaves no runtime copy behind.
+    for tag in &pruned.tags {
         tokio::task::block_in_place(|| layout.remove(tag))?;
         tracing::info!(%tag, "removed the cached image of a deleted checkpoint");
     }
-    Ok(stale)
+    Ok(pruned)
 }
 
 /// Removes what interrupted downloads left in the layout's ingest directory.
@@ -47,12 +146,112 @@ pub fn clear_ingest(layout: &ImageLayout) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use checkpointing::admin::Telemetry as _;
+
     use super::*;
+    use crate::testing::{FakeCluster, FakeRuntime, content, digest};
+
+    /// Content `<namespace>/<name>`, UID `uid`, ready as `image` when there is one.
+    fn named(
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        image: Option<String>,
+    ) -> ContainerCheckpointContent {
+        let mut c = content("node1", image);
+        c.metadata.namespace = Some(namespace.into());
+        c.metadata.name = Some(name.into());
+        c.metadata.uid = Some(uid.into());
+        c
+    }
 
     #[test]
     fn only_tags_without_a_content_are_stale() {
         let tags = vec!["a".to_owned(), "b".to_owned()];
-        let live = HashSet::from(["b".to_owned(), "c".to_owned()]);
+        let live = Live::of(&[named("ns", "b", "b", None), named("ns", "c", "c", None)]);
         assert_eq!(stale_tags(&tags, &live), ["a"]);
+    }
+
+    #[test]
+    fn a_content_is_live_under_its_own_path_whichever_registry_it_names() {
+        let live = Live::of(&[
+            named(
+                "ns",
+                "local",
+                "1",
+                Some(format!("localhost:5050/ns/local@{}", digest('a'))),
+            ),
+            named(
+                "ns",
+                "pushed",
+                "2",
+                Some(format!("registry.example/x/ns/pushed@{}", digest('b'))),
+            ),
+            named("ns", "pending", "3", None),
+        ]);
+        assert!(live.has_image("ns/local", &digest('a')));
+        assert!(live.has_image("ns/pushed", &digest('b')));
+        assert!(!live.has_image("ns/local", &digest('b')));
+        assert!(live.has_repo("ns/pending"));
+        assert!(!live.has_repo("other/local"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn prune_removes_the_runtime_images_of_deleted_checkpoints_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = ImageLayout::open(tmp.path().join("oci")).unwrap();
+        let image = |name: &str, d: char| format!("localhost:5050/ns/{name}@{}", digest(d));
+        let live = image("live", 'a');
+        let (dead, busy, also_dead) = (image("gone", 'b'), image("busy", 'c'), image("old", 'd'));
+        let base = "docker.io/library/busybox@sha256:00".to_owned();
+        let runtime = FakeRuntime {
+            in_use: HashSet::from([busy.clone()]),
+            ..Default::default()
+        };
+        runtime.images.lock().unwrap().extend([
+            live.clone(),
+            dead.clone(),
+            busy.clone(),
+            also_dead.clone(),
+            base.clone(),
+        ]);
+        let cluster = Arc::new(FakeCluster::default());
+        cluster
+            .contents
+            .lock()
+            .unwrap()
+            .push(named("ns", "live", "uid-live", Some(live.clone())));
+        let metrics = Metrics::default();
+
+        let pruned = prune(&cluster, &layout, &runtime, "localhost:5050", &metrics)
+            .await
+            .unwrap();
+
+        let mut removed = pruned.images.clone();
+        removed.sort();
+        assert_eq!(
+            removed,
+            [dead.clone(), also_dead.clone()],
+            "the busy one failed"
+        );
+        let mut asked = runtime.removals.lock().unwrap().clone();
+        asked.sort();
+        assert_eq!(
+            asked,
+            [busy.clone(), dead, also_dead],
+            "never the live or a foreign one"
+        );
+        let mut left: Vec<String> = runtime.images.lock().unwrap().iter().cloned().collect();
+        left.sort();
+        assert_eq!(left, [base, busy, live]);
+        let text = metrics.render();
+        for line in [
+            "noded_runtime_image_removals_total{result=\"removed\"} 2",
+            "noded_runtime_image_removals_total{result=\"failed\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 }

@@ -49,8 +49,6 @@ use crate::store::CheckpointDir;
 
 /// Time open registry connections (a blob being streamed) get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// How often cached copies of deleted checkpoints are looked for.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -159,6 +157,15 @@ struct Args {
         requires_all = ["push_registry", "push_username"]
     )]
     push_password_file: Option<PathBuf>,
+    /// How often copies of deleted checkpoints (cached images, the runtime's images) are looked
+    /// for and removed, in seconds.
+    #[arg(
+        long,
+        env = "PRUNE_INTERVAL_SECONDS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..=86400)
+    )]
+    prune_interval_seconds: u64,
     /// Checkpoints taken at once on this node.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -245,12 +252,14 @@ async fn main() -> anyhow::Result<()> {
         });
     let pruner = tokio::spawn({
         let registry = registry.clone();
+        let image_registry = args.image_registry.clone();
+        let interval = Duration::from_secs(args.prune_interval_seconds);
         async move {
-            let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+            let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
-                if let Err(error) = registry.prune().await {
-                    tracing::warn!(error = %error::error_chain(&error), "pruning cached checkpoint images failed");
+                if let Err(error) = registry.prune(&image_registry).await {
+                    tracing::warn!(error = %error::error_chain(&error), "pruning copies of deleted checkpoints failed");
                 }
             }
         }

@@ -70,6 +70,7 @@ pub struct Metrics {
     transfer: Family<DirectionLabels, Counter>,
     pushes: Family<ResultLabels, Counter>,
     registry_requests: Family<RequestLabels, Counter>,
+    runtime_image_removals: Family<ResultLabels, Counter>,
     prerequisites: Family<CheckLabels, Gauge>,
     runtime_info: Family<RuntimeInfoLabels, Gauge>,
 }
@@ -124,6 +125,13 @@ impl Default for Metrics {
              and result (ok, refused: 4xx, failed: 5xx)",
             registry_requests.clone(),
         );
+        let runtime_image_removals = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "runtime_image_removals",
+            "The runtime's images of deleted checkpoints removed by garbage collection, by \
+             result (removed, or failed: retried next round)",
+            runtime_image_removals.clone(),
+        );
         let prerequisites = Family::<CheckLabels, Gauge>::default();
         registry.register(
             "prerequisite",
@@ -155,6 +163,7 @@ impl Default for Metrics {
             transfer,
             pushes,
             registry_requests,
+            runtime_image_removals,
             prerequisites,
             runtime_info,
         }
@@ -192,6 +201,13 @@ impl Metrics {
     pub fn registry_request(&self, mode: &'static str, result: &'static str) {
         self.registry_requests
             .get_or_create(&RequestLabels { mode, result })
+            .inc();
+    }
+
+    /// One RemoveImage of a deleted checkpoint's image: `result` is `removed` or `failed`.
+    pub fn runtime_image_removal(&self, result: &'static str) {
+        self.runtime_image_removals
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 

@@ -61,6 +61,11 @@ impl<R: Runtime> Restore<R> {
         }
     }
 
+    /// The runtime restores go through.
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
     /// Makes sure the runtime holds the base image of the checkpoint `tag`, whose archive is
     /// at `archive`.
     pub async fn ensure_base(&self, tag: &str, archive: PathBuf) -> Result<(), RestoreError> {

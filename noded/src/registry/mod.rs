@@ -416,13 +416,21 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         })
     }
 
-    /// Removes cached images whose Content is gone (see [`gc::prune`]); returns how many.
-    pub async fn prune(&self) -> Result<usize, GcError> {
-        let removed = gc::prune(&self.cluster, &self.layout).await?;
-        for tag in &removed {
+    /// Removes the cached and the runtime's images of checkpoints whose Content is gone; the
+    /// runtime's are those named under `image_registry` (see [`gc::prune`]).
+    pub async fn prune(&self, image_registry: &str) -> Result<gc::Pruned, GcError> {
+        let pruned = gc::prune(
+            &self.cluster,
+            &self.layout,
+            self.restore.runtime(),
+            image_registry,
+            &self.metrics,
+        )
+        .await?;
+        for tag in &pruned.tags {
             self.restore.forget(tag);
         }
-        Ok(removed.len())
+        Ok(pruned)
     }
 }
 

@@ -122,7 +122,8 @@ pub fn archive_bytes(config: &[u8], payload: &[u8]) -> Vec<u8> {
 }
 
 /// A containerd that lists `containers`, records checkpoint calls and writes a small archive
-/// like a real one, and holds the images it has pulled. Clones share what they record.
+/// like a real one, and holds the images it has pulled: each reference an image of its own,
+/// whose id is the reference. Clones share what they record.
 #[derive(Clone, Default)]
 pub struct FakeRuntime {
     pub containers: Vec<api::Container>,
@@ -139,6 +140,10 @@ pub struct FakeRuntime {
     pub fail_pulls: bool,
     /// What ContainerStats answers; `None`: the runtime does not implement it.
     pub stats: Option<api::ContainerStats>,
+    /// RemoveImage calls, in order.
+    pub removals: Arc<Mutex<Vec<String>>>,
+    /// Images RemoveImage refuses, as CRI-O does an image a container uses.
+    pub in_use: HashSet<String>,
 }
 
 impl FakeRuntime {
@@ -230,6 +235,40 @@ impl Runtime for FakeRuntime {
         }
         self.images.lock().unwrap().insert(image.into());
         Ok(image.into())
+    }
+
+    async fn list_images(&self) -> Result<Vec<api::Image>, CriError> {
+        Ok(self
+            .images
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|reference| {
+                let mut image = api::Image {
+                    id: reference.clone(),
+                    ..Default::default()
+                };
+                if reference.contains('@') {
+                    image.repo_digests.push(reference.clone());
+                } else {
+                    image.repo_tags.push(reference.clone());
+                }
+                image
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), CriError> {
+        self.removals.lock().unwrap().push(image.into());
+        if self.in_use.contains(image) {
+            return Err(CriError::Rpc {
+                op: "RemoveImage",
+                code: tonic::Code::Unknown,
+                message: format!("image used by a container: {image}"),
+            });
+        }
+        self.images.lock().unwrap().remove(image);
+        Ok(())
     }
 }
 
@@ -358,13 +397,7 @@ impl Cluster for Arc<FakeCluster> {
             })
             .cloned())
     }
-    async fn content_uids(&self) -> Result<HashSet<String>, kube::Error> {
-        Ok(self
-            .contents
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|c| c.metadata.uid.clone())
-            .collect())
+    async fn all_contents(&self) -> Result<Vec<ContainerCheckpointContent>, kube::Error> {
+        Ok(self.contents.lock().unwrap().clone())
     }
 }

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use checkpointing::crd::{CheckpointState, ContainerCheckpointContent};
+use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use checkpointing::oci::ImageLayout;
 use e2e::{
@@ -95,6 +95,60 @@ async fn seed_migration_resumes_the_counter_on_node2() {
         .unwrap();
     let pod = restored_pod(&tb, &ns.name, "restored-app", "node2");
     assert_resumes(&tb, &client, &ns.name, pod, "node2", at_checkpoint).await;
+}
+
+/// Deletion means gone: once the checkpoint is deleted, the node that restored it drops its
+/// runtime's copy of the checkpoint image (and its cached copy), at noded's next garbage
+/// collection (every 5 s in the testbed, see testbed/deploy).
+#[tokio::test]
+async fn deleting_a_checkpoint_removes_the_runtime_image_on_the_node_that_restored_it() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "rmi").await;
+    let client = tb.client().await;
+    let at_checkpoint = seed_checkpoint(&tb, &client, &ns.name).await;
+    let image = status_image(&client, &ns.name).await;
+    let uid = Api::<ContainerCheckpointContent>::namespaced(client.clone(), &ns.name)
+        .get("counter-checkpoint")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let pod = restored_pod(&tb, &ns.name, "restored-app", "node2");
+    assert_resumes(&tb, &client, &ns.name, pod, "node2", at_checkpoint).await;
+    assert!(
+        runtime_lists(&tb, "node2", &image),
+        "node2's runtime pulled {image}"
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    pods.delete(
+        "restored-app",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
+        .delete("counter-checkpoint", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Beyond a few rounds: a runtime may refuse to remove the image until the kubelet's
+    // container GC (every minute) has removed the deleted pod's container.
+    eventually(
+        "node2's runtime to drop the deleted checkpoint's image",
+        Duration::from_secs(120),
+        || async { (!runtime_lists(&tb, "node2", &image)).then_some(()) },
+    )
+    .await;
+    let layout =
+        ImageLayout::open(tb.node_path("node2", "/var/lib/kubelet/checkpoints/oci")).unwrap();
+    assert!(
+        layout.resolve(&uid).unwrap().is_none(),
+        "node2 dropped its cached copy too"
+    );
 }
 
 #[tokio::test]
@@ -410,6 +464,17 @@ async fn restore_from_an_external_registry() {
             .unwrap()
             .is_none()
     );
+}
+
+/// Whether `crictl images` inside `node` lists `image` (a reference by digest).
+fn runtime_lists(tb: &Testbed, node: &str, image: &str) -> bool {
+    let out = tb.node_exec(node, &["crictl", "images", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "crictl images on {node}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).contains(&format!("\"{image}\""))
 }
 
 /// `crictl pull` of an image reference inside `node`: the runtime pulls it as for a pod.
