@@ -16,6 +16,8 @@ use anyhow::Context as _;
 use checkpointing::cri::{CriClient, CriError, api};
 use serde::Deserialize;
 
+use crate::cluster::PULL_USER;
+
 /// RunPodSandbox sets up the network; PullImage fetches a checkpoint image node to node.
 const SLOW_CALL: Duration = Duration::from_secs(240);
 /// CreateContainer and StartContainer restore from a checkpoint image.
@@ -227,10 +229,12 @@ impl Runtime {
             .pod_sandbox_id)
     }
 
-    /// PullImage with the sandbox config, as the kubelet sends it; returns the image ref.
+    /// PullImage with the sandbox config and the registry password, as the kubelet sends
+    /// them with what our credential provider gave it; returns the image ref.
     pub async fn pull_image(
         &self,
         image: &str,
+        password: &str,
         sandbox: &api::PodSandboxConfig,
     ) -> Result<String, CriError> {
         let mut is = self.client.image_service();
@@ -240,7 +244,11 @@ impl Runtime {
                 user_specified_image: image.to_owned(),
                 ..Default::default()
             }),
-            auth: None,
+            auth: Some(api::AuthConfig {
+                username: PULL_USER.to_owned(),
+                password: password.to_owned(),
+                ..Default::default()
+            }),
             sandbox_config: Some(sandbox.clone()),
         };
         Ok(self

@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use checkpointing::cri::api;
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::conditions::is_pod_running;
 use kube::runtime::wait::await_condition;
 
@@ -81,13 +81,22 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             container: seed,
             mounts: &mounts,
         };
+        // The registry gives the image only to a pod on node2 that references it.
+        let credential = c.pull_credential(TO, &fresh, &fresh_image).await?;
         let kubelet = c.stop_kubelet(TO)?;
-        present.push(
-            raw.restore(&format!("present-{rep}"), &image, false)
+        present.push(raw.restore(&format!("present-{rep}"), &image, None).await?);
+        pulled.push(
+            raw.restore(&fresh, &fresh_image, Some(&credential.token))
                 .await?,
         );
-        pulled.push(raw.restore(&fresh, &fresh_image, true).await?);
+        // Deleted before node2's kubelet is back: it would otherwise start the pod from the
+        // image now present, a restore nobody measures. Gone once that kubelet has stopped it.
+        c.pods()
+            .delete(&credential.pod, &DeleteParams::default())
+            .await
+            .with_context(|| format!("deleting pod {}", credential.pod))?;
         kubelet.start().await?;
+        c.remove_pod(&credential.pod).await?;
 
         c.remove_pod(&restored).await?;
         c.remove_checkpoint(&name).await?;
@@ -141,8 +150,14 @@ struct Raw<'a> {
 }
 
 impl Raw<'_> {
-    /// Times [PullImage +] CreateContainer + StartContainer of checkpoint image `image`.
-    async fn restore(&self, name: &str, image: &str, pull: bool) -> anyhow::Result<Duration> {
+    /// Times [PullImage +] CreateContainer + StartContainer of checkpoint image `image`; it is
+    /// pulled first when a registry password (see [`crate::cluster::PullCredential`]) is given.
+    async fn restore(
+        &self,
+        name: &str,
+        image: &str,
+        pull: Option<&str>,
+    ) -> anyhow::Result<Duration> {
         let sandbox = Sandbox::new(TO, &self.c.ns, name);
         let work = self.c.tb.node_path(TO, &raw::work_dir(name));
         let mounts = self.mount_sources(name, &work)?;
@@ -155,9 +170,9 @@ impl Raw<'_> {
             .with_context(|| format!("RunPodSandbox {name} on {TO}"))?;
         let outcome = async {
             let started = Instant::now();
-            if pull {
+            if let Some(password) = pull {
                 runtime
-                    .pull_image(image, &sandbox_config)
+                    .pull_image(image, password, &sandbox_config)
                     .await
                     .with_context(|| format!("PullImage {image} on {TO}"))?;
             }

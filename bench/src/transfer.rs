@@ -2,6 +2,7 @@
 //! registries (node2's registry fetches it from node1's noded, verifies and stores it) against
 //! `skopeo copy` of the same image from one registry to another on loopback. MB/s.
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::cluster::{Cluster, Plan};
+use crate::cluster::{Cluster, PULL_USER, Plan};
 use crate::report::{Better, Row};
 use crate::stats::Summary;
 
@@ -35,7 +36,9 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         let image = status
             .image
             .context("a Completed Content names its image")?;
-        ours.push(pull_on_node(c, TO, &image)?);
+        let credential = c.pull_credential(TO, &name, &image).await?;
+        ours.push(pull_on_node(c, TO, &image, &credential.token)?);
+        c.remove_pod(&credential.pod).await?;
 
         let tag = content.metadata.uid.clone().context("Content has a UID")?;
         let repo = format!("bench/{name}:latest");
@@ -72,20 +75,42 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     )])
 }
 
-/// Asks `node`'s local registry for the image's manifest, as its runtime would: the registry
-/// answers once it holds the whole image, fetched from the node that made it.
-fn pull_on_node(c: &Cluster, node: &str, image: &str) -> anyhow::Result<Duration> {
+/// Where in a node curl finds the credentials of a pull (a tmpfs over the node's /tmp hides
+/// what the host writes there).
+const CURL_CONFIG_DIR: &str = "/var/lib/bench-transfer";
+
+/// Asks `node`'s local registry for the image's manifest, as its runtime would, with the
+/// token of a pod there that references it: the registry answers once it holds the whole
+/// image, fetched from the node that made it.
+fn pull_on_node(c: &Cluster, node: &str, image: &str, token: &str) -> anyhow::Result<Duration> {
     let (repo, digest) = image
         .strip_prefix("localhost:5050/")
         .and_then(|r| r.split_once('@'))
         .with_context(|| format!("{image} is not a node-local image reference"))?;
     let url = format!("http://127.0.0.1:5050/v2/{repo}/manifests/{digest}");
+    // The token goes to curl in a file of ours (0600, removed when dropped), not on a
+    // command line, which every process of the host can read.
+    let dir = c.tb.node_path(node, CURL_CONFIG_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut config = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    writeln!(config, "user = \"{PULL_USER}:{token}\"")?;
+    let config_in_node = format!(
+        "{CURL_CONFIG_DIR}/{}",
+        config
+            .path()
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+    );
     let started = Instant::now();
     let out = c.tb.node_exec(
         node,
         &[
             "curl",
             "-sSf",
+            "-K",
+            &config_in_node,
             "-o",
             "/dev/null",
             "-H",
