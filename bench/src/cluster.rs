@@ -1,16 +1,13 @@
 //! What every section does on the testbed: timed checkpoint requests, clean removal, the
-//! daemons' host PIDs and the controller leader, stopping a kubelet for raw CRI work, and the
-//! credential a node-local registry wants for a pull.
+//! daemons' host PIDs and the controller leader, and stopping a kubelet for raw CRI work.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
-use checkpointing::names::{REGISTRY_AUDIENCE, RESTORE_FROM_ANNOTATION};
 use e2e::{CONTROLLER_LEASE, CONTROLLER_NAMESPACE, Testbed};
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::{await_condition, delete::delete_and_finalize};
 
@@ -63,24 +60,6 @@ pub struct Cluster {
 
 /// Generous: a 1 GiB checkpoint behind 49 others on two cores still finishes well inside.
 const FINAL_WITHIN: Duration = Duration::from_secs(900);
-
-/// What a runtime presents to a node-local registry to pull a checkpoint image for a pod: the
-/// pod-bound token the kubelet gets from our credential provider, as the Basic password.
-pub struct PullCredential {
-    /// The pod the token is bound to; remove it with [`Cluster::remove_pod`] after the pull.
-    pub pod: String,
-    pub token: String,
-}
-
-/// The Basic username sent with a [`PullCredential`]; the registry ignores it, this is what
-/// our credential provider answers.
-pub const PULL_USER: &str = "kubelet";
-/// The API server's minimum token lifetime; every pull with one finishes well inside.
-const TOKEN_SECONDS: i64 = 600;
-/// A kubelet sets up a pod sandbox in seconds.
-const WAITING_WITHIN: Duration = Duration::from_secs(120);
-/// How a kubelet reports a container whose image is absent under pull policy Never.
-const NEVER_PULLED: &str = "ErrImageNeverPull";
 
 impl Cluster {
     pub fn checkpoints(&self) -> Api<ContainerCheckpoint> {
@@ -153,80 +132,6 @@ impl Cluster {
         delete_and_finalize(self.pods(), name, &grace)
             .await
             .with_context(|| format!("deleting pod {name}"))
-    }
-
-    /// The credential `node`'s kubelet would get for pulling checkpoint `image` of
-    /// ContainerCheckpoint `checkpoint`. The registry admits only a token bound to a pod on
-    /// that node that references exactly that image, and only the restore webhook lets a pod
-    /// reference it; so this creates such a pod (`pull-<checkpoint>`) as a user would, with
-    /// pull policy Never: the bench pulls, not the kubelet. Returns once the kubelet reports
-    /// the pod waiting for its image, so none of its start-up overlaps what is measured next.
-    /// Call it, and remove the pod, outside timed sections.
-    pub async fn pull_credential(
-        &self,
-        node: &str,
-        checkpoint: &str,
-        image: &str,
-    ) -> anyhow::Result<PullCredential> {
-        let container = self
-            .checkpoints()
-            .get(checkpoint)
-            .await
-            .with_context(|| format!("reading ContainerCheckpoint {checkpoint}"))?
-            .spec
-            .container;
-        let name = format!("pull-{checkpoint}");
-        let pod = self
-            .pods()
-            .create(
-                &PostParams::default(),
-                &credential_pod(&name, node, checkpoint, &container),
-            )
-            .await
-            .with_context(|| format!("creating pod {name}"))?;
-        let spec = pod.spec.clone().unwrap_or_default();
-        let runs = spec
-            .containers
-            .iter()
-            .find(|k| k.name == container)
-            .and_then(|k| k.image.as_deref());
-        if runs != Some(image) {
-            bail!(
-                "pod {name}, annotated to restore from {checkpoint}, runs image {runs:?}, not \
-                 {image}: the restore webhook did not rewrite it (is it installed?)"
-            );
-        }
-        tokio::time::timeout(
-            WAITING_WITHIN,
-            await_condition(self.pods(), &name, never_pulled),
-        )
-        .await
-        .with_context(|| {
-            format!("{name} not waiting with {NEVER_PULLED} on {node} within {WAITING_WITHIN:?}")
-        })??;
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: vec![REGISTRY_AUDIENCE.to_owned()],
-                bound_object_ref: Some(BoundObjectReference {
-                    api_version: Some("v1".to_owned()),
-                    kind: Some("Pod".to_owned()),
-                    name: Some(name.clone()),
-                    uid: pod.metadata.uid.clone(),
-                }),
-                expiration_seconds: Some(TOKEN_SECONDS),
-            },
-            ..Default::default()
-        };
-        // A token is bound only to a pod running as the ServiceAccount it is requested for.
-        let account = spec.service_account_name.as_deref().unwrap_or("default");
-        let token = Api::<ServiceAccount>::namespaced(self.client.clone(), &self.ns)
-            .create_token_request(account, &PostParams::default(), &request)
-            .await
-            .with_context(|| format!("requesting a registry token for pod {name}"))?
-            .status
-            .context("a TokenRequest answer has a status")?
-            .token;
-        Ok(PullCredential { pod: name, token })
     }
 
     /// Host PID of noded on `node`: the process named `noded` in that node's kubelet cgroup
@@ -370,31 +275,6 @@ fn one_process(comm: &str, cgroup: impl Fn(&str) -> bool) -> anyhow::Result<u32>
     }
 }
 
-/// A pod bound to `node` that restores `container` from `checkpoint` (the restore webhook
-/// rewrites its image) and that its kubelet never pulls for.
-fn credential_pod(name: &str, node: &str, checkpoint: &str, container: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "annotations": {RESTORE_FROM_ANNOTATION: checkpoint}},
-        "spec": {
-            "nodeName": node,
-            "containers": [{
-                "name": container,
-                "image": "busybox",
-                "imagePullPolicy": "Never",
-                "command": ["sleep", "inf"],
-            }],
-        },
-    }))
-    .expect("a valid pod")
-}
-
-/// Whether the pod's first container waits because its image is absent and may not be pulled.
-fn never_pulled(pod: Option<&Pod>) -> bool {
-    pod.and_then(|p| p.status.as_ref()?.container_statuses.as_ref()?.first())
-        .and_then(|s| s.state.as_ref()?.waiting.as_ref()?.reason.as_deref())
-        == Some(NEVER_PULLED)
-}
-
 pub fn is_final(cc: Option<&ContainerCheckpoint>) -> bool {
     cc.and_then(|c| c.status.as_ref()?.state)
         .is_some_and(CheckpointState::is_final)
@@ -416,31 +296,5 @@ mod tests {
         let systemd = "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod91a13b43_561b_4a5c_884c_fe9434d9bc78.slice/cri-containerd-aef.scope";
         assert!(in_pod_cgroup(systemd, uid));
         assert!(!in_pod_cgroup(&cgroupfs, "91a13b43"));
-    }
-
-    #[test]
-    fn credential_pods_restore_on_their_node_and_are_never_pulled_for() {
-        let pod = credential_pod("pull-move-0", "node2", "move-0", "mover");
-        let annotations = pod.metadata.annotations.clone().unwrap();
-        assert_eq!(annotations[RESTORE_FROM_ANNOTATION], "move-0");
-        let spec = pod.spec.clone().unwrap();
-        assert_eq!(spec.node_name.as_deref(), Some("node2"));
-        assert_eq!(spec.containers[0].name, "mover");
-        assert_eq!(
-            spec.containers[0].image_pull_policy.as_deref(),
-            Some("Never")
-        );
-
-        let waiting = |reason: &str| -> Pod {
-            serde_json::from_value(serde_json::json!({"status": {"containerStatuses": [{
-                "name": "mover", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"waiting": {"reason": reason}},
-            }]}}))
-            .unwrap()
-        };
-        assert!(never_pulled(Some(&waiting(NEVER_PULLED))));
-        assert!(!never_pulled(Some(&waiting("ContainerCreating"))));
-        assert!(!never_pulled(Some(&pod)));
-        assert!(!never_pulled(None));
     }
 }

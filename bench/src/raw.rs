@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use checkpointing::cri::{CriClient, CriError, api};
 use serde::Deserialize;
 
-use crate::cluster::PULL_USER;
+use e2e::PULL_USER;
 
 /// RunPodSandbox sets up the network; PullImage fetches a checkpoint image node to node.
 const SLOW_CALL: Duration = Duration::from_secs(240);

@@ -82,7 +82,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             mounts: &mounts,
         };
         // The registry gives the image only to a pod on node2 that references it.
-        let credential = c.pull_credential(TO, &fresh, &fresh_image).await?;
+        let credential = e2e::pull_credential(&c.client, &c.ns, TO, &fresh, &fresh_image).await;
         let kubelet = c.stop_kubelet(TO)?;
         present.push(raw.restore(&format!("present-{rep}"), &image, None).await?);
         pulled.push(
@@ -151,7 +151,7 @@ struct Raw<'a> {
 
 impl Raw<'_> {
     /// Times [PullImage +] CreateContainer + StartContainer of checkpoint image `image`; it is
-    /// pulled first when a registry password (see [`crate::cluster::PullCredential`]) is given.
+    /// pulled first when a registry password (see [`e2e::PullCredential`]) is given.
     async fn restore(
         &self,
         name: &str,

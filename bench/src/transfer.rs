@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::cluster::{Cluster, PULL_USER, Plan};
+use crate::cluster::{Cluster, Plan};
 use crate::report::{Better, Row};
 use crate::stats::Summary;
+use e2e::PULL_USER;
 
 const FROM: &str = "node1";
 const TO: &str = "node2";
@@ -36,7 +37,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         let image = status
             .image
             .context("a Completed Content names its image")?;
-        let credential = c.pull_credential(TO, &name, &image).await?;
+        let credential = e2e::pull_credential(&c.client, &c.ns, TO, &name, &image).await;
         ours.push(pull_on_node(c, TO, &image, &credential.token)?);
         c.remove_pod(&credential.pod).await?;
 

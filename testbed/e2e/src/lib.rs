@@ -17,6 +17,7 @@ use kube::api::{Api, PostParams};
 
 mod counter;
 mod product;
+mod pull;
 
 pub use counter::{
     assert_counter_resumes, counter_log, counter_pod, counter_values, value_at_checkpoint,
@@ -26,6 +27,7 @@ pub use product::{
     CONTROLLER_DEPLOYMENT, CONTROLLER_LEASE, CONTROLLER_NAMESPACE, CONTROLLER_SELECTOR,
     ControllerDown, NODED_NAMESPACE, NODED_SELECTOR, kill_process, pod_process,
 };
+pub use pull::{PULL_USER, PullCredential, pull_credential, registry_token};
 
 /// The running testbed. Tests fail (never skip) when it is not up: an e2e test that silently
 /// passes without a cluster proves nothing.

@@ -9,8 +9,9 @@ use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpoi
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use checkpointing::oci::ImageLayout;
 use e2e::{
-    NODED_NAMESPACE, TestNamespace, Testbed, assert_counter_resumes, checkpoint,
-    checkpoint_request, counter_log, eventually, outcome, run_pod, sample_pod, value_at_checkpoint,
+    NODED_NAMESPACE, PULL_USER, TestNamespace, Testbed, assert_counter_resumes, checkpoint,
+    checkpoint_request, counter_log, counter_pod, eventually, outcome, pull_credential,
+    registry_token, run_pod, sample_pod, value_at_checkpoint,
 };
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -306,7 +307,7 @@ async fn peers_refuse_strangers_and_reject_tampered_blobs() {
 
     // Untouched, the image travels: node2 pulls it from node1.
     let image = status_image(&client, &ns.name).await;
-    let pull = runtime_pull(&tb, "node2", &image);
+    let pull = runtime_pull(&tb, &client, &ns.name, "node2", &image).await;
     assert!(
         pull.status.success(),
         "pulling on node2: {}",
@@ -324,7 +325,7 @@ async fn peers_refuse_strangers_and_reject_tampered_blobs() {
     std::fs::write(&archive, bytes).unwrap();
 
     let image = status.image.unwrap();
-    let pull = runtime_pull(&tb, "node3", &image);
+    let pull = runtime_pull(&tb, &client, &ns.name, "node3", &image).await;
     assert!(
         !pull.status.success(),
         "a tampered checkpoint image must not be pulled"
@@ -478,8 +479,97 @@ fn runtime_lists(tb: &Testbed, node: &str, image: &str) -> bool {
 }
 
 /// `crictl pull` of an image reference inside `node`: the runtime pulls it as for a pod.
-fn runtime_pull(tb: &Testbed, node: &str, image: &str) -> std::process::Output {
-    tb.node_exec(node, &["crictl", "pull", image])
+/// `crictl pull` of the seed's checkpoint image on `node`, with the credential its kubelet
+/// would get for a pod restoring it there.
+async fn runtime_pull(
+    tb: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    node: &str,
+    image: &str,
+) -> std::process::Output {
+    let credential = pull_credential(client, ns, node, "counter-checkpoint", image).await;
+    let creds = format!("{PULL_USER}:{}", credential.token);
+    tb.node_exec(node, &["crictl", "pull", "--creds", &creds, image])
+}
+
+/// The attacks on a node's registry port: anyone on the node (a hostNetwork pod, a node
+/// shell) asks 127.0.0.1:5050 for another namespace's checkpoint, with no credential, with a
+/// registry token of their own pod, or of a pod of the checkpoint's namespace that was not
+/// admitted to restore it. Only the credential of an admitted pod on that node gets the image,
+/// and only by digest.
+#[tokio::test]
+async fn the_node_local_registry_answers_only_pulls_for_admitted_pods() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "pull").await;
+    let thieves = TestNamespace::create(&tb, "pull-thief").await;
+    let client = tb.client().await;
+    seed_checkpoint(&tb, &client, &ns.name).await;
+    let image = status_image(&client, &ns.name).await;
+    let (repo, digest) = image
+        .strip_prefix("localhost:5050/")
+        .and_then(|r| r.split_once('@'))
+        .unwrap_or_else(|| panic!("{image} is not a node-local image"));
+    let manifest = format!("http://127.0.0.1:5050/v2/{repo}/manifests/{digest}");
+    let by_tag = format!("http://127.0.0.1:5050/v2/{repo}/manifests/latest");
+    let get = |url: &str, token: Option<&str>| {
+        let user = token.map(|t| format!("{PULL_USER}:{t}"));
+        let mut args = vec!["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"];
+        if let Some(user) = &user {
+            args.extend(["-u", user]);
+        }
+        args.push(url);
+        String::from_utf8_lossy(&tb.node_exec("node2", &args).stdout).into_owned()
+    };
+
+    let plain = run_pod(&client, &ns.name, counter_pod("plain", "node2", 1)).await;
+    let plain_token = registry_token(&client, &ns.name, &plain).await;
+    let thief = run_pod(&client, &thieves.name, counter_pod("thief", "node2", 1)).await;
+    let thief_token = registry_token(&client, &thieves.name, &thief).await;
+    assert_eq!(get(&manifest, None), "401", "no credential");
+    assert_eq!(
+        get("http://127.0.0.1:5050/v2/", None),
+        "401",
+        "not even /v2/"
+    );
+    assert_eq!(
+        get(&manifest, Some(&thief_token)),
+        "403",
+        "a pod of another namespace"
+    );
+    assert_eq!(
+        get(&manifest, Some(&plain_token)),
+        "403",
+        "a pod of the namespace not admitted to restore the checkpoint"
+    );
+
+    let admitted = pull_credential(&client, &ns.name, "node2", "counter-checkpoint", &image).await;
+    assert_eq!(
+        get(&by_tag, Some(&admitted.token)),
+        "404",
+        "by digest only, never by tag"
+    );
+    assert_eq!(get(&manifest, Some(&admitted.token)), "200");
+    // The same credential on another node: bound to a pod on node2 only.
+    let on_node3 = String::from_utf8_lossy(
+        &tb.node_exec(
+            "node3",
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-u",
+                &format!("{PULL_USER}:{}", admitted.token),
+                &manifest,
+            ],
+        )
+        .stdout,
+    )
+    .into_owned();
+    assert_eq!(on_node3, "403", "a pod on another node");
 }
 
 /// A Deployment's pods are created by the ReplicaSet controller, not by a person: the webhook
