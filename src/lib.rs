@@ -21,3 +21,5 @@ pub mod oci;
 pub mod runtime;
 #[cfg(feature = "test-util")]
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;

@@ -69,6 +69,11 @@ pub const REGISTRY_AUDIENCE: &str = "checkpointing.zacchaeuschok.github.io/regis
 /// Audience of the token one noded presents to another's peer server.
 pub const PEER_AUDIENCE: &str = "checkpointing.zacchaeuschok.github.io/peer";
 
+/// Annotation on a noded's Lease: the SHA-256 (hex) of the certificate its peer server
+/// presents. Peers accept exactly that certificate; only that node's noded writes its Lease.
+pub const PEER_CERTIFICATE_ANNOTATION: &str =
+    "checkpointing.zacchaeuschok.github.io/peer-certificate-sha256";
+
 /// Longest RFC 1123 label (namespace, container name).
 pub const DNS_LABEL_MAX: usize = 63;
 /// Longest RFC 1123 subdomain (pod, node and most object names).

@@ -1,29 +1,19 @@
 //! The webhook's TLS: a certificate authority and serving certificate made in memory at start
-//! (nobody runs openssl; the CA's PEM becomes the webhook configuration's `caBundle`), and an
-//! HTTPS listener for axum that completes handshakes off the accept path.
+//! (nobody runs openssl; the CA's PEM becomes the webhook configuration's `caBundle`), served by
+//! the shared [`TlsListener`].
 
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+pub use checkpointing::tls::TlsListener;
 use k8s_openapi::jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::server::TlsStream;
-use tracing::{debug, warn};
-
-/// How long a client may take for its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the certificates are valid. They live only in this process's memory and a new pair
 /// is made at every start, so a long life costs nothing.
@@ -155,77 +145,14 @@ fn set_validity(params: &mut CertificateParams, now: Timestamp) {
     params.not_after = at(end);
 }
 
-/// An HTTPS listener for `axum::serve`: a task accepts TCP connections and runs each TLS
-/// handshake in its own task, so a slow or broken client never holds up the others.
-pub struct TlsListener {
-    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    acceptor: JoinHandle<()>,
-}
-
-impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, handshaken) = mpsc::channel(64);
-        let tls = TlsAcceptor::from(config);
-        let acceptor = tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: pause rather than spin.
-                        warn!(%error, "accepting a webhook connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let (tls, tx) = (tls.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send((stream, peer)).await;
-                        }
-                        Ok(Err(error)) => debug!(%peer, %error, "webhook TLS handshake failed"),
-                        Err(_) => debug!(%peer, "webhook TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(Self {
-            handshaken,
-            local,
-            acceptor,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.handshaken.recv().await {
-            Some(accepted) => accepted,
-            // The accept task is gone only once this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use std::io;
+    use std::net::SocketAddr;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
     use tokio_rustls::TlsConnector;
     use tokio_rustls::client::TlsStream as ClientTlsStream;
     use tokio_rustls::rustls::pki_types::ServerName;

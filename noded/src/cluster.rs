@@ -1,12 +1,14 @@
 //! The cluster seam of the registry and the peer server: what they ask the API server (a
-//! Content, a node's address, a TokenReview, a puller's pod, the live Contents). A trait, so tests run without
+//! Content, a node's address and certificate, a TokenReview, a puller's pod, the live Contents). A trait, so tests run without
 //! a cluster.
 
 use std::future::Future;
 use std::net::IpAddr;
 
 use checkpointing::crd::ContainerCheckpointContent;
+use checkpointing::names::{PEER_CERTIFICATE_ANNOTATION, noded_lease_name};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 
@@ -23,6 +25,13 @@ pub trait Cluster: Send + Sync + 'static {
         &self,
         node: &str,
     ) -> impl Future<Output = Result<Option<IpAddr>, kube::Error>> + Send;
+
+    /// The SHA-256 of the certificate `node`'s peer server presents, as its noded publishes it
+    /// in its Lease.
+    fn peer_pin(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<Option<String>, kube::Error>> + Send;
 
     /// A `TokenReview` of `token` for `audience`.
     fn review_token(
@@ -45,7 +54,11 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<ContainerCheckpointContent>, kube::Error>> + Send;
 }
 
-pub struct KubeCluster(pub kube::Client);
+pub struct KubeCluster {
+    pub client: kube::Client,
+    /// Where the noded Leases are.
+    pub lease_namespace: String,
+}
 
 impl Cluster for KubeCluster {
     async fn content(
@@ -53,14 +66,23 @@ impl Cluster for KubeCluster {
         namespace: &str,
         name: &str,
     ) -> Result<Option<ContainerCheckpointContent>, kube::Error> {
-        Api::namespaced(self.0.clone(), namespace)
+        Api::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
     }
 
     async fn node_ip(&self, node: &str) -> Result<Option<IpAddr>, kube::Error> {
-        let node: Option<Node> = Api::all(self.0.clone()).get_opt(node).await?;
+        let node: Option<Node> = Api::all(self.client.clone()).get_opt(node).await?;
         Ok(node.as_ref().and_then(internal_ip))
+    }
+
+    async fn peer_pin(&self, node: &str) -> Result<Option<String>, kube::Error> {
+        let lease: Option<Lease> = Api::namespaced(self.client.clone(), &self.lease_namespace)
+            .get_opt(&noded_lease_name(node))
+            .await?;
+        Ok(lease
+            .and_then(|l| l.metadata.annotations)
+            .and_then(|mut a| a.remove(PEER_CERTIFICATE_ANNOTATION)))
     }
 
     async fn review_token(
@@ -75,20 +97,20 @@ impl Cluster for KubeCluster {
             },
             ..Default::default()
         };
-        let done = Api::<TokenReview>::all(self.0.clone())
+        let done = Api::<TokenReview>::all(self.client.clone())
             .create(&PostParams::default(), &review)
             .await?;
         Ok(done.status.unwrap_or_default())
     }
 
     async fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, kube::Error> {
-        Api::namespaced(self.0.clone(), namespace)
+        Api::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
     }
 
     async fn all_contents(&self) -> Result<Vec<ContainerCheckpointContent>, kube::Error> {
-        let api: Api<ContainerCheckpointContent> = Api::all(self.0.clone());
+        let api: Api<ContainerCheckpointContent> = Api::all(self.client.clone());
         Ok(api.list(&ListParams::default()).await?.items)
     }
 }

@@ -1,5 +1,6 @@
-//! The one HTTP client noded uses to talk to other servers — peers' registries (plain HTTP) and,
-//! when configured, an external registry it pushes checkpoint images to (HTTPS or plain HTTP) —
+//! The one HTTP client noded uses to talk to other servers — peers' registries (HTTPS with the
+//! peer's pinned certificate) and, when configured, an external registry it pushes checkpoint
+//! images to (HTTPS or plain HTTP) —
 //! with its timeouts: connecting, waiting for response headers, and pauses in a streamed body.
 
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::identity::Pinned;
+
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Until the response headers arrive (after the request body, if any, was sent).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,17 +29,15 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(300);
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// Which servers the client may reach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tls {
     /// `http://` URLs only (an `https://` URL fails: the client trusts no certificate).
     PlainOnly,
     /// `https://` URLs verified against the system's roots, and `http://` URLs.
     SystemRoots,
-}
-
-/// A client for plain HTTP (peers).
-pub fn plain_client() -> HttpClient {
-    client(Tls::PlainOnly).expect("a client trusting no roots needs none loaded")
+    /// `https://` URLs only, to the server presenting the certificate with this SHA-256 (a
+    /// peer, see [`Pinned`]).
+    Pinned(String),
 }
 
 /// A client for `tls`. Fails only when the system's roots are asked for and none load.
@@ -45,20 +46,26 @@ pub fn client(tls: Tls) -> std::io::Result<HttpClient> {
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(std::io::Error::other)?;
+    let https_only = matches!(tls, Tls::Pinned(_));
     let config = match tls {
         Tls::PlainOnly => config.with_root_certificates(rustls::RootCertStore::empty()),
         Tls::SystemRoots => config.with_native_roots()?,
+        Tls::Pinned(fingerprint) => config
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned::new(fingerprint))),
     }
     .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.set_nodelay(true);
     http.enforce_http(false);
-    let connector = HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let connector = HttpsConnectorBuilder::new().with_tls_config(config);
+    let connector = if https_only {
+        connector.https_only()
+    } else {
+        connector.https_or_http()
+    };
+    let connector = connector.enable_http1().wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 

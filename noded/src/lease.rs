@@ -1,8 +1,9 @@
-//! The node Lease that tells the controller a node daemon runs on this node.
+//! The node Lease that tells the controller a node daemon runs on this node, and tells peers
+//! which certificate its peer server presents.
 
 use std::time::Duration;
 
-use checkpointing::names::{NODED_MANAGER, noded_lease_name};
+use checkpointing::names::{NODED_MANAGER, PEER_CERTIFICATE_ANNOTATION, noded_lease_name};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -14,7 +15,7 @@ const DURATION: Duration = Duration::from_secs(30);
 
 /// Renews the Lease until the task is dropped. Failures are logged and retried: they must not
 /// stop checkpoints already under way.
-pub async fn keep_renewed(client: kube::Client, namespace: String, node: String) {
+pub async fn keep_renewed(client: kube::Client, namespace: String, node: String, pin: String) {
     let api: Api<Lease> = Api::namespaced(client, &namespace);
     let name = noded_lease_name(&node);
     let mut tick = tokio::time::interval(DURATION / 3);
@@ -23,7 +24,10 @@ pub async fn keep_renewed(client: kube::Client, namespace: String, node: String)
         let patch = json!({
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": { "name": name },
+            "metadata": {
+                "name": name,
+                "annotations": { PEER_CERTIFICATE_ANNOTATION: pin },
+            },
             "spec": {
                 "holderIdentity": node,
                 "leaseDurationSeconds": DURATION.as_secs(),

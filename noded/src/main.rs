@@ -6,6 +6,7 @@ mod cluster;
 mod error;
 mod gc;
 mod http;
+mod identity;
 mod lease;
 mod locks;
 mod metrics;
@@ -40,12 +41,14 @@ use kube::runtime::{Controller, watcher};
 
 use crate::checkpoint::Checkpointer;
 use crate::cluster::KubeCluster;
+use crate::identity::PeerIdentity;
 use crate::reconcile::Context;
 use crate::registry::PeerAuth;
 use crate::registry::peer::PeerClient;
 use crate::registry::{Mode, Registry};
 use crate::space::DiskSpace;
 use crate::store::CheckpointDir;
+use checkpointing::tls::TlsListener;
 
 /// Time open registry connections (a blob being streamed) get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -195,9 +198,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {} (--registry-addr)", args.registry_addr))?;
     let peer_addr = SocketAddr::new(args.peer_bind_addr, args.peer_port);
-    let peer_listener = tokio::net::TcpListener::bind(peer_addr)
-        .await
-        .with_context(|| format!("listening on {peer_addr} (--peer-port)"))?;
+    let identity =
+        PeerIdentity::generate(&args.node_name).context("making the peer certificate")?;
+    let peer_listener = TlsListener::new(
+        tokio::net::TcpListener::bind(peer_addr)
+            .await
+            .with_context(|| format!("listening on {peer_addr} (--peer-port)"))?,
+        identity.server_config()?,
+    )?;
     tracing::info!(node = %args.node_name, cri = %args.cri_endpoint, dir = %args.checkpoint_dir.display(),
         registry = %args.registry_addr, peer = %peer_addr, "noded starting");
 
@@ -205,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
         client.clone(),
         args.lease_namespace.clone(),
         args.node_name.clone(),
+        identity.fingerprint(),
     ));
     let metrics = Arc::new(metrics::Metrics::default());
     let space = DiskSpace::new(args.node_name.clone(), args.disk_reserve_mib);
@@ -223,7 +232,10 @@ async fn main() -> anyhow::Result<()> {
         Registry::new(
             layout.clone(),
             cri.clone(),
-            KubeCluster(client.clone()),
+            KubeCluster {
+                client: client.clone(),
+                lease_namespace: args.lease_namespace.clone(),
+            },
             args.node_name.clone(),
             PeerClient::new(args.peer_port, args.peer_token_file.clone(), space.clone()),
             PeerAuth::new(args.peer_allowed_users.clone()),
@@ -240,16 +252,21 @@ async fn main() -> anyhow::Result<()> {
         prerequisites.clone(),
         until_stopped(stopped.clone()),
     ));
-    let servers =
-        [(local_listener, Mode::Local), (peer_listener, Mode::Peer)].map(|(listener, mode)| {
-            let router = registry::router(registry.clone(), mode);
-            let stop = until_stopped(stopped.clone());
-            tokio::spawn(async move {
-                if let Err(error) = registry::serve(listener, router, stop, SHUTDOWN_GRACE).await {
-                    tracing::error!(?mode, %error, "registry server failed");
-                }
-            })
-        });
+    let router = |mode| registry::router(registry.clone(), mode);
+    let servers = [
+        tokio::spawn(serve_registry(
+            local_listener,
+            Mode::Local,
+            router(Mode::Local),
+            until_stopped(stopped.clone()),
+        )),
+        tokio::spawn(serve_registry(
+            peer_listener,
+            Mode::Peer,
+            router(Mode::Peer),
+            until_stopped(stopped.clone()),
+        )),
+    ];
     let pruner = tokio::spawn({
         let registry = registry.clone();
         let image_registry = args.image_registry.clone();
@@ -312,6 +329,21 @@ async fn main() -> anyhow::Result<()> {
     checker.abort();
     tracing::info!("noded stopped");
     Ok(())
+}
+
+/// Serves one of the registry's routers until `stop`; a failure is logged.
+async fn serve_registry<L>(
+    listener: L,
+    mode: Mode,
+    router: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    if let Err(error) = registry::serve(listener, router, stop, SHUTDOWN_GRACE).await {
+        tracing::error!(?mode, %error, "registry server failed");
+    }
 }
 
 #[cfg(test)]

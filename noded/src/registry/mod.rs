@@ -366,11 +366,23 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                 Problem::Unavailable(format!("looking up node {node}: {}", error_chain(&e)))
             })?
             .ok_or_else(|| Problem::Upstream(format!("node {node} has no InternalIP")))?;
+        let pin = self
+            .cluster
+            .peer_pin(node)
+            .await
+            .map_err(|e| {
+                Problem::Unavailable(format!("looking up node {node}'s Lease: {}", error_chain(&e)))
+            })?
+            .ok_or_else(|| {
+                Problem::Upstream(format!(
+                    "node {node}'s noded publishes no peer certificate in its Lease (not running, or an older version)"
+                ))
+            })?;
         let peer = SocketAddr::new(ip, self.peers.port);
         tracing::info!(%repo, %node, %peer, %digest, "fetching checkpoint image from its node");
         match self
             .peers
-            .fetch(peer, repo, digest, tag, &self.layout)
+            .fetch(peer, &pin, repo, digest, tag, &self.layout)
             .await
         {
             Ok(bytes) => {

@@ -18,7 +18,7 @@ use oci_spec::image::{DigestAlgorithm, ImageManifest};
 use tokio::io::AsyncWriteExt;
 
 use super::route::Repo;
-use crate::http::{self, HttpClient, ReadError, SendError};
+use crate::http::{self, HttpClient, ReadError, SendError, Tls};
 use crate::space::{DiskSpace, Need, Size, SpaceError};
 
 /// Manifests are small; a peer sending more is broken or hostile.
@@ -34,6 +34,8 @@ pub enum FetchError {
     },
     #[error("the peer token file {} is empty", .0.display())]
     EmptyToken(PathBuf),
+    #[error("making the peer client")]
+    Client(#[source] std::io::Error),
     #[error("requesting {url}")]
     Request {
         url: String,
@@ -106,7 +108,6 @@ pub struct PeerClient {
     /// Port of every node's peer server.
     pub port: u16,
     token_file: PathBuf,
-    http: HttpClient,
     /// Refuses an image the ingest directory has no room for, before any blob.
     space: DiskSpace,
     transferred: AtomicU64,
@@ -118,7 +119,6 @@ impl PeerClient {
         Self {
             port,
             token_file,
-            http: http::plain_client(),
             space,
             transferred: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
@@ -130,11 +130,13 @@ impl PeerClient {
         self.transferred.load(Ordering::Relaxed)
     }
 
-    /// Fetches the image `digest` of `repo` from the peer server at `peer` into `layout` under
-    /// `tag`. Returns the number of blob bytes transferred.
+    /// Fetches the image `digest` of `repo` from the peer server at `peer`, which must present
+    /// the certificate with SHA-256 `pin`, into `layout` under `tag`. Returns the number of
+    /// blob bytes transferred.
     pub async fn fetch(
         &self,
         peer: SocketAddr,
+        pin: &str,
         repo: &Repo,
         digest: &str,
         tag: &str,
@@ -151,12 +153,13 @@ impl PeerClient {
         if token.is_empty() {
             return Err(FetchError::EmptyToken(self.token_file.clone()));
         }
-        let base = format!("http://{peer}/v2/{}/{}", repo.namespace, repo.name);
+        let http = http::client(Tls::Pinned(pin.to_owned())).map_err(FetchError::Client)?;
+        let base = format!("https://{peer}/v2/{}/{}", repo.namespace, repo.name);
 
         let url = format!("{base}/manifests/{digest}");
         let manifest_digest = oci_spec::image::Digest::try_from(digest)
             .map_err(|_| FetchError::Algorithm(digest.to_owned()))?;
-        let bytes = self.manifest(&url, token).await?;
+        let bytes = Self::manifest(&http, &url, token).await?;
         let hex = sha256_hex(&bytes);
         if hex != manifest_digest.digest() {
             return Err(FetchError::Verify {
@@ -215,8 +218,15 @@ impl PeerClient {
             ));
             staged.0.push((desc.digest().clone(), path.clone()));
             let url = format!("{base}/blobs/{}", desc.digest());
-            self.blob(&url, token, desc.digest().digest(), desc.size(), &path)
-                .await?;
+            Self::blob(
+                &http,
+                &url,
+                token,
+                desc.digest().digest(),
+                desc.size(),
+                &path,
+            )
+            .await?;
             transferred += desc.size();
             self.transferred.fetch_add(desc.size(), Ordering::Relaxed);
         }
@@ -225,7 +235,7 @@ impl PeerClient {
         Ok(transferred)
     }
 
-    async fn get(&self, url: &str, token: &str) -> Result<Response<Body>, FetchError> {
+    async fn get(http: &HttpClient, url: &str, token: &str) -> Result<Response<Body>, FetchError> {
         let request = Request::get(url)
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .header(header::ACCEPT, MANIFEST_MEDIA_TYPE)
@@ -234,18 +244,16 @@ impl PeerClient {
                 url: url.to_owned(),
                 status: StatusCode::BAD_REQUEST,
             })?;
-        let response = http::send(&self.http, request, None)
-            .await
-            .map_err(|e| match e {
-                SendError::Timeout(timeout) => FetchError::Timeout {
-                    url: url.to_owned(),
-                    timeout,
-                },
-                SendError::Request(source) => FetchError::Request {
-                    url: url.to_owned(),
-                    source,
-                },
-            })?;
+        let response = http::send(http, request, None).await.map_err(|e| match e {
+            SendError::Timeout(timeout) => FetchError::Timeout {
+                url: url.to_owned(),
+                timeout,
+            },
+            SendError::Request(source) => FetchError::Request {
+                url: url.to_owned(),
+                source,
+            },
+        })?;
         if response.status() != StatusCode::OK {
             return Err(FetchError::Status {
                 url: url.to_owned(),
@@ -269,8 +277,8 @@ impl PeerClient {
         })
     }
 
-    async fn manifest(&self, url: &str, token: &str) -> Result<Vec<u8>, FetchError> {
-        let mut body = self.get(url, token).await?.into_body();
+    async fn manifest(http: &HttpClient, url: &str, token: &str) -> Result<Vec<u8>, FetchError> {
+        let mut body = Self::get(http, url, token).await?.into_body();
         let mut bytes = Vec::new();
         while let Some(data) = Self::chunk(url, &mut body).await? {
             if bytes.len() + data.len() > MAX_MANIFEST {
@@ -285,7 +293,7 @@ impl PeerClient {
 
     /// Streams the blob at `url` into `path`, verifying it on the way, and makes it durable.
     async fn blob(
-        &self,
+        http: &HttpClient,
         url: &str,
         token: &str,
         hex: &str,
@@ -296,7 +304,7 @@ impl PeerClient {
             path: path.to_owned(),
             source,
         };
-        let mut body = self.get(url, token).await?.into_body();
+        let mut body = Self::get(http, url, token).await?.into_body();
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

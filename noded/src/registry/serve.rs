@@ -1,4 +1,4 @@
-//! The registry's HTTP servers: one router per [`Mode`], served until told to stop.
+//! The registry's servers: one router per [`Mode`], served until told to stop.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,14 +22,18 @@ pub fn router<R: Runtime + 'static, C: Cluster>(
     })
 }
 
-/// Serves `router` on `listener` until `stop` resolves; connections still open then get
-/// `grace` to finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves `router` on `listener` (plain TCP for the local registry, TLS for the peer server)
+/// until `stop` resolves; connections still open then get `grace` to finish.
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     stop: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         stop.await;

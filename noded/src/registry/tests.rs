@@ -9,14 +9,14 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use checkpointing::oci::{CheckpointMeta, sha256_file};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use checkpointing::tls::TlsListener;
+use http_body_util::BodyExt;
 
 use super::*;
 use checkpointing::names::REGISTRY_AUDIENCE;
 
+use crate::http::{HttpClient, Tls};
+use crate::identity::PeerIdentity;
 use crate::space::{DEFAULT_RESERVE_MIB, DiskSpace};
 use crate::testing::{
     FakeCluster, FakeRuntime, GOOD_TOKEN, NODED, archive_bytes, content, digest, pod, pod_token,
@@ -37,6 +37,8 @@ struct TestNode {
     runtime: FakeRuntime,
     local: SocketAddr,
     peer: SocketAddr,
+    /// The SHA-256 of the peer server's certificate.
+    pin: String,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -48,6 +50,13 @@ async fn start(
     token_file: PathBuf,
 ) -> TestNode {
     let runtime = FakeRuntime::default();
+    let identity = PeerIdentity::generate(node).unwrap();
+    let pin = identity.fingerprint();
+    cluster
+        .pins
+        .lock()
+        .unwrap()
+        .insert(node.into(), pin.clone());
     let registry = Arc::new(Registry::new(
         layout,
         runtime.clone(),
@@ -60,24 +69,28 @@ async fn start(
     let stop = futures::future::FutureExt::shared(async move {
         let _ = stop_rx.await;
     });
-    let mut addrs = Vec::new();
-    for mode in [Mode::Local, Mode::Peer] {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .unwrap();
-        addrs.push(listener.local_addr().unwrap());
-        tokio::spawn(serve(
-            listener,
-            router(registry.clone(), mode),
-            stop.clone(),
-            Duration::from_secs(1),
-        ));
-    }
+    let bind = || tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0));
+    let local = bind().await.unwrap();
+    let peer = TlsListener::new(bind().await.unwrap(), identity.server_config().unwrap()).unwrap();
+    let addrs = [
+        local.local_addr().unwrap(),
+        axum::serve::Listener::local_addr(&peer).unwrap(),
+    ];
+    let grace = Duration::from_secs(1);
+    let local_router = router(registry.clone(), Mode::Local);
+    tokio::spawn(serve(local, local_router, stop.clone(), grace));
+    tokio::spawn(serve(
+        peer,
+        router(registry.clone(), Mode::Peer),
+        stop,
+        grace,
+    ));
     TestNode {
         registry,
         runtime,
         local: addrs[0],
         peer: addrs[1],
+        pin,
         _stop: stop_tx,
     }
 }
@@ -172,18 +185,30 @@ enum Cred<'a> {
 }
 
 async fn request(method: Method, addr: SocketAddr, path: &str, cred: Cred<'_>) -> Answer {
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let mut req = axum::http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
+    send(
+        crate::http::client(Tls::PlainOnly).unwrap(),
+        method,
+        format!("http://{addr}{path}"),
+        cred,
+    )
+    .await
+}
+
+/// A request to `node`'s peer server, over TLS to exactly its certificate.
+async fn peer_request(node: &TestNode, method: Method, path: &str, cred: Cred<'_>) -> Answer {
+    let client = crate::http::client(Tls::Pinned(node.pin.clone())).unwrap();
+    send(client, method, format!("https://{}{path}", node.peer), cred).await
+}
+
+async fn send(client: HttpClient, method: Method, url: String, cred: Cred<'_>) -> Answer {
+    let mut req = axum::http::Request::builder().method(method).uri(url);
     match cred {
         Cred::None => {}
         Cred::Bearer(token) => req = req.header(header::AUTHORIZATION, format!("Bearer {token}")),
         Cred::Basic(token) => req = req.header(header::AUTHORIZATION, basic(token)),
     }
     let response = client
-        .request(req.body(Empty::new()).unwrap())
+        .request(req.body(Body::empty()).unwrap())
         .await
         .unwrap();
     let status = response.status();
@@ -391,7 +416,7 @@ async fn the_peer_server_wants_an_allowed_token_and_never_fetches_further() {
         Cred::Bearer(PULL1),
         Cred::Basic(GOOD_TOKEN),
     ] {
-        let a = request(Method::GET, t.node1.peer, &path, cred).await;
+        let a = peer_request(&t.node1, Method::GET, &path, cred).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{cred:?}");
         assert_eq!(error_code(&a), "UNAUTHORIZED");
         assert_eq!(
@@ -401,13 +426,13 @@ async fn the_peer_server_wants_an_allowed_token_and_never_fetches_further() {
         assert!(a.headers.get("docker-content-digest").is_none());
     }
     // Someone the API server knows, but not a noded.
-    let a = request(Method::GET, t.node1.peer, &path, Cred::Bearer("other-user")).await;
+    let a = peer_request(&t.node1, Method::GET, &path, Cred::Bearer("other-user")).await;
     assert_eq!(
         (a.status, error_code(&a).as_str()),
         (StatusCode::FORBIDDEN, "DENIED")
     );
     assert!(a.headers.get("docker-content-digest").is_none());
-    let base = request(Method::GET, t.node1.peer, "/v2/", Cred::None).await;
+    let base = peer_request(&t.node1, Method::GET, "/v2/", Cred::None).await;
     assert_eq!(
         base.status,
         StatusCode::UNAUTHORIZED,
@@ -416,7 +441,7 @@ async fn the_peer_server_wants_an_allowed_token_and_never_fetches_further() {
 
     let reviews = t.cluster.reviews.load(Ordering::SeqCst);
     for _ in 0..3 {
-        let a = request(Method::GET, t.node1.peer, &path, Cred::Bearer(GOOD_TOKEN)).await;
+        let a = peer_request(&t.node1, Method::GET, &path, Cred::Bearer(GOOD_TOKEN)).await;
         assert_eq!(a.status, StatusCode::OK);
     }
     assert_eq!(
@@ -430,7 +455,7 @@ async fn the_peer_server_wants_an_allowed_token_and_never_fetches_further() {
     );
 
     // node2's peer server does not hold the image and must not fetch it from node1.
-    let a = request(Method::GET, t.node2.peer, &path, Cred::Bearer(GOOD_TOKEN)).await;
+    let a = peer_request(&t.node2, Method::GET, &path, Cred::Bearer(GOOD_TOKEN)).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(t.node2.registry.peers.transferred(), 0);
     assert!(t.node2.registry.layout.tags().unwrap().is_empty());
@@ -651,4 +676,33 @@ async fn a_fetch_the_disk_has_no_room_for_fails_before_any_blob() {
     assert_eq!(registry.peers.transferred(), 0);
     assert!(blob_files(&layout).is_empty(), "{:?}", blob_files(&layout));
     assert!(layout.tags().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_is_trusted_only_with_the_certificate_its_lease_publishes() {
+    let t = two_nodes(b"memory").await;
+    let manifest = format!("/v2/default/cp/manifests/{}", t.digest);
+    // Someone answering on node1's address with a certificate of their own.
+    let impostor = PeerIdentity::generate("node1").unwrap().fingerprint();
+    t.cluster
+        .pins
+        .lock()
+        .unwrap()
+        .insert("node1".into(), impostor);
+    let a = get(t.node2.local, &manifest).await;
+    let body = String::from_utf8_lossy(&a.body);
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("https://127.0.0.1:"), "{body}");
+    assert_eq!(t.node2.registry.peers.transferred(), 0);
+    assert!(t.node2.registry.layout.tags().unwrap().is_empty());
+
+    t.cluster.pins.lock().unwrap().remove("node1");
+    let a = get(t.node2.local, &manifest).await;
+    let body = String::from_utf8_lossy(&a.body);
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("publishes no peer certificate"), "{body}");
+
+    let pin = t.node1.pin.clone();
+    t.cluster.pins.lock().unwrap().insert("node1".into(), pin);
+    assert_eq!(get(t.node2.local, &manifest).await.status, StatusCode::OK);
 }

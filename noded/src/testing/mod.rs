@@ -280,6 +280,8 @@ pub struct FakeCluster {
     pub contents: Mutex<Vec<ContainerCheckpointContent>>,
     pub nodes: HashMap<String, IpAddr>,
     pub pods: Mutex<Vec<Pod>>,
+    /// Each node's peer certificate SHA-256, as its Lease publishes it.
+    pub pins: Mutex<HashMap<String, String>>,
     /// Further tokens and what a review of them answers (see [`pod_token`]).
     pub tokens: Mutex<HashMap<String, TokenReviewStatus>>,
     pub reviews: AtomicUsize,
@@ -358,6 +360,9 @@ impl Cluster for Arc<FakeCluster> {
     }
     async fn node_ip(&self, node: &str) -> Result<Option<IpAddr>, kube::Error> {
         Ok(self.nodes.get(node).copied())
+    }
+    async fn peer_pin(&self, node: &str) -> Result<Option<String>, kube::Error> {
+        Ok(self.pins.lock().unwrap().get(node).cloned())
     }
     async fn review_token(
         &self,

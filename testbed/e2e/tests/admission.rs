@@ -6,12 +6,15 @@
 //! checkpoint or swapping a finished one.
 
 use checkpointing::crd::CheckpointState;
-use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
+use checkpointing::names::{
+    PEER_CERTIFICATE_ANNOTATION, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION,
+};
 use e2e::{
     ControllerDown, TestNamespace, Testbed, checkpoint, checkpoint_request, counter_pod, outcome,
     run_pod,
 };
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -349,8 +352,9 @@ async fn the_controller_may_patch_only_its_own_webhook_registration() {
 }
 
 #[tokio::test]
-async fn noded_writes_leases_only_in_its_own_namespace() {
-    let client = Testbed::get().client().await;
+async fn noded_writes_leases_only_in_its_own_namespace_and_only_its_nodes() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
     let own = checkpointing::names::DEFAULT_LEASE_NAMESPACE;
     for namespace in [own, "kube-system", "kube-node-lease", "default"] {
         for verb in ["patch", "create", "update"] {
@@ -370,4 +374,51 @@ async fn noded_writes_leases_only_in_its_own_namespace() {
             );
         }
     }
+    // Within it, a node daemon taken over cannot speak for another node: its Lease says whose
+    // peer certificate to trust.
+    let noded_on = |node: &'static str| {
+        let tb = tb.clone();
+        async move {
+            tb.client_as(
+                "system:serviceaccount:kube-system:checkpoint-noded",
+                &[
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:kube-system",
+                    "system:authenticated",
+                ],
+                &[("authentication.kubernetes.io/node-name", node)],
+            )
+            .await
+        }
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), own);
+    let lease = leases.get("checkpoint-noded-node1").await.unwrap();
+    let pin = lease.metadata.annotations.unwrap_or_default()[PEER_CERTIFICATE_ANNOTATION].clone();
+    assert_eq!(
+        pin.len(),
+        64,
+        "node1's Lease publishes its certificate's SHA-256: {pin}"
+    );
+    let pin_patch = |pin: &str| {
+        Patch::Merge(json!({"metadata": {"annotations": {PEER_CERTIFICATE_ANNOTATION: pin}}}))
+    };
+    let params = PatchParams::default();
+    let error = Api::<Lease>::namespaced(noded_on("node2").await, own)
+        .patch(
+            "checkpoint-noded-node1",
+            &params,
+            &pin_patch(&"0".repeat(64)),
+        )
+        .await
+        .expect_err("node2's daemon may not write node1's Lease");
+    assert!(
+        error
+            .to_string()
+            .contains("may write only its own node's Lease"),
+        "{error}"
+    );
+    Api::<Lease>::namespaced(noded_on("node1").await, own)
+        .patch("checkpoint-noded-node1", &params, &pin_patch(&pin))
+        .await
+        .expect("node1's daemon writes its own Lease");
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
-use checkpointing::names::RESTORE_FROM_ANNOTATION;
+use checkpointing::names::{PEER_AUDIENCE, RESTORE_FROM_ANNOTATION};
 use checkpointing::oci::ImageLayout;
 use e2e::{
     NODED_NAMESPACE, PULL_USER, TestNamespace, Testbed, assert_counter_resumes, checkpoint,
@@ -286,23 +286,36 @@ async fn peers_refuse_strangers_and_reject_tampered_blobs() {
     let client = tb.client().await;
     seed_checkpoint(&tb, &client, &ns.name).await;
 
-    // node1's peer port answers node2 only with a valid ServiceAccount token.
-    let code = tb.node_exec(
-        "node2",
-        &[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "http://10.77.0.11:5051/v2/",
-        ],
+    // node1's peer port speaks TLS only, and answers node2 only with a token of noded's
+    // ServiceAccount issued for the peer audience: not without one, not with noded's API token.
+    let peer_code = |scheme: &str, token: Option<&str>| {
+        let header = token.map(|t| format!("Authorization: Bearer {t}"));
+        let mut args = vec!["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}"];
+        if let Some(header) = &header {
+            args.extend(["-H", header]);
+        }
+        let url = format!("{scheme}://10.77.0.11:5051/v2/");
+        args.push(&url);
+        String::from_utf8_lossy(&tb.node_exec("node2", &args).stdout).into_owned()
+    };
+    let noded_token = |audience: Option<&str>| {
+        let mut args = vec!["create", "token", "checkpoint-noded", "-n", NODED_NAMESPACE];
+        if let Some(audience) = audience {
+            args.extend(["--audience", audience]);
+        }
+        tb.kubectl_ok(&args).trim().to_owned()
+    };
+    assert_eq!(peer_code("http", None), "000", "no plain HTTP");
+    assert_eq!(peer_code("https", None), "401", "no token");
+    assert_eq!(
+        peer_code("https", Some(&noded_token(None))),
+        "401",
+        "noded's API token is not a peer token"
     );
     assert_eq!(
-        String::from_utf8_lossy(&code.stdout),
-        "401",
-        "an unauthenticated peer request is refused"
+        peer_code("https", Some(&noded_token(Some(PEER_AUDIENCE)))),
+        "200",
+        "a peer token"
     );
 
     // Untouched, the image travels: node2 pulls it from node1.
