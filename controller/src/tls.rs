@@ -12,8 +12,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::rustls::crypto::ring;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 /// How long the certificates are valid. They live only in this process's memory and a new pair
 /// is made at every start, so a long life costs nothing.
@@ -114,13 +113,10 @@ impl Certificates {
 
     /// A TLS server configuration presenting the serving certificate, HTTP/1.1 only.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(vec![self.cert_der.clone()], key)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        Ok(checkpointing::tls::server_config(
+            self.cert_der.clone(),
+            self.key_der.clone(),
+        )?)
     }
 }
 
@@ -155,6 +151,7 @@ pub mod tests {
     use tokio::net::{TcpListener, TcpStream};
     use tokio_rustls::TlsConnector;
     use tokio_rustls::client::TlsStream as ClientTlsStream;
+    use tokio_rustls::rustls::crypto::ring;
     use tokio_rustls::rustls::pki_types::ServerName;
     use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 

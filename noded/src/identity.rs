@@ -9,7 +9,7 @@ use checkpointing::digest::sha256_hex;
 use rcgen::{CertificateParams, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{WebPkiSupportedAlgorithms, ring};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, ServerConfig, SignatureScheme};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,15 +42,12 @@ impl PeerIdentity {
         sha256_hex(&self.cert)
     }
 
-    /// The peer server's TLS configuration, HTTP/1.1.
+    /// The peer server's TLS configuration.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, IdentityError> {
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(vec![self.cert.clone()], key)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        Ok(checkpointing::tls::server_config(
+            self.cert.clone(),
+            self.key.clone(),
+        )?)
     }
 }
 
