@@ -19,7 +19,7 @@ mod validation;
 mod webhook;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +31,6 @@ use checkpointing::daemon::{LogFormat, init_logging, kube_client};
 use checkpointing::names::DEFAULT_LEASE_NAMESPACE;
 use clap::{Args, Parser, Subcommand};
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube::runtime::controller;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, info, warn};
@@ -39,8 +38,8 @@ use tracing::{debug, info, warn};
 use crate::metrics::Metrics;
 use crate::readiness::Ready;
 use crate::request::{error_policy, reconcile};
-use crate::webhook::registration::{self, Endpoint};
-use crate::webhook::serve;
+use crate::webhook::registration;
+use crate::webhook::start::{WebhookArgs, start_webhook};
 
 /// How long in-flight reconciles may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -133,107 +132,6 @@ impl RetentionArgs {
             keep_newest: self.retain_newest,
             max_age: self.retain_max_age_seconds.map(Duration::from_secs),
         }
-    }
-}
-
-#[derive(Args)]
-struct WebhookArgs {
-    /// Serve the restore admission webhook over HTTPS on this address (e.g. 0.0.0.0:8443) and
-    /// register it as MutatingWebhookConfiguration checkpointing-restore. Off when unset.
-    #[arg(long, env = "CONTROLLER_WEBHOOK_ADDR")]
-    webhook_addr: Option<SocketAddr>,
-    /// DNS names of the webhook's serving certificate, comma-separated
-    /// [default: <service name>.<service namespace>.svc].
-    #[arg(
-        long,
-        env = "CONTROLLER_WEBHOOK_DNS_NAMES",
-        value_delimiter = ',',
-        requires = "webhook_addr"
-    )]
-    webhook_dns_names: Vec<String>,
-    /// IP addresses of the webhook's serving certificate, comma-separated (for --webhook-url
-    /// with an IP address).
-    #[arg(
-        long,
-        env = "CONTROLLER_WEBHOOK_IP_SANS",
-        value_delimiter = ',',
-        requires = "webhook_addr"
-    )]
-    webhook_ip_sans: Vec<IpAddr>,
-    /// https:// URL the API server calls (e.g. https://10.77.0.1:8443/mutate) when the
-    /// controller runs outside the cluster. Without it: the Service below, path /mutate.
-    #[arg(long, env = "CONTROLLER_WEBHOOK_URL", requires = "webhook_addr")]
-    webhook_url: Option<String>,
-    /// Namespace of the webhook's Service [default: the controller's own namespace].
-    #[arg(long, env = "CONTROLLER_WEBHOOK_SERVICE_NAMESPACE")]
-    webhook_service_namespace: Option<String>,
-    /// Name of the webhook's Service (port 443, to this controller's --webhook-addr port).
-    #[arg(
-        long,
-        env = "CONTROLLER_WEBHOOK_SERVICE_NAME",
-        default_value = registration::DEFAULT_SERVICE_NAME
-    )]
-    webhook_service_name: String,
-    /// Port of noded's node-local registry (its --registry-addr): pod images that name this
-    /// port are checkpoint images, admitted only through the restore-from annotation.
-    #[arg(
-        long,
-        env = "CHECKPOINT_REGISTRY_PORT",
-        default_value_t = 5050,
-        requires = "webhook_addr"
-    )]
-    checkpoint_registry_port: u16,
-}
-
-/// The webhook's settings from its flags; `None` when it is off.
-struct WebhookSettings {
-    addr: SocketAddr,
-    dns_names: Vec<String>,
-    ips: Vec<IpAddr>,
-    endpoint: Endpoint,
-    registry_port: u16,
-}
-
-impl WebhookArgs {
-    /// `own_namespace`: where the controller runs, the Service's namespace unless configured.
-    fn settings(self, own_namespace: &str) -> anyhow::Result<Option<WebhookSettings>> {
-        let Some(addr) = self.webhook_addr else {
-            return Ok(None);
-        };
-        let namespace = self
-            .webhook_service_namespace
-            .unwrap_or_else(|| own_namespace.to_owned());
-        let mut dns_names = self.webhook_dns_names;
-        if dns_names.is_empty() {
-            dns_names.push(format!("{}.{namespace}.svc", self.webhook_service_name));
-        }
-        let endpoint = match self.webhook_url {
-            Some(url) => {
-                let uri: axum::http::Uri = url
-                    .parse()
-                    .with_context(|| format!("--webhook-url {url:?} is not a URL"))?;
-                anyhow::ensure!(
-                    uri.scheme_str() == Some("https") && uri.host().is_some(),
-                    "--webhook-url {url:?} must be an https:// URL with a host"
-                );
-                anyhow::ensure!(
-                    uri.query().is_none() && !url.contains('#'),
-                    "--webhook-url {url:?} must have no query or fragment"
-                );
-                Endpoint::Url(url)
-            }
-            None => Endpoint::Service {
-                namespace,
-                name: self.webhook_service_name,
-            },
-        };
-        Ok(Some(WebhookSettings {
-            addr,
-            dns_names,
-            ips: self.webhook_ip_sans,
-            endpoint,
-            registry_port: self.checkpoint_registry_port,
-        }))
     }
 }
 
@@ -433,62 +331,6 @@ impl Servers {
             .context("serving the admin endpoints")?;
         Ok(())
     }
-}
-
-/// Makes the webhook's certificates (or, with `shared_in`, takes them from the Secret there,
-/// shared by all replicas) and serves it until `shutdown`. Returns the server and the
-/// registration for [`registration::register`].
-async fn start_webhook(
-    client: &kube::Client,
-    metrics: &Arc<Metrics>,
-    settings: WebhookSettings,
-    shared_in: Option<&str>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<(
-    tokio::task::JoinHandle<std::io::Result<()>>,
-    MutatingWebhookConfiguration,
-)> {
-    let certificates = match shared_in {
-        Some(namespace) => {
-            tls_secret::shared(
-                client.clone(),
-                namespace,
-                &settings.dns_names,
-                &settings.ips,
-            )
-            .await?
-        }
-        None => tls::Certificates::generate(&settings.dns_names, &settings.ips)
-            .context("making the webhook's certificates")?,
-    };
-    let tcp = tokio::net::TcpListener::bind(settings.addr)
-        .await
-        .with_context(|| format!("binding the webhook address {}", settings.addr))?;
-    let listener = tls::TlsListener::new(tcp, certificates.server_config()?)
-        .context("listening for webhook connections")?;
-    let router = serve::router(serve::Webhook {
-        client: client.clone(),
-        metrics: metrics.clone(),
-        registry_port: settings.registry_port,
-    });
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
-    info!(
-        addr = %settings.addr,
-        dns_names = ?settings.dns_names,
-        ips = ?settings.ips,
-        endpoint = ?settings.endpoint,
-        "serving the restore admission webhook"
-    );
-    let configuration = registration::configuration(
-        &settings.endpoint,
-        &certificates.ca_pem,
-        settings.registry_port,
-    );
-    Ok((server, configuration))
 }
 
 /// Resolves on the first SIGTERM or SIGINT; cloneable. A task and a oneshot make the future

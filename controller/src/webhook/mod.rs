@@ -1,7 +1,9 @@
 //! The restore admission webhook: [`admission`] decides (pure), [`serve`] answers the API
-//! server on every replica, [`registration`] keeps it registered while this replica leads.
+//! server on every replica, [`registration`] keeps it registered while this replica leads,
+//! [`start`] reads its flags and starts it.
 
 pub mod admission;
 pub mod guard;
 pub mod registration;
 pub mod serve;
+pub mod start;
