@@ -11,26 +11,69 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::rustls::{Error, ServerConfig};
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
+use tokio_rustls::rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use tokio_rustls::rustls::{Error, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, warn};
 
 /// How long a client may take for its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A TLS server configuration presenting `cert` (with its PKCS#8 `key`), HTTP/1.1 only.
+/// A TLS server configuration presenting `cert` (with its PKCS#8 `key`), HTTP/1.1 only. With
+/// `client_ca`, a client must present a certificate that CA signed, or the handshake fails.
 pub fn server_config(
     cert: CertificateDer<'static>,
     key: Vec<u8>,
+    client_ca: Option<&ClientCa>,
 ) -> Result<Arc<ServerConfig>, Error> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
-    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)?;
+    let builder = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(ca.0.clone()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(vec![cert], key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The CA certificates a server checks client certificates against (see [`server_config`]).
+#[derive(Clone, Debug)]
+pub struct ClientCa(Arc<dyn ClientCertVerifier>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCaError {
+    #[error("not PEM")]
+    Pem(#[from] pem::Error),
+    #[error("not a usable certificate")]
+    Certificate(#[from] Error),
+    #[error("no certificate in it")]
+    NoCertificate,
+    #[error(transparent)]
+    Verifier(#[from] VerifierBuilderError),
+}
+
+impl ClientCa {
+    /// The CA certificates of a PEM bundle; anything but certificates in it is ignored.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, ClientCaError> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            roots.add(cert?)?;
+        }
+        if roots.is_empty() {
+            return Err(ClientCaError::NoCertificate);
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(ring::default_provider()),
+        )
+        .build()?;
+        Ok(Self(verifier))
+    }
 }
 
 /// An HTTPS listener for `axum::serve`: a task accepts TCP connections and runs each TLS

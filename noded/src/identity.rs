@@ -47,6 +47,7 @@ impl PeerIdentity {
         Ok(checkpointing::tls::server_config(
             self.cert.clone(),
             self.key.clone(),
+            None,
         )?)
     }
 }

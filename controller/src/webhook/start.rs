@@ -3,12 +3,13 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::webhook::registration::{self, Endpoint};
@@ -62,6 +63,15 @@ pub struct WebhookArgs {
         requires = "webhook_addr"
     )]
     checkpoint_registry_port: u16,
+    /// PEM bundle of the CA(s) that sign the API server's client certificate for webhooks
+    /// (its AdmissionConfiguration's kubeConfigFile). When set, the webhook serves only
+    /// clients presenting a certificate these signed; others fail the TLS handshake.
+    #[arg(
+        long,
+        env = "CONTROLLER_WEBHOOK_CLIENT_CA_FILE",
+        requires = "webhook_addr"
+    )]
+    webhook_client_ca_file: Option<PathBuf>,
 }
 
 /// The webhook's settings from its flags; `None` when it is off.
@@ -71,6 +81,7 @@ pub struct WebhookSettings {
     ips: Vec<IpAddr>,
     endpoint: Endpoint,
     registry_port: u16,
+    client_ca: Option<tls::ClientCa>,
 }
 
 impl WebhookArgs {
@@ -112,8 +123,19 @@ impl WebhookArgs {
             ips: self.webhook_ip_sans,
             endpoint,
             registry_port: self.checkpoint_registry_port,
+            client_ca: self
+                .webhook_client_ca_file
+                .as_deref()
+                .map(read_client_ca)
+                .transpose()?,
         }))
     }
+}
+
+fn read_client_ca(path: &Path) -> anyhow::Result<tls::ClientCa> {
+    let flag = || format!("--webhook-client-ca-file {}", path.display());
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", flag()))?;
+    tls::ClientCa::from_pem(&pem).with_context(|| format!("loading the CAs of {}", flag()))
 }
 
 /// Makes the webhook's certificates (or, with `shared_in`, takes them from the Secret there,
@@ -145,8 +167,11 @@ pub async fn start_webhook(
     let tcp = tokio::net::TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("binding the webhook address {}", settings.addr))?;
-    let listener = tls::TlsListener::new(tcp, certificates.server_config()?)
-        .context("listening for webhook connections")?;
+    let listener = tls::TlsListener::new(
+        tcp,
+        certificates.server_config(settings.client_ca.as_ref())?,
+    )
+    .context("listening for webhook connections")?;
     let router = serve::router(serve::Webhook {
         client: client.clone(),
         metrics: metrics.clone(),
@@ -162,12 +187,77 @@ pub async fn start_webhook(
         dns_names = ?settings.dns_names,
         ips = ?settings.ips,
         endpoint = ?settings.endpoint,
+        client_certificate_required = settings.client_ca.is_some(),
         "serving the restore admission webhook"
     );
+    if settings.client_ca.is_none() {
+        warn!(
+            "no --webhook-client-ca-file: any caller that reaches the webhook (any pod in the \
+             cluster) can call it, not only the API server"
+        );
+    }
     let configuration = registration::configuration(
         &settings.endpoint,
         &certificates.ca_pem,
         settings.registry_port,
     );
     Ok((server, configuration))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        webhook: WebhookArgs,
+    }
+
+    fn settings(client_ca_file: &Path) -> anyhow::Result<Option<WebhookSettings>> {
+        Cli::try_parse_from([
+            "controller".as_ref(),
+            "--webhook-addr=127.0.0.1:8443".as_ref(),
+            "--webhook-client-ca-file".as_ref(),
+            client_ca_file.as_os_str(),
+        ])
+        .unwrap()
+        .webhook
+        .settings("ns")
+    }
+
+    #[test]
+    fn a_client_ca_file_without_a_usable_certificate_is_refused_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_only = dir.path().join("key-only.pem");
+        let certificates = tls::Certificates::generate(&["x".to_owned()], &[]).unwrap();
+        let (cert, key) = certificates.to_pem();
+        std::fs::write(&key_only, key).unwrap();
+        let bad_pem = dir.path().join("bad.pem");
+        std::fs::write(&bad_pem, cert.replace("\n", "\n!")).unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (path, why) in [
+            (&key_only, "no certificate in it"),
+            (&bad_pem, "not PEM"),
+            (&missing, "No such file"),
+        ] {
+            let error = format!("{:#}", settings(path).err().unwrap());
+            assert!(error.contains("--webhook-client-ca-file"), "{error}");
+            assert!(error.contains(&path.display().to_string()), "{error}");
+            assert!(error.contains(why), "{error}");
+        }
+
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, crate::tls::tests::client_ca_and_identity().0).unwrap();
+        assert!(settings(&good).unwrap().unwrap().client_ca.is_some());
+    }
+
+    #[test]
+    fn the_client_ca_flag_needs_the_webhook() {
+        let error = Cli::try_parse_from(["controller", "--webhook-client-ca-file", "/ca.crt"])
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("--webhook-addr"), "{error}");
+    }
 }

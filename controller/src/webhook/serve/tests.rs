@@ -313,8 +313,8 @@ async fn other_operations_and_kinds_pass() {
 #[tokio::test]
 async fn serves_admission_reviews_over_tls() {
     let api = cluster(true, Some(completed()));
-    let (addr, certs) = crate::tls::tests::serve(router(hook(&api))).await;
-    let stream = crate::tls::tests::connect(addr, &certs.ca_der, crate::tls::tests::DNS)
+    let (addr, certs) = crate::tls::tests::serve(router(hook(&api)), None).await;
+    let stream = crate::tls::tests::connect(addr, &certs.ca_der, crate::tls::tests::DNS, None)
         .await
         .unwrap();
     let response =
