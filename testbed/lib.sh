@@ -311,22 +311,24 @@ runtime_ready() { node_enter "$1" crictl --timeout 2s version >/dev/null 2>&1; }
 
 PKI=$STATE/pki
 
-# pki_ca: self-signed CA (ca.key, ca.crt) in $PKI.
+# pki_ca [NAME]: self-signed CA (NAME.key, NAME.crt; default ca) in $PKI.
 pki_ca() {
+  local name=${1:-ca}
   mkdir -p "$PKI"
   chmod 700 "$PKI"
-  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/ca.key" 2>/dev/null
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/$name.key" 2>/dev/null
   TESTBED_SAN=DNS:unused openssl req -x509 -new -config "$FILES/openssl.cnf" -extensions v3_ca \
-    -key "$PKI/ca.key" -subj /CN=ckpt-testbed-ca -days 3650 -out "$PKI/ca.crt"
+    -key "$PKI/$name.key" -subj "/CN=ckpt-testbed-$name" -days 3650 -out "$PKI/$name.crt"
 }
 
-# pki_cert NAME client|server SUBJECT [SAN]: key + certificate signed by the testbed CA.
+# pki_cert NAME client|server SUBJECT [SAN] [CA]: key + certificate signed by the testbed CA
+# (or by CA, made with pki_ca CA).
 pki_cert() {
-  local name=$1 kind=$2 subj=$3 san=${4:-DNS:localhost}
+  local name=$1 kind=$2 subj=$3 san=${4:-DNS:localhost} ca=${5:-ca}
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/$name.key" 2>/dev/null
   TESTBED_SAN=$san openssl req -new -config "$FILES/openssl.cnf" -key "$PKI/$name.key" -subj "$subj" \
     -out "$PKI/$name.csr"
-  TESTBED_SAN=$san openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+  TESTBED_SAN=$san openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" \
     -CAcreateserial -days 3650 -extfile "$FILES/openssl.cnf" -extensions "v3_$kind" \
     -out "$PKI/$name.crt" 2>/dev/null
   rm -f "$PKI/$name.csr"

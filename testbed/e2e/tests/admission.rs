@@ -10,12 +10,12 @@ use checkpointing::names::{
     PEER_CERTIFICATE_ANNOTATION, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION,
 };
 use e2e::{
-    ControllerDown, TestNamespace, Testbed, checkpoint, checkpoint_request, counter_pod, outcome,
-    run_pod,
+    CONTROLLER_NAMESPACE, ControllerDown, TestNamespace, Testbed, checkpoint, checkpoint_request,
+    counter_pod, outcome, run_pod,
 };
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Service};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -421,4 +421,51 @@ async fn noded_writes_leases_only_in_its_own_namespace_and_only_its_nodes() {
         .patch("checkpoint-noded-node1", &params, &pin_patch(&pin))
         .await
         .expect("node1's daemon writes its own Lease");
+}
+
+/// The webhook's endpoint, reached from a node as any pod could reach its Service: without the
+/// API server's client certificate the TLS handshake fails, so nothing (not even whether a
+/// checkpoint exists) is answered. The API server's own calls keep working: every restore test
+/// goes through them.
+#[tokio::test]
+async fn the_webhook_answers_only_the_api_server() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let service = Api::<Service>::namespaced(client, CONTROLLER_NAMESPACE)
+        .get("checkpoint-controller-webhook")
+        .await
+        .unwrap();
+    let ip = service.spec.unwrap().cluster_ip.unwrap();
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "x", "operation": "CREATE", "namespace": "default",
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "userInfo": {"username": "mallory"},
+                    "object": {"metadata": {"name": "p", "annotations": {RESTORE_FROM_ANNOTATION: "x"}}}},
+    })
+    .to_string();
+    let url = format!("https://{ip}/mutate");
+    let out = tb.node_exec(
+        "node1",
+        &[
+            "curl",
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &review,
+            &url,
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "000",
+        "a caller without the API server's client certificate gets no HTTP answer"
+    );
+    assert!(!out.status.success(), "the TLS handshake fails");
 }
