@@ -1,5 +1,6 @@
 //! Checkpoint images run only through `restore-from`. A pod's container image that points at
-//! the node-local checkpoint registry is admitted only when this webhook put it there: the
+//! the node-local checkpoint registry, or at a push registry's checkpoint repository, is
+//! admitted only when this webhook put it there: the
 //! restore it is admitting now, or an image unchanged since an earlier admission. The
 //! restored-from marker is the webhook's alone: users cannot add or change it. Pure functions.
 
@@ -16,35 +17,82 @@ pub struct Smuggled {
     pub image: String,
 }
 
-/// Whether `image` is pulled from the node-local checkpoint registry: its registry part
-/// (before the first `/`) names `port`, however the host is spelled (`localhost`, `127.0.0.1`,
-/// upper case, a name that resolves to loopback …), since only the port tells them apart.
-pub fn is_checkpoint_image(image: &str, port: u16) -> bool {
-    let Some((registry, _)) = image.split_once('/') else {
-        return false;
-    };
-    registry
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>() == Ok(port))
+/// Where checkpoint images live: the node-local registry, on `port` of whatever host, and the
+/// checkpoint repositories of push registries (`HOST[:PORT]/PATH`, lower case).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointImages {
+    pub port: u16,
+    pub repositories: Vec<String>,
 }
 
-/// The same test as a CEL expression over `object` (a Pod), for the registration's
-/// `matchConditions`: pods for which it is false never reach the webhook.
-pub fn match_condition(port: u16) -> String {
-    let uses = |list: &str| {
+impl CheckpointImages {
+    /// Whether `image` is a checkpoint image: its registry part (before the first `/`) names
+    /// the node-local registry's port, however the host is spelled (`localhost`, `127.0.0.1`,
+    /// upper case, a name that resolves to loopback …), since only the port tells them apart;
+    /// or it lies under a checkpoint repository (registry names are case-insensitive).
+    pub fn contains(&self, image: &str) -> bool {
+        let Some((registry, _)) = image.split_once('/') else {
+            return false;
+        };
+        let local = registry
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>() == Ok(self.port));
+        let image = image.to_ascii_lowercase();
+        local
+            || self
+                .repositories
+                .iter()
+                .any(|r| image.starts_with(&format!("{r}/")))
+    }
+
+    /// The same test as a CEL expression over `object` (a Pod), for the registration's
+    /// `matchConditions`: pods for which it is false never reach the webhook.
+    pub fn match_condition(&self) -> String {
+        let port = self.port;
+        let mut image = format!("c.image.matches('^[^/]*:0*{port}/')");
+        if !self.repositories.is_empty() {
+            // parse_repository admits no quote or backslash: the literals are safe.
+            let under = self
+                .repositories
+                .iter()
+                .map(|r| format!(" || c.image.lowerAscii().startsWith('{r}/')"));
+            image = format!("({image}{})", under.collect::<String>());
+        }
+        let uses = |list: &str| {
+            format!(
+                "(has(object.spec.{list}) && object.spec.{list}.exists(c, has(c.image) && \
+                 {image}))"
+            )
+        };
         format!(
-            "(has(object.spec.{list}) && object.spec.{list}.exists(c, has(c.image) && \
-             c.image.matches('^[^/]*:0*{port}/')))"
+            "(has(object.metadata.annotations) && object.metadata.annotations.exists(k, \
+             k.startsWith('{group}/'))) || {} || {} || {}",
+            uses("containers"),
+            uses("initContainers"),
+            uses("ephemeralContainers"),
+            group = checkpointing::names::GROUP,
         )
-    };
-    format!(
-        "(has(object.metadata.annotations) && object.metadata.annotations.exists(k, \
-         k.startsWith('{group}/'))) || {} || {} || {}",
-        uses("containers"),
-        uses("initContainers"),
-        uses("ephemeralContainers"),
-        group = checkpointing::names::GROUP,
-    )
+    }
+}
+
+/// A push registry's checkpoint repository as `--checkpoint-repository` takes it:
+/// `HOST[:PORT]/PATH`, lower-cased, of the characters image references use.
+pub fn parse_repository(value: &str) -> Result<String, String> {
+    let repository = value.trim_end_matches('/').to_ascii_lowercase();
+    let valid = repository.split_once('/').is_some_and(|(host, path)| {
+        !host.is_empty()
+            && !path.is_empty()
+            && repository
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-:/[]".contains(&b))
+    });
+    if valid {
+        Ok(repository)
+    } else {
+        Err(format!(
+            "{value:?} is not a repository HOST[:PORT]/PATH (letters, digits and ._-:/[] only)"
+        ))
+    }
 }
 
 /// Every (kind, name, image) of a pod.
@@ -80,12 +128,12 @@ pub fn smuggled(
     pod: &Pod,
     old: Option<&Pod>,
     restored: Option<&str>,
-    port: u16,
+    checkpoints: &CheckpointImages,
 ) -> Option<Smuggled> {
     let before = old.map(images).unwrap_or_default();
     images(pod)
         .into_iter()
-        .filter(|(_, _, image)| is_checkpoint_image(image, port))
+        .filter(|(_, _, image)| checkpoints.contains(image))
         .find(|&(kind, name, image)| {
             let restoring = kind == "container" && Some(name) == restored;
             let unchanged = before.contains(&(kind, name, image));
@@ -102,8 +150,7 @@ impl std::fmt::Display for Smuggled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} {:?} uses image {:?} of the node-local checkpoint registry; checkpoint images \
-             run only through annotation {RESTORE_FROM_ANNOTATION} naming a ContainerCheckpoint \
+            "{} {:?} uses checkpoint image {:?}; checkpoint images run only through annotation {RESTORE_FROM_ANNOTATION} naming a ContainerCheckpoint \
              of the pod's namespace, which puts the image in place: set the annotation and give \
              the container its ordinary image",
             self.kind, self.container, self.image

@@ -16,7 +16,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
-use super::guard;
+use super::guard::CheckpointImages;
 use super::serve::PATH;
 use crate::kube_error::cause;
 use checkpointing::backoff::backoff;
@@ -43,13 +43,13 @@ pub enum Endpoint {
 }
 
 /// The webhook registration: pod creates and updates (ephemeral containers included) that
-/// carry our annotations or a checkpoint image of the registry on `registry_port`, failing
+/// carry our annotations or one of the `checkpoints` images, failing
 /// closed. The match condition keeps every other pod away, so a controller outage never blocks
 /// ordinary pods, while a restore (or a checkpoint image) is never admitted unchecked.
 pub fn configuration(
     endpoint: &Endpoint,
     ca_pem: &str,
-    registry_port: u16,
+    checkpoints: &CheckpointImages,
 ) -> MutatingWebhookConfiguration {
     let (url, service) = match endpoint {
         Endpoint::Url(url) => (Some(url.clone()), None),
@@ -107,7 +107,7 @@ pub fn configuration(
             timeout_seconds: Some(TIMEOUT_SECONDS),
             match_conditions: Some(vec![MatchCondition {
                 name: "restore-or-checkpoint-image".to_owned(),
-                expression: guard::match_condition(registry_port),
+                expression: checkpoints.match_condition(),
             }]),
         }]),
     }
@@ -173,6 +173,14 @@ async fn apply_configuration(
 mod tests {
     use super::*;
     use checkpointing::testing::FakeApi;
+
+    /// What deploy/ configures: the node-local registry on 5050, no push registry.
+    fn local() -> CheckpointImages {
+        CheckpointImages {
+            port: 5050,
+            repositories: Vec::new(),
+        }
+    }
     use serde_json::json;
 
     #[test]
@@ -180,7 +188,7 @@ mod tests {
         let config = configuration(
             &Endpoint::Url("https://10.77.0.1:8443/mutate".into()),
             "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
-            5050,
+            &local(),
         );
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["apiVersion"], "admissionregistration.k8s.io/v1");
@@ -214,7 +222,7 @@ mod tests {
             hook["matchConditions"],
             json!([{
                 "name": "restore-or-checkpoint-image",
-                "expression": crate::webhook::guard::match_condition(5050),
+                "expression": local().match_condition(),
             }])
         );
         assert_eq!(hook["clientConfig"]["url"], "https://10.77.0.1:8443/mutate");
@@ -231,7 +239,7 @@ mod tests {
                 name: "checkpoint-controller-webhook".into(),
             },
             "pem",
-            5050,
+            &local(),
         );
         let client = serde_json::to_value(&config.webhooks.unwrap()[0].client_config).unwrap();
         assert_eq!(
@@ -256,7 +264,7 @@ mod tests {
                 name: DEFAULT_SERVICE_NAME.into(),
             },
             "",
-            5050,
+            &local(),
         );
         for hook in expected.webhooks.iter_mut().flatten() {
             hook.client_config.ca_bundle = None;
@@ -274,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn registration_is_applied_by_the_controller() {
         let api = FakeApi::default();
-        let config = configuration(&Endpoint::Url("https://h/mutate".into()), "pem", 5050);
+        let config = configuration(&Endpoint::Url("https://h/mutate".into()), "pem", &local());
         apply_configuration(&Api::all(api.client()), &config)
             .await
             .unwrap();

@@ -27,7 +27,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::admission::{self, Access, CHECKPOINT_RESOURCE, Denial, Restore};
-use super::guard;
+use super::guard::{self, CheckpointImages};
 use crate::kube_error::cause;
 use crate::metrics::Metrics;
 
@@ -45,7 +45,7 @@ pub struct Webhook {
     pub client: Client,
     pub metrics: Arc<Metrics>,
     /// Port of the node-local checkpoint registry: images naming it are checkpoint images.
-    pub registry_port: u16,
+    pub checkpoints: CheckpointImages,
 }
 
 pub fn router(webhook: Webhook) -> Router {
@@ -208,7 +208,7 @@ async fn admit(webhook: &Webhook, request: &AdmissionRequest<DynamicObject>) -> 
         None
     };
     let restored = restore.as_ref().map(|r| r.container.as_str());
-    if let Some(found) = guard::smuggled(&pod, old.as_ref(), restored, webhook.registry_port) {
+    if let Some(found) = guard::smuggled(&pod, old.as_ref(), restored, &webhook.checkpoints) {
         return Verdict::Deny(Denial::CheckpointImage(found));
     }
     match restore {

@@ -12,6 +12,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
+use crate::webhook::guard::{self, CheckpointImages};
 use crate::webhook::registration::{self, Endpoint};
 use crate::webhook::serve;
 use crate::{tls, tls_secret};
@@ -63,6 +64,17 @@ pub struct WebhookArgs {
         requires = "webhook_addr"
     )]
     checkpoint_registry_port: u16,
+    /// Repositories, `HOST[:PORT]/PATH` and comma-separated, under which noded pushes
+    /// checkpoint images (its --push-registry): pod images there are checkpoint images too,
+    /// admitted only through the restore-from annotation.
+    #[arg(
+        long,
+        env = "CHECKPOINT_REPOSITORIES",
+        value_delimiter = ',',
+        value_parser = guard::parse_repository,
+        requires = "webhook_addr"
+    )]
+    checkpoint_repository: Vec<String>,
     /// PEM bundle of the CA(s) that sign the API server's client certificate for webhooks
     /// (its AdmissionConfiguration's kubeConfigFile). When set, the webhook serves only
     /// clients presenting a certificate these signed; others fail the TLS handshake.
@@ -80,7 +92,7 @@ pub struct WebhookSettings {
     dns_names: Vec<String>,
     ips: Vec<IpAddr>,
     endpoint: Endpoint,
-    registry_port: u16,
+    checkpoints: CheckpointImages,
     client_ca: Option<tls::ClientCa>,
 }
 
@@ -122,7 +134,10 @@ impl WebhookArgs {
             dns_names,
             ips: self.webhook_ip_sans,
             endpoint,
-            registry_port: self.checkpoint_registry_port,
+            checkpoints: CheckpointImages {
+                port: self.checkpoint_registry_port,
+                repositories: self.checkpoint_repository,
+            },
             client_ca: self
                 .webhook_client_ca_file
                 .as_deref()
@@ -175,7 +190,7 @@ pub async fn start_webhook(
     let router = serve::router(serve::Webhook {
         client: client.clone(),
         metrics: metrics.clone(),
-        registry_port: settings.registry_port,
+        checkpoints: settings.checkpoints.clone(),
     });
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -199,7 +214,7 @@ pub async fn start_webhook(
     let configuration = registration::configuration(
         &settings.endpoint,
         &certificates.ca_pem,
-        settings.registry_port,
+        &settings.checkpoints,
     );
     Ok((server, configuration))
 }

@@ -412,7 +412,10 @@ async fn restore_from_an_external_registry() {
     let registry = "10.77.0.1:5000";
     let _pushing = NodedEnv::set(
         &tb,
-        &[&format!("PUSH_REGISTRY={registry}"), "PUSH_INSECURE=true"],
+        &[
+            &format!("PUSH_REGISTRY={registry}/checkpoints"),
+            "PUSH_INSECURE=true",
+        ],
     );
 
     let mut app = sample_pod(&tb, "sample-app.yaml");
@@ -435,9 +438,17 @@ async fn restore_from_an_external_registry() {
     assert_eq!(state, CheckpointState::Completed, "{message}");
     let image = cc.status.unwrap().image.unwrap();
     assert!(
-        image.starts_with(&format!("{registry}/")),
+        image.starts_with(&format!("{registry}/checkpoints/")),
         "the request names the registry's copy: {image}"
     );
+    // The registry's copy is a checkpoint image like the node-local one: only restore-from
+    // runs it (the testbed's controller knows the repository, as deploy/ asks users to tell it).
+    let mut direct = sample_pod(&tb, "sample-app.yaml");
+    direct.metadata.name = Some("direct".into());
+    direct.metadata.namespace = Some(ns.name.clone());
+    direct.spec.as_mut().unwrap().containers[0].image = Some(image.clone());
+    let stderr = apply_denied(&tb, &direct, None);
+    assert!(stderr.contains("uses checkpoint image"), "{stderr}");
     let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
     let content = contents.get("counter-checkpoint").await.unwrap();
     let at_checkpoint = value_at_checkpoint(

@@ -2,7 +2,13 @@ use super::*;
 use crate::fixtures::{image, restore_pod};
 use k8s_openapi::api::core::v1::{Container, EphemeralContainer};
 
-const PORT: u16 = 5050;
+/// The node-local registry only, as deploy/ configures it.
+fn local() -> CheckpointImages {
+    CheckpointImages {
+        port: 5050,
+        repositories: Vec::new(),
+    }
+}
 
 fn with_image(mut pod: Pod, container: usize, image: &str) -> Pod {
     pod.spec.as_mut().unwrap().containers[container].image = Some(image.into());
@@ -19,7 +25,7 @@ fn every_spelling_of_the_registrys_port_is_a_checkpoint_image() {
         "127.1:05050/ns/cc",
         "loopback.example:5050/x",
     ] {
-        assert!(is_checkpoint_image(image, PORT), "{image}");
+        assert!(local().contains(image), "{image}");
     }
     for image in [
         "busybox",
@@ -29,18 +35,18 @@ fn every_spelling_of_the_registrys_port_is_a_checkpoint_image() {
         "localhost/ns/cc",
         "localhost:50500/ns/cc",
     ] {
-        assert!(!is_checkpoint_image(image, PORT), "{image}");
+        assert!(!local().contains(image), "{image}");
     }
 }
 
 #[test]
 fn a_checkpoint_image_without_restore_is_smuggled_in_any_container_list() {
     let plain = restore_pod(None);
-    assert_eq!(smuggled(&plain, None, None, PORT), None);
+    assert_eq!(smuggled(&plain, None, None, &local()), None);
 
     let direct = with_image(restore_pod(None), 1, &image());
     assert_eq!(
-        smuggled(&direct, None, None, PORT),
+        smuggled(&direct, None, None, &local()),
         Some(Smuggled {
             kind: "container",
             container: "counter".into(),
@@ -55,7 +61,7 @@ fn a_checkpoint_image_without_restore_is_smuggled_in_any_container_list() {
         ..Default::default()
     }]);
     assert_eq!(
-        smuggled(&init, None, None, PORT).unwrap().kind,
+        smuggled(&init, None, None, &local()).unwrap().kind,
         "init container"
     );
 
@@ -65,7 +71,7 @@ fn a_checkpoint_image_without_restore_is_smuggled_in_any_container_list() {
         image: Some(image()),
         ..Default::default()
     }]);
-    let found = smuggled(&debug, Some(&restore_pod(None)), None, PORT).unwrap();
+    let found = smuggled(&debug, Some(&restore_pod(None)), None, &local()).unwrap();
     assert_eq!(found.kind, "ephemeral container");
     assert!(found.to_string().contains("restore-from"), "{found}");
 }
@@ -75,11 +81,11 @@ fn the_restored_container_and_unchanged_images_pass() {
     // The user wrote a checkpoint image into the container being restored: the restore
     // replaces it with the checkpoint's own.
     let restoring = with_image(restore_pod(Some("cc")), 1, &image());
-    assert_eq!(smuggled(&restoring, None, Some("counter"), PORT), None);
+    assert_eq!(smuggled(&restoring, None, Some("counter"), &local()), None);
     // …but not into another one.
     let other = with_image(restore_pod(Some("cc")), 0, &image());
     assert_eq!(
-        smuggled(&other, None, Some("counter"), PORT)
+        smuggled(&other, None, Some("counter"), &local())
             .unwrap()
             .container,
         "sidecar"
@@ -88,13 +94,13 @@ fn the_restored_container_and_unchanged_images_pass() {
     // An update that keeps the admitted image passes; one that changes it does not.
     let admitted = with_image(restore_pod(Some("cc")), 1, &image());
     assert_eq!(
-        smuggled(&admitted.clone(), Some(&admitted), None, PORT),
+        smuggled(&admitted.clone(), Some(&admitted), None, &local()),
         None
     );
     let swapped = with_image(admitted.clone(), 1, "localhost:5050/other/cc@sha256:22");
-    assert!(smuggled(&swapped, Some(&admitted), None, PORT).is_some());
+    assert!(smuggled(&swapped, Some(&admitted), None, &local()).is_some());
     let moved = with_image(admitted.clone(), 0, &image());
-    assert!(smuggled(&moved, Some(&admitted), None, PORT).is_some());
+    assert!(smuggled(&moved, Some(&admitted), None, &local()).is_some());
 }
 
 #[test]
@@ -140,7 +146,7 @@ fn users_cannot_add_or_change_the_marker() {
 
 #[test]
 fn the_match_condition_names_the_port_and_every_container_list() {
-    let cel = match_condition(PORT);
+    let cel = local().match_condition();
     for part in [
         "c.image.matches('^[^/]*:0*5050/')",
         "object.spec.containers",
@@ -149,5 +155,51 @@ fn the_match_condition_names_the_port_and_every_container_list() {
         "k.startsWith('checkpointing.zacchaeuschok.github.io/')",
     ] {
         assert!(cel.contains(part), "{part} missing from {cel}");
+    }
+}
+
+#[test]
+fn images_under_a_push_registrys_checkpoint_repository_are_checkpoint_images_too() {
+    let repository = parse_repository("Registry.Example:5000/checkpoints/").unwrap();
+    assert_eq!(repository, "registry.example:5000/checkpoints");
+    let images = CheckpointImages {
+        port: 5050,
+        repositories: vec![repository],
+    };
+    for image in [
+        "registry.example:5000/checkpoints/ns/cc:uid",
+        "REGISTRY.example:5000/checkpoints/ns/cc@sha256:00",
+        "localhost:5050/ns/cc",
+    ] {
+        assert!(images.contains(image), "{image}");
+    }
+    for image in [
+        "registry.example:5000/apps/web",
+        "registry.example:5000/checkpoints-not/ns/cc",
+        "registry.example/checkpoints/ns/cc",
+    ] {
+        assert!(!images.contains(image), "{image}");
+    }
+    let smuggling = with_image(
+        restore_pod(None),
+        1,
+        "registry.example:5000/checkpoints/other/cc:u",
+    );
+    assert!(smuggled(&smuggling, None, None, &images).is_some());
+    assert_eq!(smuggled(&smuggling, None, None, &local()), None);
+    let cel = images.match_condition();
+    assert!(
+        cel.contains("c.image.lowerAscii().startsWith('registry.example:5000/checkpoints/')"),
+        "{cel}"
+    );
+
+    for bad in [
+        "registry.example",
+        "/checkpoints",
+        "registry.example/x'||true||'",
+        "registry.example/a\\b",
+        "registry.example/a b",
+    ] {
+        assert!(parse_repository(bad).is_err(), "{bad}");
     }
 }

@@ -99,7 +99,10 @@ fn hook(api: &FakeApi) -> Webhook {
     Webhook {
         client: api.client(),
         metrics: Arc::default(),
-        registry_port: 5050,
+        checkpoints: CheckpointImages {
+            port: 5050,
+            repositories: Vec::new(),
+        },
     }
 }
 
