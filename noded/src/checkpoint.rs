@@ -284,11 +284,19 @@ impl<R: Runtime> Checkpointer<R> {
         Err(Failure::Interrupted)
     }
 
-    /// Removes the job's archive, temporary file and image. An image pushed to an external
-    /// registry stays there: registries often forbid deletes (see [`crate::push`]).
+    /// Removes the job's archive, temporary file and image (a pushed copy: [`Self::unpublish`]).
     pub fn remove(&self, job: &Job<'_>) -> Result<(), Failure> {
         self.layout.remove(job.key.uid)?;
         self.dir.remove(&job.key).map_err(Failure::Store)
+    }
+
+    /// Deletes the copy of a checkpoint image in the push registry. `Ok(false)`: no push
+    /// registry, or `image` is not in it.
+    pub async fn unpublish(&self, image: &str) -> Result<bool, PushError> {
+        match &self.pusher {
+            Some(pusher) => pusher.delete(image).await,
+            None => Ok(false),
+        }
     }
 
     /// With a push registry, pushes the packaged image there and names it by its reference

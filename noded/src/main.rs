@@ -139,7 +139,7 @@ struct Args {
     peer_allowed_users: Vec<String>,
     /// External OCI registry, HOST[:PORT][/PREFIX], every checkpoint image is also pushed to (as
     /// `<registry>/<prefix>/<namespace>/<name>:<Content UID>`); checkpoints then reference the
-    /// image there. Off when absent. Pushed images are not deleted with their checkpoint.
+    /// image there. Off when absent. Deleting a checkpoint deletes its pushed manifest too.
     #[arg(long, env = "PUSH_REGISTRY")]
     push_registry: Option<push::Target>,
     /// Talk to the push registry over plain HTTP instead of HTTPS (verified with the system's

@@ -71,6 +71,7 @@ pub struct Metrics {
     pushes: Family<ResultLabels, Counter>,
     registry_requests: Family<RequestLabels, Counter>,
     runtime_image_removals: Family<ResultLabels, Counter>,
+    pushed_copy_deletions: Family<ResultLabels, Counter>,
     prerequisites: Family<CheckLabels, Gauge>,
     runtime_info: Family<RuntimeInfoLabels, Gauge>,
 }
@@ -132,6 +133,13 @@ impl Default for Metrics {
              result (removed, or failed: retried next round)",
             runtime_image_removals.clone(),
         );
+        let pushed_copy_deletions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "pushed_copy_deletions",
+            "Copies in the push registry of deleted checkpoints, by result (deleted, or kept: \
+             the registry refused, or stayed unreachable, and the copy stays there)",
+            pushed_copy_deletions.clone(),
+        );
         let prerequisites = Family::<CheckLabels, Gauge>::default();
         registry.register(
             "prerequisite",
@@ -164,6 +172,7 @@ impl Default for Metrics {
             pushes,
             registry_requests,
             runtime_image_removals,
+            pushed_copy_deletions,
             prerequisites,
             runtime_info,
         }
@@ -196,6 +205,13 @@ impl Metrics {
 
     pub fn pushed(&self, result: &'static str) {
         self.pushes.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// A deleted checkpoint's copy in the push registry: `deleted` or `kept`.
+    pub fn pushed_copy_deletion(&self, result: &'static str) {
+        self.pushed_copy_deletions
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn registry_request(&self, mode: &'static str, result: &'static str) {

@@ -143,6 +143,17 @@ pub enum PushError {
     Layout(#[from] OciError),
 }
 
+impl PushError {
+    /// The registry answered and will not do it (deletes disabled, not allowed, bad request):
+    /// asking again changes nothing. Timeouts, 5xx, 408 and 429 may pass.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Status { status, .. }
+            if status.is_client_error()
+                && *status != StatusCode::REQUEST_TIMEOUT
+                && *status != StatusCode::TOO_MANY_REQUESTS)
+    }
+}
+
 /// Basic-auth credentials; the password is re-read for every push, so it can be rotated.
 #[derive(Clone, Debug)]
 pub struct Credentials {
@@ -250,6 +261,34 @@ impl Pusher {
             });
         }
         Ok(format!("{}/{repository}@{expected}", self.target.host))
+    }
+
+    /// Deletes the pushed manifest `image` (`<host>/<repository>@<digest>`, as [`Self::push`]
+    /// named it). `Ok(false)`: `image` is not in this registry; a manifest already gone counts
+    /// as deleted.
+    pub async fn delete(&self, image: &str) -> Result<bool, PushError> {
+        let Some((repository, digest)) = image
+            .strip_prefix(&format!("{}/", self.target.host))
+            .and_then(|rest| rest.split_once('@'))
+        else {
+            return Ok(false);
+        };
+        let url = format!(
+            "{}://{}/v2/{repository}/manifests/{digest}",
+            self.scheme, self.target.host
+        );
+        let mut request = Request::delete(&url);
+        if let Some(auth) = self.authorization().await? {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        let response = self
+            .send(Method::DELETE, &url, request.body(Body::empty()), None)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(true);
+        }
+        Self::success(Method::DELETE, &url, response).await?;
+        Ok(true)
     }
 
     async fn authorization(&self) -> Result<Option<HeaderValue>, PushError> {

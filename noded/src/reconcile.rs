@@ -13,6 +13,7 @@ use checkpointing::crd::{
 use checkpointing::cri::{CriClient, Runtime};
 use checkpointing::names::{ARCHIVE_FINALIZER, NODED_MANAGER};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -21,6 +22,7 @@ use serde_json::json;
 use crate::checkpoint::{Artifact, Checkpointer, Failure, Job};
 use crate::error::error_chain;
 use crate::prereq::Prerequisites;
+use crate::push::PushError;
 use crate::store::ArchiveKey;
 
 /// The next step for a Content.
@@ -200,6 +202,63 @@ pub enum Error {
         #[source]
         source: Failure,
     },
+    #[error("deleting the pushed copy {image} of ContainerCheckpointContent {name}")]
+    Unpublish {
+        name: String,
+        image: String,
+        #[source]
+        source: PushError,
+    },
+}
+
+/// How long a deleting Content waits for an unreachable push registry before its pushed copy
+/// is given up on, so that a registry gone for good does not hold the deletion.
+const PUSH_DELETE_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Whether a failed delete of the pushed copy is final: the registry refused it, or it has
+/// been unreachable for [`PUSH_DELETE_PATIENCE`] of the Content's deletion.
+pub fn give_up_on_pushed_copy(error: &PushError, deleting_for: Duration) -> bool {
+    error.is_refusal() || deleting_for >= PUSH_DELETE_PATIENCE
+}
+
+/// Deletes the Content's copy in the push registry, if it has one there. A registry that may
+/// still answer is asked again with the Content's backoff; a copy that cannot go is logged,
+/// with the registry's answer, and counted.
+async fn unpublish<R: Runtime>(
+    content: &ContainerCheckpointContent,
+    ctx: &Context<R>,
+) -> Result<(), Error> {
+    let Some(image) = content.status.as_ref().and_then(|s| s.image.as_deref()) else {
+        return Ok(());
+    };
+    let error = match ctx.checkpointer.unpublish(image).await {
+        Ok(deleted) => {
+            if deleted {
+                tracing::info!(content = %content.name_any(), %image, "pushed copy deleted");
+                ctx.checkpointer.metrics.pushed_copy_deletion("deleted");
+            }
+            return Ok(());
+        }
+        Err(error) => error,
+    };
+    let deleting_for = content
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
+        .unwrap_or_default();
+    if !give_up_on_pushed_copy(&error, deleting_for) {
+        return Err(Error::Unpublish {
+            name: content.name_any(),
+            image: image.to_owned(),
+            source: error,
+        });
+    }
+    // Its request is gone with it: the log and the metric are where this is told.
+    tracing::warn!(content = %content.name_any(), %image, error = %error_chain(&error),
+        "the copy in the push registry could not be deleted and stays there");
+    ctx.checkpointer.metrics.pushed_copy_deletion("kept");
+    Ok(())
 }
 
 fn job(content: &ContainerCheckpointContent, default_timeout: Duration) -> Job<'_> {
@@ -267,6 +326,7 @@ pub async fn reconcile<R: Runtime>(
             ctx.wrote(&uid, |w| w.state = status.state);
         }
         Step::Remove => {
+            unpublish(&content, &ctx).await?;
             ctx.checkpointer
                 .remove(&job)
                 .map_err(|source| Error::Remove {

@@ -264,3 +264,50 @@ async fn an_unreachable_registry_is_a_request_error() {
             .starts_with(&format!("HEAD http://{addr}/v2/ns/cc/blobs/sha256:"))
     );
 }
+
+#[tokio::test]
+async fn a_pushed_copy_is_deleted_by_digest_and_a_refusal_is_final() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, manifest) = layout_with_image(tmp.path(), b"memory", "content-uid");
+    let registry = fake::Registry::start().await;
+    let pusher = pusher(&registry, "checkpoints");
+    let repo = pusher.repository("default", "cp");
+    let image = pusher
+        .push(&layout, &manifest, &repo, "content-uid")
+        .await
+        .unwrap();
+
+    assert!(pusher.delete(&image).await.unwrap());
+    assert!(registry.state.lock().unwrap().manifests.is_empty());
+    let last = registry.requests().pop().unwrap();
+    assert_eq!(
+        last,
+        (
+            Method::DELETE,
+            format!("/v2/checkpoints/default/cp/manifests/{}", manifest.digest())
+        )
+    );
+    assert!(
+        pusher.delete(&image).await.unwrap(),
+        "already gone counts as deleted"
+    );
+
+    let requests = registry.requests().len();
+    let elsewhere = format!("localhost:5050/default/cp@{}", manifest.digest());
+    assert!(
+        !pusher.delete(&elsewhere).await.unwrap(),
+        "not in this registry"
+    );
+    assert_eq!(registry.requests().len(), requests, "nothing asked");
+
+    registry.state.lock().unwrap().delete_status = Some(StatusCode::METHOD_NOT_ALLOWED);
+    let error = pusher.delete(&image).await.unwrap_err();
+    assert!(error.is_refusal(), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("405") && message.contains("UNSUPPORTED"),
+        "{message}"
+    );
+    registry.state.lock().unwrap().delete_status = Some(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!pusher.delete(&image).await.unwrap_err().is_refusal());
+}

@@ -277,3 +277,30 @@ async fn a_checkpoint_costs_three_api_calls() {
         "all shown by the watch"
     );
 }
+
+#[test]
+fn a_pushed_copy_is_given_up_on_only_when_refused_or_long_unreachable() {
+    let failed = |status: u16| PushError::Status {
+        method: axum::http::Method::DELETE,
+        url: "http://r/v2/x/manifests/sha256:00".into(),
+        status: axum::http::StatusCode::from_u16(status).unwrap(),
+        body: String::new(),
+    };
+    let second = Duration::from_secs(1);
+    for refused in [400, 401, 403, 405] {
+        assert!(
+            give_up_on_pushed_copy(&failed(refused), second),
+            "{refused}"
+        );
+    }
+    for passing in [408, 429, 500, 503] {
+        assert!(
+            !give_up_on_pushed_copy(&failed(passing), second),
+            "{passing}"
+        );
+        assert!(
+            give_up_on_pushed_copy(&failed(passing), PUSH_DELETE_PATIENCE),
+            "{passing} for the whole patience"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! A fake OCI registry that records what is pushed to it.
+//! A fake OCI registry that records what is pushed to it and deletes manifests by digest.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,6 +29,8 @@ pub struct State {
     pub manifests: HashMap<String, (String, Vec<u8>)>,
     /// Answer manifest PUTs with this status.
     pub manifest_status: Option<StatusCode>,
+    /// Answer manifest DELETEs with this status (as a registry with deletes disabled does).
+    pub delete_status: Option<StatusCode>,
     uploads: u64,
 }
 
@@ -148,6 +150,24 @@ async fn handle(
             &[("docker-content-digest", digest)],
             "",
         );
+    }
+    if let Some((repo, digest)) = path.split_once("/manifests/")
+        && method == Method::DELETE
+    {
+        if let Some(status) = state.delete_status {
+            return answer(status, &[], "{\"errors\":[{\"code\":\"UNSUPPORTED\"}]}");
+        }
+        let before = state.manifests.len();
+        state.manifests.retain(|key, (_, bytes)| {
+            !(key.starts_with(&format!("{repo}:"))
+                && format!("sha256:{}", checkpointing::digest::sha256_hex(bytes)) == digest)
+        });
+        let status = if state.manifests.len() < before {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        return answer(status, &[], "");
     }
     answer(StatusCode::NOT_FOUND, &[], "no such route")
 }

@@ -489,6 +489,27 @@ async fn restore_from_an_external_registry() {
             .unwrap()
             .is_none()
     );
+
+    // Deleting the checkpoint deletes the registry's copy too.
+    Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
+        .delete("counter-checkpoint", &DeleteParams::default())
+        .await
+        .unwrap();
+    let manifest_url = format!("http://{registry}/v2/{path}/manifests/{digest}");
+    eventually(
+        "the registry's copy deleted",
+        Duration::from_secs(60),
+        || async {
+            let code = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .args(["-H", "Accept: application/vnd.oci.image.manifest.v1+json"])
+                .arg(&manifest_url)
+                .output()
+                .unwrap();
+            (String::from_utf8_lossy(&code.stdout) == "404").then_some(())
+        },
+    )
+    .await;
 }
 
 /// Whether `crictl images` inside `node` lists `image` (a reference by digest).
