@@ -71,7 +71,7 @@ async fn a_checkpoint_image_runs_only_through_restore_from() {
     ] {
         let message = refused(&client, ns, &pod).await;
         assert!(
-            message.contains("restore-from") && message.contains("checkpoint registry"),
+            message.contains("restore-from") && message.contains("uses checkpoint image"),
             "{message}"
         );
     }

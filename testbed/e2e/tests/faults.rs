@@ -208,15 +208,23 @@ async fn a_node_without_its_daemon_is_refused_and_lets_go_of_its_checkpoints() {
         || async { contents.get_opt("kept").await.ok()?.is_none().then_some(()) },
     )
     .await;
+    // The controller releases the finalizer first, then records the Event: wait for it.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
-    let said = events
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|e| e.reason.as_deref() == Some("NodeDaemonGone"))
-        .and_then(|e| e.note);
+    let said = eventually(
+        "the NodeDaemonGone Event",
+        Duration::from_secs(30),
+        || async {
+            events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("NodeDaemonGone"))
+                .map(|e| e.note)
+        },
+    )
+    .await;
     drop(restart);
     tb.wait_noded(&client, NODE).await;
     let (state, message) = outcome;
