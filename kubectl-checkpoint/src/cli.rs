@@ -1,19 +1,23 @@
 //! Command line: `kubectl checkpoint pod/<p>`, `… list`, `… restore <checkpoint> --as <pod>`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use checkpointing::crd::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "kubectl-checkpoint",
     bin_name = "kubectl checkpoint",
     version,
+    override_usage = "kubectl checkpoint pod/<pod> [-c <container>] [OPTIONS]\n       \
+                      kubectl checkpoint list [-A] [OPTIONS]\n       \
+                      kubectl checkpoint restore <checkpoint> --as <pod> [--node <node>] [OPTIONS]",
     about = "Checkpoint a pod's container, list checkpoints, restore one into a new pod",
     // `kubectl checkpoint pod/<p>` creates; `list` and `restore` are subcommands (a pod named
     // like one is `pod/list`).
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
 pub struct Cli {
@@ -79,6 +83,30 @@ pub enum Command {
     },
 }
 
+impl Cli {
+    /// Parses `args` (the program name first), refusing the create arguments beside a
+    /// subcommand: clap's own rule for that (`args_conflicts_with_subcommands`) also refuses the
+    /// global flags before one.
+    pub fn try_from_args(
+        args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    ) -> Result<Self, clap::Error> {
+        let cli = Self::try_parse_from(args)?;
+        let c = &cli.create;
+        let create_args = c.pod.is_some()
+            || c.container.is_some()
+            || c.name.is_some()
+            || c.timeout_seconds.is_some()
+            || c.no_wait;
+        if cli.command.is_some() && create_args {
+            return Err(Self::command().error(
+                ErrorKind::ArgumentConflict,
+                "a pod, -c, --name, --timeout-seconds and --no-wait go without list or restore",
+            ));
+        }
+        Ok(cli)
+    }
+}
+
 /// The pod name in `pod/<p>`, `pods/<p>` (also kubectl's `po/<p>`) or `<p>`.
 fn parse_target(target: &str) -> Result<String, String> {
     let name = match target.split_once('/') {
@@ -101,10 +129,9 @@ fn parse_target(target: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::error::ErrorKind;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("kubectl-checkpoint").chain(args.iter().copied()))
+        Cli::try_from_args(std::iter::once("kubectl-checkpoint").chain(args.iter().copied()))
     }
 
     #[test]
@@ -162,6 +189,9 @@ mod tests {
             &["pod/a", "pod/b"],
             &["list", "-n", "x", "-A"],
             &["list", "pod/app"],
+            &["pod/app", "list"],
+            &["-c", "app", "list"],
+            &["--no-wait", "restore", "cp1", "--as", "x"],
             &["restore", "cp1"],
             &["pod/app", "--as", "x"],
         ] {
@@ -179,8 +209,14 @@ mod tests {
                 all_namespaces: true
             })
         ));
-        let cli = parse(&["-n", "x", "list"]).unwrap();
+        let cli = parse(&["-n", "x", "--kubeconfig", "/k", "list"]).unwrap();
         assert_eq!(cli.global.namespace.as_deref(), Some("x"));
+        assert!(matches!(
+            cli.command,
+            Some(Command::List {
+                all_namespaces: false
+            })
+        ));
         let cli = parse(&["list", "--namespace", "y"]).unwrap();
         assert_eq!(cli.global.namespace.as_deref(), Some("y"));
     }
@@ -188,7 +224,16 @@ mod tests {
     #[test]
     fn restore_flags() {
         let cli = parse(&[
-            "restore", "cp1", "--as", "new", "-n", "ns", "--node", "node2",
+            "--context",
+            "c",
+            "restore",
+            "cp1",
+            "--as",
+            "new",
+            "-n",
+            "ns",
+            "--node",
+            "node2",
         ])
         .unwrap();
         let Some(Command::Restore {
@@ -214,7 +259,6 @@ mod tests {
 
     #[test]
     fn clap_definition_is_consistent() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
     }
 }

@@ -14,7 +14,6 @@ use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointSpec, ContainerCheckpointStatus,
 };
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
-use clap::Parser;
 use futures::{Stream, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
@@ -35,7 +34,7 @@ pub struct UsageError(String);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_from_args(std::env::args_os()).unwrap_or_else(|err| err.exit());
     match run(cli).await {
         Ok(code) => code,
         Err(err) => {
@@ -161,7 +160,18 @@ where
     K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
 {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    watcher(api, config).applied_objects().map_err(Into::into)
+    watcher(api, config).applied_objects().map_err(watch_error)
+}
+
+/// The API server's words in watch errors too (a missing right to watch, say).
+fn watch_error(err: watcher::Error) -> anyhow::Error {
+    match err {
+        watcher::Error::InitialListFailed(err)
+        | watcher::Error::WatchStartFailed(err)
+        | watcher::Error::WatchFailed(err) => api(err),
+        watcher::Error::WatchError(status) => anyhow!(status.message),
+        err => err.into(),
+    }
 }
 
 fn report(name: &str, status: ContainerCheckpointStatus) -> anyhow::Result<ExitCode> {
@@ -191,7 +201,8 @@ async fn list(client: Client, ns: Option<&str>) -> anyhow::Result<ExitCode> {
     let mut items = api
         .list(&ListParams::default())
         .await
-        .map_err(api_or_missing_crd)?
+        .map_err(api_or_missing_crd)
+        .context("listing ContainerCheckpoints")?
         .items;
     items.sort_by_key(|cc| (cc.metadata.namespace.clone(), cc.metadata.name.clone()));
     let now = Timestamp::now();
@@ -247,7 +258,11 @@ async fn restore(
     let mut last = None;
     let mut updates = Box::pin(updates(pods, new_pod));
     loop {
-        let pod: Pod = updates.try_next().await?.context("the watch ended")?;
+        let pod: Pod = updates
+            .try_next()
+            .await
+            .with_context(|| format!("watching pod {ns}/{new_pod}"))?
+            .context("the watch ended")?;
         let elapsed = started.elapsed().as_secs();
         match restore::progress(&pod) {
             Progress::Running => {
@@ -266,5 +281,41 @@ async fn restore(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn refused(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(Status::failure(message, "Reason").with_code(code)))
+    }
+
+    #[test]
+    fn api_errors_are_the_servers_message_alone() {
+        let denial = r#"admission webhook "restore" denied the request: ContainerCheckpoint "cp1" not found"#;
+        assert_eq!(api(refused(400, denial)).to_string(), denial);
+        assert_eq!(
+            watch_error(watcher::Error::InitialListFailed(refused(403, "forbidden"))).to_string(),
+            "forbidden"
+        );
+        let expired = Box::new(Status::failure("too old", "Expired"));
+        assert_eq!(
+            watch_error(watcher::Error::WatchError(expired)).to_string(),
+            "too old"
+        );
+    }
+
+    #[test]
+    fn listing_an_unknown_resource_names_the_crd() {
+        let err = api_or_missing_crd(refused(404, "the server could not find the resource"));
+        assert!(
+            err.to_string().contains("checkpointing CRD installed"),
+            "{err}"
+        );
+        let err = api_or_missing_crd(refused(403, "forbidden"));
+        assert_eq!(err.to_string(), "forbidden");
     }
 }
