@@ -140,7 +140,11 @@ async fn create(client: Client, ns: &str, args: Create) -> anyhow::Result<ExitCo
     let mut last = None;
     let mut updates = Box::pin(updates(checkpoints, &name));
     let status = loop {
-        let cc: ContainerCheckpoint = updates.try_next().await?.context("the watch ended")?;
+        let cc: ContainerCheckpoint = updates
+            .try_next()
+            .await
+            .with_context(|| format!("watching ContainerCheckpoint {ns}/{name}"))?
+            .context("the watch ended")?;
         let status = cc.status.unwrap_or_default();
         let state = status.state.unwrap_or(CheckpointState::Pending);
         if last != Some(state) {
