@@ -1,0 +1,264 @@
+//! Command line: `kubectl checkpoint pod/<p>`, `… list`, `… restore <checkpoint> --as <pod>`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use checkpointing::crd::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl-checkpoint",
+    bin_name = "kubectl checkpoint",
+    version,
+    override_usage = "kubectl checkpoint pod/<pod> [-c <container>] [OPTIONS]\n       \
+                      kubectl checkpoint list [-A] [OPTIONS]\n       \
+                      kubectl checkpoint restore <checkpoint> --as <pod> [--node <node>] [OPTIONS]",
+    about = "Checkpoint a pod's container, list checkpoints, restore one into a new pod",
+    // `kubectl checkpoint pod/<p>` creates; `list` and `restore` are subcommands (a pod named
+    // like one is `pod/list`).
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(flatten)]
+    pub create: Create,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster)
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: its current context)
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Namespace (default: the context's)
+    #[arg(short, long, global = true)]
+    pub namespace: Option<String>,
+}
+
+/// Checkpoint one container of a pod.
+#[derive(Args, Debug)]
+pub struct Create {
+    /// The pod: pod/<name>, pods/<name> or <name>
+    #[arg(value_name = "POD", value_parser = parse_target, required = true)]
+    pub pod: Option<String>,
+    /// Container to checkpoint (default: the pod's only one)
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// Name of the ContainerCheckpoint (default: <pod>-<container>-<unix seconds>)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds the runtime may take (default: the node's)
+    #[arg(long, value_parser = clap::value_parser!(i64).range(MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS))]
+    pub timeout_seconds: Option<i64>,
+    /// Return once the request is created
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List checkpoints
+    List {
+        /// In every namespace
+        #[arg(short = 'A', long, conflicts_with = "namespace")]
+        all_namespaces: bool,
+    },
+    /// Start a new pod that resumes a checkpointed container
+    Restore {
+        /// The ContainerCheckpoint to restore
+        checkpoint: String,
+        /// Name of the new pod
+        #[arg(long = "as", value_name = "POD")]
+        new_pod: String,
+        /// Node to run it on (default: wherever the scheduler puts it)
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+impl Cli {
+    /// Parses `args` (the program name first), refusing the create arguments beside a
+    /// subcommand: clap's own rule for that (`args_conflicts_with_subcommands`) also refuses the
+    /// global flags before one.
+    pub fn try_from_args(
+        args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    ) -> Result<Self, clap::Error> {
+        let cli = Self::try_parse_from(args)?;
+        let c = &cli.create;
+        let create_args = c.pod.is_some()
+            || c.container.is_some()
+            || c.name.is_some()
+            || c.timeout_seconds.is_some()
+            || c.no_wait;
+        if cli.command.is_some() && create_args {
+            return Err(Self::command().error(
+                ErrorKind::ArgumentConflict,
+                "a pod, -c, --name, --timeout-seconds and --no-wait go without list or restore",
+            ));
+        }
+        Ok(cli)
+    }
+}
+
+/// The pod name in `pod/<p>`, `pods/<p>` (also kubectl's `po/<p>`) or `<p>`.
+fn parse_target(target: &str) -> Result<String, String> {
+    let name = match target.split_once('/') {
+        None => target,
+        Some(("pod" | "pods" | "po", name)) => name,
+        Some((kind, _)) => {
+            return Err(format!(
+                "only pods have containers to checkpoint, not {kind:?}: use pod/<name>"
+            ));
+        }
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(format!(
+            "{target:?} names no pod: use pod/<name>, pods/<name> or <name>"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_from_args(std::iter::once("kubectl-checkpoint").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn every_pod_form_names_the_pod() {
+        for form in ["pod/app", "pods/app", "po/app", "app"] {
+            let cli = parse(&[form]).unwrap();
+            assert_eq!(cli.create.pod.as_deref(), Some("app"), "{form}");
+            assert!(cli.command.is_none());
+        }
+    }
+
+    #[test]
+    fn other_kinds_and_empty_names_are_refused() {
+        for bad in ["deploy/app", "pod/", "pod/a/b", "/app", ""] {
+            let err = parse(&[bad]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}");
+            assert_eq!(err.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn create_flags() {
+        let cli = parse(&[
+            "pod/app",
+            "-c",
+            "web",
+            "-n",
+            "prod",
+            "--name",
+            "cp1",
+            "--timeout-seconds",
+            "30",
+            "--no-wait",
+            "--kubeconfig",
+            "/k",
+            "--context",
+            "ctx",
+        ])
+        .unwrap();
+        assert_eq!(cli.create.container.as_deref(), Some("web"));
+        assert_eq!(cli.create.name.as_deref(), Some("cp1"));
+        assert_eq!(cli.create.timeout_seconds, Some(30));
+        assert!(cli.create.no_wait);
+        assert_eq!(cli.global.namespace.as_deref(), Some("prod"));
+        assert_eq!(cli.global.kubeconfig, Some(PathBuf::from("/k")));
+        assert_eq!(cli.global.context.as_deref(), Some("ctx"));
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        for args in [
+            &[][..],
+            &["pod/app", "--timeout-seconds", "0"],
+            &["pod/app", "--timeout-seconds", "3601"],
+            &["pod/a", "pod/b"],
+            &["list", "-n", "x", "-A"],
+            &["list", "pod/app"],
+            &["pod/app", "list"],
+            &["-c", "app", "list"],
+            &["--no-wait", "restore", "cp1", "--as", "x"],
+            &["restore", "cp1"],
+            &["pod/app", "--as", "x"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn list_takes_a_namespace_or_all() {
+        let cli = parse(&["list", "-A"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::List {
+                all_namespaces: true
+            })
+        ));
+        let cli = parse(&["-n", "x", "--kubeconfig", "/k", "list"]).unwrap();
+        assert_eq!(cli.global.namespace.as_deref(), Some("x"));
+        assert!(matches!(
+            cli.command,
+            Some(Command::List {
+                all_namespaces: false
+            })
+        ));
+        let cli = parse(&["list", "--namespace", "y"]).unwrap();
+        assert_eq!(cli.global.namespace.as_deref(), Some("y"));
+    }
+
+    #[test]
+    fn restore_flags() {
+        let cli = parse(&[
+            "--context",
+            "c",
+            "restore",
+            "cp1",
+            "--as",
+            "new",
+            "-n",
+            "ns",
+            "--node",
+            "node2",
+        ])
+        .unwrap();
+        let Some(Command::Restore {
+            checkpoint,
+            new_pod,
+            node,
+        }) = cli.command
+        else {
+            panic!("not restore: {:?}", cli.command)
+        };
+        assert_eq!(
+            (checkpoint.as_str(), new_pod.as_str(), node.as_deref()),
+            ("cp1", "new", Some("node2"))
+        );
+        assert_eq!(cli.global.namespace.as_deref(), Some("ns"));
+    }
+
+    #[test]
+    fn a_pod_named_like_a_subcommand_is_reachable() {
+        let cli = parse(&["pod/list"]).unwrap();
+        assert_eq!(cli.create.pod.as_deref(), Some("list"));
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,325 @@
+//! `kubectl checkpoint`: checkpoint a pod's container, list checkpoints, restore one into a new
+//! pod. The choices are pure functions in the modules; this file talks to the API server.
+
+mod checkpoint;
+mod cli;
+mod restore;
+mod table;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+use checkpointing::crd::{
+    CheckpointState, ContainerCheckpoint, ContainerCheckpointSpec, ContainerCheckpointStatus,
+};
+use checkpointing::names::RESTORE_FROM_ANNOTATION;
+use futures::{Stream, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::serde::de::DeserializeOwned;
+use kube::api::{Api, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config, Resource};
+
+use crate::cli::{Cli, Command, Create, Global};
+use crate::restore::Progress;
+
+/// A mistake in the command line found only after asking the cluster (exit status 2, like
+/// clap's).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::try_from_args(std::env::args_os()).unwrap_or_else(|err| err.exit());
+    match run(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            // `{:#}` prints the context chain on one line; API errors are their message only.
+            eprintln!("error: {err:#}");
+            if err.is::<UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let (client, namespace) = connect(&cli.global).await?;
+    match cli.command {
+        None => create(client, &namespace, cli.create).await,
+        Some(Command::List { all_namespaces }) => {
+            list(client, (!all_namespaces).then_some(&*namespace)).await
+        }
+        Some(Command::Restore {
+            checkpoint,
+            new_pod,
+            node,
+        }) => restore(client, &namespace, &checkpoint, &new_pod, node.as_deref()).await,
+    }
+}
+
+/// A client for the chosen kubeconfig and context (kube's usual search without either), and the
+/// namespace: `-n`, else the context's.
+async fn connect(global: &Global) -> anyhow::Result<(Client, String)> {
+    let config = if global.kubeconfig.is_none() && global.context.is_none() {
+        Config::infer().await?
+    } else {
+        let kubeconfig = match &global.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path)?,
+            None => Kubeconfig::read()?,
+        };
+        let options = KubeConfigOptions {
+            context: global.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        Config::from_custom_kubeconfig(kubeconfig, &options).await?
+    };
+    let namespace = global
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    Ok((Client::try_from(config)?, namespace))
+}
+
+/// The API server's own words for its refusals (admission denials, not found), not kube's
+/// debug rendering of them.
+fn api(err: kube::Error) -> anyhow::Error {
+    match err {
+        kube::Error::Api(status) => anyhow!(status.message),
+        err => err.into(),
+    }
+}
+
+async fn create(client: Client, ns: &str, args: Create) -> anyhow::Result<ExitCode> {
+    let pod_name = args
+        .pod
+        .expect("clap requires the pod without a subcommand");
+    let pod = Api::<Pod>::namespaced(client.clone(), ns)
+        .get(&pod_name)
+        .await
+        .map_err(api)
+        .with_context(|| format!("reading pod {ns}/{pod_name}"))?;
+    let containers: Vec<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| &*c.name)
+        .collect();
+    let container =
+        checkpoint::choose_container(&pod_name, &containers, args.container.as_deref())?;
+    let name = args.name.unwrap_or_else(|| {
+        checkpoint::default_name(&pod_name, &container, Timestamp::now().as_second() as u64)
+    });
+    let request = ContainerCheckpoint::new(
+        &name,
+        ContainerCheckpointSpec {
+            pod_name,
+            container,
+            namespace: None,
+            timeout_seconds: args.timeout_seconds,
+        },
+    );
+    let checkpoints = Api::<ContainerCheckpoint>::namespaced(client, ns);
+    checkpoints
+        .create(&PostParams::default(), &request)
+        .await
+        .map_err(api)
+        .with_context(|| format!("creating ContainerCheckpoint {ns}/{name}"))?;
+    println!("containercheckpoint/{name} created");
+    if args.no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let started = Instant::now();
+    let mut last = None;
+    let mut updates = Box::pin(updates(checkpoints, &name));
+    let status = loop {
+        let cc: ContainerCheckpoint = updates
+            .try_next()
+            .await
+            .with_context(|| format!("watching ContainerCheckpoint {ns}/{name}"))?
+            .context("the watch ended")?;
+        let status = cc.status.unwrap_or_default();
+        let state = status.state.unwrap_or(CheckpointState::Pending);
+        if last != Some(state) {
+            println!("{name}: {state:?} ({}s)", started.elapsed().as_secs());
+            last = Some(state);
+        }
+        if state.is_final() {
+            break status;
+        }
+    };
+    report(&name, status)
+}
+
+/// The object `name` each time it changes, starting with how it is now.
+fn updates<K>(api: Api<K>, name: &str) -> impl Stream<Item = anyhow::Result<K>> + use<K>
+where
+    K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
+{
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    watcher(api, config).applied_objects().map_err(watch_error)
+}
+
+/// The API server's words in watch errors too (a missing right to watch, say).
+fn watch_error(err: watcher::Error) -> anyhow::Error {
+    match err {
+        watcher::Error::InitialListFailed(err)
+        | watcher::Error::WatchStartFailed(err)
+        | watcher::Error::WatchFailed(err) => api(err),
+        watcher::Error::WatchError(status) => anyhow!(status.message),
+        err => err.into(),
+    }
+}
+
+fn report(name: &str, status: ContainerCheckpointStatus) -> anyhow::Result<ExitCode> {
+    let message = status.message.unwrap_or_default();
+    if status.state != Some(CheckpointState::Completed) {
+        eprintln!("checkpoint {name} Failed: {message}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let unknown = || "<none>".to_owned();
+    println!("checkpoint {name} Completed");
+    println!("  image: {}", status.image.unwrap_or_else(unknown));
+    println!("  node:  {}", status.node_name.unwrap_or_else(unknown));
+    println!(
+        "  size:  {}",
+        status
+            .archive_size
+            .map_or_else(unknown, |b| format!("{b} bytes"))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(client: Client, ns: Option<&str>) -> anyhow::Result<ExitCode> {
+    let api: Api<ContainerCheckpoint> = match ns {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let mut items = api
+        .list(&ListParams::default())
+        .await
+        .map_err(api_or_missing_crd)
+        .context("listing ContainerCheckpoints")?
+        .items;
+    items.sort_by_key(|cc| (cc.metadata.namespace.clone(), cc.metadata.name.clone()));
+    let now = Timestamp::now();
+    let rows: Vec<_> = items.iter().map(|cc| table::Row::new(cc, now)).collect();
+    print!("{}", table::render(&rows, ns.is_none()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Listing a resource the cluster does not know answers a bare 404: say which.
+fn api_or_missing_crd(err: kube::Error) -> anyhow::Error {
+    match &err {
+        kube::Error::Api(status) if status.code == 404 => anyhow!(
+            "the cluster has no ContainerCheckpoint resource: is the checkpointing CRD installed?"
+        ),
+        _ => api(err),
+    }
+}
+
+async fn restore(
+    client: Client,
+    ns: &str,
+    checkpoint: &str,
+    new_pod: &str,
+    node: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let cc = Api::<ContainerCheckpoint>::namespaced(client.clone(), ns)
+        .get(checkpoint)
+        .await
+        .map_err(api)
+        .with_context(|| format!("reading ContainerCheckpoint {ns}/{checkpoint}"))?;
+    let pods = Api::<Pod>::namespaced(client, ns);
+    let source_name = &cc.spec.pod_name;
+    let Some(source) = pods
+        .get_opt(source_name)
+        .await
+        .map_err(api)
+        .with_context(|| format!("reading pod {ns}/{source_name}"))?
+    else {
+        bail!(
+            "pod {ns}/{source_name}, which {checkpoint} checkpointed, is gone, so there is no \
+             spec to copy: create the new pod from a manifest annotated \
+             {RESTORE_FROM_ANNOTATION}: {checkpoint} (like samples/restored-app-node2.yaml)"
+        );
+    };
+    let pod = restore::restored_pod(&source, new_pod, checkpoint, node);
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .map_err(api)
+        .with_context(|| format!("creating pod {ns}/{new_pod}"))?;
+    println!("pod/{new_pod} created");
+
+    let started = Instant::now();
+    let mut last = None;
+    let mut updates = Box::pin(updates(pods, new_pod));
+    loop {
+        let pod: Pod = updates
+            .try_next()
+            .await
+            .with_context(|| format!("watching pod {ns}/{new_pod}"))?
+            .context("the watch ended")?;
+        let elapsed = started.elapsed().as_secs();
+        match restore::progress(&pod) {
+            Progress::Running => {
+                let on = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+                println!("pod/{new_pod} Running on {on} ({elapsed}s)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Progress::Stuck(why) => {
+                eprintln!("pod/{new_pod} does not start: {why}");
+                return Ok(ExitCode::FAILURE);
+            }
+            Progress::Starting(what) => {
+                if last.as_ref() != Some(&what) {
+                    println!("pod/{new_pod}: {what} ({elapsed}s)");
+                    last = Some(what);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn refused(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(Status::failure(message, "Reason").with_code(code)))
+    }
+
+    #[test]
+    fn api_errors_are_the_servers_message_alone() {
+        let denial = r#"admission webhook "restore" denied the request: ContainerCheckpoint "cp1" not found"#;
+        assert_eq!(api(refused(400, denial)).to_string(), denial);
+        assert_eq!(
+            watch_error(watcher::Error::InitialListFailed(refused(403, "forbidden"))).to_string(),
+            "forbidden"
+        );
+        let expired = Box::new(Status::failure("too old", "Expired"));
+        assert_eq!(
+            watch_error(watcher::Error::WatchError(expired)).to_string(),
+            "too old"
+        );
+    }
+
+    #[test]
+    fn listing_an_unknown_resource_names_the_crd() {
+        let err = api_or_missing_crd(refused(404, "the server could not find the resource"));
+        assert!(
+            err.to_string().contains("checkpointing CRD installed"),
+            "{err}"
+        );
+        let err = api_or_missing_crd(refused(403, "forbidden"));
+        assert_eq!(err.to_string(), "forbidden");
+    }
+}
