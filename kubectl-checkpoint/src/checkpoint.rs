@@ -2,7 +2,7 @@
 
 use checkpointing::names::DNS_LABEL_MAX;
 
-use crate::UsageError;
+use crate::cli::UsageError;
 
 /// The container to checkpoint: the requested one if the pod has it, else the pod's only one.
 pub fn choose_container(

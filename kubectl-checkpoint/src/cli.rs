@@ -7,6 +7,12 @@ use checkpointing::crd::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+/// A mistake in the command line found only after asking the cluster (exit status 2, like
+/// clap's).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kubectl-checkpoint",

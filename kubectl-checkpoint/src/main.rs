@@ -23,14 +23,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config, Resource};
 
-use crate::cli::{Cli, Command, Create, Global};
+use crate::cli::{Cli, Command, Create, Global, UsageError};
 use crate::restore::Progress;
-
-/// A mistake in the command line found only after asking the cluster (exit status 2, like
-/// clap's).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(String);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
