@@ -144,6 +144,20 @@ impl server::RuntimeService for FakeRuntime {
     ) -> Reply<api::ContainerStatusResponse> {
         unimplemented()
     }
+    async fn checkpoint_pod(
+        &self,
+        _: Request<api::CheckpointPodRequest>,
+    ) -> Reply<api::CheckpointPodResponse> {
+        unimplemented()
+    }
+
+    async fn restore_pod(
+        &self,
+        _: Request<api::RestorePodRequest>,
+    ) -> Reply<api::RestorePodResponse> {
+        unimplemented()
+    }
+
     async fn status(&self, _: Request<api::StatusRequest>) -> Reply<api::StatusResponse> {
         unimplemented()
     }

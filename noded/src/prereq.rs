@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use checkpointing::admin::Readiness;
-use checkpointing::cri::{CriClient, Runtime, api};
+use checkpointing::cri::{CriClient, CriError, Runtime, api};
 use checkpointing::runtime::{Finding, RuntimeKind, Verdict, containerd, crio};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -31,6 +31,8 @@ pub const CRI: &str = "cri";
 pub const CRIU: &str = "criu";
 pub const RESTORE: &str = "restore";
 pub const CHECKPOINT_DIR: &str = "checkpoint_dir";
+/// Pod-level CRI CheckpointPod and RestorePod (Kubernetes 1.37): reported, not required.
+pub const POD_LEVEL: &str = "pod_level";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
@@ -60,7 +62,7 @@ pub struct Report {
     pub runtime_name: Option<String>,
     pub runtime_version: Option<String>,
     pub criu_version: Option<String>,
-    /// `cri`, `criu`, `restore`, `checkpoint_dir`, in that order.
+    /// `cri`, `criu`, `restore`, `checkpoint_dir`, `pod_level`, in that order.
     pub checks: Vec<Check>,
 }
 
@@ -126,6 +128,8 @@ impl Report {
             restore_detail = self.detail(RESTORE),
             checkpoint_dir = %state(CHECKPOINT_DIR),
             checkpoint_dir_detail = self.detail(CHECKPOINT_DIR),
+            pod_level = %state(POD_LEVEL),
+            pod_level_detail = self.detail(POD_LEVEL),
             "prerequisites"
         );
     }
@@ -247,6 +251,76 @@ async fn crio_settings(socket: &Path, mut detail: String) -> (String, Check, Che
     }
 }
 
+/// What probing one CRI method found: served, not served (UNIMPLEMENTED), or no telling why.
+pub type Served = Result<bool, String>;
+
+/// Whether the runtime serves a method, from its answer to a request it must refuse: a
+/// runtime that serves it says the request is wrong; one that does not says UNIMPLEMENTED.
+pub fn served<T>(answer: Result<T, CriError>) -> Served {
+    match answer {
+        Ok(_) => Ok(true),
+        Err(CriError::Unimplemented { .. }) => Ok(false),
+        // Unreachable, busy or too slow: the answer says nothing about the method.
+        Err(e) if e.is_transient() => Err(error_chain(&e)),
+        Err(_) => Ok(true),
+    }
+}
+
+/// The pod-level check: Ok when the runtime serves both CheckpointPod and RestorePod.
+pub fn pod_level(checkpoint: Served, restore: Served) -> Check {
+    match (checkpoint, restore) {
+        (Ok(true), Ok(true)) => Check::new(
+            POD_LEVEL,
+            Verdict::Ok,
+            "CRI CheckpointPod and RestorePod served",
+        ),
+        (Err(why), _) | (_, Err(why)) => Check::new(
+            POD_LEVEL,
+            Verdict::Failed,
+            format!("probing CRI CheckpointPod and RestorePod: {why}"),
+        ),
+        (checkpoint, restore) => {
+            let missing: Vec<&str> = [("CheckpointPod", checkpoint), ("RestorePod", restore)]
+                .into_iter()
+                .filter(|(_, served)| *served != Ok(true))
+                .map(|(name, _)| name)
+                .collect();
+            Check::new(
+                POD_LEVEL,
+                Verdict::Failed,
+                format!(
+                    "the runtime does not serve CRI {} (Kubernetes 1.37): pods are checkpointed \
+                     and restored container by container",
+                    missing.join(" or ")
+                ),
+            )
+        }
+    }
+}
+
+/// Probes CheckpointPod and RestorePod with empty requests, which no runtime can carry out.
+async fn pod_level_probe(cri: &CriClient) -> Check {
+    let mut rt = cri.runtime_service();
+    let checkpoint = cri
+        .call(
+            "CheckpointPod",
+            PROBE_TIMEOUT,
+            api::CheckpointPodRequest::default(),
+            |r| rt.checkpoint_pod(r),
+        )
+        .await;
+    let mut rt = cri.runtime_service();
+    let restore = cri
+        .call(
+            "RestorePod",
+            PROBE_TIMEOUT,
+            api::RestorePodRequest::default(),
+            |r| rt.restore_pod(r),
+        )
+        .await;
+    pod_level(served(checkpoint), served(restore))
+}
+
 /// Whether the runtime reports `RuntimeReady`.
 async fn runtime_ready(cri: &CriClient) -> Result<(), String> {
     let mut rt = cri.runtime_service();
@@ -316,7 +390,13 @@ pub async fn check(cri: &CriClient, dir: &Path) -> Report {
         Ok(()) => Check::new(CRI, Verdict::Ok, format!("{cri_check}, RuntimeReady")),
         Err(why) => Check::new(CRI, Verdict::Failed, format!("{cri_check}: {why}")),
     };
-    report.checks = vec![cri_check, criu, restore, dir_check(dir).await];
+    report.checks = vec![
+        cri_check,
+        criu,
+        restore,
+        dir_check(dir).await,
+        pod_level_probe(cri).await,
+    ];
     report
 }
 

@@ -142,3 +142,71 @@ fn readyz_follows_the_latest_report_and_metrics_show_it() {
         assert!(text.contains(line), "{line} missing from {text}");
     }
 }
+
+#[test]
+fn a_method_is_served_unless_the_runtime_says_unimplemented() {
+    let err = |e: CriError| served::<()>(Err(e));
+    let op = "CheckpointPod";
+    assert_eq!(served(Ok(())), Ok(true));
+    assert_eq!(
+        err(CriError::Unimplemented {
+            op,
+            message: "unknown method CheckpointPod".into()
+        }),
+        Ok(false)
+    );
+    // The runtime looked at the empty request and refused it: it serves the method.
+    assert_eq!(
+        err(CriError::NotFound {
+            op,
+            message: "pod sandbox \"\" not found".into()
+        }),
+        Ok(true)
+    );
+    assert_eq!(
+        err(CriError::Rpc {
+            op,
+            code: tonic::Code::InvalidArgument,
+            message: "pod_sandbox_id is empty".into()
+        }),
+        Ok(true)
+    );
+    // An unreachable runtime tells nothing.
+    let unreachable = err(CriError::Unavailable {
+        op,
+        message: "connection refused".into(),
+    });
+    assert!(unreachable.unwrap_err().contains("connection refused"));
+}
+
+#[test]
+fn the_pod_level_check_says_which_method_is_missing() {
+    let ok = pod_level(Ok(true), Ok(true));
+    assert_eq!((ok.name, ok.state), (POD_LEVEL, Verdict::Ok));
+    let neither = pod_level(Ok(false), Ok(false));
+    assert_eq!(neither.state, Verdict::Failed);
+    assert_eq!(
+        neither.detail,
+        "the runtime does not serve CRI CheckpointPod or RestorePod (Kubernetes 1.37): pods are \
+         checkpointed and restored container by container"
+    );
+    assert!(
+        pod_level(Ok(true), Ok(false))
+            .detail
+            .contains("serve CRI RestorePod (")
+    );
+    let unknown = pod_level(Err("deadline exceeded".into()), Ok(true));
+    assert_eq!(unknown.state, Verdict::Failed);
+    assert!(unknown.detail.contains("probing") && unknown.detail.contains("deadline"));
+    // Reported, never a reason to be unready.
+    let report = Report {
+        checks: vec![
+            Check::new(CRI, Verdict::Ok, "fake"),
+            Check::new(CHECKPOINT_DIR, Verdict::Ok, "writable"),
+            neither,
+        ],
+        ..Default::default()
+    };
+    assert!(report.ready());
+    assert!(report.body().contains("pod_level: "), "{}", report.body());
+}

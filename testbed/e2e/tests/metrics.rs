@@ -75,3 +75,29 @@ async fn a_checkpoint_moves_the_counters() {
         "the controller counts finished requests"
     );
 }
+
+/// Whether the runtime serves Kubernetes 1.37's pod-level CheckpointPod and RestorePod is
+/// probed over the real socket and reported: the testbed's CRI-O 1.36 and containerd 2.3 do
+/// not, and noded says so in /readyz and its metrics while staying ready.
+#[test]
+fn noded_reports_that_the_runtime_has_no_pod_level_checkpoint() {
+    let tb = Testbed::get();
+    let out = tb.node_exec("node1", &["curl", "-s", "http://127.0.0.1:9811/readyz"]);
+    let readyz = String::from_utf8_lossy(&out.stdout);
+    assert!(readyz.starts_with("ready\n"), "{readyz}");
+    assert!(
+        readyz.contains("pod_level: ")
+            && readyz.contains("does not serve CRI CheckpointPod or RestorePod"),
+        "{readyz}"
+    );
+    let metrics = noded_metrics(&tb, "node1");
+    for line in [
+        "noded_prerequisite{check=\"pod_level\"} 0",
+        "noded_prerequisite{check=\"cri\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing: {metrics}"
+        );
+    }
+}
