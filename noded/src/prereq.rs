@@ -309,7 +309,6 @@ async fn pod_level_probe(cri: &CriClient) -> Check {
             |r| rt.checkpoint_pod(r),
         )
         .await;
-    let mut rt = cri.runtime_service();
     let restore = cri
         .call(
             "RestorePod",

@@ -240,27 +240,11 @@ async fn noded_writes_only_its_own_nodes_contents_and_never_a_finished_image() {
         outcome(&cc).1
     );
 
-    // noded's identity as the API server sees it: its ServiceAccount, bound to a node.
-    let noded_on = |node: &'static str| {
-        let tb = tb.clone();
-        async move {
-            tb.client_as(
-                "system:serviceaccount:kube-system:checkpoint-noded",
-                &[
-                    "system:serviceaccounts",
-                    "system:serviceaccounts:kube-system",
-                    "system:authenticated",
-                ],
-                &[("authentication.kubernetes.io/node-name", node)],
-            )
-            .await
-        }
-    };
     let status = |body: serde_json::Value| Patch::Merge(json!({"status": body}));
     let params = PatchParams::default();
 
     let from_node2: Api<checkpointing::crd::ContainerCheckpointContent> =
-        Api::namespaced(noded_on("node2").await, &ns.name);
+        Api::namespaced(noded_on(&tb, "node2").await, &ns.name);
     let error = from_node2
         .patch_status("mine", &params, &status(json!({"message": "taken over"})))
         .await
@@ -273,7 +257,7 @@ async fn noded_writes_only_its_own_nodes_contents_and_never_a_finished_image() {
     );
 
     let from_node1: Api<checkpointing::crd::ContainerCheckpointContent> =
-        Api::namespaced(noded_on("node1").await, &ns.name);
+        Api::namespaced(noded_on(&tb, "node1").await, &ns.name);
     let error = from_node1
         .patch_status(
             "mine",
@@ -288,6 +272,21 @@ async fn noded_writes_only_its_own_nodes_contents_and_never_a_finished_image() {
         .patch_status("mine", &params, &status(json!({"message": "still mine"})))
         .await
         .expect("noded on node1 writes node1's Content");
+}
+
+/// A client with noded's identity as the API server sees it: its ServiceAccount, bound to
+/// `node`.
+async fn noded_on(tb: &Testbed, node: &str) -> kube::Client {
+    tb.client_as(
+        "system:serviceaccount:kube-system:checkpoint-noded",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:kube-system",
+            "system:authenticated",
+        ],
+        &[("authentication.kubernetes.io/node-name", node)],
+    )
+    .await
 }
 
 /// One question to the authorizer: may `verb` `group`/`resource` `name` in `namespace`?
@@ -376,21 +375,6 @@ async fn noded_writes_leases_only_in_its_own_namespace_and_only_its_nodes() {
     }
     // Within it, a node daemon taken over cannot speak for another node: its Lease says whose
     // peer certificate to trust.
-    let noded_on = |node: &'static str| {
-        let tb = tb.clone();
-        async move {
-            tb.client_as(
-                "system:serviceaccount:kube-system:checkpoint-noded",
-                &[
-                    "system:serviceaccounts",
-                    "system:serviceaccounts:kube-system",
-                    "system:authenticated",
-                ],
-                &[("authentication.kubernetes.io/node-name", node)],
-            )
-            .await
-        }
-    };
     let leases: Api<Lease> = Api::namespaced(client.clone(), own);
     let lease = leases.get("checkpoint-noded-node1").await.unwrap();
     let pin = lease.metadata.annotations.unwrap_or_default()[PEER_CERTIFICATE_ANNOTATION].clone();
@@ -403,7 +387,7 @@ async fn noded_writes_leases_only_in_its_own_namespace_and_only_its_nodes() {
         Patch::Merge(json!({"metadata": {"annotations": {PEER_CERTIFICATE_ANNOTATION: pin}}}))
     };
     let params = PatchParams::default();
-    let error = Api::<Lease>::namespaced(noded_on("node2").await, own)
+    let error = Api::<Lease>::namespaced(noded_on(&tb, "node2").await, own)
         .patch(
             "checkpoint-noded-node1",
             &params,
@@ -417,7 +401,7 @@ async fn noded_writes_leases_only_in_its_own_namespace_and_only_its_nodes() {
             .contains("may write only its own node's Lease"),
         "{error}"
     );
-    Api::<Lease>::namespaced(noded_on("node1").await, own)
+    Api::<Lease>::namespaced(noded_on(&tb, "node1").await, own)
         .patch("checkpoint-noded-node1", &params, &pin_patch(&pin))
         .await
         .expect("node1's daemon writes its own Lease");
