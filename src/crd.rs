@@ -1,7 +1,8 @@
 //! The two custom resources (group `checkpointing.zacchaeuschok.github.io`, `v1alpha1`).
 //!
 //! `ContainerCheckpoint` is the user's request; `ContainerCheckpointContent` (same name, owned
-//! by the request, labelled with its node) is the artifact noded produces. Field names are the
+//! by the request, labelled with its node) is the artifact noded produces. The pod-level
+//! requests built on them are [`PodCheckpoint`] and [`PodMigration`]. Field names are the
 //! seed project's, so its samples and commands work unchanged.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -37,9 +38,12 @@ impl CheckpointState {
     }
 }
 
+mod pod;
+pub use pod::*;
+
 /// Schema of an optional [`CheckpointState`]: a plain string enum. The derived one lists `null`
 /// among the enum values, which the API server's structural schema check rejects.
-fn state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
         "enum": ["Pending", "Running", "Completed", "Failed"],
@@ -200,11 +204,13 @@ pub struct ContainerCheckpointContentStatus {
     pub criu_version: Option<String>,
 }
 
-/// Both CRDs as `apiextensions.k8s.io/v1` objects, request first.
-pub fn crds() -> [CustomResourceDefinition; 2] {
+/// Every CRD as an `apiextensions.k8s.io/v1` object, the container request first.
+pub fn crds() -> [CustomResourceDefinition; 4] {
     [
         ContainerCheckpoint::crd(),
         ContainerCheckpointContent::crd(),
+        PodCheckpoint::crd(),
+        PodMigration::crd(),
     ]
 }
 

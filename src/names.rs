@@ -99,3 +99,9 @@ pub fn parse_digest(s: &str) -> Option<&str> {
     let hex = s.strip_prefix("sha256:")?;
     (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(s)
 }
+
+/// Label on the pod a PodMigration restores, naming that PodMigration (same namespace).
+pub const MIGRATION_LABEL: &str = "checkpointing.zacchaeuschok.github.io/migration";
+
+/// Label on a ContainerCheckpoint made for a PodCheckpoint, naming it (same namespace).
+pub const POD_CHECKPOINT_LABEL: &str = "checkpointing.zacchaeuschok.github.io/pod-checkpoint";

@@ -26,8 +26,8 @@ fn deploy_crds_match_the_types() {
 
 #[test]
 fn crds_carry_short_names_status_and_columns() {
-    let [cc, ccc] = checkpointing::crd::crds();
-    for (crd, short) in [(&cc, "cc"), (&ccc, "ccc")] {
+    let [cc, ccc, pc, pm] = checkpointing::crd::crds();
+    for (crd, short) in [(&cc, "cc"), (&ccc, "ccc"), (&pc, "pc"), (&pm, "pm")] {
         assert_eq!(
             crd.spec.names.short_names.as_deref(),
             Some(&[short.to_owned()][..])

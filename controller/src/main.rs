@@ -9,6 +9,7 @@ mod fixtures;
 mod kube_error;
 mod leader;
 mod metrics;
+mod placement;
 mod readiness;
 mod request;
 mod retention;

@@ -1,9 +1,9 @@
 //! The restore admission decision: whether a new pod may restore from the ContainerCheckpoint
-//! its `restore-from` annotation names, and the JSON patch that makes it do so. Pure functions
-//! over what the webhook shell looked up; a denial is all the user sees, so each one says why
-//! and what to do.
+//! or PodCheckpoint its `restore-from` annotation names, and the JSON patch that makes it do
+//! so. Pure functions over what the webhook shell looked up; a denial is all the user sees, so
+//! each one says why and what to do.
 
-use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
+use checkpointing::crd::{CheckpointState, ContainerCheckpoint, PodCheckpoint};
 use checkpointing::names::{
     GROUP, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION, is_dns_subdomain, parse_digest,
 };
@@ -16,6 +16,50 @@ use crate::validation::{quoted_list, shown};
 
 /// The resource a restoring user must be allowed to `get` (SubjectAccessReview attributes).
 pub const CHECKPOINT_RESOURCE: &str = "containercheckpoints";
+/// The same for a restore from a PodCheckpoint.
+pub const POD_CHECKPOINT_RESOURCE: &str = "podcheckpoints";
+
+/// What a pod restores from, reduced to what the decision needs: a ContainerCheckpoint holds
+/// one container, a PodCheckpoint each of its containers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub kind: &'static str,
+    pub state: Option<CheckpointState>,
+    pub message: String,
+    /// (container, checkpoint image) for each container it holds.
+    pub images: Vec<(String, Option<String>)>,
+}
+
+impl From<&ContainerCheckpoint> for Source {
+    fn from(cc: &ContainerCheckpoint) -> Self {
+        let status = cc.status.as_ref();
+        Self {
+            kind: "ContainerCheckpoint",
+            state: status.and_then(|s| s.state),
+            message: status.and_then(|s| s.message.clone()).unwrap_or_default(),
+            images: vec![(
+                cc.spec.container.clone(),
+                status.and_then(|s| s.image.clone()),
+            )],
+        }
+    }
+}
+
+impl From<&PodCheckpoint> for Source {
+    fn from(pc: &PodCheckpoint) -> Self {
+        let status = pc.status.clone().unwrap_or_default();
+        Self {
+            kind: "PodCheckpoint",
+            state: status.state,
+            message: status.message.unwrap_or_default(),
+            images: status
+                .containers
+                .into_iter()
+                .map(|c| (c.name, c.image))
+                .collect(),
+        }
+    }
+}
 
 /// Whether the requesting user may read the checkpoint, as a SubjectAccessReview answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,40 +128,41 @@ pub enum Denial {
         error: String,
     },
     #[error(
-        "ContainerCheckpoint {name:?} not found in namespace {namespace:?}; checkpoint the \
-         container first (kubectl apply a ContainerCheckpoint and wait until it is Completed), or \
-         fix annotation {RESTORE_FROM_ANNOTATION}"
+        "ContainerCheckpoint {name:?} not found in namespace {namespace:?} (nor a PodCheckpoint \
+         of that name); checkpoint the container first (kubectl apply a ContainerCheckpoint and \
+         wait until it is Completed), or fix annotation {RESTORE_FROM_ANNOTATION}"
     )]
     NotFound { name: String, namespace: String },
     #[error(
-        "ContainerCheckpoint {name:?} in namespace {namespace:?} is {state}, not Completed{}; {}",
+        "{kind} {name:?} in namespace {namespace:?} is {state}, not Completed{}; {}",
         because(.message),
         advice_for(.state)
     )]
     NotCompleted {
+        kind: &'static str,
         name: String,
         namespace: String,
         state: String,
         message: String,
     },
     #[error(
-        "ContainerCheckpoint {name:?} in namespace {namespace:?} is Completed but its \
-         status.image {} is not an image reference with a sha256 digest; checkpoint the \
-         container again",
+        "{kind} {name:?} in namespace {namespace:?} is Completed but its image {} is not an \
+         image reference with a sha256 digest; checkpoint the container again",
         .image.as_deref().map_or_else(|| "(unset)".to_owned(), shown)
     )]
     NoImage {
+        kind: &'static str,
         name: String,
         namespace: String,
         image: Option<String>,
     },
     #[error(
-        "ContainerCheckpoint {name:?} holds container {container:?}, but this pod has no \
-         container of that name (its containers are {}); name the restored container \
-         {container:?}",
+        "{kind} {name:?} holds container {container:?}, but this pod has no container of that \
+         name (its containers are {}); name the restored container {container:?}",
         quoted_list(.containers)
     )]
     ContainerNotInPod {
+        kind: &'static str,
         name: String,
         container: String,
         containers: Vec<String>,
@@ -148,9 +193,9 @@ impl Denial {
 /// An admitted restore: what changes and the JSON patch (RFC 6902) that changes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Restore {
-    pub container: String,
-    pub image: String,
-    /// `sha256:<hex>`, the digest part of `image`.
+    /// The restored containers and the checkpoint image each now runs.
+    pub containers: Vec<(String, String)>,
+    /// `sha256:<hex>` of each image, comma-separated: the restored-from marker.
     pub digest: String,
     pub patch: Value,
 }
@@ -190,8 +235,8 @@ pub fn reader(user: &UserInfo, pod: &Pod, namespace: &str) -> UserInfo {
     }
 }
 
-/// The ContainerCheckpoint a pod asks to restore from: `None` without the annotation. Checked
-/// before anything is looked up, so a hostile value never reaches an API path.
+/// The checkpoint a pod asks to restore from: `None` without the annotation. Checked before
+/// anything is looked up, so a hostile value never reaches an API path.
 pub fn requested(pod: &Pod, namespace: &str) -> Result<Option<String>, Denial> {
     let Some(value) = pod
         .metadata
@@ -223,16 +268,16 @@ pub fn requested(pod: &Pod, namespace: &str) -> Result<Option<String>, Denial> {
 }
 
 /// Decides a restore of `pod` (in `namespace`) from checkpoint `name`, requested by `user`
-/// with `access`; `checkpoint` is the lookup's result, `None` when it does not exist (or was
-/// not looked up because access was refused: whether it exists is not told to someone who may
-/// not read it).
+/// with `access`; `source` is the lookup's result, `None` when it does not exist (or was not
+/// looked up because access was refused: whether it exists is not told to someone who may not
+/// read it).
 pub fn decide(
     pod: &Pod,
     namespace: &str,
     name: &str,
     user: &str,
     access: &Access,
-    checkpoint: Option<&ContainerCheckpoint>,
+    source: Option<&Source>,
 ) -> Result<Restore, Denial> {
     if !access.allowed {
         return Err(Denial::Forbidden {
@@ -242,66 +287,71 @@ pub fn decide(
             reason: access.reason.clone(),
         });
     }
-    let Some(checkpoint) = checkpoint else {
+    let Some(source) = source else {
         return Err(Denial::NotFound {
             name: name.to_owned(),
             namespace: namespace.to_owned(),
         });
     };
-    let status = checkpoint.status.as_ref();
-    let state = status.and_then(|s| s.state);
-    if state != Some(CheckpointState::Completed) {
+    if source.state != Some(CheckpointState::Completed) {
         return Err(Denial::NotCompleted {
+            kind: source.kind,
             name: name.to_owned(),
             namespace: namespace.to_owned(),
-            state: state.map_or_else(|| "not started yet".to_owned(), |s| format!("{s:?}")),
-            message: status.and_then(|s| s.message.clone()).unwrap_or_default(),
+            state: source
+                .state
+                .map_or_else(|| "not started yet".to_owned(), |s| format!("{s:?}")),
+            message: source.message.clone(),
         });
     }
-    let image = status.and_then(|s| s.image.clone());
-    let Some((image, digest)) = image
-        .as_deref()
-        .and_then(|i| digest_of(i).map(|d| (i.to_owned(), d.to_owned())))
-    else {
-        return Err(Denial::NoImage {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            image,
-        });
-    };
-    let container = &checkpoint.spec.container;
     let containers: Vec<String> = pod
         .spec
         .as_ref()
         .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
         .unwrap_or_default();
-    let Some(index) = containers.iter().position(|c| c == container) else {
-        return Err(Denial::ContainerNotInPod {
-            name: name.to_owned(),
-            container: container.clone(),
-            containers,
-        });
-    };
-    // `add` sets a member whether or not it exists; the annotations map exists, as it holds
-    // restore-from.
-    let annotation = pointer_token(RESTORED_FROM_DIGEST_ANNOTATION);
-    let patch = json!([
-        {
+    let mut restored = Vec::new();
+    let mut digests = Vec::new();
+    let mut patch = Vec::new();
+    for (container, image) in &source.images {
+        let Some((image, digest)) = image
+            .as_deref()
+            .and_then(|i| digest_of(i).map(|d| (i.to_owned(), d.to_owned())))
+        else {
+            return Err(Denial::NoImage {
+                kind: source.kind,
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+                image: image.clone(),
+            });
+        };
+        let Some(index) = containers.iter().position(|c| c == container) else {
+            return Err(Denial::ContainerNotInPod {
+                kind: source.kind,
+                name: name.to_owned(),
+                container: container.clone(),
+                containers,
+            });
+        };
+        patch.push(json!({
             "op": "add",
             "path": format!("/spec/containers/{index}/image"),
             "value": image,
-        },
-        {
-            "op": "add",
-            "path": format!("/metadata/annotations/{annotation}"),
-            "value": digest,
-        },
-    ]);
+        }));
+        restored.push((container.clone(), image));
+        digests.push(digest);
+    }
+    let digest = digests.join(",");
+    // `add` sets a member whether or not it exists; the annotations map exists, as it holds
+    // restore-from.
+    patch.push(json!({
+        "op": "add",
+        "path": format!("/metadata/annotations/{}", pointer_token(RESTORED_FROM_DIGEST_ANNOTATION)),
+        "value": digest,
+    }));
     Ok(Restore {
-        container: container.clone(),
-        image,
+        containers: restored,
         digest,
-        patch,
+        patch: Value::Array(patch),
     })
 }
 
@@ -311,7 +361,7 @@ fn digest_of(image: &str) -> Option<&str> {
 }
 
 /// A JSON pointer reference token (RFC 6901): `~` and `/` escaped.
-fn pointer_token(key: &str) -> String {
+pub(super) fn pointer_token(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 

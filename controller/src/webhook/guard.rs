@@ -121,13 +121,14 @@ fn images(pod: &Pod) -> Vec<(&'static str, &str, &str)> {
     all
 }
 
-/// The first checkpoint image of `pod` the webhook did not write. `restored` is the container
-/// this admission restores (its image is about to be replaced by the checkpoint's); `old` the
-/// pod before an update, whose images were admitted when they were written.
+/// The first checkpoint image of `pod` the webhook did not write. `restored` are the
+/// containers this admission restores (their images are about to be replaced by the
+/// checkpoint's); `old` the pod before an update, whose images were admitted when they were
+/// written.
 pub fn smuggled(
     pod: &Pod,
     old: Option<&Pod>,
-    restored: Option<&str>,
+    restored: &[&str],
     checkpoints: &CheckpointImages,
 ) -> Option<Smuggled> {
     let before = old.map(images).unwrap_or_default();
@@ -135,7 +136,7 @@ pub fn smuggled(
         .into_iter()
         .filter(|(_, _, image)| checkpoints.contains(image))
         .find(|&(kind, name, image)| {
-            let restoring = kind == "container" && Some(name) == restored;
+            let restoring = kind == "container" && restored.contains(&name);
             let unchanged = before.contains(&(kind, name, image));
             !restoring && !unchanged
         })
@@ -150,8 +151,8 @@ impl std::fmt::Display for Smuggled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} {:?} uses checkpoint image {:?}; checkpoint images run only through annotation {RESTORE_FROM_ANNOTATION} naming a ContainerCheckpoint \
-             of the pod's namespace, which puts the image in place: set the annotation and give \
+            "{} {:?} uses checkpoint image {:?}; checkpoint images run only through annotation {RESTORE_FROM_ANNOTATION} naming a checkpoint of \
+             the pod's namespace, which puts the image in place: set the annotation and give \
              the container its ordinary image",
             self.kind, self.container, self.image
         )

@@ -1,9 +1,11 @@
-//! The restore admission webhook: [`admission`] decides (pure), [`serve`] answers the API
+//! The restore admission webhook: [`admission`] decides (pure), [`replacement`] tells a
+//! migrating workload's new pod, [`serve`] answers the API
 //! server on every replica, [`registration`] keeps it registered while this replica leads,
 //! [`start`] reads its flags and starts it.
 
 pub mod admission;
 pub mod guard;
 pub mod registration;
+pub mod replacement;
 pub mod serve;
 pub mod start;

@@ -17,14 +17,17 @@ use kube::{Api, Client};
 use tracing::{info, warn};
 
 use super::guard::CheckpointImages;
+use super::replacement;
 use super::serve::PATH;
 use crate::kube_error::cause;
 use checkpointing::backoff::backoff;
 
 /// Name of the `MutatingWebhookConfiguration` the controller keeps.
 pub const CONFIGURATION_NAME: &str = "checkpointing-restore";
-/// Name of its one webhook (the API server names it in every denial).
+/// Name of its restore webhook (the API server names it in every denial).
 pub const WEBHOOK_NAME: &str = "restore.checkpointing.zacchaeuschok.github.io";
+/// Name of its webhook for the new pods of workloads, one of which may replace a migrating pod.
+pub const MIGRATION_WEBHOOK_NAME: &str = "migrate.checkpointing.zacchaeuschok.github.io";
 /// Default Service name in front of the controller's webhook port.
 pub const DEFAULT_SERVICE_NAME: &str = "checkpoint-controller-webhook";
 
@@ -42,10 +45,11 @@ pub enum Endpoint {
     Service { namespace: String, name: String },
 }
 
-/// The webhook registration: pod creates and updates (ephemeral containers included) that
-/// carry our annotations or one of the `checkpoints` images, failing
-/// closed. The match condition keeps every other pod away, so a controller outage never blocks
-/// ordinary pods, while a restore (or a checkpoint image) is never admitted unchecked.
+/// The webhook registration. Pod creates and updates (ephemeral containers included) that
+/// carry our annotations or one of the `checkpoints` images, failing closed: the match
+/// condition keeps every other pod away, so a controller outage never blocks ordinary pods,
+/// while a restore (or a checkpoint image) is never admitted unchecked. And the creates of
+/// workload pods without them, failing open, for migrations.
 pub fn configuration(
     endpoint: &Endpoint,
     ca_pem: &str,
@@ -63,6 +67,15 @@ pub fn configuration(
             }),
         ),
     };
+    let client_config = WebhookClientConfig {
+        ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+        service,
+        url,
+    };
+    let ours = checkpoints.match_condition();
+    let workloads = replacement::WORKLOAD_KINDS
+        .map(|k| format!("o.kind == '{k}'"))
+        .join(" || ");
     MutatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(CONFIGURATION_NAME.to_owned()),
@@ -75,41 +88,65 @@ pub fn configuration(
             ),
             ..ObjectMeta::default()
         },
-        webhooks: Some(vec![MutatingWebhook {
-            name: WEBHOOK_NAME.to_owned(),
-            admission_review_versions: vec!["v1".to_owned()],
-            client_config: WebhookClientConfig {
-                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
-                service,
-                url,
-            },
-            // Fail: a restore-from pod the webhook cannot check is refused (the API server says
-            // the webhook could not be called) instead of starting from scratch.
-            failure_policy: Some("Fail".to_owned()),
-            match_policy: Some("Equivalent".to_owned()),
-            // Leaves kube-system alone where namespaces carry their name as a label (Kubernetes
-            // 1.21 and later label every namespace so; before, only where someone did).
-            namespace_selector: Some(LabelSelector {
-                match_expressions: Some(vec![LabelSelectorRequirement {
-                    key: "kubernetes.io/metadata.name".to_owned(),
-                    operator: "NotIn".to_owned(),
-                    values: Some(vec!["kube-system".to_owned()]),
+        webhooks: Some(vec![
+            MutatingWebhook {
+                // Fail: a restore-from pod the webhook cannot check is refused (the API server
+                // says the webhook could not be called) instead of starting from scratch.
+                failure_policy: Some("Fail".to_owned()),
+                rules: Some(vec![
+                    pod_rule(&["CREATE", "UPDATE"], "pods"),
+                    pod_rule(&["UPDATE"], "pods/ephemeralcontainers"),
+                ]),
+                match_conditions: Some(vec![MatchCondition {
+                    name: "restore-or-checkpoint-image".to_owned(),
+                    expression: ours.clone(),
                 }]),
-                match_labels: None,
-            }),
-            object_selector: None,
-            reinvocation_policy: Some("Never".to_owned()),
-            rules: Some(vec![
-                pod_rule(&["CREATE", "UPDATE"], "pods"),
-                pod_rule(&["UPDATE"], "pods/ephemeralcontainers"),
-            ]),
-            side_effects: "None".to_owned(),
-            timeout_seconds: Some(TIMEOUT_SECONDS),
-            match_conditions: Some(vec![MatchCondition {
-                name: "restore-or-checkpoint-image".to_owned(),
-                expression: checkpoints.match_condition(),
+                ..webhook(WEBHOOK_NAME, &client_config)
+            },
+            MutatingWebhook {
+                // Ignore: every new pod of a ReplicaSet or StatefulSet comes here, and none may
+                // wait for the controller; a migration whose replacement was not restored says
+                // so.
+                failure_policy: Some("Ignore".to_owned()),
+                rules: Some(vec![pod_rule(&["CREATE"], "pods")]),
+                match_conditions: Some(vec![MatchCondition {
+                    name: "workload-pod-without-restore".to_owned(),
+                    expression: format!(
+                        "has(object.metadata.ownerReferences) && \
+                         object.metadata.ownerReferences.exists(o, has(o.controller) && \
+                         o.controller && ({workloads})) && !({ours})"
+                    ),
+                }]),
+                ..webhook(MIGRATION_WEBHOOK_NAME, &client_config)
+            },
+        ]),
+    }
+}
+
+/// What both webhooks share.
+fn webhook(name: &str, client_config: &WebhookClientConfig) -> MutatingWebhook {
+    MutatingWebhook {
+        name: name.to_owned(),
+        admission_review_versions: vec!["v1".to_owned()],
+        client_config: client_config.clone(),
+        failure_policy: None,
+        match_policy: Some("Equivalent".to_owned()),
+        // Leaves kube-system alone where namespaces carry their name as a label (Kubernetes
+        // 1.21 and later label every namespace so; before, only where someone did).
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "kubernetes.io/metadata.name".to_owned(),
+                operator: "NotIn".to_owned(),
+                values: Some(vec!["kube-system".to_owned()]),
             }]),
-        }]),
+            match_labels: None,
+        }),
+        object_selector: None,
+        reinvocation_policy: Some("Never".to_owned()),
+        rules: None,
+        side_effects: "None".to_owned(),
+        timeout_seconds: Some(TIMEOUT_SECONDS),
+        match_conditions: None,
     }
 }
 

@@ -1,7 +1,10 @@
 //! Serving the restore admission webhook (every replica): the HTTPS endpoint the API server
-//! calls for the pods its registration matches and the look-ups a decision needs (a SubjectAccessReview, the
-//! ContainerCheckpoint). The decision itself is [`super::admission`].
+//! calls for the pods its registration matches and the look-ups a decision needs (a
+//! SubjectAccessReview, the checkpoint; for a workload's new pod, the namespace's
+//! PodMigrations). The decisions themselves are [`super::admission`] and
+//! [`super::replacement`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +14,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use checkpointing::crd::ContainerCheckpoint;
+use checkpointing::crd::{ContainerCheckpoint, PodCheckpoint, PodMigration};
 use checkpointing::names::GROUP;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::authorization::v1::{
@@ -19,15 +22,18 @@ use k8s_openapi::api::authorization::v1::{
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::{Api, Client};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::admission::{self, Access, CHECKPOINT_RESOURCE, Denial, Restore};
+use super::admission::{
+    self, Access, CHECKPOINT_RESOURCE, Denial, POD_CHECKPOINT_RESOURCE, Restore, Source,
+};
 use super::guard::{self, CheckpointImages};
+use super::replacement;
 use crate::kube_error::cause;
 use crate::metrics::Metrics;
 
@@ -108,8 +114,7 @@ async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
             };
             info!(
                 pod, namespace, user,
-                container = %restore.container,
-                image = %restore.image,
+                containers = ?restore.containers,
                 "admitted a restore"
             );
             webhook.metrics.admitted("patched", "Restored");
@@ -201,14 +206,20 @@ async fn admit(webhook: &Webhook, request: &AdmissionRequest<DynamicObject>) -> 
                 Ok(restore) => Some(restore),
                 Err(denial) => return Verdict::Deny(denial),
             },
-            Ok(None) => None,
+            Ok(None) => match replacement(&webhook.client, &pod, &namespace).await {
+                Ok(restore) => restore,
+                Err(denial) => return Verdict::Deny(denial),
+            },
             Err(denial) => return Verdict::Deny(denial),
         }
     } else {
         None
     };
-    let restored = restore.as_ref().map(|r| r.container.as_str());
-    if let Some(found) = guard::smuggled(&pod, old.as_ref(), restored, &webhook.checkpoints) {
+    let restored: Vec<&str> = restore
+        .iter()
+        .flat_map(|r| r.containers.iter().map(|(c, _)| c.as_str()))
+        .collect();
+    if let Some(found) = guard::smuggled(&pod, old.as_ref(), &restored, &webhook.checkpoints) {
         return Verdict::Deny(Denial::CheckpointImage(found));
     }
     match restore {
@@ -232,26 +243,107 @@ async fn restore(
 ) -> Result<Restore, Denial> {
     let reader = admission::reader(&request.user_info, pod, namespace);
     let user = reader.username.clone().unwrap_or_default();
-    let (access, checkpoint) =
-        tokio::time::timeout(LOOKUP_BUDGET, look_up(client, &reader, namespace, &name))
-            .await
-            .unwrap_or_else(|_| {
-                Err(Denial::LookupFailed {
-                    name: name.clone(),
-                    namespace: namespace.to_owned(),
-                    error: format!("no answer from the API server within {LOOKUP_BUDGET:?}"),
-                })
-            })?;
-    admission::decide(pod, namespace, &name, &user, &access, checkpoint.as_ref())
+    let (access, source) = within_budget(&name, namespace, look_up(client, &reader, namespace, &name))
+        .await?;
+    admission::decide(pod, namespace, &name, &user, &access, source.as_ref())
 }
 
-/// Whether the user may read the checkpoint and, only if so, the checkpoint.
+/// A workload's new pod that replaces a migrating one becomes its restore; any other pod is
+/// left alone. The PodMigration's author was checked when it was created (exec into and
+/// delete the pod), so no user is checked here. A PodMigration list that fails leaves the pod
+/// alone: this registration fails open, and the migration says its pod started afresh.
+async fn replacement(
+    client: &Client,
+    pod: &Pod,
+    namespace: &str,
+) -> Result<Option<Restore>, Denial> {
+    let owned_by_workload = pod.metadata.owner_references.iter().flatten().any(|o| {
+        o.controller == Some(true) && replacement::WORKLOAD_KINDS.contains(&o.kind.as_str())
+    });
+    if !owned_by_workload {
+        return Ok(None);
+    }
+    let migrations = match Api::<PodMigration>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(error) => {
+            warn!(namespace, error = %cause(&error), "listing PodMigrations for a workload's new pod");
+            return Ok(None);
+        }
+    };
+    let Some(migration) = replacement::migration_of(pod, &migrations) else {
+        return Ok(None);
+    };
+    let name = migration
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_checkpoint.clone())
+        .unwrap_or_default();
+    let checkpoint =
+        within_budget(&name, namespace, get::<PodCheckpoint>(client, namespace, &name)).await?;
+    let author = format!("PodMigration {}", migration.metadata.name.as_deref().unwrap_or_default());
+    let access = Access {
+        allowed: true,
+        reason: String::new(),
+    };
+    let source = checkpoint.as_ref().map(Source::from);
+    let mut restore = admission::decide(pod, namespace, &name, &author, &access, source.as_ref())?;
+    let mut ops = replacement::marks(pod, migration);
+    ops.extend(restore.patch.as_array().cloned().unwrap_or_default());
+    restore.patch = Value::Array(ops);
+    Ok(Some(restore))
+}
+
+/// `lookup`, or a [`Denial::LookupFailed`] once it has taken [`LOOKUP_BUDGET`].
+async fn within_budget<T>(
+    name: &str,
+    namespace: &str,
+    lookup: impl Future<Output = Result<T, Denial>>,
+) -> Result<T, Denial> {
+    tokio::time::timeout(LOOKUP_BUDGET, lookup)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Denial::LookupFailed {
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+                error: format!("no answer from the API server within {LOOKUP_BUDGET:?}"),
+            })
+        })
+}
+
+/// Whether the user may read the checkpoint and, only if so, the checkpoint: the
+/// ContainerCheckpoint of that name, else the PodCheckpoint.
 async fn look_up(
     client: &Client,
     user: &UserInfo,
     namespace: &str,
     name: &str,
-) -> Result<(Access, Option<ContainerCheckpoint>), Denial> {
+) -> Result<(Access, Option<Source>), Denial> {
+    let access = review(client, user, namespace, CHECKPOINT_RESOURCE, name).await?;
+    if access.allowed
+        && let Some(cc) = get::<ContainerCheckpoint>(client, namespace, name).await?
+    {
+        return Ok((access, Some(Source::from(&cc))));
+    }
+    let pod_access = review(client, user, namespace, POD_CHECKPOINT_RESOURCE, name).await?;
+    if !pod_access.allowed {
+        // Found nowhere the user may look: the first answer stands.
+        return Ok((access, None));
+    }
+    let pc = get::<PodCheckpoint>(client, namespace, name).await?;
+    Ok((pod_access, pc.as_ref().map(Source::from)))
+}
+
+/// Whether `user` may get `resource`/`name` in `namespace`, as a SubjectAccessReview answers.
+async fn review(
+    client: &Client,
+    user: &UserInfo,
+    namespace: &str,
+    resource: &str,
+    name: &str,
+) -> Result<Access, Denial> {
     let review = SubjectAccessReview {
         metadata: ObjectMeta::default(),
         spec: SubjectAccessReviewSpec {
@@ -262,7 +354,7 @@ async fn look_up(
             resource_attributes: Some(ResourceAttributes {
                 verb: Some("get".to_owned()),
                 group: Some(GROUP.to_owned()),
-                resource: Some(CHECKPOINT_RESOURCE.to_owned()),
+                resource: Some(resource.to_owned()),
                 namespace: Some(namespace.to_owned()),
                 name: Some(name.to_owned()),
                 ..ResourceAttributes::default()
@@ -281,7 +373,7 @@ async fn look_up(
             error: cause(&error),
         })?;
     let status = reviewed.status.unwrap_or_default();
-    let access = Access {
+    Ok(Access {
         allowed: status.allowed && status.denied != Some(true),
         reason: [status.reason, status.evaluation_error]
             .into_iter()
@@ -289,19 +381,25 @@ async fn look_up(
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join("; "),
-    };
-    if !access.allowed {
-        return Ok((access, None));
-    }
-    let checkpoint = Api::<ContainerCheckpoint>::namespaced(client.clone(), namespace)
+    })
+}
+
+async fn get<K>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>, Denial>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + for<'de> k8s_openapi::serde::Deserialize<'de>
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
         .map_err(|error| Denial::LookupFailed {
             name: name.to_owned(),
             namespace: namespace.to_owned(),
             error: cause(&error),
-        })?;
-    Ok((access, checkpoint))
+        })
 }
 
 #[cfg(test)]

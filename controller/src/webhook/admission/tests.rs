@@ -13,7 +13,8 @@ fn completed() -> ContainerCheckpoint {
 }
 
 fn deny(pod: &Pod, access: &Access, cc: Option<&ContainerCheckpoint>) -> Denial {
-    decide(pod, "default", "counter-checkpoint", "alice", access, cc).unwrap_err()
+    let source = cc.map(Source::from);
+    decide(pod, "default", "counter-checkpoint", "alice", access, source.as_ref()).unwrap_err()
 }
 
 #[test]
@@ -136,8 +137,8 @@ fn missing_checkpoint_is_denied() {
     assert_eq!(err.reason(), "NotFound");
     assert_eq!(
         err.to_string(),
-        "ContainerCheckpoint \"counter-checkpoint\" not found in namespace \"default\"; \
-         checkpoint the container first (kubectl apply a ContainerCheckpoint and wait until \
+        "ContainerCheckpoint \"counter-checkpoint\" not found in namespace \"default\" (nor a \
+         PodCheckpoint of that name); checkpoint the container first (kubectl apply a ContainerCheckpoint and wait until \
          it is Completed), or fix annotation checkpointing.zacchaeuschok.github.io/restore-from"
     );
 }
@@ -182,7 +183,7 @@ fn completed_checkpoint_without_a_digest_is_denied() {
     assert_eq!(
         err.to_string(),
         "ContainerCheckpoint \"counter-checkpoint\" in namespace \"default\" is Completed but \
-         its status.image \"localhost:5050/default/x:latest\" is not an image reference \
+         its image \"localhost:5050/default/x:latest\" is not an image reference \
          with a sha256 digest; checkpoint the container again"
     );
     cc.status.as_mut().unwrap().image = None;
@@ -239,11 +240,10 @@ fn completed_checkpoint_rewrites_only_its_container() {
         "counter-checkpoint",
         "alice",
         &allowed(),
-        Some(&completed()),
+        Some(&Source::from(&completed())),
     )
     .unwrap();
-    assert_eq!(restore.container, "counter");
-    assert_eq!(restore.image, image());
+    assert_eq!(restore.containers, [("counter".to_owned(), image())]);
     assert_eq!(restore.digest, DIGEST);
     assert_eq!(
         restore.patch,

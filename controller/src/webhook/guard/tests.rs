@@ -42,11 +42,11 @@ fn every_spelling_of_the_registrys_port_is_a_checkpoint_image() {
 #[test]
 fn a_checkpoint_image_without_restore_is_smuggled_in_any_container_list() {
     let plain = restore_pod(None);
-    assert_eq!(smuggled(&plain, None, None, &local()), None);
+    assert_eq!(smuggled(&plain, None, &[], &local()), None);
 
     let direct = with_image(restore_pod(None), 1, &image());
     assert_eq!(
-        smuggled(&direct, None, None, &local()),
+        smuggled(&direct, None, &[], &local()),
         Some(Smuggled {
             kind: "container",
             container: "counter".into(),
@@ -61,7 +61,7 @@ fn a_checkpoint_image_without_restore_is_smuggled_in_any_container_list() {
         ..Default::default()
     }]);
     assert_eq!(
-        smuggled(&init, None, None, &local()).unwrap().kind,
+        smuggled(&init, None, &[], &local()).unwrap().kind,
         "init container"
     );
 
@@ -71,7 +71,7 @@ fn a_checkpoint_image_without_restore_is_smuggled_in_any_container_list() {
         image: Some(image()),
         ..Default::default()
     }]);
-    let found = smuggled(&debug, Some(&restore_pod(None)), None, &local()).unwrap();
+    let found = smuggled(&debug, Some(&restore_pod(None)), &[], &local()).unwrap();
     assert_eq!(found.kind, "ephemeral container");
     assert!(found.to_string().contains("restore-from"), "{found}");
 }
@@ -81,11 +81,11 @@ fn the_restored_container_and_unchanged_images_pass() {
     // The user wrote a checkpoint image into the container being restored: the restore
     // replaces it with the checkpoint's own.
     let restoring = with_image(restore_pod(Some("cc")), 1, &image());
-    assert_eq!(smuggled(&restoring, None, Some("counter"), &local()), None);
+    assert_eq!(smuggled(&restoring, None, &["counter"], &local()), None);
     // …but not into another one.
     let other = with_image(restore_pod(Some("cc")), 0, &image());
     assert_eq!(
-        smuggled(&other, None, Some("counter"), &local())
+        smuggled(&other, None, &["counter"], &local())
             .unwrap()
             .container,
         "sidecar"
@@ -94,13 +94,13 @@ fn the_restored_container_and_unchanged_images_pass() {
     // An update that keeps the admitted image passes; one that changes it does not.
     let admitted = with_image(restore_pod(Some("cc")), 1, &image());
     assert_eq!(
-        smuggled(&admitted.clone(), Some(&admitted), None, &local()),
+        smuggled(&admitted.clone(), Some(&admitted), &[], &local()),
         None
     );
     let swapped = with_image(admitted.clone(), 1, "localhost:5050/other/cc@sha256:22");
-    assert!(smuggled(&swapped, Some(&admitted), None, &local()).is_some());
+    assert!(smuggled(&swapped, Some(&admitted), &[], &local()).is_some());
     let moved = with_image(admitted.clone(), 0, &image());
-    assert!(smuggled(&moved, Some(&admitted), None, &local()).is_some());
+    assert!(smuggled(&moved, Some(&admitted), &[], &local()).is_some());
 }
 
 #[test]
@@ -185,8 +185,8 @@ fn images_under_a_push_registrys_checkpoint_repository_are_checkpoint_images_too
         1,
         "registry.example:5000/checkpoints/other/cc:u",
     );
-    assert!(smuggled(&smuggling, None, None, &images).is_some());
-    assert_eq!(smuggled(&smuggling, None, None, &local()), None);
+    assert!(smuggled(&smuggling, None, &[], &images).is_some());
+    assert_eq!(smuggled(&smuggling, None, &[], &local()), None);
     let cel = images.match_condition();
     assert!(
         cel.contains("c.image.lowerAscii().startsWith('registry.example:5000/checkpoints/')"),

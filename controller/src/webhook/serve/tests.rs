@@ -224,7 +224,12 @@ async fn user_without_read_access_is_denied_without_reading_the_checkpoint() {
     );
     assert!(response.get("patch").is_none());
     let seen = api.take();
-    assert_eq!(seen.len(), 1, "only the access check: {seen:?}");
+    // The access checks for both kinds of checkpoint, and no read of either.
+    let resources: Vec<_> = seen
+        .iter()
+        .map(|s| s.body.as_ref().unwrap()["spec"]["resourceAttributes"]["resource"].clone())
+        .collect();
+    assert_eq!(resources, [json!("containercheckpoints"), json!("podcheckpoints")], "{seen:?}");
     assert!(webhook.metrics.render().contains(
         "checkpoint_controller_webhook_decisions_total{result=\"denied\",reason=\"Forbidden\"} 1"
     ));
