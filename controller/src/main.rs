@@ -1,5 +1,6 @@
 //! The controller binary. `controller run` turns ContainerCheckpoint requests into
-//! ContainerCheckpointContents for the node daemons and mirrors their results back;
+//! ContainerCheckpointContents for the node daemons and mirrors their results back, and drives
+//! PodCheckpoints and PodMigrations;
 //! `controller crd` prints both CRDs as YAML. With `--webhook-addr` it also serves and
 //! registers the restore admission webhook.
 
@@ -10,6 +11,7 @@ mod kube_error;
 mod leader;
 mod metrics;
 mod placement;
+mod pod;
 mod readiness;
 mod request;
 mod retention;
@@ -251,6 +253,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             interval,
         ));
     }
+    // The pod-level controllers stop with the process, on the same signal.
+    tokio::spawn(pod::run(
+        client.clone(),
+        ctx.leases.clone(),
+        ctx.lease_namespace.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(abandoned::release(
         client.clone(),
         ctx.contents.clone(),

@@ -37,12 +37,16 @@ impl Placement {
     /// the requirement joins each of them; the pod's own wishes still hold.
     pub fn apply(&self, affinity: Option<&Affinity>) -> Affinity {
         let mut affinity = affinity.cloned().unwrap_or_default();
-        let node = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+        let node = affinity
+            .node_affinity
+            .get_or_insert_with(NodeAffinity::default);
         let required = node
             .required_during_scheduling_ignored_during_execution
             .get_or_insert_with(NodeSelector::default);
         if required.node_selector_terms.is_empty() {
-            required.node_selector_terms.push(NodeSelectorTerm::default());
+            required
+                .node_selector_terms
+                .push(NodeSelectorTerm::default());
         }
         for term in &mut required.node_selector_terms {
             term.match_fields
@@ -94,13 +98,15 @@ mod tests {
             }]),
             match_fields: None,
         };
-        let mut affinity = Affinity::default();
-        affinity.node_affinity = Some(NodeAffinity {
-            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                node_selector_terms: vec![term("a"), term("b")],
+        let affinity = Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![term("a"), term("b")],
+                }),
+                ..NodeAffinity::default()
             }),
-            ..NodeAffinity::default()
-        });
+            ..Affinity::default()
+        };
         let pinned = Placement::On("node2".to_owned()).apply(Some(&affinity));
         let terms = &pinned
             .node_affinity
@@ -112,8 +118,20 @@ mod tests {
             .node_selector_terms;
         assert_eq!(terms.len(), 2);
         for (t, zone) in terms.iter().zip(["a", "b"]) {
-            assert_eq!(t.match_expressions.as_ref().unwrap()[0].values.as_ref().unwrap()[0], zone);
+            assert_eq!(
+                t.match_expressions.as_ref().unwrap()[0]
+                    .values
+                    .as_ref()
+                    .unwrap()[0],
+                zone
+            );
         }
-        assert_eq!(fields(&pinned), [[("In".into(), "node2".into())], [("In".into(), "node2".into())]]);
+        assert_eq!(
+            fields(&pinned),
+            [
+                [("In".into(), "node2".into())],
+                [("In".into(), "node2".into())]
+            ]
+        );
     }
 }

@@ -21,7 +21,7 @@ const NODE_FAILURE: &str = "CheckpointFailed";
 const MAX_CONDITION_MESSAGE: usize = 32 * 1024;
 
 /// Events cap their note at 1 KiB.
-const MAX_EVENT_NOTE: usize = 1024;
+pub const MAX_EVENT_NOTE: usize = 1024;
 
 /// Status of a request that will never get a Content.
 pub fn refused(
@@ -138,33 +138,48 @@ fn finish(
     now: Timestamp,
 ) -> ContainerCheckpointStatus {
     let generation = request.metadata.generation;
-    let ready = if status.state == Some(CheckpointState::Completed) {
-        "True"
-    } else {
-        "False"
-    };
-    let since = request
-        .status
+    let ready = status.state == Some(CheckpointState::Completed);
+    let previous = request.status.as_ref().map_or(&[][..], |s| &s.conditions);
+    status.conditions = vec![condition(
+        previous,
+        READY,
+        ready,
+        reason,
+        status.message.as_deref().unwrap_or_default(),
+        generation,
+        now,
+    )];
+    status.observed_generation = generation;
+    status
+}
+
+/// Condition `type_`, keeping its lastTransitionTime from `previous` while its status stays
+/// the same, so re-reconciling writes nothing.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let since = previous
         .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == READY && c.status == ready)
+        .find(|c| c.type_ == type_ && c.status == status)
         .map_or_else(
             || Time(whole_seconds(now)),
             |c| c.last_transition_time.clone(),
         );
-    status.conditions = vec![Condition {
-        type_: READY.to_owned(),
-        status: ready.to_owned(),
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
         reason: reason.to_owned(),
-        message: truncated(
-            status.message.as_deref().unwrap_or_default(),
-            MAX_CONDITION_MESSAGE,
-        ),
+        message: truncated(message, MAX_CONDITION_MESSAGE),
         observed_generation: generation,
         last_transition_time: since,
-    }];
-    status.observed_generation = generation;
-    status
+    }
 }
 
 /// A change to a final state: users hear about it through an Event. Earlier states are told
@@ -215,7 +230,7 @@ pub fn reason(status: &ContainerCheckpointStatus) -> &str {
         .map_or("", |c| c.reason.as_str())
 }
 
-fn truncated(s: &str, max: usize) -> String {
+pub fn truncated(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

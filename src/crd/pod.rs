@@ -138,8 +138,9 @@ pub struct PodMigrationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = DNS_SUBDOMAIN_MAX))]
     pub target_node: Option<String>,
-    /// Delete the source pod once checkpointed (default). `false` copies a bare pod instead:
-    /// the copy is named after the PodMigration and the source keeps running.
+    /// Delete the source pod once its restored copy runs (default). `false` copies a bare pod
+    /// instead and the source keeps running. A bare pod's copy is named `<pod>-<5 characters
+    /// of this object's UID>`; a workload's pod comes back from its workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_source: Option<bool>,
     /// Seconds the whole migration may take, 1 to 3600 (default 600).
@@ -168,7 +169,11 @@ pub struct PodMigrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_node: Option<String>,
     /// UID of the source pod: the one this migration checkpoints and deletes.
-    #[serde(default, rename = "sourcePodUID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "sourcePodUID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_pod_uid: Option<String>,
     /// The workload that owns the source pod, as `Kind/name` (unset for a bare pod).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -123,17 +123,34 @@ mod tests {
         let sts = replacement("StatefulSet", "web-0", "uid-sts");
         assert!(migration_of(&sts, &restoring).is_some());
         // Another ordinal of the same StatefulSet, another owner, another kind of owner.
-        assert!(migration_of(&replacement("StatefulSet", "web-1", "uid-sts"), &restoring).is_none());
-        assert!(migration_of(&replacement("StatefulSet", "web-0", "uid-other"), &restoring).is_none());
+        assert!(
+            migration_of(&replacement("StatefulSet", "web-1", "uid-sts"), &restoring).is_none()
+        );
+        assert!(
+            migration_of(
+                &replacement("StatefulSet", "web-0", "uid-other"),
+                &restoring
+            )
+            .is_none()
+        );
         assert!(migration_of(&replacement("DaemonSet", "web-0", "uid-sts"), &restoring).is_none());
         // A ReplicaSet's replacement has a generated name: the owner alone tells.
-        assert!(migration_of(&replacement("ReplicaSet", "web-x7k2p", "uid-sts"), &restoring).is_some());
+        assert!(
+            migration_of(
+                &replacement("ReplicaSet", "web-x7k2p", "uid-sts"),
+                &restoring
+            )
+            .is_some()
+        );
         for (phase, restored) in [
             (MigrationPhase::Checkpointing, None),
             (MigrationPhase::Restoring, Some("web-0")),
             (MigrationPhase::Failed, None),
         ] {
-            assert!(migration_of(&sts, &[migration(phase, restored)]).is_none(), "{phase:?}");
+            assert!(
+                migration_of(&sts, &[migration(phase, restored)]).is_none(),
+                "{phase:?}"
+            );
         }
     }
 
@@ -142,10 +159,30 @@ mod tests {
         let pod = replacement("StatefulSet", "web-0", "uid-sts");
         let ops = marks(&pod, &migration(MigrationPhase::Restoring, None));
         let patched = crate::fixtures::apply(&pod, &Value::Array(ops));
-        assert_eq!(patched.metadata.annotations.unwrap()[RESTORE_FROM_ANNOTATION], "move-web");
-        assert_eq!(patched.metadata.labels.unwrap()[MIGRATION_LABEL], "move-web");
-        let terms = patched.spec.unwrap().affinity.unwrap().node_affinity.unwrap()
-            .required_during_scheduling_ignored_during_execution.unwrap().node_selector_terms;
-        assert_eq!(terms[0].match_fields.as_ref().unwrap()[0].values.as_ref().unwrap(), &["node2"]);
+        assert_eq!(
+            patched.metadata.annotations.unwrap()[RESTORE_FROM_ANNOTATION],
+            "move-web"
+        );
+        assert_eq!(
+            patched.metadata.labels.unwrap()[MIGRATION_LABEL],
+            "move-web"
+        );
+        let terms = patched
+            .spec
+            .unwrap()
+            .affinity
+            .unwrap()
+            .node_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .unwrap()
+            .node_selector_terms;
+        assert_eq!(
+            terms[0].match_fields.as_ref().unwrap()[0]
+                .values
+                .as_ref()
+                .unwrap(),
+            &["node2"]
+        );
     }
 }

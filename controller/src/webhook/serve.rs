@@ -243,8 +243,8 @@ async fn restore(
 ) -> Result<Restore, Denial> {
     let reader = admission::reader(&request.user_info, pod, namespace);
     let user = reader.username.clone().unwrap_or_default();
-    let (access, source) = within_budget(&name, namespace, look_up(client, &reader, namespace, &name))
-        .await?;
+    let (access, source) =
+        within_budget(&name, namespace, look_up(client, &reader, namespace, &name)).await?;
     admission::decide(pod, namespace, &name, &user, &access, source.as_ref())
 }
 
@@ -281,9 +281,16 @@ async fn replacement(
         .as_ref()
         .and_then(|s| s.pod_checkpoint.clone())
         .unwrap_or_default();
-    let checkpoint =
-        within_budget(&name, namespace, get::<PodCheckpoint>(client, namespace, &name)).await?;
-    let author = format!("PodMigration {}", migration.metadata.name.as_deref().unwrap_or_default());
+    let checkpoint = within_budget(
+        &name,
+        namespace,
+        get::<PodCheckpoint>(client, namespace, &name),
+    )
+    .await?;
+    let author = format!(
+        "PodMigration {}",
+        migration.metadata.name.as_deref().unwrap_or_default()
+    );
     let access = Access {
         allowed: true,
         reason: String::new(),

@@ -27,6 +27,68 @@ const GRANTS: &[(&str, &str)] = &[
         "retention::keeps_the_newest_three_and_the_pinned_one",
     ),
     (
+        "checkpoint-controller create checkpointing.zacchaeuschok.github.io/containercheckpoints",
+        "migration::* (a PodCheckpoint's per-container requests)",
+    ),
+    (
+        "checkpoint-controller patch checkpointing.zacchaeuschok.github.io/containercheckpoints",
+        "migration::* (server-side apply of them)",
+    ),
+    // controller: pod-level requests
+    (
+        "checkpoint-controller get checkpointing.zacchaeuschok.github.io/podcheckpoints",
+        "migration::*",
+    ),
+    (
+        "checkpoint-controller list checkpointing.zacchaeuschok.github.io/podcheckpoints",
+        "migration::*",
+    ),
+    (
+        "checkpoint-controller watch checkpointing.zacchaeuschok.github.io/podcheckpoints",
+        "migration::*",
+    ),
+    (
+        "checkpoint-controller create checkpointing.zacchaeuschok.github.io/podcheckpoints",
+        "migration::* (a PodMigration's PodCheckpoint)",
+    ),
+    (
+        "checkpoint-controller patch checkpointing.zacchaeuschok.github.io/podcheckpoints",
+        "migration::*",
+    ),
+    (
+        "checkpoint-controller patch checkpointing.zacchaeuschok.github.io/podcheckpoints/status",
+        "migration::*",
+    ),
+    (
+        "checkpoint-controller get checkpointing.zacchaeuschok.github.io/podmigrations",
+        "migration::*",
+    ),
+    (
+        "checkpoint-controller list checkpointing.zacchaeuschok.github.io/podmigrations",
+        "migration::a_statefulset_pod_moves_under_its_name_and_owner (the webhook finds the migration)",
+    ),
+    (
+        "checkpoint-controller watch checkpointing.zacchaeuschok.github.io/podmigrations",
+        "migration::*",
+    ),
+    (
+        "checkpoint-controller patch checkpointing.zacchaeuschok.github.io/podmigrations/status",
+        "migration::*",
+    ),
+    (
+        "checkpoint-controller list /pods",
+        "migration::* (the restored pods, by label)",
+    ),
+    ("checkpoint-controller watch /pods", "migration::*"),
+    (
+        "checkpoint-controller create /pods",
+        "migration::a_two_container_pod_moves_with_both_counters_and_reports_its_downtime (a bare pod's copy)",
+    ),
+    (
+        "checkpoint-controller delete /pods",
+        "migration::a_statefulset_pod_moves_under_its_name_and_owner (the source)",
+    ),
+    (
         "checkpoint-controller patch checkpointing.zacchaeuschok.github.io/containercheckpoints/status",
         "checkpoint::*",
     ),

@@ -14,7 +14,15 @@ fn completed() -> ContainerCheckpoint {
 
 fn deny(pod: &Pod, access: &Access, cc: Option<&ContainerCheckpoint>) -> Denial {
     let source = cc.map(Source::from);
-    decide(pod, "default", "counter-checkpoint", "alice", access, source.as_ref()).unwrap_err()
+    decide(
+        pod,
+        "default",
+        "counter-checkpoint",
+        "alice",
+        access,
+        source.as_ref(),
+    )
+    .unwrap_err()
 }
 
 #[test]

@@ -229,7 +229,11 @@ async fn user_without_read_access_is_denied_without_reading_the_checkpoint() {
         .iter()
         .map(|s| s.body.as_ref().unwrap()["spec"]["resourceAttributes"]["resource"].clone())
         .collect();
-    assert_eq!(resources, [json!("containercheckpoints"), json!("podcheckpoints")], "{seen:?}");
+    assert_eq!(
+        resources,
+        [json!("containercheckpoints"), json!("podcheckpoints")],
+        "{seen:?}"
+    );
     assert!(webhook.metrics.render().contains(
         "checkpoint_controller_webhook_decisions_total{result=\"denied\",reason=\"Forbidden\"} 1"
     ));

@@ -1,0 +1,539 @@
+//! The pure decision of a PodMigration reconcile. The phases:
+//!
+//! - **Pending**: the pod must be running and bare or a ReplicaSet's or StatefulSet's; a named
+//!   target must differ from its node and run a node daemon. Then a PodCheckpoint of the same
+//!   name is asked for (the source freezes for it) → Checkpointing.
+//! - **Checkpointing** until that PodCheckpoint is final → Restoring, or Failed with the source
+//!   still running.
+//! - **Restoring**. A bare pod's copy (named `<base>-<5 of the migration's UID>`) is created
+//!   on the target while the source still runs, and the source is deleted only once the copy
+//!   runs. A workload's pod is deleted first: its controller makes the replacement, which the
+//!   webhook restores on the target, under the same owner (and, for a StatefulSet, the same
+//!   name: never two of them live).
+//! - **Succeeded** once every restored container runs: `downtimeMilliseconds` is from the
+//!   checkpoint request to then. **Failed** says what is left where, and how to retry.
+
+use std::time::Duration;
+
+use checkpointing::crd::{
+    CheckpointState, MigrationPhase, PodCheckpoint, PodCheckpointSpec, PodMigration,
+    PodMigrationStatus,
+};
+use checkpointing::names::{
+    DNS_LABEL_MAX, MIGRATION_LABEL, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION,
+    noded_lease_name,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+
+use super::restored;
+use crate::placement::Placement;
+use crate::status::condition;
+use crate::validation::{check_node_daemon, shown};
+use crate::webhook::replacement::WORKLOAD_KINDS;
+
+/// Default of `timeoutSeconds`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a migration waiting on something unwatched (a pod going away) looks again.
+const POLL: Duration = Duration::from_secs(1);
+/// The condition: `True` once the pod runs on the target.
+pub const SUCCEEDED: &str = "Succeeded";
+
+/// Waiting reasons of a container that will not run without someone changing something.
+const STUCK: [&str; 7] = [
+    "CreateContainerError",
+    "CreateContainerConfigError",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "RunContainerError",
+];
+
+pub struct Observed<'a> {
+    pub migration: &'a PodMigration,
+    /// The pod named `spec.podName`, whichever it is now.
+    pub pod: Option<&'a Pod>,
+    pub checkpoint: Option<&'a PodCheckpoint>,
+    /// The pods labelled with this migration.
+    pub labelled: &'a [Pod],
+    /// The noded Lease of `spec.targetNode`, if any.
+    pub target_lease: Option<&'a Lease>,
+    pub lease_namespace: &'a str,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Server-side apply.
+    CreateCheckpoint(Box<PodCheckpoint>),
+    /// Create (an existing one of that name is ours from an earlier try).
+    CreatePod(Box<Pod>),
+    /// Delete the source: UID precondition, a second's grace (the checkpoint holds its state).
+    DeleteSource { name: String, uid: String },
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub status: Option<PodMigrationStatus>,
+    pub requeue_after: Option<Duration>,
+}
+
+/// What the reconcile must read besides the migration: the PodCheckpoint and the pods, until
+/// it is final.
+pub fn is_final(migration: &PodMigration) -> bool {
+    phase(migration).is_some_and(MigrationPhase::is_final)
+}
+
+fn phase(migration: &PodMigration) -> Option<MigrationPhase> {
+    migration.status.as_ref().and_then(|s| s.phase)
+}
+
+pub fn plan(o: &Observed) -> Plan {
+    let m = o.migration;
+    if m.metadata.deletion_timestamp.is_some() || is_final(m) {
+        return Plan::default();
+    }
+    let status = m.status.clone().unwrap_or_default();
+    if let Some(message) = timed_out(o, &status) {
+        return fail(m, status, "Timeout", message, o.now);
+    }
+    match status.phase.unwrap_or(MigrationPhase::Pending) {
+        MigrationPhase::Pending => start(o, status),
+        MigrationPhase::Checkpointing => checkpointing(o, status),
+        _ => restoring(o, status),
+    }
+}
+
+fn timed_out(o: &Observed, status: &PodMigrationStatus) -> Option<String> {
+    let m = o.migration;
+    let limit = m
+        .spec
+        .timeout_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let created = m.metadata.creation_timestamp.as_ref()?.0;
+    let elapsed = o.now.duration_since(created);
+    if elapsed.as_secs() < limit.as_secs() as i64 {
+        return None;
+    }
+    let secs = limit.as_secs();
+    Some(match status.phase {
+        Some(MigrationPhase::Restoring) => format!(
+            "the pod did not run on the target within {secs}s; {}",
+            after_restore_advice(m, status)
+        ),
+        _ => format!(
+            "the checkpoint did not complete within {secs}s; the source pod keeps running: \
+             delete this PodMigration and create it again"
+        ),
+    })
+}
+
+/// Pending: checks, then the PodCheckpoint.
+fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
+    let m = o.migration;
+    let namespace = m.namespace().unwrap_or_default();
+    let pod_name = &m.spec.pod_name;
+    let refuse = |status, reason, message| fail(m, status, reason, message, o.now);
+    let name = m.name_any();
+    if name.len() > DNS_LABEL_MAX {
+        let message = format!(
+            "the name {} is longer than {DNS_LABEL_MAX} characters: it labels the restored pod, \
+             and label values are at most {DNS_LABEL_MAX}; give the PodMigration a shorter name",
+            shown(&name)
+        );
+        return refuse(status, "NameTooLong", message);
+    }
+    let Some(pod) = o.pod else {
+        return refuse(
+            status,
+            "PodNotFound",
+            format!(
+                "pod {} not found in namespace {namespace:?}",
+                shown(pod_name)
+            ),
+        );
+    };
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let (Some("Running"), Some(node)) = (phase, node) else {
+        return refuse(
+            status,
+            "PodNotRunning",
+            format!(
+                "pod {} is {}, not Running on a node; only a running pod can move",
+                shown(pod_name),
+                phase.unwrap_or("not scheduled")
+            ),
+        );
+    };
+    let owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    if let Some(owner) = owner {
+        if !WORKLOAD_KINDS.contains(&owner.kind.as_str()) {
+            return refuse(
+                status,
+                "UnsupportedOwner",
+                format!(
+                    "pod {} belongs to {} {:?}, whose pods cannot move; bare pods and the pods of \
+                     Deployments, ReplicaSets and StatefulSets can",
+                    shown(pod_name),
+                    owner.kind,
+                    owner.name
+                ),
+            );
+        }
+        if !m.spec.deletes_source() {
+            return refuse(
+                status,
+                "SourceMustGo",
+                format!(
+                    "pod {} belongs to {} {:?}, which would replace a copy: a workload's pod \
+                     moves only with deleteSource true",
+                    shown(pod_name),
+                    owner.kind,
+                    owner.name
+                ),
+            );
+        }
+        status.owner = Some(format!("{}/{}", owner.kind, owner.name));
+        status.owner_uid = Some(owner.uid.clone());
+    }
+    if let Some(target) = m.spec.target_node.as_deref() {
+        if target == node {
+            return refuse(
+                status,
+                "SameNode",
+                format!(
+                    "pod {} already runs on node {target:?}; name another targetNode",
+                    shown(pod_name)
+                ),
+            );
+        }
+        let lease_ref = format!("{}/{}", o.lease_namespace, noded_lease_name(target));
+        if let Err(refusal) = check_node_daemon(target, o.target_lease, &lease_ref, o.now) {
+            return refuse(status, "TargetUnavailable", refusal.to_string());
+        }
+        status.target_node = Some(target.to_owned());
+    }
+    status.phase = Some(MigrationPhase::Checkpointing);
+    status.source_node = Some(node.clone());
+    status.source_pod_uid = pod.metadata.uid.clone();
+    status.pod_checkpoint = Some(name.clone());
+    status.checkpoint_request_time = Some(MicroTime(o.now));
+    status.message = Some(format!(
+        "checkpointing every container of pod {} on node {node:?} (PodCheckpoint {name:?})",
+        shown(pod_name)
+    ));
+    Plan {
+        actions: vec![Action::CreateCheckpoint(Box::new(pod_checkpoint(m)))],
+        ..finish(m, status, "Checkpointing", o.now)
+    }
+}
+
+/// The PodCheckpoint of the migration: same name, owned by it, every container.
+fn pod_checkpoint(m: &PodMigration) -> PodCheckpoint {
+    let mut checkpoint = PodCheckpoint::new(
+        &m.name_any(),
+        PodCheckpointSpec {
+            pod_name: m.spec.pod_name.clone(),
+            containers: Vec::new(),
+            timeout_seconds: None,
+        },
+    );
+    checkpoint.metadata.namespace = m.namespace();
+    checkpoint.metadata.owner_references = m.controller_owner_ref(&()).map(|o| vec![o]);
+    checkpoint
+}
+
+fn checkpointing(o: &Observed, mut status: PodMigrationStatus) -> Plan {
+    let m = o.migration;
+    let pc_status = o.checkpoint.and_then(|c| c.status.as_ref());
+    match pc_status.and_then(|s| s.state) {
+        Some(CheckpointState::Completed) => {
+            status.phase = Some(MigrationPhase::Restoring);
+            status.message = Some(restoring_message(m, &status));
+            // Straight on: a bare pod's copy is created, a workload's pod deleted, right now.
+            restoring(o, status)
+        }
+        Some(CheckpointState::Failed) => {
+            let why = pc_status
+                .and_then(|s| s.message.clone())
+                .unwrap_or_default();
+            fail(
+                m,
+                status,
+                "CheckpointFailed",
+                format!(
+                    "the checkpoint failed ({why}); the source pod keeps running: fix the cause, \
+                     delete this PodMigration and create it again"
+                ),
+                o.now,
+            )
+        }
+        // Not there (yet, or no longer): apply it again, which changes nothing if it is.
+        _ if o.checkpoint.is_none() => Plan {
+            actions: vec![Action::CreateCheckpoint(Box::new(pod_checkpoint(m)))],
+            ..Plan::default()
+        },
+        _ => Plan::default(),
+    }
+}
+
+fn restoring(o: &Observed, mut status: PodMigrationStatus) -> Plan {
+    let m = o.migration;
+    let source_uid = status.source_pod_uid.clone().unwrap_or_default();
+    let source = o
+        .pod
+        .filter(|p| p.metadata.uid.as_deref() == Some(source_uid.as_str()));
+    let source_live = source.is_some_and(|p| p.metadata.deletion_timestamp.is_none());
+    let delete_source = Action::DeleteSource {
+        name: m.spec.pod_name.clone(),
+        uid: source_uid.clone(),
+    };
+    let bare = status.owner_uid.is_none();
+    let mut actions = Vec::new();
+    let restored = restored_pod(m, &status, o.labelled);
+    let Some(restored) = restored else {
+        if bare {
+            match source {
+                Some(pod) => {
+                    let copy = restored::copy(pod, m, &status);
+                    actions.push(Action::CreatePod(Box::new(copy)));
+                }
+                None => {
+                    let message = format!(
+                        "the source pod was deleted before its copy was made; {}",
+                        after_restore_advice(m, &status)
+                    );
+                    return fail(m, status, "SourceGone", message, o.now);
+                }
+            }
+        } else if source_live && m.spec.deletes_source() {
+            actions.push(delete_source);
+        } else if let Some(fresh) = started_afresh(o.pod, &status) {
+            return fail(m, status, "NotRestored", fresh, o.now);
+        }
+        let mut plan = finish(m, status, "Restoring", o.now);
+        plan.actions = actions;
+        plan.requeue_after = Some(POLL);
+        return plan;
+    };
+    status.restored_pod = Some(restored.name_any());
+    status.target_node = restored
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .or(status.target_node);
+    if let Some(problem) = stuck(restored) {
+        let source_note = if source_live {
+            "the source pod keeps running"
+        } else {
+            "the source pod is gone"
+        };
+        let message = format!(
+            "restored pod {:?} does not run: {problem}; {source_note}; {}",
+            restored.name_any(),
+            after_restore_advice(m, &status)
+        );
+        return fail(m, status, "RestoreFailed", message, o.now);
+    }
+    if !all_running(restored) {
+        status.message = Some(format!(
+            "restored pod {:?} is starting on node {:?}",
+            restored.name_any(),
+            status
+                .target_node
+                .as_deref()
+                .unwrap_or("(not scheduled yet)")
+        ));
+        // The labelled pods are watched: their changes bring the next reconcile.
+        return finish(m, status, "Restoring", o.now);
+    }
+    if bare && source_live && m.spec.deletes_source() {
+        actions.push(delete_source);
+    }
+    let started = status.checkpoint_request_time.as_ref().map(|t| t.0);
+    status.running_time = Some(MicroTime(o.now));
+    status.downtime_milliseconds = started.map(|t| {
+        o.now
+            .duration_since(t)
+            .as_millis()
+            .try_into()
+            .unwrap_or(i64::MAX)
+    });
+    status.phase = Some(MigrationPhase::Succeeded);
+    status.message = Some(format!(
+        "pod {:?} runs on node {:?} from PodCheckpoint {:?}; downtime {} ms",
+        restored.name_any(),
+        status.target_node.as_deref().unwrap_or_default(),
+        status.pod_checkpoint.as_deref().unwrap_or_default(),
+        status.downtime_milliseconds.unwrap_or_default()
+    ));
+    let mut plan = finish(m, status, "Succeeded", o.now);
+    plan.actions = actions;
+    plan
+}
+
+/// The pod that restores this migration: labelled with it, restoring from its PodCheckpoint
+/// with the webhook's marker (which no user can set), and not the source.
+fn restored_pod<'p>(
+    m: &PodMigration,
+    status: &PodMigrationStatus,
+    labelled: &'p [Pod],
+) -> Option<&'p Pod> {
+    let name = m.name_any();
+    labelled.iter().find(|p| {
+        let annotations = p.metadata.annotations.as_ref();
+        p.labels().get(MIGRATION_LABEL) == Some(&name)
+            && annotations.and_then(|a| a.get(RESTORE_FROM_ANNOTATION))
+                == status.pod_checkpoint.as_ref()
+            && annotations.is_some_and(|a| a.contains_key(RESTORED_FROM_DIGEST_ANNOTATION))
+            && p.metadata.uid != status.source_pod_uid
+            && p.metadata.deletion_timestamp.is_none()
+    })
+}
+
+/// A StatefulSet's pod of the source's name that the webhook did not restore (it was not
+/// reachable): say so rather than wait.
+fn started_afresh(pod: Option<&Pod>, status: &PodMigrationStatus) -> Option<String> {
+    let pod = pod?;
+    let statefulset = status
+        .owner
+        .as_deref()
+        .is_some_and(|o| o.starts_with("StatefulSet/"));
+    let other = pod.metadata.uid != status.source_pod_uid;
+    let unrestored = !pod.labels().contains_key(MIGRATION_LABEL);
+    (statefulset && other && unrestored).then(|| {
+        format!(
+            "the StatefulSet recreated pod {:?} without restoring it (the migration webhook was \
+             not reachable), so it started afresh; PodCheckpoint {:?} is kept",
+            pod.name_any(),
+            status.pod_checkpoint.as_deref().unwrap_or_default()
+        )
+    })
+}
+
+/// Why a restored container will not run, if it will not.
+fn stuck(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") {
+        return Some(format!(
+            "the pod failed{}",
+            status
+                .message
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        ));
+    }
+    status.container_statuses.iter().flatten().find_map(|c| {
+        let state = c.state.as_ref()?;
+        if let Some(w) = state
+            .waiting
+            .as_ref()
+            .filter(|w| STUCK.contains(&w.reason.as_deref().unwrap_or_default()))
+        {
+            return Some(format!(
+                "container {:?} is waiting: {}: {}",
+                c.name,
+                w.reason.as_deref().unwrap_or_default(),
+                w.message.as_deref().unwrap_or_default()
+            ));
+        }
+        state.terminated.as_ref().map(|t| {
+            format!(
+                "container {:?} terminated: {} (exit code {})",
+                c.name,
+                t.reason.as_deref().unwrap_or("unknown"),
+                t.exit_code
+            )
+        })
+    })
+}
+
+fn all_running(pod: &Pod) -> bool {
+    let expected = pod.spec.as_ref().map_or(0, |s| s.containers.len());
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref());
+    statuses.is_some_and(|all| {
+        all.len() == expected
+            && all
+                .iter()
+                .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+    })
+}
+
+fn restoring_message(m: &PodMigration, status: &PodMigrationStatus) -> String {
+    let placement = Placement::new(
+        m.spec.target_node.as_deref(),
+        status.source_node.as_deref().unwrap_or_default(),
+    );
+    let target = match placement {
+        Placement::On(node) => format!("node {node:?}"),
+        Placement::AwayFrom(node) => format!("a node other than {node:?}"),
+    };
+    format!(
+        "checkpointed; restoring pod {:?} on {target}",
+        m.spec.pod_name
+    )
+}
+
+/// How to retry once the source may be gone: the checkpoint stays.
+fn after_restore_advice(m: &PodMigration, status: &PodMigrationStatus) -> String {
+    let checkpoint = status
+        .pod_checkpoint
+        .clone()
+        .unwrap_or_else(|| m.name_any());
+    format!(
+        "PodCheckpoint {checkpoint:?} is kept: fix the cause, then create the pod again \
+         annotated {RESTORE_FROM_ANNOTATION}: {checkpoint} (deleting this PodMigration deletes \
+         the checkpoint)"
+    )
+}
+
+fn fail(
+    m: &PodMigration,
+    mut status: PodMigrationStatus,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> Plan {
+    status.phase = Some(MigrationPhase::Failed);
+    status.message = Some(message);
+    finish(m, status, reason, now)
+}
+
+/// The plan that writes `status` (with its condition and observedGeneration) if it changed.
+fn finish(m: &PodMigration, mut status: PodMigrationStatus, reason: &str, now: Timestamp) -> Plan {
+    let previous = m.status.as_ref().map_or(&[][..], |s| &s.conditions);
+    let generation = m.meta().generation;
+    status.conditions = vec![condition(
+        previous,
+        SUCCEEDED,
+        status.phase == Some(MigrationPhase::Succeeded),
+        reason,
+        status.message.as_deref().unwrap_or_default(),
+        generation,
+        now,
+    )];
+    status.observed_generation = generation;
+    Plan {
+        status: (m.status.as_ref() != Some(&status)).then_some(status),
+        ..Plan::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

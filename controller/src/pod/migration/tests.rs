@@ -1,0 +1,404 @@
+use super::*;
+use crate::fixtures::{lease, now, pod};
+use checkpointing::crd::{ContainerResult, PodCheckpointStatus, PodMigrationSpec};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+
+fn migration(target: Option<&str>) -> PodMigration {
+    let mut m = PodMigration::new(
+        "move-app",
+        PodMigrationSpec {
+            pod_name: "app".into(),
+            target_node: target.map(Into::into),
+            delete_source: None,
+            timeout_seconds: None,
+        },
+    );
+    m.metadata.namespace = Some("default".into());
+    m.metadata.uid = Some("c0ffee-1".into());
+    m.metadata.creation_timestamp = Some(Time(now()));
+    m
+}
+
+/// `app` running on node1, both containers up.
+fn running(mut pod: Pod) -> Pod {
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.phase = Some("Running".into());
+    status.container_statuses = Some(
+        pod.spec
+            .as_ref()
+            .unwrap()
+            .containers
+            .iter()
+            .map(|c| ContainerStatus {
+                name: c.name.clone(),
+                state: Some(ContainerState {
+                    running: Some(ContainerStateRunning::default()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    pod
+}
+
+fn owned_by(mut pod: Pod, kind: &str) -> Pod {
+    pod.metadata.owner_references = Some(vec![OwnerReference {
+        kind: kind.into(),
+        name: "web".into(),
+        uid: "uid-owner".into(),
+        controller: Some(true),
+        ..Default::default()
+    }]);
+    pod
+}
+
+struct World {
+    pod: Option<Pod>,
+    checkpoint: Option<PodCheckpoint>,
+    labelled: Vec<Pod>,
+    lease: Option<Lease>,
+}
+
+impl World {
+    fn new(pod: Option<Pod>) -> Self {
+        Self {
+            pod,
+            checkpoint: None,
+            labelled: Vec::new(),
+            lease: Some(lease("2025-01-01T00:00:50Z")),
+        }
+    }
+
+    fn plan(&self, m: &PodMigration) -> Plan {
+        plan(&Observed {
+            migration: m,
+            pod: self.pod.as_ref(),
+            checkpoint: self.checkpoint.as_ref(),
+            labelled: &self.labelled,
+            target_lease: self.lease.as_ref(),
+            lease_namespace: "checkpoint-node-leases",
+            now: now(),
+        })
+    }
+}
+
+/// Runs one reconcile and records its status, as the API server would.
+fn step(m: &mut PodMigration, world: &World) -> Vec<Action> {
+    let plan = world.plan(m);
+    if let Some(status) = plan.status {
+        m.status = Some(status);
+    }
+    plan.actions
+}
+
+fn phase_and_message(m: &PodMigration) -> (MigrationPhase, String) {
+    let s = m.status.as_ref().unwrap();
+    (s.phase.unwrap(), s.message.clone().unwrap_or_default())
+}
+
+fn completed_checkpoint() -> PodCheckpoint {
+    let mut pc = PodCheckpoint::new(
+        "move-app",
+        PodCheckpointSpec {
+            pod_name: "app".into(),
+            containers: vec![],
+            timeout_seconds: None,
+        },
+    );
+    pc.status = Some(PodCheckpointStatus {
+        state: Some(CheckpointState::Completed),
+        containers: vec![ContainerResult {
+            name: "counter".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    pc
+}
+
+/// What the webhook makes of a copy or a replacement: marked and scheduled on node2.
+fn restored(mut pod: Pod, up: bool) -> Pod {
+    pod.metadata.uid = Some("uid-new".into());
+    let annotations = pod
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    annotations.insert(RESTORE_FROM_ANNOTATION.into(), "move-app".into());
+    annotations.insert(RESTORED_FROM_DIGEST_ANNOTATION.into(), "sha256:x".into());
+    pod.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(MIGRATION_LABEL.into(), "move-app".into());
+    pod.spec.as_mut().unwrap().node_name = Some("node2".into());
+    if up { running(pod) } else { pod }
+}
+
+#[test]
+fn a_bare_pod_is_copied_to_the_target_and_the_source_goes_once_the_copy_runs() {
+    let mut m = migration(Some("node2"));
+    let mut world = World::new(Some(running(pod())));
+    let actions = step(&mut m, &world);
+    assert!(matches!(&actions[..], [Action::CreateCheckpoint(pc)] if pc.name_any() == "move-app"));
+    let status = m.status.clone().unwrap();
+    assert_eq!(status.phase, Some(MigrationPhase::Checkpointing));
+    assert_eq!(status.source_node.as_deref(), Some("node1"));
+    assert_eq!(status.source_pod_uid.as_deref(), Some("uid-pod"));
+    assert!(status.checkpoint_request_time.is_some());
+
+    world.checkpoint = Some(completed_checkpoint());
+    let actions = step(&mut m, &world);
+    let [Action::CreatePod(copy)] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(copy.name_any(), "app-c0ffe");
+    assert_eq!(
+        m.status.as_ref().unwrap().phase,
+        Some(MigrationPhase::Restoring)
+    );
+
+    // Starting: the source stays.
+    world.labelled = vec![restored((**copy).clone(), false)];
+    assert!(step(&mut m, &world).is_empty());
+    assert_eq!(
+        m.status.as_ref().unwrap().restored_pod.as_deref(),
+        Some("app-c0ffe")
+    );
+
+    world.labelled = vec![restored((**copy).clone(), true)];
+    let actions = step(&mut m, &world);
+    assert!(
+        matches!(&actions[..], [Action::DeleteSource { name, uid }] if name == "app" && uid == "uid-pod")
+    );
+    let status = m.status.clone().unwrap();
+    assert_eq!(status.phase, Some(MigrationPhase::Succeeded));
+    assert_eq!(status.target_node.as_deref(), Some("node2"));
+    // The test clock stands still: the downtime is measured, and zero here.
+    assert_eq!(status.downtime_milliseconds, Some(0));
+    assert_eq!(status.conditions[0].status, "True");
+    // Final: nothing more.
+    assert!(world.plan(&m).status.is_none());
+}
+
+#[test]
+fn a_statefulset_pod_is_deleted_and_its_replacement_is_the_restore() {
+    let mut m = migration(Some("node2"));
+    let source = owned_by(running(pod()), "StatefulSet");
+    let mut world = World::new(Some(source.clone()));
+    step(&mut m, &world);
+    assert_eq!(
+        m.status.as_ref().unwrap().owner.as_deref(),
+        Some("StatefulSet/web")
+    );
+    assert_eq!(
+        m.status.as_ref().unwrap().owner_uid.as_deref(),
+        Some("uid-owner")
+    );
+    world.checkpoint = Some(completed_checkpoint());
+    let actions = step(&mut m, &world);
+    assert!(
+        matches!(&actions[..], [Action::DeleteSource { .. }]),
+        "{actions:?}"
+    );
+    // Terminating: nothing to do but wait.
+    let mut terminating = source.clone();
+    terminating.metadata.deletion_timestamp = Some(Time(now()));
+    world.pod = Some(terminating);
+    assert!(world.plan(&m).actions.is_empty());
+    // The StatefulSet's new pod, restored by the webhook.
+    let replacement = restored(source, true);
+    world.pod = Some(replacement.clone());
+    world.labelled = vec![replacement];
+    let actions = step(&mut m, &world);
+    assert!(
+        actions.is_empty(),
+        "the replacement is not deleted: {actions:?}"
+    );
+    assert_eq!(
+        m.status.as_ref().unwrap().phase,
+        Some(MigrationPhase::Succeeded)
+    );
+    assert_eq!(
+        m.status.as_ref().unwrap().restored_pod.as_deref(),
+        Some("app")
+    );
+}
+
+#[test]
+fn a_statefulset_pod_recreated_without_restore_fails_the_migration() {
+    let mut m = migration(Some("node2"));
+    let source = owned_by(running(pod()), "StatefulSet");
+    let mut world = World::new(Some(source.clone()));
+    step(&mut m, &world);
+    world.checkpoint = Some(completed_checkpoint());
+    step(&mut m, &world);
+    let mut fresh = source;
+    fresh.metadata.uid = Some("uid-fresh".into());
+    world.pod = Some(fresh);
+    step(&mut m, &world);
+    let (phase, message) = phase_and_message(&m);
+    assert_eq!(phase, MigrationPhase::Failed);
+    assert!(message.contains("started afresh"), "{message}");
+    assert!(
+        message.contains("PodCheckpoint \"move-app\" is kept"),
+        "{message}"
+    );
+}
+
+#[test]
+fn refusals_leave_the_source_alone_and_say_why() {
+    // (pod, target, deleteSource, target has a noded, expected message)
+    type Case = (
+        Option<Pod>,
+        Option<&'static str>,
+        Option<bool>,
+        bool,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            None,
+            Some("node2"),
+            None,
+            true,
+            "pod \"app\" not found in namespace \"default\"",
+        ),
+        (
+            Some(pod()),
+            Some("node2"),
+            None,
+            true,
+            "is not scheduled, not Running",
+        ),
+        (
+            Some(owned_by(running(pod()), "DaemonSet")),
+            Some("node2"),
+            None,
+            true,
+            "belongs to DaemonSet \"web\", whose pods cannot move",
+        ),
+        (
+            Some(owned_by(running(pod()), "ReplicaSet")),
+            Some("node2"),
+            Some(false),
+            true,
+            "moves only with deleteSource true",
+        ),
+        (
+            Some(running(pod())),
+            Some("node1"),
+            None,
+            true,
+            "already runs on node \"node1\"",
+        ),
+        (
+            Some(running(pod())),
+            Some("node3"),
+            None,
+            false,
+            "no live node daemon on node \"node3\"",
+        ),
+    ];
+    for (pod, target, delete_source, lease, expected) in cases {
+        let mut m = migration(target);
+        m.spec.delete_source = delete_source;
+        let mut world = World::new(pod);
+        if !lease {
+            world.lease = None;
+        }
+        let actions = step(&mut m, &world);
+        assert!(actions.is_empty(), "{expected}: {actions:?}");
+        let (phase, message) = phase_and_message(&m);
+        assert_eq!(phase, MigrationPhase::Failed, "{message}");
+        assert!(
+            message.to_lowercase().contains(&expected.to_lowercase()),
+            "{expected:?} not in {message:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_checkpoint_or_restore_says_what_is_left_and_how_to_retry() {
+    let mut m = migration(None);
+    let mut world = World::new(Some(running(pod())));
+    step(&mut m, &world);
+    let mut pc = completed_checkpoint();
+    pc.status.as_mut().unwrap().state = Some(CheckpointState::Failed);
+    pc.status.as_mut().unwrap().message = Some("container \"counter\": CRIU failed".into());
+    world.checkpoint = Some(pc);
+    let mut failed = m.clone();
+    step(&mut failed, &world);
+    let (phase, message) = phase_and_message(&failed);
+    assert_eq!(phase, MigrationPhase::Failed);
+    assert!(
+        message.contains("CRIU failed") && message.contains("the source pod keeps running"),
+        "{message}"
+    );
+
+    world.checkpoint = Some(completed_checkpoint());
+    let actions = step(&mut m, &world);
+    let [Action::CreatePod(copy)] = &actions[..] else {
+        panic!()
+    };
+    // No target: anywhere but the source's node.
+    let term = &copy
+        .spec
+        .as_ref()
+        .unwrap()
+        .affinity
+        .as_ref()
+        .unwrap()
+        .node_affinity
+        .as_ref()
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()
+        .unwrap()
+        .node_selector_terms[0];
+    assert_eq!(term.match_fields.as_ref().unwrap()[0].operator, "NotIn");
+    let mut broken = restored((**copy).clone(), false);
+    broken.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        container_statuses: Some(vec![ContainerStatus {
+            name: "counter".into(),
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CreateContainerError".into()),
+                    message: Some("restore failed".into()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    world.labelled = vec![broken];
+    assert!(step(&mut m, &world).is_empty());
+    let (phase, message) = phase_and_message(&m);
+    assert_eq!(phase, MigrationPhase::Failed);
+    assert!(
+        message.contains("CreateContainerError: restore failed"),
+        "{message}"
+    );
+    assert!(
+        message.contains("the source pod keeps running"),
+        "{message}"
+    );
+    assert!(message.contains("restore-from: move-app"), "{message}");
+}
+
+#[test]
+fn a_migration_past_its_timeout_fails() {
+    let mut m = migration(Some("node2"));
+    m.spec.timeout_seconds = Some(30);
+    m.metadata.creation_timestamp = Some(Time("2025-01-01T00:00:00Z".parse().unwrap()));
+    step(&mut m, &World::new(Some(running(pod()))));
+    let (phase, message) = phase_and_message(&m);
+    assert_eq!(phase, MigrationPhase::Failed);
+    assert!(
+        message.contains("within 30s") && message.contains("keeps running"),
+        "{message}"
+    );
+}
