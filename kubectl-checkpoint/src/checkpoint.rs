@@ -1,8 +1,7 @@
 //! Choices made before a checkpoint request is created: which container, what name.
 
-use checkpointing::names::DNS_LABEL_MAX;
-
 use crate::cli::UsageError;
+use crate::name;
 
 /// The container to checkpoint: the requested one if the pod has it, else the pod's only one.
 pub fn choose_container(
@@ -24,24 +23,9 @@ pub fn choose_container(
     }
 }
 
-/// `<pod>-<container>-<unix seconds>`, lower case, other characters than letters, digits and
-/// `-` replaced by `-`, the stem shortened so the whole is a DNS label (the controller derives
-/// labels and image tags from it).
+/// `<pod>-<container>-<unix seconds>`, made a DNS label.
 pub fn default_name(pod: &str, container: &str, unix_seconds: u64) -> String {
-    let suffix = format!("-{unix_seconds}");
-    let mut stem: String = format!("{pod}-{container}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    // Every char is ASCII now, so any length is a char boundary.
-    stem.truncate(DNS_LABEL_MAX - suffix.len());
-    format!("{}{suffix}", stem.trim_matches('-'))
+    name::dated(&format!("{pod}-{container}"), unix_seconds)
 }
 
 #[cfg(test)]
@@ -76,18 +60,11 @@ mod tests {
     }
 
     #[test]
-    fn default_names_are_dns_labels() {
+    fn default_names_join_pod_and_container() {
         assert_eq!(
             default_name("stateful-app", "counter", 1_700_000_000),
             "stateful-app-counter-1700000000"
         );
         assert_eq!(default_name("web.v2", "App_1", 5), "web-v2-app-1-5");
-        let long = "a".repeat(253);
-        let name = default_name(&long, "c", u64::MAX);
-        assert_eq!(name.len(), DNS_LABEL_MAX);
-        assert!(name.ends_with(&format!("-{}", u64::MAX)));
-        // A cut right after a `-` leaves no `--` before the seconds.
-        let name = default_name(&format!("{}-b", "a".repeat(51)), "c", 1_700_000_000);
-        assert_eq!(name, format!("{}-1700000000", "a".repeat(51)));
     }
 }

@@ -1,4 +1,5 @@
-//! Command line: `kubectl checkpoint pod/<p>`, `… list`, `… restore <checkpoint> --as <pod>`.
+//! Command line: `kubectl checkpoint pod/<p>`, `… list`, `… restore <checkpoint> --as <pod>`,
+//! `… migrate pod/<p>`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -20,10 +21,12 @@ pub struct UsageError(pub String);
     version,
     override_usage = "kubectl checkpoint pod/<pod> [-c <container>] [OPTIONS]\n       \
                       kubectl checkpoint list [-A] [OPTIONS]\n       \
-                      kubectl checkpoint restore <checkpoint> --as <pod> [--node <node>] [OPTIONS]",
-    about = "Checkpoint a pod's container, list checkpoints, restore one into a new pod",
-    // `kubectl checkpoint pod/<p>` creates; `list` and `restore` are subcommands (a pod named
-    // like one is `pod/list`).
+                      kubectl checkpoint restore <checkpoint> --as <pod> [--node <node>] [OPTIONS]\n       \
+                      kubectl checkpoint migrate pod/<pod> [--to <node>] [--keep-source] [OPTIONS]",
+    about = "Checkpoint a pod's container, list checkpoints, restore one into a new pod, move a \
+             pod to another node",
+    // `kubectl checkpoint pod/<p>` creates; `list`, `restore` and `migrate` are subcommands (a
+    // pod named like one is `pod/list`).
     subcommand_negates_reqs = true
 )]
 pub struct Cli {
@@ -87,6 +90,31 @@ pub enum Command {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Move a running pod to another node: checkpoint its containers, run it there from them
+    Migrate(Migrate),
+}
+
+/// Move a pod through a PodMigration.
+#[derive(Args, Debug)]
+pub struct Migrate {
+    /// The pod: pod/<name>, pods/<name> or <name>
+    #[arg(value_name = "POD", value_parser = parse_target)]
+    pub pod: String,
+    /// Node to move it to (default: another one the scheduler finds fitting)
+    #[arg(long, value_name = "NODE")]
+    pub to: Option<String>,
+    /// Name of the PodMigration (default: <pod>-migration-<unix seconds>)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Leave the pod running and start a copy (named after the PodMigration) instead
+    #[arg(long)]
+    pub keep_source: bool,
+    /// Seconds the whole migration may take (default: 600)
+    #[arg(long, value_parser = clap::value_parser!(i64).range(MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS))]
+    pub timeout_seconds: Option<i64>,
+    /// Return once the request is created
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 impl Cli {
@@ -106,7 +134,8 @@ impl Cli {
         if cli.command.is_some() && create_args {
             return Err(Self::command().error(
                 ErrorKind::ArgumentConflict,
-                "a pod, -c, --name, --timeout-seconds and --no-wait go without list or restore",
+                "a pod, -c, --name, --timeout-seconds and --no-wait go without list or restore, and \
+                 after migrate",
             ));
         }
         Ok(cli)
@@ -257,10 +286,98 @@ mod tests {
         assert_eq!(cli.global.namespace.as_deref(), Some("ns"));
     }
 
+    fn migrate(args: &[&str]) -> Migrate {
+        match parse(args).unwrap().command {
+            Some(Command::Migrate(m)) => m,
+            other => panic!("not migrate: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn migrate_takes_every_pod_form() {
+        for form in ["pod/app", "pods/app", "po/app", "app"] {
+            let m = migrate(&["migrate", form]);
+            assert_eq!(m.pod, "app", "{form}");
+            assert_eq!(
+                (m.to, m.name, m.keep_source, m.timeout_seconds, m.no_wait),
+                (None, None, false, None, false),
+                "{form}"
+            );
+        }
+    }
+
+    #[test]
+    fn migrate_flags() {
+        let cli = parse(&[
+            "--context",
+            "c",
+            "migrate",
+            "pod/app",
+            "--to",
+            "node2",
+            "--name",
+            "move-app",
+            "--keep-source",
+            "--timeout-seconds",
+            "3600",
+            "--no-wait",
+            "-n",
+            "ns",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.namespace.as_deref(), Some("ns"));
+        assert_eq!(cli.global.context.as_deref(), Some("c"));
+        let Some(Command::Migrate(m)) = cli.command else {
+            panic!("not migrate: {:?}", cli.command)
+        };
+        assert_eq!(
+            (m.pod.as_str(), m.to.as_deref(), m.name.as_deref()),
+            ("app", Some("node2"), Some("move-app"))
+        );
+        assert!(m.keep_source && m.no_wait);
+        assert_eq!(m.timeout_seconds, Some(3600));
+        assert_eq!(
+            migrate(&["migrate", "app", "--timeout-seconds", "1"]).timeout_seconds,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn migrate_usage_errors_exit_2() {
+        for (args, kind) in [
+            (&["migrate"][..], ErrorKind::MissingRequiredArgument),
+            (&["migrate", "deploy/app"], ErrorKind::ValueValidation),
+            (&["migrate", "pod/"], ErrorKind::ValueValidation),
+            (&["migrate", "pod/a/b"], ErrorKind::ValueValidation),
+            (
+                &["migrate", "app", "--timeout-seconds", "0"],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["migrate", "app", "--timeout-seconds", "3601"],
+                ErrorKind::ValueValidation,
+            ),
+            (&["migrate", "app", "--to"], ErrorKind::InvalidValue),
+            (&["migrate", "a", "b"], ErrorKind::UnknownArgument),
+            (&["migrate", "app", "-c", "x"], ErrorKind::UnknownArgument),
+            (
+                &["--name", "x", "migrate", "app"],
+                ErrorKind::ArgumentConflict,
+            ),
+            (&["pod/app", "migrate", "app"], ErrorKind::ArgumentConflict),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.kind(), kind, "{args:?}: {err}");
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
     #[test]
     fn a_pod_named_like_a_subcommand_is_reachable() {
-        let cli = parse(&["pod/list"]).unwrap();
-        assert_eq!(cli.create.pod.as_deref(), Some("list"));
+        for name in ["list", "restore", "migrate"] {
+            let cli = parse(&[&format!("pod/{name}")]).unwrap();
+            assert_eq!(cli.create.pod.as_deref(), Some(name));
+        }
     }
 
     #[test]

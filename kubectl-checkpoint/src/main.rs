@@ -1,8 +1,11 @@
 //! `kubectl checkpoint`: checkpoint a pod's container, list checkpoints, restore one into a new
-//! pod. The choices are pure functions in the modules; this file talks to the API server.
+//! pod, move a pod to another node. The choices are pure functions in the modules; this file
+//! talks to the API server.
 
 mod checkpoint;
 mod cli;
+mod migrate;
+mod name;
 mod restore;
 mod table;
 
@@ -12,9 +15,11 @@ use std::time::Instant;
 use anyhow::{Context, anyhow, bail};
 use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointSpec, ContainerCheckpointStatus,
+    MigrationPhase, PodCheckpoint, PodMigration,
 };
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
-use futures::{Stream, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::serde::de::DeserializeOwned;
@@ -23,7 +28,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config, Resource};
 
-use crate::cli::{Cli, Command, Create, Global, UsageError};
+use crate::cli::{Cli, Command, Create, Global, Migrate, UsageError};
 use crate::restore::Progress;
 
 #[tokio::main(flavor = "current_thread")]
@@ -55,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             new_pod,
             node,
         }) => restore(client, &namespace, &checkpoint, &new_pod, node.as_deref()).await,
+        Some(Command::Migrate(args)) => migrate(client, &namespace, args).await,
     }
 }
 
@@ -278,6 +284,92 @@ async fn restore(
                     last = Some(what);
                 }
             }
+        }
+    }
+}
+
+async fn migrate(client: Client, ns: &str, args: Migrate) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let pod = args.pod;
+    let name = args
+        .name
+        .unwrap_or_else(|| migrate::default_name(&pod, Timestamp::now().as_second() as u64));
+    let request = migrate::request(&name, &pod, args.to, args.keep_source, args.timeout_seconds);
+    let migrations = Api::<PodMigration>::namespaced(client.clone(), ns);
+    migrations
+        .create(&PostParams::default(), &request)
+        .await
+        .map_err(api)
+        .with_context(|| format!("creating PodMigration {ns}/{name}"))?;
+    println!("podmigration/{name} created");
+    if args.no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let patience = migrate::patience(args.timeout_seconds);
+    let deadline = tokio::time::Instant::from_std(started + patience);
+    let checkpoints = Api::<PodCheckpoint>::namespaced(client, ns);
+    let mut updates_of_migration = Box::pin(updates(migrations, &name));
+    // The PodCheckpoint's archive sizes change without the migration changing: watched too,
+    // once the migration's status names it.
+    let mut watched_checkpoint: Option<String> = None;
+    let mut updates_of_checkpoint: BoxStream<'static, anyhow::Result<PodCheckpoint>> =
+        futures::stream::pending().boxed();
+    let mut checkpoint: Option<PodCheckpoint> = None;
+    let mut status = None;
+    let mut last = None;
+    loop {
+        tokio::select! {
+            pm = updates_of_migration.try_next() => {
+                let pm: PodMigration = pm
+                    .with_context(|| format!("watching PodMigration {ns}/{name}"))?
+                    .context("the watch ended")?;
+                status = Some(pm.status.unwrap_or_default());
+            }
+            pc = updates_of_checkpoint.try_next() => {
+                let pc = pc
+                    .with_context(|| {
+                        let pc_name = watched_checkpoint.as_deref().unwrap_or_default();
+                        format!("watching PodCheckpoint {ns}/{pc_name}")
+                    })?
+                    .context("the watch ended")?;
+                checkpoint = Some(pc);
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                let phase = last.map_or(MigrationPhase::Pending, |p: migrate::Progress| p.phase);
+                bail!(
+                    "podmigration/{name} is still {phase:?} after {}s, past its timeout: see \
+                     `kubectl describe podmigration -n {ns} {name}` (is the controller running?)",
+                    patience.as_secs()
+                );
+            }
+        }
+        // Nothing to say before the migration itself has been seen.
+        let Some(status) = &status else { continue };
+        if let Some(pc_name) = &status.pod_checkpoint
+            && watched_checkpoint.as_ref() != Some(pc_name)
+        {
+            updates_of_checkpoint = updates(checkpoints.clone(), pc_name).boxed();
+            watched_checkpoint = Some(pc_name.clone());
+            checkpoint = None;
+        }
+        let progress = migrate::Progress::new(status, checkpoint.as_ref());
+        if last.as_ref() != Some(&progress) {
+            let elapsed = started.elapsed().as_secs();
+            eprintln!("{}", migrate::progress_line(&name, &progress, elapsed));
+            last = Some(progress.clone());
+        }
+        match progress.phase {
+            MigrationPhase::Succeeded => {
+                println!("{}", migrate::succeeded_line(&name, status));
+                return Ok(ExitCode::SUCCESS);
+            }
+            MigrationPhase::Failed => {
+                let message = status.message.as_deref().unwrap_or_default();
+                eprintln!("podmigration/{name} Failed: {message}");
+                return Ok(ExitCode::FAILURE);
+            }
+            _ => {}
         }
     }
 }
