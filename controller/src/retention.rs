@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
-use checkpointing::names::PINNED_ANNOTATION;
+use checkpointing::names::{PINNED_ANNOTATION, POD_CHECKPOINT_LABEL};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
@@ -63,7 +63,9 @@ pub fn expired<'a>(
         let completed =
             cc.status.as_ref().and_then(|s| s.state) == Some(CheckpointState::Completed);
         let Some(at) = taken_at(cc) else { continue };
-        if completed && !pinned(cc) && cc.metadata.deletion_timestamp.is_none() {
+        // A PodCheckpoint's containers go with it, not one by one.
+        let part_of_pod = cc.labels().contains_key(POD_CHECKPOINT_LABEL);
+        if completed && !pinned(cc) && !part_of_pod && cc.metadata.deletion_timestamp.is_none() {
             let key = (
                 cc.namespace().unwrap_or_default(),
                 cc.spec.pod_name.clone(),
@@ -199,14 +201,17 @@ mod tests {
     }
 
     #[test]
-    fn pinned_failed_and_running_requests_are_kept() {
+    fn pinned_failed_running_and_pod_checkpoint_requests_are_kept() {
         let requests = [
             cc("new", "a", 10, Completed, false),
             cc("pinned", "a", 20, Completed, true),
             cc("failed", "a", 30, Failed, false),
             cc("running", "a", 40, Running, false),
             cc("old", "a", 50, Completed, false),
+            cc("of-a-pod", "a", 60, Completed, false),
         ];
+        let mut requests = requests;
+        requests[5].metadata.labels = Some([(POD_CHECKPOINT_LABEL.into(), "pc".into())].into());
         let policy = Policy {
             keep_newest: Some(1),
             max_age: Some(Duration::from_secs(1)),

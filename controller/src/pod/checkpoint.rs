@@ -67,23 +67,32 @@ pub fn plan(o: &Observed) -> Plan {
     }
     let name = request.name_any();
     let mut containers = chosen(request);
+    let mut create = Vec::new();
     if containers.is_empty() {
+        // Created once, when the containers are chosen (again, if that status was lost: the
+        // apply finds its own); one missing later was deleted, which fails the whole.
         match choose(request, o.pod) {
             Ok(chosen) => containers = chosen,
             Err((reason, message)) => {
                 return with_status(request, failed(request, reason, message, o.now));
             }
         }
+        create = containers.iter().map(|c| child(request, c)).collect();
+    } else if let Some(gone) = containers.iter().find(|c| {
+        !o.children
+            .iter()
+            .any(|child| child.name_any() == child_name(&name, c))
+    }) {
+        let message = format!(
+            "ContainerCheckpoint {:?} of container {gone:?} was deleted; create the PodCheckpoint \
+             again",
+            child_name(&name, gone)
+        );
+        return with_status(
+            request,
+            failed(request, "ContainerCheckpointDeleted", message, o.now),
+        );
     }
-    let create = containers
-        .iter()
-        .filter(|c| {
-            !o.children
-                .iter()
-                .any(|child| child.name_any() == child_name(&name, c))
-        })
-        .map(|c| child(request, c))
-        .collect();
     let status = summed_up(request, &containers, o.children, o.now);
     Plan {
         create,
@@ -408,6 +417,13 @@ mod tests {
         assert_eq!(
             status.message.as_deref(),
             Some("container \"sidecar\": CRIU failed")
+        );
+        // A container's request deleted under it fails the whole, rather than checkpoint again.
+        let lost = observe(&pc, None, &broken[..1]);
+        assert!(lost.create.is_empty());
+        assert_eq!(
+            lost.status.unwrap().conditions[0].reason,
+            "ContainerCheckpointDeleted"
         );
         // Nothing to create again, and a final request is left alone.
         pc.status = Some(status);

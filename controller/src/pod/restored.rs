@@ -14,6 +14,9 @@ use kube::ResourceExt;
 
 use crate::placement::Placement;
 
+/// The well-known node label that pins a pod to one node.
+const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
 /// Length of the suffix a migration adds.
 const SUFFIX: usize = 5;
 
@@ -32,6 +35,10 @@ pub fn copy(source: &Pod, m: &PodMigration, status: &PodMigrationStatus) -> Pod 
     );
     let mut spec = source.spec.clone().unwrap_or_default();
     spec.node_name = None;
+    // Pinned to the source's node by name: the migration's placement replaces that.
+    if let Some(selector) = spec.node_selector.as_mut() {
+        selector.remove(HOSTNAME_LABEL);
+    }
     spec.ephemeral_containers = None;
     let placement = Placement::new(
         m.spec.target_node.as_deref(),
@@ -105,6 +112,8 @@ mod tests {
     #[test]
     fn the_copy_keeps_the_spec_and_restores_on_the_target() {
         let mut source = crate::fixtures::pod();
+        source.spec.as_mut().unwrap().node_selector =
+            Some([(HOSTNAME_LABEL.to_owned(), "node1".to_owned())].into());
         source.metadata.labels = Some([("app".to_owned(), "counter".to_owned())].into());
         source.metadata.annotations = Some(
             [(
@@ -125,6 +134,11 @@ mod tests {
         );
         let spec = copy.spec.unwrap();
         assert_eq!(spec.node_name, None);
+        assert_eq!(
+            spec.node_selector,
+            Some(Default::default()),
+            "no longer pinned to node1"
+        );
         assert_eq!(spec.containers, source.spec.unwrap().containers);
         let term = &spec
             .affinity

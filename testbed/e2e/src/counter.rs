@@ -79,8 +79,20 @@ pub fn value_at_checkpoint(tb: &Testbed, node: &str, archive: &str) -> u64 {
     .expect("the archive's log has counter lines")
 }
 
-/// Asserts that the restored `running` pod's counter goes on from `at_checkpoint`.
+/// Asserts that the restored `running` pod's counter (its container `counter`) goes on from
+/// `at_checkpoint`.
 pub async fn assert_counter_resumes(tb: &Testbed, ns: &str, running: &Pod, at_checkpoint: u64) {
+    assert_container_resumes(tb, ns, running, "counter", at_checkpoint).await;
+}
+
+/// Asserts that `container` of the restored `running` pod counts on from `at_checkpoint`.
+pub async fn assert_container_resumes(
+    tb: &Testbed,
+    ns: &str,
+    running: &Pod,
+    container: &str,
+    at_checkpoint: u64,
+) {
     let name = running.metadata.name.clone().unwrap();
     // The runtime carries the old log over into the restored container's log (containerd its
     // last line, again, CRI-O all of it); what the restored process prints itself must go on from
@@ -88,21 +100,18 @@ pub async fn assert_counter_resumes(tb: &Testbed, ns: &str, running: &Pod, at_ch
     let started = running
         .status
         .as_ref()
-        .unwrap()
-        .container_statuses
-        .as_ref()
-        .unwrap()[0]
-        .state
-        .as_ref()
-        .and_then(|s| s.running.as_ref())
-        .and_then(|r| r.started_at.as_ref())
-        .expect("a running container has a start time")
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.name == container)
+        .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
+        .unwrap_or_else(|| panic!("{container} of {name} runs, with a start time"))
         .0;
     let lines = eventually(
-        "the restored counter to tick",
+        &format!("the restored {container} of {name} to tick"),
         Duration::from_secs(60),
         || async {
-            let out = tb.kubectl(&["logs", "--timestamps", "-n", ns, &name]);
+            let out = tb.kubectl(&["logs", "--timestamps", "-n", ns, &name, "-c", container]);
             let lines = timestamped_counter(&String::from_utf8_lossy(&out.stdout));
             lines
                 .iter()
@@ -116,18 +125,18 @@ pub async fn assert_counter_resumes(tb: &Testbed, ns: &str, running: &Pod, at_ch
     assert_eq!(
         *first_new,
         at_checkpoint + 1,
-        "the restored counter goes on from {at_checkpoint}: {values:?}"
+        "the restored {container} goes on from {at_checkpoint}: {values:?}"
     );
     assert!(
         values.windows(2).all(|w| w[0] <= w[1]),
-        "the counter never starts again: {values:?}"
+        "{container}'s counter never starts again: {values:?}"
     );
     // Anything below the checkpoint's value was written by the old process, before this one.
     assert!(
         lines
             .iter()
             .all(|&(at, v)| v >= at_checkpoint || at < started),
-        "the restored process printed nothing from before the checkpoint (started {started}): {lines:?}"
+        "the restored {container} printed nothing from before the checkpoint (started {started}): {lines:?}"
     );
 }
 

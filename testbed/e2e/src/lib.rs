@@ -16,13 +16,18 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 
 mod counter;
+mod migration;
 mod product;
 mod pull;
 
 pub use counter::{
-    assert_counter_resumes, counter_log, counter_pod, counter_values, value_at_checkpoint,
+    assert_container_resumes, assert_counter_resumes, counter_log, counter_pod, counter_values,
+    value_at_checkpoint,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
+pub use migration::{
+    migrate, migration_request, two_counter_pod, values_at_checkpoint, wait_migration,
+};
 pub use product::{
     CONTROLLER_DEPLOYMENT, CONTROLLER_LEASE, CONTROLLER_NAMESPACE, CONTROLLER_SELECTOR,
     ControllerDown, NODED_NAMESPACE, NODED_SELECTOR, kill_process, pod_process,

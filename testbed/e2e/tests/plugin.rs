@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use checkpointing::crd::ContainerCheckpointContent;
+use checkpointing::crd::{ContainerCheckpointContent, PodMigration};
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use e2e::{
-    TestNamespace, Testbed, assert_counter_resumes, counter_log, counter_pod, counter_values,
-    eventually, run_pod, sample_pod, value_at_checkpoint, wait_running,
+    TestNamespace, Testbed, assert_container_resumes, assert_counter_resumes, counter_log,
+    eventually, run_pod, sample_pod, two_counter_pod, value_at_checkpoint, values_at_checkpoint,
+    wait_running,
 };
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
 
 /// `target/<profile>/kubectl-checkpoint`: this test runs from `target/<profile>/deps/`.
@@ -186,18 +186,8 @@ async fn migrate_moves_a_two_container_pod_and_reports_the_downtime() {
     let ns = TestNamespace::create(&tb, "plugin-migrate").await;
     let ns = ns.name.as_str();
     let client = tb.client().await;
-    // The seed's counter twice over: a migration checkpoints and restores every container.
-    let mut pod = counter_pod("pair", "node1", 1);
-    let spec = pod.spec.as_mut().unwrap();
-    let mut second = spec.containers[0].clone();
-    second.name = "counter2".to_owned();
-    spec.containers.push(second);
-    let source = run_pod(&client, ns, pod).await;
-    let mut before = Vec::new();
-    for container in ["counter", "counter2"] {
-        let values = container_counter(&tb, ns, "pair", container, 2).await;
-        before.push((container, *values.last().unwrap()));
-    }
+    let source = run_pod(&client, ns, two_counter_pod("pair", "node1")).await;
+    counter_log(&tb, ns, "pair", 2, Duration::from_secs(60)).await;
 
     let out = plugin(&tb, &["-n", ns, "migrate", "pod/pair", "--to", "node2"]);
     assert!(out.status.success(), "migrate: {}", stderr(&out));
@@ -206,104 +196,26 @@ async fn migrate_moves_a_two_container_pod_and_reports_the_downtime() {
         text.contains("Succeeded") && text.contains("downtime"),
         "{text}"
     );
+    // Progress went to stderr as the migration went through its phases.
+    assert!(stderr(&out).contains("Restoring"), "{}", stderr(&out));
 
-    // Running as a phase needs only one container up; both are looked at below.
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    let moved = eventually(
-        "both containers of pair to run",
-        Duration::from_secs(60),
-        || async {
-            let pod = pods.get("pair").await.ok()?;
-            let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-            let running = |c: &str| {
-                statuses
-                    .iter()
-                    .any(|s| s.name == c && s.state.as_ref().is_some_and(|s| s.running.is_some()))
-            };
-            (running("counter") && running("counter2")).then_some(pod)
-        },
-    )
-    .await;
-    assert_ne!(
-        moved.metadata.uid, source.metadata.uid,
-        "a new pod of the same name"
-    );
+    let migrations = Api::<PodMigration>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let [migration] = &migrations[..] else {
+        panic!("one PodMigration: {migrations:?}")
+    };
+    let status = migration.status.clone().unwrap();
+    let moved = wait_running(&client, ns, status.restored_pod.as_deref().unwrap()).await;
+    assert_ne!(moved.metadata.uid, source.metadata.uid);
     assert_eq!(
         moved.spec.as_ref().unwrap().node_name.as_deref(),
         Some("node2")
     );
-    for (container, value) in before {
-        assert_container_resumes(&tb, ns, &moved, container, value).await;
+    let name = migration.metadata.name.as_deref().unwrap();
+    for (container, value) in values_at_checkpoint(&tb, &client, ns, name).await {
+        assert_container_resumes(&tb, ns, &moved, &container, value).await;
     }
-}
-
-/// Waits until `kubectl logs -c <container>` shows at least `n` counter values; returns them.
-async fn container_counter(
-    tb: &Testbed,
-    ns: &str,
-    pod: &str,
-    container: &str,
-    n: usize,
-) -> Vec<u64> {
-    eventually(
-        &format!("{n} counter lines from {ns}/{pod} {container}"),
-        Duration::from_secs(60),
-        || async {
-            let out = tb.kubectl(&["logs", "-n", ns, pod, "-c", container]);
-            let values = counter_values(&String::from_utf8_lossy(&out.stdout));
-            (values.len() >= n).then_some(values)
-        },
-    )
-    .await
-}
-
-/// Asserts that `container` of the restored `running` pod goes on counting from at least
-/// `before`, a value its source printed before the checkpoint (the exact value at the checkpoint
-/// is in the archive; `assert_counter_resumes` reads it, for a pod's first container only).
-async fn assert_container_resumes(
-    tb: &Testbed,
-    ns: &str,
-    running: &Pod,
-    container: &str,
-    before: u64,
-) {
-    let pod = running.metadata.name.clone().unwrap();
-    let started = running
-        .status
-        .as_ref()
-        .unwrap()
-        .container_statuses
-        .iter()
-        .flatten()
-        .find(|c| c.name == container)
-        .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
-        .unwrap_or_else(|| panic!("{container} runs, with a start time"))
-        .0;
-    let lines = eventually(
-        &format!("the restored {container} to tick past {before}"),
-        Duration::from_secs(60),
-        || async {
-            let out = tb.kubectl(&["logs", "--timestamps", "-n", ns, &pod, "-c", container]);
-            let lines: Vec<(Timestamp, u64)> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| {
-                    let (at, text) = l.split_once(' ')?;
-                    Some((at.parse().ok()?, counter_values(text).pop()?))
-                })
-                .collect();
-            lines.iter().any(|&(_, v)| v > before).then_some(lines)
-        },
-    )
-    .await;
-    let values: Vec<u64> = lines.iter().map(|&(_, v)| v).collect();
-    assert!(
-        values.windows(2).all(|w| w[0] <= w[1]),
-        "{container}'s counter never starts again: {values:?}"
-    );
-    // The runtime may carry the old log over (CRI-O all of it); what the restored process prints
-    // itself, from its start on, goes on from the checkpoint, which came after `before`.
-    assert!(
-        lines.iter().all(|&(at, v)| at < started || v >= before),
-        "{container} printed nothing below {before} since it started ({started}): {lines:?}"
-    );
 }

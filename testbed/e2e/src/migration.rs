@@ -1,0 +1,77 @@
+//! Migrations as the tests drive them: a pod of two counters, a PodMigration and its outcome,
+//! and the value each container had when its checkpoint froze it.
+
+use std::time::Duration;
+
+use checkpointing::crd::{ContainerCheckpointContent, PodCheckpoint, PodMigration};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+
+use crate::{Testbed, counter_pod, eventually, value_at_checkpoint};
+
+/// The seed's counter twice over (`counter`, `counter2`), pinned to `node`.
+pub fn two_counter_pod(name: &str, node: &str) -> Pod {
+    let mut pod = counter_pod(name, node, 1);
+    let spec = pod.spec.as_mut().unwrap();
+    let mut second = spec.containers[0].clone();
+    second.name = "counter2".to_owned();
+    spec.containers.push(second);
+    pod
+}
+
+/// A PodMigration of `pod` to `target` (any other node when `None`).
+pub fn migration_request(name: &str, pod: &str, target: Option<&str>) -> PodMigration {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "checkpointing.zacchaeuschok.github.io/v1alpha1",
+        "kind": "PodMigration",
+        "metadata": {"name": name},
+        "spec": {"podName": pod, "targetNode": target},
+    }))
+    .unwrap()
+}
+
+/// Creates the migration and waits until it is final; returns it.
+pub async fn migrate(client: &kube::Client, ns: &str, pm: PodMigration) -> PodMigration {
+    let api: Api<PodMigration> = Api::namespaced(client.clone(), ns);
+    let name = pm.metadata.name.clone().unwrap();
+    api.create(&PostParams::default(), &pm)
+        .await
+        .unwrap_or_else(|e| panic!("creating PodMigration {name}: {e}"));
+    wait_migration(client, ns, &name).await
+}
+
+pub async fn wait_migration(client: &kube::Client, ns: &str, name: &str) -> PodMigration {
+    let api: Api<PodMigration> = Api::namespaced(client.clone(), ns);
+    eventually(
+        &format!("PodMigration {ns}/{name} to finish"),
+        Duration::from_secs(240),
+        || async {
+            let pm = api.get(name).await.ok()?;
+            pm.status.as_ref()?.phase?.is_final().then_some(pm)
+        },
+    )
+    .await
+}
+
+/// Each checkpointed container of PodCheckpoint `name` and the counter value its archive
+/// (on the node that took it) says the process had printed last.
+pub async fn values_at_checkpoint(
+    tb: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Vec<(String, u64)> {
+    let pc = Api::<PodCheckpoint>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap();
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), ns);
+    let mut values = Vec::new();
+    for container in pc.status.unwrap().containers {
+        let content = contents.get(&container.container_checkpoint).await.unwrap();
+        let path = content.status.unwrap().checkpoint_path.unwrap();
+        let value = value_at_checkpoint(tb, &content.spec.node_name, &path);
+        values.push((container.name, value));
+    }
+    values
+}

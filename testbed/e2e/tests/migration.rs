@@ -1,0 +1,311 @@
+//! PodMigration on the real cluster: a bare pod of two containers, a StatefulSet's pod and a
+//! Deployment's pod each move to another node and go on counting; a migration that cannot
+//! happen leaves the source running and says why.
+
+use std::time::Duration;
+
+use checkpointing::crd::{MigrationPhase, PodMigration};
+use e2e::{
+    TestNamespace, Testbed, assert_container_resumes, counter_log, counter_pod, eventually,
+    migrate, migration_request, run_pod, two_counter_pod, values_at_checkpoint, wait_running,
+};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+fn outcome(pm: &PodMigration) -> (MigrationPhase, String) {
+    let status = pm.status.as_ref().unwrap();
+    (
+        status.phase.unwrap(),
+        status.message.clone().unwrap_or_default(),
+    )
+}
+
+/// The one node of node1 and node2 that `node` is not: where a workload's pod moves.
+fn other(node: &str) -> &'static str {
+    if node == "node1" { "node2" } else { "node1" }
+}
+
+/// A workload's pod template: the seed's counter, kept off node3 (the fault tests break it).
+fn counter_template(app: &str) -> serde_json::Value {
+    let mut pod = serde_json::to_value(counter_pod(app, "node1", 1)).unwrap();
+    pod["metadata"] = json!({"labels": {"app": app}});
+    let spec = pod["spec"].as_object_mut().unwrap();
+    spec.remove("nodeSelector");
+    spec.insert(
+        "affinity".into(),
+        json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchFields": [
+                {"key": "metadata.name", "operator": "NotIn", "values": ["node3"]}
+            ]}]
+        }}}),
+    );
+    spec.insert("terminationGracePeriodSeconds".into(), json!(1));
+    pod
+}
+
+/// The running pods labelled `app=<app>`, once there are `n`.
+async fn app_pods(client: &kube::Client, ns: &str, app: &str, n: usize) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    eventually(
+        &format!("{n} running pods of {app}"),
+        Duration::from_secs(120),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={app}")))
+                .await
+                .ok()?;
+            let running: Vec<Pod> = list
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+                .collect();
+            (running.len() == n).then_some(running)
+        },
+    )
+    .await
+}
+
+fn node_of(pod: &Pod) -> String {
+    pod.spec.as_ref().unwrap().node_name.clone().unwrap()
+}
+
+/// Asserts the migration succeeded into a pod on `target` and every checkpointed container of
+/// it counts on from its checkpoint; returns the restored pod.
+async fn assert_moved(
+    tb: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    pm: &PodMigration,
+    target: &str,
+) -> Pod {
+    let (phase, message) = outcome(pm);
+    assert_eq!(phase, MigrationPhase::Succeeded, "{message}");
+    let status = pm.status.as_ref().unwrap();
+    assert!(
+        status.downtime_milliseconds.is_some_and(|d| d > 0),
+        "{status:?}"
+    );
+    assert_eq!(status.target_node.as_deref(), Some(target));
+    let restored = wait_running(client, ns, status.restored_pod.as_deref().unwrap()).await;
+    assert_eq!(node_of(&restored), target);
+    let name = pm.metadata.name.as_deref().unwrap();
+    let values = values_at_checkpoint(tb, client, ns, name).await;
+    assert!(!values.is_empty());
+    for (container, value) in values {
+        assert_container_resumes(tb, ns, &restored, &container, value).await;
+    }
+    restored
+}
+
+#[tokio::test]
+async fn a_two_container_pod_moves_with_both_counters_and_reports_its_downtime() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "migrate-pair").await;
+    let ns = ns.name.as_str();
+    let client = tb.client().await;
+    let source = run_pod(&client, ns, two_counter_pod("pair", "node1")).await;
+    counter_log(&tb, ns, "pair", 2, Duration::from_secs(60)).await;
+
+    let pm = migrate(
+        &client,
+        ns,
+        migration_request("move-pair", "pair", Some("node2")),
+    )
+    .await;
+    let restored = assert_moved(&tb, &client, ns, &pm, "node2").await;
+    // Both containers, restored from one PodCheckpoint.
+    let containers: Vec<_> = restored
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(containers, ["counter", "counter2"]);
+    assert!(
+        restored.spec.as_ref().unwrap().containers.iter().all(|c| c
+            .image
+            .as_deref()
+            .unwrap()
+            .contains("@sha256:"))
+    );
+    // The source is gone once the copy runs.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    eventually("the source pod to go", Duration::from_secs(60), || async {
+        let pod = pods.get_opt("pair").await.ok()?;
+        (pod.is_none() || pod.unwrap().metadata.uid != source.metadata.uid).then_some(())
+    })
+    .await;
+    // What users see: the printer columns, with the downtime.
+    let table = tb.kubectl_ok(&["get", "pm", "-n", ns]);
+    assert!(
+        table.contains("DOWNTIME(MS)") && table.contains("Succeeded"),
+        "{table}"
+    );
+    let downtime = pm
+        .status
+        .as_ref()
+        .unwrap()
+        .downtime_milliseconds
+        .unwrap()
+        .to_string();
+    assert!(table.contains(&downtime), "{table}");
+}
+
+#[tokio::test]
+async fn a_statefulset_pod_moves_under_its_name_and_owner() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "migrate-sts").await;
+    let ns = ns.name.as_str();
+    let client = tb.client().await;
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 1,
+            "serviceName": "web",
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": counter_template("web"),
+        },
+    }))
+    .unwrap();
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    let [source] = &app_pods(&client, ns, "web", 1).await[..] else {
+        unreachable!()
+    };
+    counter_log(&tb, ns, "web-0", 2, Duration::from_secs(60)).await;
+    let target = other(&node_of(source));
+
+    let pm = migrate(
+        &client,
+        ns,
+        migration_request("move-web", "web-0", Some(target)),
+    )
+    .await;
+    let restored = assert_moved(&tb, &client, ns, &pm, target).await;
+    assert_eq!(
+        restored.metadata.name.as_deref(),
+        Some("web-0"),
+        "the same name"
+    );
+    assert_ne!(restored.metadata.uid, source.metadata.uid);
+    let owner = &restored.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), Some(&owner.uid)),
+        ("StatefulSet", sts.metadata.uid.as_ref())
+    );
+    // Never two: the StatefulSet has its one pod.
+    assert_eq!(app_pods(&client, ns, "web", 1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_deployment_pod_moves_and_the_other_replica_is_untouched() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "migrate-deploy").await;
+    let ns = ns.name.as_str();
+    let client = tb.client().await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "api"}},
+            "template": counter_template("api"),
+        },
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let pods = app_pods(&client, ns, "api", 2).await;
+    let (moving, staying) = (&pods[0], &pods[1]);
+    let moving_name = moving.metadata.name.clone().unwrap();
+    counter_log(&tb, ns, &moving_name, 2, Duration::from_secs(60)).await;
+    let target = other(&node_of(moving));
+
+    let pm = migrate(
+        &client,
+        ns,
+        migration_request("move-api", &moving_name, Some(target)),
+    )
+    .await;
+    let restored = assert_moved(&tb, &client, ns, &pm, target).await;
+    let owner = |p: &Pod| p.metadata.owner_references.as_ref().unwrap()[0].uid.clone();
+    assert_eq!(
+        owner(&restored),
+        owner(moving),
+        "the same ReplicaSet owns it"
+    );
+    let after = app_pods(&client, ns, "api", 2).await;
+    let untouched = after
+        .iter()
+        .find(|p| p.metadata.uid == staying.metadata.uid)
+        .expect("the other replica is still there");
+    let restarts = |p: &Pod| -> i32 {
+        p.status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .iter()
+            .flatten()
+            .map(|c| c.restart_count)
+            .sum()
+    };
+    assert_eq!(restarts(untouched), restarts(staying));
+}
+
+#[tokio::test]
+async fn a_migration_that_cannot_happen_leaves_the_source_running() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "migrate-fail").await;
+    let ns = ns.name.as_str();
+    let client = tb.client().await;
+    let source = run_pod(&client, ns, counter_pod("app", "node1", 1)).await;
+
+    let pm = migrate(
+        &client,
+        ns,
+        migration_request("nowhere", "app", Some("no-such-node")),
+    )
+    .await;
+    let (phase, message) = outcome(&pm);
+    assert_eq!(phase, MigrationPhase::Failed);
+    assert!(
+        message.contains("no live node daemon on node \"no-such-node\""),
+        "{message}"
+    );
+    let pm = migrate(&client, ns, migration_request("same", "app", Some("node1"))).await;
+    let (phase, message) = outcome(&pm);
+    assert_eq!(phase, MigrationPhase::Failed);
+    assert!(
+        message.contains("already runs on node \"node1\""),
+        "{message}"
+    );
+
+    let now = Api::<Pod>::namespaced(client.clone(), ns)
+        .get("app")
+        .await
+        .unwrap();
+    assert_eq!(
+        now.metadata.uid, source.metadata.uid,
+        "the source is the same pod"
+    );
+    assert_eq!(now.status.unwrap().phase.as_deref(), Some("Running"));
+    let events = tb.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "involvedObject.name=nowhere",
+    ]);
+    assert!(events.contains("MigrationFailed"), "{events}");
+}
