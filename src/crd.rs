@@ -167,7 +167,14 @@ pub struct ContainerCheckpointContentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<i64>,
+    /// The pod's emptyDir volumes that travel with the checkpoint (a layer of its image).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_VOLUMES), inner(length(min = 1, max = DNS_LABEL_MAX)))]
+    pub volumes: Vec<String>,
 }
+
+/// Most emptyDir volumes a Content lists.
+pub const MAX_VOLUMES: usize = 64;
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -23,3 +23,4 @@ pub mod runtime;
 pub mod testing;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod volumes;

@@ -44,6 +44,9 @@ pub mod checkpoint_image {
     pub const RUNTIME_NAME: &str = "org.criu.checkpoint.runtime.name";
     pub const RUNTIME_VERSION: &str = "org.criu.checkpoint.runtime.version";
     pub const ENGINE_NAME: &str = "org.criu.checkpoint.engine.name";
+    /// Our annotation (value `volumes`) on the layer that holds the checkpoint's emptyDir
+    /// volumes, entries `checkpointing-volumes/<volume>/…`; the archive is the first layer.
+    pub const VOLUMES_LAYER: &str = "checkpointing.zacchaeuschok.github.io/layer";
     /// Standard OCI annotation naming a manifest's tag inside an image layout's index.
     pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 }
@@ -105,3 +108,7 @@ pub const MIGRATION_LABEL: &str = "checkpointing.zacchaeuschok.github.io/migrati
 
 /// Label on a ContainerCheckpoint made for a PodCheckpoint, naming it (same namespace).
 pub const POD_CHECKPOINT_LABEL: &str = "checkpointing.zacchaeuschok.github.io/pod-checkpoint";
+
+/// Pod annotation listing (comma-separated) the emptyDir volumes a checkpoint leaves behind;
+/// every other emptyDir a checkpointed container mounts travels with it.
+pub const SKIP_VOLUMES_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/skip-volumes";

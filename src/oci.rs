@@ -101,17 +101,22 @@ pub fn checkpoint_annotations(meta: &CheckpointMeta) -> HashMap<String, String> 
         .collect()
 }
 
-/// Image config for a one-layer checkpoint image whose layer is `layer` (uncompressed, so its
-/// diff id is its digest). `labels` repeat the manifest annotations: the runtimes show a
+/// Image config for a checkpoint image whose layers are `layers` (uncompressed, so their diff
+/// ids are their digests). `labels` repeat the manifest annotations: the runtimes show a
 /// config's labels (`crictl inspecti`), not a manifest's annotations.
 pub fn checkpoint_config(
-    layer: &Sha256Digest,
+    layers: &[Sha256Digest],
     created: &str,
     labels: HashMap<String, String>,
 ) -> Result<ImageConfiguration, OciError> {
     let rootfs = RootFsBuilder::default()
         .typ("layers")
-        .diff_ids(vec![Digest::from(layer.clone()).to_string()])
+        .diff_ids(
+            layers
+                .iter()
+                .map(|l| Digest::from(l.clone()).to_string())
+                .collect::<Vec<_>>(),
+        )
         .build()
         .map_err(spec_err("rootfs"))?;
     ImageConfigurationBuilder::default()
@@ -142,20 +147,29 @@ fn descriptor(
         .map_err(spec_err("descriptor"))
 }
 
-/// The manifest of a checkpoint image (always OCI, never Docker v2s2).
+/// The manifest of a checkpoint image (always OCI, never Docker v2s2): the archive first.
 pub fn checkpoint_manifest(
     config: Descriptor,
-    layer: Descriptor,
+    layers: Vec<Descriptor>,
     annotations: HashMap<String, String>,
 ) -> Result<ImageManifest, OciError> {
     ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(config)
-        .layers(vec![layer])
+        .layers(layers)
         .annotations(annotations)
         .build()
         .map_err(spec_err("manifest"))
+}
+
+/// A checkpoint's emptyDir volumes as a tar (entries `<prefix>/<volume>/…`), hashed: the
+/// image's second layer, annotated [`ann::VOLUMES_LAYER`] so it is told from the archive.
+#[derive(Debug, Clone)]
+pub struct VolumesLayer {
+    pub path: PathBuf,
+    pub digest: Sha256Digest,
+    pub size: u64,
 }
 
 /// A node-local OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`). Only one
@@ -237,21 +251,34 @@ impl ImageLayout {
         self.write_atomic(&self.index_path(), bytes.as_bytes())
     }
 
-    /// Makes `archive` (already hashed: `layer`, `size`) the layer of a checkpoint image tagged
-    /// `tag`, replacing any image with that tag. Returns the manifest descriptor.
+    /// Makes `archive` (already hashed: `layer`, `size`) the first layer of a checkpoint image
+    /// tagged `tag` (and `volumes`, if any, the second), replacing any image with that tag.
+    /// Returns the manifest descriptor.
     pub fn add_checkpoint(
         &self,
         archive: &Path,
         layer: &Sha256Digest,
         size: u64,
+        volumes: Option<&VolumesLayer>,
         meta: &CheckpointMeta,
         tag: &str,
     ) -> Result<Descriptor, OciError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let layer_path = self.blob_path(&layer.clone().into());
-        link_blob(archive, &layer_path)?;
+        link_blob(archive, &self.blob_path(&layer.clone().into()))?;
+        let mut diff_ids = vec![layer.clone()];
+        let mut layers = vec![descriptor(MediaType::ImageLayer, layer.clone(), size)?];
+        if let Some(v) = volumes {
+            link_blob(&v.path, &self.blob_path(&v.digest.clone().into()))?;
+            diff_ids.push(v.digest.clone());
+            let mut desc = descriptor(MediaType::ImageLayer, v.digest.clone(), v.size)?;
+            desc.set_annotations(Some(HashMap::from([(
+                ann::VOLUMES_LAYER.to_owned(),
+                "volumes".to_owned(),
+            )])));
+            layers.push(desc);
+        }
         let annotations = checkpoint_annotations(meta);
-        let config = checkpoint_config(layer, &meta.created, annotations.clone())?;
+        let config = checkpoint_config(&diff_ids, &meta.created, annotations.clone())?;
         let config = self.write_blob(
             MediaType::ImageConfig,
             config
@@ -259,8 +286,7 @@ impl ImageLayout {
                 .map_err(spec_err("image config"))?
                 .as_bytes(),
         )?;
-        let layer = descriptor(MediaType::ImageLayer, layer.clone(), size)?;
-        let manifest = checkpoint_manifest(config, layer, annotations)?;
+        let manifest = checkpoint_manifest(config, layers, annotations)?;
         let manifest_desc = self.write_blob(
             MediaType::ImageManifest,
             manifest

@@ -13,7 +13,7 @@ fn repo_file(path: &str) -> String {
 #[test]
 fn deploy_crds_match_the_types() {
     let files = crd_files().unwrap();
-    assert_eq!(files.len(), 2);
+    assert_eq!(files.len(), 4);
     for (name, yaml) in files {
         assert_eq!(
             repo_file(&format!("deploy/crds/{name}")),

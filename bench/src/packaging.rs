@@ -83,7 +83,14 @@ fn package(
         created: config.checkpointed_time.unwrap_or_default(),
     };
     let (digest, size) = sha256_file(archive_path)?;
-    layout.add_checkpoint(archive_path, &digest, size, &meta, &format!("rep{rep}"))?;
+    layout.add_checkpoint(
+        archive_path,
+        &digest,
+        size,
+        None,
+        &meta,
+        &format!("rep{rep}"),
+    )?;
     Ok(started.elapsed())
 }
 

@@ -112,6 +112,7 @@ pub fn content() -> ContainerCheckpointContent {
             node_name: "node1".into(),
             pod_uid: "uid-pod".into(),
             timeout_seconds: Some(30),
+            volumes: Vec::new(),
         },
         status: None,
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use checkpointing::archive::{self, ArchiveError};
 use checkpointing::cri::{CriError, Runtime, api};
 use checkpointing::names::kubelet;
-use checkpointing::oci::{CheckpointMeta, ImageLayout, OciError, sha256_file};
+use checkpointing::oci::{CheckpointMeta, ImageLayout, OciError, VolumesLayer, sha256_file};
 use k8s_openapi::jiff::Timestamp;
 use oci_spec::image::Descriptor;
 
@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::push::{PushError, Pusher};
 use crate::space::{DiskSpace, Need, Size, SpaceError};
 use crate::store::{ArchiveKey, CheckpointDir};
+use crate::volumes;
 use tokio::sync::Semaphore;
 
 /// What to checkpoint, from one Content.
@@ -28,6 +29,8 @@ pub struct Job<'a> {
     pub key: ArchiveKey<'a>,
     pub pod_uid: &'a str,
     pub timeout: Duration,
+    /// The pod's emptyDir volumes that travel with the checkpoint.
+    pub volumes: Vec<String>,
 }
 
 /// A finished checkpoint, as recorded in the Content status.
@@ -61,6 +64,12 @@ pub enum Failure {
     NoArchive(PathBuf),
     #[error("storing the archive")]
     Store(#[source] std::io::Error),
+    #[error("copying emptyDir volumes {volumes:?} of the pod")]
+    Volumes {
+        volumes: Vec<String>,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
     #[error(transparent)]
@@ -96,6 +105,7 @@ impl Failure {
             Self::NoArchive(_) => "NoArchive",
             Self::Store(e) if e.kind() == std::io::ErrorKind::StorageFull => "DiskFull",
             Self::Store(_) => "StoreError",
+            Self::Volumes { .. } => "VolumesError",
             Self::Archive(_) => "ArchiveInvalid",
             Self::Image(_) => "ImageError",
             Self::Push { .. } => "PushFailed",
@@ -123,6 +133,8 @@ pub struct Checkpointer<R> {
     /// Refuses a checkpoint the checkpoint directory has no room for, before the dump.
     pub space: DiskSpace,
     pub metrics: Arc<Metrics>,
+    /// The kubelet's pods directory, where emptyDir volumes are taken from.
+    pub pods_dir: PathBuf,
 }
 
 /// CRIU dumps at once on a node unless configured otherwise (`--max-concurrent-dumps`).
@@ -146,7 +158,14 @@ impl<R: Runtime> Checkpointer<R> {
             dumps: Arc::new(Semaphore::new(DEFAULT_CONCURRENT_DUMPS)),
             space,
             metrics: Arc::default(),
+            pods_dir: PathBuf::from(volumes::DEFAULT_PODS_DIR),
         }
+    }
+
+    /// Takes emptyDir volumes from `dir` (the kubelet's pods directory as mounted here).
+    pub fn with_pods_dir(mut self, dir: PathBuf) -> Self {
+        self.pods_dir = dir;
+        self
     }
 
     /// At most `dumps` CRI CheckpointContainer calls at once (at least one).
@@ -254,6 +273,20 @@ impl<R: Runtime> Checkpointer<R> {
             return Err(Failure::NoArchive(partial));
         }
         self.dir.finalize(&job.key).map_err(Failure::Store)?;
+        if !job.volumes.is_empty() {
+            // Right after the dump: the files as close as can be to the memory beside them.
+            let dest = self.dir.volumes_path(&job.key);
+            let taken = tokio::task::block_in_place(|| {
+                volumes::capture(&self.pods_dir, job.pod_uid, &job.volumes, &dest)
+            });
+            if let Err(source) = taken {
+                self.dir.remove(&job.key).map_err(Failure::Store)?;
+                return Err(Failure::Volumes {
+                    volumes: job.volumes.clone(),
+                    source,
+                });
+            }
+        }
         self.package(job, container_id).await
     }
 
@@ -351,9 +384,20 @@ impl<R: Runtime> Checkpointer<R> {
         };
         // Hashing a large archive is blocking work: keep it off the async workers.
         let (digest, size) = tokio::task::block_in_place(|| sha256_file(&path))?;
+        let volumes = self.dir.volumes_path(&job.key);
+        let volumes = if volumes.exists() {
+            let (digest, size) = tokio::task::block_in_place(|| sha256_file(&volumes))?;
+            Some(VolumesLayer {
+                path: volumes,
+                digest,
+                size,
+            })
+        } else {
+            None
+        };
         let manifest = tokio::task::block_in_place(|| {
             self.layout
-                .add_checkpoint(&path, &digest, size, &meta, job.key.uid)
+                .add_checkpoint(&path, &digest, size, volumes.as_ref(), &meta, job.key.uid)
         })?;
         let artifact = Artifact {
             container_id,

@@ -20,6 +20,7 @@ mod space;
 mod store;
 #[cfg(test)]
 mod testing;
+mod volumes;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -72,6 +73,10 @@ struct Args {
         default_value = "/var/lib/kubelet/checkpoints"
     )]
     checkpoint_dir: PathBuf,
+    /// The kubelet's pods directory as mounted here: emptyDir volumes are taken from it with
+    /// a checkpoint and put into it for a restored pod.
+    #[arg(long, env = "KUBELET_PODS_DIR", default_value = volumes::DEFAULT_PODS_DIR)]
+    kubelet_pods_dir: PathBuf,
     /// Registry host that checkpoint image references name (the node-local registry).
     #[arg(long, env = "IMAGE_REGISTRY", default_value = "localhost:5050")]
     image_registry: String,
@@ -239,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
             args.node_name.clone(),
             PeerClient::new(args.peer_port, args.peer_token_file.clone(), space.clone()),
             PeerAuth::new(args.peer_allowed_users.clone()),
+            args.kubelet_pods_dir.clone(),
         )
         .with_metrics(metrics.clone()),
     );
@@ -307,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
         Checkpointer::new(cri, dir, layout, args.image_registry.clone(), space)
             .with_pusher(pusher)
             .with_concurrent_dumps(args.max_concurrent_dumps)
+            .with_pods_dir(args.kubelet_pods_dir.clone())
             .with_metrics(metrics),
         Duration::from_secs(args.default_timeout_seconds),
         prerequisites,

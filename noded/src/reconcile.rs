@@ -272,6 +272,7 @@ fn job(content: &ContainerCheckpointContent, default_timeout: Duration) -> Job<'
         },
         pod_uid: &content.spec.pod_uid,
         timeout: checkpoint_timeout(content.spec.timeout_seconds, default_timeout),
+        volumes: content.spec.volumes.clone(),
     }
 }
 

@@ -1,9 +1,10 @@
 //! Restore preparation: what must be on this node before the runtime can restore a
-//! checkpoint image. Today that is its base image (CRI-O never pulls it itself); pod-level
-//! restore and CRI `RestorePod` plug in here too.
+//! checkpoint image: its base image (CRI-O never pulls it itself) and the emptyDir volumes
+//! that travelled with it, in the restored pod's directories. CRI `RestorePod` plugs in here
+//! too.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use checkpointing::archive::{self, CheckpointConfig};
@@ -11,6 +12,7 @@ use checkpointing::cri::{CriError, Runtime};
 
 use crate::error::error_chain;
 use crate::locks::KeyedLocks;
+use crate::volumes;
 
 /// Why a checkpoint cannot be made restorable.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,13 @@ pub enum RestoreError {
     /// The checkpoint's own files cannot be read.
     #[error("{0}")]
     Archive(String),
+    /// The volumes could not be put in the pod's directories.
+    #[error("placing the checkpoint's emptyDir volumes into pod {pod}")]
+    Volumes {
+        pod: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The runtime could not make the base image present.
     #[error("making base image {image} present")]
     BaseImage {
@@ -50,6 +59,11 @@ pub struct Restore<R> {
     locks: KeyedLocks,
     /// Base image of each checkpoint (by tag), read once from its archive's `config.dump`.
     bases: Mutex<HashMap<String, Option<String>>>,
+    /// The kubelet's pods directory, where restored pods' emptyDir volumes are.
+    pods_dir: PathBuf,
+    /// (pod UID, volume) already placed: a second image of the same pod (another container)
+    /// must not overwrite what a restored process is already writing.
+    placed: Mutex<HashSet<(String, String)>>,
 }
 
 impl<R: Runtime> Restore<R> {
@@ -58,7 +72,42 @@ impl<R: Runtime> Restore<R> {
             runtime,
             locks: KeyedLocks::default(),
             bases: Mutex::default(),
+            pods_dir: PathBuf::from(volumes::DEFAULT_PODS_DIR),
+            placed: Mutex::default(),
         }
+    }
+
+    /// Places volumes under `dir` (the kubelet's pods directory as mounted here).
+    pub fn with_pods_dir(mut self, dir: PathBuf) -> Self {
+        self.pods_dir = dir;
+        self
+    }
+
+    /// Unpacks the volumes layer at `layer` into the emptyDir directories of pod `uid`, each
+    /// volume once per pod.
+    pub async fn place_volumes(&self, uid: &str, layer: &Path) -> Result<(), RestoreError> {
+        // One image at a time per pod: its containers' pulls must not interleave.
+        let lock = self.locks.get(uid);
+        let _placing = lock.lock().await;
+        let placed = tokio::task::block_in_place(|| {
+            volumes::place(layer, &self.pods_dir, uid, |volume| {
+                !self
+                    .placed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&(uid.to_owned(), volume.to_owned()))
+            })
+        })
+        .map_err(|source| RestoreError::Volumes {
+            pod: uid.to_owned(),
+            source,
+        })?;
+        if !placed.is_empty() {
+            tracing::info!(pod = %uid, volumes = ?placed, "placed the checkpoint's emptyDir volumes");
+        }
+        let mut done = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        done.extend(placed.into_iter().map(|v| (uid.to_owned(), v)));
+        Ok(())
     }
 
     /// The runtime restores go through.

@@ -79,6 +79,11 @@ impl CheckpointDir {
         self.root.join(archive_name(key))
     }
 
+    /// The tar of the emptyDir volumes taken with the archive, if any.
+    pub fn volumes_path(&self, key: &ArchiveKey) -> PathBuf {
+        self.archive_path(key).with_extension("volumes.tar")
+    }
+
     pub fn partial_path(&self, key: &ArchiveKey) -> PathBuf {
         self.root.join(partial_name(&archive_name(key)))
     }
@@ -96,9 +101,15 @@ impl CheckpointDir {
         Ok(archive)
     }
 
-    /// Removes the archive and any temporary file of `key`; absent files are fine.
+    /// Removes the archive, its volumes and any temporary file of `key`; absent files are fine.
     pub fn remove(&self, key: &ArchiveKey) -> io::Result<()> {
-        for path in [self.partial_path(key), self.archive_path(key)] {
+        let volumes = self.volumes_path(key);
+        for path in [
+            self.partial_path(key),
+            self.archive_path(key),
+            volumes.with_extension("partial"),
+            volumes,
+        ] {
             match fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}

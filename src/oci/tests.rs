@@ -59,7 +59,7 @@ fn checkpoint_image_is_linked_tagged_and_verifies() {
     let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
     let (path, digest, size) = archive(dir.path(), "a.tar", b"pretend this is a checkpoint tar");
     let desc = layout
-        .add_checkpoint(&path, &digest, size, &meta(), "uid-1")
+        .add_checkpoint(&path, &digest, size, None, &meta(), "uid-1")
         .unwrap();
     assert_eq!(desc.media_type(), &MediaType::ImageManifest);
     assert_eq!(
@@ -96,7 +96,7 @@ fn a_tampered_blob_fails_verification() {
     let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
     let (path, digest, size) = archive(dir.path(), "a.tar", b"original bytes");
     layout
-        .add_checkpoint(&path, &digest, size, &meta(), "t")
+        .add_checkpoint(&path, &digest, size, None, &meta(), "t")
         .unwrap();
     fs::write(&path, b"tampered bytes").unwrap(); // same inode as the layer blob
     assert!(matches!(layout.verify("t"), Err(OciError::Corrupt { .. })));
@@ -112,8 +112,12 @@ fn removing_one_image_keeps_the_others_blobs() {
     let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
     let (a, da, sa) = archive(dir.path(), "a.tar", b"first");
     let (b, db, sb) = archive(dir.path(), "b.tar", b"second");
-    layout.add_checkpoint(&a, &da, sa, &meta(), "a").unwrap();
-    layout.add_checkpoint(&b, &db, sb, &meta(), "b").unwrap();
+    layout
+        .add_checkpoint(&a, &da, sa, None, &meta(), "a")
+        .unwrap();
+    layout
+        .add_checkpoint(&b, &db, sb, None, &meta(), "b")
+        .unwrap();
     layout.remove("a").unwrap();
     layout.remove("a").unwrap(); // idempotent
     assert!(layout.resolve("a").unwrap().is_none());
@@ -155,7 +159,7 @@ fn an_imported_image_is_tagged_and_verifies() {
     let a = ImageLayout::open(dir.path().join("a")).unwrap();
     let b = ImageLayout::open(dir.path().join("b")).unwrap();
     let (path, digest, size) = archive(dir.path(), "a.tar", b"checkpoint bytes");
-    a.add_checkpoint(&path, &digest, size, &meta(), "uid")
+    a.add_checkpoint(&path, &digest, size, None, &meta(), "uid")
         .unwrap();
     let (manifest_digest, bytes, staged) = stage(&a, &b, "uid");
     let desc = b.import("uid", &manifest_digest, &bytes, &staged).unwrap();
@@ -181,7 +185,7 @@ fn import_refuses_a_wrong_manifest_or_a_missing_blob() {
     let a = ImageLayout::open(dir.path().join("a")).unwrap();
     let b = ImageLayout::open(dir.path().join("b")).unwrap();
     let (path, digest, size) = archive(dir.path(), "a.tar", b"checkpoint bytes");
-    a.add_checkpoint(&path, &digest, size, &meta(), "uid")
+    a.add_checkpoint(&path, &digest, size, None, &meta(), "uid")
         .unwrap();
     let (manifest_digest, mut bytes, staged) = stage(&a, &b, "uid");
 
@@ -202,7 +206,11 @@ fn retagging_replaces_the_old_entry() {
     let dir = tempfile::tempdir().unwrap();
     let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
     let (a, da, sa) = archive(dir.path(), "a.tar", b"first");
-    layout.add_checkpoint(&a, &da, sa, &meta(), "t").unwrap();
-    layout.add_checkpoint(&a, &da, sa, &meta(), "t").unwrap();
+    layout
+        .add_checkpoint(&a, &da, sa, None, &meta(), "t")
+        .unwrap();
+    layout
+        .add_checkpoint(&a, &da, sa, None, &meta(), "t")
+        .unwrap();
     assert_eq!(layout.read_index().unwrap().manifests().len(), 1);
 }

@@ -8,6 +8,7 @@ use checkpointing::crd::{
     ContainerCheckpointContentSpec, ContainerCheckpointStatus,
 };
 use checkpointing::names::{NODE_LABEL, noded_lease_name};
+use checkpointing::volumes;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -233,6 +234,7 @@ fn desired_content(
             node_name: node.to_owned(),
             pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
             timeout_seconds: request.spec.timeout_seconds,
+            volumes: volumes::to_capture(pod, &request.spec.container),
         },
         status: None,
     })

@@ -26,6 +26,7 @@ fn job() -> Job<'static> {
         },
         pod_uid: "pod-uid",
         timeout: Duration::from_secs(42),
+        volumes: Vec::new(),
     }
 }
 
@@ -388,6 +389,7 @@ async fn dumps_at_once_stay_within_the_limit() {
                 },
                 pod_uid: uid,
                 timeout: Duration::from_secs(42),
+                volumes: Vec::new(),
             };
             let c = &c;
             async move { c.take(&job).await }

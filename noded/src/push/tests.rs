@@ -66,7 +66,7 @@ fn layout_with_image(dir: &Path, archive: &[u8], tag: &str) -> (ImageLayout, Des
         ..Default::default()
     };
     let manifest = layout
-        .add_checkpoint(&path, &digest, size, &meta, tag)
+        .add_checkpoint(&path, &digest, size, None, &meta, tag)
         .unwrap();
     (layout, manifest)
 }

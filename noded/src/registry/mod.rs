@@ -11,6 +11,7 @@
 //! nodes' noded fetch from. Decisions ([`route`], [`resolve`]) are pure.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::Runtime;
 use checkpointing::digest::sha256_hex;
+use checkpointing::names::checkpoint_image;
 use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE};
 use futures::TryStreamExt as _;
 use oci_spec::image::ImageManifest;
@@ -96,10 +98,11 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         node: String,
         peers: PeerClient,
         peer_auth: PeerAuth,
+        pods_dir: PathBuf,
     ) -> Self {
         Self {
             layout,
-            restore: Restore::new(runtime),
+            restore: Restore::new(runtime).with_pods_dir(pods_dir),
             cluster,
             node,
             peers,
@@ -218,13 +221,28 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                     Problem::Internal(format!("image {} has no layer", image.digest))
                 })?;
             let archive = self.layout.blob_path(layer.digest());
+            let failed = |e| match e {
+                RestoreError::Archive(why) => Problem::Internal(why),
+                e @ (RestoreError::BaseImage { .. } | RestoreError::Volumes { .. }) => {
+                    Problem::Unavailable(error_chain(&e))
+                }
+            };
             self.restore
                 .ensure_base(tag_of(&content), archive)
                 .await
-                .map_err(|e| match e {
-                    RestoreError::Archive(why) => Problem::Internal(why),
-                    e @ RestoreError::BaseImage { .. } => Problem::Unavailable(error_chain(&e)),
-                })?;
+                .map_err(failed)?;
+            let volumes = image.manifest.layers().iter().find(|l| {
+                l.annotations()
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(checkpoint_image::VOLUMES_LAYER))
+            });
+            if let (Some(layer), Some(puller)) = (volumes, puller) {
+                let path = self.layout.blob_path(layer.digest());
+                self.restore
+                    .place_volumes(&puller.uid, &path)
+                    .await
+                    .map_err(failed)?;
+            }
         }
         let len = image.bytes.len() as u64;
         let body = if head {

@@ -64,6 +64,7 @@ async fn start(
         node.into(),
         PeerClient::new(peer_port, token_file, roomy_disk()),
         PeerAuth::new(vec![NODED.into()]),
+        std::path::PathBuf::from("/nonexistent/pods"),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = futures::future::FutureExt::shared(async move {
@@ -126,7 +127,7 @@ async fn two_nodes(payload: &[u8]) -> Cluster2 {
         ..Default::default()
     };
     let desc = layout1
-        .add_checkpoint(&path, &layer, size, &meta, "uid-1")
+        .add_checkpoint(&path, &layer, size, None, &meta, "uid-1")
         .unwrap();
     let digest = desc.digest().to_string();
     let token = tmp.path().join("token");
@@ -476,6 +477,7 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
         "node1".into(),
         PeerClient::new(1, PathBuf::from("/nonexistent"), roomy_disk()),
         PeerAuth::new(Vec::new()),
+        std::path::PathBuf::from("/nonexistent/pods"),
     );
     let uri: Uri = format!("/v2/default/cp/manifests/{}", t.digest)
         .parse()
@@ -648,6 +650,7 @@ async fn a_fetch_the_disk_has_no_room_for_fails_before_any_blob() {
         "node2".into(),
         PeerClient::new(t.node1.peer.port(), t._tmp.path().join("token"), space),
         PeerAuth::new(Vec::new()),
+        std::path::PathBuf::from("/nonexistent/pods"),
     );
     let uri: Uri = format!("/v2/default/cp/manifests/{}", t.digest)
         .parse()

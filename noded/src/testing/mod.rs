@@ -48,6 +48,7 @@ pub fn content(node: &str, image: Option<String>) -> ContainerCheckpointContent 
             node_name: node.into(),
             pod_uid: "pod".into(),
             timeout_seconds: None,
+            volumes: Vec::new(),
         },
     );
     c.metadata.namespace = Some("default".into());

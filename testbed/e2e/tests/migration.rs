@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use checkpointing::crd::{MigrationPhase, PodMigration};
+use checkpointing::names::SKIP_VOLUMES_ANNOTATION;
 use e2e::{
     TestNamespace, Testbed, assert_container_resumes, counter_log, counter_pod, eventually,
     migrate, migration_request, run_pod, two_counter_pod, values_at_checkpoint, wait_running,
@@ -156,6 +157,77 @@ async fn a_two_container_pod_moves_with_both_counters_and_reports_its_downtime()
         .unwrap()
         .to_string();
     assert!(table.contains(&downtime), "{table}");
+}
+
+#[tokio::test]
+async fn empty_dir_data_travels_and_is_in_place_before_the_process_resumes() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "migrate-volume").await;
+    let ns = ns.name.as_str();
+    let client = tb.client().await;
+    // The seed's counter, also appending each value to a file in an emptyDir; a second
+    // emptyDir is opted out.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {
+            "name": "writer",
+            "annotations": {SKIP_VOLUMES_ANNOTATION: "scratch"},
+        },
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": "node1"},
+            "containers": [{
+                "name": "counter",
+                "image": "busybox",
+                "command": ["/bin/sh", "-c"],
+                "args": ["echo kept > /scratch/marker\ncounter=0\nwhile true; do\n  echo \"Counter: $counter\"\n  echo $counter >> /data/log\n  counter=$((counter+1))\n  sleep 1\ndone\n"],
+                "volumeMounts": [
+                    {"name": "data", "mountPath": "/data"},
+                    {"name": "scratch", "mountPath": "/scratch"},
+                ],
+            }],
+            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "scratch", "emptyDir": {}}],
+        },
+    }))
+    .unwrap();
+    run_pod(&client, ns, pod).await;
+    counter_log(&tb, ns, "writer", 3, Duration::from_secs(60)).await;
+
+    let pm = migrate(
+        &client,
+        ns,
+        migration_request("move-writer", "writer", Some("node2")),
+    )
+    .await;
+    let restored = assert_moved(&tb, &client, ns, &pm, "node2").await;
+    let name = restored.metadata.name.clone().unwrap();
+    let [(_, at_checkpoint)] = &values_at_checkpoint(&tb, &client, ns, "move-writer").await[..]
+    else {
+        unreachable!()
+    };
+    let at_checkpoint = *at_checkpoint;
+    let log = eventually(
+        "the restored process to append to /data/log",
+        Duration::from_secs(60),
+        || async {
+            let out = tb.kubectl(&["exec", "-n", ns, &name, "--", "cat", "/data/log"]);
+            let values: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            values
+                .last()
+                .is_some_and(|&v| v > at_checkpoint + 1)
+                .then_some(values)
+        },
+    )
+    .await;
+    // What the source wrote up to the checkpoint is there, and the restored process went on
+    // appending to it: it never started again.
+    let written: Vec<u64> = (0..=at_checkpoint).collect();
+    assert_eq!(log[..written.len()], written[..], "{log:?}");
+    assert_eq!(log.iter().filter(|&&v| v == 0).count(), 1, "{log:?}");
+    // The opted-out volume did not travel.
+    let out = tb.kubectl(&["exec", "-n", ns, &name, "--", "ls", "/scratch"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
 }
 
 #[tokio::test]

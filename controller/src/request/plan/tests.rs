@@ -63,6 +63,7 @@ fn valid_request_creates_its_content_and_goes_pending() {
             node_name: "node1".into(),
             pod_uid: "uid-pod".into(),
             timeout_seconds: Some(30),
+            volumes: Vec::new(),
         }
     );
     assert_eq!(
