@@ -18,7 +18,8 @@ pub struct Plan {
     pub repetitions: usize,
     /// Touched memory of the checkpointed containers, MiB (section 1).
     pub memory_mib: Vec<u32>,
-    /// Memory of the container whose checkpoints are packaged, moved and restored.
+    /// Memory of the container whose checkpoints are packaged, moved and restored, and of the
+    /// migrated pods.
     pub moved_mib: u32,
     pub concurrent: usize,
     pub scale: usize,

@@ -1,4 +1,4 @@
-//! Bench section 5 — Footprint: resident memory and CPU time of noded (node1's DaemonSet pod)
+//! Bench section 6 — Footprint: resident memory and CPU time of noded (node1's DaemonSet pod)
 //! and of the controller (the leader's pod), idle and while `concurrent` checkpoints run at
 //! once. Read from the host's /proc, sampled every 100 ms.
 
@@ -54,20 +54,20 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         let during = format!("during {} concurrent checkpoints", plan.concurrent);
         for (when, usage) in [("idle", &idle.0[i]), (during.as_str(), &busy.0[i])] {
             rows.push(Row::alone(
-                "5 footprint",
+                "6 footprint",
                 format!("{daemon} RSS, {when}"),
                 "MiB",
                 usage.rss_mib.clone(),
             ));
             rows.push(Row::alone(
-                "5 footprint",
+                "6 footprint",
                 format!("{daemon} CPU, {when}"),
                 "% of a core",
                 usage.cpu_percent.clone(),
             ));
         }
         rows.push(Row::alone(
-            "5 footprint",
+            "6 footprint",
             format!(
                 "{daemon} CPU time per checkpoint (burst of {})",
                 plan.concurrent

@@ -7,6 +7,7 @@
 mod checkpoint;
 mod cluster;
 mod footprint;
+mod migration;
 mod packaging;
 mod raw;
 mod report;
@@ -77,9 +78,11 @@ async fn main() -> anyhow::Result<()> {
     rows.extend(transfer::run(&c, &plan).await?);
     section("4 restore");
     rows.extend(restore::run(&c, &plan).await?);
-    section("5 footprint");
+    section("5 migration");
+    rows.extend(migration::run(&c, &plan).await?);
+    section("6 footprint");
     rows.extend(footprint::run(&c, &plan).await?);
-    section("6 scale");
+    section("7 scale");
     rows.extend(scale::run(&c, &plan).await?);
 
     let slowest = report::slowest(&rows).context("no comparison was measured")?;

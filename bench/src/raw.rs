@@ -1,6 +1,6 @@
-//! The raw CRI side of section 4: a checkpoint image restored in a pod sandbox of its own by
-//! the CRI calls a kubelet makes (RunPodSandbox, [PullImage,] CreateContainer, StartContainer),
-//! with requests built here by hand. Nothing of Kubernetes is around them: no admission, no
+//! The raw CRI side of sections 4 and 5: a checkpoint image restored in a pod sandbox of its
+//! own by the CRI calls a kubelet makes (RunPodSandbox, [PullImage,] CreateContainer,
+//! StartContainer), with requests built here by hand. Nothing of Kubernetes is around them: no
 //! scheduling, no volumes, no status updates.
 //!
 //! Both runtimes restore a checkpoint only when the new container has every bind mount the

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use checkpointing::crd::ContainerCheckpoint;
 use checkpointing::cri::api;
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use k8s_openapi::api::core::v1::Pod;
@@ -23,8 +24,9 @@ use crate::raw::{self, BindMount, Runtime, Sandbox};
 use crate::report::{Better, Row};
 use crate::stats::Summary;
 
-const FROM: &str = "node1";
-const TO: &str = "node2";
+/// Where the checkpoints are taken, and where [`Raw`] restores them.
+pub(crate) const FROM: &str = "node1";
+pub(crate) const TO: &str = "node2";
 const RUNNING_WITHIN: Duration = Duration::from_secs(600);
 
 pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
@@ -53,15 +55,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         .with_context(|| format!("{restored} vanished"))?;
         ours.push(started.elapsed());
 
-        // The container's bind mounts, which every restore of it must provide (untimed).
-        let archive = c
-            .content(&cc)
-            .await?
-            .status
-            .and_then(|s| s.checkpoint_path)
-            .context("a Completed Content names its archive")?;
-        let spec = raw::archive_member(&c.tb.node_path(FROM, &archive), "spec.dump")?;
-        let mounts = raw::bind_mounts(&spec)?;
+        let mounts = bind_mounts_of(c, &cc).await?;
         // The webhook's rewrite, now in node2's runtime: only the runtime's own work is left.
         let image = running
             .spec
@@ -81,22 +75,15 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             container: seed,
             mounts: &mounts,
         };
-        // The registry gives the image only to a pod on node2 that references it.
-        let credential = e2e::pull_credential(&c.client, &c.ns, TO, &fresh, &fresh_image).await;
-        let kubelet = c.stop_kubelet(TO)?;
-        present.push(raw.restore(&format!("present-{rep}"), &image, None).await?);
-        pulled.push(
-            raw.restore(&fresh, &fresh_image, Some(&credential.token))
-                .await?,
-        );
-        // Deleted before node2's kubelet is back: it would otherwise start the pod from the
-        // image now present, a restore nobody measures. Gone once that kubelet has stopped it.
-        c.pods()
-            .delete(&credential.pod, &DeleteParams::default())
-            .await
-            .with_context(|| format!("deleting pod {}", credential.pod))?;
-        kubelet.start().await?;
-        c.remove_pod(&credential.pod).await?;
+        let (took, took_pulled) = raw
+            .present_then_pulled(
+                Some((&format!("present-{rep}"), &image)),
+                &fresh,
+                &fresh_image,
+            )
+            .await?;
+        present.extend(took);
+        pulled.push(took_pulled);
 
         c.remove_pod(&restored).await?;
         c.remove_checkpoint(&name).await?;
@@ -141,15 +128,64 @@ fn restored_pod(name: &str, checkpoint: &str, container: &str) -> Pod {
     .expect("a valid pod")
 }
 
-/// Restores through the raw CRI on node2, in a sandbox of its own (made and removed untimed).
-struct Raw<'a> {
-    c: &'a Cluster,
-    runtime: &'a Runtime,
-    container: &'a str,
-    mounts: &'a [BindMount],
+/// The bind mounts every restore of `cc`'s container must provide, from the `spec.dump` of
+/// its archive on [`FROM`] (untimed).
+pub(crate) async fn bind_mounts_of(
+    c: &Cluster,
+    cc: &ContainerCheckpoint,
+) -> anyhow::Result<Vec<BindMount>> {
+    let archive = c
+        .content(cc)
+        .await?
+        .status
+        .and_then(|s| s.checkpoint_path)
+        .context("a Completed Content names its archive")?;
+    let spec = raw::archive_member(&c.tb.node_path(FROM, &archive), "spec.dump")?;
+    raw::bind_mounts(&spec)
+}
+
+/// Restores through the raw CRI on [`TO`], in a sandbox of its own (made and removed untimed),
+/// a checkpoint of `container` taken on [`FROM`] whose bind mounts are `mounts`.
+pub(crate) struct Raw<'a> {
+    pub(crate) c: &'a Cluster,
+    pub(crate) runtime: &'a Runtime,
+    pub(crate) container: &'a str,
+    pub(crate) mounts: &'a [BindMount],
 }
 
 impl Raw<'_> {
+    /// With [`TO`]'s kubelet stopped (see the module doc): times the restore of `present`
+    /// (sandbox name, an image TO already holds) when given, then the [`Raw::restore`] with
+    /// PullImage of `image`, ContainerCheckpoint `checkpoint`'s image, which TO has never seen
+    /// (the pull goes through the node-local registries; sandbox named `checkpoint`).
+    pub(crate) async fn present_then_pulled(
+        &self,
+        present: Option<(&str, &str)>,
+        checkpoint: &str,
+        image: &str,
+    ) -> anyhow::Result<(Option<Duration>, Duration)> {
+        let c = self.c;
+        // The registry gives the image only to a pod on node2 that references it.
+        let credential = e2e::pull_credential(&c.client, &c.ns, TO, checkpoint, image).await;
+        let kubelet = c.stop_kubelet(TO)?;
+        let present = match present {
+            Some((name, present)) => Some(self.restore(name, present, None).await?),
+            None => None,
+        };
+        let pulled = self
+            .restore(checkpoint, image, Some(&credential.token))
+            .await?;
+        // Deleted before node2's kubelet is back: it would otherwise start the pod from the
+        // image now present, a restore nobody measures. Gone once that kubelet has stopped it.
+        c.pods()
+            .delete(&credential.pod, &DeleteParams::default())
+            .await
+            .with_context(|| format!("deleting pod {}", credential.pod))?;
+        kubelet.start().await?;
+        c.remove_pod(&credential.pod).await?;
+        Ok((present, pulled))
+    }
+
     /// Times [PullImage +] CreateContainer + StartContainer of checkpoint image `image`; it is
     /// pulled first when a registry password (see [`e2e::PullCredential`]) is given.
     async fn restore(

@@ -1,4 +1,4 @@
-//! Bench section 6 — Scale: many ContainerCheckpoints across two nodes at once: time until all are
+//! Bench section 7 — Scale: many ContainerCheckpoints across two nodes at once: time until all are
 //! final, whether any was lost, request latency, and the controller's reconcile latency (from its
 //! `reconcile_duration_seconds` histogram, before and after).
 
@@ -98,37 +98,37 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let n = plan.scale;
     let mut rows = vec![
         Row::alone(
-            "6 scale",
+            "7 scale",
             format!("{n} requests on 2 nodes: first create → all final"),
             "s",
             one(all_done.duration_since(started).as_secs_f64()),
         ),
         Row::alone(
-            "6 scale",
+            "7 scale",
             format!("{n} requests: Completed"),
             "count",
             one(completed as f64),
         ),
         Row::alone(
-            "6 scale",
+            "7 scale",
             format!("{n} requests: Failed"),
             "count",
             one(failed as f64),
         ),
         Row::alone(
-            "6 scale",
+            "7 scale",
             format!("{n} requests: lost (never final)"),
             "count",
             one(lost as f64),
         ),
         Row::alone(
-            "6 scale",
+            "7 scale",
             "request created → final, all requests",
             "ms",
             Summary::of(&latency).context("no request finished")?,
         ),
         Row::alone(
-            "6 scale",
+            "7 scale",
             "request created → final, p99",
             "ms",
             one(quantile(&latency, 0.99).context("no request finished")?),
@@ -138,7 +138,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         let seconds = histogram_quantile(&before, &after, q)
             .context("the controller recorded no reconcile")?;
         rows.push(Row::alone(
-            "6 scale",
+            "7 scale",
             format!("controller reconcile duration, {label}"),
             "ms",
             one(seconds * 1e3),
