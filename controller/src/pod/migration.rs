@@ -359,18 +359,28 @@ fn restoring(o: &Observed, mut status: PodMigrationStatus) -> Plan {
         // The labelled pods are watched: their changes bring the next reconcile.
         return finish(m, status, "Restoring", o.now);
     }
-    if bare && source_live && m.spec.deletes_source() {
-        actions.push(delete_source);
-    }
+    // The downtime ends when every restored container is first seen running.
+    let running_at = status.running_time.get_or_insert(MicroTime(o.now)).0;
     let started = status.checkpoint_request_time.as_ref().map(|t| t.0);
-    status.running_time = Some(MicroTime(o.now));
     status.downtime_milliseconds = started.map(|t| {
-        o.now
+        running_at
             .duration_since(t)
             .as_millis()
             .try_into()
             .unwrap_or(i64::MAX)
     });
+    if bare && source_live && m.spec.deletes_source() {
+        // Not Succeeded before the source is gone: a final migration is never looked at again.
+        status.message = Some(format!(
+            "restored pod {:?} runs on node {:?}; deleting the source pod",
+            restored.name_any(),
+            status.target_node.as_deref().unwrap_or_default()
+        ));
+        let mut plan = finish(m, status, "Restoring", o.now);
+        plan.actions = vec![delete_source];
+        plan.requeue_after = Some(POLL);
+        return plan;
+    }
     status.phase = Some(MigrationPhase::Succeeded);
     status.message = Some(format!(
         "pod {:?} runs on node {:?} from PodCheckpoint {:?}; downtime {} ms",
@@ -379,9 +389,7 @@ fn restoring(o: &Observed, mut status: PodMigrationStatus) -> Plan {
         status.pod_checkpoint.as_deref().unwrap_or_default(),
         status.downtime_milliseconds.unwrap_or_default()
     ));
-    let mut plan = finish(m, status, "Succeeded", o.now);
-    plan.actions = actions;
-    plan
+    finish(m, status, "Succeeded", o.now)
 }
 
 /// The pod that restores this migration: labelled with it, restoring from its PodCheckpoint

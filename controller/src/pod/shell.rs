@@ -180,15 +180,18 @@ pub async fn reconcile_migration(
         lease_namespace: &ctx.lease_namespace,
         now: Timestamp::now(),
     });
-    for step in &plan.actions {
-        act(&ctx, &namespace, &name, step).await?;
-    }
+    // The status first: a workload makes the replacement the moment its pod is deleted, and
+    // the webhook knows it for one only once the migration reads Restoring. Every step is
+    // planned again from that status if it fails.
     if let Some(status) = &plan.status {
         let old = migration.status.as_ref().and_then(|s| s.phase);
         write_status(&ctx, migration.as_ref(), status).await?;
         if old != status.phase {
             announce(&ctx, migration.as_ref(), phase_event(status)).await;
         }
+    }
+    for step in &plan.actions {
+        act(&ctx, &namespace, &name, step).await?;
     }
     Ok(plan
         .requeue_after

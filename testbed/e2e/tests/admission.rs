@@ -221,6 +221,72 @@ async fn checkpointing_a_pod_needs_the_right_to_exec_into_it() {
     );
 }
 
+/// A migration deletes the pod and creates one: its author must be allowed both, besides exec.
+#[tokio::test]
+async fn migrating_a_pod_needs_the_rights_to_delete_it_and_create_pods() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let ns = TestNamespace::create(&tb, "needs-delete").await;
+    run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
+    grant(
+        &client,
+        &ns.name,
+        "migrator",
+        "mallory",
+        json!([
+            {
+                "apiGroups": ["checkpointing.zacchaeuschok.github.io"],
+                "resources": ["podmigrations"],
+                "verbs": ["create", "get"],
+            },
+            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
+        ]),
+    )
+    .await;
+    let as_mallory: Api<checkpointing::crd::PodMigration> =
+        Api::namespaced(tb.client_as("mallory", &[], &[]).await, &ns.name);
+    let request = e2e::migration_request("away", "app", Some("node2"));
+    let refusal = e2e::eventually(
+        "the migration to be refused for want of delete",
+        std::time::Duration::from_secs(30),
+        || async {
+            match as_mallory.create(&PostParams::default(), &request).await {
+                Err(kube::Error::Api(s)) if s.message.contains("may not delete pod app") => Some(s),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assert_eq!(refusal.code, 403, "{refusal:?}");
+    // Nothing happened to the pod.
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .get("app")
+        .await
+        .unwrap();
+    assert!(pod.metadata.deletion_timestamp.is_none());
+
+    grant(
+        &client,
+        &ns.name,
+        "mover",
+        "mallory",
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete"]}]),
+    )
+    .await;
+    let created = e2e::eventually(
+        "the migration to be admitted with delete and create rights",
+        std::time::Duration::from_secs(30),
+        || async {
+            as_mallory
+                .create(&PostParams::default(), &request)
+                .await
+                .ok()
+        },
+    )
+    .await;
+    assert_eq!(created.metadata.name.as_deref(), Some("away"));
+}
+
 #[tokio::test]
 async fn noded_writes_only_its_own_nodes_contents_and_never_a_finished_image() {
     let tb = Testbed::get();

@@ -173,6 +173,13 @@ fn a_bare_pod_is_copied_to_the_target_and_the_source_goes_once_the_copy_runs() {
     assert!(
         matches!(&actions[..], [Action::DeleteSource { name, uid }] if name == "app" && uid == "uid-pod")
     );
+    // Final only once the source is gone: a final migration is never looked at again.
+    assert_eq!(
+        m.status.as_ref().unwrap().phase,
+        Some(MigrationPhase::Restoring)
+    );
+    world.pod = None;
+    assert!(step(&mut m, &world).is_empty());
     let status = m.status.clone().unwrap();
     assert_eq!(status.phase, Some(MigrationPhase::Succeeded));
     assert_eq!(status.target_node.as_deref(), Some("node2"));
