@@ -1,9 +1,13 @@
 //! Checkpoint images in a node-local OCI image layout.
 //!
-//! A checkpoint image is an OCI image manifest with one layer — the checkpoint archive itself,
-//! `application/vnd.oci.image.layer.v1.tar`, whose files land at `/` — a minimal config, and
-//! manifest annotations that tell CRI-O and containerd to restore instead of start. The archive
-//! becomes the layer blob by hard link: it is hashed once and never copied.
+//! A checkpoint image is an OCI image manifest whose first layer is the checkpoint archive
+//! itself (`application/vnd.oci.image.layer.v1.tar`, its files land at `/`), followed by the
+//! pod's emptyDir volumes when any travel, a minimal config, and manifest annotations that
+//! tell CRI-O and containerd to restore instead of start ([`image`]). Layers become blobs by
+//! hard link: hashed once, never copied.
+
+mod image;
+pub use image::*;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -14,14 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, ImageConfiguration,
-    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
-    MediaType, Os, RootFsBuilder, Sha256Digest,
+    Descriptor, Digest, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType, Sha256Digest,
 };
 
 use crate::digest;
 use crate::names::checkpoint_image as ann;
-use crate::runtime::RuntimeKind;
 
 /// Media type of an OCI image manifest, as registries send and accept it.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -60,116 +61,6 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> OciError {
 
 fn spec_err(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> OciError {
     move |source| OciError::Spec { what, source }
-}
-
-/// SHA-256 digest and size of a file, read once in large chunks.
-pub fn sha256_file(path: &Path) -> Result<(Sha256Digest, u64), OciError> {
-    let file = File::open(path).map_err(io_err("opening", path))?;
-    digest::sha256_read(file).map_err(io_err("reading", path))
-}
-
-/// Who and what a checkpoint image restores; becomes the manifest annotations.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct CheckpointMeta {
-    pub container: String,
-    pub pod: String,
-    pub namespace: String,
-    pub rootfs_image_name: String,
-    pub rootfs_image_id: String,
-    pub runtime_name: String,
-    pub runtime_version: String,
-    /// RFC 3339 time of the checkpoint.
-    pub created: String,
-}
-
-/// The manifest annotations every runtime restores on, plus checkpointctl's metadata keys.
-pub fn checkpoint_annotations(meta: &CheckpointMeta) -> HashMap<String, String> {
-    RuntimeKind::ALL
-        .map(|kind| (kind.restore_annotation(), &meta.container))
-        .into_iter()
-        .chain([
-            (ann::POD_NAME, &meta.pod),
-            (ann::POD_NAMESPACE, &meta.namespace),
-            (ann::ROOTFS_IMAGE_NAME, &meta.rootfs_image_name),
-            (ann::ROOTFS_IMAGE_ID, &meta.rootfs_image_id),
-            (ann::RUNTIME_NAME, &meta.runtime_name),
-            (ann::RUNTIME_VERSION, &meta.runtime_version),
-        ])
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.to_owned(), v.clone()))
-        .chain([(ann::ENGINE_NAME.to_owned(), "noded".to_owned())])
-        .collect()
-}
-
-/// Image config for a checkpoint image whose layers are `layers` (uncompressed, so their diff
-/// ids are their digests). `labels` repeat the manifest annotations: the runtimes show a
-/// config's labels (`crictl inspecti`), not a manifest's annotations.
-pub fn checkpoint_config(
-    layers: &[Sha256Digest],
-    created: &str,
-    labels: HashMap<String, String>,
-) -> Result<ImageConfiguration, OciError> {
-    let rootfs = RootFsBuilder::default()
-        .typ("layers")
-        .diff_ids(
-            layers
-                .iter()
-                .map(|l| Digest::from(l.clone()).to_string())
-                .collect::<Vec<_>>(),
-        )
-        .build()
-        .map_err(spec_err("rootfs"))?;
-    ImageConfigurationBuilder::default()
-        .architecture(Arch::Amd64)
-        .os(Os::Linux)
-        .created(created.to_owned())
-        .config(
-            ConfigBuilder::default()
-                .labels(labels)
-                .build()
-                .map_err(spec_err("image config labels"))?,
-        )
-        .rootfs(rootfs)
-        .build()
-        .map_err(spec_err("image config"))
-}
-
-fn descriptor(
-    media_type: MediaType,
-    digest: Sha256Digest,
-    size: u64,
-) -> Result<Descriptor, OciError> {
-    DescriptorBuilder::default()
-        .media_type(media_type)
-        .digest(Digest::from(digest))
-        .size(size)
-        .build()
-        .map_err(spec_err("descriptor"))
-}
-
-/// The manifest of a checkpoint image (always OCI, never Docker v2s2): the archive first.
-pub fn checkpoint_manifest(
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-    annotations: HashMap<String, String>,
-) -> Result<ImageManifest, OciError> {
-    ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(config)
-        .layers(layers)
-        .annotations(annotations)
-        .build()
-        .map_err(spec_err("manifest"))
-}
-
-/// A checkpoint's emptyDir volumes as a tar (entries `<prefix>/<volume>/…`), hashed: the
-/// image's second layer, annotated [`ann::VOLUMES_LAYER`] so it is told from the archive.
-#[derive(Debug, Clone)]
-pub struct VolumesLayer {
-    pub path: PathBuf,
-    pub digest: Sha256Digest,
-    pub size: u64,
 }
 
 /// A node-local OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`). Only one

@@ -1,6 +1,7 @@
 //! Checkpoint images in a temporary layout.
 
 use super::*;
+use oci_spec::image::ImageConfiguration;
 
 fn meta() -> CheckpointMeta {
     CheckpointMeta {
@@ -87,6 +88,51 @@ fn checkpoint_image_is_linked_tagged_and_verifies() {
         config.config().as_ref().and_then(|c| c.labels().clone()),
         Some(checkpoint_annotations(&meta())),
         "the config's labels repeat the manifest's annotations"
+    );
+}
+
+#[test]
+fn volumes_are_the_second_layer_told_by_its_annotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = ImageLayout::open(dir.path().join("oci")).unwrap();
+    let (path, digest, size) = archive(dir.path(), "a.tar", b"the archive");
+    let (vpath, vdigest, vsize) = archive(dir.path(), "a.volumes.tar", b"the volumes");
+    let volumes = VolumesLayer {
+        path: vpath.clone(),
+        digest: vdigest.clone(),
+        size: vsize,
+    };
+    layout
+        .add_checkpoint(&path, &digest, size, Some(&volumes), &meta(), "v")
+        .unwrap();
+    let manifest = layout.verify("v").unwrap();
+    let layers = manifest.layers();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(
+        layers[0].digest(),
+        &Digest::from(digest.clone()),
+        "the archive first"
+    );
+    assert!(layers[0].annotations().is_none());
+    assert_eq!(layers[1].digest(), &Digest::from(vdigest.clone()));
+    assert_eq!(
+        layers[1].annotations().as_ref().unwrap()[ann::VOLUMES_LAYER],
+        "volumes"
+    );
+    assert_eq!(
+        fs::metadata(layout.blob_path(layers[1].digest()))
+            .unwrap()
+            .ino(),
+        fs::metadata(&vpath).unwrap().ino()
+    );
+    let config =
+        ImageConfiguration::from_file(layout.blob_path(manifest.config().digest())).unwrap();
+    assert_eq!(
+        config.rootfs().diff_ids(),
+        &vec![
+            Digest::from(digest).to_string(),
+            Digest::from(vdigest).to_string()
+        ]
     );
 }
 

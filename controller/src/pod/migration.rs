@@ -29,6 +29,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
+use super::health::{all_running, stuck};
 use super::restored;
 use crate::placement::Placement;
 use crate::status::condition;
@@ -41,17 +42,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_secs(1);
 /// The condition: `True` once the pod runs on the target.
 pub const SUCCEEDED: &str = "Succeeded";
-
-/// Waiting reasons of a container that will not run without someone changing something.
-const STUCK: [&str; 7] = [
-    "CreateContainerError",
-    "CreateContainerConfigError",
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "RunContainerError",
-];
 
 pub struct Observed<'a> {
     pub migration: &'a PodMigration,
@@ -428,58 +418,6 @@ fn started_afresh(pod: Option<&Pod>, status: &PodMigrationStatus) -> Option<Stri
             pod.name_any(),
             status.pod_checkpoint.as_deref().unwrap_or_default()
         )
-    })
-}
-
-/// Why a restored container will not run, if it will not.
-fn stuck(pod: &Pod) -> Option<String> {
-    let status = pod.status.as_ref()?;
-    if status.phase.as_deref() == Some("Failed") {
-        return Some(format!(
-            "the pod failed{}",
-            status
-                .message
-                .as_deref()
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default()
-        ));
-    }
-    status.container_statuses.iter().flatten().find_map(|c| {
-        let state = c.state.as_ref()?;
-        if let Some(w) = state
-            .waiting
-            .as_ref()
-            .filter(|w| STUCK.contains(&w.reason.as_deref().unwrap_or_default()))
-        {
-            return Some(format!(
-                "container {:?} is waiting: {}: {}",
-                c.name,
-                w.reason.as_deref().unwrap_or_default(),
-                w.message.as_deref().unwrap_or_default()
-            ));
-        }
-        state.terminated.as_ref().map(|t| {
-            format!(
-                "container {:?} terminated: {} (exit code {})",
-                c.name,
-                t.reason.as_deref().unwrap_or("unknown"),
-                t.exit_code
-            )
-        })
-    })
-}
-
-fn all_running(pod: &Pod) -> bool {
-    let expected = pod.spec.as_ref().map_or(0, |s| s.containers.len());
-    let statuses = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref());
-    statuses.is_some_and(|all| {
-        all.len() == expected
-            && all
-                .iter()
-                .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
     })
 }
 

@@ -1,9 +1,11 @@
 //! The pod-level requests. A PodCheckpoint owns one ContainerCheckpoint per container
 //! ([`checkpoint`] decides); a PodMigration owns a PodCheckpoint and moves the pod
-//! ([`migration`] decides, [`restored`] makes a bare pod's copy); [`shell`] reads, acts and
+//! ([`migration`] decides, [`restored`] makes a bare pod's copy, [`health`] reads the
+//! restored pod); [`shell`] reads, acts and
 //! reports for both. Both run on the leader only, beside the ContainerCheckpoint controller.
 
 mod checkpoint;
+mod health;
 mod migration;
 mod restored;
 mod shell;

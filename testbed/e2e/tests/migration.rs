@@ -178,13 +178,18 @@ async fn empty_dir_data_travels_and_is_in_place_before_the_process_resumes() {
                 "name": "counter",
                 "image": "busybox",
                 "command": ["/bin/sh", "-c"],
-                "args": ["echo kept > /scratch/marker\ncounter=0\nwhile true; do\n  echo \"Counter: $counter\"\n  echo $counter >> /data/log\n  counter=$((counter+1))\n  sleep 1\ndone\n"],
+                "args": ["echo kept > /scratch/marker\ncounter=0\nwhile true; do\n  echo \"Counter: $counter\"\n  echo $counter >> /data/log\n  echo $counter >> /memory/log\n  counter=$((counter+1))\n  sleep 1\ndone\n"],
                 "volumeMounts": [
                     {"name": "data", "mountPath": "/data"},
+                    {"name": "memory", "mountPath": "/memory"},
                     {"name": "scratch", "mountPath": "/scratch"},
                 ],
             }],
-            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "scratch", "emptyDir": {}}],
+            "volumes": [
+                {"name": "data", "emptyDir": {}},
+                {"name": "memory", "emptyDir": {"medium": "Memory"}},
+                {"name": "scratch", "emptyDir": {}},
+            ],
         },
     }))
     .unwrap();
@@ -204,27 +209,33 @@ async fn empty_dir_data_travels_and_is_in_place_before_the_process_resumes() {
         unreachable!()
     };
     let at_checkpoint = *at_checkpoint;
-    let log = eventually(
-        "the restored process to append to /data/log",
-        Duration::from_secs(60),
-        || async {
-            let out = tb.kubectl(&["exec", "-n", ns, &name, "--", "cat", "/data/log"]);
-            let values: Vec<u64> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect();
-            values
-                .last()
-                .is_some_and(|&v| v > at_checkpoint + 1)
-                .then_some(values)
-        },
-    )
-    .await;
-    // What the source wrote up to the checkpoint is there, and the restored process went on
-    // appending to it: it never started again.
-    let written: Vec<u64> = (0..=at_checkpoint).collect();
-    assert_eq!(log[..written.len()], written[..], "{log:?}");
-    assert_eq!(log.iter().filter(|&&v| v == 0).count(), 1, "{log:?}");
+    // On disk and in memory alike: what the source wrote up to the checkpoint is there, and
+    // the restored process went on appending to it; it never started again.
+    for file in ["/data/log", "/memory/log"] {
+        let log = eventually(
+            &format!("the restored process to append to {file}"),
+            Duration::from_secs(60),
+            || async {
+                let out = tb.kubectl(&["exec", "-n", ns, &name, "--", "cat", file]);
+                let values: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
+                values
+                    .last()
+                    .is_some_and(|&v| v > at_checkpoint + 1)
+                    .then_some(values)
+            },
+        )
+        .await;
+        let written: Vec<u64> = (0..=at_checkpoint).collect();
+        assert_eq!(log[..written.len()], written[..], "{file}: {log:?}");
+        assert_eq!(
+            log.iter().filter(|&&v| v == 0).count(),
+            1,
+            "{file}: {log:?}"
+        );
+    }
     // The opted-out volume did not travel.
     let out = tb.kubectl(&["exec", "-n", ns, &name, "--", "ls", "/scratch"]);
     assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
