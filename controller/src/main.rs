@@ -275,8 +275,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(request = %object, "reconciled"),
-                // Logged with its cause by the error policy.
-                Err(controller::Error::ReconcilerFailed(..)) => {}
+                // Logged with its cause by the error policy; or deleted before its turn.
+                Err(
+                    controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_),
+                ) => {}
                 Err(error) => warn!(%error, "controller"),
             }
         });

@@ -37,9 +37,10 @@ pub fn child_name(request: &str, container: &str) -> String {
     format!("{request}-{container}")
 }
 
-/// Whether deciding needs the pod: only until the containers are chosen.
+/// Whether deciding needs the pod: only until the containers are chosen, and only for a valid
+/// pod name (a hostile one never reaches an API path).
 pub fn needs_pod(request: &PodCheckpoint) -> bool {
-    !is_final(request) && chosen(request).is_empty()
+    !is_final(request) && chosen(request).is_empty() && is_dns_subdomain(&request.spec.pod_name)
 }
 
 fn is_final(request: &PodCheckpoint) -> bool {
@@ -107,6 +108,16 @@ fn choose(
 ) -> Result<Vec<String>, (&'static str, String)> {
     let namespace = request.namespace().unwrap_or_default();
     let pod_name = &request.spec.pod_name;
+    if !is_dns_subdomain(pod_name) {
+        return Err((
+            "InvalidPodName",
+            format!(
+                "podName {} is not a pod name (lowercase letters, digits, '-' and '.'); name a \
+                 pod of namespace {namespace:?}",
+                shown(pod_name)
+            ),
+        ));
+    }
     let Some(spec) = pod.and_then(|p| p.spec.as_ref()) else {
         return Err((
             "PodNotFound",
@@ -385,6 +396,11 @@ mod tests {
         );
         let missing = observe(&request(&[]), None, &[]).status.unwrap();
         assert_eq!(missing.conditions[0].reason, "PodNotFound");
+        let mut hostile = request(&[]);
+        hostile.spec.pod_name = "../../secrets/x".into();
+        assert!(!needs_pod(&hostile), "never looked up");
+        let refused = observe(&hostile, None, &[]).status.unwrap();
+        assert_eq!(refused.conditions[0].reason, "InvalidPodName");
     }
 
     #[test]

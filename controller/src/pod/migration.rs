@@ -21,7 +21,7 @@ use checkpointing::crd::{
 };
 use checkpointing::names::{
     DNS_LABEL_MAX, MIGRATION_LABEL, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION,
-    noded_lease_name,
+    is_dns_subdomain, noded_lease_name,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -138,6 +138,13 @@ fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
             shown(&name)
         );
         return refuse(status, "NameTooLong", message);
+    }
+    if !is_dns_subdomain(pod_name) {
+        let message = format!(
+            "podName {} is not a pod name (lowercase letters, digits, '-' and '.')",
+            shown(pod_name)
+        );
+        return refuse(status, "InvalidPodName", message);
     }
     let Some(pod) = o.pod else {
         return refuse(

@@ -18,11 +18,11 @@ use checkpointing::names::{CONTROLLER_MANAGER, MIGRATION_LABEL};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
 /// What the reconciles of both kinds share.
@@ -52,7 +52,7 @@ pub async fn run(
         .owns(Api::<ContainerCheckpoint>::all(client.clone()), config())
         .graceful_shutdown_on(shutdown.clone())
         .run(shell::reconcile_checkpoint, shell::retry, ctx.clone())
-        .for_each(|result| async move { log(result.map(|(o, _)| o.name)) });
+        .for_each(|result| async move { log(result) });
     // The restored pods carry the migration's name: their changes reconcile it.
     let restored = watcher::Config::default().labels(MIGRATION_LABEL);
     let migrations = Controller::new(Api::<PodMigration>::all(client.clone()), config())
@@ -63,13 +63,17 @@ pub async fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(shell::reconcile_migration, shell::retry, ctx)
-        .for_each(|result| async move { log(result.map(|(o, _)| o.name)) });
+        .for_each(|result| async move { log(result) });
     futures::join!(checkpoints, migrations);
 }
 
-fn log<E: std::fmt::Display>(result: Result<String, E>) {
+fn log<K: Resource, E: std::error::Error + 'static>(
+    result: Result<(ObjectRef<K>, Action), controller::Error<E, watcher::Error>>,
+) {
     match result {
-        Ok(name) => debug!(%name, "reconciled"),
+        Ok((object, _)) => debug!(%object, "reconciled"),
+        // Logged by the error policy; or deleted before its turn.
+        Err(controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_)) => {}
         Err(error) => warn!(%error, "pod-level controller"),
     }
 }

@@ -9,7 +9,7 @@ use checkpointing::crd::{
     PodMigrationStatus,
 };
 use checkpointing::names::{
-    CONTROLLER_MANAGER, MIGRATION_LABEL, POD_CHECKPOINT_LABEL, noded_lease_name,
+    CONTROLLER_MANAGER, MIGRATION_LABEL, POD_CHECKPOINT_LABEL, is_dns_subdomain, noded_lease_name,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
@@ -141,10 +141,14 @@ pub async fn reconcile_migration(
     let name = migration.name_any();
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &namespace);
     let pod_name = &migration.spec.pod_name;
-    let pod = pods
-        .get_opt(pod_name)
-        .await
-        .map_err(failed(format!("reading Pod {namespace}/{pod_name}")))?;
+    // A name that is not a pod's never reaches an API path; the plan refuses it.
+    let pod = if is_dns_subdomain(pod_name) {
+        pods.get_opt(pod_name)
+            .await
+            .map_err(failed(format!("reading Pod {namespace}/{pod_name}")))?
+    } else {
+        None
+    };
     let checkpoint_name = migration
         .status
         .as_ref()

@@ -95,7 +95,7 @@ fn step(m: &mut PodMigration, world: &World) -> Vec<Action> {
     plan.actions
 }
 
-fn phase_and_message(m: &PodMigration) -> (MigrationPhase, String) {
+fn outcome(m: &PodMigration) -> (MigrationPhase, String) {
     let s = m.status.as_ref().unwrap();
     (s.phase.unwrap(), s.message.clone().unwrap_or_default())
 }
@@ -246,7 +246,7 @@ fn a_statefulset_pod_recreated_without_restore_fails_the_migration() {
     fresh.metadata.uid = Some("uid-fresh".into());
     world.pod = Some(fresh);
     step(&mut m, &world);
-    let (phase, message) = phase_and_message(&m);
+    let (phase, message) = outcome(&m);
     assert_eq!(phase, MigrationPhase::Failed);
     assert!(message.contains("started afresh"), "{message}");
     assert!(
@@ -318,13 +318,23 @@ fn refusals_leave_the_source_alone_and_say_why() {
         }
         let actions = step(&mut m, &world);
         assert!(actions.is_empty(), "{expected}: {actions:?}");
-        let (phase, message) = phase_and_message(&m);
+        let (phase, message) = outcome(&m);
         assert_eq!(phase, MigrationPhase::Failed, "{message}");
         assert!(
             message.to_lowercase().contains(&expected.to_lowercase()),
             "{expected:?} not in {message:?}"
         );
     }
+}
+
+#[test]
+fn a_name_that_is_not_a_pods_is_refused() {
+    let mut m = migration(Some("node2"));
+    m.spec.pod_name = "../../secrets/x".into();
+    assert!(step(&mut m, &World::new(None)).is_empty());
+    let (phase, message) = outcome(&m);
+    assert_eq!(phase, MigrationPhase::Failed);
+    assert!(message.contains("is not a pod name"), "{message}");
 }
 
 #[test]
@@ -338,7 +348,7 @@ fn a_failed_checkpoint_or_restore_says_what_is_left_and_how_to_retry() {
     world.checkpoint = Some(pc);
     let mut failed = m.clone();
     step(&mut failed, &world);
-    let (phase, message) = phase_and_message(&failed);
+    let (phase, message) = outcome(&failed);
     assert_eq!(phase, MigrationPhase::Failed);
     assert!(
         message.contains("CRIU failed") && message.contains("the source pod keeps running"),
@@ -383,7 +393,7 @@ fn a_failed_checkpoint_or_restore_says_what_is_left_and_how_to_retry() {
     });
     world.labelled = vec![broken];
     assert!(step(&mut m, &world).is_empty());
-    let (phase, message) = phase_and_message(&m);
+    let (phase, message) = outcome(&m);
     assert_eq!(phase, MigrationPhase::Failed);
     assert!(
         message.contains("CreateContainerError: restore failed"),
@@ -402,7 +412,7 @@ fn a_migration_past_its_timeout_fails() {
     m.spec.timeout_seconds = Some(30);
     m.metadata.creation_timestamp = Some(Time("2025-01-01T00:00:00Z".parse().unwrap()));
     step(&mut m, &World::new(Some(running(pod()))));
-    let (phase, message) = phase_and_message(&m);
+    let (phase, message) = outcome(&m);
     assert_eq!(phase, MigrationPhase::Failed);
     assert!(
         message.contains("within 30s") && message.contains("keeps running"),
