@@ -77,6 +77,11 @@ pub const PEER_AUDIENCE: &str = "checkpointing.zacchaeuschok.github.io/peer";
 pub const PEER_CERTIFICATE_ANNOTATION: &str =
     "checkpointing.zacchaeuschok.github.io/peer-certificate-sha256";
 
+/// Annotation on a noded's Lease while its node's runtime can restore no checkpoint (neither
+/// container by container nor CRI `RestorePod`): why, in words. Migrations refuse such a target
+/// up front.
+pub const CANNOT_RESTORE_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/cannot-restore";
+
 /// Longest RFC 1123 label (namespace, container name).
 pub const DNS_LABEL_MAX: usize = 63;
 /// Longest RFC 1123 subdomain (pod, node and most object names).

@@ -214,15 +214,16 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(node = %args.node_name, cri = %args.cri_endpoint, dir = %args.checkpoint_dir.display(),
         registry = %args.registry_addr, peer = %peer_addr, "noded starting");
 
+    let prerequisites = Arc::new(prereq::Prerequisites::default());
     tokio::spawn(lease::keep_renewed(
         client.clone(),
         args.lease_namespace.clone(),
         args.node_name.clone(),
         identity.fingerprint(),
+        prerequisites.clone(),
     ));
     let metrics = Arc::new(metrics::Metrics::default());
     let space = DiskSpace::new(args.node_name.clone(), args.disk_reserve_mib);
-    let prerequisites = Arc::new(prereq::Prerequisites::default());
     let checker = tokio::spawn(prereq::keep_checked(
         prerequisites.clone(),
         cri.clone(),

@@ -78,6 +78,15 @@ impl Report {
         self.state(CRI) == Some(Verdict::Ok) && self.state(CHECKPOINT_DIR) == Some(Verdict::Ok)
     }
 
+    /// Why this node can restore no checkpoint at all (the per-container restore failed its
+    /// check and the runtime serves no `RestorePod`), if so.
+    pub fn cannot_restore(&self) -> Option<String> {
+        let check = |name| self.checks.iter().find(|c| c.name == name);
+        let restore = check(RESTORE).filter(|c| !c.state.met())?;
+        let pod_level = check(POD_LEVEL).is_some_and(|c| c.state == Verdict::Ok);
+        (!pod_level).then(|| restore.detail.clone())
+    }
+
     /// `/readyz`'s body: one line per check.
     pub fn body(&self) -> String {
         let mut body = String::from(if self.ready() {

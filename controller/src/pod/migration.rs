@@ -20,8 +20,8 @@ use checkpointing::crd::{
     PodMigrationStatus,
 };
 use checkpointing::names::{
-    DNS_LABEL_MAX, MIGRATION_LABEL, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION,
-    is_dns_subdomain, noded_lease_name,
+    CANNOT_RESTORE_ANNOTATION, DNS_LABEL_MAX, MIGRATION_LABEL, RESTORE_FROM_ANNOTATION,
+    RESTORED_FROM_DIGEST_ANNOTATION, is_dns_subdomain, noded_lease_name,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -219,6 +219,18 @@ fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
         let lease_ref = format!("{}/{}", o.lease_namespace, noded_lease_name(target));
         if let Err(refusal) = check_node_daemon(target, o.target_lease, &lease_ref, o.now) {
             return refuse(status, "TargetUnavailable", refusal.to_string());
+        }
+        let cannot = o.target_lease.and_then(|l| {
+            l.metadata
+                .annotations
+                .as_ref()?
+                .get(CANNOT_RESTORE_ANNOTATION)
+        });
+        if let Some(why) = cannot {
+            let message = format!(
+                "node {target:?} cannot restore checkpoints ({why}); name another targetNode"
+            );
+            return refuse(status, "TargetCannotRestore", message);
         }
         status.target_node = Some(target.to_owned());
     }

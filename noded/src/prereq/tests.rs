@@ -42,6 +42,23 @@ fn ready_needs_the_runtime_and_a_writable_directory_only() {
     );
 }
 
+#[test]
+fn a_node_cannot_restore_only_when_neither_way_is_there() {
+    use Verdict::*;
+    assert_eq!(report(Ok, Ok, Ok, Ok).cannot_restore(), None);
+    assert_eq!(report(Ok, Ok, Assumed, Ok).cannot_restore(), None);
+    let mut none = report(Ok, Ok, Failed, Ok);
+    none.checks.push(Check::new(POD_LEVEL, Failed, "p"));
+    assert_eq!(
+        none.cannot_restore().as_deref(),
+        Some("r"),
+        "the restore check says why"
+    );
+    let mut pod_level = report(Ok, Ok, Failed, Ok);
+    pod_level.checks.push(Check::new(POD_LEVEL, Ok, "p"));
+    assert_eq!(pod_level.cannot_restore(), None, "RestorePod is served");
+}
+
 #[tokio::test]
 async fn the_checkpoint_directory_must_take_a_file() {
     let tmp = tempfile::tempdir().unwrap();

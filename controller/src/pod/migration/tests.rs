@@ -328,6 +328,27 @@ fn refusals_leave_the_source_alone_and_say_why() {
 }
 
 #[test]
+fn a_target_whose_runtime_cannot_restore_is_refused_up_front() {
+    let mut m = migration(Some("node2"));
+    let mut world = World::new(Some(running(pod())));
+    world.lease.as_mut().unwrap().metadata.annotations = Some(
+        [(
+            CANNOT_RESTORE_ANNOTATION.to_owned(),
+            "containerd 2.4 restores no checkpoint image".to_owned(),
+        )]
+        .into(),
+    );
+    assert!(step(&mut m, &world).is_empty());
+    let (phase, message) = outcome(&m);
+    assert_eq!(phase, MigrationPhase::Failed);
+    assert_eq!(
+        message,
+        "node \"node2\" cannot restore checkpoints (containerd 2.4 restores no checkpoint \
+         image); name another targetNode"
+    );
+}
+
+#[test]
 fn a_name_that_is_not_a_pods_is_refused() {
     let mut m = migration(Some("node2"));
     m.spec.pod_name = "../../secrets/x".into();
