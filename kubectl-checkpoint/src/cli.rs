@@ -106,7 +106,7 @@ pub struct Migrate {
     /// Name of the PodMigration (default: <pod>-migration-<unix seconds>)
     #[arg(long)]
     pub name: Option<String>,
-    /// Leave the pod running and start a copy (named after the PodMigration) instead
+    /// Leave the pod running beside its copy (bare pods only)
     #[arg(long)]
     pub keep_source: bool,
     /// Seconds the whole migration may take (default: 600)

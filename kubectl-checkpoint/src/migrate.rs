@@ -18,7 +18,7 @@ pub const MARGIN: Duration = Duration::from_secs(30);
 const NONE: &str = "<none>";
 
 /// `<pod>-migration-<unix seconds>`, made a DNS label: the controller labels the restored pod
-/// with it, and a copy kept beside its source (`--keep-source`) is named after it.
+/// with it.
 pub fn default_name(pod: &str, unix_seconds: u64) -> String {
     name::dated(&format!("{pod}-migration"), unix_seconds)
 }
