@@ -160,13 +160,14 @@ async fn a_two_container_pod_moves_with_both_counters_and_reports_its_downtime()
 }
 
 #[tokio::test]
-async fn empty_dir_data_travels_and_is_in_place_before_the_process_resumes() {
+async fn a_pods_empty_dir_data_travels_and_is_in_place_before_its_processes_resume() {
     let tb = Testbed::get();
     let ns = TestNamespace::create(&tb, "migrate-volume").await;
     let ns = ns.name.as_str();
     let client = tb.client().await;
-    // The seed's counter, also appending each value to a file in an emptyDir; a second
-    // emptyDir is opted out.
+    // The seed's counter, also appending each value to a file on disk and one in memory, both
+    // emptyDirs, beside a second counter that shares the disk one; a third emptyDir is opted
+    // out.
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {
             "name": "writer",
@@ -184,6 +185,12 @@ async fn empty_dir_data_travels_and_is_in_place_before_the_process_resumes() {
                     {"name": "memory", "mountPath": "/memory"},
                     {"name": "scratch", "mountPath": "/scratch"},
                 ],
+            }, {
+                "name": "counter2",
+                "image": "busybox",
+                "command": ["/bin/sh", "-c"],
+                "args": ["counter=0\nwhile true; do\n  echo \"Counter: $counter\"\n  counter=$((counter+1))\n  sleep 1\ndone\n"],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
             }],
             "volumes": [
                 {"name": "data", "emptyDir": {}},
@@ -204,11 +211,9 @@ async fn empty_dir_data_travels_and_is_in_place_before_the_process_resumes() {
     .await;
     let restored = assert_moved(&tb, &client, ns, &pm, "node2").await;
     let name = restored.metadata.name.clone().unwrap();
-    let [(_, at_checkpoint)] = &values_at_checkpoint(&tb, &client, ns, "move-writer").await[..]
-    else {
-        unreachable!()
-    };
-    let at_checkpoint = *at_checkpoint;
+    // Both counters went on (assert_moved); the files are the writer's.
+    let values = values_at_checkpoint(&tb, &client, ns, "move-writer").await;
+    let at_checkpoint = values.iter().find(|(c, _)| c == "counter").unwrap().1;
     // On disk and in memory alike: what the source wrote up to the checkpoint is there, and
     // the restored process went on appending to it; it never started again.
     for file in ["/data/log", "/memory/log"] {
@@ -216,7 +221,8 @@ async fn empty_dir_data_travels_and_is_in_place_before_the_process_resumes() {
             &format!("the restored process to append to {file}"),
             Duration::from_secs(60),
             || async {
-                let out = tb.kubectl(&["exec", "-n", ns, &name, "--", "cat", file]);
+                let out =
+                    tb.kubectl(&["exec", "-n", ns, &name, "-c", "counter", "--", "cat", file]);
                 let values: Vec<u64> = String::from_utf8_lossy(&out.stdout)
                     .lines()
                     .filter_map(|l| l.trim().parse().ok())
@@ -237,7 +243,9 @@ async fn empty_dir_data_travels_and_is_in_place_before_the_process_resumes() {
         );
     }
     // The opted-out volume did not travel.
-    let out = tb.kubectl(&["exec", "-n", ns, &name, "--", "ls", "/scratch"]);
+    let out = tb.kubectl(&[
+        "exec", "-n", ns, &name, "-c", "counter", "--", "ls", "/scratch",
+    ]);
     assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
 }
 
