@@ -1,6 +1,7 @@
 //! Where a migrated pod may run: on the target node, or on any node but the source. Pure; the
 //! migration writes it into the pod it creates, the webhook into a workload's replacement.
 
+use checkpointing::crd::{PodMigrationSpec, PodMigrationStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
 };
@@ -13,7 +14,15 @@ pub enum Placement {
 }
 
 impl Placement {
-    pub fn new(target: Option<&str>, source: &str) -> Self {
+    /// Where a migration puts its pod: its target, else anywhere but its source.
+    pub fn of(spec: &PodMigrationSpec, status: &PodMigrationStatus) -> Self {
+        Self::new(
+            spec.target_node.as_deref(),
+            status.source_node.as_deref().unwrap_or_default(),
+        )
+    }
+
+    fn new(target: Option<&str>, source: &str) -> Self {
         match target {
             Some(target) => Self::On(target.to_owned()),
             None => Self::AwayFrom(source.to_owned()),

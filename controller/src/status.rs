@@ -138,19 +138,38 @@ fn finish(
     now: Timestamp,
 ) -> ContainerCheckpointStatus {
     let generation = request.metadata.generation;
-    let ready = status.state == Some(CheckpointState::Completed);
     let previous = request.status.as_ref().map_or(&[][..], |s| &s.conditions);
-    status.conditions = vec![condition(
+    status.conditions = vec![ready(
         previous,
-        READY,
-        ready,
+        status.state,
         reason,
-        status.message.as_deref().unwrap_or_default(),
+        status.message.as_deref(),
         generation,
         now,
     )];
     status.observed_generation = generation;
     status
+}
+
+/// The `Ready` condition of a request in `state`: `True` once Completed.
+pub fn ready(
+    previous: &[Condition],
+    state: Option<CheckpointState>,
+    reason: &str,
+    message: Option<&str>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let completed = state == Some(CheckpointState::Completed);
+    condition(
+        previous,
+        READY,
+        completed,
+        reason,
+        message.unwrap_or_default(),
+        generation,
+        now,
+    )
 }
 
 /// Condition `type_`, keeping its lastTransitionTime from `previous` while its status stays

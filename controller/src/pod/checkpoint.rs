@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
-use crate::status::{READY, condition};
+use crate::status::ready;
 use crate::validation::{quoted_list, shown};
 
 /// Everything the decision depends on.
@@ -43,7 +43,7 @@ pub fn needs_pod(request: &PodCheckpoint) -> bool {
     !is_final(request) && chosen(request).is_empty() && is_dns_subdomain(&request.spec.pod_name)
 }
 
-fn is_final(request: &PodCheckpoint) -> bool {
+pub fn is_final(request: &PodCheckpoint) -> bool {
     request
         .status
         .as_ref()
@@ -279,12 +279,11 @@ fn finish(
 ) -> PodCheckpointStatus {
     let previous = request.status.as_ref().map_or(&[][..], |s| &s.conditions);
     let generation = request.meta().generation;
-    status.conditions = vec![condition(
+    status.conditions = vec![ready(
         previous,
-        READY,
-        status.state == Some(CheckpointState::Completed),
+        status.state,
         reason,
-        status.message.as_deref().unwrap_or_default(),
+        status.message.as_deref(),
         generation,
         now,
     )];

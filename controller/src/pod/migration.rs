@@ -441,11 +441,7 @@ fn started_afresh(pod: Option<&Pod>, status: &PodMigrationStatus) -> Option<Stri
 }
 
 fn restoring_message(m: &PodMigration, status: &PodMigrationStatus) -> String {
-    let placement = Placement::new(
-        m.spec.target_node.as_deref(),
-        status.source_node.as_deref().unwrap_or_default(),
-    );
-    let target = match placement {
+    let target = match Placement::of(&m.spec, status) {
         Placement::On(node) => format!("node {node:?}"),
         Placement::AwayFrom(node) => format!("a node other than {node:?}"),
     };

@@ -40,11 +40,7 @@ pub fn copy(source: &Pod, m: &PodMigration, status: &PodMigrationStatus) -> Pod 
         selector.remove(HOSTNAME_LABEL);
     }
     spec.ephemeral_containers = None;
-    let placement = Placement::new(
-        m.spec.target_node.as_deref(),
-        status.source_node.as_deref().unwrap_or_default(),
-    );
-    spec.affinity = Some(placement.apply(spec.affinity.as_ref()));
+    spec.affinity = Some(Placement::of(&m.spec, status).apply(spec.affinity.as_ref()));
     Pod {
         metadata: ObjectMeta {
             name: Some(copy_name(source, m)),

@@ -52,6 +52,10 @@ pub async fn reconcile_checkpoint(
     request: Arc<PodCheckpoint>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    // Final or going: nothing left to decide, so nothing to read.
+    if checkpoint::is_final(&request) || request.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     let namespace = request.namespace().unwrap_or_default();
     let name = request.name_any();
     let pod = if needs_pod(&request) {

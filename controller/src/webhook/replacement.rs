@@ -41,7 +41,10 @@ pub fn migration_of<'m>(pod: &Pod, migrations: &'m [PodMigration]) -> Option<&'m
 pub fn marks(pod: &Pod, migration: &PodMigration) -> Vec<Value> {
     let name = migration.metadata.name.clone().unwrap_or_default();
     let status = migration.status.clone().unwrap_or_default();
-    let checkpoint = status.pod_checkpoint.unwrap_or_else(|| name.clone());
+    let checkpoint = status
+        .pod_checkpoint
+        .clone()
+        .unwrap_or_else(|| name.clone());
     let mut ops = Vec::new();
     for (map, key, value, present) in [
         (
@@ -66,11 +69,8 @@ pub fn marks(pod: &Pod, migration: &PodMigration) -> Vec<Value> {
             "value": value,
         }));
     }
-    let placement = Placement::new(
-        migration.spec.target_node.as_deref(),
-        status.source_node.as_deref().unwrap_or_default(),
-    );
-    let affinity = placement.apply(pod.spec.as_ref().and_then(|s| s.affinity.as_ref()));
+    let affinity = Placement::of(&migration.spec, &status)
+        .apply(pod.spec.as_ref().and_then(|s| s.affinity.as_ref()));
     ops.push(json!({"op": "add", "path": "/spec/affinity", "value": affinity}));
     ops
 }
