@@ -39,7 +39,9 @@ impl CheckpointState {
 }
 
 mod pod;
+mod registry;
 pub use pod::*;
+pub use registry::*;
 
 /// Schema of an optional [`CheckpointState`]: a plain string enum. The derived one lists `null`
 /// among the enum values, which the API server's structural schema check rejects.
@@ -89,6 +91,10 @@ pub struct ContainerCheckpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<i64>,
+    /// Where the checkpoint image is pushed, and with which credentials (the cluster's
+    /// defaults when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistrySpec>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -171,6 +177,9 @@ pub struct ContainerCheckpointContentSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_VOLUMES), inner(length(min = 1, max = DNS_LABEL_MAX)))]
     pub volumes: Vec<String>,
+    /// The request's `spec.registry`; its Secret is in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistrySpec>,
 }
 
 /// Most emptyDir volumes a Content lists.
@@ -202,6 +211,10 @@ pub struct ContainerCheckpointContentStatus {
     pub archive_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The image the archive's container ran (`rootfsImageRef` or `rootfsImageName`): what a
+    /// node must hold before its runtime can restore the checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_time: Option<Time>,
     /// Runtime that took the checkpoint, e.g. `containerd v2.1.9`.

@@ -33,6 +33,7 @@ pub fn request() -> ContainerCheckpoint {
             container: "counter".into(),
             namespace: Some("default".into()),
             timeout_seconds: Some(30),
+            registry: None,
         },
     );
     cc.metadata.namespace = Some("default".into());
@@ -113,6 +114,7 @@ pub fn content() -> ContainerCheckpointContent {
             pod_uid: "uid-pod".into(),
             timeout_seconds: Some(30),
             volumes: Vec::new(),
+            registry: None,
         },
         status: None,
     }
@@ -174,6 +176,7 @@ pub fn checkpoint(state: Option<CheckpointState>, message: &str) -> ContainerChe
             container: "counter".into(),
             namespace: None,
             timeout_seconds: None,
+            registry: None,
         },
     );
     cc.metadata.namespace = Some("default".into());
@@ -196,6 +199,7 @@ pub fn apply(pod: &Pod, patch: &Value) -> Pod {
         let key = key.replace("~1", "/").replace("~0", "~");
         let target = doc.pointer_mut(parent).expect("parent exists");
         match target {
+            Value::Array(items) if key == "-" => items.push(op["value"].clone()),
             Value::Array(items) => items[key.parse::<usize>().unwrap()] = op["value"].clone(),
             Value::Object(map) => {
                 map.insert(key, op["value"].clone());

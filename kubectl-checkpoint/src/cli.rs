@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use checkpointing::crd::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
+use checkpointing::crd::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, RegistrySpec, SecretRef};
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
@@ -69,6 +69,32 @@ pub struct Create {
     /// Return once the request is created
     #[arg(long)]
     pub no_wait: bool,
+    #[command(flatten)]
+    pub registry: Registry,
+}
+
+/// Where the checkpoint images go (default: the cluster's).
+#[derive(Args, Debug, Default)]
+pub struct Registry {
+    /// Push the checkpoint images to this repository, HOST[:PORT]/REPOSITORY
+    #[arg(long = "registry", value_name = "REPOSITORY")]
+    pub repository: Option<String>,
+    /// kubernetes.io/dockerconfigjson Secret with the registry's credentials
+    #[arg(long = "registry-secret", value_name = "SECRET")]
+    pub secret: Option<String>,
+}
+
+impl Registry {
+    /// `spec.registry`, or `None` when neither flag is given.
+    pub fn spec(&self) -> Option<RegistrySpec> {
+        if self.repository.is_none() && self.secret.is_none() {
+            return None;
+        }
+        Some(RegistrySpec {
+            repository: self.repository.clone(),
+            secret_ref: self.secret.clone().map(|name| SecretRef { name }),
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +141,8 @@ pub struct Migrate {
     /// Return once the request is created
     #[arg(long)]
     pub no_wait: bool,
+    #[command(flatten)]
+    pub registry: Registry,
 }
 
 impl Cli {
@@ -130,12 +158,13 @@ impl Cli {
             || c.container.is_some()
             || c.name.is_some()
             || c.timeout_seconds.is_some()
-            || c.no_wait;
+            || c.no_wait
+            || c.registry.spec().is_some();
         if cli.command.is_some() && create_args {
             return Err(Self::command().error(
                 ErrorKind::ArgumentConflict,
-                "a pod, -c, --name, --timeout-seconds and --no-wait go without list or restore, and \
-                 after migrate",
+                "a pod, -c, --name, --timeout-seconds, --no-wait, --registry and \
+                 --registry-secret go without list or restore, and after migrate",
             ));
         }
         Ok(cli)
@@ -383,5 +412,32 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn registry_flags_become_the_requests_registry() {
+        let cli = parse(&["pod/app", "--registry", "reg.example:5443/team/ckpt"]).unwrap();
+        let spec = cli.create.registry.spec().unwrap();
+        assert_eq!(
+            spec.repository.as_deref(),
+            Some("reg.example:5443/team/ckpt")
+        );
+        assert_eq!(spec.secret_ref, None);
+
+        let cli = parse(&["migrate", "pod/app", "--registry-secret", "creds"]).unwrap();
+        let Some(Command::Migrate(m)) = cli.command else {
+            panic!("migrate parsed as {:?}", cli.command);
+        };
+        assert_eq!(m.registry.spec().unwrap().secret_ref.unwrap().name, "creds");
+
+        assert!(
+            parse(&["pod/app"])
+                .unwrap()
+                .create
+                .registry
+                .spec()
+                .is_none()
+        );
+        assert!(parse(&["--registry", "reg.example/x", "list"]).is_err());
     }
 }

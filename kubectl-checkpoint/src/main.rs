@@ -123,6 +123,7 @@ async fn create(client: Client, ns: &str, args: Create) -> anyhow::Result<ExitCo
             container,
             namespace: None,
             timeout_seconds: args.timeout_seconds,
+            registry: args.registry.spec(),
         },
     );
     let checkpoints = Api::<ContainerCheckpoint>::namespaced(client, ns);
@@ -294,7 +295,15 @@ async fn migrate(client: Client, ns: &str, args: Migrate) -> anyhow::Result<Exit
     let name = args
         .name
         .unwrap_or_else(|| migrate::default_name(&pod, Timestamp::now().as_second() as u64));
-    let request = migrate::request(&name, &pod, args.to, args.keep_source, args.timeout_seconds);
+    let registry = args.registry.spec();
+    let request = migrate::request(
+        &name,
+        &pod,
+        args.to,
+        args.keep_source,
+        args.timeout_seconds,
+        registry,
+    );
     let migrations = Api::<PodMigration>::namespaced(client.clone(), ns);
     migrations
         .create(&PostParams::default(), &request)

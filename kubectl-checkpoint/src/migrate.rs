@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use checkpointing::crd::{
-    MigrationPhase, PodCheckpoint, PodMigration, PodMigrationSpec, PodMigrationStatus,
+    MigrationPhase, PodCheckpoint, PodMigration, PodMigrationSpec, PodMigrationStatus, RegistrySpec,
 };
 
 use crate::name;
@@ -31,6 +31,7 @@ pub fn request(
     target_node: Option<String>,
     keep_source: bool,
     timeout_seconds: Option<i64>,
+    registry: Option<RegistrySpec>,
 ) -> PodMigration {
     PodMigration::new(
         name,
@@ -40,6 +41,7 @@ pub fn request(
             // Unset rather than `true`: the default is the controller's to keep.
             delete_source: keep_source.then_some(false),
             timeout_seconds,
+            registry,
         },
     )
 }
@@ -149,13 +151,13 @@ mod tests {
 
     #[test]
     fn keep_source_asks_for_a_copy_and_the_default_is_left_unset() {
-        let pm = request("m", "web", Some("node2".into()), true, Some(60));
+        let pm = request("m", "web", Some("node2".into()), true, Some(60), None);
         assert_eq!(
             serde_json::to_value(&pm.spec).unwrap(),
             json!({"podName": "web", "targetNode": "node2", "deleteSource": false,
                    "timeoutSeconds": 60})
         );
-        let pm = request("m", "web", None, false, None);
+        let pm = request("m", "web", None, false, None, None);
         assert_eq!(
             serde_json::to_value(&pm.spec).unwrap(),
             json!({"podName": "web"})

@@ -16,6 +16,7 @@ use oci_spec::image::Descriptor;
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::push::{PushError, Pusher};
+use crate::restore;
 use crate::space::{DiskSpace, Need, Size, SpaceError};
 use crate::store::{ArchiveKey, CheckpointDir};
 use crate::volumes;
@@ -45,6 +46,8 @@ pub struct Artifact {
     pub image: String,
     pub checkpoint_time: Timestamp,
     pub runtime: String,
+    /// The image a node needs before its runtime can restore the archive.
+    pub base_image: Option<String>,
 }
 
 /// Why a checkpoint did not happen, in words for the request's status message.
@@ -372,6 +375,7 @@ impl<R: Runtime> Checkpointer<R> {
             .as_deref()
             .and_then(|t| t.parse::<Timestamp>().ok())
             .unwrap_or_else(Timestamp::now);
+        let base_image = restore::base_image(&config);
         let meta = CheckpointMeta {
             container: job.key.container.to_owned(),
             pod: job.key.pod.to_owned(),
@@ -413,6 +417,7 @@ impl<R: Runtime> Checkpointer<R> {
             path,
             checkpoint_time,
             runtime: format!("{} {}", version.runtime_name, version.runtime_version),
+            base_image,
         };
         Ok((artifact, manifest))
     }

@@ -1,6 +1,7 @@
 //! noded: the node daemon. Watches the ContainerCheckpointContents of its node, checkpoints
 //! containers through the runtime's CRI socket, and keeps archives and checkpoint images.
 
+mod arrivals;
 mod checkpoint;
 mod cluster;
 mod error;
@@ -274,6 +275,12 @@ async fn main() -> anyhow::Result<()> {
             until_stopped(stopped.clone()),
         )),
     ];
+    let arrivals = tokio::spawn(arrivals::run(
+        client.clone(),
+        args.node_name.clone(),
+        args.image_registry.clone(),
+        registry.clone(),
+    ));
     let pruner = tokio::spawn({
         let registry = registry.clone();
         let image_registry = args.image_registry.clone();
@@ -330,6 +337,7 @@ async fn main() -> anyhow::Result<()> {
         .await;
     let _ = stop.send(true);
     pruner.abort();
+    arrivals.abort();
     for server in servers {
         let _ = server.await;
     }

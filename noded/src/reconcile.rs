@@ -126,6 +126,7 @@ pub fn final_status(
             archive_size: i64::try_from(a.size).ok(),
             archive_digest: Some(a.digest.clone()),
             image: Some(a.image.clone()),
+            base_image: a.base_image.clone(),
             checkpoint_time: Some(Time(a.checkpoint_time)),
             runtime: Some(a.runtime.clone()),
             criu_version,

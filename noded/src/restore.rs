@@ -139,24 +139,29 @@ impl<R: Runtime> Restore<R> {
             tracing::warn!(%tag, "the checkpoint names no base image; restoring may fail");
             return Ok(());
         };
+        self.ensure_image(&image).await
+    }
+
+    /// Makes sure the runtime holds `image`, pulling it if not.
+    pub async fn ensure_image(&self, image: &str) -> Result<(), RestoreError> {
         // One pull per base image, however many checkpoints of it are requested at once.
-        let lock = self.locks.get(&image);
+        let lock = self.locks.get(image);
         let _pulling = lock.lock().await;
         let failed = |source| RestoreError::BaseImage {
-            image: image.clone(),
+            image: image.to_owned(),
             source,
         };
         if self
             .runtime
-            .image_status(&image)
+            .image_status(image)
             .await
             .map_err(failed)?
             .is_some()
         {
             return Ok(());
         }
-        tracing::info!(%image, %tag, "pulling the checkpoint's base image");
-        self.runtime.pull_image(&image).await.map_err(failed)?;
+        tracing::info!(%image, "pulling the checkpoint's base image");
+        self.runtime.pull_image(image).await.map_err(failed)?;
         Ok(())
     }
 

@@ -7,7 +7,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CheckpointState, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, state_schema};
+use super::{
+    CheckpointState, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, RegistrySpec, state_schema,
+};
 use crate::names::{DNS_LABEL_MAX, DNS_SUBDOMAIN_MAX};
 
 /// Most containers a PodCheckpoint may list (a pod has far fewer in practice).
@@ -44,6 +46,9 @@ pub struct PodCheckpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<i64>,
+    /// Where each container's checkpoint image is pushed, and with which credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistrySpec>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -147,6 +152,9 @@ pub struct PodMigrationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<i64>,
+    /// Moves the pod through this registry instead of from node to node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistrySpec>,
 }
 
 impl PodMigrationSpec {

@@ -175,6 +175,7 @@ fn child(request: &PodCheckpoint, container: &str) -> ContainerCheckpoint {
             container: container.to_owned(),
             namespace: None,
             timeout_seconds: request.spec.timeout_seconds,
+            registry: request.spec.registry.clone(),
         },
     );
     cc.metadata.namespace = request.namespace();
@@ -311,6 +312,7 @@ mod tests {
                 pod_name: "app".into(),
                 containers: containers.iter().map(|&c| c.into()).collect(),
                 timeout_seconds: Some(30),
+                registry: None,
             },
         );
         pc.metadata.namespace = Some("default".into());

@@ -257,6 +257,7 @@ fn pod_checkpoint(m: &PodMigration) -> PodCheckpoint {
             pod_name: m.spec.pod_name.clone(),
             containers: Vec::new(),
             timeout_seconds: None,
+            registry: m.spec.registry.clone(),
         },
     );
     checkpoint.metadata.namespace = m.namespace();

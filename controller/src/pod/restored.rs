@@ -91,6 +91,7 @@ mod tests {
                 target_node: Some("node2".into()),
                 delete_source: None,
                 timeout_seconds: None,
+                registry: None,
             },
         );
         m.metadata.uid = Some(uid.into());

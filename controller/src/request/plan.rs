@@ -235,6 +235,7 @@ fn desired_content(
             pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
             timeout_seconds: request.spec.timeout_seconds,
             volumes: volumes::to_capture(pod, &request.spec.container),
+            registry: request.spec.registry.clone(),
         },
         status: None,
     })

@@ -3,7 +3,7 @@
 //! so. Pure functions over what the webhook shell looked up; a denial is all the user sees, so
 //! each one says why and what to do.
 
-use checkpointing::crd::{CheckpointState, ContainerCheckpoint, PodCheckpoint};
+use checkpointing::crd::{CheckpointState, ContainerCheckpoint, PodCheckpoint, RegistrySpec};
 use checkpointing::names::{
     GROUP, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION, is_dns_subdomain, parse_digest,
 };
@@ -28,6 +28,9 @@ pub struct Source {
     pub message: String,
     /// (container, checkpoint image) for each container it holds.
     pub images: Vec<(String, Option<String>)>,
+    /// The Secret (in the pod's namespace) with the credentials of the registry the images
+    /// were pushed to, which the runtime needs to pull them.
+    pub pull_secret: Option<String>,
 }
 
 impl From<&ContainerCheckpoint> for Source {
@@ -41,6 +44,7 @@ impl From<&ContainerCheckpoint> for Source {
                 cc.spec.container.clone(),
                 status.and_then(|s| s.image.clone()),
             )],
+            pull_secret: RegistrySpec::secret_name(cc.spec.registry.as_ref()).map(str::to_owned),
         }
     }
 }
@@ -57,6 +61,7 @@ impl From<&PodCheckpoint> for Source {
                 .into_iter()
                 .map(|c| (c.name, c.image))
                 .collect(),
+            pull_secret: RegistrySpec::secret_name(pc.spec.registry.as_ref()).map(str::to_owned),
         }
     }
 }
@@ -340,6 +345,9 @@ pub fn decide(
         restored.push((container.clone(), image));
         digests.push(digest);
     }
+    if let Some(secret) = &source.pull_secret {
+        patch.extend(pull_secret_patch(pod, secret));
+    }
     let digest = digests.join(",");
     // `add` sets a member whether or not it exists; the annotations map exists, as it holds
     // restore-from.
@@ -353,6 +361,25 @@ pub fn decide(
         digest,
         patch: Value::Array(patch),
     })
+}
+
+/// Adds `secret` to the pod's image pull secrets unless it lists it already: the runtime pulls
+/// the checkpoint image from the registry it was pushed to with the credentials the request
+/// named, the Kubernetes way.
+fn pull_secret_patch(pod: &Pod, secret: &str) -> Option<Value> {
+    let listed = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.as_ref());
+    match listed {
+        Some(l) if l.iter().any(|r| r.name == secret) => None,
+        Some(_) => Some(json!({
+            "op": "add", "path": "/spec/imagePullSecrets/-", "value": {"name": secret},
+        })),
+        None => Some(json!({
+            "op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": secret}],
+        })),
+    }
 }
 
 /// The `sha256:<64 hex>` digest of an image reference `name@sha256:…`.

@@ -89,6 +89,7 @@ mod tests {
                 target_node: Some("node2".into()),
                 delete_source: None,
                 timeout_seconds: None,
+                registry: None,
             },
         );
         m.status = Some(PodMigrationStatus {

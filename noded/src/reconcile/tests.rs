@@ -194,8 +194,14 @@ fn a_completed_status_names_the_criu_found() {
         image: "localhost:5050/default/cc@sha256:bb".into(),
         checkpoint_time: Timestamp::now(),
         runtime: "containerd v2.1.4".into(),
+        base_image: Some("registry.example/app@sha256:cc".into()),
     };
     let status = final_status(&Ok(artifact), Some("4.1".into()));
+    assert_eq!(
+        status.base_image.as_deref(),
+        Some("registry.example/app@sha256:cc"),
+        "a node restoring from a registry learns the base image it needs from the status"
+    );
     assert_eq!(status.criu_version.as_deref(), Some("4.1"));
     assert_eq!(status.state, Some(CheckpointState::Completed));
 }

@@ -49,6 +49,7 @@ pub fn content(node: &str, image: Option<String>) -> ContainerCheckpointContent 
             pod_uid: "pod".into(),
             timeout_seconds: None,
             volumes: Vec::new(),
+            registry: None,
         },
     );
     c.metadata.namespace = Some("default".into());

@@ -14,6 +14,7 @@ fn migration(target: Option<&str>) -> PodMigration {
             target_node: target.map(Into::into),
             delete_source: None,
             timeout_seconds: None,
+            registry: None,
         },
     );
     m.metadata.namespace = Some("default".into());
@@ -107,6 +108,7 @@ fn completed_checkpoint() -> PodCheckpoint {
             pod_name: "app".into(),
             containers: vec![],
             timeout_seconds: None,
+            registry: None,
         },
     );
     pc.status = Some(PodCheckpointStatus {

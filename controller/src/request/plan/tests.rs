@@ -64,6 +64,7 @@ fn valid_request_creates_its_content_and_goes_pending() {
             pod_uid: "uid-pod".into(),
             timeout_seconds: Some(30),
             volumes: Vec::new(),
+            registry: None,
         }
     );
     assert_eq!(

@@ -285,6 +285,62 @@ fn completed_checkpoint_rewrites_only_its_container() {
     );
 }
 
+/// A checkpoint pushed with a request's Secret is pulled with it: the restored pod gets the
+/// Secret as an image pull secret, once, after any it already lists.
+#[test]
+fn the_requests_registry_secret_becomes_an_image_pull_secret() {
+    use checkpointing::crd::{RegistrySpec, SecretRef};
+    use k8s_openapi::api::core::v1::LocalObjectReference;
+
+    let mut cc = completed();
+    cc.spec.registry = Some(RegistrySpec {
+        repository: Some("registry.example:5443/team/checkpoints".into()),
+        secret_ref: Some(SecretRef {
+            name: "push-creds".into(),
+        }),
+    });
+    let secrets = |pod: &Pod| -> Vec<String> {
+        let spec = pod.spec.as_ref().unwrap();
+        let listed = spec.image_pull_secrets.iter().flatten();
+        listed.map(|r| r.name.clone()).collect()
+    };
+    let restored = |pod: &Pod| {
+        let restore = decide(
+            pod,
+            "default",
+            "counter-checkpoint",
+            "alice",
+            &allowed(),
+            Some(&Source::from(&cc)),
+        )
+        .unwrap();
+        apply(pod, &restore.patch)
+    };
+
+    let bare = restore_pod(Some("counter-checkpoint"));
+    assert_eq!(secrets(&restored(&bare)), ["push-creds"]);
+
+    let mut listing = bare.clone();
+    listing.spec.as_mut().unwrap().image_pull_secrets = Some(vec![LocalObjectReference {
+        name: "base-creds".into(),
+    }]);
+    assert_eq!(secrets(&restored(&listing)), ["base-creds", "push-creds"]);
+    let twice = restored(&restored(&listing));
+    assert_eq!(secrets(&twice), ["base-creds", "push-creds"]);
+
+    // Without a Secret in the request nothing is added.
+    let plain = decide(
+        &bare,
+        "default",
+        "counter-checkpoint",
+        "alice",
+        &allowed(),
+        Some(&Source::from(&completed())),
+    )
+    .unwrap();
+    assert!(secrets(&apply(&bare, &plain.patch)).is_empty());
+}
+
 #[test]
 fn a_workload_controllers_pod_is_checked_as_its_service_account() {
     use k8s_openapi::api::authentication::v1::UserInfo;

@@ -1,0 +1,113 @@
+//! Restores whose checkpoint image the runtime pulls from an external registry. noded does
+//! not serve that pull, so nothing would make the checkpoint's base image present first, and
+//! CRI-O never pulls it itself. noded watches the pods bound to its node that the webhook
+//! admitted to restore, and pulls the base image the checkpoint's Content names as soon as
+//! such a pod lands here, while the kubelet is still making its sandbox and pulling the
+//! checkpoint image.
+
+use std::sync::Arc;
+
+use checkpointing::crd::ContainerCheckpointContent;
+use checkpointing::cri::Runtime;
+use checkpointing::names::RESTORED_FROM_DIGEST_ANNOTATION;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::cluster::Cluster;
+use crate::error::error_chain;
+use crate::registry::Registry;
+use crate::restore::Restore;
+
+/// Pods handled at once: each may wait for a pull.
+const CONCURRENCY: usize = 4;
+
+/// The checkpoint images a pod admitted to restore, and not running yet, pulls from somewhere
+/// other than the node-local registry `local` (whose pulls noded serves, base image included).
+pub fn external_images<'a>(pod: &'a Pod, local: &str) -> Vec<&'a str> {
+    let restoring = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(RESTORED_FROM_DIGEST_ANNOTATION));
+    let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
+    let Some(spec) = pod.spec.as_ref().filter(|_| restoring && pending) else {
+        return Vec::new();
+    };
+    let local = format!("{local}/");
+    spec.containers
+        .iter()
+        .filter_map(|c| c.image.as_deref())
+        .filter(|image| !image.starts_with(&local) && image.contains('@'))
+        .collect()
+}
+
+/// The base image of the checkpoint whose image is `image`, as its Content records it.
+pub fn base_image<'a>(contents: &'a [ContainerCheckpointContent], image: &str) -> Option<&'a str> {
+    contents
+        .iter()
+        .filter_map(|c| c.status.as_ref())
+        .find(|s| s.image.as_deref() == Some(image))
+        .and_then(|s| s.base_image.as_deref())
+}
+
+/// Watches the pods of `node` until the stream ends, making the base image of each arriving
+/// external restore present.
+pub async fn run<R: Runtime + 'static, C: Cluster>(
+    client: kube::Client,
+    node: String,
+    local: String,
+    registry: Arc<Registry<R, C>>,
+) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    watcher(pods, config)
+        .default_backoff()
+        .applied_objects()
+        .filter_map(|pod| async move {
+            pod.map_err(|e| tracing::warn!(error = %error_chain(&e), "watching this node's pods"))
+                .ok()
+        })
+        .for_each_concurrent(CONCURRENCY, |pod| {
+            let (client, local, registry) = (client.clone(), local.as_str(), registry.clone());
+            async move { prepare(&client, &pod, local, &registry.restore).await }
+        })
+        .await;
+}
+
+/// Pulls the base image of each external checkpoint image `pod` restores from.
+async fn prepare<R: Runtime>(client: &kube::Client, pod: &Pod, local: &str, restore: &Restore<R>) {
+    let images = external_images(pod, local);
+    let Some(namespace) = pod
+        .metadata
+        .namespace
+        .as_deref()
+        .filter(|_| !images.is_empty())
+    else {
+        return;
+    };
+    let contents = match Api::<ContainerCheckpointContent>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            tracing::warn!(%namespace, error = %error_chain(&e), "listing Contents for a restore");
+            return;
+        }
+    };
+    for image in images {
+        let Some(base) = base_image(&contents, image) else {
+            continue;
+        };
+        if let Err(e) = restore.ensure_image(base).await {
+            // The kubelet's restore then fails, and is retried, with the runtime's own reason.
+            tracing::warn!(pod = ?pod.metadata.name, %base, error = %error_chain(&e),
+                "making the base image of a restore present");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,41 @@
+//! `spec.registry` of the checkpoint requests: the registry a checkpoint image is pushed to,
+//! and the credentials for it, kept the way Kubernetes users keep registry credentials.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::names::DNS_SUBDOMAIN_MAX;
+
+/// Longest `spec.registry.repository` (a reference's name part is bounded by 255 characters).
+pub const REPOSITORY_MAX: usize = 255;
+
+/// Where the checkpoint image goes, and with which credentials. Unset fields take the
+/// cluster's defaults (noded's `--push-registry` and `--push-secret`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrySpec {
+    /// `HOST[:PORT]/REPOSITORY` the image is pushed to, tagged with the checkpoint's UID; the
+    /// request's `status.image` then names it there, by digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = REPOSITORY_MAX))]
+    pub repository: Option<String>,
+    /// A `kubernetes.io/dockerconfigjson` Secret in the request's namespace holding the
+    /// registry's credentials. Creating the request needs `get` on it; pods restored from the
+    /// checkpoint get it as an image pull secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+/// A Secret in the referring object's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = DNS_SUBDOMAIN_MAX))]
+    pub name: String,
+}
+
+impl RegistrySpec {
+    /// The name of the Secret it refers to, if any.
+    pub fn secret_name(registry: Option<&Self>) -> Option<&str> {
+        Some(registry?.secret_ref.as_ref()?.name.as_str())
+    }
+}
