@@ -15,7 +15,7 @@ use oci_spec::image::Descriptor;
 
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
-use crate::push::{PushError, Pusher};
+use crate::push::{PushError, Pusher, Target};
 use crate::space::{DiskSpace, Need, Size, SpaceError};
 use crate::store::{ArchiveKey, CheckpointDir};
 use crate::volumes;
@@ -122,8 +122,10 @@ pub struct Checkpointer<R> {
     pub layout: Arc<ImageLayout>,
     /// Registry host images are referenced under, e.g. `localhost:5050`.
     pub registry: String,
-    /// External registry every image is pushed to, and then referenced in (`--push-registry`).
+    /// Pushes images to external registries.
     pub pusher: Option<Pusher>,
+    /// External registry every image is pushed to, and then referenced in (`--push-registry`).
+    pub push_target: Option<Target>,
     /// Serialises checkpoints of the same container: duplicate requests queue instead of racing
     /// inside the runtime.
     locks: KeyedLocks,
@@ -154,6 +156,7 @@ impl<R: Runtime> Checkpointer<R> {
             layout,
             registry,
             pusher: None,
+            push_target: None,
             locks: KeyedLocks::default(),
             dumps: Arc::new(Semaphore::new(DEFAULT_CONCURRENT_DUMPS)),
             space,
@@ -192,9 +195,10 @@ impl<R: Runtime> Checkpointer<R> {
         }
     }
 
-    /// Pushes every packaged image to `pusher`'s registry.
-    pub fn with_pusher(mut self, pusher: Option<Pusher>) -> Self {
+    /// Pushes every packaged image with `pusher` to `target`.
+    pub fn with_pusher(mut self, pusher: Option<Pusher>, target: Option<Target>) -> Self {
         self.pusher = pusher;
+        self.push_target = target;
         self
     }
 
@@ -326,10 +330,14 @@ impl<R: Runtime> Checkpointer<R> {
     /// Deletes the copy of a checkpoint image in the push registry. `Ok(false)`: no push
     /// registry, or `image` is not in it.
     pub async fn unpublish(&self, image: &str) -> Result<bool, PushError> {
-        match &self.pusher {
-            Some(pusher) => pusher.delete(image).await,
-            None => Ok(false),
+        let (Some(pusher), Some(target)) = (&self.pusher, &self.push_target) else {
+            return Ok(false);
+        };
+        if image.split_once('/').map(|(host, _)| host) != Some(target.host.as_str()) {
+            return Ok(false);
         }
+        pusher.delete(image, None).await?;
+        Ok(true)
     }
 
     /// With a push registry, pushes the packaged image there and names it by its reference
@@ -339,12 +347,12 @@ impl<R: Runtime> Checkpointer<R> {
         job: &Job<'_>,
         (mut artifact, manifest): (Artifact, Descriptor),
     ) -> Result<Artifact, Failure> {
-        let Some(pusher) = &self.pusher else {
+        let (Some(pusher), Some(target)) = (&self.pusher, &self.push_target) else {
             return Ok(artifact);
         };
-        let repository = pusher.repository(job.key.namespace, job.name);
+        let destination = target.destination(job.key.namespace, job.name);
         let pushed = pusher
-            .push(&self.layout, &manifest, &repository, job.key.uid)
+            .push(&self.layout, &manifest, &destination, job.key.uid, None)
             .await;
         self.metrics.pushed(if pushed.is_ok() {
             "succeeded"
@@ -352,7 +360,7 @@ impl<R: Runtime> Checkpointer<R> {
             "failed"
         });
         artifact.image = pushed.map_err(|source| Failure::Push {
-            registry: pusher.target.host.clone(),
+            registry: target.host.clone(),
             source: Box::new(source),
         })?;
         tracing::info!(image = %artifact.image, "checkpoint image pushed");

@@ -147,24 +147,16 @@ struct Args {
     /// image there. Off when absent. Deleting a checkpoint deletes its pushed manifest too.
     #[arg(long, env = "PUSH_REGISTRY")]
     push_registry: Option<push::Target>,
-    /// Talk to the push registry over plain HTTP instead of HTTPS (verified with the system's
-    /// roots).
+    /// Talk to the push registry over plain HTTP instead of HTTPS (adds its host to the
+    /// insecure registries).
     #[arg(long, env = "PUSH_INSECURE", requires = "push_registry")]
     push_insecure: bool,
-    /// User name for basic authentication to the push registry.
-    #[arg(
-        long,
-        env = "PUSH_USERNAME",
-        requires_all = ["push_registry", "push_password_file"]
-    )]
-    push_username: Option<String>,
-    /// File holding the password for --push-username (re-read for every push).
-    #[arg(
-        long,
-        env = "PUSH_PASSWORD_FILE",
-        requires_all = ["push_registry", "push_username"]
-    )]
-    push_password_file: Option<PathBuf>,
+    /// Registry host (HOST[:PORT]) spoken to over plain HTTP instead of HTTPS; repeatable.
+    #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registry: Vec<String>,
+    /// PEM bundle of CA certificates trusted for registries' HTTPS, besides the system's roots.
+    #[arg(long, env = "REGISTRY_CA_FILE")]
+    registry_ca_file: Option<PathBuf>,
     /// How often copies of deleted checkpoints (cached images, the runtime's images) are looked
     /// for and removed, in seconds.
     #[arg(
@@ -292,19 +284,19 @@ async fn main() -> anyhow::Result<()> {
     let pusher = match &args.push_registry {
         None => None,
         Some(target) => {
-            let credentials = args
-                .push_username
-                .clone()
-                .zip(args.push_password_file.clone())
-                .map(|(username, password_file)| push::Credentials {
-                    username,
-                    password_file,
-                });
-            if args.push_insecure && credentials.is_some() {
-                tracing::warn!(registry = %target, "sending push credentials over plain HTTP");
+            let mut insecure = args.insecure_registry.clone();
+            if args.push_insecure {
+                insecure.push(target.host.clone());
             }
-            let pusher = push::Pusher::new(target.clone(), args.push_insecure, credentials)
-                .context("loading the system's root certificates for --push-registry")?;
+            let roots =
+                match &args.registry_ca_file {
+                    Some(path) => Some(std::fs::read(path).with_context(|| {
+                        format!("reading --registry-ca-file {}", path.display())
+                    })?),
+                    None => None,
+                };
+            let pusher = push::Pusher::new(insecure, roots.as_deref())
+                .context("loading the root certificates for registries (--registry-ca-file)")?;
             tracing::info!(registry = %target, insecure = args.push_insecure, "pushing checkpoint images");
             Some(pusher)
         }
@@ -312,7 +304,7 @@ async fn main() -> anyhow::Result<()> {
     let context = Arc::new(Context::new(
         client.clone(),
         Checkpointer::new(cri, dir, layout, args.image_registry.clone(), space)
-            .with_pusher(pusher)
+            .with_pusher(pusher, args.push_registry.clone())
             .with_concurrent_dumps(args.max_concurrent_dumps)
             .with_pods_dir(args.kubelet_pods_dir.clone())
             .with_metrics(metrics),

@@ -171,9 +171,12 @@ async fn recovery_packages_a_finished_archive_and_discards_a_partial_one() {
     assert!(leftovers(tmp.path()).is_empty());
 }
 
-fn pushing_to(registry: &crate::testing::push_registry::Registry) -> Option<Pusher> {
+fn pushing_to(
+    registry: &crate::testing::push_registry::Registry,
+) -> (Option<Pusher>, Option<Target>) {
     let target = format!("{}/checkpoints", registry.addr).parse().unwrap();
-    Some(Pusher::new(target, true, None).unwrap())
+    let pusher = Pusher::new(vec![registry.addr.to_string()], None).unwrap();
+    (Some(pusher), Some(target))
 }
 
 fn running() -> FakeRuntime {
@@ -187,7 +190,8 @@ fn running() -> FakeRuntime {
 async fn with_a_push_registry_the_image_is_referenced_there() {
     let tmp = tempfile::tempdir().unwrap();
     let registry = crate::testing::push_registry::Registry::start().await;
-    let c = checkpointer(running(), tmp.path()).with_pusher(pushing_to(&registry));
+    let (pusher, target) = pushing_to(&registry);
+    let c = checkpointer(running(), tmp.path()).with_pusher(pusher, target);
     let a = c.take(&job()).await.unwrap();
     let manifest = c.layout.resolve("content-uid").unwrap().unwrap();
     assert_eq!(
@@ -218,7 +222,8 @@ async fn a_failed_push_fails_the_checkpoint_naming_the_registry_and_status() {
     let registry = crate::testing::push_registry::Registry::start().await;
     registry.state.lock().unwrap().manifest_status =
         Some(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-    let c = checkpointer(running(), tmp.path()).with_pusher(pushing_to(&registry));
+    let (pusher, target) = pushing_to(&registry);
+    let c = checkpointer(running(), tmp.path()).with_pusher(pusher, target);
     let outcome = c.take(&job()).await;
     let e = outcome.as_ref().unwrap_err();
     assert!(matches!(e, Failure::Push { .. }), "{e}");
