@@ -15,7 +15,8 @@ use oci_spec::image::Descriptor;
 
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
-use crate::push::{PushError, Pusher};
+use crate::outbound::OutboundError;
+use crate::push::{Credentials, Destination, PushError, Pusher};
 use crate::restore;
 use crate::space::{DiskSpace, Need, Size, SpaceError};
 use crate::store::{ArchiveKey, CheckpointDir};
@@ -32,6 +33,15 @@ pub struct Job<'a> {
     pub timeout: Duration,
     /// The pod's emptyDir volumes that travel with the checkpoint.
     pub volumes: Vec<String>,
+    /// The registry the image is pushed to, and then referenced in; `None`: it stays here.
+    pub push: Option<Push>,
+}
+
+/// Where a job's image is pushed, with the credentials read for it.
+#[derive(Clone, Debug)]
+pub struct Push {
+    pub to: Destination,
+    pub credentials: Option<Credentials>,
 }
 
 /// A finished checkpoint, as recorded in the Content status.
@@ -77,6 +87,8 @@ pub enum Failure {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Image(#[from] OciError),
+    #[error(transparent)]
+    Registry(#[from] OutboundError),
     #[error("pushing the checkpoint image to registry {registry}")]
     Push {
         registry: String,
@@ -111,6 +123,7 @@ impl Failure {
             Self::Volumes { .. } => "VolumesError",
             Self::Archive(_) => "ArchiveInvalid",
             Self::Image(_) => "ImageError",
+            Self::Registry(_) => "RegistryConfig",
             Self::Push { .. } => "PushFailed",
             Self::Interrupted => "Interrupted",
         }
@@ -125,8 +138,8 @@ pub struct Checkpointer<R> {
     pub layout: Arc<ImageLayout>,
     /// Registry host images are referenced under, e.g. `localhost:5050`.
     pub registry: String,
-    /// External registry every image is pushed to, and then referenced in (`--push-registry`).
-    pub pusher: Option<Pusher>,
+    /// Pushes images to external registries.
+    pub pusher: Pusher,
     /// Serialises checkpoints of the same container: duplicate requests queue instead of racing
     /// inside the runtime.
     locks: KeyedLocks,
@@ -149,6 +162,7 @@ impl<R: Runtime> Checkpointer<R> {
         dir: CheckpointDir,
         layout: Arc<ImageLayout>,
         registry: String,
+        pusher: Pusher,
         space: DiskSpace,
     ) -> Self {
         Self {
@@ -156,7 +170,7 @@ impl<R: Runtime> Checkpointer<R> {
             dir,
             layout,
             registry,
-            pusher: None,
+            pusher,
             locks: KeyedLocks::default(),
             dumps: Arc::new(Semaphore::new(DEFAULT_CONCURRENT_DUMPS)),
             space,
@@ -193,12 +207,6 @@ impl<R: Runtime> Checkpointer<R> {
             }
             Err(e) => self.metrics.checkpoint("failed", e.reason(), seconds),
         }
-    }
-
-    /// Pushes every packaged image to `pusher`'s registry.
-    pub fn with_pusher(mut self, pusher: Option<Pusher>) -> Self {
-        self.pusher = pusher;
-        self
     }
 
     /// The running CRI container of the job's pod (by the kubelet's labels and the pod UID).
@@ -326,28 +334,34 @@ impl<R: Runtime> Checkpointer<R> {
         self.dir.remove(&job.key).map_err(Failure::Store)
     }
 
-    /// Deletes the copy of a checkpoint image in the push registry. `Ok(false)`: no push
-    /// registry, or `image` is not in it.
-    pub async fn unpublish(&self, image: &str) -> Result<bool, PushError> {
-        match &self.pusher {
-            Some(pusher) => pusher.delete(image).await,
-            None => Ok(false),
-        }
+    /// Deletes the pushed copy `image` (`HOST/REPOSITORY@DIGEST`) from its registry.
+    pub async fn unpublish(
+        &self,
+        image: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<(), PushError> {
+        self.pusher.delete(image, credentials).await
     }
 
-    /// With a push registry, pushes the packaged image there and names it by its reference
-    /// there. On failure the archive and local image stay, for the normal deletion path.
+    /// Pushes the packaged image where the job says, and names it by its reference there. On
+    /// failure the archive and local image stay, for the normal deletion path.
     async fn publish(
         &self,
         job: &Job<'_>,
         (mut artifact, manifest): (Artifact, Descriptor),
     ) -> Result<Artifact, Failure> {
-        let Some(pusher) = &self.pusher else {
+        let Some(push) = &job.push else {
             return Ok(artifact);
         };
-        let repository = pusher.repository(job.key.namespace, job.name);
-        let pushed = pusher
-            .push(&self.layout, &manifest, &repository, job.key.uid)
+        let pushed = self
+            .pusher
+            .push(
+                &self.layout,
+                &manifest,
+                &push.to,
+                job.key.uid,
+                push.credentials.as_ref(),
+            )
             .await;
         self.metrics.pushed(if pushed.is_ok() {
             "succeeded"
@@ -355,7 +369,7 @@ impl<R: Runtime> Checkpointer<R> {
             "failed"
         });
         artifact.image = pushed.map_err(|source| Failure::Push {
-            registry: pusher.target.host.clone(),
+            registry: push.to.host.clone(),
             source: Box::new(source),
         })?;
         tracing::info!(image = %artifact.image, "checkpoint image pushed");

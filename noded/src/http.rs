@@ -11,10 +11,12 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::identity::Pinned;
 
@@ -32,15 +34,55 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tls {
     /// `http://` URLs only (an `https://` URL fails: the client trusts no certificate).
+    #[cfg(test)]
     PlainOnly,
-    /// `https://` URLs verified against the system's roots, and `http://` URLs.
-    SystemRoots,
+    /// `https://` URLs verified against the system's roots and these certificates (a private
+    /// registry's CA), and `http://` URLs.
+    SystemRootsAnd(Vec<CertificateDer<'static>>),
     /// `https://` URLs only, to the server presenting the certificate with this SHA-256 (a
     /// peer, see [`Pinned`]).
     Pinned(String),
 }
 
-/// A client for `tls`. Fails only when the system's roots are asked for and none load.
+/// The certificates of a PEM bundle (anything else in it is ignored); none is an error, as a
+/// bundle given on purpose that trusts nothing is a mistake.
+pub fn pem_certificates(pem: &[u8]) -> std::io::Result<Vec<CertificateDer<'static>>> {
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    if certificates.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no PEM certificate in it",
+        ));
+    }
+    Ok(certificates)
+}
+
+/// The system's roots and `extra`. Unloadable system roots are only logged: plain-HTTP
+/// registries and `extra` still work without them.
+fn roots_and(extra: Vec<CertificateDer<'static>>) -> std::io::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "loading the system's root certificates");
+    }
+    let (_, unusable) = roots.add_parsable_certificates(native.certs);
+    if unusable > 0 {
+        tracing::debug!(unusable, "system root certificates skipped");
+    }
+    for certificate in extra {
+        roots.add(certificate).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("an extra root certificate: {e}"),
+            )
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A client for `tls`. Fails when an extra root is not a usable CA certificate.
 pub fn client(tls: Tls) -> std::io::Result<HttpClient> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -48,8 +90,9 @@ pub fn client(tls: Tls) -> std::io::Result<HttpClient> {
         .map_err(std::io::Error::other)?;
     let https_only = matches!(tls, Tls::Pinned(_));
     let config = match tls {
+        #[cfg(test)]
         Tls::PlainOnly => config.with_root_certificates(rustls::RootCertStore::empty()),
-        Tls::SystemRoots => config.with_native_roots()?,
+        Tls::SystemRootsAnd(extra) => config.with_root_certificates(roots_and(extra)?),
         Tls::Pinned(fingerprint) => config
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned::new(fingerprint))),

@@ -11,6 +11,7 @@ mod identity;
 mod lease;
 mod locks;
 mod metrics;
+mod outbound;
 mod prereq;
 mod push;
 mod recent;
@@ -143,29 +144,26 @@ struct Args {
         default_value = "system:serviceaccount:kube-system:checkpoint-noded"
     )]
     peer_allowed_users: Vec<String>,
-    /// External OCI registry, HOST[:PORT][/PREFIX], every checkpoint image is also pushed to (as
-    /// `<registry>/<prefix>/<namespace>/<name>:<Content UID>`); checkpoints then reference the
-    /// image there. Off when absent. Deleting a checkpoint deletes its pushed manifest too.
+    /// Default OCI registry, HOST[:PORT][/PREFIX], checkpoint images are pushed to (as
+    /// `<registry>/<prefix>/<namespace>/<name>:<Content UID>`) unless their request names a
+    /// repository; checkpoints then reference the image there. Off when absent. Deleting a
+    /// checkpoint deletes its pushed manifest too.
     #[arg(long, env = "PUSH_REGISTRY")]
     push_registry: Option<push::Target>,
-    /// Talk to the push registry over plain HTTP instead of HTTPS (verified with the system's
-    /// roots).
+    /// Talk to the push registry over plain HTTP instead of HTTPS (adds its host to the
+    /// insecure registries).
     #[arg(long, env = "PUSH_INSECURE", requires = "push_registry")]
     push_insecure: bool,
-    /// User name for basic authentication to the push registry.
-    #[arg(
-        long,
-        env = "PUSH_USERNAME",
-        requires_all = ["push_registry", "push_password_file"]
-    )]
-    push_username: Option<String>,
-    /// File holding the password for --push-username (re-read for every push).
-    #[arg(
-        long,
-        env = "PUSH_PASSWORD_FILE",
-        requires_all = ["push_registry", "push_username"]
-    )]
-    push_password_file: Option<PathBuf>,
+    /// `kubernetes.io/dockerconfigjson` Secret, NAMESPACE/NAME, with the credentials for
+    /// pushes whose request names no Secret (read for every push, so it can be rotated).
+    #[arg(long, env = "PUSH_SECRET")]
+    push_secret: Option<outbound::SecretName>,
+    /// Registry host (HOST[:PORT]) spoken to over plain HTTP instead of HTTPS; repeatable.
+    #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registry: Vec<String>,
+    /// PEM bundle of CA certificates trusted for registries' HTTPS, besides the system's roots.
+    #[arg(long, env = "REGISTRY_CA_FILE")]
+    registry_ca_file: Option<PathBuf>,
     /// How often copies of deleted checkpoints (cached images, the runtime's images) are looked
     /// for and removed, in seconds.
     #[arg(
@@ -296,35 +294,35 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let pusher = match &args.push_registry {
+    let mut insecure = args.insecure_registry.clone();
+    if let Some(target) = args.push_registry.as_ref().filter(|_| args.push_insecure) {
+        insecure.push(target.host.clone());
+    }
+    let roots = match &args.registry_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading --registry-ca-file {}", path.display()))?,
+        ),
         None => None,
-        Some(target) => {
-            let credentials = args
-                .push_username
-                .clone()
-                .zip(args.push_password_file.clone())
-                .map(|(username, password_file)| push::Credentials {
-                    username,
-                    password_file,
-                });
-            if args.push_insecure && credentials.is_some() {
-                tracing::warn!(registry = %target, "sending push credentials over plain HTTP");
-            }
-            let pusher = push::Pusher::new(target.clone(), args.push_insecure, credentials)
-                .context("loading the system's root certificates for --push-registry")?;
-            tracing::info!(registry = %target, insecure = args.push_insecure, "pushing checkpoint images");
-            Some(pusher)
-        }
     };
+    let pusher = push::Pusher::new(insecure, roots.as_deref())
+        .context("loading the root certificates for registries (--registry-ca-file)")?;
+    let outbound = outbound::Defaults {
+        target: args.push_registry.clone(),
+        secret: args.push_secret.clone(),
+    };
+    if let Some(target) = &outbound.target {
+        tracing::info!(registry = %target, insecure = args.push_insecure, "pushing checkpoint images");
+    }
     let context = Arc::new(Context::new(
         client.clone(),
-        Checkpointer::new(cri, dir, layout, args.image_registry.clone(), space)
-            .with_pusher(pusher)
+        Checkpointer::new(cri, dir, layout, args.image_registry.clone(), pusher, space)
             .with_concurrent_dumps(args.max_concurrent_dumps)
             .with_pods_dir(args.kubelet_pods_dir.clone())
             .with_metrics(metrics),
         Duration::from_secs(args.default_timeout_seconds),
         prerequisites,
+        outbound,
     ));
     let contents: Api<ContainerCheckpointContent> = Api::all(client);
     let mine = watcher::Config::default().labels(&format!("{NODE_LABEL}={}", args.node_name));

@@ -1,87 +1,49 @@
 //! Pushing checkpoint images to an external OCI registry (distribution, Harbor, Zot…), for
-//! clusters that outgrow node-to-node transfer: with `--push-registry`, every packaged image is
-//! pushed to `<registry>/<prefix>/<namespace>/<name>` under its Content's UID as tag, and its
-//! reference there becomes the Content's `status.image`.
+//! clusters that outgrow node-to-node transfer: each push names its [`Destination`] and
+//! credentials; the image's reference there, by digest, becomes the Content's `status.image`.
 //!
 //! The OCI distribution API, monolithic uploads: for each blob, `HEAD` it and skip it when the
 //! registry has it, else `POST …/blobs/uploads/` and `PUT <Location>?digest=…` with the whole
 //! blob streamed from the layout; then `PUT …/manifests/<tag>` with the manifest's exact bytes.
+//! Registries asking for Basic or bearer-token authentication get it ([`send`]).
 //!
-//! Pushed images are never deleted: deleting a Content removes the node's archive and image
-//! only. Many registries forbid deletes, or only untag; expiring old checkpoint images is left
-//! to the registry's own retention policies.
+//! Many registries forbid deletes, or only untag: a refused delete is final
+//! ([`PushError::is_refusal`]), and expiring old images is left to their retention policies.
+
+pub mod auth;
+mod names;
+mod send;
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Method, Request, StatusCode, header};
-use base64::Engine as _;
+use axum::http::{Method, StatusCode, header};
+use bytes::Bytes;
 use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE, OciError};
 use futures::StreamExt;
 use oci_spec::image::{Descriptor, ImageManifest};
 
-use crate::http::{self, HttpClient, Progress, SendError, Tls};
+pub use auth::Credentials;
+pub use names::{Destination, Target};
+
+use crate::http::{self, HttpClient, Progress, Tls};
+use auth::Scope;
+use send::Retryable;
 
 /// How much of an error response's body goes into the message.
 const MAX_ERROR_BODY: usize = 512;
 /// Read size when streaming a blob from disk.
 const UPLOAD_CHUNK: usize = 256 << 10;
+/// Token scope actions of everything a push does, and of a delete.
+const PUSH_ACTIONS: &str = "pull,push";
+const DELETE_ACTIONS: &str = "delete";
 
-/// `HOST[:PORT][/PREFIX]` of `--push-registry`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub host: String,
-    /// Repository path before `<namespace>/<name>`, without slashes at its ends; may be empty.
-    pub prefix: String,
-}
-
-impl FromStr for Target {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim().trim_end_matches('/');
-        if s.contains("://") {
-            return Err(format!(
-                "{s:?}: give HOST[:PORT][/PREFIX] without a scheme (--push-insecure selects plain HTTP)"
-            ));
-        }
-        let (host, prefix) = s.split_once('/').unwrap_or((s, ""));
-        // Runtimes read the first component of a reference as a registry only if it has a dot
-        // or a port, or is localhost; otherwise the image would be looked for on Docker Hub.
-        if host.is_empty()
-            || !(host.contains('.') || host.contains(':') || host == "localhost")
-            || host.contains(|c: char| c.is_whitespace() || c == '@')
-        {
-            return Err(format!(
-                "{s:?}: the registry host must contain a dot or a port, or be localhost"
-            ));
-        }
-        let valid_component = |c: &str| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        };
-        if !prefix.is_empty() && !prefix.split('/').all(valid_component) {
-            return Err(format!(
-                "{s:?}: the repository prefix must be lowercase path components"
-            ));
-        }
-        Ok(Self {
-            host: host.to_owned(),
-            prefix: prefix.to_owned(),
-        })
-    }
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.prefix.is_empty() {
-            f.write_str(&self.host)
-        } else {
-            write!(f, "{}/{}", self.host, self.prefix)
-        }
+fn body_suffix(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
     }
 }
 
@@ -100,7 +62,7 @@ pub enum PushError {
         url: String,
         timeout: std::time::Duration,
     },
-    #[error("{method} {url} answered {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
+    #[error("{method} {url} answered {status}{}", body_suffix(body))]
     Status {
         method: Method,
         url: String,
@@ -113,14 +75,51 @@ pub enum PushError {
         url: String,
         status: StatusCode,
     },
-    #[error("the registry stored the manifest as {found}, not {expected}")]
-    ManifestDigest { found: String, expected: String },
-    #[error("reading the password file {}", path.display())]
-    Password {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
+    #[error(
+        "registry {host} requires credentials and none were given ({method} {url} answered {status})"
+    )]
+    NoCredentials {
+        host: String,
+        method: Method,
+        url: String,
+        status: StatusCode,
     },
+    #[error(
+        "registry {host} refused the credentials: {method} {url} answered {status}{}",
+        body_suffix(body)
+    )]
+    Denied {
+        host: String,
+        method: Method,
+        url: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error(
+        "registry {host} answered {method} {url} with 401 and no usable WWW-Authenticate challenge ({challenge:?})"
+    )]
+    Challenge {
+        host: String,
+        method: Method,
+        url: String,
+        challenge: String,
+    },
+    #[error("getting a token for registry {host}")]
+    Token {
+        host: String,
+        #[source]
+        source: Box<PushError>,
+    },
+    #[error("getting a token for registry {host}: {url} answered without a token")]
+    NoToken { host: String, url: String },
+    #[error("registry {host} stored the manifest as {found}, not {expected}")]
+    ManifestDigest {
+        host: String,
+        found: String,
+        expected: String,
+    },
+    #[error("not an image pushed by digest: {0}")]
+    Image(String),
     #[error("reading {}", path.display())]
     Io {
         path: PathBuf,
@@ -144,81 +143,86 @@ pub enum PushError {
 }
 
 impl PushError {
-    /// The registry answered and will not do it (deletes disabled, not allowed, bad request):
-    /// asking again changes nothing. Timeouts, 5xx, 408 and 429 may pass.
+    /// The registry answered and will not do it (deletes disabled, not allowed, bad request,
+    /// credentials refused or missing): asking again changes nothing. Timeouts, 5xx, 408 and
+    /// 429 may pass.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Self::Status { status, .. }
-            if status.is_client_error()
-                && *status != StatusCode::REQUEST_TIMEOUT
-                && *status != StatusCode::TOO_MANY_REQUESTS)
+        match self {
+            Self::Status { status, .. } => {
+                status.is_client_error()
+                    && *status != StatusCode::REQUEST_TIMEOUT
+                    && *status != StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::NoCredentials { .. }
+            | Self::Denied { .. }
+            | Self::Challenge { .. }
+            | Self::Image(_) => true,
+            Self::Token { source, .. } => source.is_refusal(),
+            _ => false,
+        }
     }
 }
 
-/// Basic-auth credentials; the password is re-read for every push, so it can be rotated.
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    pub username: String,
-    pub password_file: PathBuf,
-}
-
+/// Pushes to any registry: plain HTTP to `insecure_hosts`, HTTPS verified with the system's
+/// roots and the configured CA bundle to every other.
 pub struct Pusher {
-    pub target: Target,
-    scheme: &'static str,
+    insecure_hosts: Vec<String>,
     http: HttpClient,
-    credentials: Option<Credentials>,
+    tokens: auth::Cache,
 }
 
 impl std::fmt::Debug for Pusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pusher")
-            .field("target", &self.target)
-            .field("scheme", &self.scheme)
+            .field("insecure_hosts", &self.insecure_hosts)
             .finish_non_exhaustive()
     }
 }
 
 impl Pusher {
-    /// A pusher to `target` over HTTPS verified with the system's roots, or plain HTTP when
-    /// `insecure`.
+    /// Fails when `extra_roots_pem` holds no usable certificate.
     pub fn new(
-        target: Target,
-        insecure: bool,
-        credentials: Option<Credentials>,
+        insecure_hosts: Vec<String>,
+        extra_roots_pem: Option<&[u8]>,
     ) -> std::io::Result<Self> {
-        let (scheme, tls) = if insecure {
-            ("http", Tls::PlainOnly)
-        } else {
-            ("https", Tls::SystemRoots)
+        let extra = match extra_roots_pem {
+            Some(pem) => http::pem_certificates(pem)?,
+            None => Vec::new(),
         };
         Ok(Self {
-            target,
-            scheme,
-            http: http::client(tls)?,
-            credentials,
+            insecure_hosts,
+            http: http::client(Tls::SystemRootsAnd(extra))?,
+            tokens: auth::Cache::default(),
         })
     }
 
-    /// The repository `namespace/name` of a checkpoint lands in, under the prefix.
-    pub fn repository(&self, namespace: &str, name: &str) -> String {
-        [self.target.prefix.as_str(), namespace, name]
-            .into_iter()
-            .filter(|c| !c.is_empty())
-            .collect::<Vec<_>>()
-            .join("/")
+    /// `http://host` or `https://host`.
+    fn origin(&self, host: &str) -> String {
+        let scheme = if self.insecure_hosts.iter().any(|h| h == host) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{host}")
     }
 
-    /// Pushes the image whose manifest is `manifest` in `layout` to `repository` under `tag`.
+    /// Pushes the image whose manifest is `manifest` in `layout` to `to` under `tag`.
     /// Returns the image's reference in the registry, by digest.
     pub async fn push(
         &self,
         layout: &ImageLayout,
         manifest: &Descriptor,
-        repository: &str,
+        to: &Destination,
         tag: &str,
+        credentials: Option<&Credentials>,
     ) -> Result<String, PushError> {
-        let authorization = self.authorization().await?;
-        let auth = authorization.as_ref();
-        let base = format!("{}://{}/v2/{repository}", self.scheme, self.target.host);
+        let scope = Scope {
+            host: &to.host,
+            repository: &to.repository,
+            actions: PUSH_ACTIONS,
+            credentials,
+        };
+        let base = format!("{}/v2/{}", self.origin(&to.host), to.repository);
         let manifest_path = layout.blob_path(manifest.digest());
         let bytes = tokio::fs::read(&manifest_path)
             .await
@@ -232,19 +236,17 @@ impl Pusher {
                 source,
             })?;
         for blob in std::iter::once(parsed.config()).chain(parsed.layers()) {
-            self.push_blob(layout, &base, blob, auth).await?;
+            self.push_blob(layout, &scope, &base, blob).await?;
         }
 
         let url = format!("{base}/manifests/{tag}");
-        let mut request = Request::put(&url)
-            .header(header::CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
-            .header(header::CONTENT_LENGTH, bytes.len());
-        if let Some(auth) = auth {
-            request = request.header(header::AUTHORIZATION, auth);
-        }
-        let response = self
-            .send(Method::PUT, &url, request.body(Body::from(bytes)), None)
-            .await?;
+        let request = Retryable {
+            method: Method::PUT,
+            url: &url,
+            content_type: Some(MANIFEST_MEDIA_TYPE),
+            body: Bytes::from(bytes),
+        };
+        let response = self.authorized(&scope, &request).await?;
         let response = Self::success(Method::PUT, &url, response).await?;
         let expected = manifest.digest().to_string();
         // Registries answer with the digest they stored; one that rewrote the manifest would
@@ -256,78 +258,63 @@ impl Pusher {
             && found != expected
         {
             return Err(PushError::ManifestDigest {
+                host: to.host.clone(),
                 found: found.to_owned(),
                 expected,
             });
         }
-        Ok(format!("{}/{repository}@{expected}", self.target.host))
+        Ok(format!("{to}@{expected}"))
     }
 
     /// Deletes the pushed manifest `image` (`<host>/<repository>@<digest>`, as [`Self::push`]
-    /// named it). `Ok(false)`: `image` is not in this registry; a manifest already gone counts
-    /// as deleted.
-    pub async fn delete(&self, image: &str) -> Result<bool, PushError> {
-        let Some((repository, digest)) = image
-            .strip_prefix(&format!("{}/", self.target.host))
-            .and_then(|rest| rest.split_once('@'))
-        else {
-            return Ok(false);
+    /// named it). A manifest already gone counts as deleted.
+    pub async fn delete(
+        &self,
+        image: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<(), PushError> {
+        let (at, digest) = names::parse_image(image).map_err(PushError::Image)?;
+        let scope = Scope {
+            host: &at.host,
+            repository: &at.repository,
+            actions: DELETE_ACTIONS,
+            credentials,
         };
         let url = format!(
-            "{}://{}/v2/{repository}/manifests/{digest}",
-            self.scheme, self.target.host
+            "{}/v2/{}/manifests/{digest}",
+            self.origin(&at.host),
+            at.repository
         );
-        let mut request = Request::delete(&url);
-        if let Some(auth) = self.authorization().await? {
-            request = request.header(header::AUTHORIZATION, auth);
-        }
-        let response = self
-            .send(Method::DELETE, &url, request.body(Body::empty()), None)
-            .await?;
+        let request = Retryable {
+            method: Method::DELETE,
+            url: &url,
+            content_type: None,
+            body: Bytes::new(),
+        };
+        let response = self.authorized(&scope, &request).await?;
         if response.status() == StatusCode::NOT_FOUND {
-            return Ok(true);
+            return Ok(());
         }
         Self::success(Method::DELETE, &url, response).await?;
-        Ok(true)
-    }
-
-    async fn authorization(&self) -> Result<Option<HeaderValue>, PushError> {
-        let Some(c) = &self.credentials else {
-            return Ok(None);
-        };
-        let password = tokio::fs::read_to_string(&c.password_file)
-            .await
-            .map_err(|source| PushError::Password {
-                path: c.password_file.clone(),
-                source,
-            })?;
-        let password = password.trim_end_matches(['\r', '\n']);
-        let encoded =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", c.username));
-        let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
-            .expect("base64 is a valid header value");
-        value.set_sensitive(true);
-        Ok(Some(value))
+        Ok(())
     }
 
     async fn push_blob(
         &self,
         layout: &ImageLayout,
+        scope: &Scope<'_>,
         base: &str,
         blob: &Descriptor,
-        auth: Option<&HeaderValue>,
     ) -> Result<(), PushError> {
         let digest = blob.digest().to_string();
-        let with_auth = |mut r: axum::http::request::Builder| {
-            if let Some(auth) = auth {
-                r = r.header(header::AUTHORIZATION, auth);
-            }
-            r
-        };
-
         let url = format!("{base}/blobs/{digest}");
-        let request = with_auth(Request::head(&url)).body(Body::empty());
-        let response = self.send(Method::HEAD, &url, request, None).await?;
+        let request = Retryable {
+            method: Method::HEAD,
+            url: &url,
+            content_type: None,
+            body: Bytes::new(),
+        };
+        let response = self.authorized(scope, &request).await?;
         match response.status() {
             StatusCode::OK => return Ok(()), // the registry has it (another image shares it)
             StatusCode::NOT_FOUND => {}
@@ -337,11 +324,16 @@ impl Pusher {
             }
         }
 
+        // Bodyless, so it goes through the 401 retry: the upload below, which cannot be sent
+        // twice, then finds the authorization cached.
         let url = format!("{base}/blobs/uploads/");
-        let request = with_auth(Request::post(&url))
-            .header(header::CONTENT_LENGTH, 0)
-            .body(Body::empty());
-        let response = self.send(Method::POST, &url, request, None).await?;
+        let request = Retryable {
+            method: Method::POST,
+            url: &url,
+            content_type: None,
+            body: Bytes::new(),
+        };
+        let response = self.authorized(scope, &request).await?;
         let response = Self::success(Method::POST, &url, response).await?;
         let upload = response
             .headers()
@@ -382,69 +374,12 @@ impl Pusher {
                         .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 }
             });
-        let request = with_auth(Request::put(&upload))
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::CONTENT_LENGTH, size)
-            .body(Body::from_stream(stream));
         let response = self
-            .send(Method::PUT, &upload, request, Some(&progress))
+            .streamed(scope, &upload, size, Body::from_stream(stream), &progress)
             .await?;
         Self::success(Method::PUT, &upload, response).await?;
         tracing::debug!(blob = %digest, size, "blob pushed");
         Ok(())
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        request: Result<Request<Body>, axum::http::Error>,
-        progress: Option<&Progress>,
-    ) -> Result<axum::http::Response<Body>, PushError> {
-        let request = request.map_err(|e| PushError::Status {
-            method: method.clone(),
-            url: url.to_owned(),
-            status: StatusCode::BAD_REQUEST,
-            body: format!("not sent: {e}"),
-        })?;
-        http::send(&self.http, request, progress)
-            .await
-            .map_err(|e| match e {
-                SendError::Request(source) => PushError::Request {
-                    method,
-                    url: url.to_owned(),
-                    source,
-                },
-                SendError::Timeout(timeout) => PushError::Timeout {
-                    method,
-                    url: url.to_owned(),
-                    timeout,
-                },
-            })
-    }
-
-    /// The response if it is a success, else an error carrying the start of its body (the
-    /// registry's explanation).
-    async fn success(
-        method: Method,
-        url: &str,
-        response: axum::http::Response<Body>,
-    ) -> Result<axum::http::Response<Body>, PushError> {
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let mut body = response.into_body();
-        let text = http::read_prefix(&mut body, MAX_ERROR_BODY)
-            .await
-            .map(|b| String::from_utf8_lossy(&b).trim().replace('\n', " "))
-            .unwrap_or_default();
-        Err(PushError::Status {
-            method,
-            url: url.to_owned(),
-            status,
-            body: text,
-        })
     }
 }
 

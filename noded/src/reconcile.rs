@@ -13,15 +13,16 @@ use checkpointing::crd::{
 use checkpointing::cri::{CriClient, Runtime};
 use checkpointing::names::{ARCHIVE_FINALIZER, NODED_MANAGER};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::checkpoint::{Artifact, Checkpointer, Failure, Job};
 use crate::error::error_chain;
 use crate::prereq::Prerequisites;
+use crate::outbound::{Defaults, OutboundError};
 use crate::push::PushError;
 use crate::store::ArchiveKey;
 
@@ -146,6 +147,10 @@ pub struct Context<R = CriClient> {
     pub checkpointer: Checkpointer<R>,
     pub default_timeout: Duration,
     pub prerequisites: Arc<Prerequisites>,
+    /// Where checkpoints are pushed when their request names no registry.
+    pub outbound: Defaults,
+    /// Events about Contents (a pushed copy that stays).
+    pub recorder: Recorder,
     /// What this process last wrote to each Content (by UID) that the watch has not shown yet.
     written: Mutex<HashMap<String, Written>>,
     /// Consecutive failed reconciles per Content UID, for the backoff.
@@ -158,12 +163,15 @@ impl<R> Context<R> {
         checkpointer: Checkpointer<R>,
         default_timeout: Duration,
         prerequisites: Arc<Prerequisites>,
+        outbound: Defaults,
     ) -> Self {
         Self {
+            recorder: Recorder::new(client.clone(), NODED_MANAGER.into()),
             client,
             checkpointer,
             default_timeout,
             prerequisites,
+            outbound,
             written: Mutex::default(),
             failures: Failures::default(),
         }
@@ -210,56 +218,12 @@ pub enum Error {
         #[source]
         source: PushError,
     },
-}
-
-/// How long a deleting Content waits for an unreachable push registry before its pushed copy
-/// is given up on, so that a registry gone for good does not hold the deletion.
-const PUSH_DELETE_PATIENCE: Duration = Duration::from_secs(600);
-
-/// Whether a failed delete of the pushed copy is final: the registry refused it, or it has
-/// been unreachable for [`PUSH_DELETE_PATIENCE`] of the Content's deletion.
-pub fn give_up_on_pushed_copy(error: &PushError, deleting_for: Duration) -> bool {
-    error.is_refusal() || deleting_for >= PUSH_DELETE_PATIENCE
-}
-
-/// Deletes the Content's copy in the push registry, if it has one there. A registry that may
-/// still answer is asked again with the Content's backoff; a copy that cannot go is logged,
-/// with the registry's answer, and counted.
-async fn unpublish<R: Runtime>(
-    content: &ContainerCheckpointContent,
-    ctx: &Context<R>,
-) -> Result<(), Error> {
-    let Some(image) = content.status.as_ref().and_then(|s| s.image.as_deref()) else {
-        return Ok(());
-    };
-    let error = match ctx.checkpointer.unpublish(image).await {
-        Ok(deleted) => {
-            if deleted {
-                tracing::info!(content = %content.name_any(), %image, "pushed copy deleted");
-                ctx.checkpointer.metrics.pushed_copy_deletion("deleted");
-            }
-            return Ok(());
-        }
-        Err(error) => error,
-    };
-    let deleting_for = content
-        .metadata
-        .deletion_timestamp
-        .as_ref()
-        .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
-        .unwrap_or_default();
-    if !give_up_on_pushed_copy(&error, deleting_for) {
-        return Err(Error::Unpublish {
-            name: content.name_any(),
-            image: image.to_owned(),
-            source: error,
-        });
-    }
-    // Its request is gone with it: the log and the metric are where this is told.
-    tracing::warn!(content = %content.name_any(), %image, error = %error_chain(&error),
-        "the copy in the push registry could not be deleted and stays there");
-    ctx.checkpointer.metrics.pushed_copy_deletion("kept");
-    Ok(())
+    #[error("reading the registry credentials of ContainerCheckpointContent {name}")]
+    Credentials {
+        name: String,
+        #[source]
+        source: OutboundError,
+    },
 }
 
 fn job(content: &ContainerCheckpointContent, default_timeout: Duration) -> Job<'_> {
@@ -274,6 +238,8 @@ fn job(content: &ContainerCheckpointContent, default_timeout: Duration) -> Job<'
         pod_uid: &content.spec.pod_uid,
         timeout: checkpoint_timeout(content.spec.timeout_seconds, default_timeout),
         volumes: content.spec.volumes.clone(),
+        // Resolved by the shell, which reads the Secret: see [`pushed::push_of`].
+        push: None,
     }
 }
 
@@ -310,7 +276,22 @@ pub async fn reconcile<R: Runtime>(
             ctx.wrote(&uid, |w| w.finalizer = Some(true));
         }
         Step::Take | Step::Recover => {
-            let outcome = if step == Step::Take {
+            let mut job = job;
+            let push = match pushed::push_of(&content, &ctx).await {
+                // The API server may answer next time: not the request's fault.
+                Err(source @ OutboundError::SecretUnreadable { .. }) => {
+                    return Err(Error::Credentials {
+                        name: name.clone(),
+                        source,
+                    });
+                }
+                other => other,
+            };
+            let outcome = if let Err(e) = push {
+                // Refused before anything is dumped or written.
+                Err(Failure::Registry(e))
+            } else if step == Step::Take {
+                job.push = push.unwrap_or_default();
                 let running = running_status(&content);
                 if content.status.as_ref() != Some(&running) {
                     write_status(&api, &name, &running).await.map_err(api_err)?;
@@ -318,6 +299,7 @@ pub async fn reconcile<R: Runtime>(
                 ctx.wrote(&uid, |w| w.state = running.state);
                 ctx.checkpointer.take(&job).await
             } else {
+                job.push = push.unwrap_or_default();
                 let status = content.status.as_ref();
                 let container_id = status.and_then(|s| s.container_id.as_deref());
                 ctx.checkpointer.recover(&job, container_id).await
@@ -328,7 +310,7 @@ pub async fn reconcile<R: Runtime>(
             ctx.wrote(&uid, |w| w.state = status.state);
         }
         Step::Remove => {
-            unpublish(&content, &ctx).await?;
+            pushed::unpublish(&content, &ctx).await?;
             ctx.checkpointer
                 .remove(&job)
                 .map_err(|source| Error::Remove {
@@ -431,5 +413,6 @@ async fn write_status(
         .map(drop)
 }
 
+mod pushed;
 #[cfg(test)]
 mod tests;

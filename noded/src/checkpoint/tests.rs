@@ -27,6 +27,7 @@ fn job() -> Job<'static> {
         pod_uid: "pod-uid",
         timeout: Duration::from_secs(42),
         volumes: Vec::new(),
+        push: None,
     }
 }
 
@@ -171,9 +172,24 @@ async fn recovery_packages_a_finished_archive_and_discards_a_partial_one() {
     assert!(leftovers(tmp.path()).is_empty());
 }
 
-fn pushing_to(registry: &crate::testing::push_registry::Registry) -> Option<Pusher> {
-    let target = format!("{}/checkpoints", registry.addr).parse().unwrap();
-    Some(Pusher::new(target, true, None).unwrap())
+/// A checkpointer through `runtime` that may push to the plain-HTTP `registry`, and the job
+/// pushing there.
+fn pushing_to(
+    registry: &crate::testing::push_registry::Registry,
+    runtime: FakeRuntime,
+    tmp: &std::path::Path,
+) -> (Checkpointer<FakeRuntime>, Job<'static>) {
+    let mut c = checkpointer(runtime, tmp);
+    c.pusher = Pusher::new(vec![registry.addr.to_string()], None).unwrap();
+    let target: crate::push::Target = format!("{}/checkpoints", registry.addr).parse().unwrap();
+    let job = Job {
+        push: Some(Push {
+            to: target.destination("default", "counter-checkpoint"),
+            credentials: None,
+        }),
+        ..job()
+    };
+    (c, job)
 }
 
 fn running() -> FakeRuntime {
@@ -187,8 +203,8 @@ fn running() -> FakeRuntime {
 async fn with_a_push_registry_the_image_is_referenced_there() {
     let tmp = tempfile::tempdir().unwrap();
     let registry = crate::testing::push_registry::Registry::start().await;
-    let c = checkpointer(running(), tmp.path()).with_pusher(pushing_to(&registry));
-    let a = c.take(&job()).await.unwrap();
+    let (c, job) = pushing_to(&registry, running(), tmp.path());
+    let a = c.take(&job).await.unwrap();
     let manifest = c.layout.resolve("content-uid").unwrap().unwrap();
     assert_eq!(
         a.image,
@@ -218,8 +234,8 @@ async fn a_failed_push_fails_the_checkpoint_naming_the_registry_and_status() {
     let registry = crate::testing::push_registry::Registry::start().await;
     registry.state.lock().unwrap().manifest_status =
         Some(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-    let c = checkpointer(running(), tmp.path()).with_pusher(pushing_to(&registry));
-    let outcome = c.take(&job()).await;
+    let (c, job) = pushing_to(&registry, running(), tmp.path());
+    let outcome = c.take(&job).await;
     let e = outcome.as_ref().unwrap_err();
     assert!(matches!(e, Failure::Push { .. }), "{e}");
     let text = c.metrics.render();
@@ -245,7 +261,7 @@ async fn a_failed_push_fails_the_checkpoint_naming_the_registry_and_status() {
     // The archive and local image are there, and go by the normal deletion path.
     assert_eq!(leftovers(tmp.path()).len(), 1);
     assert!(c.layout.resolve("content-uid").unwrap().is_some());
-    c.remove(&job()).unwrap();
+    c.remove(&job).unwrap();
     assert!(leftovers(tmp.path()).is_empty());
     assert!(c.layout.resolve("content-uid").unwrap().is_none());
 }
@@ -390,6 +406,7 @@ async fn dumps_at_once_stay_within_the_limit() {
                 pod_uid: uid,
                 timeout: Duration::from_secs(42),
                 volumes: Vec::new(),
+                push: None,
             };
             let c = &c;
             async move { c.take(&job).await }

@@ -1,6 +1,7 @@
 //! Pushing to the fake registry.
 
 use super::*;
+use crate::error::error_chain;
 use crate::testing::push_registry as fake;
 use checkpointing::oci::CheckpointMeta;
 use oci_spec::image::MediaType;
@@ -29,6 +30,66 @@ fn targets_are_host_and_optional_prefix() {
     assert!(t("registry.example.com/Team").is_err());
     assert!(t("registry.example.com//x").is_err());
     assert!(t("").is_err());
+    assert_eq!(
+        t("registry.example.com/team")
+            .unwrap()
+            .destination("ns", "cc"),
+        Destination {
+            host: "registry.example.com".into(),
+            repository: "team/ns/cc".into()
+        }
+    );
+    assert_eq!(
+        t("localhost:5000")
+            .unwrap()
+            .destination("ns", "cc")
+            .to_string(),
+        "localhost:5000/ns/cc"
+    );
+}
+
+#[test]
+fn destinations_are_host_and_required_repository() {
+    let d = |s: &str| s.parse::<Destination>();
+    assert_eq!(
+        d("registry.example.com:443/team/cp"),
+        Ok(Destination {
+            host: "registry.example.com:443".into(),
+            repository: "team/cp".into()
+        })
+    );
+    assert_eq!(
+        d("localhost/a.b_c-d").unwrap().to_string(),
+        "localhost/a.b_c-d"
+    );
+    assert!(
+        d("registry.example.com")
+            .unwrap_err()
+            .contains("repository")
+    );
+    assert!(d("registry.example.com/").is_err());
+    assert!(d("https://registry.example.com/x").is_err());
+    assert!(d("myregistry/x").unwrap_err().contains("dot or a port"));
+    assert!(d("registry.example.com/Team/x").is_err());
+    assert!(d("registry.example.com/x//y").is_err());
+    assert!(d("registry.example.com/x/").is_err());
+}
+
+#[test]
+fn pushed_images_are_parsed_back() {
+    let (at, digest) = names::parse_image("r.example.com:5000/ns/cc@sha256:0a1f").unwrap();
+    assert_eq!(at.to_string(), "r.example.com:5000/ns/cc");
+    assert_eq!(digest, "sha256:0a1f");
+    for bad in [
+        "r.example.com/ns/cc:tag",
+        "r.example.com/ns/cc@",
+        "r.example.com/ns/cc@sha256:",
+        "r.example.com/ns/cc@sha256:xyz",
+        "r.example.com@sha256:0a",
+        "cc@sha256:0a",
+    ] {
+        assert!(names::parse_image(bad).is_err(), "{bad}");
+    }
 }
 
 #[test]
@@ -71,9 +132,13 @@ fn layout_with_image(dir: &Path, archive: &[u8], tag: &str) -> (ImageLayout, Des
     (layout, manifest)
 }
 
-fn pusher(registry: &fake::Registry, prefix: &str) -> Pusher {
-    let target = format!("{}/{prefix}", registry.addr).parse().unwrap();
-    Pusher::new(target, true, None).unwrap()
+/// A pusher speaking plain HTTP to `registry`.
+fn pusher(registry: &fake::Registry) -> Pusher {
+    Pusher::new(vec![registry.addr.to_string()], None).unwrap()
+}
+
+fn destination(registry: &fake::Registry, repository: &str) -> Destination {
+    format!("{}/{repository}", registry.addr).parse().unwrap()
 }
 
 #[tokio::test]
@@ -82,12 +147,13 @@ async fn pushes_both_blobs_then_the_manifest() {
     let archive = vec![7u8; 3 << 20]; // several upload chunks
     let (layout, manifest) = layout_with_image(tmp.path(), &archive, "content-uid");
     let registry = fake::Registry::start().await;
-    let pusher = pusher(&registry, "checkpoints");
-    let repo = pusher.repository("default", "counter-checkpoint");
-    assert_eq!(repo, "checkpoints/default/counter-checkpoint");
+    let pusher = pusher(&registry);
+    let target: Target = format!("{}/checkpoints", registry.addr).parse().unwrap();
+    let to = target.destination("default", "counter-checkpoint");
+    assert_eq!(to.repository, "checkpoints/default/counter-checkpoint");
 
     let image = pusher
-        .push(&layout, &manifest, &repo, "content-uid")
+        .push(&layout, &manifest, &to, "content-uid", None)
         .await
         .unwrap();
     assert_eq!(
@@ -168,11 +234,14 @@ async fn blobs_the_registry_has_are_not_uploaded_again() {
         .unwrap()
         .blobs
         .insert(layer.to_string(), b"archive".to_vec());
-    let pusher = pusher(&registry, "");
-    let repo = pusher.repository("ns", "cc");
-    assert_eq!(repo, "ns/cc");
-    pusher
-        .push(&layout, &manifest, &repo, "uid-1")
+    pusher(&registry)
+        .push(
+            &layout,
+            &manifest,
+            &destination(&registry, "ns/cc"),
+            "uid-1",
+            None,
+        )
         .await
         .unwrap();
 
@@ -197,43 +266,19 @@ async fn blobs_the_registry_has_are_not_uploaded_again() {
 }
 
 #[tokio::test]
-async fn basic_credentials_are_sent_with_every_request() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (layout, manifest) = layout_with_image(tmp.path(), b"archive", "uid-1");
-    let registry = fake::Registry::start().await;
-    let password = tmp.path().join("password");
-    std::fs::write(&password, "s3cret\n").unwrap();
-    let target = registry.addr.to_string().parse().unwrap();
-    let credentials = Credentials {
-        username: "noded".into(),
-        password_file: password,
-    };
-    let pusher = Pusher::new(target, true, Some(credentials)).unwrap();
-    pusher
-        .push(&layout, &manifest, "ns/cc", "uid-1")
-        .await
-        .unwrap();
-    let state = registry.state.lock().unwrap();
-    // base64("noded:s3cret")
-    assert!(
-        state
-            .requests
-            .iter()
-            .all(|r| r.authorization.as_deref() == Some("Basic bm9kZWQ6czNjcmV0")),
-        "{:?}",
-        state.requests
-    );
-}
-
-#[tokio::test]
 async fn a_refused_manifest_names_the_url_status_and_body() {
     let tmp = tempfile::tempdir().unwrap();
     let (layout, manifest) = layout_with_image(tmp.path(), b"archive", "uid-1");
     let registry = fake::Registry::start().await;
     registry.state.lock().unwrap().manifest_status = Some(StatusCode::INTERNAL_SERVER_ERROR);
-    let pusher = pusher(&registry, "");
-    let e = pusher
-        .push(&layout, &manifest, "ns/cc", "uid-1")
+    let e = pusher(&registry)
+        .push(
+            &layout,
+            &manifest,
+            &destination(&registry, "ns/cc"),
+            "uid-1",
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -247,22 +292,26 @@ async fn a_refused_manifest_names_the_url_status_and_body() {
 }
 
 #[tokio::test]
-async fn an_unreachable_registry_is_a_request_error() {
+async fn an_unreachable_registry_is_a_request_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (layout, manifest) = layout_with_image(tmp.path(), b"archive", "uid-1");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let pusher = Pusher::new(addr.to_string().parse().unwrap(), true, None).unwrap();
+    let pusher = Pusher::new(vec![addr.to_string()], None).unwrap();
+    let to = format!("{addr}/ns/cc").parse().unwrap();
     let e = pusher
-        .push(&layout, &manifest, "ns/cc", "uid-1")
+        .push(&layout, &manifest, &to, "uid-1", None)
         .await
         .unwrap_err();
     assert!(matches!(e, PushError::Request { .. }), "{e}");
+    assert!(!e.is_refusal());
+    let message = error_chain(&e);
     assert!(
-        e.to_string()
-            .starts_with(&format!("HEAD http://{addr}/v2/ns/cc/blobs/sha256:"))
+        message.starts_with(&format!("HEAD http://{addr}/v2/ns/cc/blobs/sha256:")),
+        "{message}"
     );
+    assert!(message.contains("onnection refused"), "{message}");
 }
 
 #[tokio::test]
@@ -270,14 +319,14 @@ async fn a_pushed_copy_is_deleted_by_digest_and_a_refusal_is_final() {
     let tmp = tempfile::tempdir().unwrap();
     let (layout, manifest) = layout_with_image(tmp.path(), b"memory", "content-uid");
     let registry = fake::Registry::start().await;
-    let pusher = pusher(&registry, "checkpoints");
-    let repo = pusher.repository("default", "cp");
+    let pusher = pusher(&registry);
+    let to = destination(&registry, "checkpoints/default/cp");
     let image = pusher
-        .push(&layout, &manifest, &repo, "content-uid")
+        .push(&layout, &manifest, &to, "content-uid", None)
         .await
         .unwrap();
 
-    assert!(pusher.delete(&image).await.unwrap());
+    pusher.delete(&image, None).await.unwrap();
     assert!(registry.state.lock().unwrap().manifests.is_empty());
     let last = registry.requests().pop().unwrap();
     assert_eq!(
@@ -287,27 +336,30 @@ async fn a_pushed_copy_is_deleted_by_digest_and_a_refusal_is_final() {
             format!("/v2/checkpoints/default/cp/manifests/{}", manifest.digest())
         )
     );
-    assert!(
-        pusher.delete(&image).await.unwrap(),
-        "already gone counts as deleted"
-    );
+    // The registry answers 404 now: already gone counts as deleted.
+    pusher.delete(&image, None).await.unwrap();
 
     let requests = registry.requests().len();
-    let elsewhere = format!("localhost:5050/default/cp@{}", manifest.digest());
-    assert!(
-        !pusher.delete(&elsewhere).await.unwrap(),
-        "not in this registry"
-    );
+    let error = pusher
+        .delete("localhost:5050/default/cp:tag", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, PushError::Image(_)), "{error}");
+    assert!(error.is_refusal());
     assert_eq!(registry.requests().len(), requests, "nothing asked");
 
     registry.state.lock().unwrap().delete_status = Some(StatusCode::METHOD_NOT_ALLOWED);
-    let error = pusher.delete(&image).await.unwrap_err();
+    let error = pusher.delete(&image, None).await.unwrap_err();
     assert!(error.is_refusal(), "{error}");
     let message = error.to_string();
     assert!(
         message.contains("405") && message.contains("UNSUPPORTED"),
         "{message}"
     );
+    assert!(message.contains(&registry.addr.to_string()), "{message}");
     registry.state.lock().unwrap().delete_status = Some(StatusCode::SERVICE_UNAVAILABLE);
-    assert!(!pusher.delete(&image).await.unwrap_err().is_refusal());
+    assert!(!pusher.delete(&image, None).await.unwrap_err().is_refusal());
 }
+
+/// Basic and bearer authentication, HTTPS with a private CA.
+mod authenticated;

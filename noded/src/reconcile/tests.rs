@@ -1,5 +1,6 @@
 //! The plan, the statuses and the shell against a fake API server.
 
+use super::pushed::{PUSH_DELETE_PATIENCE, give_up_on_pushed_copy};
 use super::*;
 use checkpointing::cri::api::ContainerState;
 use checkpointing::testing::FakeApi;
@@ -110,6 +111,7 @@ fn shell(
         checkpointer(runtime, tmp),
         default_timeout,
         Arc::default(),
+        crate::outbound::Defaults::default(),
     ))
 }
 

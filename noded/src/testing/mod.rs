@@ -106,6 +106,7 @@ pub fn checkpointer(runtime: FakeRuntime, tmp: &Path) -> Checkpointer<FakeRuntim
         dir,
         Arc::new(layout),
         "localhost:5050".into(),
+        crate::push::Pusher::new(Vec::new(), None).unwrap(),
         roomy_disk(),
     )
 }

@@ -1,4 +1,5 @@
-//! A fake OCI registry that records what is pushed to it and deletes manifests by digest.
+//! A fake OCI registry that records what is pushed to it and deletes manifests by digest;
+//! optionally behind Basic auth or bearer tokens from its own token endpoint (`/token`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,6 +8,22 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Response, StatusCode, Uri, header};
+use base64::Engine as _;
+
+/// The `service` the bearer challenge names; with a comma, as challenge parsing must cope.
+pub const SERVICE: &str = "fake registry, for tests";
+
+/// How requests must authenticate.
+#[derive(Clone, Debug, Default)]
+pub enum Auth {
+    #[default]
+    Anonymous,
+    /// `Authorization: Basic` with this user and password.
+    Basic { username: String, password: String },
+    /// Bearer tokens from `/token`, which wants Basic credentials of this user and password;
+    /// a token is good for the repository and actions it was asked for only.
+    Bearer { username: String, password: String },
+}
 
 /// One request as the registry saw it.
 #[derive(Clone, Debug)]
@@ -31,6 +48,13 @@ pub struct State {
     pub manifest_status: Option<StatusCode>,
     /// Answer manifest DELETEs with this status (as a registry with deletes disabled does).
     pub delete_status: Option<StatusCode>,
+    pub auth: Auth,
+    /// The `scope` of every token request, granted or not.
+    pub token_requests: Vec<String>,
+    /// Scopes (`repository:<repo>:<actions>`) by the tokens issued.
+    tokens: HashMap<String, String>,
+    /// `http://<addr>` or `https://<addr>`.
+    origin: String,
     uploads: u64,
 }
 
@@ -40,8 +64,30 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Over plain HTTP, anonymous.
     pub async fn start() -> Self {
-        let state = Arc::new(Mutex::new(State::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (state, router) = Self::router(format!("http://{addr}"));
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self { addr, state }
+    }
+
+    /// Over HTTPS with `config`'s certificate, anonymous.
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = checkpointing::tls::TlsListener::new(listener, config).unwrap();
+        let (state, router) = Self::router(format!("https://{addr}"));
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self { addr, state }
+    }
+
+    fn router(origin: String) -> (Arc<Mutex<State>>, Router) {
+        let state = Arc::new(Mutex::new(State {
+            origin,
+            ..State::default()
+        }));
         let shared = state.clone();
         let router = Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Body| {
@@ -49,10 +95,12 @@ impl Registry {
                 async move { handle(&state, method, uri, headers, body).await }
             },
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        Self { addr, state }
+        (state, router)
+    }
+
+    /// Requires `auth` from now on.
+    pub fn require(&self, auth: Auth) {
+        self.state.lock().unwrap().auth = auth;
     }
 
     pub fn requests(&self) -> Vec<(Method, String)> {
@@ -88,6 +136,9 @@ async fn handle(
             .map(str::to_owned)
     };
     let mut state = state.lock().unwrap();
+    if uri.path() == "/token" {
+        return token(&mut state, &uri, text(header::AUTHORIZATION));
+    }
     state.requests.push(Seen {
         method: method.clone(),
         target: uri.to_string(),
@@ -97,6 +148,9 @@ async fn handle(
         authorization: text(header::AUTHORIZATION),
     });
     let path = uri.path().strip_prefix("/v2/").unwrap_or_default();
+    if let Some(refusal) = check_auth(&state, &method, path, text(header::AUTHORIZATION)) {
+        return refusal;
+    }
     let query: HashMap<String, String> = uri
         .query()
         .unwrap_or_default()
@@ -170,4 +224,121 @@ async fn handle(
         return answer(status, &[], "");
     }
     answer(StatusCode::NOT_FOUND, &[], "no such route")
+}
+
+fn basic(username: &str, password: &str) -> String {
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    format!("Basic {encoded}")
+}
+
+/// A `401` with `challenge`, unless `authorization` is good for `method` on `path`'s
+/// repository.
+fn check_auth(
+    state: &State,
+    method: &Method,
+    path: &str,
+    authorization: Option<String>,
+) -> Option<Response<Body>> {
+    let unauthorized = |challenge: String| {
+        Some(answer(
+            StatusCode::UNAUTHORIZED,
+            &[("www-authenticate", challenge)],
+            "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}",
+        ))
+    };
+    match &state.auth {
+        Auth::Anonymous => None,
+        Auth::Basic { username, password } => {
+            if authorization == Some(basic(username, password)) {
+                None
+            } else {
+                unauthorized("Basic realm=\"fake registry\"".to_owned())
+            }
+        }
+        Auth::Bearer { .. } => {
+            let repository = path
+                .split_once("/blobs/")
+                .or_else(|| path.split_once("/manifests/"))
+                .map_or("", |(repository, _)| repository);
+            let action = match *method {
+                Method::GET | Method::HEAD => "pull",
+                Method::DELETE => "delete",
+                _ => "push",
+            };
+            let granted = authorization
+                .as_deref()
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .and_then(|token| state.tokens.get(token))
+                .and_then(|scope| scope.strip_prefix(&format!("repository:{repository}:")))
+                .is_some_and(|actions| actions.split(',').any(|a| a == action));
+            if granted {
+                return None;
+            }
+            unauthorized(format!(
+                "Bearer realm=\"{}/token\",service=\"{SERVICE}\",scope=\"repository:{repository}:{action}\"",
+                state.origin
+            ))
+        }
+    }
+}
+
+/// The token endpoint: a token for the asked scope, to the bearer auth's user.
+fn token(state: &mut State, uri: &Uri, authorization: Option<String>) -> Response<Body> {
+    let query: HashMap<String, String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect();
+    let scope = query.get("scope").cloned().unwrap_or_default();
+    state.token_requests.push(scope.clone());
+    let Auth::Bearer { username, password } = &state.auth else {
+        return answer(StatusCode::NOT_FOUND, &[], "no token endpoint");
+    };
+    if authorization != Some(basic(username, password)) {
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            &[],
+            "{\"details\":\"incorrect username or password\"}",
+        );
+    }
+    if query.get("service").map(String::as_str) != Some(SERVICE)
+        || !scope.starts_with("repository:")
+    {
+        return answer(StatusCode::BAD_REQUEST, &[], "bad service or scope");
+    }
+    use std::hash::BuildHasher as _;
+    let random = |n: usize| std::collections::hash_map::RandomState::new().hash_one(n);
+    let token = format!("{:016x}{:016x}", random(state.tokens.len()), random(0));
+    state.tokens.insert(token.clone(), scope);
+    answer(
+        StatusCode::OK,
+        &[("content-type", "application/json".to_owned())],
+        &format!("{{\"token\":\"{token}\",\"expires_in\":300}}"),
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1,0 +1,222 @@
+//! Where a Content's checkpoint image is pushed, and with which credentials: the request's
+//! `spec.registry`, else the cluster's defaults (`--push-registry`, `--push-secret`). Resolved
+//! before the checkpoint is taken, so a request naming a missing Secret or a malformed
+//! repository fails before any memory is dumped.
+
+use checkpointing::crd::{ContainerCheckpointContent, RegistrySpec};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+
+use crate::push::auth::CredentialsError;
+use crate::push::{Credentials, Destination, Target};
+
+/// The type and key of a Secret holding registry credentials the way kubelets read them.
+const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
+const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
+
+/// The cluster's defaults, from noded's flags.
+#[derive(Clone, Debug, Default)]
+pub struct Defaults {
+    /// `--push-registry`: every checkpoint goes there unless its request names a repository.
+    pub target: Option<Target>,
+    /// `--push-secret NAMESPACE/NAME`: credentials for requests that name none.
+    pub secret: Option<SecretName>,
+}
+
+/// A Secret, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for SecretName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => Ok(Self {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            }),
+            _ => Err(format!("{s:?}: give NAMESPACE/NAME")),
+        }
+    }
+}
+
+impl std::fmt::Display for SecretName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Where one checkpoint goes: the destination, and the Secret whose credentials to use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub to: Destination,
+    pub secret: Option<SecretName>,
+    /// The request named the Secret (its absence, or no entry for the registry, is an error);
+    /// the cluster default may hold no entry for a registry that needs none.
+    pub named: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("spec.registry.repository {repository:?} is not HOST[:PORT]/REPOSITORY: {why}")]
+    Repository { repository: String, why: String },
+    #[error(
+        "spec.registry.secretRef names Secret {secret} but no registry to push to: set \
+         spec.registry.repository (this cluster has no default push registry)"
+    )]
+    NoRegistry { secret: String },
+    #[error(
+        "Secret {secret} (the credentials for registry {registry}) not found; create it as a \
+         {DOCKER_CONFIG_TYPE} Secret or fix spec.registry.secretRef"
+    )]
+    SecretNotFound { secret: SecretName, registry: String },
+    #[error("reading Secret {secret} (the credentials for registry {registry})")]
+    SecretUnreadable {
+        secret: SecretName,
+        registry: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "Secret {secret} is of type {found:?}; registry credentials must be a \
+         {DOCKER_CONFIG_TYPE} Secret with key {DOCKER_CONFIG_KEY}"
+    )]
+    SecretType { secret: SecretName, found: String },
+    #[error("Secret {secret} holds no credentials for registry {registry}; add an entry for it")]
+    NoEntry { secret: SecretName, registry: String },
+    #[error("Secret {secret}: {source}")]
+    Credentials {
+        secret: SecretName,
+        #[source]
+        source: CredentialsError,
+    },
+}
+
+/// Where the checkpoint of `content` is pushed; `None`: it stays on its node.
+pub fn route(
+    content: &ContainerCheckpointContent,
+    defaults: &Defaults,
+) -> Result<Option<Route>, OutboundError> {
+    let registry = content.spec.registry.as_ref();
+    let namespace = &content.spec.namespace;
+    let named = RegistrySpec::secret_name(registry).map(|name| SecretName {
+        namespace: namespace.clone(),
+        name: name.to_owned(),
+    });
+    let to = match registry.and_then(|r| r.repository.as_deref()) {
+        Some(repository) => {
+            repository
+                .parse::<Destination>()
+                .map_err(|why| OutboundError::Repository {
+                    repository: repository.to_owned(),
+                    why,
+                })?
+        }
+        None => match &defaults.target {
+            Some(target) => {
+                let name = content.spec.container_checkpoint_ref.as_str();
+                target.destination(namespace, name)
+            }
+            None => {
+                return match named {
+                    Some(secret) => Err(OutboundError::NoRegistry {
+                        secret: secret.to_string(),
+                    }),
+                    None => Ok(None),
+                };
+            }
+        },
+    };
+    Ok(Some(Route {
+        to,
+        named: named.is_some(),
+        secret: named.or_else(|| defaults.secret.clone()),
+    }))
+}
+
+/// Where the pushed copy `image` (`HOST/REPOSITORY@DIGEST`) of `content` is, to delete it:
+/// `None` for an image of the node-local registry `local`.
+pub fn of_image(
+    content: &ContainerCheckpointContent,
+    defaults: &Defaults,
+    local: &str,
+    image: &str,
+) -> Option<Route> {
+    let (name, _digest) = image.split_once('@')?;
+    let to = name.parse::<Destination>().ok()?;
+    if to.host == local {
+        return None;
+    }
+    let named = RegistrySpec::secret_name(content.spec.registry.as_ref()).map(|name| SecretName {
+        namespace: content.spec.namespace.clone(),
+        name: name.to_owned(),
+    });
+    Some(Route {
+        to,
+        named: named.is_some(),
+        secret: named.or_else(|| defaults.secret.clone()),
+    })
+}
+
+/// The credentials `route` pushes (or deletes) with, read from its Secret now: a rotated
+/// Secret takes effect with the next request.
+pub async fn credentials(
+    client: &kube::Client,
+    route: &Route,
+) -> Result<Option<Credentials>, OutboundError> {
+    let Some(secret) = &route.secret else {
+        return Ok(None);
+    };
+    let registry = route.to.host.clone();
+    let found = Api::<Secret>::namespaced(client.clone(), &secret.namespace)
+        .get_opt(&secret.name)
+        .await
+        .map_err(|source| OutboundError::SecretUnreadable {
+            secret: secret.clone(),
+            registry: registry.clone(),
+            source,
+        })?;
+    let Some(found) = found else {
+        return Err(OutboundError::SecretNotFound {
+            secret: secret.clone(),
+            registry,
+        });
+    };
+    from_secret(&found, secret, route)
+}
+
+/// The credentials for `route`'s registry in the Secret `found` (named `secret`).
+pub fn from_secret(
+    found: &Secret,
+    secret: &SecretName,
+    route: &Route,
+) -> Result<Option<Credentials>, OutboundError> {
+    let kind = found.type_.as_deref().unwrap_or_default();
+    let data = found.data.as_ref().and_then(|d| d.get(DOCKER_CONFIG_KEY));
+    let (true, Some(data)) = (kind == DOCKER_CONFIG_TYPE, data) else {
+        return Err(OutboundError::SecretType {
+            secret: secret.clone(),
+            found: kind.to_owned(),
+        });
+    };
+    let credentials = Credentials::from_docker_config(&data.0, &route.to.host).map_err(|source| {
+        OutboundError::Credentials {
+            secret: secret.clone(),
+            source,
+        }
+    })?;
+    match credentials {
+        None if route.named => Err(OutboundError::NoEntry {
+            secret: secret.clone(),
+            registry: route.to.host.clone(),
+        }),
+        found => Ok(found),
+    }
+}
+
+#[cfg(test)]
+mod tests;

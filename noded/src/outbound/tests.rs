@@ -1,0 +1,144 @@
+use std::collections::BTreeMap;
+
+use checkpointing::crd::{ContainerCheckpointContentSpec, SecretRef};
+use k8s_openapi::ByteString;
+
+use super::*;
+
+fn content(registry: Option<RegistrySpec>) -> ContainerCheckpointContent {
+    let mut c = ContainerCheckpointContent::new(
+        "cc",
+        ContainerCheckpointContentSpec {
+            container_checkpoint_ref: "cc".into(),
+            namespace: "team".into(),
+            pod_name: "app".into(),
+            container_name: "counter".into(),
+            node_name: "node3".into(),
+            pod_uid: "uid".into(),
+            timeout_seconds: None,
+            volumes: Vec::new(),
+            registry,
+        },
+    );
+    c.metadata.namespace = Some("team".into());
+    c
+}
+
+fn registry(repository: Option<&str>, secret: Option<&str>) -> Option<RegistrySpec> {
+    Some(RegistrySpec {
+        repository: repository.map(str::to_owned),
+        secret_ref: secret.map(|name| SecretRef { name: name.into() }),
+    })
+}
+
+fn defaults(target: Option<&str>, secret: Option<&str>) -> Defaults {
+    Defaults {
+        target: target.map(|t| t.parse().unwrap()),
+        secret: secret.map(|s| s.parse().unwrap()),
+    }
+}
+
+fn secret_name(namespace: &str, name: &str) -> SecretName {
+    SecretName {
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+#[test]
+fn without_registry_anywhere_the_checkpoint_stays_on_its_node() {
+    assert_eq!(route(&content(None), &Defaults::default()).unwrap(), None);
+}
+
+#[test]
+fn the_requests_repository_and_secret_win_over_the_defaults() {
+    let c = content(registry(Some("reg.example:5443/team/ckpt"), Some("push-creds")));
+    let r = route(&c, &defaults(Some("other.example/prefix"), Some("ops/creds")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.to.to_string(), "reg.example:5443/team/ckpt");
+    assert_eq!(r.secret, Some(secret_name("team", "push-creds")));
+    assert!(r.named);
+}
+
+#[test]
+fn the_defaults_apply_to_what_the_request_leaves_out() {
+    let plain = route(&content(None), &defaults(Some("reg.example/ckpt"), Some("ops/creds")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(plain.to.to_string(), "reg.example/ckpt/team/cc");
+    assert_eq!(plain.secret, Some(secret_name("ops", "creds")));
+    assert!(!plain.named);
+
+    let only_secret = content(registry(None, Some("push-creds")));
+    let r = route(&only_secret, &defaults(Some("reg.example/ckpt"), None))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.to.to_string(), "reg.example/ckpt/team/cc");
+    assert_eq!(r.secret, Some(secret_name("team", "push-creds")));
+}
+
+#[test]
+fn a_secret_without_a_registry_and_a_malformed_repository_are_refused() {
+    let only_secret = content(registry(None, Some("push-creds")));
+    let err = route(&only_secret, &Defaults::default()).unwrap_err();
+    assert!(err.to_string().contains("set spec.registry.repository"), "{err}");
+
+    for bad in ["https://reg.example/x", "reg.example", "noport/x", "reg.example/UPPER"] {
+        let c = content(registry(Some(bad), None));
+        let err = route(&c, &Defaults::default()).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!("spec.registry.repository {bad:?}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn deleting_finds_the_registry_in_the_image_and_skips_the_node_local_one() {
+    let c = content(registry(None, Some("push-creds")));
+    let d = defaults(None, None);
+    let r = of_image(&c, &d, "localhost:5050", "reg.example:5443/team/ckpt@sha256:aa").unwrap();
+    assert_eq!(r.to.host, "reg.example:5443");
+    assert_eq!(r.to.repository, "team/ckpt");
+    assert_eq!(r.secret, Some(secret_name("team", "push-creds")));
+    assert_eq!(
+        of_image(&c, &d, "localhost:5050", "localhost:5050/team/cc@sha256:aa"),
+        None
+    );
+}
+
+fn docker_secret(kind: &str, config: &str) -> Secret {
+    Secret {
+        type_: Some(kind.into()),
+        data: Some(BTreeMap::from([(
+            DOCKER_CONFIG_KEY.to_owned(),
+            ByteString(config.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn credentials_come_from_the_dockerconfigjson_entry_of_the_registry() {
+    let c = content(registry(Some("reg.example:5443/team/ckpt"), Some("push-creds")));
+    let r = route(&c, &Defaults::default()).unwrap().unwrap();
+    let name = secret_name("team", "push-creds");
+    let config = r#"{"auths":{"reg.example:5443":{"username":"alice","password":"s3cret"}}}"#;
+    let creds = from_secret(&docker_secret(DOCKER_CONFIG_TYPE, config), &name, &r).unwrap();
+    assert!(creds.is_some());
+
+    let err = from_secret(&docker_secret("Opaque", config), &name, &r).unwrap_err();
+    assert!(err.to_string().contains("is of type \"Opaque\""), "{err}");
+
+    let elsewhere = r#"{"auths":{"other.example":{"username":"a","password":"b"}}}"#;
+    let err = from_secret(&docker_secret(DOCKER_CONFIG_TYPE, elsewhere), &name, &r).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Secret team/push-creds holds no credentials for registry reg.example:5443; add an entry for it"
+    );
+    // The cluster default may cover other registries only: anonymous then.
+    let default = Route { named: false, ..r };
+    let creds = from_secret(&docker_secret(DOCKER_CONFIG_TYPE, elsewhere), &name, &default);
+    assert!(creds.unwrap().is_none());
+}

@@ -1,0 +1,256 @@
+//! Sending a push's requests, authenticating as the registry asks: a request goes with the
+//! cached authorization for its scope, or none; a `401` is answered per its challenge (Basic
+//! credentials, or a bearer token from the registry's token endpoint) and the request is sent
+//! once more.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use bytes::Bytes;
+
+use super::auth::{self, Challenge, Scope};
+use super::{MAX_ERROR_BODY, PushError, Pusher};
+use crate::http::{self, Progress, SendError};
+
+/// Token answers are small; a larger one is not a token endpoint's.
+const MAX_TOKEN_ANSWER: usize = 64 << 10;
+
+/// A request that can be sent twice: its body is bytes (or nothing).
+pub struct Retryable<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub content_type: Option<&'static str>,
+    pub body: Bytes,
+}
+
+impl Retryable<'_> {
+    fn build(&self, authorization: Option<&HeaderValue>) -> Result<Request<Body>, PushError> {
+        let mut request = Request::builder().method(self.method.clone()).uri(self.url);
+        if let Some(content_type) = self.content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        if self.method == Method::POST || self.method == Method::PUT {
+            request = request.header(header::CONTENT_LENGTH, self.body.len());
+        }
+        if let Some(authorization) = authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        request
+            .body(Body::from(self.body.clone()))
+            .map_err(|e| not_sent(&self.method, self.url, e))
+    }
+}
+
+fn not_sent(method: &Method, url: &str, e: axum::http::Error) -> PushError {
+    PushError::Status {
+        method: method.clone(),
+        url: url.to_owned(),
+        status: StatusCode::BAD_REQUEST,
+        body: format!("not sent: {e}"),
+    }
+}
+
+impl Pusher {
+    /// Sends `request` with the scope's cached authorization; on a `401`, authenticates as the
+    /// challenge says and sends it again. A `401` then is the registry refusing.
+    pub(super) async fn authorized(
+        &self,
+        scope: &Scope<'_>,
+        request: &Retryable<'_>,
+    ) -> Result<Response<Body>, PushError> {
+        let cached = self.tokens.get(scope);
+        let response = self.send(request.build(cached.as_ref())?, None).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        if cached.is_some() {
+            // Revoked or expired early: a fresh one, once.
+            self.tokens.forget(scope);
+        }
+        let header = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let Some(challenge) = auth::parse_challenge(&header) else {
+            return Err(PushError::Challenge {
+                host: scope.host.to_owned(),
+                method: request.method.clone(),
+                url: request.url.to_owned(),
+                challenge: header,
+            });
+        };
+        let authorization = self
+            .authenticate(scope, challenge, &request.method, request.url)
+            .await?;
+        let response = self
+            .send(request.build(Some(&authorization))?, None)
+            .await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            self.tokens.forget(scope);
+            return Err(refused(scope, &request.method, request.url, response).await);
+        }
+        Ok(response)
+    }
+
+    /// Sends a `PUT` of a streamed body, which cannot be sent again: with the authorization
+    /// an earlier request of the same scope left cached.
+    pub(super) async fn streamed(
+        &self,
+        scope: &Scope<'_>,
+        url: &str,
+        size: u64,
+        body: Body,
+        progress: &Progress,
+    ) -> Result<Response<Body>, PushError> {
+        let mut request = Request::put(url)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, size);
+        if let Some(authorization) = self.tokens.get(scope) {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        let request = request
+            .body(body)
+            .map_err(|e| not_sent(&Method::PUT, url, e))?;
+        let response = self.send(request, Some(progress)).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(refused(scope, &Method::PUT, url, response).await);
+        }
+        Ok(response)
+    }
+
+    /// The `Authorization` a challenge asks for, cached for the scope's next requests.
+    async fn authenticate(
+        &self,
+        scope: &Scope<'_>,
+        challenge: Challenge,
+        method: &Method,
+        url: &str,
+    ) -> Result<HeaderValue, PushError> {
+        let (realm, service) = match challenge {
+            Challenge::Basic => {
+                let Some(credentials) = scope.credentials else {
+                    return Err(PushError::NoCredentials {
+                        host: scope.host.to_owned(),
+                        method: method.clone(),
+                        url: url.to_owned(),
+                        status: StatusCode::UNAUTHORIZED,
+                    });
+                };
+                self.tokens.basic(scope);
+                return Ok(credentials.basic());
+            }
+            Challenge::Bearer { realm, service } => (realm, service),
+        };
+        let token_url =
+            auth::token_url(&realm, service.as_deref(), scope.repository, scope.actions);
+        let in_token = |source: PushError| PushError::Token {
+            host: scope.host.to_owned(),
+            source: Box::new(source),
+        };
+        let mut request = Request::get(&token_url);
+        // Anonymous otherwise: public registries hand out pull tokens to anyone.
+        if let Some(credentials) = scope.credentials {
+            request = request.header(header::AUTHORIZATION, credentials.basic());
+        }
+        let request = request
+            .body(Body::empty())
+            .map_err(|e| in_token(not_sent(&Method::GET, &token_url, e)))?;
+        let response = self.send(request, None).await.map_err(in_token)?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(refused(scope, &Method::GET, &token_url, response).await);
+        }
+        let mut response = Self::success(Method::GET, &token_url, response)
+            .await
+            .map_err(in_token)?;
+        let body = http::read_prefix(response.body_mut(), MAX_TOKEN_ANSWER)
+            .await
+            .unwrap_or_default();
+        let Some((token, lifetime)) = auth::parse_token(&body) else {
+            return Err(PushError::NoToken {
+                host: scope.host.to_owned(),
+                url: token_url,
+            });
+        };
+        let authorization = auth::sensitive(format!("Bearer {token}"));
+        self.tokens.bearer(scope, token, lifetime);
+        Ok(authorization)
+    }
+
+    async fn send(
+        &self,
+        request: Request<Body>,
+        progress: Option<&Progress>,
+    ) -> Result<Response<Body>, PushError> {
+        let method = request.method().clone();
+        let url = request.uri().to_string();
+        http::send(&self.http, request, progress)
+            .await
+            .map_err(|e| match e {
+                SendError::Request(source) => PushError::Request {
+                    method,
+                    url,
+                    source,
+                },
+                SendError::Timeout(timeout) => PushError::Timeout {
+                    method,
+                    url,
+                    timeout,
+                },
+            })
+    }
+
+    /// The response if it is a success, else an error carrying the start of its body (the
+    /// registry's explanation).
+    pub(super) async fn success(
+        method: Method,
+        url: &str,
+        response: Response<Body>,
+    ) -> Result<Response<Body>, PushError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        Err(PushError::Status {
+            method,
+            url: url.to_owned(),
+            status,
+            body: error_body(response).await,
+        })
+    }
+}
+
+/// The start of an error response's body, on one line.
+async fn error_body(response: Response<Body>) -> String {
+    let mut body = response.into_body();
+    http::read_prefix(&mut body, MAX_ERROR_BODY)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().replace('\n', " "))
+        .unwrap_or_default()
+}
+
+/// A `401` after authenticating (or from the token endpoint): credentials refused, or none
+/// given where they are needed.
+async fn refused(
+    scope: &Scope<'_>,
+    method: &Method,
+    url: &str,
+    response: Response<Body>,
+) -> PushError {
+    let status = response.status();
+    if scope.credentials.is_none() {
+        return PushError::NoCredentials {
+            host: scope.host.to_owned(),
+            method: method.clone(),
+            url: url.to_owned(),
+            status,
+        };
+    }
+    PushError::Denied {
+        host: scope.host.to_owned(),
+        method: method.clone(),
+        url: url.to_owned(),
+        status,
+        body: error_body(response).await,
+    }
+}
