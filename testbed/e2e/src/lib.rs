@@ -19,6 +19,7 @@ mod counter;
 mod migration;
 mod product;
 mod pull;
+mod registry;
 
 pub use counter::{
     assert_container_resumes, assert_counter_resumes, counter_log, counter_pod, counter_values,
@@ -33,6 +34,7 @@ pub use product::{
     ControllerDown, NODED_NAMESPACE, NODED_SELECTOR, kill_process, pod_process,
 };
 pub use pull::{PULL_USER, PullCredential, pull_credential, registry_token};
+pub use registry::{RegistryUser, TokenRegistry};
 
 /// The running testbed. Tests fail (never skip) when it is not up: an e2e test that silently
 /// passes without a cluster proves nothing.
