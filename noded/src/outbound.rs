@@ -79,7 +79,7 @@ pub enum OutboundError {
         secret: SecretName,
         registry: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error(
         "Secret {secret} is of type {found:?}; registry credentials must be a \
@@ -178,7 +178,7 @@ pub async fn credentials(
         .map_err(|source| OutboundError::SecretUnreadable {
             secret: secret.clone(),
             registry: registry.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let Some(found) = found else {
         return Err(OutboundError::SecretNotFound {

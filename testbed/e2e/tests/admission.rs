@@ -287,6 +287,83 @@ async fn migrating_a_pod_needs_the_rights_to_delete_it_and_create_pods() {
     assert_eq!(created.metadata.name.as_deref(), Some("away"));
 }
 
+/// noded pushes with the credentials of the Secret a request names: naming one needs the right
+/// to read it, or anyone who may checkpoint could push with a team's registry account.
+#[tokio::test]
+async fn naming_a_registry_secret_needs_the_right_to_read_it() {
+    use checkpointing::crd::{ContainerCheckpoint, RegistrySpec, SecretRef};
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let ns = TestNamespace::create(&tb, "needs-secret").await;
+    run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
+    grant(
+        &client,
+        &ns.name,
+        "checkpointer",
+        "mallory",
+        json!([
+            {
+                "apiGroups": ["checkpointing.zacchaeuschok.github.io"],
+                "resources": ["containercheckpoints"],
+                "verbs": ["create", "get"],
+            },
+            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
+        ]),
+    )
+    .await;
+    let as_mallory: Api<ContainerCheckpoint> =
+        Api::namespaced(tb.client_as("mallory", &[], &[]).await, &ns.name);
+    let mut request = checkpoint_request("pushed", "app", "counter");
+    request.spec.registry = Some(RegistrySpec {
+        repository: Some("10.77.0.1:5000/team".into()),
+        secret_ref: Some(SecretRef {
+            name: "team-registry".into(),
+        }),
+    });
+    let refusal = e2e::eventually(
+        "the request to be refused for want of get on the Secret",
+        std::time::Duration::from_secs(30),
+        || async {
+            match as_mallory.create(&PostParams::default(), &request).await {
+                Err(kube::Error::Api(s))
+                    if s.message.contains("may not get secret team-registry") =>
+                {
+                    Some(s)
+                }
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assert_eq!(refusal.code, 403, "{refusal:?}");
+
+    grant(
+        &client,
+        &ns.name,
+        "reader",
+        "mallory",
+        json!([{
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["team-registry"],
+            "verbs": ["get"],
+        }]),
+    )
+    .await;
+    let created = e2e::eventually(
+        "the request to be admitted with get on the Secret",
+        std::time::Duration::from_secs(30),
+        || async {
+            as_mallory
+                .create(&PostParams::default(), &request)
+                .await
+                .ok()
+        },
+    )
+    .await;
+    assert_eq!(created.metadata.name.as_deref(), Some("pushed"));
+}
+
 #[tokio::test]
 async fn noded_writes_only_its_own_nodes_contents_and_never_a_finished_image() {
     let tb = Testbed::get();

@@ -195,6 +195,22 @@ const GRANTS: &[(&str, &str)] = &[
         "restore::the_node_local_registry_answers_only_pulls_for_admitted_pods",
     ),
     (
+        "checkpoint-noded list /pods",
+        "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it (this node's pods: the base image of a restore from a registry)",
+    ),
+    (
+        "checkpoint-noded watch /pods",
+        "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it",
+    ),
+    (
+        "checkpoint-noded get /secrets",
+        "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it (the request's registry credentials)",
+    ),
+    (
+        "checkpoint-noded create events.k8s.io/events",
+        "registries::a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event",
+    ),
+    (
         "checkpoint-noded create authentication.k8s.io/tokenreviews",
         "restore::peers_refuse_strangers_and_reject_tampered_blobs",
     ),

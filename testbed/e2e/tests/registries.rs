@@ -1,0 +1,389 @@
+//! Checkpoint images in the registries users run: one that requires bearer tokens and TLS with
+//! the testbed's CA (Debian's docker-registry behind the test's own token service, see
+//! `e2e::TokenRegistry`), credentials in a dockerconfigjson Secret named by the request.
+
+use std::process::Command;
+use std::time::Duration;
+
+use checkpointing::crd::{
+    CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, RegistrySpec, SecretRef,
+};
+use checkpointing::oci::ImageLayout;
+use e2e::{
+    RegistryUser, TestNamespace, Testbed, TokenRegistry, assert_counter_resumes, checkpoint,
+    checkpoint_request, counter_log, counter_pod, eventually, outcome, run_pod, sample_pod,
+    value_at_checkpoint,
+};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+
+/// The host's side of the testbed network, which the nodes reach.
+const HOST: &str = "10.77.0.1";
+/// The testbed's plain registry, which also serves Docker Hub's name to the nodes over TLS.
+const TESTBED_REGISTRY: &str = "10.77.0.1:5000";
+
+const ADMIN: RegistryUser = RegistryUser {
+    name: "admin",
+    password: "admin-secret",
+    actions: &["pull", "push", "delete"],
+};
+/// May push and pull but not delete, like a CI robot account.
+const PUSHER: RegistryUser = RegistryUser {
+    name: "pusher",
+    password: "pusher-secret",
+    actions: &["pull", "push"],
+};
+
+async fn token_registry(tb: &Testbed) -> TokenRegistry {
+    TokenRegistry::start(HOST, &tb.state.join("pki"), &[ADMIN, PUSHER]).await
+}
+
+/// Creates the dockerconfigjson Secret `name` holding `user`'s credentials for `registry`.
+async fn push_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    registry: &TokenRegistry,
+    user: &str,
+    password: &str,
+) {
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": registry.docker_config(user, password)},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+/// A request for the counter of `pod`, pushed to `repository` with the Secret `secret`.
+fn pushed_request(name: &str, pod: &str, repository: &str, secret: &str) -> ContainerCheckpoint {
+    let mut cc = checkpoint_request(name, pod, "counter");
+    cc.spec.registry = Some(RegistrySpec {
+        repository: Some(repository.to_owned()),
+        secret_ref: Some(SecretRef {
+            name: secret.to_owned(),
+        }),
+    });
+    cc
+}
+
+/// A copy of the testbed's busybox under a name no node has pulled, referenced the way pods
+/// name Docker Hub images: a base image that is surely absent from every node but its own.
+fn fresh_base_image(tb: &Testbed, tag: &str) -> String {
+    let out = Command::new("skopeo")
+        .args(["--policy"])
+        .arg(tb.repo.join("testbed/files/policy.json"))
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{TESTBED_REGISTRY}/library/busybox:latest"),
+            &format!("docker://{TESTBED_REGISTRY}/e2e/busybox:{tag}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("e2e/busybox:{tag}")
+}
+
+/// Whether the runtime on `node` holds `image`.
+fn node_has_image(tb: &Testbed, node: &str, image: &str) -> bool {
+    tb.node_exec(node, &["crictl", "inspecti", image])
+        .status
+        .success()
+}
+
+/// The done-when of pushing to a token registry: pushed with a dockerconfigjson Secret,
+/// restored on another node from that registry (its base image absent there before), and gone
+/// from the registry once the request is deleted.
+#[tokio::test]
+async fn a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let ns = TestNamespace::create(&tb, "token-registry").await;
+    let registry = token_registry(&tb).await;
+    push_secret(
+        &client,
+        &ns.name,
+        "push-creds",
+        &registry,
+        ADMIN.name,
+        ADMIN.password,
+    )
+    .await;
+    let base = fresh_base_image(&tb, &ns.name);
+
+    let mut app = counter_pod("app", "node3", 1);
+    app.spec.as_mut().unwrap().containers[0].image = Some(base.clone());
+    run_pod(&client, &ns.name, app).await;
+    counter_log(&tb, &ns.name, "app", 2, Duration::from_secs(60)).await;
+    let repository = format!("{}/checkpoints/{}", registry.host, ns.name);
+    let cc = checkpoint(
+        &client,
+        &ns.name,
+        pushed_request("pushed", "app", &repository, "push-creds"),
+    )
+    .await;
+    let (state, message) = outcome(&cc);
+    assert_eq!(state, CheckpointState::Completed, "{message}");
+    let image = cc.status.as_ref().unwrap().image.clone().unwrap();
+    let digest = image
+        .strip_prefix(&format!("{repository}@"))
+        .unwrap_or_else(|| panic!("the status names the pushed copy by digest: {image}"));
+    let path = repository.trim_start_matches(&format!("{}/", registry.host));
+    assert_eq!(
+        registry.manifest_status(path, digest, &ADMIN).await,
+        200,
+        "the registry serves {image}"
+    );
+    let content = Api::<ContainerCheckpointContent>::namespaced(client.clone(), &ns.name)
+        .get("pushed")
+        .await
+        .unwrap();
+    let status = content.status.clone().unwrap();
+    let at_checkpoint =
+        value_at_checkpoint(&tb, "node3", status.checkpoint_path.as_deref().unwrap());
+    assert!(
+        status
+            .base_image
+            .as_deref()
+            .is_some_and(|b| b.contains("e2e/busybox")),
+        "the Content names the base image: {:?}",
+        status.base_image
+    );
+    assert!(
+        !node_has_image(&tb, "node2", &base),
+        "node2 has never pulled {base}"
+    );
+
+    Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut restored = sample_pod(&tb, "restored-app-node2.yaml");
+    restored.metadata.namespace = Some(ns.name.clone());
+    restored.metadata.annotations.as_mut().unwrap().insert(
+        "checkpointing.zacchaeuschok.github.io/restore-from".into(),
+        "pushed".into(),
+    );
+    let running = run_pod(&client, &ns.name, restored).await;
+    let spec = running.spec.as_ref().unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some("node2"));
+    assert_eq!(spec.containers[0].image.as_deref(), Some(image.as_str()));
+    let secrets: Vec<_> = spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|s| &s.name)
+        .collect();
+    assert_eq!(
+        secrets,
+        ["push-creds"],
+        "the webhook handed the runtime the Secret"
+    );
+    assert_counter_resumes(&tb, &ns.name, &running, at_checkpoint).await;
+    assert!(
+        node_has_image(&tb, "node2", &base),
+        "node2 has the base image now"
+    );
+    // node2's runtime pulled from the registry, not through node3's noded.
+    let layout =
+        ImageLayout::open(tb.node_path("node2", "/var/lib/kubelet/checkpoints/oci")).unwrap();
+    assert!(
+        layout
+            .resolve(content.metadata.uid.as_deref().unwrap())
+            .unwrap()
+            .is_none()
+    );
+
+    Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
+        .delete("pushed", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the pushed manifest deleted from the registry",
+        Duration::from_secs(60),
+        || async { (registry.manifest_status(path, digest, &ADMIN).await == 404).then_some(()) },
+    )
+    .await;
+}
+
+/// Each way a push can go wrong ends the request Failed, naming the registry and the cause,
+/// and references nothing half-pushed.
+#[tokio::test]
+async fn registry_failures_fail_the_request_naming_the_registry_and_the_cause() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let ns = TestNamespace::create(&tb, "registry-failures").await;
+    let registry = token_registry(&tb).await;
+    let untrusted = TokenRegistry::start_untrusted(HOST, &[ADMIN]).await;
+    push_secret(
+        &client,
+        &ns.name,
+        "wrong-password",
+        &registry,
+        ADMIN.name,
+        "guessed",
+    )
+    .await;
+    push_secret(
+        &client,
+        &ns.name,
+        "untrusted-creds",
+        &untrusted,
+        ADMIN.name,
+        ADMIN.password,
+    )
+    .await;
+    // A port nothing listens on: the registry is down.
+    let down = {
+        let listener = std::net::TcpListener::bind((HOST, 0)).unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    push_secret(
+        &client,
+        &ns.name,
+        "down-creds",
+        &registry,
+        ADMIN.name,
+        ADMIN.password,
+    )
+    .await;
+    run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
+
+    let cases = [
+        (
+            "wrong-password",
+            format!("{}/ckpt", registry.host),
+            "wrong-password",
+            vec![registry.host.clone(), "refused the credentials".into()],
+        ),
+        (
+            "missing-secret",
+            format!("{}/ckpt", registry.host),
+            "no-such-secret",
+            vec![
+                registry.host.clone(),
+                format!("Secret {}/no-such-secret", ns.name),
+                "not found".into(),
+            ],
+        ),
+        (
+            "unknown-ca",
+            format!("{}/ckpt", untrusted.host),
+            "untrusted-creds",
+            vec![untrusted.host.clone(), "UnknownIssuer".into()],
+        ),
+        (
+            "registry-down",
+            format!("{down}/ckpt"),
+            "down-creds",
+            vec![down.clone(), "onnection refused".into()],
+        ),
+    ];
+    for (name, repository, secret, expected) in cases {
+        let cc = checkpoint(
+            &client,
+            &ns.name,
+            pushed_request(name, "app", &repository, secret),
+        )
+        .await;
+        let (state, message) = outcome(&cc);
+        assert_eq!(state, CheckpointState::Failed, "{name}: {message}");
+        for part in expected {
+            assert!(
+                message.contains(&part),
+                "{name}: {part:?} not in {message:?}"
+            );
+        }
+        assert_eq!(
+            cc.status.as_ref().unwrap().image,
+            None,
+            "{name}: a failed push references no image"
+        );
+    }
+    // Nothing was stored under the tags the failed pushes would have used.
+    let contents = Api::<ContainerCheckpointContent>::namespaced(client.clone(), &ns.name);
+    let refused = contents.get("wrong-password").await.unwrap();
+    let tag = refused.metadata.uid.unwrap();
+    assert_eq!(registry.manifest_status("ckpt", &tag, &ADMIN).await, 404);
+}
+
+/// A registry that will not delete (here: the Secret's account may not) keeps the pushed copy;
+/// noded says so in an Event on the Content instead of holding the deletion.
+#[tokio::test]
+async fn a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let ns = TestNamespace::create(&tb, "kept-copy").await;
+    let registry = token_registry(&tb).await;
+    push_secret(
+        &client,
+        &ns.name,
+        "robot",
+        &registry,
+        PUSHER.name,
+        PUSHER.password,
+    )
+    .await;
+    run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
+    let repository = format!("{}/robot", registry.host);
+    let cc = checkpoint(
+        &client,
+        &ns.name,
+        pushed_request("kept", "app", &repository, "robot"),
+    )
+    .await;
+    let (state, message) = outcome(&cc);
+    assert_eq!(state, CheckpointState::Completed, "{message}");
+    let image = cc.status.unwrap().image.unwrap();
+    let digest = image.rsplit_once('@').unwrap().1.to_owned();
+
+    Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
+        .delete("kept", &DeleteParams::default())
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let event = eventually(
+        "a PushedCopyKept event",
+        Duration::from_secs(60),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("PushedCopyKept"))
+        },
+    )
+    .await;
+    let note = event.message.unwrap_or_default();
+    assert!(
+        note.contains(&image) && note.contains(&registry.host),
+        "{note}"
+    );
+    assert_eq!(
+        event.involved_object.kind.as_deref(),
+        Some("ContainerCheckpointContent")
+    );
+    // The deletion was not held: the Content is gone, and the copy is still there.
+    eventually("the Content gone", Duration::from_secs(30), || async {
+        Api::<ContainerCheckpointContent>::namespaced(client.clone(), &ns.name)
+            .get_opt("kept")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        registry.manifest_status("robot", &digest, &ADMIN).await,
+        200
+    );
+}
