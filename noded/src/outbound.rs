@@ -73,7 +73,10 @@ pub enum OutboundError {
         "Secret {secret} (the credentials for registry {registry}) not found; create it as a \
          {DOCKER_CONFIG_TYPE} Secret or fix spec.registry.secretRef"
     )]
-    SecretNotFound { secret: SecretName, registry: String },
+    SecretNotFound {
+        secret: SecretName,
+        registry: String,
+    },
     #[error("reading Secret {secret} (the credentials for registry {registry})")]
     SecretUnreadable {
         secret: SecretName,
@@ -87,7 +90,10 @@ pub enum OutboundError {
     )]
     SecretType { secret: SecretName, found: String },
     #[error("Secret {secret} holds no credentials for registry {registry}; add an entry for it")]
-    NoEntry { secret: SecretName, registry: String },
+    NoEntry {
+        secret: SecretName,
+        registry: String,
+    },
     #[error("Secret {secret}: {source}")]
     Credentials {
         secret: SecretName,
@@ -203,12 +209,13 @@ pub fn from_secret(
             found: kind.to_owned(),
         });
     };
-    let credentials = Credentials::from_docker_config(&data.0, &route.to.host).map_err(|source| {
-        OutboundError::Credentials {
-            secret: secret.clone(),
-            source,
-        }
-    })?;
+    let credentials =
+        Credentials::from_docker_config(&data.0, &route.to.host).map_err(|source| {
+            OutboundError::Credentials {
+                secret: secret.clone(),
+                source,
+            }
+        })?;
     match credentials {
         None if route.named => Err(OutboundError::NoEntry {
             secret: secret.clone(),

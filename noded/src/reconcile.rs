@@ -21,8 +21,8 @@ use serde_json::json;
 
 use crate::checkpoint::{Artifact, Checkpointer, Failure, Job};
 use crate::error::error_chain;
-use crate::prereq::Prerequisites;
 use crate::outbound::{Defaults, OutboundError};
+use crate::prereq::Prerequisites;
 use crate::push::PushError;
 use crate::store::ArchiveKey;
 

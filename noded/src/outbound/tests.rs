@@ -52,10 +52,16 @@ fn without_registry_anywhere_the_checkpoint_stays_on_its_node() {
 
 #[test]
 fn the_requests_repository_and_secret_win_over_the_defaults() {
-    let c = content(registry(Some("reg.example:5443/team/ckpt"), Some("push-creds")));
-    let r = route(&c, &defaults(Some("other.example/prefix"), Some("ops/creds")))
-        .unwrap()
-        .unwrap();
+    let c = content(registry(
+        Some("reg.example:5443/team/ckpt"),
+        Some("push-creds"),
+    ));
+    let r = route(
+        &c,
+        &defaults(Some("other.example/prefix"), Some("ops/creds")),
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(r.to.to_string(), "reg.example:5443/team/ckpt");
     assert_eq!(r.secret, Some(secret_name("team", "push-creds")));
     assert!(r.named);
@@ -63,9 +69,12 @@ fn the_requests_repository_and_secret_win_over_the_defaults() {
 
 #[test]
 fn the_defaults_apply_to_what_the_request_leaves_out() {
-    let plain = route(&content(None), &defaults(Some("reg.example/ckpt"), Some("ops/creds")))
-        .unwrap()
-        .unwrap();
+    let plain = route(
+        &content(None),
+        &defaults(Some("reg.example/ckpt"), Some("ops/creds")),
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(plain.to.to_string(), "reg.example/ckpt/team/cc");
     assert_eq!(plain.secret, Some(secret_name("ops", "creds")));
     assert!(!plain.named);
@@ -82,13 +91,22 @@ fn the_defaults_apply_to_what_the_request_leaves_out() {
 fn a_secret_without_a_registry_and_a_malformed_repository_are_refused() {
     let only_secret = content(registry(None, Some("push-creds")));
     let err = route(&only_secret, &Defaults::default()).unwrap_err();
-    assert!(err.to_string().contains("set spec.registry.repository"), "{err}");
+    assert!(
+        err.to_string().contains("set spec.registry.repository"),
+        "{err}"
+    );
 
-    for bad in ["https://reg.example/x", "reg.example", "noport/x", "reg.example/UPPER"] {
+    for bad in [
+        "https://reg.example/x",
+        "reg.example",
+        "noport/x",
+        "reg.example/UPPER",
+    ] {
         let c = content(registry(Some(bad), None));
         let err = route(&c, &Defaults::default()).unwrap_err();
         assert!(
-            err.to_string().starts_with(&format!("spec.registry.repository {bad:?}")),
+            err.to_string()
+                .starts_with(&format!("spec.registry.repository {bad:?}")),
             "{err}"
         );
     }
@@ -98,7 +116,13 @@ fn a_secret_without_a_registry_and_a_malformed_repository_are_refused() {
 fn deleting_finds_the_registry_in_the_image_and_skips_the_node_local_one() {
     let c = content(registry(None, Some("push-creds")));
     let d = defaults(None, None);
-    let r = of_image(&c, &d, "localhost:5050", "reg.example:5443/team/ckpt@sha256:aa").unwrap();
+    let r = of_image(
+        &c,
+        &d,
+        "localhost:5050",
+        "reg.example:5443/team/ckpt@sha256:aa",
+    )
+    .unwrap();
     assert_eq!(r.to.host, "reg.example:5443");
     assert_eq!(r.to.repository, "team/ckpt");
     assert_eq!(r.secret, Some(secret_name("team", "push-creds")));
@@ -121,7 +145,10 @@ fn docker_secret(kind: &str, config: &str) -> Secret {
 
 #[test]
 fn credentials_come_from_the_dockerconfigjson_entry_of_the_registry() {
-    let c = content(registry(Some("reg.example:5443/team/ckpt"), Some("push-creds")));
+    let c = content(registry(
+        Some("reg.example:5443/team/ckpt"),
+        Some("push-creds"),
+    ));
     let r = route(&c, &Defaults::default()).unwrap().unwrap();
     let name = secret_name("team", "push-creds");
     let config = r#"{"auths":{"reg.example:5443":{"username":"alice","password":"s3cret"}}}"#;
@@ -139,6 +166,10 @@ fn credentials_come_from_the_dockerconfigjson_entry_of_the_registry() {
     );
     // The cluster default may cover other registries only: anonymous then.
     let default = Route { named: false, ..r };
-    let creds = from_secret(&docker_secret(DOCKER_CONFIG_TYPE, elsewhere), &name, &default);
+    let creds = from_secret(
+        &docker_secret(DOCKER_CONFIG_TYPE, elsewhere),
+        &name,
+        &default,
+    );
     assert!(creds.unwrap().is_none());
 }

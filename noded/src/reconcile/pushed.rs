@@ -63,7 +63,11 @@ pub async fn unpublish<R: Runtime>(
                 "deleting the pushed copy without credentials")
         })
         .unwrap_or_default();
-    let error = match ctx.checkpointer.unpublish(image, credentials.as_ref()).await {
+    let error = match ctx
+        .checkpointer
+        .unpublish(image, credentials.as_ref())
+        .await
+    {
         Ok(()) => {
             tracing::info!(content = %content.name_any(), %image, "pushed copy deleted");
             ctx.checkpointer.metrics.pushed_copy_deletion("deleted");
