@@ -353,6 +353,7 @@ impl<R: Runtime> Checkpointer<R> {
         let Some(push) = &job.push else {
             return Ok(artifact);
         };
+        let started = Instant::now();
         let pushed = self
             .pusher
             .push(
@@ -363,11 +364,12 @@ impl<R: Runtime> Checkpointer<R> {
                 push.credentials.as_ref(),
             )
             .await;
-        self.metrics.pushed(if pushed.is_ok() {
+        let result = if pushed.is_ok() {
             "succeeded"
         } else {
             "failed"
-        });
+        };
+        self.metrics.pushed(result, started.elapsed().as_secs_f64());
         artifact.image = pushed.map_err(|source| Failure::Push {
             registry: push.to.host.clone(),
             source: Box::new(source),

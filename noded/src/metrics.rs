@@ -69,6 +69,7 @@ pub struct Metrics {
     archive_size: Histogram,
     transfer: Family<DirectionLabels, Counter>,
     pushes: Family<ResultLabels, Counter>,
+    push_duration: Histogram,
     registry_requests: Family<RequestLabels, Counter>,
     runtime_image_removals: Family<ResultLabels, Counter>,
     pushed_copy_deletions: Family<ResultLabels, Counter>,
@@ -118,6 +119,13 @@ impl Default for Metrics {
             "pushes",
             "Checkpoint images pushed to the external registry, by result (succeeded or failed)",
             pushes.clone(),
+        );
+        let push_duration = Histogram::new(duration_buckets());
+        registry.register_with_unit(
+            "push_duration",
+            "Duration of a push of a checkpoint image to an external registry, whatever its result",
+            Unit::Seconds,
+            push_duration.clone(),
         );
         let registry_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -170,6 +178,7 @@ impl Default for Metrics {
             archive_size,
             transfer,
             pushes,
+            push_duration,
             registry_requests,
             runtime_image_removals,
             pushed_copy_deletions,
@@ -203,8 +212,10 @@ impl Metrics {
             .inc_by(bytes);
     }
 
-    pub fn pushed(&self, result: &'static str) {
+    /// One push to an external registry that took `seconds`: `succeeded` or `failed`.
+    pub fn pushed(&self, result: &'static str, seconds: f64) {
         self.pushes.get_or_create(&ResultLabels { result }).inc();
+        self.push_duration.observe(seconds);
     }
 
     /// A deleted checkpoint's copy in the push registry: `deleted` or `kept`.

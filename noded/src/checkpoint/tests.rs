@@ -219,6 +219,12 @@ async fn with_a_push_registry_the_image_is_referenced_there() {
             .render()
             .contains("noded_pushes_total{result=\"succeeded\"} 1")
     );
+    assert!(
+        c.metrics
+            .render()
+            .contains("noded_push_duration_seconds_count 1"),
+        "the push's duration is recorded, for throughput figures"
+    );
     let state = registry.state.lock().unwrap();
     assert_eq!(state.blobs[&a.digest], FakeRuntime::archive());
     assert!(
