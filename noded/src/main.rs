@@ -161,7 +161,8 @@ struct Args {
     /// Registry host (HOST[:PORT]) spoken to over plain HTTP instead of HTTPS; repeatable.
     #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registry: Vec<String>,
-    /// PEM bundle of CA certificates trusted for registries' HTTPS, besides the system's roots.
+    /// PEM bundle of CA certificates trusted for registries' HTTPS, besides the system's roots
+    /// (read at start; a missing file adds none, as an absent optional ConfigMap leaves it).
     #[arg(long, env = "REGISTRY_CA_FILE")]
     registry_ca_file: Option<PathBuf>,
     /// How often copies of deleted checkpoints (cached images, the runtime's images) are looked
@@ -299,10 +300,19 @@ async fn main() -> anyhow::Result<()> {
         insecure.push(target.host.clone());
     }
     let roots = match &args.registry_ca_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("reading --registry-ca-file {}", path.display()))?,
-        ),
+        Some(path) => match std::fs::read(path) {
+            Ok(pem) => Some(pem),
+            // An optional ConfigMap that is not there: deploy/ mounts one, many clusters need
+            // no private CA.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(path = %path.display(), "no registry CA bundle; trusting the system's roots only");
+                None
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading --registry-ca-file {}", path.display()));
+            }
+        },
         None => None,
     };
     let pusher = push::Pusher::new(insecure, roots.as_deref())

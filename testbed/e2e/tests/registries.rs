@@ -38,19 +38,12 @@ async fn token_registry(tb: &Testbed) -> TokenRegistry {
     TokenRegistry::start(HOST, &tb.state.join("pki"), &[ADMIN, PUSHER]).await
 }
 
-/// Creates the dockerconfigjson Secret `name` holding `user`'s credentials for `registry`.
-async fn push_secret(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    registry: &TokenRegistry,
-    user: &str,
-    password: &str,
-) {
+/// Creates the dockerconfigjson Secret `name` holding `config` (its `.dockerconfigjson`).
+async fn push_secret(client: &kube::Client, ns: &str, name: &str, config: String) {
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name},
         "type": "kubernetes.io/dockerconfigjson",
-        "stringData": {".dockerconfigjson": registry.docker_config(user, password)},
+        "stringData": {".dockerconfigjson": config},
     }))
     .unwrap();
     Api::<Secret>::namespaced(client.clone(), ns)
@@ -114,9 +107,7 @@ async fn a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_i
         &client,
         &ns.name,
         "push-creds",
-        &registry,
-        ADMIN.name,
-        ADMIN.password,
+        registry.docker_config(ADMIN.name, ADMIN.password),
     )
     .await;
     let base = fresh_base_image(&tb, &ns.name);
@@ -229,18 +220,14 @@ async fn registry_failures_fail_the_request_naming_the_registry_and_the_cause() 
         &client,
         &ns.name,
         "wrong-password",
-        &registry,
-        ADMIN.name,
-        "guessed",
+        registry.docker_config(ADMIN.name, "guessed"),
     )
     .await;
     push_secret(
         &client,
         &ns.name,
         "untrusted-creds",
-        &untrusted,
-        ADMIN.name,
-        ADMIN.password,
+        untrusted.docker_config(ADMIN.name, ADMIN.password),
     )
     .await;
     // A port nothing listens on: the registry is down.
@@ -248,15 +235,10 @@ async fn registry_failures_fail_the_request_naming_the_registry_and_the_cause() 
         let listener = std::net::TcpListener::bind((HOST, 0)).unwrap();
         listener.local_addr().unwrap().to_string()
     };
-    push_secret(
-        &client,
-        &ns.name,
-        "down-creds",
-        &registry,
-        ADMIN.name,
-        ADMIN.password,
-    )
-    .await;
+    let down_config = serde_json::json!({
+        "auths": {&down: {"username": ADMIN.name, "password": ADMIN.password}},
+    });
+    push_secret(&client, &ns.name, "down-creds", down_config.to_string()).await;
     run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
 
     let cases = [
@@ -329,9 +311,7 @@ async fn a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event() 
         &client,
         &ns.name,
         "robot",
-        &registry,
-        PUSHER.name,
-        PUSHER.password,
+        registry.docker_config(PUSHER.name, PUSHER.password),
     )
     .await;
     run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
