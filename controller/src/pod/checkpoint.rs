@@ -357,7 +357,12 @@ mod tests {
 
     #[test]
     fn every_container_of_the_pod_gets_an_owned_request() {
-        let pc = request(&[]);
+        let mut pc = request(&[]);
+        let registry = checkpointing::crd::RegistrySpec {
+            repository: Some("reg.example:5443/team/ckpt".into()),
+            secret_ref: None,
+        };
+        pc.spec.registry = Some(registry.clone());
         let plan = observe(&pc, Some(&pod()), &[]);
         let names: Vec<_> = plan
             .create
@@ -377,6 +382,10 @@ mod tests {
             ("PodCheckpoint", "uid-pc1", Some(true))
         );
         assert_eq!(plan.create[0].spec.timeout_seconds, Some(30));
+        assert!(
+            plan.create.iter().all(|c| c.spec.registry == Some(registry.clone())),
+            "each container's image goes where the pod's was asked to"
+        );
         let status = plan.status.unwrap();
         assert_eq!(status.state, Some(CheckpointState::Pending));
         assert_eq!(status.containers.len(), 2);

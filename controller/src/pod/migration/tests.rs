@@ -142,9 +142,15 @@ fn restored(mut pod: Pod, up: bool) -> Pod {
 #[test]
 fn a_bare_pod_is_copied_to_the_target_and_the_source_goes_once_the_copy_runs() {
     let mut m = migration(Some("node2"));
+    let registry = checkpointing::crd::RegistrySpec {
+        repository: Some("reg.example:5443/team/ckpt".into()),
+        secret_ref: None,
+    };
+    m.spec.registry = Some(registry.clone());
     let mut world = World::new(Some(running(pod())));
     let actions = step(&mut m, &world);
-    assert!(matches!(&actions[..], [Action::CreateCheckpoint(pc)] if pc.name_any() == "move-app"));
+    assert!(matches!(&actions[..], [Action::CreateCheckpoint(pc)]
+        if pc.name_any() == "move-app" && pc.spec.registry == Some(registry.clone())));
     let status = m.status.clone().unwrap();
     assert_eq!(status.phase, Some(MigrationPhase::Checkpointing));
     assert_eq!(status.source_node.as_deref(), Some("node1"));
