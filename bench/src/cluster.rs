@@ -80,15 +80,26 @@ impl Cluster {
         pod: &str,
         container: &str,
     ) -> anyhow::Result<(ContainerCheckpoint, Duration)> {
+        self.checkpoint_of(e2e::checkpoint_request(name, pod, container))
+            .await
+    }
+
+    /// [`Self::checkpoint`] of a request the caller built (one with `spec.registry`, say).
+    pub async fn checkpoint_of(
+        &self,
+        request: ContainerCheckpoint,
+    ) -> anyhow::Result<(ContainerCheckpoint, Duration)> {
+        let name = request
+            .metadata
+            .name
+            .clone()
+            .context("a request has a name")?;
         let api = self.checkpoints();
         let started = Instant::now();
-        api.create(
-            &PostParams::default(),
-            &e2e::checkpoint_request(name, pod, container),
-        )
-        .await
-        .with_context(|| format!("creating ContainerCheckpoint {name}"))?;
-        let cc = tokio::time::timeout(FINAL_WITHIN, await_condition(api, name, is_final))
+        api.create(&PostParams::default(), &request)
+            .await
+            .with_context(|| format!("creating ContainerCheckpoint {name}"))?;
+        let cc = tokio::time::timeout(FINAL_WITHIN, await_condition(api, &name, is_final))
             .await
             .with_context(|| format!("{name} not final within {FINAL_WITHIN:?}"))??
             .with_context(|| format!("{name} vanished"))?;
@@ -279,6 +290,19 @@ fn one_process(comm: &str, cgroup: impl Fn(&str) -> bool) -> anyhow::Result<u32>
 pub fn is_final(cc: Option<&ContainerCheckpoint>) -> bool {
     cc.and_then(|c| c.status.as_ref()?.state)
         .is_some_and(CheckpointState::is_final)
+}
+
+/// The Prometheus text a daemon's `/metrics` at `url` answers with.
+pub fn scrape(url: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new("curl")
+        .args(["-sSf", "--max-time", "5", url])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "scraping {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 pub fn secs_to_ms(samples: &[Duration]) -> Vec<f64> {

@@ -10,6 +10,7 @@ mod footprint;
 mod migration;
 mod packaging;
 mod raw;
+mod registry;
 mod report;
 mod restore;
 mod scale;
@@ -84,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
     rows.extend(footprint::run(&c, &plan).await?);
     section("7 scale");
     rows.extend(scale::run(&c, &plan).await?);
+    section("8 registry");
+    rows.extend(registry::run(&c, &plan).await?);
 
     let slowest = report::slowest(&rows).context("no comparison was measured")?;
     let json = serde_json::json!({

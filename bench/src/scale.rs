@@ -12,7 +12,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use kube::api::PostParams;
 use kube::runtime::{WatchStreamExt as _, watcher};
 
-use crate::cluster::{Cluster, Plan, is_final};
+use crate::cluster::{Cluster, Plan, is_final, scrape};
 use crate::report::Row;
 use crate::stats::{Summary, histogram_buckets, histogram_quantile, quantile};
 
@@ -182,16 +182,4 @@ async fn controller_metrics_url(c: &Cluster) -> anyhow::Result<String> {
         .and_then(|s| s.pod_ip)
         .context("the leader's pod has no IP")?;
     Ok(format!("http://{ip}:{CONTROLLER_ADMIN_PORT}/metrics"))
-}
-
-fn scrape(url: &str) -> anyhow::Result<String> {
-    let out = std::process::Command::new("curl")
-        .args(["-sSf", "--max-time", "5", url])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "scraping {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
 }

@@ -1,5 +1,5 @@
-//! Pure figures: summaries of repeated measurements, quantiles, and quantiles read from a
-//! Prometheus histogram.
+//! Pure figures: summaries of repeated measurements, quantiles, and quantiles and single
+//! samples read from Prometheus text.
 
 use serde::Serialize;
 
@@ -56,6 +56,15 @@ pub fn histogram_buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
             Some((le, count.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// The value of the unlabelled sample `name` in Prometheus text (a histogram's `…_sum` or
+/// `…_count`, say).
+pub fn sample_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// Quantile `q` of the observations between two scrapes of the same histogram (`before` may be
@@ -135,6 +144,16 @@ mod tests {
                 (f64::INFINITY, 12.0)
             ]
         );
+    }
+
+    #[test]
+    fn unlabelled_samples_are_read_by_their_whole_name() {
+        let text = "x_seconds_sum 1.5\nx_seconds_count 12\nx_seconds_count_other 3\n# EOF\n";
+        assert_eq!(sample_value(text, "x_seconds_sum"), Some(1.5));
+        assert_eq!(sample_value(text, "x_seconds_count"), Some(12.0));
+        assert_eq!(sample_value(SCRAPE, "x_seconds_count"), Some(12.0));
+        assert_eq!(sample_value(SCRAPE, "x_seconds"), None);
+        assert_eq!(sample_value(SCRAPE, "x_seconds_sum"), None);
     }
 
     fn close(found: Option<f64>, expected: f64) -> bool {
