@@ -383,7 +383,9 @@ mod tests {
         );
         assert_eq!(plan.create[0].spec.timeout_seconds, Some(30));
         assert!(
-            plan.create.iter().all(|c| c.spec.registry == Some(registry.clone())),
+            plan.create
+                .iter()
+                .all(|c| c.spec.registry == Some(registry.clone())),
             "each container's image goes where the pod's was asked to"
         );
         let status = plan.status.unwrap();

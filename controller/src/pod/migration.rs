@@ -249,17 +249,15 @@ fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
     }
 }
 
-/// The PodCheckpoint of the migration: same name, owned by it, every container.
+/// The PodCheckpoint of the migration: same name, owned by it, every container, same registry.
 fn pod_checkpoint(m: &PodMigration) -> PodCheckpoint {
-    let mut checkpoint = PodCheckpoint::new(
-        &m.name_any(),
-        PodCheckpointSpec {
-            pod_name: m.spec.pod_name.clone(),
-            containers: Vec::new(),
-            timeout_seconds: None,
-            registry: m.spec.registry.clone(),
-        },
-    );
+    let spec = PodCheckpointSpec {
+        pod_name: m.spec.pod_name.clone(),
+        containers: Vec::new(),
+        timeout_seconds: None,
+        registry: m.spec.registry.clone(),
+    };
+    let mut checkpoint = PodCheckpoint::new(&m.name_any(), spec);
     checkpoint.metadata.namespace = m.namespace();
     checkpoint.metadata.owner_references = m.controller_owner_ref(&()).map(|o| vec![o]);
     checkpoint
