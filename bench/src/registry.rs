@@ -60,8 +60,8 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             }),
         });
         let before = push_totals()?;
-        // noded trusts the registry's certificate only if its image's CA roots hold the
-        // testbed CA; otherwise the request fails naming UnknownIssuer.
+        // noded trusts the registry's certificate through ConfigMap checkpoint-registry-ca,
+        // which testbed/up fills with the testbed CA, as deploy/ asks a cluster admin to.
         let (cc, _) = c
             .checkpoint_of(request)
             .await
