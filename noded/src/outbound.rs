@@ -23,6 +23,21 @@ pub struct Defaults {
     pub secret: Option<SecretName>,
 }
 
+impl Defaults {
+    /// The default Secret, for the default registry only: a request that names a registry of
+    /// its own must bring its credentials, or anyone who may checkpoint could push to (and
+    /// delete from) any repository the cluster's account reaches.
+    fn secret_for(&self, to: &Destination) -> Option<SecretName> {
+        let target = self.target.as_ref()?;
+        let under = target.prefix.is_empty()
+            || to.repository == target.prefix
+            || to.repository.starts_with(&format!("{}/", target.prefix));
+        (target.host == to.host && under)
+            .then(|| self.secret.clone())
+            .flatten()
+    }
+}
+
 /// A Secret, by namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretName {
@@ -137,10 +152,11 @@ pub fn route(
             }
         },
     };
+    let default = defaults.secret_for(&to);
     Ok(Some(Route {
         to,
         named: named.is_some(),
-        secret: named.or_else(|| defaults.secret.clone()),
+        secret: named.or(default),
     }))
 }
 
@@ -161,10 +177,11 @@ pub fn of_image(
         namespace: content.spec.namespace.clone(),
         name: name.to_owned(),
     });
+    let default = defaults.secret_for(&to);
     Some(Route {
         to,
         named: named.is_some(),
-        secret: named.or_else(|| defaults.secret.clone()),
+        secret: named.or(default),
     })
 }
 

@@ -88,6 +88,26 @@ fn the_defaults_apply_to_what_the_request_leaves_out() {
 }
 
 #[test]
+fn the_default_secret_is_for_the_default_registry_only() {
+    let d = defaults(Some("reg.example/ckpt"), Some("ops/creds"));
+    let elsewhere = content(registry(Some("other.example/team/x"), None));
+    let r = route(&elsewhere, &d).unwrap().unwrap();
+    assert_eq!(
+        r.secret, None,
+        "the cluster's account is not lent to other registries"
+    );
+    let same_host = content(registry(Some("reg.example/another-team/x"), None));
+    assert_eq!(route(&same_host, &d).unwrap().unwrap().secret, None);
+    let beside_prefix = content(registry(Some("reg.example/ckptx/team"), None));
+    assert_eq!(route(&beside_prefix, &d).unwrap().unwrap().secret, None);
+    let under_prefix = content(registry(Some("reg.example/ckpt/team/x"), None));
+    assert_eq!(
+        route(&under_prefix, &d).unwrap().unwrap().secret,
+        Some(secret_name("ops", "creds"))
+    );
+}
+
+#[test]
 fn a_secret_without_a_registry_and_a_malformed_repository_are_refused() {
     let only_secret = content(registry(None, Some("push-creds")));
     let err = route(&only_secret, &Defaults::default()).unwrap_err();
