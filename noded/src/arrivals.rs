@@ -44,7 +44,10 @@ pub fn external_images<'a>(pod: &'a Pod, local: &str) -> Vec<&'a str> {
 }
 
 /// The base image of the checkpoint whose image is `image`, as its Content records it.
-pub fn base_image<'a>(contents: &'a [ContainerCheckpointContent], image: &str) -> Option<&'a str> {
+pub fn recorded_base<'a>(
+    contents: &'a [ContainerCheckpointContent],
+    image: &str,
+) -> Option<&'a str> {
     contents
         .iter()
         .filter_map(|c| c.status.as_ref())
@@ -98,7 +101,7 @@ async fn prepare<R: Runtime>(client: &kube::Client, pod: &Pod, local: &str, rest
         }
     };
     for image in images {
-        let Some(base) = base_image(&contents, image) else {
+        let Some(base) = recorded_base(&contents, image) else {
             continue;
         };
         if let Err(e) = restore.ensure_image(base).await {

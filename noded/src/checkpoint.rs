@@ -328,19 +328,10 @@ impl<R: Runtime> Checkpointer<R> {
         Err(Failure::Interrupted)
     }
 
-    /// Removes the job's archive, temporary file and image (a pushed copy: [`Self::unpublish`]).
+    /// Removes the job's archive, temporary file and image (a pushed copy: `reconcile::pushed::unpublish`).
     pub fn remove(&self, job: &Job<'_>) -> Result<(), Failure> {
         self.layout.remove(job.key.uid)?;
         self.dir.remove(&job.key).map_err(Failure::Store)
-    }
-
-    /// Deletes the pushed copy `image` (`HOST/REPOSITORY@DIGEST`) from its registry.
-    pub async fn unpublish(
-        &self,
-        image: &str,
-        credentials: Option<&Credentials>,
-    ) -> Result<(), PushError> {
-        self.pusher.delete(image, credentials).await
     }
 
     /// Pushes the packaged image where the job says, and names it by its reference there. On

@@ -124,10 +124,6 @@ pub fn route(
 ) -> Result<Option<Route>, OutboundError> {
     let registry = content.spec.registry.as_ref();
     let namespace = &content.spec.namespace;
-    let named = RegistrySpec::secret_name(registry).map(|name| SecretName {
-        namespace: namespace.clone(),
-        name: name.to_owned(),
-    });
     let to = match registry.and_then(|r| r.repository.as_deref()) {
         Some(repository) => {
             repository
@@ -143,7 +139,7 @@ pub fn route(
                 target.destination(namespace, name)
             }
             None => {
-                return match named {
+                return match named_secret(content) {
                     Some(secret) => Err(OutboundError::NoRegistry {
                         secret: secret.to_string(),
                     }),
@@ -152,12 +148,7 @@ pub fn route(
             }
         },
     };
-    let default = defaults.secret_for(&to);
-    Ok(Some(Route {
-        to,
-        named: named.is_some(),
-        secret: named.or(default),
-    }))
+    Ok(Some(Route::to(to, content, defaults)))
 }
 
 /// Where the pushed copy `image` (`HOST/REPOSITORY@DIGEST`) of `content` is, to delete it:
@@ -170,18 +161,29 @@ pub fn of_image(
 ) -> Option<Route> {
     let (name, _digest) = image.split_once('@')?;
     let to = name.parse::<Destination>().ok()?;
-    if to.host == local {
-        return None;
+    (to.host != local).then(|| Route::to(to, content, defaults))
+}
+
+impl Route {
+    /// The route to `to` for `content`: with the Secret its request names, else the default
+    /// one where it applies.
+    fn to(to: Destination, content: &ContainerCheckpointContent, defaults: &Defaults) -> Self {
+        let named = named_secret(content);
+        let default = defaults.secret_for(&to);
+        Self {
+            to,
+            named: named.is_some(),
+            secret: named.or(default),
+        }
     }
-    let named = RegistrySpec::secret_name(content.spec.registry.as_ref()).map(|name| SecretName {
+}
+
+/// The Secret `content`'s request names, in its namespace.
+fn named_secret(content: &ContainerCheckpointContent) -> Option<SecretName> {
+    let name = RegistrySpec::secret_name(content.spec.registry.as_ref())?;
+    Some(SecretName {
         namespace: content.spec.namespace.clone(),
         name: name.to_owned(),
-    });
-    let default = defaults.secret_for(&to);
-    Some(Route {
-        to,
-        named: named.is_some(),
-        secret: named.or(default),
     })
 }
 

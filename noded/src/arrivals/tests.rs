@@ -83,10 +83,10 @@ fn the_base_image_comes_from_the_content_whose_image_it_is() {
         content("registry.example:5443/team/other@sha256:cc", Some("other")),
         content(PUSHED, Some("busybox@sha256:dd")),
     ];
-    assert_eq!(base_image(&contents, PUSHED), Some("busybox@sha256:dd"));
+    assert_eq!(recorded_base(&contents, PUSHED), Some("busybox@sha256:dd"));
     assert_eq!(
-        base_image(&contents, "registry.example:5443/x@sha256:ee"),
+        recorded_base(&contents, "registry.example:5443/x@sha256:ee"),
         None
     );
-    assert_eq!(base_image(&[content(PUSHED, None)], PUSHED), None);
+    assert_eq!(recorded_base(&[content(PUSHED, None)], PUSHED), None);
 }

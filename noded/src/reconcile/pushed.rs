@@ -65,7 +65,8 @@ pub async fn unpublish<R: Runtime>(
         .unwrap_or_default();
     let error = match ctx
         .checkpointer
-        .unpublish(image, credentials.as_ref())
+        .pusher
+        .delete(image, credentials.as_ref())
         .await
     {
         Ok(()) => {

@@ -140,6 +140,17 @@ impl Testbed {
             .join(path.trim_start_matches('/'))
     }
 
+    /// Whether `node`'s noded holds an image of the Content with UID `uid` (made there, or
+    /// fetched from a peer for its runtime).
+    pub fn node_holds_image(&self, node: &str, uid: &str) -> bool {
+        let layout = self.node_path(node, "/var/lib/kubelet/checkpoints/oci");
+        checkpointing::oci::ImageLayout::open(layout)
+            .unwrap()
+            .resolve(uid)
+            .unwrap()
+            .is_some()
+    }
+
     /// The nodes' container runtime: `crio` or `containerd`.
     pub fn runtime(&self) -> String {
         std::fs::read_to_string(self.state.join("runtime"))

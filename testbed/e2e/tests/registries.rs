@@ -8,7 +8,6 @@ use std::time::Duration;
 use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, RegistrySpec, SecretRef,
 };
-use checkpointing::oci::ImageLayout;
 use e2e::{
     RegistryUser, TestNamespace, Testbed, TokenRegistry, assert_counter_resumes, checkpoint,
     checkpoint_request, counter_log, counter_pod, eventually, outcome, run_pod, sample_pod,
@@ -198,14 +197,7 @@ async fn a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_i
         "node2 has the base image {needed} now"
     );
     // node2's runtime pulled from the registry, not through node3's noded.
-    let layout =
-        ImageLayout::open(tb.node_path("node2", "/var/lib/kubelet/checkpoints/oci")).unwrap();
-    assert!(
-        layout
-            .resolve(content.metadata.uid.as_deref().unwrap())
-            .unwrap()
-            .is_none()
-    );
+    assert!(!tb.node_holds_image("node2", content.metadata.uid.as_deref().unwrap()));
 
     Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
         .delete("pushed", &DeleteParams::default())

@@ -346,11 +346,9 @@ async fn peers_refuse_strangers_and_reject_tampered_blobs() {
         !pull.status.success(),
         "a tampered checkpoint image must not be pulled"
     );
-    let layout =
-        ImageLayout::open(tb.node_path("node3", "/var/lib/kubelet/checkpoints/oci")).unwrap();
     let uid = content.metadata.uid.unwrap();
     assert!(
-        layout.resolve(&uid).unwrap().is_none(),
+        !tb.node_holds_image("node3", &uid),
         "node3 cached nothing of the tampered image"
     );
     let digest = status.archive_digest.unwrap();
@@ -484,14 +482,7 @@ async fn restore_from_an_external_registry() {
     let pod = restored_pod(&tb, &ns.name, "restored-app", "node2");
     assert_resumes(&tb, &client, &ns.name, pod, "node2", at_checkpoint).await;
     // node2 pulled from the registry, not from node3's noded.
-    let layout =
-        ImageLayout::open(tb.node_path("node2", "/var/lib/kubelet/checkpoints/oci")).unwrap();
-    assert!(
-        layout
-            .resolve(content.metadata.uid.as_deref().unwrap())
-            .unwrap()
-            .is_none()
-    );
+    assert!(!tb.node_holds_image("node2", content.metadata.uid.as_deref().unwrap()));
 
     // Deleting the checkpoint deletes the registry's copy too.
     Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
