@@ -2,7 +2,7 @@
 //! a temporary file, make it final, and package it as an OCI checkpoint image. Written against
 //! the [`Runtime`] trait so it is tested with a recording fake.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,6 +153,16 @@ pub struct Checkpointer<R> {
     pub pods_dir: PathBuf,
 }
 
+/// Pause before the second try of a dump whose container did not freeze.
+const FREEZE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether the runtime failed only to freeze the container before dumping it (runc's "unable
+/// to freeze", under load): nothing was dumped and the container runs on, so trying again is
+/// safe. The CRI reports it as `Unknown`, so only its words tell.
+pub fn freeze_failed(error: &CriError) -> bool {
+    matches!(error, CriError::Rpc { message, .. } if message.contains("unable to freeze"))
+}
+
 /// CRIU dumps at once on a node unless configured otherwise (`--max-concurrent-dumps`).
 pub const DEFAULT_CONCURRENT_DUMPS: usize = 2;
 
@@ -268,12 +278,15 @@ impl<R: Runtime> Checkpointer<R> {
             });
             self.space
                 .ensure(self.dir.root(), archive_need(stats.as_ref()))?;
-            let called = Instant::now();
-            let written = self
-                .runtime
-                .checkpoint_container(&container_id, &partial, job.timeout)
-                .await;
-            self.metrics.cri_call(called.elapsed().as_secs_f64());
+            let mut written = self.dump(&container_id, &partial, job.timeout).await;
+            if written.as_ref().is_err_and(freeze_failed) {
+                // The container ran on, unharmed; its cgroup did not freeze in time (busy
+                // node). One more try, from scratch.
+                tracing::info!(container = %container_id, "the runtime could not freeze the container; trying once more");
+                self.dir.remove(&job.key).map_err(Failure::Store)?;
+                tokio::time::sleep(FREEZE_RETRY_AFTER).await;
+                written = self.dump(&container_id, &partial, job.timeout).await;
+            }
             written
         };
         if let Err(e) = written {
@@ -299,6 +312,17 @@ impl<R: Runtime> Checkpointer<R> {
             }
         }
         self.package(job, container_id).await
+    }
+
+    /// One CRI CheckpointContainer call, timed in the metrics.
+    async fn dump(&self, id: &str, partial: &Path, timeout: Duration) -> Result<(), CriError> {
+        let called = Instant::now();
+        let written = self
+            .runtime
+            .checkpoint_container(id, partial, timeout)
+            .await;
+        self.metrics.cri_call(called.elapsed().as_secs_f64());
+        written
     }
 
     /// Resolves an attempt a previous noded process left unfinished: a completed archive is

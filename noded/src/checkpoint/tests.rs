@@ -140,6 +140,39 @@ async fn a_runtime_error_leaves_no_partial_file() {
     );
 }
 
+/// runc's freeze can time out on a busy node; the container runs on, so the dump is tried once
+/// more. Twice in a row is the request's failure, and no other error is retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_that_did_not_freeze_is_dumped_once_more() {
+    let unfrozen = || CriError::Rpc {
+        op: "CheckpointContainer",
+        code: tonic::Code::Unknown,
+        message: "checkpointing container \"c1\" failed: OCI runtime pause failed: unable to \
+                  freeze"
+            .into(),
+    };
+    for (failing_calls, completes, calls) in [(1, true, 2), (0, false, 2)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = FakeRuntime {
+            containers: vec![container("live", api::ContainerState::ContainerRunning, 1)],
+            fail_with: Some(unfrozen),
+            failing_calls,
+            ..Default::default()
+        };
+        let c = checkpointer(runtime, tmp.path());
+        let outcome = c.take(&job()).await;
+        assert_eq!(outcome.is_ok(), completes, "{outcome:?}");
+        assert_eq!(c.runtime.calls.lock().unwrap().len(), calls);
+        if !completes {
+            assert!(leftovers(tmp.path()).is_empty());
+        }
+    }
+    assert!(!freeze_failed(&CriError::Unimplemented {
+        op: "CheckpointContainer",
+        message: "criu not found".into(),
+    }));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn success_without_archive_is_a_failure() {
     let tmp = tempfile::tempdir().unwrap();

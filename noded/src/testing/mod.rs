@@ -132,6 +132,8 @@ pub struct FakeRuntime {
     pub containers: Vec<api::Container>,
     /// CheckpointContainer leaves half an archive and fails with this.
     pub fail_with: Option<fn() -> CriError>,
+    /// With `fail_with`: only the first this many calls fail (0: every call).
+    pub failing_calls: usize,
     /// CheckpointContainer succeeds without writing an archive.
     pub write_nothing: bool,
     pub calls: Arc<Mutex<Vec<(String, PathBuf, Duration)>>>,
@@ -190,16 +192,18 @@ impl Runtime for FakeRuntime {
         location: &Path,
         timeout: Duration,
     ) -> Result<(), CriError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push((id.into(), location.into(), timeout));
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push((id.into(), location.into(), timeout));
+            calls.len()
+        };
         // A dump takes a moment, so calls that may run together do.
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(20)).await;
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if let Some(fail) = self.fail_with {
+        let failing = self.failing_calls == 0 || call <= self.failing_calls;
+        if let Some(fail) = self.fail_with.filter(|_| failing) {
             std::fs::write(location, b"half an archive").unwrap();
             return Err(fail());
         }
