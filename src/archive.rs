@@ -2,10 +2,13 @@
 //! `CheckpointContainer`, with `config.dump`, `spec.dump`, `checkpoint/` and friends.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
+use oci_spec::image::Sha256Digest;
 use serde::Deserialize;
+
+use crate::digest::HashingReader;
 
 /// What `config.dump` says about the checkpointed container (fields both CRI-O and
 /// containerd write; anything else is ignored).
@@ -52,17 +55,48 @@ const CONFIG_DUMP: &str = "config.dump";
 
 /// Reads `config.dump` out of a checkpoint archive without unpacking anything else.
 pub fn read_config(archive: &Path) -> Result<CheckpointConfig, ArchiveError> {
+    let bytes = read_member(File::open(archive).map_err(io_error(archive))?, CONFIG_DUMP)
+        .map_err(io_error(archive))?;
+    parse_config(archive, bytes)
+}
+
+/// A checkpoint archive read once: its `config.dump`, and the digest and size of the whole file.
+#[derive(Clone, Debug)]
+pub struct Scanned {
+    pub config: CheckpointConfig,
+    pub digest: Sha256Digest,
+    pub size: u64,
+}
+
+/// [`read_config`] and the archive's digest in one pass. Runtimes write the members in lexical
+/// order, so `config.dump` follows the memory pages in `checkpoint/`: finding it reads the
+/// whole file anyway, and hashing the same bytes on the way saves a second read.
+pub fn scan(archive: &Path) -> Result<Scanned, ArchiveError> {
+    let file = File::open(archive).map_err(io_error(archive))?;
+    let mut hashing = HashingReader::new(BufReader::with_capacity(1 << 20, file));
+    let bytes = read_member(&mut hashing, CONFIG_DUMP).map_err(io_error(archive))?;
+    let (digest, size) = hashing.finish().map_err(io_error(archive))?;
+    Ok(Scanned {
+        config: parse_config(archive, bytes)?,
+        digest,
+        size,
+    })
+}
+
+fn io_error(archive: &Path) -> impl Fn(io::Error) -> ArchiveError {
     let path = archive.display().to_string();
-    let io_err = |source| ArchiveError::Io {
+    move |source| ArchiveError::Io {
         path: path.clone(),
         source,
-    };
-    let bytes = read_member(File::open(archive).map_err(io_err)?, CONFIG_DUMP)
-        .map_err(io_err)?
-        .ok_or_else(|| ArchiveError::Missing {
-            path: path.clone(),
-            member: CONFIG_DUMP,
-        })?;
+    }
+}
+
+fn parse_config(archive: &Path, bytes: Option<Vec<u8>>) -> Result<CheckpointConfig, ArchiveError> {
+    let path = archive.display().to_string();
+    let bytes = bytes.ok_or_else(|| ArchiveError::Missing {
+        path: path.clone(),
+        member: CONFIG_DUMP,
+    })?;
     serde_json::from_slice(&bytes).map_err(|source| ArchiveError::Parse {
         path,
         member: CONFIG_DUMP,
@@ -119,6 +153,25 @@ mod tests {
         assert_eq!(c.rootfs_image_name, "docker.io/library/busybox:latest");
         assert_eq!(c.rootfs_image_ref, "docker.io/library/busybox@sha256:00");
         assert_eq!(c.rootfs_image, "sha256:11");
+    }
+
+    #[test]
+    fn a_scan_reads_the_config_behind_the_pages_and_hashes_every_byte() {
+        let config = br#"{"name":"counter","rootfsImageName":"busybox"}"#;
+        let pages = vec![7u8; 3 << 20];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.tar");
+        std::fs::write(
+            &path,
+            tar_with(&[("checkpoint/pages-1.img", &pages), ("config.dump", config)]),
+        )
+        .unwrap();
+        let scanned = scan(&path).unwrap();
+        assert_eq!(scanned.config.name, "counter");
+        assert_eq!(scanned.config.rootfs_image_name, "busybox");
+        let whole = std::fs::read(&path).unwrap();
+        assert_eq!(scanned.size, whole.len() as u64);
+        assert_eq!(scanned.digest, crate::digest::sha256(&whole));
     }
 
     #[test]

@@ -22,19 +22,42 @@ pub fn sha256(bytes: &[u8]) -> Sha256Digest {
 }
 
 /// The digest and size of everything `reader` gives, read in large chunks.
-pub fn sha256_read(mut reader: impl Read) -> io::Result<(Sha256Digest, u64)> {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
+pub fn sha256_read(reader: impl Read) -> io::Result<(Sha256Digest, u64)> {
+    HashingReader::new(reader).finish()
+}
+
+/// Hashes and counts every byte read through it, so one pass over a file can both parse it
+/// and digest it.
+pub struct HashingReader<R> {
+    inner: R,
+    context: ring::digest::Context,
+    size: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            context: ring::digest::Context::new(&ring::digest::SHA256),
+            size: 0,
         }
-        context.update(&buf[..n]);
-        size += n as u64;
     }
-    Ok((digest_of(context.finish()), size))
+
+    /// Reads whatever is left, then gives the digest and size of everything read.
+    pub fn finish(mut self) -> io::Result<(Sha256Digest, u64)> {
+        let mut buf = vec![0u8; 1 << 20];
+        while self.read(&mut buf)? != 0 {}
+        Ok((digest_of(self.context.finish()), self.size))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.context.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
 }
 
 fn digest_of(d: ring::digest::Digest) -> Sha256Digest {

@@ -88,15 +88,19 @@ impl CheckpointDir {
         self.root.join(partial_name(&archive_name(key)))
     }
 
-    /// Makes the runtime's finished temporary file the archive: 0600, fsynced, atomically
+    /// Makes the runtime's finished temporary file private (0600) and durable: the first half
+    /// of [`Self::finalize`], apart so that it can overlap the pass that hashes the file.
+    pub fn sync_partial(&self, key: &ArchiveKey) -> io::Result<()> {
+        let file = File::open(self.partial_path(key))?;
+        file.set_permissions(Permissions::from_mode(0o600))?;
+        file.sync_all()
+    }
+
+    /// Makes the synced temporary file (see [`Self::sync_partial`]) the archive: atomically
     /// renamed, and the rename itself made durable.
     pub fn finalize(&self, key: &ArchiveKey) -> io::Result<PathBuf> {
-        let partial = self.partial_path(key);
         let archive = self.archive_path(key);
-        let file = File::open(&partial)?;
-        file.set_permissions(Permissions::from_mode(0o600))?;
-        file.sync_all()?;
-        fs::rename(&partial, &archive)?;
+        fs::rename(self.partial_path(key), &archive)?;
         File::open(&self.root)?.sync_all()?;
         Ok(archive)
     }
@@ -171,6 +175,7 @@ mod tests {
         let dir = CheckpointDir::open(tmp.path().join("checkpoints")).unwrap();
         let k = key("default", "p", "c");
         fs::write(dir.partial_path(&k), b"tar bytes").unwrap();
+        dir.sync_partial(&k).unwrap();
         let archive = dir.finalize(&k).unwrap();
         assert_eq!(fs::read(&archive).unwrap(), b"tar bytes");
         assert!(!dir.partial_path(&k).exists());
