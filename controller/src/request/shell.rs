@@ -168,7 +168,7 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
             "status written"
         );
         if let Some(transition) = plan.transition {
-            announce(ctx, &request, transition, status).await;
+            announce(ctx, &request, transition, status);
         }
     }
 
@@ -180,9 +180,10 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
     }
 }
 
-/// Publishes the Event of a state change and counts final states. A lost Event is logged, not
-/// retried: the status already says it all.
-async fn announce(
+/// Publishes the Event of a state change and counts final states. The Event is sent on its own
+/// task: the status already says it all, so the reconcile (and the next one of this request)
+/// need not wait for it; a lost Event is logged, not retried.
+fn announce(
     ctx: &Context,
     request: &ContainerCheckpoint,
     transition: Transition,
@@ -192,14 +193,18 @@ async fn announce(
         ctx.metrics.finished(state, status::reason(status));
     }
     let event = status::event(transition, status.message.as_deref().unwrap_or_default());
-    if let Err(error) = ctx.recorder.publish(&event, &request.object_ref(&())).await {
-        warn!(
-            %error,
-            request = %request.name_any(),
-            reason = %event.reason,
-            "publishing an Event failed"
-        );
-    }
+    let recorder = ctx.recorder.clone();
+    let reference = request.object_ref(&());
+    tokio::spawn(async move {
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            warn!(
+                %error,
+                request = reference.name.as_deref().unwrap_or_default(),
+                reason = %event.reason,
+                "publishing an Event failed"
+            );
+        }
+    });
 }
 
 #[cfg(test)]

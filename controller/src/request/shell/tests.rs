@@ -68,7 +68,16 @@ impl Cluster {
         reconcile(Arc::new(request.clone()), self.ctx.clone())
             .await
             .unwrap();
+        settle().await;
         self.api.take()
+    }
+}
+
+/// Lets the Event tasks a reconcile spawned reach the fake API: it answers in memory, so a few
+/// turns of the test's single-threaded scheduler finish them.
+async fn settle() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -127,6 +136,7 @@ async fn shell_fails_the_request_when_the_content_is_rejected() {
     let cluster = Cluster::new();
     cluster.api.fail_writes(CONTENT_PATH, 422, "Invalid");
     reconcile(Arc::new(request()), cluster.ctx).await.unwrap();
+    settle().await;
     let seen = cluster.api.take();
     let status = seen
         .iter()
