@@ -22,7 +22,11 @@ pub struct Plan {
     /// migrated pods.
     pub moved_mib: u32,
     pub concurrent: usize,
+    /// Requests of the scale section, spread over `scale_nodes` × `scale_pods_per_node` pods.
     pub scale: usize,
+    /// Nodes the scale section uses: `node1` … `node<scale_nodes>` (bench/run brings them up).
+    pub scale_nodes: usize,
+    pub scale_pods_per_node: usize,
     pub idle_seconds: u64,
 }
 
@@ -35,6 +39,8 @@ impl Plan {
             moved_mib: 16,
             concurrent: 10,
             scale: 40,
+            scale_nodes: 2,
+            scale_pods_per_node: 5,
             idle_seconds: 3,
         }
     }
@@ -46,7 +52,9 @@ impl Plan {
             memory_mib: vec![16, 256, 1024],
             moved_mib: 256,
             concurrent: 50,
-            scale: 500,
+            scale: 1000,
+            scale_nodes: 4,
+            scale_pods_per_node: 5,
             idle_seconds: 10,
         }
     }

@@ -31,7 +31,7 @@ use crate::report::Row;
 enum Size {
     /// A few repetitions of everything at small sizes: keeps the bench from rotting (CI).
     Small,
-    /// The figures worth quoting: 16 MiB to 1 GiB, 50 concurrent, 500 requests.
+    /// The figures worth quoting: 16 MiB to 1 GiB, 50 concurrent, 1,000 requests on 4 nodes.
     Full,
 }
 

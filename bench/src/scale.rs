@@ -1,38 +1,64 @@
-//! Bench section 7 — Scale: many ContainerCheckpoints across two nodes at once: time until all are
-//! final, whether any was lost, request latency, and the controller's reconcile latency (from its
+//! Bench section 7 — Scale: many ContainerCheckpoints over pods on several nodes at once: time
+//! until all are final, against the floor of the same checkpoints as raw CRI calls; whether any
+//! was lost or duplicated, request latency, and the controller's reconcile latency (from its
 //! `reconcile_duration_seconds` histogram, before and after).
+//!
+//! The floor, taken once ours are all final and before anything is removed: the same number of
+//! raw CRI `CheckpointContainer` calls on the same containers, request i on pod i % pods as
+//! ours, each node's share at most [`NODED_DUMPS`] at a time, all nodes at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
+use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
+use checkpointing::cri::{CriClient, CriError, Runtime as _, api};
+use checkpointing::names::kubelet;
 use futures::{StreamExt as _, TryStreamExt as _};
-use kube::api::PostParams;
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 
 use crate::cluster::{Cluster, Plan, is_final, scrape};
-use crate::report::Row;
+use crate::raw;
+use crate::report::{Better, Row};
 use crate::stats::{Summary, histogram_buckets, histogram_quantile, quantile};
 
-const NODES: [&str; 2] = ["node1", "node2"];
-const PODS_PER_NODE: usize = 5;
 /// Creates in flight at once: a client that does not wait for each answer, as `kubectl apply`
 /// of a long list in parallel would.
 const CREATING: usize = 16;
 /// The controller's admin port (`--admin-addr` in deploy/base/controller.yaml), on its pod IP.
 const CONTROLLER_ADMIN_PORT: u16 = 8080;
 const HISTOGRAM: &str = "checkpoint_controller_reconcile_duration_seconds";
+/// Dumps noded runs at once per node: its `DEFAULT_CONCURRENT_DUMPS` (noded/src/checkpoint.rs),
+/// which deploy/ leaves as is (no `--max-concurrent-dumps`). The floor runs each node's share
+/// with the same bound.
+const NODED_DUMPS: usize = 2;
+/// The container of `e2e::counter_pod` that every request checkpoints.
+const CONTAINER: &str = "counter";
+/// Where noded keeps its archives inside a node (its `--checkpoint-dir` default).
+const NODED_ARCHIVES: &str = "/var/lib/kubelet/checkpoints";
+/// A raw call's deadline: far beyond what a counter's dump takes, even queued on a busy node.
+const RAW_CALL: Duration = Duration::from_secs(600);
+
+/// A pod the requests checkpoint, and the node it runs on.
+struct ScalePod {
+    name: String,
+    node: String,
+}
 
 pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
-    let pods: Vec<String> = NODES
-        .iter()
-        .flat_map(|node| (0..PODS_PER_NODE).map(move |i| format!("many-{node}-{i}")))
+    let pods: Vec<ScalePod> = (1..=plan.scale_nodes)
+        .flat_map(|k| {
+            (0..plan.scale_pods_per_node).map(move |i| ScalePod {
+                name: format!("many-node{k}-{i}"),
+                node: format!("node{k}"),
+            })
+        })
         .collect();
-    for (i, pod) in pods.iter().enumerate() {
-        let node = NODES[i / PODS_PER_NODE];
-        e2e::run_pod(&c.client, &c.ns, e2e::counter_pod(pod, node, 1)).await;
+    for pod in &pods {
+        e2e::run_pod(&c.client, &c.ns, e2e::counter_pod(&pod.name, &pod.node, 1)).await;
     }
     let finished: Arc<Mutex<HashMap<String, (Instant, CheckpointState)>>> = Arc::default();
     let watch = tokio::spawn(record_final(c.checkpoints(), finished.clone()));
@@ -51,7 +77,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
                 c.checkpoints()
                     .create(
                         &PostParams::default(),
-                        &e2e::checkpoint_request(&name, pod, "counter"),
+                        &e2e::checkpoint_request(&name, &pod.name, CONTAINER),
                     )
                     .await
                     .with_context(|| format!("creating {name}"))?;
@@ -77,6 +103,8 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     }
     watch.abort();
     let after = histogram_buckets(&scrape(&metrics)?, HISTOGRAM);
+    let duplicated = doubles(c, &pods).await?;
+    let floor = raw_floor(c, &pods, plan.scale).await?;
 
     let finished = finished.lock().unwrap().clone();
     let created = created.into_inner().unwrap();
@@ -96,30 +124,35 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     latency.sort_by(f64::total_cmp);
     let one = |x: f64| Summary::of(&[x]).expect("one sample");
     let n = plan.scale;
+    let count = |figure: String, x: usize| Row::alone("7 scale", figure, "count", one(x as f64));
     let mut rows = vec![
-        Row::alone(
+        Row::versus(
             "7 scale",
-            format!("{n} requests on 2 nodes: first create → all final"),
+            format!(
+                "{n} requests over {} pods on {} nodes: first create → all final",
+                pods.len(),
+                plan.scale_nodes
+            ),
             "s",
+            Better::Lower,
             one(all_done.duration_since(started).as_secs_f64()),
+            format!("raw CRI CheckpointContainer ×{n}, same per-node concurrency"),
+            one(floor.took.as_secs_f64()),
         ),
-        Row::alone(
-            "7 scale",
-            format!("{n} requests: Completed"),
-            "count",
-            one(completed as f64),
+        count(format!("{n} requests: Completed"), completed),
+        count(format!("{n} requests: Failed"), failed),
+        count(format!("{n} requests: lost (never final)"), lost),
+        count(
+            format!("{n} requests: duplicated (more than one Content)"),
+            duplicated.requests,
         ),
-        Row::alone(
-            "7 scale",
-            format!("{n} requests: Failed"),
-            "count",
-            one(failed as f64),
+        count(
+            "archives of the scale pods no Content names".into(),
+            duplicated.archives,
         ),
-        Row::alone(
-            "7 scale",
-            format!("{n} requests: lost (never final)"),
-            "count",
-            one(lost as f64),
+        count(
+            format!("{n} raw CRI CheckpointContainer calls: failed"),
+            floor.failed,
         ),
         Row::alone(
             "7 scale",
@@ -146,6 +179,181 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     }
     // The requests and pods go with the run's namespace.
     Ok(rows)
+}
+
+/// What a request must have exactly one of, found more than once.
+#[derive(Debug, PartialEq)]
+struct Doubles {
+    /// Requests that more than one Content references.
+    requests: usize,
+    /// Archives of the scale pods on the nodes that no Content names: a second archive of
+    /// some request (its name gives the pod, not the request).
+    archives: usize,
+}
+
+/// Lists the run's Contents and the scale pods' archives in noded's directory on each node.
+async fn doubles(c: &Cluster, pods: &[ScalePod]) -> anyhow::Result<Doubles> {
+    let contents = Api::<ContainerCheckpointContent>::namespaced(c.client.clone(), &c.ns)
+        .list(&ListParams::default())
+        .await
+        .context("listing ContainerCheckpointContents")?
+        .items;
+    let nodes: HashSet<&str> = pods.iter().map(|p| p.node.as_str()).collect();
+    let mut archives = Vec::new();
+    for node in nodes {
+        let dir = c.tb.node_path(node, NODED_ARCHIVES);
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let file = entry?.file_name().to_string_lossy().into_owned();
+            archives.push((node.to_owned(), file));
+        }
+    }
+    Ok(count_doubles(&contents, &archives, &c.ns))
+}
+
+/// [`doubles`] of `contents` and the `(node, file name)`s in noded's archive directories.
+/// Only the scale section's requests (`many-…`) and pods' archives count; noded names an
+/// archive `checkpoint-<namespace>_<pod>-<container>-<Content UID>.tar` (its volumes go
+/// beside it as `….volumes.tar`, unfinished ones hidden with a leading dot).
+fn count_doubles(
+    contents: &[ContainerCheckpointContent],
+    archives: &[(String, String)],
+    ns: &str,
+) -> Doubles {
+    let mut per_request: HashMap<&str, usize> = HashMap::new();
+    let mut named: HashSet<(&str, &str)> = HashSet::new();
+    for content in contents {
+        let request = content.spec.container_checkpoint_ref.as_str();
+        if !request.starts_with("many-") {
+            continue;
+        }
+        *per_request.entry(request).or_default() += 1;
+        let path = content
+            .status
+            .as_ref()
+            .and_then(|s| s.checkpoint_path.as_deref());
+        if let Some(file) = path.and_then(|p| Path::new(p).file_name()?.to_str()) {
+            named.insert((content.spec.node_name.as_str(), file));
+        }
+    }
+    let prefix = format!("checkpoint-{ns}_many-");
+    let archives = archives
+        .iter()
+        .filter(|(_, file)| {
+            file.starts_with(&prefix) && file.ends_with(".tar") && !file.ends_with(".volumes.tar")
+        })
+        .filter(|(node, file)| !named.contains(&(node.as_str(), file.as_str())))
+        .count();
+    Doubles {
+        requests: per_request.values().filter(|&&n| n > 1).count(),
+        archives,
+    }
+}
+
+/// The floor's time (first call → last call returned) and how many calls failed.
+struct Floor {
+    took: Duration,
+    failed: usize,
+}
+
+/// One node's runtime and its share of the raw calls: `(request index, container ID)`.
+struct Share {
+    node: String,
+    cri: CriClient,
+    calls: Vec<(usize, String)>,
+}
+
+/// The raw CRI floor (see the module's doc). Each archive is deleted as soon as its call
+/// returns, outside the time, so a thousand of them never pile up on a node.
+async fn raw_floor(c: &Cluster, pods: &[ScalePod], n: usize) -> anyhow::Result<Floor> {
+    let mut shares: Vec<Share> = Vec::new();
+    // Per pod: its node's share and its container.
+    let mut targets: Vec<(usize, String)> = Vec::new();
+    for pod in pods {
+        let share = match shares.iter().position(|s| s.node == pod.node) {
+            Some(share) => share,
+            None => {
+                std::fs::create_dir_all(c.tb.node_path(&pod.node, &raw::work_dir("scale")))?;
+                shares.push(Share {
+                    node: pod.node.clone(),
+                    cri: c.tb.cri(&pod.node).await,
+                    calls: Vec::new(),
+                });
+                shares.len() - 1
+            }
+        };
+        let id = running_container(&shares[share].cri, &c.ns, &pod.name).await?;
+        targets.push((share, id));
+    }
+    for i in 0..n {
+        let (share, id) = &targets[i % pods.len()];
+        shares[*share].calls.push((i, id.clone()));
+    }
+    let started = Instant::now();
+    let returned = futures::future::try_join_all(shares.iter().map(|share| {
+        futures::stream::iter(&share.calls)
+            .map(|(i, id)| raw_checkpoint(c, share, *i, id))
+            .buffer_unordered(NODED_DUMPS)
+            .try_collect::<Vec<_>>()
+    }))
+    .await?;
+    let returned: Vec<(Instant, Result<(), CriError>)> = returned.into_iter().flatten().collect();
+    let errors: Vec<&CriError> = returned.iter().filter_map(|r| r.1.as_ref().err()).collect();
+    if let Some(first) = errors.first() {
+        eprintln!(
+            "{} raw CheckpointContainer calls failed, the first: {first}",
+            errors.len()
+        );
+    }
+    Ok(Floor {
+        took: returned
+            .iter()
+            .map(|r| r.0)
+            .max()
+            .unwrap_or(started)
+            .duration_since(started),
+        failed: errors.len(),
+    })
+}
+
+/// One raw `CheckpointContainer` into the node's bench directory; when it returned and how.
+/// A failed call is counted, not the end of the bench: our requests may fail too (Failed),
+/// and the count says how the floor fared.
+async fn raw_checkpoint(
+    c: &Cluster,
+    share: &Share,
+    i: usize,
+    id: &str,
+) -> anyhow::Result<(Instant, Result<(), CriError>)> {
+    let location = format!("{}/{i}.tar", raw::work_dir("scale"));
+    let result = share
+        .cri
+        .checkpoint_container(id, Path::new(&location), RAW_CALL)
+        .await;
+    let returned = Instant::now();
+    match std::fs::remove_file(c.tb.node_path(&share.node, &location)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e)?,
+        _ => {}
+    }
+    Ok((returned, result))
+}
+
+/// ID of `pod`'s running counter container, by the labels the kubelet puts on it.
+async fn running_container(cri: &CriClient, ns: &str, pod: &str) -> anyhow::Result<String> {
+    let labels = [
+        (kubelet::POD_NAMESPACE, ns),
+        (kubelet::POD_NAME, pod),
+        (kubelet::CONTAINER_NAME, CONTAINER),
+    ];
+    let running = api::ContainerState::ContainerRunning as i32;
+    cri.list_containers(&labels)
+        .await?
+        .into_iter()
+        .filter(|c| c.state == running)
+        .max_by_key(|c| c.created_at)
+        .map(|c| c.id)
+        .with_context(|| format!("{pod} has no running {CONTAINER} container"))
 }
 
 /// Records when each request is first seen final, and in which state.
@@ -182,4 +390,83 @@ async fn controller_metrics_url(c: &Cluster) -> anyhow::Result<String> {
         .and_then(|s| s.pod_ip)
         .context("the leader's pod has no IP")?;
     Ok(format!("http://{ip}:{CONTROLLER_ADMIN_PORT}/metrics"))
+}
+
+#[cfg(test)]
+mod tests {
+    use checkpointing::crd::{ContainerCheckpointContentSpec, ContainerCheckpointContentStatus};
+
+    use super::*;
+
+    fn content(
+        name: &str,
+        request: &str,
+        node: &str,
+        archive: Option<&str>,
+    ) -> ContainerCheckpointContent {
+        let mut content = ContainerCheckpointContent::new(
+            name,
+            ContainerCheckpointContentSpec {
+                container_checkpoint_ref: request.into(),
+                namespace: "ns".into(),
+                pod_name: "many-node1-0".into(),
+                container_name: CONTAINER.into(),
+                node_name: node.into(),
+                pod_uid: "u".into(),
+                timeout_seconds: None,
+                volumes: Vec::new(),
+                registry: None,
+            },
+        );
+        content.status = Some(ContainerCheckpointContentStatus {
+            checkpoint_path: archive.map(|a| format!("{NODED_ARCHIVES}/{a}")),
+            ..Default::default()
+        });
+        content
+    }
+
+    #[test]
+    fn doubles_are_second_contents_of_a_request_and_archives_no_content_names() {
+        let a = "checkpoint-ns_many-node1-0-counter-a.tar";
+        let b = "checkpoint-ns_many-node1-0-counter-b.tar";
+        let contents = [
+            content("many-0", "many-0", "node1", Some(a)),
+            content("many-1", "many-1", "node1", Some(b)),
+            // A second Content of many-1, still without an archive.
+            content("other", "many-1", "node1", None),
+            // Another section's request, and its second Content: not the scale section's.
+            content("hog-16", "hog-16", "node1", None),
+            content("hog-16-b", "hog-16", "node1", None),
+        ];
+        let on = |node: &str, file: &str| (node.to_owned(), file.to_owned());
+        let archives = [
+            on("node1", a),
+            on("node1", b),
+            // Named by a Content, but on another node than the Content's.
+            on("node2", a),
+            // Of a scale pod, named by no Content.
+            on("node1", "checkpoint-ns_many-node1-0-counter-c.tar"),
+            // Volumes, unfinished dumps, other pods and namespaces, the OCI layout: not archives
+            // of a scale request.
+            on("node1", "checkpoint-ns_many-node1-0-counter-a.volumes.tar"),
+            on("node1", ".checkpoint-ns_many-node1-0-counter-d.tar.partial"),
+            on("node1", "checkpoint-ns_hog-16-hog-16-e.tar"),
+            on("node1", "checkpoint-other_many-node1-0-counter-f.tar"),
+            on("node1", "oci"),
+        ];
+        assert_eq!(
+            count_doubles(&contents, &archives, "ns"),
+            Doubles {
+                requests: 1,
+                archives: 2
+            }
+        );
+        assert_eq!(
+            count_doubles(&contents[..2], &archives[..2], "ns"),
+            Doubles {
+                requests: 0,
+                archives: 0
+            }
+        );
+    }
 }
