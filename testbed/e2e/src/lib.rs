@@ -15,6 +15,7 @@ use checkpointing::cri::{CriClient, CriConfig};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 
+pub mod audit;
 mod counter;
 mod migration;
 mod product;
