@@ -141,6 +141,15 @@ impl Testbed {
             .join(path.trim_start_matches('/'))
     }
 
+    /// `node`'s network namespace: that of its init process, whose host PID `testbed/up`
+    /// records in the node's directory.
+    pub fn node_netns(&self, node: &str) -> PathBuf {
+        let pidfile = self.state.join("nodes").join(node).join("pid");
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", pidfile.display()));
+        PathBuf::from(format!("/proc/{}/ns/net", pid.trim()))
+    }
+
     /// Whether `node`'s noded holds an image of the Content with UID `uid` (made there, or
     /// fetched from a peer for its runtime).
     pub fn node_holds_image(&self, node: &str, uid: &str) -> bool {
