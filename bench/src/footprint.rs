@@ -10,11 +10,15 @@ use anyhow::Context as _;
 use futures::future::try_join_all;
 
 use crate::cluster::{Cluster, Plan};
-use crate::report::Row;
+use crate::report::{Better, Row, Target};
 use crate::stats::Summary;
 
 const NODE: &str = "node1";
 const TICK: Duration = Duration::from_millis(100);
+/// The targets: each daemon idles in at most 15 MiB and grows by at most 30 % under a
+/// burst.
+const IDLE_RSS_MIB: f64 = 15.0;
+const BUSY_RSS_FACTOR: f64 = 1.3;
 
 pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let daemons = [
@@ -51,14 +55,31 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
 
     let mut rows = Vec::new();
     for (i, (daemon, _)) in daemons.iter().enumerate() {
+        let (idle, busy) = (&idle.0[i], &busy.0[i]);
         let during = format!("during {} concurrent checkpoints", plan.concurrent);
-        for (when, usage) in [("idle", &idle.0[i]), (during.as_str(), &busy.0[i])] {
-            rows.push(Row::alone(
+        rows.push(
+            Row::alone(
                 "6 footprint",
-                format!("{daemon} RSS, {when}"),
+                format!("{daemon} RSS, idle"),
                 "MiB",
-                usage.rss_mib.clone(),
-            ));
+                idle.rss_mib.clone(),
+            )
+            .with_target(Target::AtMost(IDLE_RSS_MIB)),
+        );
+        // Memory under load, as a multiple of the same daemon's idle memory.
+        rows.push(
+            Row::versus(
+                "6 footprint",
+                format!("{daemon} RSS, {during}"),
+                "MiB",
+                Better::Lower,
+                busy.rss_mib.clone(),
+                "idle RSS",
+                idle.rss_mib.clone(),
+            )
+            .with_target(Target::factor(BUSY_RSS_FACTOR)),
+        );
+        for (when, usage) in [("idle", idle), (during.as_str(), busy)] {
             rows.push(Row::alone(
                 "6 footprint",
                 format!("{daemon} CPU, {when}"),
@@ -73,8 +94,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
                 plan.concurrent
             ),
             "ms",
-            Summary::of(&[busy.0[i].cpu_seconds * 1e3 / plan.concurrent as f64])
-                .context("no figure")?,
+            Summary::of(&[busy.cpu_seconds * 1e3 / plan.concurrent as f64]).context("no figure")?,
         ));
     }
     Ok(rows)

@@ -23,7 +23,7 @@ use kube::runtime::wait::{await_condition, delete::delete_and_finalize};
 
 use crate::cluster::{Cluster, Plan, secs_to_ms};
 use crate::raw::Runtime;
-use crate::report::{Better, Row};
+use crate::report::{Better, Row, Target};
 use crate::restore::{FROM, Raw, TO, bind_mounts_of};
 use crate::stats::Summary;
 
@@ -103,7 +103,8 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             Summary::of(&downtime).context("no measurement")?,
             name,
             floor.clone(),
-        ),
+        )
+        .with_target(Target::factor(1.3)),
         Row::versus(
             "5 migration",
             format!("{mib} MiB pod {FROM} → {TO}: created → Succeeded"),

@@ -23,6 +23,9 @@ pub struct Row {
     pub ours: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alternative: Option<Alternative>,
+    /// The target for this figure, and whether this run met it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<Verdict>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -31,6 +34,61 @@ pub struct Alternative {
     pub figure: Summary,
     /// Our cost over theirs (see [`Better`]).
     pub ratio: f64,
+}
+
+/// What a figure should reach, compared on medians.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Against the alternative, in the figure's own direction: a cost at most
+    /// `factor` × theirs + `plus` (in the row's unit), a rate at least `factor` × theirs (so a
+    /// ratio, theirs / ours, of at most 1 / `factor`).
+    Relative { factor: f64, plus: f64 },
+    /// At most this much, in the row's unit (for a figure without an alternative).
+    AtMost(f64),
+}
+
+impl Target {
+    pub fn factor(factor: f64) -> Self {
+        Self::Relative { factor, plus: 0.0 }
+    }
+
+    /// Whether `ours` meets the target; `None` for a relative target without an alternative.
+    pub fn met(self, better: Better, ours: f64, theirs: Option<f64>) -> Option<bool> {
+        Some(match (self, better) {
+            (Self::AtMost(bound), _) => ours <= bound,
+            (Self::Relative { factor, plus }, Better::Lower) => ours <= factor * theirs? + plus,
+            (Self::Relative { factor, plus }, Better::Higher) => ours >= factor * theirs? - plus,
+        })
+    }
+
+    /// Short text for the table: `≤1.1×+50 ms`, `≥0.8×`, `≤15 MiB`.
+    pub fn text(self, better: Better, unit: &str) -> String {
+        match self {
+            Self::AtMost(bound) => format!("≤{bound} {unit}"),
+            Self::Relative { factor, plus } => {
+                let sign = match better {
+                    Better::Lower => ('≤', '+'),
+                    Better::Higher => ('≥', '-'),
+                };
+                let allowance = if plus > 0.0 {
+                    format!("{}{plus} {unit}", sign.1)
+                } else {
+                    String::new()
+                };
+                format!("{}{factor}×{allowance}", sign.0)
+            }
+        }
+    }
+}
+
+/// A target and how this run fared against it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    #[serde(flatten)]
+    pub target: Target,
+    pub text: String,
+    pub met: bool,
 }
 
 impl Row {
@@ -47,6 +105,7 @@ impl Row {
             better: Better::Lower,
             ours,
             alternative: None,
+            target: None,
         }
     }
 
@@ -74,6 +133,26 @@ impl Row {
             ..Self::alone(section, figure, unit, ours)
         }
     }
+
+    /// The row judged against `target`. A relative target needs the row's alternative.
+    pub fn with_target(mut self, target: Target) -> Self {
+        let theirs = self.alternative.as_ref().map(|a| a.figure.median);
+        let met = target
+            .met(self.better, self.ours.median, theirs)
+            .expect("a relative target is set on a row with an alternative");
+        self.target = Some(Verdict {
+            target,
+            text: target.text(self.better, self.unit),
+            met,
+        });
+        self
+    }
+}
+
+/// The rows whose target this run missed.
+pub fn missed(rows: &[Row]) -> impl Iterator<Item = &Row> {
+    rows.iter()
+        .filter(|r| r.target.as_ref().is_some_and(|t| !t.met))
 }
 
 /// The comparison where we fare worst: the highest ratio.
@@ -103,7 +182,8 @@ fn num(x: f64) -> String {
     }
 }
 
-/// A fixed-width table: section, figure, unit, ours, the alternative and its figure, ratio.
+/// A fixed-width table: section, figure, unit, ours, the alternative and its figure, ratio,
+/// target and whether it was met.
 pub fn table(rows: &[Row]) -> String {
     let header = [
         "section",
@@ -113,12 +193,21 @@ pub fn table(rows: &[Row]) -> String {
         "alternative",
         "theirs",
         "ratio",
+        "target",
+        "",
     ];
-    let mut lines: Vec<[String; 7]> = vec![header.map(str::to_owned)];
+    let mut lines: Vec<[String; 9]> = vec![header.map(str::to_owned)];
     for r in rows {
         let (name, theirs, ratio) = match &r.alternative {
             Some(a) => (a.name.clone(), cell(&a.figure), format!("{:.2}×", a.ratio)),
             None => (String::new(), String::new(), String::new()),
+        };
+        let (target, met) = match &r.target {
+            Some(v) => (
+                v.text.clone(),
+                if v.met { "met" } else { "MISSED" }.to_owned(),
+            ),
+            None => (String::new(), String::new()),
         };
         lines.push([
             r.section.to_owned(),
@@ -128,9 +217,11 @@ pub fn table(rows: &[Row]) -> String {
             name,
             theirs,
             ratio,
+            target,
+            met,
         ]);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 9];
     for line in &lines {
         for (w, c) in widths.iter_mut().zip(line) {
             *w = (*w).max(c.chars().count());
@@ -217,5 +308,74 @@ mod tests {
         assert_eq!(cell(&s(&[0.0, 0.25])), "0.12 [0–0.25]");
         let col = |l: &str| l.find("ms").or_else(|| l.find("MiB")).unwrap();
         assert_eq!(col(lines[1]), col(lines[2]), "{text}");
+    }
+
+    #[test]
+    fn targets_are_met_on_medians_in_the_figures_direction() {
+        let checkpoint = Target::Relative {
+            factor: 1.1,
+            plus: 50.0,
+        };
+        // 1.1 × 300 + 50 = 380.
+        assert_eq!(
+            checkpoint.met(Better::Lower, 380.0, Some(300.0)),
+            Some(true)
+        );
+        assert_eq!(
+            checkpoint.met(Better::Lower, 381.0, Some(300.0)),
+            Some(false)
+        );
+        assert_eq!(checkpoint.met(Better::Lower, 1.0, None), None);
+        // A rate of at least 0.8 × the floor: a ratio (theirs / ours) of at most 1.25.
+        let floor = Target::factor(0.8);
+        assert_eq!(floor.met(Better::Higher, 80.0, Some(100.0)), Some(true));
+        assert_eq!(floor.met(Better::Higher, 79.0, Some(100.0)), Some(false));
+        assert_eq!(
+            Target::factor(1.3).met(Better::Lower, 13.0, Some(10.0)),
+            Some(true)
+        );
+        assert_eq!(
+            Target::factor(1.3).met(Better::Lower, 14.0, Some(10.0)),
+            Some(false)
+        );
+        assert_eq!(
+            Target::AtMost(15.0).met(Better::Lower, 15.0, None),
+            Some(true)
+        );
+        assert_eq!(
+            Target::AtMost(15.0).met(Better::Lower, 31.2, None),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn targets_read_in_the_figures_direction() {
+        let checkpoint = Target::Relative {
+            factor: 1.1,
+            plus: 50.0,
+        };
+        assert_eq!(checkpoint.text(Better::Lower, "ms"), "≤1.1×+50 ms");
+        assert_eq!(Target::factor(0.8).text(Better::Higher, "MB/s"), "≥0.8×");
+        assert_eq!(Target::AtMost(15.0).text(Better::Lower, "MiB"), "≤15 MiB");
+    }
+
+    #[test]
+    fn the_table_shows_targets_and_whether_they_were_met() {
+        let rows = [
+            Row::versus("a", "x", "ms", Better::Lower, s(&[2.0]), "raw", s(&[1.0]))
+                .with_target(Target::factor(1.3)),
+            Row::alone("b", "rss", "MiB", s(&[9.0])).with_target(Target::AtMost(15.0)),
+            Row::alone("c", "cpu", "%", s(&[9.0])),
+        ];
+        let text = table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].ends_with("2.00×  ≤1.3×    MISSED"), "{text}");
+        assert!(lines[2].ends_with("  ≤15 MiB  met"), "{text}");
+        assert!(lines[3].ends_with("%     9"), "{text}");
+        let missed: Vec<&str> = missed(&rows).map(|r| r.section).collect();
+        assert_eq!(missed, ["a"]);
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["target"]["met"], false);
+        assert_eq!(json["target"]["relative"]["factor"], 1.3);
     }
 }

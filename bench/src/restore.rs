@@ -21,7 +21,7 @@ use kube::runtime::wait::await_condition;
 
 use crate::cluster::{Cluster, Plan, secs_to_ms};
 use crate::raw::{self, BindMount, Runtime, Sandbox};
-use crate::report::{Better, Row};
+use crate::report::{Better, Row, Target};
 use crate::stats::Summary;
 
 /// Where the checkpoints are taken, and where [`Raw`] restores them.
@@ -104,7 +104,8 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             ours.clone(),
             "raw CRI PullImage+Create+StartContainer",
             Summary::of(&secs_to_ms(&pulled)).context("no measurement")?,
-        ),
+        )
+        .with_target(Target::factor(1.1)),
         Row::versus(
             "4 restore",
             figure,

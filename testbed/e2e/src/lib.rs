@@ -15,6 +15,7 @@ use checkpointing::cri::{CriClient, CriConfig};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 
+pub mod audit;
 mod counter;
 mod migration;
 mod product;
@@ -138,6 +139,15 @@ impl Testbed {
             .join(node)
             .join("root")
             .join(path.trim_start_matches('/'))
+    }
+
+    /// `node`'s network namespace: that of its init process, whose host PID `testbed/up`
+    /// records in the node's directory.
+    pub fn node_netns(&self, node: &str) -> PathBuf {
+        let pidfile = self.state.join("nodes").join(node).join("pid");
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", pidfile.display()));
+        PathBuf::from(format!("/proc/{}/ns/net", pid.trim()))
     }
 
     /// Whether `node`'s noded holds an image of the Content with UID `uid` (made there, or
