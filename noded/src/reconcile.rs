@@ -268,13 +268,16 @@ pub async fn reconcile<R: Runtime>(
     };
     ctx.seen(&uid, &content);
     let job = job(&content, ctx.default_timeout);
-    let step = plan(&content, ctx.written(&uid));
+    let mut step = plan(&content, ctx.written(&uid));
     tracing::debug!(content = %name, ?step, "reconcile");
+    if step == Step::AddFinalizer {
+        set_finalizer(&api, &content, true).await.map_err(api_err)?;
+        ctx.wrote(&uid, |w| w.finalizer = Some(true));
+        // On to the checkpoint at once: the watch would bring back only what was just written.
+        step = plan(&content, ctx.written(&uid));
+    }
     match step {
-        Step::AddFinalizer => {
-            set_finalizer(&api, &content, true).await.map_err(api_err)?;
-            ctx.wrote(&uid, |w| w.finalizer = Some(true));
-        }
+        Step::AddFinalizer | Step::Nothing => {}
         Step::Take | Step::Recover => {
             let mut job = job;
             let push = match pushed::push_of(&content, &ctx).await {
@@ -325,7 +328,6 @@ pub async fn reconcile<R: Runtime>(
             }
             ctx.wrote(&uid, |w| w.finalizer = Some(false));
         }
-        Step::Nothing => {}
     }
     ctx.failures.succeeded(&uid);
     Ok(Action::await_change())

@@ -286,6 +286,22 @@ async fn a_checkpoint_costs_three_api_calls() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_content_is_claimed_and_checkpointed_in_one_reconcile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = FakeApi::default();
+    let new = content(false, false, None);
+    api.put(CONTENT_PATH, &new);
+    let ctx = shell(&api, running_runtime(), tmp.path(), Duration::from_secs(30));
+    reconcile(Arc::new(new.clone()), ctx.clone()).await.unwrap();
+    assert_eq!(api.take().len(), 3, "finalizer, Running, Completed");
+    let done = ctx
+        .checkpointer
+        .dir
+        .archive_path(&job(&new, ctx.default_timeout).key);
+    assert!(done.exists(), "{}", done.display());
+}
+
 #[test]
 fn a_pushed_copy_is_given_up_on_only_when_refused_or_long_unreachable() {
     let failed = |status: u16| PushError::Status {
