@@ -1,9 +1,10 @@
-//! Restores whose checkpoint image the runtime pulls from an external registry. noded does
-//! not serve that pull, so nothing would make the checkpoint's base image present first, and
-//! CRI-O never pulls it itself. noded watches the pods bound to its node that the webhook
-//! admitted to restore, and pulls the base image the checkpoint's Content names as soon as
-//! such a pod lands here, while the kubelet is still making its sandbox and pulling the
-//! checkpoint image.
+//! The restores landing on this node, prepared while the kubelet is still making their sandbox.
+//! noded watches the pods bound to its node that the webhook admitted to restore:
+//! - a checkpoint image of the node-local registry is fetched from the node that holds it at
+//!   once, so the runtime's pull, moments later, finds it here;
+//! - for a checkpoint image the runtime pulls from an external registry, noded does not serve
+//!   the pull, so nothing would make the checkpoint's base image present first, and CRI-O never
+//!   pulls it itself: noded pulls the base image the checkpoint's Content names.
 
 use std::sync::Arc;
 
@@ -18,14 +19,14 @@ use kube::runtime::{WatchStreamExt, watcher};
 use crate::cluster::Cluster;
 use crate::error::error_chain;
 use crate::registry::Registry;
-use crate::restore::Restore;
 
 /// Pods handled at once: each may wait for a pull.
 const CONCURRENCY: usize = 4;
 
-/// The checkpoint images a pod admitted to restore, and not running yet, pulls from somewhere
-/// other than the node-local registry `local` (whose pulls noded serves, base image included).
-pub fn external_images<'a>(pod: &'a Pod, local: &str) -> Vec<&'a str> {
+/// The checkpoint images a pod admitted to restore, and not running yet, pulls: those of the
+/// node-local registry `local` as `<namespace>/<name>@<digest>` (what follows `local/`), and
+/// the others whole.
+pub fn restored_images<'a>(pod: &'a Pod, local: &str) -> (Vec<&'a str>, Vec<&'a str>) {
     let restoring = pod
         .metadata
         .annotations
@@ -33,14 +34,18 @@ pub fn external_images<'a>(pod: &'a Pod, local: &str) -> Vec<&'a str> {
         .is_some_and(|a| a.contains_key(RESTORED_FROM_DIGEST_ANNOTATION));
     let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
     let Some(spec) = pod.spec.as_ref().filter(|_| restoring && pending) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let local = format!("{local}/");
-    spec.containers
-        .iter()
-        .filter_map(|c| c.image.as_deref())
-        .filter(|image| !image.starts_with(&local) && image.contains('@'))
-        .collect()
+    let (mut here, mut external) = (Vec::new(), Vec::new());
+    for image in spec.containers.iter().filter_map(|c| c.image.as_deref()) {
+        match image.strip_prefix(&local) {
+            Some(repo) => here.push(repo),
+            None if image.contains('@') => external.push(image),
+            None => {}
+        }
+    }
+    (here, external)
 }
 
 /// The base image of the checkpoint whose image is `image`, as its Content records it.
@@ -74,19 +79,31 @@ pub async fn run<R: Runtime + 'static, C: Cluster>(
         })
         .for_each_concurrent(CONCURRENCY, |pod| {
             let (client, local, registry) = (client.clone(), local.as_str(), registry.clone());
-            async move { prepare(&client, &pod, local, &registry.restore).await }
+            async move { prepare(&client, &pod, local, &registry).await }
         })
         .await;
 }
 
-/// Pulls the base image of each external checkpoint image `pod` restores from.
-async fn prepare<R: Runtime>(client: &kube::Client, pod: &Pod, local: &str, restore: &Restore<R>) {
-    let images = external_images(pod, local);
+/// Fetches the node-local checkpoint images `pod` restores from, and pulls the base image of
+/// each external one.
+async fn prepare<R: Runtime + 'static, C: Cluster>(
+    client: &kube::Client,
+    pod: &Pod,
+    local: &str,
+    registry: &Registry<R, C>,
+) {
+    let (here, external) = restored_images(pod, local);
+    for image in here {
+        if let Err(e) = registry.prefetch(image).await {
+            // The runtime's own pull asks again and fails with the same reason, for the kubelet.
+            tracing::info!(pod = ?pod.metadata.name, %image, error = %e, "fetching a checkpoint image ahead of its pull");
+        }
+    }
     let Some(namespace) = pod
         .metadata
         .namespace
         .as_deref()
-        .filter(|_| !images.is_empty())
+        .filter(|_| !external.is_empty())
     else {
         return;
     };
@@ -100,11 +117,11 @@ async fn prepare<R: Runtime>(client: &kube::Client, pod: &Pod, local: &str, rest
             return;
         }
     };
-    for image in images {
+    for image in external {
         let Some(base) = recorded_base(&contents, image) else {
             continue;
         };
-        if let Err(e) = restore.ensure_image(base).await {
+        if let Err(e) = registry.restore.ensure_image(base).await {
             // The kubelet's restore then fails, and is retried, with the runtime's own reason.
             tracing::warn!(pod = ?pod.metadata.name, %base, error = %error_chain(&e),
                 "making the base image of a restore present");

@@ -37,20 +37,25 @@ fn pod(images: &[&str], phase: &str, restoring: bool) -> Pod {
 }
 
 #[test]
-fn only_pending_restores_from_another_registry_need_preparing() {
+fn only_pending_restores_need_preparing_each_by_where_it_pulls_from() {
     let local = format!("{LOCAL}/ns/cc@sha256:bb");
+    let arriving = pod(&[PUSHED, &local], "Pending", true);
+    let (here, external) = restored_images(&arriving, LOCAL);
+    assert_eq!(here, ["ns/cc@sha256:bb"]);
+    assert_eq!(external, [PUSHED]);
+    let none = (Vec::<&str>::new(), Vec::<&str>::new());
     assert_eq!(
-        external_images(&pod(&[PUSHED, &local], "Pending", true), LOCAL),
-        [PUSHED],
-        "the node-local registry's pulls ensure their base image themselves"
+        restored_images(&pod(&[PUSHED, &local], "Running", true), LOCAL),
+        none
     );
-    assert!(external_images(&pod(&[PUSHED], "Running", true), LOCAL).is_empty());
-    assert!(
-        external_images(&pod(&[PUSHED], "Pending", false), LOCAL).is_empty(),
+    assert_eq!(
+        restored_images(&pod(&[PUSHED, &local], "Pending", false), LOCAL),
+        none,
         "not admitted to restore"
     );
-    assert!(
-        external_images(&pod(&["busybox:latest"], "Pending", true), LOCAL).is_empty(),
+    assert_eq!(
+        restored_images(&pod(&["busybox:latest"], "Pending", true), LOCAL),
+        none,
         "a sidecar's ordinary image is not a checkpoint"
     );
 }

@@ -302,6 +302,28 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         Ok(respond("application/octet-stream", Some(digest), len, body))
     }
 
+    /// Fetches the image `<namespace>/<name>@<digest>` a pod admitted here is about to pull,
+    /// from the node that holds it, before the runtime asks: the transfer overlaps the kubelet
+    /// making the pod's sandbox. The pull itself (base image, volumes) is still served when the
+    /// runtime asks for it, and finds the image here.
+    pub async fn prefetch(&self, image: &str) -> Result<(), Problem> {
+        let unknown = || Problem::ManifestUnknown(format!("not a checkpoint image: {image}"));
+        let (repo, digest) = image.split_once('@').ok_or_else(unknown)?;
+        let Some(Route::Manifest { repo, reference }) =
+            route(&format!("/v2/{repo}/manifests/{digest}"))
+        else {
+            return Err(unknown());
+        };
+        // The pod's later updates prefetch again: a Content just looked up answers for them.
+        let known = self.resolved.get(&repo.to_string());
+        let content = self.readable(None, &repo, known).await?;
+        let digest = wanted_digest(&content, &reference)
+            .map_err(|e| Problem::ManifestUnknown(e.to_string()))?;
+        self.local_image(Mode::Local, &repo, &content, &digest)
+            .await
+            .map(drop)
+    }
+
     /// The Content of `repo` (`known` when just looked up), once `puller`, when the runtime
     /// pulls for one, may read its image.
     async fn readable(

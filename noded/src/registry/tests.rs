@@ -380,6 +380,37 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_prefetched_image_is_here_before_the_runtime_pulls_it() {
+    let t = two_nodes(&vec![7u8; 300_000]).await;
+    let node2 = &t.node2.registry;
+    for bad in [
+        "default/cp",
+        "default/cp@sha256:nothex",
+        "default/none@sha256:00",
+    ] {
+        assert!(node2.prefetch(bad).await.is_err(), "{bad}");
+    }
+    assert_eq!(node2.peers.transferred(), 0);
+
+    node2
+        .prefetch(&format!("default/cp@{}", t.digest))
+        .await
+        .unwrap();
+    let fetched = node2.peers.transferred();
+    assert!(fetched > 300_000, "{fetched}");
+    node2.layout.verify("uid-1").unwrap();
+    assert!(
+        t.node2.runtime.pulls.lock().unwrap().is_empty(),
+        "the base image waits for the runtime's own pull"
+    );
+
+    let path = format!("/v2/default/cp/manifests/{}", t.digest);
+    let manifest = get(t.node2.local, &path).await;
+    assert_eq!(manifest.status, StatusCode::OK, "{:?}", manifest.body);
+    assert_eq!(node2.peers.transferred(), fetched, "nothing fetched twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_tampered_blob_from_the_peer_is_rejected_and_nothing_is_kept() {
     let t = two_nodes(b"original memory").await;
     // The layer blob on node1 is the archive itself: change it behind the layout's back.
