@@ -313,6 +313,26 @@ pub fn scrape(url: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// `_sum` (seconds) and `_count` of a histogram on a daemon's `/metrics`.
+pub struct HistogramTotals {
+    pub sum: f64,
+    pub count: f64,
+}
+
+impl HistogramTotals {
+    pub fn read(url: &str, histogram: &str) -> anyhow::Result<Self> {
+        let metrics = scrape(url)?;
+        let read = |suffix: &str| {
+            crate::stats::sample_value(&metrics, &format!("{histogram}_{suffix}"))
+                .with_context(|| format!("{url} has no {histogram}_{suffix}"))
+        };
+        Ok(Self {
+            sum: read("sum")?,
+            count: read("count")?,
+        })
+    }
+}
+
 pub fn secs_to_ms(samples: &[Duration]) -> Vec<f64> {
     samples.iter().map(|d| d.as_secs_f64() * 1e3).collect()
 }

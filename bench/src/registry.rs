@@ -13,9 +13,9 @@ use e2e::{RegistryUser, TokenRegistry};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 
-use crate::cluster::{Cluster, Plan, scrape};
+use crate::cluster::{Cluster, HistogramTotals, Plan};
 use crate::report::{Better, Row};
-use crate::stats::{Summary, sample_value};
+use crate::stats::Summary;
 
 const FROM: &str = "node1";
 const TO: &str = "node2";
@@ -59,14 +59,14 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
                 name: SECRET.to_owned(),
             }),
         });
-        let before = push_totals()?;
+        let before = HistogramTotals::read(FROM_METRICS, PUSH_DURATION)?;
         // noded trusts the registry's certificate through ConfigMap checkpoint-registry-ca,
         // which testbed/up fills with the testbed CA, as deploy/ asks a cluster admin to.
         let (cc, _) = c
             .checkpoint_of(request)
             .await
             .with_context(|| format!("checkpoint pushed to {}", registry.host))?;
-        let after = push_totals()?;
+        let after = HistogramTotals::read(FROM_METRICS, PUSH_DURATION)?;
         ensure!(
             after.count - before.count == 1.0,
             "{FROM}'s noded counted {} pushes during {name}, not 1",
@@ -162,24 +162,6 @@ struct Rates {
     skopeo_push: Vec<f64>,
     pull: Vec<f64>,
     skopeo_pull: Vec<f64>,
-}
-
-/// `_sum` (seconds) and `_count` of node1's noded push-duration histogram.
-struct PushTotals {
-    sum: f64,
-    count: f64,
-}
-
-fn push_totals() -> anyhow::Result<PushTotals> {
-    let metrics = scrape(FROM_METRICS)?;
-    let read = |suffix: &str| {
-        sample_value(&metrics, &format!("{PUSH_DURATION}_{suffix}"))
-            .with_context(|| format!("{FROM_METRICS} has no {PUSH_DURATION}_{suffix}"))
-    };
-    Ok(PushTotals {
-        sum: read("sum")?,
-        count: read("count")?,
-    })
 }
 
 /// Creates the dockerconfigjson Secret [`SECRET`] with [`USER`]'s credentials for `registry`.

@@ -1,5 +1,5 @@
-//! Bench section 3 — Transfer: a checkpoint image pulled node to node through the node-local
-//! registries (node2's registry fetches it from node1's noded, verifies and stores it) against
+//! Bench section 3 — Transfer: a checkpoint image moved node to node (node2's noded fetches it
+//! from node1's, verifies and stores it, for a pod admitted to restore from it there) against
 //! `skopeo copy` of the same image from one registry to another on loopback, and against the
 //! floor: a raw TCP copy of the checkpoint archive from node1's network namespace to node2's.
 //! MB/s.
@@ -12,15 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 
-use crate::cluster::{Cluster, Plan};
+use crate::cluster::{Cluster, HistogramTotals, Plan};
 use crate::report::{Better, Row, Target};
 use crate::stats::Summary;
 use e2e::PULL_USER;
 
 const FROM: &str = "node1";
 const TO: &str = "node2";
+/// node2's noded's admin port (deploy/base/noded.yaml), on the node's address.
+const TO_METRICS: &str = "http://10.77.0.12:9811/metrics";
+const FETCH_DURATION: &str = "noded_fetch_duration_seconds";
 /// node2's address on the testbed bridge (testbed/lib.sh: node N is 10.77.0.(10 + N)).
 const TO_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 12));
 
@@ -44,9 +47,20 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         let image = status
             .image
             .context("a Completed Content names its image")?;
+        // node2's noded fetches the image once: ahead of the pull, as soon as the pod the pull
+        // credential is for lands there, or at the pull itself. Either way its fetch histogram
+        // times exactly the transfer (fetch, verify, store), not when it happened.
+        let before = HistogramTotals::read(TO_METRICS, FETCH_DURATION)?;
         let credential = e2e::pull_credential(&c.client, &c.ns, TO, &name, &image).await;
-        ours.push(pull_on_node(c, TO, &image, &credential.token)?);
+        pull_on_node(c, TO, &image, &credential.token)?;
         c.remove_pod(&credential.pod).await?;
+        let after = HistogramTotals::read(TO_METRICS, FETCH_DURATION)?;
+        ensure!(
+            after.count - before.count == 1.0,
+            "{TO}'s noded counted {} fetches of {name}, not 1",
+            after.count - before.count
+        );
+        ours.push(Duration::from_secs_f64(after.sum - before.sum));
 
         let tag = content.metadata.uid.clone().context("Content has a UID")?;
         let repo = format!("bench/{name}:latest");
@@ -179,7 +193,7 @@ const CURL_CONFIG_DIR: &str = "/var/lib/bench-transfer";
 /// Asks `node`'s local registry for the image's manifest, as its runtime would, with the
 /// token of a pod there that references it: the registry answers once it holds the whole
 /// image, fetched from the node that made it.
-fn pull_on_node(c: &Cluster, node: &str, image: &str, token: &str) -> anyhow::Result<Duration> {
+fn pull_on_node(c: &Cluster, node: &str, image: &str, token: &str) -> anyhow::Result<()> {
     let (repo, digest) = image
         .strip_prefix("localhost:5050/")
         .and_then(|r| r.split_once('@'))
@@ -200,7 +214,6 @@ fn pull_on_node(c: &Cluster, node: &str, image: &str, token: &str) -> anyhow::Re
             .unwrap_or_default()
             .to_string_lossy()
     );
-    let started = Instant::now();
     let out = c.tb.node_exec(
         node,
         &[
@@ -215,14 +228,13 @@ fn pull_on_node(c: &Cluster, node: &str, image: &str, token: &str) -> anyhow::Re
             &url,
         ],
     );
-    let took = started.elapsed();
     if !out.status.success() {
         bail!(
             "GET {url} on {node}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(took)
+    Ok(())
 }
 
 fn skopeo_copy(from: &str, to: &str) -> anyhow::Result<()> {

@@ -70,6 +70,7 @@ pub struct Metrics {
     transfer: Family<DirectionLabels, Counter>,
     pushes: Family<ResultLabels, Counter>,
     push_duration: Histogram,
+    fetch_duration: Histogram,
     registry_requests: Family<RequestLabels, Counter>,
     runtime_image_removals: Family<ResultLabels, Counter>,
     pushed_copy_deletions: Family<ResultLabels, Counter>,
@@ -127,6 +128,14 @@ impl Default for Metrics {
             Unit::Seconds,
             push_duration.clone(),
         );
+        let fetch_duration = Histogram::new(duration_buckets());
+        registry.register_with_unit(
+            "fetch_duration",
+            "Duration of a fetch of a checkpoint image from the node holding it (transfer, \
+             verification, storage), whatever its result",
+            Unit::Seconds,
+            fetch_duration.clone(),
+        );
         let registry_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "registry_requests",
@@ -179,6 +188,7 @@ impl Default for Metrics {
             transfer,
             pushes,
             push_duration,
+            fetch_duration,
             registry_requests,
             runtime_image_removals,
             pushed_copy_deletions,
@@ -216,6 +226,11 @@ impl Metrics {
     pub fn pushed(&self, result: &'static str, seconds: f64) {
         self.pushes.get_or_create(&ResultLabels { result }).inc();
         self.push_duration.observe(seconds);
+    }
+
+    /// One fetch of a checkpoint image from its node that took `seconds`.
+    pub fn fetched(&self, seconds: f64) {
+        self.fetch_duration.observe(seconds);
     }
 
     /// A deleted checkpoint's copy in the push registry: `deleted` or `kept`.

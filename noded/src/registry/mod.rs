@@ -420,11 +420,13 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             })?;
         let peer = SocketAddr::new(ip, self.peers.port);
         tracing::info!(%repo, %node, %peer, %digest, "fetching checkpoint image from its node");
-        match self
+        let started = std::time::Instant::now();
+        let fetched = self
             .peers
             .fetch(peer, &pin, repo, digest, tag, &self.layout)
-            .await
-        {
+            .await;
+        self.metrics.fetched(started.elapsed().as_secs_f64());
+        match fetched {
             Ok(bytes) => {
                 self.metrics.transferred("fetched", bytes);
                 tracing::info!(%repo, %node, bytes, total = self.peers.transferred(), "checkpoint image fetched");
