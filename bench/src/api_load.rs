@@ -20,6 +20,16 @@ pub fn rows(before: &[Call], after: &[Call], requests: usize) -> anyhow::Result<
     );
     ensure!(requests > 0, "no requests to share the calls");
     let during = &after[before.len()..];
+    // Which calls they were, for the log: the rows say how many, this says what to cut.
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for c in during {
+        *kinds
+            .entry(format!("{} {} {}", c.user, c.verb, c.resource))
+            .or_default() += 1;
+    }
+    for (kind, n) in &kinds {
+        eprintln!("API calls during the scale section: {n:>6} {kind}");
+    }
     let per_request = |user: Option<&str>| {
         let n = during
             .iter()

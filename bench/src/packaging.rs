@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use checkpointing::archive;
 use checkpointing::names::checkpoint_image as ann;
-use checkpointing::oci::{CheckpointMeta, ImageLayout, sha256_file};
+use checkpointing::oci::{CheckpointMeta, ImageLayout};
 
 use crate::cluster::{Plan, secs_to_ms};
 use crate::report::{Better, Row};
@@ -61,8 +61,8 @@ pub fn run(archive_path: &Path, plan: &Plan, runtime: &str) -> anyhow::Result<Ve
     ])
 }
 
-/// What noded does once the runtime has written the archive: read its config, hash it, and
-/// add it to an image layout as the layer of a checkpoint image.
+/// What noded does once the runtime has written the archive: read its config and hash it in
+/// one pass, and add it to an image layout as the layer of a checkpoint image.
 fn package(
     archive_path: &Path,
     layout: &Path,
@@ -71,7 +71,11 @@ fn package(
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let layout = ImageLayout::open(layout)?;
-    let config = archive::read_config(archive_path)?;
+    let archive::Scanned {
+        config,
+        digest,
+        size,
+    } = archive::scan(archive_path)?;
     let meta = CheckpointMeta {
         container: "bench".into(),
         pod: "bench".into(),
@@ -82,7 +86,6 @@ fn package(
         runtime_version: "bench".into(),
         created: config.checkpointed_time.unwrap_or_default(),
     };
-    let (digest, size) = sha256_file(archive_path)?;
     layout.add_checkpoint(
         archive_path,
         &digest,

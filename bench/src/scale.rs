@@ -106,6 +106,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     watch.abort();
     let after = histogram_buckets(&scrape(&metrics)?, HISTOGRAM);
     let duplicated = doubles(c, &pods).await?;
+    log_failures(c).await?;
     let floor = raw_floor(c, &pods, plan.scale).await?;
 
     let finished = finished.lock().unwrap().clone();
@@ -172,8 +173,15 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         ),
     ];
     for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
-        let seconds = histogram_quantile(&before, &after, q)
-            .context("the controller recorded no reconcile")?;
+        // A leader that restarted meanwhile starts its histogram again: no figure, but the
+        // rest of the run still counts.
+        let Some(seconds) = histogram_quantile(&before, &after, q) else {
+            eprintln!(
+                "controller reconcile duration {label}: the leader's histogram did not grow \
+                 from the one read before (restarted, or another leader?); not reported"
+            );
+            continue;
+        };
         let row = Row::alone(
             "7 scale",
             format!("controller reconcile duration, {label}"),
@@ -362,6 +370,22 @@ async fn running_container(cri: &CriClient, ns: &str, pod: &str) -> anyhow::Resu
         .max_by_key(|c| c.created_at)
         .map(|c| c.id)
         .with_context(|| format!("{pod} has no running {CONTAINER} container"))
+}
+
+/// Why requests failed, each distinct message once with its count, for the log: the counts
+/// rows say how many failed, this says why.
+async fn log_failures(c: &Cluster) -> anyhow::Result<()> {
+    let mut why = std::collections::BTreeMap::<String, usize>::new();
+    for cc in c.checkpoints().list(&ListParams::default()).await? {
+        let status = cc.status.unwrap_or_default();
+        if status.state == Some(CheckpointState::Failed) {
+            *why.entry(status.message.unwrap_or_default()).or_default() += 1;
+        }
+    }
+    for (message, n) in why {
+        eprintln!("failed scale requests: {n:>4} × {message}");
+    }
+    Ok(())
 }
 
 /// Records when each request is first seen final, and in which state.
