@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::outbound::OutboundError;
 use crate::push::{Credentials, Destination, PushError, Pusher};
 use crate::restore;
-use crate::space::{DiskSpace, Need, Size, SpaceError};
+use crate::space::{DiskSpace, SpaceError, archive_need};
 use crate::store::{ArchiveKey, CheckpointDir};
 use crate::volumes;
 use tokio::sync::Semaphore;
@@ -475,38 +475,6 @@ impl<R: Runtime> Checkpointer<R> {
             base_image,
         };
         Ok((artifact, manifest))
-    }
-}
-
-/// Room a checkpoint archive needs: the dump writes out the container's memory and its
-/// writable layer. The image's layer is the archive itself (a hard link), so it counts once.
-/// Without a memory figure from the runtime the size is unknown and only the reserve counts.
-fn archive_need(stats: Option<&api::ContainerStats>) -> Need {
-    let memory = stats
-        .and_then(|s| s.memory.as_ref())
-        .and_then(|m| m.working_set_bytes.as_ref())
-        .map(|v| v.value);
-    let layer = stats
-        .and_then(|s| s.writable_layer.as_ref())
-        .and_then(|l| l.used_bytes.as_ref())
-        .map_or(0, |v| v.value);
-    let what = "the checkpoint archive".to_owned();
-    match memory {
-        Some(memory) => Need {
-            what,
-            bytes: memory.saturating_add(layer),
-            basis: format!(
-                "the container's {} of memory and {} writable layer",
-                Size(memory),
-                Size(layer)
-            ),
-        },
-        None => Need {
-            what,
-            bytes: 0,
-            basis: "its size unknown: the runtime reports no memory usage for the container"
-                .to_owned(),
-        },
     }
 }
 

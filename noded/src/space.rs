@@ -7,6 +7,8 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use checkpointing::cri::api;
+
 /// Space kept free beyond every estimate unless configured otherwise (`--disk-reserve-mib`).
 pub const DEFAULT_RESERVE_MIB: u64 = 256;
 
@@ -130,6 +132,38 @@ impl fmt::Display for Size {
         let shown = format!("{value:.1}");
         let shown = shown.strip_suffix(".0").unwrap_or(&shown);
         write!(f, "{shown} {}", UNITS[unit])
+    }
+}
+
+/// Room a checkpoint archive needs: the dump writes out the container's memory and its
+/// writable layer. The image's layer is the archive itself (a hard link), so it counts once.
+/// Without a memory figure from the runtime the size is unknown and only the reserve counts.
+pub fn archive_need(stats: Option<&api::ContainerStats>) -> Need {
+    let memory = stats
+        .and_then(|s| s.memory.as_ref())
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map(|v| v.value);
+    let layer = stats
+        .and_then(|s| s.writable_layer.as_ref())
+        .and_then(|l| l.used_bytes.as_ref())
+        .map_or(0, |v| v.value);
+    let what = "the checkpoint archive".to_owned();
+    match memory {
+        Some(memory) => Need {
+            what,
+            bytes: memory.saturating_add(layer),
+            basis: format!(
+                "the container's {} of memory and {} writable layer",
+                Size(memory),
+                Size(layer)
+            ),
+        },
+        None => Need {
+            what,
+            bytes: 0,
+            basis: "its size unknown: the runtime reports no memory usage for the container"
+                .to_owned(),
+        },
     }
 }
 

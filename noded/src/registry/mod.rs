@@ -302,19 +302,15 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         Ok(respond("application/octet-stream", Some(digest), len, body))
     }
 
-    /// Fetches the image `<namespace>/<name>@<digest>` a pod admitted here is about to pull,
-    /// from the node that holds it, before the runtime asks: the transfer overlaps the kubelet
-    /// making the pod's sandbox. The pull itself (base image, volumes) is still served when the
-    /// runtime asks for it, and finds the image here.
+    /// Fetches the image `<namespace>/<name>@<digest>` a pod admitted here will pull, before the
+    /// runtime asks (overlapping the kubelet's sandbox); base image and volumes wait for the pull.
     pub async fn prefetch(&self, image: &str) -> Result<(), Problem> {
-        let unknown = || Problem::ManifestUnknown(format!("not a checkpoint image: {image}"));
-        let (repo, digest) = image.split_once('@').ok_or_else(unknown)?;
-        let Some(Route::Manifest { repo, reference }) =
-            route(&format!("/v2/{repo}/manifests/{digest}"))
+        let Some(Route::Manifest { repo, reference }) = image
+            .split_once('@')
+            .and_then(|(repo, digest)| route(&format!("/v2/{repo}/manifests/{digest}")))
         else {
-            return Err(unknown());
+            return Err(Problem::ManifestUnknown(format!("{image}: no checkpoint")));
         };
-        // The pod's later updates prefetch again: a Content just looked up answers for them.
         let known = self.resolved.get(&repo.to_string());
         let content = self.readable(None, &repo, known).await?;
         let digest = wanted_digest(&content, &reference)
