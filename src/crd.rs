@@ -95,6 +95,12 @@ pub struct ContainerCheckpointSpec {
     /// defaults when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySpec>,
+    /// Keep the container frozen from just before the dump on, so it does nothing after its
+    /// checkpoint that the checkpoint would not hold, until the request is deleted or its
+    /// migration releases it. PodMigrations set it; a held container that is not deleted
+    /// stays frozen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold_source: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -180,6 +186,11 @@ pub struct ContainerCheckpointContentSpec {
     /// The request's `spec.registry`; its Secret is in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySpec>,
+    /// The request's `spec.holdSource`: freeze the container before the dump and keep it
+    /// frozen until this Content is annotated `checkpointing.zacchaeuschok.github.io/release-source`
+    /// or deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold_source: bool,
 }
 
 /// Most emptyDir volumes a Content lists.
@@ -222,6 +233,10 @@ pub struct ContainerCheckpointContentStatus {
     pub runtime: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub criu_version: Option<String>,
+    /// The container is frozen by noded for `spec.holdSource` (true from the dump until it is
+    /// released).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_held: bool,
 }
 
 /// Every CRD as an `apiextensions.k8s.io/v1` object, the container request first.

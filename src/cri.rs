@@ -258,6 +258,13 @@ pub trait Runtime: Send + Sync {
         timeout: Duration,
     ) -> impl Future<Output = Result<(), CriError>> + Send;
 
+    /// The cgroup of `container_id` as its OCI runtime spec names it (`linux.cgroupsPath`, from
+    /// the verbose ContainerStatus both runtimes give), `None` when the runtime tells none.
+    fn container_cgroup(
+        &self,
+        container_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, CriError>> + Send;
+
     /// Resource usage of `container_id` (memory, writable layer), `None` when the runtime
     /// reports none.
     fn container_stats(
@@ -279,6 +286,14 @@ pub trait Runtime: Send + Sync {
 
     /// Removes `image` (an image id or reference) with all its references.
     fn remove_image(&self, image: &str) -> impl Future<Output = Result<(), CriError>> + Send;
+}
+
+/// `runtimeSpec.linux.cgroupsPath` of a verbose ContainerStatus's `info` JSON: the same key in
+/// CRI-O's and containerd's.
+fn cgroups_path(info: &str) -> Option<String> {
+    let info: serde_json::Value = serde_json::from_str(info).ok()?;
+    let path = info.pointer("/runtimeSpec/linux/cgroupsPath")?.as_str()?;
+    (!path.is_empty()).then(|| path.to_owned())
 }
 
 /// Longest deadline of any call (a day): far beyond any real one, far below what overflows.
@@ -340,6 +355,20 @@ impl Runtime for CriClient {
         )
         .await
         .map(drop)
+    }
+
+    async fn container_cgroup(&self, container_id: &str) -> Result<Option<String>, CriError> {
+        let mut rt = self.runtime_service();
+        let message = api::ContainerStatusRequest {
+            container_id: container_id.to_owned(),
+            verbose: true,
+        };
+        let response = self
+            .call("ContainerStatus", self.call_timeout, message, |r| {
+                rt.container_status(r)
+            })
+            .await?;
+        Ok(response.info.get("info").and_then(|i| cgroups_path(i)))
     }
 
     async fn container_stats(
@@ -428,6 +457,27 @@ impl Runtime for CriClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cgroup_is_read_from_the_verbose_info_of_either_runtime() {
+        let crio = r#"{"pid":42,"runtimeSpec":{"linux":{"cgroupsPath":"/kubepods/besteffort/podu/crio-abc"}}}"#;
+        let containerd = r#"{"sandboxID":"s","runtimeSpec":{"ociVersion":"1.2.0","linux":{"cgroupsPath":"kubepods-besteffort-podu.slice:cri-containerd:abc"}}}"#;
+        assert_eq!(
+            cgroups_path(crio).as_deref(),
+            Some("/kubepods/besteffort/podu/crio-abc")
+        );
+        assert_eq!(
+            cgroups_path(containerd).as_deref(),
+            Some("kubepods-besteffort-podu.slice:cri-containerd:abc")
+        );
+        for none in [
+            r#"{"pid":1}"#,
+            "not json",
+            r#"{"runtimeSpec":{"linux":{"cgroupsPath":""}}}"#,
+        ] {
+            assert_eq!(cgroups_path(none), None, "{none}");
+        }
+    }
 
     /// A deadline from an unbounded request field once panicked inside tonic: any `Duration`
     /// must be sent capped instead.

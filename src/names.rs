@@ -15,6 +15,10 @@ pub const RESTORED_FROM_DIGEST_ANNOTATION: &str =
 /// Annotation (`"true"`) on a ContainerCheckpoint that retention never deletes.
 pub const PINNED_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/pinned";
 
+/// Annotation on a ContainerCheckpointContent whose `spec.holdSource` froze its container:
+/// set (by the controller, when the migration it served failed) to have noded thaw it.
+pub const RELEASE_SOURCE_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/release-source";
+
 /// Label on a ContainerCheckpointContent naming the node whose noded owns it. Labels, not field
 /// selectors: field selectors on custom resources need Kubernetes 1.31.
 pub const NODE_LABEL: &str = "checkpointing.zacchaeuschok.github.io/node";

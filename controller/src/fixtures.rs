@@ -34,6 +34,7 @@ pub fn request() -> ContainerCheckpoint {
             namespace: Some("default".into()),
             timeout_seconds: Some(30),
             registry: None,
+            hold_source: false,
         },
     );
     cc.metadata.namespace = Some("default".into());
@@ -115,6 +116,7 @@ pub fn content() -> ContainerCheckpointContent {
             timeout_seconds: Some(30),
             volumes: Vec::new(),
             registry: None,
+            hold_source: false,
         },
         status: None,
     }
@@ -177,6 +179,7 @@ pub fn checkpoint(state: Option<CheckpointState>, message: &str) -> ContainerChe
             namespace: None,
             timeout_seconds: None,
             registry: None,
+            hold_source: false,
         },
     );
     cc.metadata.namespace = Some("default".into());

@@ -124,6 +124,7 @@ async fn create(client: Client, ns: &str, args: Create) -> anyhow::Result<ExitCo
             namespace: None,
             timeout_seconds: args.timeout_seconds,
             registry: args.registry.spec(),
+            hold_source: false,
         },
     );
     let checkpoints = Api::<ContainerCheckpoint>::namespaced(client, ns);

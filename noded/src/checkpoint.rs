@@ -13,6 +13,8 @@ use checkpointing::oci::{CheckpointMeta, ImageLayout, OciError, VolumesLayer, sh
 use k8s_openapi::jiff::Timestamp;
 use oci_spec::image::Descriptor;
 
+use crate::error::error_chain;
+use crate::freeze::{self, FreezeError, Freezer};
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::outbound::OutboundError;
@@ -35,6 +37,8 @@ pub struct Job<'a> {
     pub volumes: Vec<String>,
     /// The registry the image is pushed to, and then referenced in; `None`: it stays here.
     pub push: Option<Push>,
+    /// Freeze the container before the dump and leave it frozen (`spec.holdSource`).
+    pub hold: bool,
 }
 
 /// Where a job's image is pushed, with the credentials read for it.
@@ -58,6 +62,8 @@ pub struct Artifact {
     pub runtime: String,
     /// The image a node needs before its runtime can restore the archive.
     pub base_image: Option<String>,
+    /// The container stays frozen (the job's `hold`).
+    pub held: bool,
 }
 
 /// Why a checkpoint did not happen, in words for the request's status message.
@@ -71,6 +77,10 @@ pub enum Failure {
     },
     #[error(transparent)]
     Runtime(#[from] CriError),
+    #[error(
+        "could not freeze the container before its checkpoint (a migration's source must not run on after its dump); nothing was dumped and it keeps running"
+    )]
+    Hold(#[source] FreezeError),
     #[error(transparent)]
     Space(#[from] SpaceError),
     #[error("the runtime reported success but wrote no archive at {0}")]
@@ -115,6 +125,7 @@ impl Failure {
                 CriError::NotFound { .. } => "ContainerNotFound",
                 CriError::InvalidEndpoint { .. } | CriError::Rpc { .. } => "RuntimeError",
             },
+            Self::Hold(_) => "HoldFailed",
             Self::Space(SpaceError::Short { .. }) => "NotEnoughDiskSpace",
             Self::Space(SpaceError::Unreadable { .. }) => "StoreError",
             Self::NoArchive(_) => "NoArchive",
@@ -151,6 +162,8 @@ pub struct Checkpointer<R> {
     pub metrics: Arc<Metrics>,
     /// The kubelet's pods directory, where emptyDir volumes are taken from.
     pub pods_dir: PathBuf,
+    /// Holds the containers of jobs that say `hold` frozen.
+    pub freezer: Freezer,
 }
 
 /// Pause before the second try of a dump whose container did not freeze.
@@ -186,7 +199,15 @@ impl<R: Runtime> Checkpointer<R> {
             space,
             metrics: Arc::default(),
             pods_dir: PathBuf::from(volumes::DEFAULT_PODS_DIR),
+            freezer: Freezer::new(freeze::DEFAULT_CGROUP_ROOT),
         }
+    }
+
+    /// Freezes held containers through `freezer` (the node's cgroup file system as mounted
+    /// here).
+    pub fn with_freezer(mut self, freezer: Freezer) -> Self {
+        self.freezer = freezer;
+        self
     }
 
     /// Takes emptyDir volumes from `dir` (the kubelet's pods directory as mounted here).
@@ -251,13 +272,63 @@ impl<R: Runtime> Checkpointer<R> {
 
     async fn take_unrecorded(&self, job: &Job<'_>) -> Result<Artifact, Failure> {
         let container = self.resolve(job).await?;
-        let packaged = {
-            let lock = self.locks.get(&container.id);
-            let _serial = lock.lock().await;
-            self.take_locked(job, container.id).await?
+        let id = container.id.clone();
+        let taken = async {
+            let packaged = {
+                let lock = self.locks.get(&container.id);
+                let _serial = lock.lock().await;
+                self.take_locked(job, container.id).await?
+            };
+            // Outside the container's lock: the next checkpoint of it need not wait for the
+            // upload.
+            self.publish(job, packaged).await
+        }
+        .await;
+        if job.hold && taken.is_err() {
+            // Nothing will move it: it runs on where it was, as if never checkpointed.
+            self.release_after_failure(job, Some(&id)).await;
+        }
+        taken
+    }
+
+    /// Freezes the container of a held job; the checkpoint then finds it frozen and leaves it
+    /// so.
+    async fn hold(&self, container_id: &str) -> Result<(), Failure> {
+        let cgroup = self
+            .runtime
+            .container_cgroup(container_id)
+            .await?
+            .ok_or(Failure::Hold(FreezeError::NoCgroup))?;
+        self.freezer.freeze(&cgroup).await.map_err(Failure::Hold)?;
+        tracing::info!(container = %container_id, %cgroup, "container frozen for its checkpoint");
+        Ok(())
+    }
+
+    /// Thaws the container a held job froze (`container_id`, or the job's running container
+    /// when unknown); one that is gone needs nothing.
+    pub async fn release(&self, job: &Job<'_>, container_id: Option<&str>) -> Result<(), Failure> {
+        let container_id = match container_id {
+            Some(id) => id.to_owned(),
+            None => match self.resolve(job).await {
+                Ok(container) => container.id,
+                Err(Failure::NotRunning { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            },
         };
-        // Outside the container's lock: the next checkpoint of it need not wait for the upload.
-        self.publish(job, packaged).await
+        let cgroup = match self.runtime.container_cgroup(&container_id).await {
+            Ok(Some(cgroup)) => cgroup,
+            Ok(None) | Err(CriError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        self.freezer.thaw(&cgroup).map_err(Failure::Hold)?;
+        tracing::info!(container = %container_id, %cgroup, "held container thawed");
+        Ok(())
+    }
+
+    async fn release_after_failure(&self, job: &Job<'_>, container_id: Option<&str>) {
+        if let Err(error) = self.release(job, container_id).await {
+            tracing::error!(container = ?container_id, error = %error_chain(&error), "could not thaw a held container after its checkpoint failed");
+        }
     }
 
     async fn take_locked(
@@ -278,6 +349,9 @@ impl<R: Runtime> Checkpointer<R> {
             });
             self.space
                 .ensure(self.dir.root(), archive_need(stats.as_ref()))?;
+            if job.hold {
+                self.hold(&container_id).await?;
+            }
             let mut written = self.dump(&container_id, &partial, job.timeout).await;
             if written.as_ref().is_err_and(freeze_failed) {
                 // The container ran on, unharmed; its cgroup did not freeze in time (busy
@@ -364,14 +438,23 @@ impl<R: Runtime> Checkpointer<R> {
         container_id: Option<&str>,
     ) -> Result<Artifact, Failure> {
         let archive = self.dir.archive_path(&job.key);
-        if archive.exists() {
+        let recovered = if archive.exists() {
             let id = container_id.map(str::to_owned).unwrap_or_default();
-            let scanned = tokio::task::block_in_place(|| archive::scan(&archive))?;
-            let packaged = self.package(job, id, scanned).await?;
-            return self.publish(job, packaged).await;
+            async {
+                let scanned = tokio::task::block_in_place(|| archive::scan(&archive))?;
+                let packaged = self.package(job, id, scanned).await?;
+                self.publish(job, packaged).await
+            }
+            .await
+        } else {
+            self.dir.remove(&job.key).map_err(Failure::Store)?;
+            Err(Failure::Interrupted)
+        };
+        if job.hold && recovered.is_err() {
+            // The previous process may have frozen it before it stopped.
+            self.release_after_failure(job, container_id).await;
         }
-        self.dir.remove(&job.key).map_err(Failure::Store)?;
-        Err(Failure::Interrupted)
+        recovered
     }
 
     /// Removes the job's archive, temporary file and image (a pushed copy: `reconcile::pushed::unpublish`).
@@ -473,6 +556,7 @@ impl<R: Runtime> Checkpointer<R> {
             checkpoint_time,
             runtime: format!("{} {}", version.runtime_name, version.runtime_version),
             base_image,
+            held: job.hold,
         };
         Ok((artifact, manifest))
     }

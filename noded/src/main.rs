@@ -5,6 +5,7 @@ mod arrivals;
 mod checkpoint;
 mod cluster;
 mod error;
+mod freeze;
 mod gc;
 mod http;
 mod identity;
@@ -44,6 +45,7 @@ use kube::runtime::{Controller, watcher};
 
 use crate::checkpoint::Checkpointer;
 use crate::cluster::KubeCluster;
+use crate::freeze::Freezer;
 use crate::identity::PeerIdentity;
 use crate::reconcile::Context;
 use crate::registry::PeerAuth;
@@ -79,6 +81,10 @@ struct Args {
     /// a checkpoint and put into it for a restored pod.
     #[arg(long, env = "KUBELET_PODS_DIR", default_value = volumes::DEFAULT_PODS_DIR)]
     kubelet_pods_dir: PathBuf,
+    /// The node's cgroup file system (`/sys/fs/cgroup`) as mounted here: a migrating
+    /// container is frozen through it from its dump on.
+    #[arg(long, env = "CGROUP_ROOT", default_value = freeze::DEFAULT_CGROUP_ROOT)]
+    cgroup_root: PathBuf,
     /// Registry host that checkpoint image references name (the node-local registry).
     #[arg(long, env = "IMAGE_REGISTRY", default_value = "localhost:5050")]
     image_registry: String,
@@ -329,6 +335,7 @@ async fn main() -> anyhow::Result<()> {
         Checkpointer::new(cri, dir, layout, args.image_registry.clone(), pusher, space)
             .with_concurrent_dumps(args.max_concurrent_dumps)
             .with_pods_dir(args.kubelet_pods_dir.clone())
+            .with_freezer(Freezer::new(&args.cgroup_root))
             .with_metrics(metrics),
         Duration::from_secs(args.default_timeout_seconds),
         prerequisites,

@@ -11,7 +11,7 @@ use checkpointing::crd::{
     MAX_TIMEOUT_SECONDS,
 };
 use checkpointing::cri::{CriClient, Runtime};
-use checkpointing::names::{ARCHIVE_FINALIZER, NODED_MANAGER};
+use checkpointing::names::{ARCHIVE_FINALIZER, NODED_MANAGER, RELEASE_SOURCE_ANNOTATION};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -35,8 +35,11 @@ pub enum Step {
     Take,
     /// Marked running by a previous noded process that did not finish: resolve the attempt.
     Recover,
-    /// Being deleted: remove archive and image, then release the finalizer.
+    /// Being deleted: thaw a held container, remove archive and image, then release the
+    /// finalizer.
     Remove,
+    /// Its held container is released (its migration failed): thaw it.
+    Release,
     Nothing,
 }
 
@@ -90,10 +93,25 @@ pub fn plan(content: &ContainerCheckpointContent, written: Written) -> Step {
         .max_by_key(|s| progress(*s))
         .flatten();
     match state {
+        Some(CheckpointState::Completed | CheckpointState::Failed) if released(content) => {
+            Step::Release
+        }
         Some(CheckpointState::Completed | CheckpointState::Failed) => Step::Nothing,
         Some(CheckpointState::Running) => Step::Recover,
         Some(CheckpointState::Pending) | None => Step::Take,
     }
+}
+
+/// Whether the container is held frozen and its release asked for.
+fn released(content: &ContainerCheckpointContent) -> bool {
+    held(content)
+        && content
+            .annotations()
+            .contains_key(RELEASE_SOURCE_ANNOTATION)
+}
+
+fn held(content: &ContainerCheckpointContent) -> bool {
+    content.status.as_ref().is_some_and(|s| s.source_held)
 }
 
 /// The status noded writes while it works on a Content.
@@ -131,6 +149,7 @@ pub fn final_status(
             checkpoint_time: Some(Time(a.checkpoint_time)),
             runtime: Some(a.runtime.clone()),
             criu_version,
+            source_held: a.held,
         },
         Err(e) => ContainerCheckpointContentStatus {
             state: Some(CheckpointState::Failed),
@@ -205,6 +224,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("thawing the container ContainerCheckpointContent {name} held")]
+    Release {
+        name: String,
+        #[source]
+        source: Failure,
+    },
     #[error("removing the files of ContainerCheckpointContent {name}")]
     Remove {
         name: String,
@@ -240,6 +265,7 @@ fn job(content: &ContainerCheckpointContent, default_timeout: Duration) -> Job<'
         volumes: content.spec.volumes.clone(),
         // Resolved by the shell, which reads the Secret: see [`pushed::push_of`].
         push: None,
+        hold: content.spec.hold_source,
     }
 }
 
@@ -312,7 +338,16 @@ pub async fn reconcile<R: Runtime>(
             write_status(&api, &name, &status).await.map_err(api_err)?;
             ctx.wrote(&uid, |w| w.state = status.state);
         }
+        Step::Release => {
+            release(&content, &job, &ctx).await?;
+            let mut status = content.status.clone().unwrap_or_default();
+            status.source_held = false;
+            write_status(&api, &name, &status).await.map_err(api_err)?;
+        }
         Step::Remove => {
+            if held(&content) {
+                release(&content, &job, &ctx).await?;
+            }
             pushed::unpublish(&content, &ctx).await?;
             ctx.checkpointer
                 .remove(&job)
@@ -331,6 +366,25 @@ pub async fn reconcile<R: Runtime>(
     }
     ctx.failures.succeeded(&uid);
     Ok(Action::await_change())
+}
+
+/// Thaws the container `content` held.
+async fn release<R: Runtime>(
+    content: &ContainerCheckpointContent,
+    job: &Job<'_>,
+    ctx: &Context<R>,
+) -> Result<(), Error> {
+    let container_id = content
+        .status
+        .as_ref()
+        .and_then(|s| s.container_id.as_deref());
+    ctx.checkpointer
+        .release(job, container_id)
+        .await
+        .map_err(|source| Error::Release {
+            name: content.name_any(),
+            source,
+        })
 }
 
 /// Logs and retries with a per-Content backoff.

@@ -49,6 +49,10 @@ pub struct PodCheckpointSpec {
     /// Where each container's checkpoint image is pushed, and with which credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySpec>,
+    /// Keep every checkpointed container frozen from its dump on (each ContainerCheckpoint's
+    /// `holdSource`); PodMigrations set it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold_source: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -176,6 +176,7 @@ fn child(request: &PodCheckpoint, container: &str) -> ContainerCheckpoint {
             namespace: None,
             timeout_seconds: request.spec.timeout_seconds,
             registry: request.spec.registry.clone(),
+            hold_source: request.spec.hold_source,
         },
     );
     cc.metadata.namespace = request.namespace();
@@ -313,6 +314,7 @@ mod tests {
                 containers: containers.iter().map(|&c| c.into()).collect(),
                 timeout_seconds: Some(30),
                 registry: None,
+                hold_source: false,
             },
         );
         pc.metadata.namespace = Some("default".into());

@@ -64,6 +64,10 @@ pub enum Action {
     CreatePod(Box<Pod>),
     /// Delete the source: UID precondition, a second's grace (the checkpoint holds its state).
     DeleteSource { name: String, uid: String },
+    /// Thaw the source's containers, frozen since their dump (the migration failed): annotate
+    /// these Contents for their noded. Carried out before the status that makes the
+    /// migration final, which is never planned again.
+    ReleaseSource { contents: Vec<String> },
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +88,29 @@ fn phase(migration: &PodMigration) -> Option<MigrationPhase> {
 }
 
 pub fn plan(o: &Observed) -> Plan {
+    let mut plan = decide(o);
+    let failed = plan.status.as_ref().and_then(|s| s.phase) == Some(MigrationPhase::Failed);
+    let contents: Vec<String> = o
+        .checkpoint
+        .and_then(|c| c.status.as_ref())
+        .map(|s| s.containers.iter().map(|c| c.container_checkpoint.clone()))
+        .into_iter()
+        .flatten()
+        .collect();
+    // Only a PodCheckpoint this migration asked for holds its source.
+    let asked = o
+        .migration
+        .status
+        .as_ref()
+        .is_some_and(|s| s.pod_checkpoint.is_some());
+    let held = asked && o.checkpoint.is_some_and(|c| c.spec.hold_source);
+    if failed && held && !contents.is_empty() {
+        plan.actions.insert(0, Action::ReleaseSource { contents });
+    }
+    plan
+}
+
+fn decide(o: &Observed) -> Plan {
     let m = o.migration;
     if m.metadata.deletion_timestamp.is_some() || is_final(m) {
         return Plan::default();
@@ -256,6 +283,9 @@ fn pod_checkpoint(m: &PodMigration) -> PodCheckpoint {
         containers: Vec::new(),
         timeout_seconds: None,
         registry: m.spec.registry.clone(),
+        // From its dump on, a source that goes must not acknowledge anything its copy would not
+        // know; a copy's source (deleteSource false) runs on.
+        hold_source: m.spec.deletes_source(),
     };
     let mut checkpoint = PodCheckpoint::new(&m.name_any(), spec);
     checkpoint.metadata.namespace = m.namespace();

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpointing::crd::{
-    CheckpointState, ContainerCheckpoint, PodCheckpoint, PodCheckpointStatus, PodMigration,
-    PodMigrationStatus,
+    CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, PodCheckpoint,
+    PodCheckpointStatus, PodMigration, PodMigrationStatus,
 };
 use checkpointing::names::{
-    CONTROLLER_MANAGER, MIGRATION_LABEL, POD_CHECKPOINT_LABEL, is_dns_subdomain, noded_lease_name,
+    CONTROLLER_MANAGER, MIGRATION_LABEL, POD_CHECKPOINT_LABEL, RELEASE_SOURCE_ANNOTATION,
+    is_dns_subdomain, noded_lease_name,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
@@ -188,6 +189,13 @@ pub async fn reconcile_migration(
         lease_namespace: &ctx.lease_namespace,
         now: Timestamp::now(),
     });
+    let (release, actions): (Vec<_>, Vec<_>) = plan
+        .actions
+        .iter()
+        .partition(|a| matches!(a, Step::ReleaseSource { .. }));
+    for step in release {
+        act(&ctx, &namespace, &name, step).await?;
+    }
     // The status first: a workload makes the replacement the moment its pod is deleted, and
     // the webhook knows it for one only once the migration reads Restoring. Every step is
     // planned again from that status if it fails.
@@ -198,7 +206,7 @@ pub async fn reconcile_migration(
             announce(&ctx, migration.as_ref(), phase_event(status)).await;
         }
     }
-    for step in &plan.actions {
+    for step in actions {
         act(&ctx, &namespace, &name, step).await?;
     }
     Ok(plan
@@ -232,6 +240,30 @@ async fn act(ctx: &Context, namespace: &str, migration: &str, step: &Step) -> Re
                 ))(source));
             }
         },
+        Step::ReleaseSource { contents } => {
+            let api = Api::<ContainerCheckpointContent>::namespaced(ctx.client.clone(), namespace);
+            let patch = Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {RELEASE_SOURCE_ANNOTATION: "true"}}
+            }));
+            for content in contents {
+                let params = PatchParams {
+                    field_manager: Some(CONTROLLER_MANAGER.into()),
+                    ..PatchParams::default()
+                };
+                match api.patch(content, &params, &patch).await {
+                    Ok(_) => {
+                        info!(%migration, %namespace, %content, "released the source's container")
+                    }
+                    // Gone: its deletion thaws what it held.
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(source) => {
+                        return Err(failed(format!(
+                            "releasing the source held by ContainerCheckpointContent {namespace}/{content}"
+                        ))(source));
+                    }
+                }
+            }
+        }
         Step::DeleteSource {
             name: pod_name,
             uid,

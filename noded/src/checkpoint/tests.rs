@@ -28,6 +28,7 @@ fn job() -> Job<'static> {
         timeout: Duration::from_secs(42),
         volumes: Vec::new(),
         push: None,
+        hold: false,
     }
 }
 
@@ -446,6 +447,7 @@ async fn dumps_at_once_stay_within_the_limit() {
                 timeout: Duration::from_secs(42),
                 volumes: Vec::new(),
                 push: None,
+                hold: false,
             };
             let c = &c;
             async move { c.take(&job).await }
@@ -557,3 +559,5 @@ async fn without_container_stats_only_the_reserve_is_checked() {
     c.take(&job()).await.unwrap();
     assert_eq!(c.runtime.calls.lock().unwrap().len(), 1);
 }
+
+mod hold;

@@ -18,6 +18,7 @@ fn content(registry: Option<RegistrySpec>) -> ContainerCheckpointContent {
             timeout_seconds: None,
             volumes: Vec::new(),
             registry,
+            hold_source: false,
         },
     );
     c.metadata.namespace = Some("team".into());

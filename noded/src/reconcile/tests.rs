@@ -69,6 +69,22 @@ fn plan_claims_takes_recovers_and_removes() {
 }
 
 #[test]
+fn a_held_container_is_thawed_once_released_and_only_then() {
+    let held = |held: bool, released: bool| {
+        let mut c = content(true, false, Some(CheckpointState::Completed));
+        c.status.as_mut().unwrap().source_held = held;
+        if released {
+            c.metadata.annotations =
+                Some([(RELEASE_SOURCE_ANNOTATION.into(), "true".into())].into());
+        }
+        plan(&c, Written::default())
+    };
+    assert_eq!(held(true, true), Step::Release);
+    assert_eq!(held(true, false), Step::Nothing, "frozen until released");
+    assert_eq!(held(false, true), Step::Nothing, "thawed already");
+}
+
+#[test]
 fn timeout_comes_from_the_spec_or_the_default() {
     let mut c = content(true, false, None);
     assert_eq!(
@@ -197,6 +213,7 @@ fn a_completed_status_names_the_criu_found() {
         checkpoint_time: Timestamp::now(),
         runtime: "containerd v2.1.4".into(),
         base_image: Some("registry.example/app@sha256:cc".into()),
+        held: false,
     };
     let status = final_status(&Ok(artifact), Some("4.1".into()));
     assert_eq!(

@@ -50,6 +50,7 @@ pub fn content(node: &str, image: Option<String>) -> ContainerCheckpointContent 
             timeout_seconds: None,
             volumes: Vec::new(),
             registry: None,
+            hold_source: false,
         },
     );
     c.metadata.namespace = Some("default".into());
@@ -149,6 +150,12 @@ pub struct FakeRuntime {
     pub removals: Arc<Mutex<Vec<String>>>,
     /// Images RemoveImage refuses, as CRI-O does an image a container uses.
     pub in_use: HashSet<String>,
+    /// The cgroups path ContainerStatus names for every container (`None`: none).
+    pub cgroup: Option<String>,
+    /// A freezer state file each CheckpointContainer call reads into `states_at_dump`: what the
+    /// runtime found.
+    pub freezer_state: Option<PathBuf>,
+    pub states_at_dump: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeRuntime {
@@ -197,6 +204,10 @@ impl Runtime for FakeRuntime {
             calls.push((id.into(), location.into(), timeout));
             calls.len()
         };
+        if let Some(state) = &self.freezer_state {
+            let found = std::fs::read_to_string(state).unwrap();
+            self.states_at_dump.lock().unwrap().push(found);
+        }
         // A dump takes a moment, so calls that may run together do.
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -211,6 +222,16 @@ impl Runtime for FakeRuntime {
             std::fs::write(location, Self::archive()).unwrap();
         }
         Ok(())
+    }
+
+    async fn container_cgroup(&self, id: &str) -> Result<Option<String>, CriError> {
+        if !self.containers.iter().any(|c| c.id == id) {
+            return Err(CriError::NotFound {
+                op: "ContainerStatus",
+                message: format!("container {id} not found"),
+            });
+        }
+        Ok(self.cgroup.clone())
     }
 
     async fn container_stats(&self, _: &str) -> Result<Option<api::ContainerStats>, CriError> {

@@ -109,6 +109,7 @@ fn completed_checkpoint() -> PodCheckpoint {
             containers: vec![],
             timeout_seconds: None,
             registry: None,
+            hold_source: false,
         },
     );
     pc.status = Some(PodCheckpointStatus {
@@ -433,6 +434,52 @@ fn a_failed_checkpoint_or_restore_says_what_is_left_and_how_to_retry() {
         "{message}"
     );
     assert!(message.contains("restore-from: move-app"), "{message}");
+}
+
+#[test]
+fn a_migration_that_fails_after_the_dump_thaws_its_source_before_it_says_so() {
+    let mut m = migration(None);
+    let mut world = World::new(Some(running(pod())));
+    let actions = step(&mut m, &world);
+    let [Action::CreateCheckpoint(asked)] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert!(asked.spec.hold_source, "held from its dump on");
+    let mut pc = completed_checkpoint();
+    pc.spec.hold_source = true;
+    pc.status.as_mut().unwrap().containers[0].container_checkpoint = "move-app-counter".into();
+    pc.status.as_mut().unwrap().state = Some(CheckpointState::Failed);
+    world.checkpoint = Some(pc.clone());
+    let actions = step(&mut m, &world);
+    assert_eq!(outcome(&m).0, MigrationPhase::Failed);
+    let [Action::ReleaseSource { contents }] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(contents, &["move-app-counter"]);
+    assert!(
+        outcome(&m).1.contains("the source pod keeps running"),
+        "{}",
+        outcome(&m).1
+    );
+
+    // A refusal before anything was dumped holds nothing.
+    let mut refused = migration(Some("node1"));
+    world.checkpoint = Some(pc);
+    let actions = step(&mut refused, &world);
+    assert_eq!(outcome(&refused).0, MigrationPhase::Failed);
+    assert!(actions.is_empty(), "{actions:?}");
+}
+
+#[test]
+fn a_copy_keeps_its_source_running() {
+    let mut m = migration(None);
+    m.spec.delete_source = Some(false);
+    let world = World::new(Some(running(pod())));
+    let actions = step(&mut m, &world);
+    let [Action::CreateCheckpoint(asked)] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert!(!asked.spec.hold_source);
 }
 
 #[test]
