@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Build a one-layer busybox OCI image as an oci-archive (a tar of an OCI image layout).
+"""Build a one-layer OCI image as an oci-archive (a tar of an OCI image layout).
 
-usage: mkimage.py BUSYBOX_BINARY OUT.tar [--ref TAG] [--name IMAGE] [--cmd ARG ...]
+usage: mkimage.py SOURCE OUT.tar [--ref TAG] [--name IMAGE] [--cmd ARG ...]  (--cmd last)
 
-The layer holds /bin/busybox, applet symlinks, /etc/passwd, /etc/group and /tmp (1777).
+SOURCE is a busybox binary: the layer holds /bin/busybox, applet symlinks, /etc/passwd,
+/etc/group and /tmp (1777). Or SOURCE is a directory: the layer is its tree, with owners,
+modes, symbolic and hard links as they are (files/debian-root.sh makes such roots).
 Output is byte-for-byte reproducible (fixed mtimes, gzip without timestamp), so pushing the
 same busybox again gives the same digests: the registry, containerd and checkpoints stay in
 agreement across testbed restarts. Prints the manifest digest. Python 3 stdlib only.
@@ -13,7 +15,9 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import platform
+import stat
 import tarfile
 
 APPLETS = [
@@ -27,10 +31,11 @@ ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.
 EPOCH = "1970-01-01T00:00:00Z"
 
 
-def entry(name, kind=tarfile.REGTYPE, mode=0o644, size=0, link=""):
+def entry(name, kind=tarfile.REGTYPE, mode=0o644, size=0, link="", uid=0, gid=0):
     ti = tarfile.TarInfo(name)
     ti.type, ti.mode, ti.size, ti.linkname = kind, mode, size, link
-    ti.mtime, ti.uid, ti.gid, ti.uname, ti.gname = 0, 0, 0, "root", "root"
+    ti.mtime, ti.uid, ti.gid = 0, uid, gid
+    ti.uname, ti.gname = ("root" if uid == 0 else ""), ("root" if gid == 0 else "")
     return ti
 
 
@@ -52,6 +57,37 @@ def layer_tar(busybox):
     return buf.getvalue()
 
 
+def tree_tar(root):
+    buf = io.BytesIO()
+    first_of = {}  # (device, inode) -> the path a hard-linked file was first added under
+
+    def add(t, rel):
+        for name in sorted(os.listdir(os.path.join(root, rel) if rel else root)):
+            path = rel + "/" + name if rel else name
+            full = os.path.join(root, path)
+            st = os.lstat(full)
+            meta = {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+            if stat.S_ISDIR(st.st_mode):
+                t.addfile(entry(path, tarfile.DIRTYPE, **meta))
+                add(t, path)
+            elif stat.S_ISLNK(st.st_mode):
+                t.addfile(entry(path, tarfile.SYMTYPE, link=os.readlink(full), **meta))
+            elif stat.S_ISREG(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in first_of:
+                    t.addfile(entry(path, tarfile.LNKTYPE, link=first_of[key], **meta))
+                    continue
+                first_of[key] = path
+                with open(full, "rb") as f:
+                    t.addfile(entry(path, size=st.st_size, **meta), f)
+            else:
+                raise SystemExit("%s: not a file, directory or link" % full)
+
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        add(t, "")
+    return buf.getvalue()
+
+
 def gzipped(data):
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as g:
@@ -65,14 +101,15 @@ def blob(data):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("busybox")
+    ap.add_argument("source", help="a busybox binary, or a directory whose tree is the layer")
     ap.add_argument("out")
     ap.add_argument("--ref", default="latest", help="tag recorded in index.json")
     ap.add_argument("--name", default="docker.io/library/busybox", help="image name for ctr import")
-    ap.add_argument("--cmd", nargs="+", default=["sh"], help="config Cmd")
+    # The rest of the line, so that Cmd may hold options of its own (--protected-mode).
+    ap.add_argument("--cmd", nargs=argparse.REMAINDER, default=["sh"], help="config Cmd (last)")
     a = ap.parse_args()
 
-    raw = layer_tar(a.busybox)
+    raw = tree_tar(a.source) if os.path.isdir(a.source) else layer_tar(a.source)
     diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
     ldig, layer = blob(gzipped(raw))
     cdig, config = blob(json.dumps({

@@ -2,6 +2,9 @@
 //! from its kubeconfig, kubectl, commands inside a node, CRI clients per node, the product's
 //! pods and processes, polling.
 //!
+//! Besides the seed's counter, real programs ([`kv_server_pod`], [`interpreter_pod`]) from
+//! images of unmodified Debian packages.
+//!
 //! Every test works in a namespace of its own (see [`TestNamespace`]). The testbed's nodes all
 //! run one runtime ([`Testbed::runtime`]); `testbed/test` runs the suite once per runtime.
 
@@ -15,6 +18,7 @@ use checkpointing::cri::{CriClient, CriConfig};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 
+mod apps;
 pub mod audit;
 mod counter;
 mod migration;
@@ -22,13 +26,19 @@ mod product;
 mod pull;
 mod registry;
 
+pub use apps::{
+    INTERPRETER_IMAGE, KV_CLIENTS, KV_IMAGE, KV_PORT, Reply, client_replies, interpreter_pod,
+    kv_client_logs, kv_clients_answered_after, kv_clients_pod, kv_preload, kv_server_pod,
+    kv_service, redis_cli, unix_now,
+};
 pub use counter::{
     assert_container_resumes, assert_counter_resumes, counter_log, counter_pod, counter_values,
     value_at_checkpoint,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 pub use migration::{
-    migrate, migration_request, two_counter_pod, values_at_checkpoint, wait_migration,
+    migrate, migration_outcome, migration_request, two_counter_pod, values_at_checkpoint,
+    wait_migration,
 };
 pub use product::{
     CONTROLLER_DEPLOYMENT, CONTROLLER_LEASE, CONTROLLER_NAMESPACE, CONTROLLER_SELECTOR,

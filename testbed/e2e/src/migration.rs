@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use checkpointing::crd::{ContainerCheckpointContent, PodCheckpoint, PodMigration};
+use checkpointing::crd::{ContainerCheckpointContent, MigrationPhase, PodCheckpoint, PodMigration};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 
@@ -38,6 +38,18 @@ pub async fn migrate(client: &kube::Client, ns: &str, pm: PodMigration) -> PodMi
         .await
         .unwrap_or_else(|e| panic!("creating PodMigration {name}: {e}"));
     wait_migration(client, ns, &name).await
+}
+
+/// Phase and message of a finished migration.
+pub fn migration_outcome(pm: &PodMigration) -> (MigrationPhase, String) {
+    let status = pm
+        .status
+        .as_ref()
+        .expect("a finished migration has a status");
+    (
+        status.phase.expect("and a phase"),
+        status.message.clone().unwrap_or_default(),
+    )
 }
 
 pub async fn wait_migration(client: &kube::Client, ns: &str, name: &str) -> PodMigration {

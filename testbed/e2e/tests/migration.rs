@@ -8,20 +8,13 @@ use checkpointing::crd::{MigrationPhase, PodMigration};
 use checkpointing::names::SKIP_VOLUMES_ANNOTATION;
 use e2e::{
     TestNamespace, Testbed, assert_container_resumes, counter_log, counter_pod, eventually,
-    migrate, migration_request, run_pod, two_counter_pod, values_at_checkpoint, wait_running,
+    migrate, migration_outcome, migration_request, run_pod, two_counter_pod, values_at_checkpoint,
+    wait_running,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-
-fn outcome(pm: &PodMigration) -> (MigrationPhase, String) {
-    let status = pm.status.as_ref().unwrap();
-    (
-        status.phase.unwrap(),
-        status.message.clone().unwrap_or_default(),
-    )
-}
 
 /// The one node of node1 and node2 that `node` is not: where a workload's pod moves.
 fn other(node: &str) -> &'static str {
@@ -84,7 +77,7 @@ async fn assert_moved(
     pm: &PodMigration,
     target: &str,
 ) -> Pod {
-    let (phase, message) = outcome(pm);
+    let (phase, message) = migration_outcome(pm);
     assert_eq!(phase, MigrationPhase::Succeeded, "{message}");
     let status = pm.status.as_ref().unwrap();
     assert!(
@@ -367,14 +360,14 @@ async fn a_migration_that_cannot_happen_leaves_the_source_running() {
         migration_request("nowhere", "app", Some("no-such-node")),
     )
     .await;
-    let (phase, message) = outcome(&pm);
+    let (phase, message) = migration_outcome(&pm);
     assert_eq!(phase, MigrationPhase::Failed);
     assert!(
         message.contains("no live node daemon on node \"no-such-node\""),
         "{message}"
     );
     let pm = migrate(&client, ns, migration_request("same", "app", Some("node1"))).await;
-    let (phase, message) = outcome(&pm);
+    let (phase, message) = migration_outcome(&pm);
     assert_eq!(phase, MigrationPhase::Failed);
     assert!(
         message.contains("already runs on node \"node1\""),
