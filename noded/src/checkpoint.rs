@@ -91,7 +91,7 @@ pub enum Failure {
     Volumes {
         volumes: Vec<String>,
         #[source]
-        source: std::io::Error,
+        source: volumes::Error,
     },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
@@ -375,7 +375,8 @@ impl<R: Runtime> Checkpointer<R> {
             // Right after the dump: the files as close as can be to the memory beside them.
             let dest = self.dir.volumes_path(&job.key);
             let taken = tokio::task::block_in_place(|| {
-                volumes::capture(&self.pods_dir, job.pod_uid, &job.volumes, &dest)
+                let limit = volumes::DEFAULT_LIMIT;
+                volumes::capture(&self.pods_dir, job.pod_uid, &job.volumes, &dest, limit)
             });
             if let Err(source) = taken {
                 self.dir.remove(&job.key).map_err(Failure::Store)?;

@@ -25,7 +25,7 @@ pub enum RestoreError {
     Volumes {
         pod: String,
         #[source]
-        source: std::io::Error,
+        source: volumes::Error,
     },
     /// The runtime could not make the base image present.
     #[error("making base image {image} present")]
@@ -90,7 +90,9 @@ impl<R: Runtime> Restore<R> {
         let lock = self.locks.get(uid);
         let _placing = lock.lock().await;
         let placed = tokio::task::block_in_place(|| {
-            volumes::place(layer, &self.pods_dir, uid, |volume| {
+            // Owned like the directory the kubelet made for the pod (no pod spec at hand).
+            let owner: Option<volumes::Ownership> = None;
+            volumes::place(layer, &self.pods_dir, uid, owner, |volume| {
                 !self
                     .placed
                     .lock()

@@ -5,19 +5,85 @@
 //! their names). When the runtime of the node a restored pod runs on asks for that image, the
 //! volumes are unpacked into the new pod's emptyDir directories, which the kubelet has made
 //! before it pulls: the data is in place before the restored process runs.
+//!
+//! noded is root and the volumes belong to tenants whose containers may be changing them while
+//! noded reads or writes them. So both directions go through descriptors, one name at a time
+//! beneath a directory already open, never through a link or onto another mount: whatever the
+//! container swaps in, noded neither reads nor writes outside the volume.
 
-use std::fs::{self, File};
+mod capture;
+mod place;
+
+use std::ffi::OsStr;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use checkpointing::names::is_dns_label;
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+use crate::space::Size;
+
+pub use capture::capture;
+pub use place::{Ownership, place};
 
 /// Directory of the volumes inside the layer.
 const PREFIX: &str = "checkpointing-volumes";
 
 /// The kubelet's directory of pods, as noded mounts it from the node.
 pub const DEFAULT_PODS_DIR: &str = "/var/lib/kubelet/pods";
+
+/// Most bytes the volumes of one checkpoint may take as a tar. A bound, not an estimate: the
+/// container's memory and layer that the disk check counts say nothing of its volumes, and a
+/// volume filled while noded copies it must not fill the node's disk.
+pub const DEFAULT_LIMIT: u64 = 4 << 30;
+
+/// Deepest directory nesting copied: each level holds a descriptor open while beneath it.
+const MAX_DEPTH: usize = 128;
+
+/// Why volumes could not be copied or placed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("volume {volume:?} of pod {pod:?} is not an emptyDir noded can name")]
+    Name { pod: String, volume: String },
+    #[error("the emptyDir volumes take more than the {} a checkpoint may carry", Size(*limit))]
+    TooLarge { limit: u64 },
+    #[error("{} is nested more than {MAX_DEPTH} directories deep", path.display())]
+    TooDeep { path: PathBuf },
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing the volumes tar {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading the volumes layer {}", path.display())]
+    Layer {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("volumes layer entry {} is not under {PREFIX}/<volume>/", path.display())]
+    Stray { path: PathBuf },
+    #[error("volumes layer entry {} is a {kind}, which noded does not place", path.display())]
+    Refused { path: PathBuf, kind: &'static str },
+    #[error(
+        "volumes layer entry {} is a symbolic link out of its volume, to {}",
+        path.display(), target.display()
+    )]
+    Escape { path: PathBuf, target: PathBuf },
+    #[error("placing volumes layer entry {}", path.display())]
+    Place {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// Where the kubelet keeps emptyDir `volume` of pod `uid`; `None` for a UID or name that could
 /// reach outside it.
@@ -30,96 +96,23 @@ pub fn host_dir(pods: &Path, uid: &str, volume: &str) -> Option<PathBuf> {
     })
 }
 
-/// Writes the `volumes` of pod `uid` as a tar at `dest` (under a temporary name, fsynced, then
-/// renamed, mode 0600: the data is the pod's). Symbolic links are kept as links.
-pub fn capture(pods: &Path, uid: &str, volumes: &[String], dest: &Path) -> io::Result<()> {
-    let partial = dest.with_extension("partial");
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)?;
-    let mut builder = tar::Builder::new(file);
-    builder.follow_symlinks(false);
-    for volume in volumes {
-        let dir = host_dir(pods, uid, volume).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("volume {volume:?} of pod {uid:?}"),
-            )
-        })?;
-        builder.append_dir_all(Path::new(PREFIX).join(volume), &dir)?;
-    }
-    let file = builder.into_inner()?;
-    file.sync_all()?;
-    fs::rename(&partial, dest)
+/// Opens a volume's own directory, made by the kubelet (no container can swap the path to it).
+fn open_volume(dir: &Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(dir, flags, Mode::empty())?)
 }
 
-/// Unpacks the volumes of the layer at `layer` into pod `uid`'s emptyDir directories: only
-/// those `wanted` says yes to and the pod has (the kubelet made their directory). Returns the
-/// volumes placed. An entry that would land outside its volume fails the whole.
-pub fn place(
-    layer: &Path,
-    pods: &Path,
-    uid: &str,
-    wanted: impl Fn(&str) -> bool,
-) -> io::Result<Vec<String>> {
-    let mut archive = tar::Archive::new(File::open(layer)?);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_preserve_mtime(true);
-    let mut placed: Vec<String> = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.into_owned();
-        let mut parts = path
-            .strip_prefix(PREFIX)
-            .map_err(|_| stray(&path))?
-            .components();
-        let volume = parts
-            .next()
-            .and_then(|c| c.as_os_str().to_str())
-            .ok_or_else(|| stray(&path))?
-            .to_owned();
-        let Some(dir) = host_dir(pods, uid, &volume).filter(|d| d.is_dir()) else {
-            continue;
-        };
-        if !placed.contains(&volume) {
-            if !wanted(&volume) {
-                continue;
-            }
-            placed.push(volume.clone());
-        }
-        let rest = parts.as_path();
-        if rest
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_)))
-        {
-            return Err(stray(&path));
-        }
-        let target = dir.join(rest);
-        if let Some(parent) = target.parent().filter(|_| !rest.as_os_str().is_empty()) {
-            fs::create_dir_all(parent)?;
-            // A link unpacked earlier must not carry a later entry out of the volume.
-            if !fs::canonicalize(parent)?.starts_with(fs::canonicalize(&dir)?) {
-                return Err(stray(&path));
-            }
-        }
-        // The volume's own directory entry lands on the kubelet's: its mode and owner.
-        entry.unpack(&target)?;
-    }
-    Ok(placed)
-}
-
-fn stray(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!(
-            "volume layer entry {} is not under {PREFIX}/<volume>/",
-            path.display()
-        ),
-    )
+/// Opens `name`, one entry of directory `dir`: never through a symbolic link (with `O_PATH`, a
+/// link itself is opened), never onto another mount, never above `dir`.
+fn open_beneath(
+    dir: impl AsFd,
+    name: impl AsRef<OsStr>,
+    flags: OFlags,
+    mode: Mode,
+) -> rustix::io::Result<OwnedFd> {
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV;
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat2(dir, name.as_ref(), flags, mode, resolve)
 }
 
 #[cfg(test)]

@@ -1,0 +1,306 @@
+//! Unpacking a volumes layer into a restored pod's emptyDir directories.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
+use tar::EntryType;
+
+use super::{Error, PREFIX, host_dir, open_beneath, open_volume};
+
+/// The kernel's overflow user and group.
+const NOBODY: u32 = 65534;
+
+/// Who placed files belong to: the pod's user and group, never the source node's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Unpacks the volumes of the layer at `layer` into pod `uid`'s emptyDir directories: only
+/// those `wanted` says yes to and the pod has (the kubelet made their directory). Returns the
+/// volumes placed. Files take `owner`, else the owner of the volume's directory, and
+/// permission bits without setuid or setgid. A hard link, device or fifo, a symbolic link
+/// out of its volume, or an entry that would land outside it fails the whole.
+pub fn place(
+    layer: &Path,
+    pods: &Path,
+    uid: &str,
+    owner: Option<Ownership>,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, Error> {
+    let unreadable = |source| Error::Layer {
+        path: layer.to_owned(),
+        source,
+    };
+    let open = || File::open(layer).map(tar::Archive::new).map_err(unreadable);
+    // Every entry checked before any is placed: a refused layer leaves nothing behind.
+    let mut archive = open()?;
+    for entry in archive.entries_with_seek().map_err(unreadable)? {
+        check(&entry.map_err(unreadable)?, layer)?;
+    }
+    // Each volume's target, opened at its first entry; `None`: not placed.
+    let mut targets: HashMap<String, Option<Target>> = HashMap::new();
+    let mut placed: Vec<String> = Vec::new();
+    let mut archive = open()?;
+    for entry in archive.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
+        let checked = check(&entry, layer)?;
+        let volume = checked.volume.as_str();
+        if !targets.contains_key(volume) {
+            let target = Target::open(pods, uid, volume, owner, &wanted, &checked.path)?;
+            if target.is_some() {
+                placed.push(volume.to_owned());
+            }
+            targets.insert(volume.to_owned(), target);
+        }
+        if let Some(Some(target)) = targets.get(volume) {
+            target.put(&checked, &mut entry)?;
+        }
+    }
+    Ok(placed)
+}
+
+/// An entry of the layer that may be placed: where, and what it makes.
+struct Checked {
+    /// Its name in the layer, for messages.
+    path: PathBuf,
+    volume: String,
+    /// Its path beneath the volume, one name at a time; none for the volume itself.
+    names: Vec<OsString>,
+    /// The target of a symbolic link.
+    link: Option<PathBuf>,
+    directory: bool,
+}
+
+/// Whether `entry` (of the layer at `layer`) is under `checkpointing-volumes/<volume>/`, beneath it by plain names only,
+/// and a directory, a regular file or a symbolic link that stays in the volume.
+fn check(entry: &tar::Entry<impl Read>, layer: &Path) -> Result<Checked, Error> {
+    let unreadable = |source| Error::Layer {
+        path: layer.to_owned(),
+        source,
+    };
+    let path = entry.path().map_err(unreadable)?.into_owned();
+    let stray = || Error::Stray { path: path.clone() };
+    let mut parts = path.strip_prefix(PREFIX).map_err(|_| stray())?.components();
+    let volume = parts.next().and_then(|c| c.as_os_str().to_str());
+    let volume = volume.ok_or_else(stray)?.to_owned();
+    let mut names = Vec::new();
+    for part in parts {
+        match part {
+            Component::Normal(name) => names.push(name.to_owned()),
+            _ => return Err(stray()),
+        }
+    }
+    let refused = |kind| Error::Refused {
+        path: path.clone(),
+        kind,
+    };
+    let kind = entry.header().entry_type();
+    let link = match kind {
+        EntryType::Regular | EntryType::Continuous | EntryType::Directory => None,
+        EntryType::Symlink => {
+            let target = entry.link_name().map_err(unreadable)?;
+            let target = target.ok_or_else(|| refused("link without a target"))?;
+            if !stays_inside(names.len().saturating_sub(1), &target) {
+                return Err(Error::Escape {
+                    target: target.into_owned(),
+                    path,
+                });
+            }
+            Some(target.into_owned())
+        }
+        EntryType::Link => return Err(refused("hard link")),
+        EntryType::Char | EntryType::Block => return Err(refused("device")),
+        EntryType::Fifo => return Err(refused("fifo")),
+        _ => return Err(refused("special entry")),
+    };
+    Ok(Checked {
+        path,
+        volume,
+        names,
+        link,
+        directory: kind == EntryType::Directory,
+    })
+}
+
+/// A volume being placed: its directory, open, and who its files belong to.
+struct Target {
+    root: OwnedFd,
+    owner: Ownership,
+}
+
+impl Target {
+    /// The target of `volume`, if pod `uid` has it and it is `wanted`.
+    fn open(
+        pods: &Path,
+        uid: &str,
+        volume: &str,
+        owner: Option<Ownership>,
+        wanted: impl Fn(&str) -> bool,
+        path: &Path,
+    ) -> Result<Option<Self>, Error> {
+        let Some(dir) = host_dir(pods, uid, volume) else {
+            return Ok(None);
+        };
+        let fail = |source| Error::Place {
+            path: path.to_owned(),
+            source,
+        };
+        let root = match open_volume(&dir) {
+            Ok(root) => root,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(fail(e)),
+        };
+        if !wanted(volume) {
+            return Ok(None);
+        }
+        let owner = match owner {
+            Some(owner) => owner,
+            None => {
+                let stat = rustix::fs::fstat(&root).map_err(|e| fail(e.into()))?;
+                Ownership {
+                    uid: stat.st_uid,
+                    gid: stat.st_gid,
+                }
+            }
+        };
+        Ok(Some(Self { root, owner }))
+    }
+
+    /// Places `entry`, as checked.
+    fn put(&self, checked: &Checked, entry: &mut tar::Entry<impl Read>) -> Result<(), Error> {
+        // The volume's own directory is the kubelet's: its mode and owner stay.
+        let Some((leaf, parents)) = checked.names.split_last() else {
+            return Ok(());
+        };
+        let fail = |source| Error::Place {
+            path: checked.path.clone(),
+            source,
+        };
+        let header = entry.header();
+        // Permission bits and the sticky bit: never setuid or setgid, whoever owns the file.
+        let mode = Mode::from_raw_mode(header.mode().map_err(fail)? & 0o1777);
+        let mtime = header.mtime().map_err(fail)?;
+        let mut parent = None;
+        for name in parents {
+            let at = parent.as_ref().map_or(self.root.as_fd(), AsFd::as_fd);
+            parent = Some(self.directory(at, name).map_err(fail)?);
+        }
+        let at = parent.as_ref().map_or(self.root.as_fd(), AsFd::as_fd);
+        let placed = match &checked.link {
+            Some(target) => self.symlink(at, leaf, target),
+            None if checked.directory => {
+                (self.directory(at, leaf)).and_then(|dir| self.own(&dir, mode))
+            }
+            None => self.file(at, leaf, entry, mode, mtime),
+        };
+        placed.map_err(fail)
+    }
+
+    /// Directory `name` of `at`, made (the owner's, 0755) if absent; a link there fails.
+    fn directory(&self, at: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        match open_beneath(at, name, flags, Mode::empty()) {
+            Err(Errno::NOENT) => {}
+            opened => return Ok(opened?),
+        }
+        match rustix::fs::mkdirat(at, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => {
+                let dir = open_beneath(at, name, flags, Mode::empty())?;
+                self.own(&dir, Mode::from_raw_mode(0o755))?;
+                Ok(dir)
+            }
+            // Made meanwhile (by the pod): used as it is.
+            Err(Errno::EXIST) => Ok(open_beneath(at, name, flags, Mode::empty())?),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes regular file `name` of `at` afresh: whatever was at that name (a file, a link)
+    /// is replaced, never written through.
+    fn file(
+        &self,
+        at: BorrowedFd<'_>,
+        name: &OsStr,
+        data: &mut impl Read,
+        mode: Mode,
+        mtime: u64,
+    ) -> io::Result<()> {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
+        let private = Mode::from_raw_mode(0o600);
+        let fd = match open_beneath(at, name, flags, private) {
+            Err(Errno::EXIST) => {
+                rustix::fs::unlinkat(at, name, AtFlags::empty())?;
+                open_beneath(at, name, flags, private)?
+            }
+            opened => opened?,
+        };
+        let mut file = File::from(fd);
+        io::copy(data, &mut file)?;
+        self.own(&file, mode)?;
+        let time = Timespec {
+            tv_sec: i64::try_from(mtime).unwrap_or(0),
+            tv_nsec: 0,
+        };
+        let times = Timestamps {
+            last_access: time,
+            last_modification: time,
+        };
+        Ok(rustix::fs::futimens(&file, &times)?)
+    }
+
+    /// Makes symbolic link `name` of `at` point to `target`, replacing what was there.
+    fn symlink(&self, at: BorrowedFd<'_>, name: &OsStr, target: &Path) -> io::Result<()> {
+        match rustix::fs::symlinkat(target, at, name) {
+            Err(Errno::EXIST) => {
+                rustix::fs::unlinkat(at, name, AtFlags::empty())?;
+                rustix::fs::symlinkat(target, at, name)?;
+            }
+            made => made?,
+        }
+        let (uid, gid) = self.ids();
+        let flags = AtFlags::SYMLINK_NOFOLLOW;
+        Ok(rustix::fs::chownat(at, name, Some(uid), Some(gid), flags)?)
+    }
+
+    /// Gives what `fd` holds to the pod, with `mode`; after the owner, which would clear it.
+    fn own(&self, fd: impl AsFd, mode: Mode) -> io::Result<()> {
+        let (uid, gid) = self.ids();
+        rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
+        Ok(rustix::fs::fchmod(&fd, mode)?)
+    }
+
+    fn ids(&self) -> (Uid, Gid) {
+        // -1 would mean "unchanged" (root's, in a fresh file): nobody's instead.
+        let id = |raw: u32| if raw == u32::MAX { NOBODY } else { raw };
+        (
+            Uid::from_raw(id(self.owner.uid)),
+            Gid::from_raw(id(self.owner.gid)),
+        )
+    }
+}
+
+/// Whether a link to `target` in a directory `depth` levels beneath the volume stays in the
+/// volume, its text read alone: relative, and never more `..` than levels above it.
+fn stays_inside(depth: usize, target: &Path) -> bool {
+    let mut depth = depth;
+    for part in target.components() {
+        match part {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(up) => depth = up,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
