@@ -12,6 +12,8 @@
 //!   each `Error` as logrus text: `level=warning msg="1530:(00.051234) Error (criu/…): …"`.
 //!   The file itself stays in CRI-O's storage, which noded does not mount.
 
+pub mod conf;
+
 use std::time::Duration;
 
 /// Most of CRIU's log kept with a failed request: its end holds the errors.

@@ -75,6 +75,10 @@ struct Args {
     /// Default: the socket's directory as noded sees it.
     #[arg(long, env = "CRI_HOST_DIR")]
     cri_host_dir: Option<PathBuf>,
+    /// The node's CRIU configuration for runc (/etc/criu/runc.conf) as mounted here: checked
+    /// for `tcp-close`, reported as the `tcp_close` prerequisite.
+    #[arg(long, env = "CRIU_RUNC_CONFIG", default_value = checkpointing::criu::conf::RUNC_CONF)]
+    criu_runc_config: PathBuf,
     /// Where archives and the OCI image layout live.
     #[arg(
         long,
@@ -234,7 +238,10 @@ async fn main() -> anyhow::Result<()> {
     let checker = tokio::spawn(prereq::keep_checked(
         prerequisites.clone(),
         cri.clone(),
-        args.checkpoint_dir.clone(),
+        prereq::Paths {
+            checkpoint_dir: args.checkpoint_dir.clone(),
+            criu_runc_config: args.criu_runc_config.clone(),
+        },
         metrics.clone(),
     ));
     let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
