@@ -237,7 +237,15 @@ pub struct ContainerCheckpointContentStatus {
     /// released).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub source_held: bool,
+    /// The end of CRIU's log of a failed checkpoint (whole lines), which `kubectl checkpoint
+    /// logs` prints: the message names only its first error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = CRIU_LOG_MAX))]
+    pub criu_log: Option<String>,
 }
+
+/// Most bytes of CRIU's log a Content keeps: the end of the log, where its errors are.
+pub const CRIU_LOG_MAX: usize = 32 * 1024;
 
 /// Every CRD as an `apiextensions.k8s.io/v1` object, the container request first.
 pub fn crds() -> [CustomResourceDefinition; 4] {

@@ -74,6 +74,20 @@ impl CriError {
         }
     }
 
+    /// The CRI method that failed and the runtime's own words, for an error it answered with.
+    pub fn answer(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Self::NotFound { op, message }
+            | Self::Unavailable { op, message }
+            | Self::DeadlineExceeded { op, message }
+            | Self::Unimplemented { op, message }
+            | Self::Rpc { op, message, .. } => Some((op, message)),
+            Self::InvalidEndpoint { .. } | Self::SocketMissing { .. } | Self::Connect { .. } => {
+                None
+            }
+        }
+    }
+
     /// Worth retrying later: the runtime may be restarting or busy.
     pub fn is_transient(&self) -> bool {
         matches!(

@@ -11,6 +11,8 @@ pub mod backoff;
 pub mod crd;
 #[cfg(feature = "node")]
 pub mod cri;
+#[cfg(feature = "node")]
+pub mod criu;
 pub mod daemon;
 #[cfg(feature = "node")]
 pub mod digest;

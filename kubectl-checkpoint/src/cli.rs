@@ -1,5 +1,5 @@
 //! Command line: `kubectl checkpoint pod/<p>`, `… list`, `… restore <checkpoint> --as <pod>`,
-//! `… migrate pod/<p>`.
+//! `… migrate pod/<p>`, `… logs <checkpoint>`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,9 +22,10 @@ pub struct UsageError(pub String);
     override_usage = "kubectl checkpoint pod/<pod> [-c <container>] [OPTIONS]\n       \
                       kubectl checkpoint list [-A] [OPTIONS]\n       \
                       kubectl checkpoint restore <checkpoint> --as <pod> [--node <node>] [OPTIONS]\n       \
-                      kubectl checkpoint migrate pod/<pod> [--to <node>] [--keep-source] [OPTIONS]",
+                      kubectl checkpoint migrate pod/<pod> [--to <node>] [--keep-source] [OPTIONS]\n       \
+                      kubectl checkpoint logs <checkpoint>|pc/<name>|pm/<name> [OPTIONS]",
     about = "Checkpoint a pod's container, list checkpoints, restore one into a new pod, move a \
-             pod to another node",
+             pod to another node, print CRIU's log of a failed checkpoint",
     // `kubectl checkpoint pod/<p>` creates; `list`, `restore` and `migrate` are subcommands (a
     // pod named like one is `pod/list`).
     subcommand_negates_reqs = true
@@ -118,6 +119,13 @@ pub enum Command {
     },
     /// Move a running pod to another node: checkpoint its containers, run it there from them
     Migrate(Migrate),
+    /// Print CRIU's log of a failed checkpoint (each container's for a PodCheckpoint or
+    /// PodMigration)
+    Logs {
+        /// <checkpoint> (cc/<name>), pc/<name> or pm/<name>
+        #[arg(value_name = "CHECKPOINT", value_parser = crate::logs::parse_target)]
+        target: crate::logs::Target,
+    },
 }
 
 /// Move a pod through a PodMigration.
@@ -164,7 +172,7 @@ impl Cli {
             return Err(Self::command().error(
                 ErrorKind::ArgumentConflict,
                 "a pod, -c, --name, --timeout-seconds, --no-wait, --registry and \
-                 --registry-secret go without list or restore, and after migrate",
+                 --registry-secret go without list, restore or logs, and after migrate",
             ));
         }
         Ok(cli)
@@ -402,8 +410,25 @@ mod tests {
     }
 
     #[test]
+    fn logs_take_one_target() {
+        let Some(Command::Logs { target }) = parse(&["logs", "pc/p1", "-n", "ns"]).unwrap().command
+        else {
+            panic!("not logs");
+        };
+        assert_eq!(target, crate::logs::Target::Pod("p1".into()));
+        for args in [
+            &["logs"][..],
+            &["logs", "a", "b"],
+            &["logs", "pod/x"],
+            &["pod/a", "logs", "x"],
+        ] {
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
     fn a_pod_named_like_a_subcommand_is_reachable() {
-        for name in ["list", "restore", "migrate"] {
+        for name in ["list", "restore", "migrate", "logs"] {
             let cli = parse(&[&format!("pod/{name}")]).unwrap();
             assert_eq!(cli.create.pod.as_deref(), Some(name));
         }

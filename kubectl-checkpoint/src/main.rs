@@ -1,9 +1,10 @@
 //! `kubectl checkpoint`: checkpoint a pod's container, list checkpoints, restore one into a new
-//! pod, move a pod to another node. The choices are pure functions in the modules; this file
+//! pod, move a pod to another node, print CRIU's log of a failed checkpoint. The choices are pure functions in the modules; this file
 //! talks to the API server.
 
 mod checkpoint;
 mod cli;
+mod logs;
 mod migrate;
 mod name;
 mod restore;
@@ -61,6 +62,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             node,
         }) => restore(client, &namespace, &checkpoint, &new_pod, node.as_deref()).await,
         Some(Command::Migrate(args)) => migrate(client, &namespace, args).await,
+        Some(Command::Logs { target }) => logs::run(client, &namespace, target).await,
     }
 }
 

@@ -4,6 +4,7 @@
 mod arrivals;
 mod checkpoint;
 mod cluster;
+mod criu_log;
 mod error;
 mod freeze;
 mod gc;
@@ -70,6 +71,16 @@ struct Args {
     /// CRI endpoint of the container runtime (CRI-O: unix:///var/run/crio/crio.sock).
     #[arg(long, env = "CRI_ENDPOINT", default_value = RuntimeKind::Containerd.default_endpoint())]
     cri_endpoint: String,
+    /// The CRI socket's directory as the node names it, when noded sees it elsewhere (deploy/
+    /// mounts containerd's /run/containerd at /run/cri). A file the runtime names beneath it
+    /// (containerd's CRIU log of a failed checkpoint) is read there, and nothing outside it.
+    /// Default: the socket's directory as noded sees it.
+    #[arg(long, env = "CRI_HOST_DIR")]
+    cri_host_dir: Option<PathBuf>,
+    /// The node's CRIU configuration for runc (/etc/criu/runc.conf) as mounted here: checked
+    /// for `tcp-close`, reported as the `tcp_close` prerequisite.
+    #[arg(long, env = "CRIU_RUNC_CONFIG", default_value = checkpointing::criu::conf::RUNC_CONF)]
+    criu_runc_config: PathBuf,
     /// Where archives and the OCI image layout live.
     #[arg(
         long,
@@ -233,7 +244,10 @@ async fn main() -> anyhow::Result<()> {
     let checker = tokio::spawn(prereq::keep_checked(
         prerequisites.clone(),
         cri.clone(),
-        args.checkpoint_dir.clone(),
+        prereq::Paths {
+            checkpoint_dir: args.checkpoint_dir.clone(),
+            criu_runc_config: args.criu_runc_config.clone(),
+        },
         metrics.clone(),
     ));
     let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
@@ -330,17 +344,21 @@ async fn main() -> anyhow::Result<()> {
     if let Some(target) = &outbound.target {
         tracing::info!(registry = %target, insecure = args.push_insecure, "pushing checkpoint images");
     }
-    let context = Arc::new(Context::new(
-        client.clone(),
-        Checkpointer::new(cri, dir, layout, args.image_registry.clone(), pusher, space)
-            .with_concurrent_dumps(args.max_concurrent_dumps)
-            .with_pods_dir(args.kubelet_pods_dir.clone())
-            .with_freezer(Freezer::new(&args.cgroup_root))
-            .with_metrics(metrics),
-        Duration::from_secs(args.default_timeout_seconds),
-        prerequisites,
-        outbound,
-    ));
+    let runtime_dir = criu_log::RuntimeDir::of_socket(cri.socket(), args.cri_host_dir.clone());
+    let context = Arc::new(
+        Context::new(
+            client.clone(),
+            Checkpointer::new(cri, dir, layout, args.image_registry.clone(), pusher, space)
+                .with_concurrent_dumps(args.max_concurrent_dumps)
+                .with_pods_dir(args.kubelet_pods_dir.clone())
+                .with_freezer(Freezer::new(&args.cgroup_root))
+                .with_metrics(metrics),
+            Duration::from_secs(args.default_timeout_seconds),
+            prerequisites,
+            outbound,
+        )
+        .with_runtime_dir(runtime_dir),
+    );
     let contents: Api<ContainerCheckpointContent> = Api::all(client);
     let mine = watcher::Config::default().labels(&format!("{NODE_LABEL}={}", args.node_name));
     let config = kube::runtime::controller::Config::default().concurrency(args.concurrency);

@@ -1,6 +1,6 @@
 //! What noded needs from its node, checked at start and every minute: the runtime answers and
-//! is ready, CRIU is there, the runtime restores checkpoints, and the checkpoint directory is
-//! writable. Reported by `/readyz`, metrics and a log line whenever the answer changes.
+//! is ready, CRIU is there, the runtime restores checkpoints, the checkpoint directory is
+//! writable, and CRIU may dump established TCP connections. Reported by `/readyz`, metrics and a log line whenever the answer changes.
 //!
 //! How each runtime's settings can be told is its profile's knowledge
 //! ([`checkpointing::runtime`]); this module asks over the socket (CRI-O) or runs `criu` on
@@ -33,6 +33,8 @@ pub const RESTORE: &str = "restore";
 pub const CHECKPOINT_DIR: &str = "checkpoint_dir";
 /// Pod-level CRI CheckpointPod and RestorePod (Kubernetes 1.37): reported, not required.
 pub const POD_LEVEL: &str = "pod_level";
+/// `tcp-close` in the node's `/etc/criu/runc.conf`: reported, not required.
+pub const TCP_CLOSE: &str = "tcp_close";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
@@ -62,7 +64,8 @@ pub struct Report {
     pub runtime_name: Option<String>,
     pub runtime_version: Option<String>,
     pub criu_version: Option<String>,
-    /// `cri`, `criu`, `restore`, `checkpoint_dir`, `pod_level`, in that order.
+    /// `cri`, `criu`, `restore`, `checkpoint_dir`, `pod_level`, `tcp_close`, in that order
+    /// (without `pod_level` when the runtime does not answer).
     pub checks: Vec<Check>,
 }
 
@@ -139,6 +142,8 @@ impl Report {
             checkpoint_dir_detail = self.detail(CHECKPOINT_DIR),
             pod_level = %state(POD_LEVEL),
             pod_level_detail = self.detail(POD_LEVEL),
+            tcp_close = %state(TCP_CLOSE),
+            tcp_close_detail = self.detail(TCP_CLOSE),
             "prerequisites"
         );
     }
@@ -349,8 +354,17 @@ async fn runtime_ready(cri: &CriClient) -> Result<(), String> {
     }
 }
 
-/// One round of checks against the runtime at `cri` and the directory `dir`.
-pub async fn check(cri: &CriClient, dir: &Path) -> Report {
+/// Where noded looks at the node: the checkpoint directory and CRIU's configuration for runc.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub checkpoint_dir: PathBuf,
+    /// The node's `/etc/criu/runc.conf`, as mounted here.
+    pub criu_runc_config: PathBuf,
+}
+
+/// One round of checks against the runtime at `cri` and the node's `paths`.
+pub async fn check(cri: &CriClient, paths: &Paths) -> Report {
+    let dir = &paths.checkpoint_dir;
     let mut report = Report::default();
     let binary = criu_binary().await;
     report.criu_version = binary.as_ref().ok().cloned();
@@ -367,6 +381,7 @@ pub async fn check(cri: &CriClient, dir: &Path) -> Report {
                 criu_from_binary(),
                 Check::new(RESTORE, Verdict::Failed, "the runtime does not answer"),
                 dir_check(dir).await,
+                tcp::tcp_close(&paths.criu_runc_config).await,
             ];
             return report;
         }
@@ -404,6 +419,7 @@ pub async fn check(cri: &CriClient, dir: &Path) -> Report {
         restore,
         dir_check(dir).await,
         pod_level_probe(cri).await,
+        tcp::tcp_close(&paths.criu_runc_config).await,
     ];
     report
 }
@@ -454,14 +470,14 @@ impl Prerequisites {
 pub async fn keep_checked(
     state: Arc<Prerequisites>,
     cri: CriClient,
-    dir: PathBuf,
+    paths: Paths,
     metrics: Arc<Metrics>,
 ) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let report = check(&cri, &dir).await;
+        let report = check(&cri, &paths).await;
         report.record(&metrics);
         if state.update(report.clone()) {
             report.log();
@@ -469,5 +485,6 @@ pub async fn keep_checked(
     }
 }
 
+mod tcp;
 #[cfg(test)]
 mod tests;

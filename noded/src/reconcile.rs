@@ -11,6 +11,7 @@ use checkpointing::crd::{
     MAX_TIMEOUT_SECONDS,
 };
 use checkpointing::cri::{CriClient, Runtime};
+use checkpointing::criu::Diagnosis;
 use checkpointing::names::{ARCHIVE_FINALIZER, NODED_MANAGER, RELEASE_SOURCE_ANNOTATION};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -20,6 +21,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::checkpoint::{Artifact, Checkpointer, Failure, Job};
+use crate::criu_log::{self, RuntimeDir};
 use crate::error::error_chain;
 use crate::outbound::{Defaults, OutboundError};
 use crate::prereq::Prerequisites;
@@ -150,6 +152,7 @@ pub fn final_status(
             runtime: Some(a.runtime.clone()),
             criu_version,
             source_held: a.held,
+            criu_log: None,
         },
         Err(e) => ContainerCheckpointContentStatus {
             state: Some(CheckpointState::Failed),
@@ -157,6 +160,20 @@ pub fn final_status(
             message: Some(error_chain(e)),
             ..Default::default()
         },
+    }
+}
+
+/// The status of the Content `name` whose dump failed, told through CRIU's log: the cause in
+/// the message (instead of the runtime's words), the log kept for `kubectl checkpoint logs`.
+pub fn told_by_criu(
+    status: ContainerCheckpointContentStatus,
+    name: &str,
+    criu: Diagnosis,
+) -> ContainerCheckpointContentStatus {
+    ContainerCheckpointContentStatus {
+        message: Some(criu_log::message(&criu, name)),
+        criu_log: criu.log,
+        ..status
     }
 }
 
@@ -170,6 +187,8 @@ pub struct Context<R = CriClient> {
     pub outbound: Defaults,
     /// Events about Contents (a pushed copy that stays).
     pub recorder: Recorder,
+    /// Where files the runtime names (CRIU's log of a failed dump) are read; none when unset.
+    runtime_dir: Option<RuntimeDir>,
     /// What this process last wrote to each Content (by UID) that the watch has not shown yet.
     written: Mutex<HashMap<String, Written>>,
     /// Consecutive failed reconciles per Content UID, for the backoff.
@@ -193,7 +212,14 @@ impl<R> Context<R> {
             outbound,
             written: Mutex::default(),
             failures: Failures::default(),
+            runtime_dir: None,
         }
+    }
+
+    /// Reads CRIU's logs of failed dumps in `dir`.
+    pub fn with_runtime_dir(mut self, dir: Option<RuntimeDir>) -> Self {
+        self.runtime_dir = dir;
+        self
     }
 
     fn written(&self, uid: &str) -> Written {
@@ -334,7 +360,15 @@ pub async fn reconcile<R: Runtime>(
                 ctx.checkpointer.recover(&job, container_id).await
             };
             report(&name, &outcome);
-            let status = final_status(&outcome, ctx.prerequisites.criu_version());
+            let mut status = final_status(&outcome, ctx.prerequisites.criu_version());
+            let dir = ctx.runtime_dir.clone().unwrap_or_default();
+            if let Some(criu) = outcome
+                .as_ref()
+                .err()
+                .and_then(|e| criu_log::diagnose(e, job.timeout, &dir))
+            {
+                status = told_by_criu(status, &name, criu);
+            }
             write_status(&api, &name, &status).await.map_err(api_err)?;
             ctx.wrote(&uid, |w| w.state = status.state);
         }

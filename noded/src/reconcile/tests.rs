@@ -2,6 +2,7 @@
 
 use super::pushed::{PUSH_DELETE_PATIENCE, give_up_on_pushed_copy};
 use super::*;
+use checkpointing::cri::CriError;
 use checkpointing::cri::api::ContainerState;
 use checkpointing::testing::FakeApi;
 use k8s_openapi::jiff::Timestamp;
@@ -344,4 +345,53 @@ fn a_pushed_copy_is_given_up_on_only_when_refused_or_long_unreachable() {
             "{passing} for the whole patience"
         );
     }
+}
+
+/// CRI-O's words for a dump CRIU refused: runc's stderr quoting `dump.log`.
+fn crio_refused_tcp() -> CriError {
+    CriError::Rpc {
+        op: "CheckpointContainer",
+        code: tonic::Code::Unknown,
+        message: "failed to checkpoint container 3f2a: running \"/usr/sbin/runc\" [\"checkpoint\"] \
+                  failed: `/usr/sbin/runc --root /run/runc checkpoint 3f2a` failed: \
+                  time=\"t\" level=warning msg=\"--- Quoting \\\"/var/lib/containers/3f2a/dump.log\\\"\"\n\
+                  time=\"t\" level=warning msg=\"1528:(00.034834) Error (criu/sk-inet.c:199): inet: \
+                  Connected TCP socket, consider using --tcp-established option.\"\n\
+                  time=\"t\" level=warning msg=---\n\
+                  time=\"t\" level=error msg=\"criu failed: type DUMP errno 0\"\n : exit status 1"
+            .into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_dump_says_why_in_one_line_and_keeps_crius_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = FakeApi::default();
+    let new = content(true, false, None);
+    api.put(CONTENT_PATH, &new);
+    let runtime = FakeRuntime {
+        fail_with: Some(crio_refused_tcp),
+        ..running_runtime()
+    };
+    let ctx = shell(&api, runtime, tmp.path(), Duration::from_secs(30));
+    reconcile(Arc::new(new), ctx).await.unwrap();
+    let written = api.take().pop().and_then(|s| s.body).unwrap();
+    let status: ContainerCheckpointContentStatus =
+        serde_json::from_value(written["status"].clone()).unwrap();
+    assert_eq!(status.state, Some(CheckpointState::Failed));
+    let message = status.message.unwrap();
+    assert!(!message.contains('\n'), "{message}");
+    assert!(message.contains("lacks the line `tcp-close`"), "{message}");
+    assert!(message.ends_with("kubectl checkpoint logs cp"), "{message}");
+    assert!(
+        !message.contains("level=warning"),
+        "not runc's output: {message}"
+    );
+    assert_eq!(
+        status.criu_log.as_deref(),
+        Some(
+            "1528:(00.034834) Error (criu/sk-inet.c:199): inet: Connected TCP socket, consider \
+             using --tcp-established option.\n"
+        )
+    );
 }

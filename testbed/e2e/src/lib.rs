@@ -334,6 +334,32 @@ pub fn outcome(cc: &ContainerCheckpoint) -> (CheckpointState, String) {
     )
 }
 
+/// Pod `name` (one container, also `name`) on `node`, running busybox `script`.
+pub fn busybox_pod(name: &str, node: &str, script: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "containers": [{
+            "name": name, "image": "busybox", "command": ["/bin/sh", "-c", script],
+        }]},
+    }))
+    .unwrap()
+}
+
+/// Waits until pod `ns/name` has logged `text`.
+pub async fn wait_logged(tb: &Testbed, ns: &str, name: &str, text: &str) {
+    eventually(
+        &format!("{ns}/{name} to log {text:?}"),
+        Duration::from_secs(60),
+        || async {
+            let out = tb.kubectl(&["logs", "-n", ns, name]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains(text)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// Runs pod `name` (one container, also `name`) on `node`, holding `megabytes` of memory, so
 /// its checkpoint takes seconds; returns once the memory is filled.
 pub async fn memory_hog(
@@ -344,26 +370,9 @@ pub async fn memory_hog(
     node: &str,
     megabytes: u32,
 ) {
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "containers": [{
-            "name": name, "image": "busybox",
-            "command": ["/bin/sh", "-c", format!(
-                "x=$(dd if=/dev/urandom bs=1M count={megabytes} 2>/dev/null); echo ready; while true; do sleep 1; done"
-            )],
-        }]},
-    }))
-    .unwrap();
-    run_pod(client, ns, pod).await;
-    eventually(
-        &format!("{ns}/{name} to fill its memory"),
-        Duration::from_secs(60),
-        || async {
-            let out = tb.kubectl(&["logs", "-n", ns, name]);
-            String::from_utf8_lossy(&out.stdout)
-                .contains("ready")
-                .then_some(())
-        },
-    )
-    .await;
+    let script = format!(
+        "x=$(dd if=/dev/urandom bs=1M count={megabytes} 2>/dev/null); echo ready; while true; do sleep 1; done"
+    );
+    run_pod(client, ns, busybox_pod(name, node, &script)).await;
+    wait_logged(tb, ns, name, "ready").await;
 }
