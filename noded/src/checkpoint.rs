@@ -78,7 +78,7 @@ pub enum Failure {
     #[error(transparent)]
     Runtime(#[from] CriError),
     #[error(
-        "could not freeze the container before its checkpoint (a migration's source must not run on after its dump); nothing was dumped and it keeps running"
+        "could not hold the container still from its dump on (a migration's source must not run on after its checkpoint), so it was not moved and keeps running"
     )]
     Hold(#[source] FreezeError),
     #[error(transparent)]
@@ -275,7 +275,10 @@ impl<R: Runtime> Checkpointer<R> {
         let id = container.id.clone();
         let taken = async {
             let packaged = {
-                let lock = self.locks.get(&container.id);
+                // A held dump may freeze its whole pod for a moment (`freeze::bridge`), which
+                // would stop CRIU seizing a sibling: a pod's held dumps go one at a time.
+                let key = if job.hold { job.pod_uid } else { &container.id };
+                let lock = self.locks.get(key);
                 let _serial = lock.lock().await;
                 self.take_locked(job, container.id).await?
             };
@@ -291,16 +294,30 @@ impl<R: Runtime> Checkpointer<R> {
         taken
     }
 
-    /// Freezes the container of a held job; the checkpoint then finds it frozen and leaves it
-    /// so.
-    async fn hold(&self, container_id: &str) -> Result<(), Failure> {
-        let cgroup = self
-            .runtime
+    /// The cgroup of a held job's container, through which it is held.
+    async fn hold(&self, container_id: &str) -> Result<String, Failure> {
+        self.runtime
             .container_cgroup(container_id)
             .await?
-            .ok_or(Failure::Hold(FreezeError::NoCgroup))?;
-        self.freezer.freeze(&cgroup).await.map_err(Failure::Hold)?;
-        tracing::info!(container = %container_id, %cgroup, "container frozen for its checkpoint");
+            .ok_or(Failure::Hold(FreezeError::NoCgroup))
+    }
+
+    /// One dump; for a held job, its runtime's pause bridged into a freeze.
+    async fn dump_holding(
+        &self,
+        id: &str,
+        partial: &Path,
+        timeout: Duration,
+        hold: Option<&String>,
+    ) -> Result<(), Failure> {
+        let Some(cgroup) = hold else {
+            return Ok(self.dump(id, partial, timeout).await?);
+        };
+        let dump = self.dump(id, partial, timeout);
+        let (written, held) = freeze::bridge(&self.freezer, cgroup, dump).await;
+        written?;
+        held.map_err(Failure::Hold)?;
+        tracing::info!(container = %id, %cgroup, "container held from its dump on");
         Ok(())
     }
 
@@ -349,23 +366,28 @@ impl<R: Runtime> Checkpointer<R> {
             });
             self.space
                 .ensure(self.dir.root(), archive_need(stats.as_ref()))?;
-            if job.hold {
-                self.hold(&container_id).await?;
-            }
-            let mut written = self.dump(&container_id, &partial, job.timeout).await;
-            if written.as_ref().is_err_and(freeze_failed) {
+            let hold = match job.hold {
+                true => Some(self.hold(&container_id).await?),
+                false => None,
+            };
+            let dump = || self.dump_holding(&container_id, &partial, job.timeout, hold.as_ref());
+            let mut written = dump().await;
+            if written
+                .as_ref()
+                .is_err_and(|e| matches!(e, Failure::Runtime(e) if freeze_failed(e)))
+            {
                 // The container ran on, unharmed; its cgroup did not freeze in time (busy
                 // node). One more try, from scratch.
                 tracing::info!(container = %container_id, "the runtime could not freeze the container; trying once more");
                 self.dir.remove(&job.key).map_err(Failure::Store)?;
                 tokio::time::sleep(FREEZE_RETRY_AFTER).await;
-                written = self.dump(&container_id, &partial, job.timeout).await;
+                written = dump().await;
             }
             written
         };
         if let Err(e) = written {
             self.dir.remove(&job.key).map_err(Failure::Store)?;
-            return Err(e.into());
+            return Err(e);
         }
         if !partial.exists() {
             return Err(Failure::NoArchive(partial));

@@ -107,3 +107,62 @@ async fn freezing_a_container_without_a_freezer_says_so() {
     let error = Freezer::new(tmp.path()).freeze(CGROUPFS).await.unwrap_err();
     assert!(matches!(error, FreezeError::NoFreezer(_)), "{error}");
 }
+
+/// A v1 container cgroup and its pod's, thawed; the container's directory.
+fn pod_and_container(root: &Path) -> std::path::PathBuf {
+    let container = root.join("freezer").join(cgroup_dir(CGROUPFS).unwrap());
+    fs::create_dir_all(&container).unwrap();
+    for dir in [container.as_path(), container.parent().unwrap()] {
+        fs::write(dir.join("freezer.state"), "THAWED").unwrap();
+        fs::write(dir.join("freezer.self_freezing"), "0").unwrap();
+    }
+    container
+}
+
+#[tokio::test]
+async fn a_bridge_freezes_the_pod_while_the_runtime_pauses_the_container_and_ends_on_its_own_freeze()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let container = pod_and_container(tmp.path());
+    let pod = container.parent().unwrap().to_owned();
+    let freezer = Freezer::new(tmp.path());
+    let dump = async {
+        crate::testing::runtime_pause(&container, Some(Duration::from_millis(30))).await;
+        // The pod's freeze began while the container was paused and outlived the resume.
+        fs::read_to_string(pod.join("freezer.state")).unwrap()
+    };
+    let (pod_at_resume, held) = bridge(&freezer, CGROUPFS, dump).await;
+    held.unwrap();
+    assert_eq!(pod_at_resume, "FROZEN");
+    assert_eq!(
+        fs::read_to_string(container.join("freezer.state")).unwrap(),
+        "FROZEN"
+    );
+    assert_eq!(
+        fs::read_to_string(pod.join("freezer.state")).unwrap(),
+        "THAWED"
+    );
+}
+
+#[tokio::test]
+async fn a_runtime_that_never_pauses_leaves_a_gap_not_a_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let container = pod_and_container(tmp.path());
+    let pod = container.parent().unwrap().to_owned();
+    let freezer = Freezer::new(tmp.path());
+    let ((), held) = bridge(
+        &freezer,
+        CGROUPFS,
+        crate::testing::runtime_pause(&container, None),
+    )
+    .await;
+    assert!(matches!(held, Err(FreezeError::Gap)), "{held:?}");
+    assert_eq!(
+        fs::read_to_string(container.join("freezer.state")).unwrap(),
+        "THAWED"
+    );
+    assert_eq!(
+        fs::read_to_string(pod.join("freezer.state")).unwrap(),
+        "THAWED"
+    );
+}
