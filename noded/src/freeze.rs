@@ -197,12 +197,8 @@ impl Freezer {
         Err(FreezeError::NoFreezer(dir))
     }
 
-    /// Freezes the cgroup and waits until every task in it stopped. On failure the cgroup is
-    /// thawed again: a half-frozen container must not be left behind.
-    pub async fn freeze(&self, cgroups_path: &str) -> Result<(), FreezeError> {
-        self.settle(&self.control(cgroups_path)?).await
-    }
-
+    /// Freezes the cgroup of `control` and waits until every task in it stopped. On failure
+    /// the cgroup is thawed again: a half-frozen container must not be left behind.
     async fn settle(&self, control: &Control) -> Result<(), FreezeError> {
         write(&control.set, control.frozen)?;
         let deadline = tokio::time::Instant::now() + self.settle;

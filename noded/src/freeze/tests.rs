@@ -7,6 +7,10 @@ use std::path::Path;
 use super::*;
 
 const CGROUPFS: &str = "/ckpt-testbed/node1/kubepods/besteffort/podu/crio-abc";
+async fn freeze(freezer: &Freezer, cgroups_path: &str) -> Result<(), FreezeError> {
+    freezer.settle(&freezer.control(cgroups_path)?).await
+}
+
 const SYSTEMD: &str = "kubepods-besteffort-podu.slice:cri-containerd:abc";
 
 #[test]
@@ -52,7 +56,7 @@ async fn v1_freezes_and_thaws_through_freezer_state() {
     let tmp = tempfile::tempdir().unwrap();
     let state = v1(tmp.path());
     let freezer = Freezer::new(tmp.path());
-    freezer.freeze(CGROUPFS).await.unwrap();
+    freeze(&freezer, CGROUPFS).await.unwrap();
     assert_eq!(fs::read_to_string(&state).unwrap(), "FROZEN");
     freezer.thaw(CGROUPFS).unwrap();
     assert_eq!(fs::read_to_string(&state).unwrap(), "THAWED");
@@ -72,7 +76,7 @@ async fn v2_waits_for_cgroup_events_to_say_frozen() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         fs::write(events, "populated 1\nfrozen 1\n").unwrap();
     });
-    freezer.freeze(SYSTEMD).await.unwrap();
+    freeze(&freezer, SYSTEMD).await.unwrap();
     settle.await.unwrap();
     assert_eq!(fs::read_to_string(dir.join("cgroup.freeze")).unwrap(), "1");
     freezer.thaw(SYSTEMD).unwrap();
@@ -90,7 +94,7 @@ async fn a_freeze_that_never_settles_is_undone() {
         settle: Duration::from_millis(100),
         ..Freezer::new(tmp.path())
     };
-    let error = freezer.freeze("/pod").await.unwrap_err();
+    let error = freeze(&freezer, "/pod").await.unwrap_err();
     assert!(matches!(error, FreezeError::Unsettled(_)), "{error}");
     assert_eq!(fs::read_to_string(dir.join("cgroup.freeze")).unwrap(), "0");
 }
@@ -104,7 +108,9 @@ fn thawing_a_cgroup_that_is_gone_needs_nothing() {
 #[tokio::test]
 async fn freezing_a_container_without_a_freezer_says_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let error = Freezer::new(tmp.path()).freeze(CGROUPFS).await.unwrap_err();
+    let error = freeze(&Freezer::new(tmp.path()), CGROUPFS)
+        .await
+        .unwrap_err();
     assert!(matches!(error, FreezeError::NoFreezer(_)), "{error}");
 }
 
