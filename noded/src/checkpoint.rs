@@ -166,8 +166,19 @@ pub struct Checkpointer<R> {
     pub freezer: Freezer,
 }
 
-/// Pause before the second try of a dump whose container did not freeze.
+/// Pause before another try of a dump whose container did not freeze or was not held.
 const FREEZE_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Tries of such a dump.
+const DUMP_TRIES: usize = 3;
+
+/// Whether a dump failed only for want of a freeze in time, leaving the container as it was.
+fn retryable(failure: &Failure) -> bool {
+    match failure {
+        Failure::Runtime(e) => freeze_failed(e),
+        Failure::Hold(FreezeError::Gap) => true,
+        _ => false,
+    }
+}
 
 /// Whether the runtime failed only to freeze the container before dumping it (runc's "unable
 /// to freeze", under load): nothing was dumped and the container runs on, so trying again is
@@ -372,13 +383,13 @@ impl<R: Runtime> Checkpointer<R> {
             };
             let dump = || self.dump_holding(&container_id, &partial, job.timeout, hold.as_ref());
             let mut written = dump().await;
-            if written
-                .as_ref()
-                .is_err_and(|e| matches!(e, Failure::Runtime(e) if freeze_failed(e)))
-            {
-                // The container ran on, unharmed; its cgroup did not freeze in time (busy
-                // node). One more try, from scratch.
-                tracing::info!(container = %container_id, "the runtime could not freeze the container; trying once more");
+            for _ in 1..DUMP_TRIES {
+                if !written.as_ref().is_err_and(retryable) {
+                    break;
+                }
+                // Nothing was kept and the container ran on, unharmed: its cgroup did not
+                // freeze in time, or a hold came too late (busy node). Again, from scratch.
+                tracing::info!(container = %container_id, error = %error_chain(written.as_ref().unwrap_err()), "dump not kept; trying again");
                 self.dir.remove(&job.key).map_err(Failure::Store)?;
                 tokio::time::sleep(FREEZE_RETRY_AFTER).await;
                 written = dump().await;

@@ -23,6 +23,8 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Where `deploy/` mounts the node's `/sys/fs/cgroup` in noded's pod.
@@ -33,7 +35,7 @@ const SETTLE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 /// How often a bridge looks at the container's freezer: CRIU's dump keeps it thawed for tens
 /// of milliseconds at least, the runtime's pause after it for milliseconds.
-const WATCH: Duration = Duration::from_millis(1);
+const WATCH: Duration = Duration::from_micros(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FreezeError {
@@ -97,36 +99,57 @@ pub async fn bridge<T>(
     let Some(pod) = container.parent() else {
         return (dump.await, Err(FreezeError::BadPath(cgroups_path.into())));
     };
-    tokio::pin!(dump);
-    // Freezes of the container seen so far (the runtime's pause is the first, CRIU's the
-    // second), and whether it is frozen now.
-    let (mut freezes, mut frozen) = (0, false);
-    // Whether the pod's freeze began while the container was still frozen.
-    let mut bridged: Option<Result<bool, FreezeError>> = None;
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut dump => break outcome,
-            () = tokio::time::sleep(WATCH), if bridged.is_none() => {
-                let now = own_frozen(&container).unwrap_or(false);
-                freezes += usize::from(now && !frozen);
-                frozen = now;
-                if freezes == 2 && frozen {
-                    bridged = Some(async {
-                        freezer.settle(&pod).await?;
-                        own_frozen(&container)
-                    }.await);
-                }
-            }
-        }
+    let (container, pod) = (Arc::new(container), Arc::new(pod));
+    let done = Arc::new(AtomicBool::new(false));
+    // On a thread of its own: a watcher that waited for a busy async worker could miss the
+    // moment, which lasts milliseconds.
+    let watcher = {
+        let (freezer, container, pod, done) = (
+            freezer.clone(),
+            container.clone(),
+            pod.clone(),
+            done.clone(),
+        );
+        tokio::task::spawn_blocking(move || watch(&freezer, &container, &pod, &done))
     };
+    let outcome = dump.await;
+    done.store(true, Ordering::Release);
+    let bridged = watcher.await.unwrap_or(None);
     // The runtime has resumed the container by now; only the pod's freeze can be holding it.
     let held = match bridged {
-        Some(Ok(true)) => freezer.settle(&container).await,
+        Some(Ok(true)) => {
+            let freezer = freezer.clone();
+            tokio::task::spawn_blocking(move || freezer.settle(&container))
+                .await
+                .unwrap_or(Err(FreezeError::Gap))
+        }
         Some(Err(e)) => Err(e),
         Some(Ok(false)) | None => Err(FreezeError::Gap),
     };
     let thawed = write(&pod.set, pod.thawed);
     (outcome, held.and(thawed))
+}
+
+/// Watches the container's own freezer until `done`, counting its freezes (the runtime's pause
+/// is the first, CRIU's the second); on the second, freezes the pod. Whether it did so while
+/// the container was still frozen, if it did.
+fn watch(
+    freezer: &Freezer,
+    container: &Control,
+    pod: &Control,
+    done: &AtomicBool,
+) -> Option<Result<bool, FreezeError>> {
+    let (mut freezes, mut frozen) = (0, false);
+    while !done.load(Ordering::Acquire) {
+        let now = own_frozen(container).unwrap_or(false);
+        freezes += usize::from(now && !frozen);
+        frozen = now;
+        if freezes == 2 && frozen {
+            return Some(freezer.settle(pod).and_then(|()| own_frozen(container)));
+        }
+        std::thread::sleep(WATCH);
+    }
+    None
 }
 
 /// The node's cgroup freezer.
@@ -199,15 +222,16 @@ impl Freezer {
 
     /// Freezes the cgroup of `control` and waits until every task in it stopped. On failure
     /// the cgroup is thawed again: a half-frozen container must not be left behind.
-    async fn settle(&self, control: &Control) -> Result<(), FreezeError> {
+    /// Blocks: run it off the async workers.
+    fn settle(&self, control: &Control) -> Result<(), FreezeError> {
         write(&control.set, control.frozen)?;
-        let deadline = tokio::time::Instant::now() + self.settle;
+        let deadline = std::time::Instant::now() + self.settle;
         while !is_frozen(control)? {
-            if tokio::time::Instant::now() >= deadline {
+            if std::time::Instant::now() >= deadline {
                 write(&control.set, control.thawed)?;
                 return Err(FreezeError::Unsettled(self.settle));
             }
-            tokio::time::sleep(POLL).await;
+            std::thread::sleep(POLL);
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use super::*;
 
 const CGROUPFS: &str = "/ckpt-testbed/node1/kubepods/besteffort/podu/crio-abc";
 async fn freeze(freezer: &Freezer, cgroups_path: &str) -> Result<(), FreezeError> {
-    freezer.settle(&freezer.control(cgroups_path)?).await
+    freezer.settle(&freezer.control(cgroups_path)?)
 }
 
 const SYSTEMD: &str = "kubepods-besteffort-podu.slice:cri-containerd:abc";
@@ -72,12 +72,12 @@ async fn v2_waits_for_cgroup_events_to_say_frozen() {
     let freezer = Freezer::new(tmp.path());
     // The kernel reports the freeze once every task stopped: here, a moment later.
     let events = dir.join("cgroup.events");
-    let settle = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let kernel = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
         fs::write(events, "populated 1\nfrozen 1\n").unwrap();
     });
     freeze(&freezer, SYSTEMD).await.unwrap();
-    settle.await.unwrap();
+    kernel.join().unwrap();
     assert_eq!(fs::read_to_string(dir.join("cgroup.freeze")).unwrap(), "1");
     freezer.thaw(SYSTEMD).unwrap();
     assert_eq!(fs::read_to_string(dir.join("cgroup.freeze")).unwrap(), "0");

@@ -106,3 +106,10 @@ async fn releasing_a_container_that_is_gone_needs_nothing() {
     let (c, _) = held(tmp.path(), FakeRuntime::default());
     c.release(&hold_job(), Some("deleted")).await.unwrap();
 }
+
+#[test]
+fn only_dumps_that_left_the_container_as_it_was_are_tried_again() {
+    assert!(retryable(&Failure::Hold(FreezeError::Gap)));
+    assert!(!retryable(&Failure::Hold(FreezeError::NoCgroup)));
+    assert!(!retryable(&Failure::Interrupted));
+}
