@@ -203,3 +203,38 @@ fn images_under_a_push_registrys_checkpoint_repository_are_checkpoint_images_too
         assert!(parse_repository(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn references_by_image_id_count_as_checkpoint_images() {
+    let id = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    for image in [
+        format!("sha256:{id}"),
+        format!("sha256:{}", &id[..12]),
+        format!("SHA256:{}", id.to_ascii_uppercase()),
+        id.to_owned(),
+        id[..12].to_owned(),
+    ] {
+        assert!(is_image_id(&image), "{image}");
+        assert!(local().contains(&image), "{image}");
+        let pod = with_image(restore_pod(None), 1, &image);
+        let found = smuggled(&pod, None, &[], &local()).expect("refused");
+        assert!(found.to_string().contains("by image ID"), "{found}");
+    }
+    for image in [
+        "busybox",
+        "sha256:",
+        "sha256:xyz",
+        &id[..11],
+        &format!("{id}0"),
+        "deadbeefcafe:latest",
+        "busybox@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    ] {
+        assert!(!is_image_id(image), "{image}");
+    }
+    // The registration sends them to the webhook.
+    let cel = local().match_condition();
+    assert!(
+        cel.contains("c.image.matches('^(?i)(sha256:[0-9a-f]+|[0-9a-f]{12,64})$')"),
+        "{cel}"
+    );
+}
