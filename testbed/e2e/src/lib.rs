@@ -142,6 +142,15 @@ impl Testbed {
             .expect("running testbed/node-exec")
     }
 
+    /// `node`'s InternalIP, as its Node reports it (where its noded's peer and admin ports
+    /// listen).
+    pub fn node_ip(&self, node: &str) -> String {
+        let jsonpath = "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}";
+        let ip = self.kubectl_ok(&["get", "node", node, "-o", jsonpath]);
+        assert!(!ip.trim().is_empty(), "node {node} reports no InternalIP");
+        ip.trim().to_owned()
+    }
+
     /// Host path of `path` inside `node`'s filesystem.
     pub fn node_path(&self, node: &str, path: &str) -> PathBuf {
         self.state
