@@ -335,12 +335,14 @@ async fn main() -> anyhow::Result<()> {
     let pruner = tokio::spawn({
         let registry = registry.clone();
         let image_registry = args.image_registry.clone();
+        let checkpoint_dir = args.checkpoint_dir.clone();
         let interval = Duration::from_secs(args.prune_interval_seconds);
         async move {
+            // The first tick is at once: what was left behind while noded was down goes now.
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
-                if let Err(error) = registry.prune(&image_registry).await {
+                if let Err(error) = registry.prune(&image_registry, &checkpoint_dir).await {
                     tracing::warn!(error = %error::error_chain(&error), "pruning copies of deleted checkpoints failed");
                 }
             }

@@ -11,7 +11,7 @@
 //! nodes' noded fetch from ([`held`]), each only what a pod on its node restores. Decisions
 //! ([`route`], [`resolve`], [`auth`]) are pure.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -371,17 +371,21 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             .ok_or_else(|| Problem::NameUnknown(format!("no checkpoint {repo}")))
     }
 
-    /// Removes the cached and the runtime's images of checkpoints whose Content is gone; the
-    /// runtime's are those named under `image_registry` (see [`gc::prune`]).
-    pub async fn prune(&self, image_registry: &str) -> Result<gc::Pruned, GcError> {
-        let pruned = gc::prune(
-            &self.cluster,
-            &self.layout,
-            self.restore.runtime(),
-            image_registry,
-            &self.metrics,
-        )
-        .await?;
+    /// Removes the cached and the runtime's images, and the archives in `checkpoint_dir`, of
+    /// checkpoints whose Content is gone; the runtime's are those named under `image_registry`
+    /// (see [`gc::prune`]).
+    pub async fn prune(
+        &self,
+        image_registry: &str,
+        checkpoint_dir: &Path,
+    ) -> Result<gc::Pruned, GcError> {
+        let stores = gc::Stores {
+            layout: &self.layout,
+            runtime: self.restore.runtime(),
+            registry: image_registry,
+            archives: checkpoint_dir,
+        };
+        let pruned = gc::prune(&self.cluster, stores, &self.metrics).await?;
         for tag in &pruned.tags {
             self.restore.forget(tag);
         }

@@ -375,7 +375,8 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
 
     // Once the Content is gone, the cached copy goes too.
     t.cluster.contents.lock().unwrap().clear();
-    assert_eq!(node2.prune("localhost:5050").await.unwrap().tags.len(), 1);
+    let pruned = node2.prune("localhost:5050", t._tmp.path()).await.unwrap();
+    assert_eq!(pruned.tags.len(), 1);
     assert!(node2.layout.tags().unwrap().is_empty());
     assert!(blob_files(&node2.layout).is_empty());
 }
