@@ -32,8 +32,8 @@ pub use apps::{
     kv_service, redis_cli, unix_now,
 };
 pub use counter::{
-    assert_container_resumes, assert_counter_resumes, counter_log, counter_pod, counter_values,
-    value_at_checkpoint,
+    assert_container_resumes, assert_counter_resumes, assert_file_resumes, counter_log,
+    counter_pod, counter_values, value_at_checkpoint,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 pub use migration::{
