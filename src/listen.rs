@@ -169,6 +169,8 @@ pub async fn serve<L>(
             drop(open);
         });
     }
+    // No new connections (nor TLS handshakes) while the open ones finish.
+    drop(listener);
     let _ = stopping.send(true);
     drop(open);
     if tokio::time::timeout(timeouts.grace, open_tx.closed())
