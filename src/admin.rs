@@ -10,9 +10,11 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::Listener;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+
+use crate::listen::{self, Timeouts};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -52,16 +54,17 @@ pub fn router(telemetry: Arc<dyn Telemetry>, readiness: Arc<dyn Readiness>) -> R
         })
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the admin endpoints on `listener` (a [`crate::listen::Capped`] one to bound its
+/// connections) until `shutdown` resolves, timing out clients as [`crate::listen::serve`] does.
+pub async fn serve<L: Listener>(
+    listener: L,
     telemetry: Arc<dyn Telemetry>,
     readiness: Arc<dyn Readiness>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(telemetry, readiness))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let router = router(telemetry, readiness);
+    listen::serve(listener, router, shutdown, Timeouts::default()).await;
+    Ok(())
 }
 
 async fn readyz(State(admin): State<Admin>) -> (StatusCode, String) {
@@ -84,6 +87,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use prometheus_client::metrics::gauge::Gauge;
+    use tokio::net::TcpListener;
 
     struct Gauged(Registry);
     impl Telemetry for Gauged {

@@ -63,7 +63,9 @@ pub fn first_error(log: &str) -> Option<ErrorLine<'_>> {
 /// An error CRIU logs and goes on from: without CAP_SYS_RESOURCE it cannot raise its own
 /// open-file limit, and works within the one it has.
 fn carried_on(error: &ErrorLine) -> bool {
-    error.text.starts_with("rlimit: Can't setup RLIMIT_NOFILE for self")
+    error
+        .text
+        .starts_with("rlimit: Can't setup RLIMIT_NOFILE for self")
 }
 
 /// The cause of `error` in plain words, where it is known.

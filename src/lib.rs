@@ -16,6 +16,8 @@ pub mod criu;
 pub mod daemon;
 #[cfg(feature = "node")]
 pub mod digest;
+#[cfg(feature = "serve")]
+pub mod listen;
 pub mod names;
 #[cfg(feature = "node")]
 pub mod oci;

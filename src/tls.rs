@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use axum::serve::Listener;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -17,7 +18,7 @@ use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use tokio_rustls::rustls::{Error, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// How long a client may take for its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,30 +77,24 @@ impl ClientCa {
     }
 }
 
-/// An HTTPS listener for `axum::serve`: a task accepts TCP connections and runs each TLS
+/// An HTTPS listener for `axum::serve`: a task accepts TCP connections (from `tcp`, a
+/// [`crate::listen::Capped`] one to bound them, handshakes included) and runs each TLS
 /// handshake in its own task, so a slow or broken client never holds up the others.
-pub struct TlsListener {
-    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+pub struct TlsListener<L: Listener = TcpListener> {
+    handshaken: mpsc::Receiver<(TlsStream<L::Io>, SocketAddr)>,
     local: SocketAddr,
     acceptor: JoinHandle<()>,
 }
 
-impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
+impl<L: Listener<Addr = SocketAddr>> TlsListener<L> {
+    pub fn new(mut tcp: L, config: Arc<ServerConfig>) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, handshaken) = mpsc::channel(64);
         let tls = TlsAcceptor::from(config);
         let acceptor = tokio::spawn(async move {
             loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: pause rather than spin.
-                        warn!(%error, "accepting a TLS connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
+                // Failures (out of file descriptors and the like) are retried inside, paced.
+                let (stream, peer) = tcp.accept().await;
                 let (tls, tx) = (tls.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
@@ -120,14 +115,14 @@ impl TlsListener {
     }
 }
 
-impl Drop for TlsListener {
+impl<L: Listener> Drop for TlsListener<L> {
     fn drop(&mut self) {
         self.acceptor.abort();
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+impl<L: Listener<Addr = SocketAddr>> Listener for TlsListener<L> {
+    type Io = TlsStream<L::Io>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -1,6 +1,6 @@
 //! The cluster seam of the registry and the peer server: what they ask the API server (a
-//! Content, a node's address and certificate, a TokenReview, a puller's pod, the live Contents). A trait, so tests run without
-//! a cluster.
+//! Content, a node's address and certificate, a TokenReview, a puller's pod, a peer's node's
+//! pods, the live Contents). A trait, so tests run without a cluster.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -46,6 +46,14 @@ pub trait Cluster: Send + Sync + 'static {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<Pod>, kube::Error>> + Send;
+
+    /// The pods of `namespace` bound to `node`, in one LIST: a peer fetching for `node` gets
+    /// only what one of them restores.
+    fn pods_on_node(
+        &self,
+        namespace: &str,
+        node: &str,
+    ) -> impl Future<Output = Result<Vec<Pod>, kube::Error>> + Send;
 
     /// Every Content in the cluster, in one LIST: garbage collection decides from them what
     /// the layout and the runtime may drop.
@@ -107,6 +115,14 @@ impl Cluster for KubeCluster {
         Api::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
+    }
+
+    async fn pods_on_node(&self, namespace: &str, node: &str) -> Result<Vec<Pod>, kube::Error> {
+        let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        Ok(Api::namespaced(self.client.clone(), namespace)
+            .list(&params)
+            .await?
+            .items)
     }
 
     async fn all_contents(&self) -> Result<Vec<ContainerCheckpointContent>, kube::Error> {

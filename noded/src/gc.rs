@@ -1,11 +1,14 @@
 //! Garbage collection of copies of deleted checkpoints: cached images in the layout, the
-//! runtime's pulled images (see [`images`]), and what interrupted downloads left behind. This
-//! node's own layout images go with their Content's finalizer; copies fetched from peers and
-//! the runtime's images only here.
+//! runtime's pulled images (see [`images`]), archives whose finalizer was released without
+//! this node (see [`archives`]), and what interrupted downloads left behind. This node's own
+//! layout images and archives go with their Content's finalizer; copies fetched from peers,
+//! the runtime's images and files left behind only here.
 
+mod archives;
 mod images;
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::Runtime;
@@ -85,21 +88,42 @@ pub struct Pruned {
     pub tags: Vec<String>,
     /// Ids of the runtime's images.
     pub images: Vec<String>,
+    /// Files of the checkpoint directory.
+    pub archives: Vec<String>,
 }
 
-/// Removes the layout's and the runtime's copies of checkpoints whose Content is gone; the
-/// runtime's are those named under `registry` (`--image-registry`). A runtime image that cannot
-/// be removed (a container uses it) is left for the next round.
+/// What [`prune`] looks through.
+pub struct Stores<'a, R> {
+    pub layout: &'a ImageLayout,
+    pub runtime: &'a R,
+    /// Registry host the runtime's checkpoint images are named under (`--image-registry`).
+    pub registry: &'a str,
+    /// The checkpoint directory, where archives are.
+    pub archives: &'a Path,
+}
+
+/// Removes the layout's and the runtime's copies, and the archives, of checkpoints whose
+/// Content is gone. A runtime image that cannot be removed (a container uses it) is left for
+/// the next round.
 pub async fn prune<C: Cluster, R: Runtime>(
     cluster: &C,
-    layout: &ImageLayout,
-    runtime: &R,
-    registry: &str,
+    stores: Stores<'_, R>,
     metrics: &Metrics,
 ) -> Result<Pruned, GcError> {
+    let Stores {
+        layout,
+        runtime,
+        registry,
+        archives,
+    } = stores;
     // What is held is read before the Contents are listed: a copy made after that had its
     // Content looked up first, so it is in the list and never taken for a deleted one.
     let tags = layout.tags()?;
+    let files = archives::list(archives).unwrap_or_else(|error| {
+        tracing::warn!(dir = %archives.display(), %error, "listing the checkpoint directory failed; \
+            its files of deleted checkpoints are removed next round");
+        Vec::new()
+    });
     let runtime_images = runtime.list_images().await.unwrap_or_else(|error| {
         tracing::warn!(error = %error_chain(&error), "listing the runtime's images failed; \
             its copies of deleted checkpoints are removed next round");
@@ -110,6 +134,7 @@ pub async fn prune<C: Cluster, R: Runtime>(
     let mut pruned = Pruned {
         tags: stale_tags(&tags, &live),
         images: Vec::new(),
+        archives: archives::sweep(archives, &files, &live),
     };
     for image in images::stale(&runtime_images, registry, &live) {
         let references: Vec<&String> = image.repo_digests.iter().chain(&image.repo_tags).collect();
@@ -199,6 +224,77 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn prune_sweeps_the_old_archives_of_deleted_checkpoints_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = crate::store::CheckpointDir::open(tmp.path().join("checkpoints")).unwrap();
+        let layout = ImageLayout::open(dir.root().join("oci")).unwrap();
+        let key = |uid| crate::store::ArchiveKey {
+            namespace: "ns",
+            pod: "p",
+            container: "c",
+            uid,
+        };
+        let (live, gone, young) = (
+            "11111111-2222-3333-4444-555555555555",
+            "66666666-7777-8888-9999-aaaaaaaaaaaa",
+            "bbbbbbbb-cccc-dddd-eeee-ffffffffffff",
+        );
+        let volumes = |uid| dir.volumes_path(&key(uid));
+        let files = [
+            dir.archive_path(&key(live)),
+            // A checkpoint in flight, long running: its Content exists.
+            dir.partial_path(&key(live)),
+            volumes(live).with_extension("partial"),
+            dir.archive_path(&key(gone)),
+            volumes(gone),
+            dir.partial_path(&key(gone)),
+            volumes(gone).with_extension("partial"),
+            // Just written: not yet anyone's to judge.
+            dir.archive_path(&key(young)),
+            dir.root().join("notes.txt"),
+        ];
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for path in &files {
+            let file = std::fs::File::create(path).unwrap();
+            if !path.to_string_lossy().contains(young) {
+                file.set_modified(hour_ago).unwrap();
+            }
+        }
+        // A link named like an orphan is not a file of ours: neither it nor its target goes.
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, "keep").unwrap();
+        let link = dir.archive_path(&key("00000000-0000-0000-0000-000000000000"));
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+
+        let cluster = Arc::new(FakeCluster::default());
+        cluster
+            .contents
+            .lock()
+            .unwrap()
+            .push(named("ns", "live", live, None));
+        let stores = Stores {
+            layout: &layout,
+            runtime: &FakeRuntime::default(),
+            registry: "localhost:5050",
+            archives: dir.root(),
+        };
+        let pruned = prune(&cluster, stores, &Metrics::default()).await.unwrap();
+
+        let name = |p: &std::path::PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+        let mut removed = pruned.archives.clone();
+        removed.sort();
+        let mut expected: Vec<String> = files[3..7].iter().map(name).collect();
+        expected.sort();
+        assert_eq!(removed, expected);
+        for kept in files[..3].iter().chain(&files[7..]) {
+            assert!(kept.exists(), "{}", kept.display());
+        }
+        assert!(dir.root().join("oci").is_dir());
+        assert!(link.symlink_metadata().is_ok());
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn prune_removes_the_runtime_images_of_deleted_checkpoints_only() {
         let tmp = tempfile::tempdir().unwrap();
         let layout = ImageLayout::open(tmp.path().join("oci")).unwrap();
@@ -225,9 +321,13 @@ mod tests {
             .push(named("ns", "live", "uid-live", Some(live.clone())));
         let metrics = Metrics::default();
 
-        let pruned = prune(&cluster, &layout, &runtime, "localhost:5050", &metrics)
-            .await
-            .unwrap();
+        let stores = Stores {
+            layout: &layout,
+            runtime: &runtime,
+            registry: "localhost:5050",
+            archives: tmp.path(),
+        };
+        let pruned = prune(&cluster, stores, &metrics).await.unwrap();
 
         let mut removed = pruned.images.clone();
         removed.sort();

@@ -26,7 +26,7 @@ mod store;
 mod testing;
 mod volumes;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,10 +54,15 @@ use crate::registry::peer::PeerClient;
 use crate::registry::{Mode, Registry};
 use crate::space::DiskSpace;
 use crate::store::CheckpointDir;
+use checkpointing::listen::Capped;
 use checkpointing::tls::TlsListener;
 
 /// Time open registry connections (a blob being streamed) get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Port of the admin endpoints unless --admin-addr says otherwise.
+const ADMIN_PORT: u16 = 9811;
+/// Connections per server: far more than a node's restores and peers use at once.
+const DEFAULT_MAX_CONNECTIONS: usize = 128;
 
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -130,9 +135,15 @@ struct Args {
     /// Namespace of the node Lease the controller looks for.
     #[arg(long, env = "LEASE_NAMESPACE", default_value = DEFAULT_LEASE_NAMESPACE)]
     lease_namespace: String,
-    /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:9811")]
-    admin_addr: SocketAddr,
+    /// This node's IP (deploy/ passes the pod's `status.hostIP`: under hostNetwork, the node's
+    /// own, the InternalIP peers reach it at). The peer server and the admin port listen on it
+    /// alone; unset, they listen on every interface.
+    #[arg(long, env = "NODE_IP")]
+    node_ip: Option<IpAddr>,
+    /// Address of /healthz, /readyz and /metrics. Default: port 9811 of --node-ip (the
+    /// kubelet probes the pod IP, the node's under hostNetwork), else of every interface.
+    #[arg(long, env = "ADMIN_ADDR")]
+    admin_addr: Option<SocketAddr>,
     /// Address of the node-local registry the runtime pulls checkpoint images from (loopback:
     /// runtimes pull from `localhost` over plain HTTP).
     #[arg(long, env = "REGISTRY_ADDR", default_value = "127.0.0.1:5050")]
@@ -141,9 +152,18 @@ struct Args {
     /// the same one, at its InternalIP.
     #[arg(long, env = "PEER_PORT", default_value_t = 5051)]
     peer_port: u16,
-    /// Address the peer server listens on.
-    #[arg(long, env = "PEER_BIND_ADDR", default_value = "0.0.0.0")]
-    peer_bind_addr: IpAddr,
+    /// Address the peer server listens on. Default: --node-ip, else every interface.
+    #[arg(long, env = "PEER_BIND_ADDR")]
+    peer_bind_addr: Option<IpAddr>,
+    /// Connections each of noded's servers (node-local registry, peer server, admin port)
+    /// holds at once, TLS handshakes included, 1 to 4096; more wait until one closes.
+    #[arg(
+        long,
+        env = "MAX_CONNECTIONS",
+        default_value_t = DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096)
+    )]
+    max_connections: usize,
     /// ServiceAccount token presented to peers, projected for the peer audience
     /// (`checkpointing.zacchaeuschok.github.io/peer`): peers accept no other, so the API token
     /// never leaves the node. Re-read for every fetch: projected tokens rotate.
@@ -198,6 +218,17 @@ struct Args {
     log_format: LogFormat,
 }
 
+impl Args {
+    /// Where the peer server and the admin port listen: this node's IP when known, never
+    /// every interface unless it is not.
+    fn listen_addrs(&self) -> (SocketAddr, SocketAddr) {
+        let ip = self.node_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let peer = SocketAddr::new(self.peer_bind_addr.unwrap_or(ip), self.peer_port);
+        let admin = self.admin_addr.unwrap_or(SocketAddr::new(ip, ADMIN_PORT));
+        (peer, admin)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -216,20 +247,21 @@ async fn main() -> anyhow::Result<()> {
             .context("opening the OCI image layout")?,
     );
     gc::clear_ingest(&layout).context("clearing interrupted image downloads")?;
-    let local_listener = tokio::net::TcpListener::bind(args.registry_addr)
+    let cap = |listener| Capped::new(listener, args.max_connections);
+    let local_listener = cap(tokio::net::TcpListener::bind(args.registry_addr)
         .await
-        .with_context(|| format!("listening on {} (--registry-addr)", args.registry_addr))?;
-    let peer_addr = SocketAddr::new(args.peer_bind_addr, args.peer_port);
+        .with_context(|| format!("listening on {} (--registry-addr)", args.registry_addr))?);
+    let (peer_addr, admin_addr) = args.listen_addrs();
     let identity =
         PeerIdentity::generate(&args.node_name).context("making the peer certificate")?;
     let peer_listener = TlsListener::new(
-        tokio::net::TcpListener::bind(peer_addr)
+        cap(tokio::net::TcpListener::bind(peer_addr)
             .await
-            .with_context(|| format!("listening on {peer_addr} (--peer-port)"))?,
+            .with_context(|| format!("listening on {peer_addr} (--peer-port)"))?),
         identity.server_config()?,
     )?;
     tracing::info!(node = %args.node_name, cri = %args.cri_endpoint, dir = %args.checkpoint_dir.display(),
-        registry = %args.registry_addr, peer = %peer_addr, "noded starting");
+        registry = %args.registry_addr, peer = %peer_addr, admin = %admin_addr, "noded starting");
 
     let prerequisites = Arc::new(prereq::Prerequisites::default());
     tokio::spawn(lease::keep_renewed(
@@ -250,9 +282,9 @@ async fn main() -> anyhow::Result<()> {
         },
         metrics.clone(),
     ));
-    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
+    let admin_listener = cap(tokio::net::TcpListener::bind(admin_addr)
         .await
-        .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
+        .with_context(|| format!("binding the admin address {admin_addr}"))?);
 
     let registry = Arc::new(
         Registry::new(
@@ -281,17 +313,17 @@ async fn main() -> anyhow::Result<()> {
     ));
     let router = |mode| registry::router(registry.clone(), mode);
     let servers = [
-        tokio::spawn(serve_registry(
+        tokio::spawn(registry::serve(
             local_listener,
-            Mode::Local,
             router(Mode::Local),
             until_stopped(stopped.clone()),
+            SHUTDOWN_GRACE,
         )),
-        tokio::spawn(serve_registry(
+        tokio::spawn(registry::serve(
             peer_listener,
-            Mode::Peer,
             router(Mode::Peer),
             until_stopped(stopped.clone()),
+            SHUTDOWN_GRACE,
         )),
     ];
     let arrivals = tokio::spawn(arrivals::run(
@@ -303,12 +335,14 @@ async fn main() -> anyhow::Result<()> {
     let pruner = tokio::spawn({
         let registry = registry.clone();
         let image_registry = args.image_registry.clone();
+        let checkpoint_dir = args.checkpoint_dir.clone();
         let interval = Duration::from_secs(args.prune_interval_seconds);
         async move {
+            // The first tick is at once: what was left behind while noded was down goes now.
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
-                if let Err(error) = registry.prune(&image_registry).await {
+                if let Err(error) = registry.prune(&image_registry, &checkpoint_dir).await {
                     tracing::warn!(error = %error::error_chain(&error), "pruning copies of deleted checkpoints failed");
                 }
             }
@@ -380,21 +414,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves one of the registry's routers until `stop`; a failure is logged.
-async fn serve_registry<L>(
-    listener: L,
-    mode: Mode,
-    router: axum::Router,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    if let Err(error) = registry::serve(listener, router, stop, SHUTDOWN_GRACE).await {
-        tracing::error!(?mode, %error, "registry server failed");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +430,45 @@ mod tests {
             let err = parse(bad).unwrap_err();
             assert!(err.contains("--default-timeout-seconds"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_peer_and_admin_ports_listen_on_the_node_ip_when_it_is_known() {
+        let addrs = |extra: &[&str]| {
+            let mut argv = vec!["noded", "--node-name", "n"];
+            argv.extend(extra);
+            let (peer, admin) = Args::try_parse_from(argv).unwrap().listen_addrs();
+            (peer.to_string(), admin.to_string())
+        };
+        assert_eq!(addrs(&[]), ("0.0.0.0:5051".into(), "0.0.0.0:9811".into()));
+        assert_eq!(
+            addrs(&["--node-ip", "10.77.0.11"]),
+            ("10.77.0.11:5051".into(), "10.77.0.11:9811".into())
+        );
+        assert_eq!(
+            addrs(&["--node-ip", "fd00::11", "--peer-port", "6000"]),
+            ("[fd00::11]:6000".into(), "[fd00::11]:9811".into())
+        );
+        let explicit = [
+            "--node-ip",
+            "10.77.0.11",
+            "--peer-bind-addr",
+            "0.0.0.0",
+            "--admin-addr",
+            "127.0.0.1:9000",
+        ];
+        assert_eq!(
+            addrs(&explicit),
+            ("0.0.0.0:5051".into(), "127.0.0.1:9000".into())
+        );
+        let cap = |v: &str| {
+            Args::try_parse_from(["noded", "--node-name", "n", "--max-connections", v])
+                .map(|a| a.max_connections)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(cap("1"), Ok(1));
+        assert!(cap("0").unwrap_err().contains("--max-connections"));
+        assert!(cap("4097").is_err());
     }
 
     #[test]

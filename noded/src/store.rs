@@ -57,6 +57,27 @@ pub fn partial_name(archive: &str) -> String {
     format!(".{archive}.partial")
 }
 
+/// What follows `-<uid>` in the names of a checkpoint's files: the tar of its volumes, the
+/// archive, and their temporary files (the archive's hidden, see [`partial_name`]). Longest
+/// first: `.tar` ends `.volumes.tar` too.
+const SUFFIXES: [&str; 4] = [".volumes.partial", ".volumes.tar", ".tar.partial", ".tar"];
+
+/// The Content UID a file of the checkpoint directory is named for (see [`archive_name`]);
+/// `None` for a name no checkpoint's file has. A UID is a UUID: 36 characters at the end of the
+/// name's stem, after a `-`.
+pub fn uid_of(file_name: &str) -> Option<&str> {
+    let name = file_name.strip_prefix('.').unwrap_or(file_name);
+    let stem = name.strip_prefix("checkpoint-")?;
+    let stem = SUFFIXES.iter().find_map(|s| stem.strip_suffix(s))?;
+    // Checked: the cut may fall inside a character of a name that is none of ours.
+    let (rest, uid) = stem.split_at_checked(stem.len().checked_sub(36)?)?;
+    let uuid = uid.char_indices().all(|(i, c)| match i {
+        8 | 13 | 18 | 23 => c == '-',
+        _ => c.is_ascii_hexdigit(),
+    });
+    (rest.ends_with('-') && uuid).then_some(uid)
+}
+
 #[derive(Clone, Debug)]
 pub struct CheckpointDir {
     root: PathBuf,
@@ -166,6 +187,41 @@ mod tests {
             };
             let path = dir.archive_path(&key(ns, pod, container));
             assert_eq!(path.parent(), Some(dir.root.as_path()), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_file_of_a_checkpoint_names_its_contents_uid_and_nothing_else_does() {
+        let dir = CheckpointDir {
+            root: PathBuf::from("/var/lib/kubelet/checkpoints"),
+        };
+        let k = key("default", "web-1", "app-2");
+        let volumes = dir.volumes_path(&k);
+        for path in [
+            dir.archive_path(&k),
+            dir.partial_path(&k),
+            volumes.with_extension("partial"),
+            volumes,
+        ] {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert_eq!(uid_of(name), Some(k.uid), "{name}");
+        }
+        let uid = k.uid;
+        for other in [
+            "oci".to_owned(),
+            "notes.txt".to_owned(),
+            format!("checkpoint-{uid}.tar"),
+            format!("checkpoint-a_b-c-{uid}.tar.gz"),
+            format!("backup-a_b-c-{uid}.tar"),
+            format!("checkpoint-a_b-c-{}.tar", uid.replace('-', "x")),
+            format!(
+                "checkpoint-a_b-c-{}.tar",
+                uid.to_uppercase().replace('B', "G")
+            ),
+            "checkpoint-a_b-c-short.tar".to_owned(),
+            "checkpoint-é_b-c-0b9c6c1e-7d1a-4d55-9a3e-5f2b0c1dé.tar".to_owned(),
+        ] {
+            assert_eq!(uid_of(&other), None, "{other}");
         }
     }
 

@@ -25,7 +25,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use crate::space::Size;
 
 pub use capture::capture;
-pub use place::{Ownership, place};
+pub use place::{Owners, place};
 
 /// Directory of the volumes inside the layer.
 const PREFIX: &str = "checkpointing-volumes";

@@ -1,22 +1,24 @@
 //! Who may ask the registry for what.
 //!
-//! - The peer server admits another node's noded: a bearer ServiceAccount token for
-//!   [`PEER_AUDIENCE`] that a `TokenReview` authenticates as one of the allowed users.
+//! - The peer server admits another node's noded ([`peer`]): a bearer ServiceAccount token
+//!   for the peer audience that a `TokenReview` authenticates as one of the allowed users,
+//!   bound to its pod on a node; and it serves that node only images a pod there was admitted
+//!   to restore.
 //! - The node-local registry admits only the runtime pulling for a pod: Basic credentials whose
 //!   password is the pod-bound token the kubelet gives our credential provider (audience
 //!   [`REGISTRY_AUDIENCE`]). The token must be bound to a pod of the image's namespace on this
 //!   node, and that pod must reference exactly the image asked for, which the restore webhook
 //!   lets a pod do only when it was admitted to restore that checkpoint.
 //!
-//! Positive answers are remembered for a minute, by the token's hash (tokens are not kept).
+//! Reviews are remembered by the token's hash (tokens are not kept): admissions for a minute,
+//! refusals briefly ([`Reviews`]).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
 use base64::Engine as _;
 use checkpointing::digest::sha256_hex;
-use checkpointing::names::{PEER_AUDIENCE, REGISTRY_AUDIENCE};
+use checkpointing::names::REGISTRY_AUDIENCE;
 use k8s_openapi::api::authentication::v1::TokenReviewStatus;
 use k8s_openapi::api::core::v1::Pod;
 
@@ -24,9 +26,20 @@ use super::problem::Problem;
 use crate::cluster::Cluster;
 use crate::error::error_chain;
 use crate::recent::Recent;
+use crate::restore::owners_of;
+use crate::volumes::Owners;
+
+mod peer;
+
+pub use peer::PeerAuth;
 
 /// How long a positive review or authorization is trusted.
 const REVIEW_TTL: Duration = Duration::from_secs(60);
+/// How long a refused token stays refused without another review: a stranger repeating a
+/// bogus token costs one review per this time, not one per request.
+const REFUSED_TTL: Duration = Duration::from_secs(10);
+/// Refused tokens remembered at once (their hashes), the oldest forgotten first.
+const MAX_REFUSED: usize = 1024;
 
 /// Peers send a bearer token; runtimes send what the kubelet gave them as Basic credentials.
 const BEARER: &str = "Bearer";
@@ -54,6 +67,10 @@ pub enum Denied {
     OtherNamespace(String, String),
     #[error("pod {0} does not reference {1}")]
     NotReferenced(String, String),
+    #[error("the token of {0:?} is not bound to a pod on a node")]
+    Unbound(String),
+    #[error("no pod on node {node} was admitted to restore {image}")]
+    NotRestoring { node: String, image: String },
 }
 
 impl Denied {
@@ -130,47 +147,16 @@ fn authenticated<'a>(
         .unwrap_or_default())
 }
 
-/// Admits a peer whose token the API server authenticated for [`PEER_AUDIENCE`] as one of
-/// `allowed`. Returns the username.
-pub fn decide_peer(status: &TokenReviewStatus, allowed: &[String]) -> Result<String, Denied> {
-    let user = authenticated(status, PEER_AUDIENCE)?;
-    if allowed.iter().any(|a| a == user) {
-        Ok(user.to_owned())
-    } else {
-        Err(Denied::NotAllowed(user.to_owned()))
-    }
-}
-
-/// The peer server's gate.
-pub struct PeerAuth {
-    allowed: Vec<String>,
-    reviewed: Recent<()>,
-}
-
-impl PeerAuth {
-    pub fn new(allowed: Vec<String>) -> Self {
-        Self {
-            allowed,
-            reviewed: Recent::new(REVIEW_TTL),
-        }
-    }
-
-    pub async fn check<C: Cluster>(
-        &self,
-        cluster: &C,
-        authorization: Option<&HeaderValue>,
-    ) -> Result<(), Problem> {
-        let token = bearer(authorization).map_err(|d| d.problem(BEARER))?;
-        let key = sha256_hex(token.as_bytes());
-        if self.reviewed.get(&key).is_some() {
-            return Ok(());
-        }
-        let status = review(cluster, token, PEER_AUDIENCE).await?;
-        let user = decide_peer(&status, &self.allowed).map_err(|d| d.problem(BEARER))?;
-        tracing::debug!(%user, "peer authenticated");
-        self.reviewed.put(key, ());
-        Ok(())
-    }
+/// The first value of claim `key` of an authenticated token's user.
+fn claim(status: &TokenReviewStatus, key: &str) -> Option<String> {
+    status
+        .user
+        .as_ref()?
+        .extra
+        .as_ref()?
+        .get(key)?
+        .first()
+        .cloned()
 }
 
 async fn review<C: Cluster>(
@@ -182,6 +168,64 @@ async fn review<C: Cluster>(
         .review_token(token, audience)
         .await
         .map_err(|e| Problem::Unavailable(format!("reviewing a token: {}", error_chain(&e))))
+}
+
+/// Token reviews by the token's hash: what a review admitted for [`REVIEW_TTL`], what it
+/// refused for [`REFUSED_TTL`] (at most [`MAX_REFUSED`] of those). A review the API server
+/// could not answer is not remembered.
+struct Reviews<V> {
+    admitted: Recent<V>,
+    refused: Recent<Denied>,
+}
+
+impl<V: Clone> Reviews<V> {
+    fn new() -> Self {
+        Self {
+            admitted: Recent::new(REVIEW_TTL),
+            refused: Recent::bounded(REFUSED_TTL, MAX_REFUSED),
+        }
+    }
+
+    /// What `decide` makes of a review of `token` for `audience`, refusals challenging with
+    /// `scheme`.
+    async fn decide<C: Cluster>(
+        &self,
+        cluster: &C,
+        token: &str,
+        audience: &'static str,
+        scheme: &'static str,
+        decide: impl FnOnce(&TokenReviewStatus) -> Result<V, Denied>,
+    ) -> Result<V, Problem> {
+        let key = sha256_hex(token.as_bytes());
+        if let Some(admitted) = self.admitted.get(&key) {
+            return Ok(admitted);
+        }
+        if let Some(refused) = self.refused.get(&key) {
+            return Err(refused.problem(scheme));
+        }
+        let status = review(cluster, token, audience).await?;
+        match decide(&status) {
+            Ok(admitted) => {
+                self.admitted.put(key, admitted.clone());
+                Ok(admitted)
+            }
+            Err(refused) => {
+                self.refused.put(key, refused.clone());
+                Err(refused.problem(scheme))
+            }
+        }
+    }
+}
+
+/// Who a request is answered for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The runtime pulling for a pod on this node.
+    Pod(Puller),
+    /// Another node's noded, fetching for a restore on that node.
+    Peer { node: String },
+    /// noded itself, fetching ahead for a pod it saw admitted here.
+    Noded,
 }
 
 /// The pod a pull is made for, as its token names it.
@@ -207,17 +251,10 @@ pub fn decide_puller(status: &TokenReviewStatus, node: &str) -> Result<Puller, D
         .and_then(|rest| rest.split_once(':'))
         .map(|(namespace, _)| namespace)
         .ok_or_else(|| Denied::NotAllowed(user.to_owned()))?;
-    let extra = status.user.as_ref().and_then(|u| u.extra.as_ref());
-    let claim = |key: &str| -> Option<String> {
-        extra
-            .and_then(|e: &BTreeMap<String, Vec<String>>| e.get(key))
-            .and_then(|v| v.first())
-            .cloned()
-    };
-    if claim(NODE_NAME).as_deref() != Some(node) {
+    if claim(status, NODE_NAME).as_deref() != Some(node) {
         return Err(Denied::NotThisNode(node.to_owned()));
     }
-    match (claim(POD_NAME), claim(POD_UID)) {
+    match (claim(status, POD_NAME), claim(status, POD_UID)) {
         (Some(pod), Some(uid)) => Ok(Puller {
             namespace: namespace.to_owned(),
             pod,
@@ -267,16 +304,15 @@ pub fn pod_runs(puller: &Puller, pod: Option<&Pod>, node: &str, image: &str) -> 
 
 /// The node-local registry's gate.
 pub struct PullAuth {
-    /// Pullers by the token's hash.
-    reviewed: Recent<Puller>,
-    /// Authorized (pod UID, image) pairs.
-    authorized: Recent<()>,
+    reviews: Reviews<Puller>,
+    /// How to own the volumes of authorized (pod UID, image) pairs.
+    authorized: Recent<Owners>,
 }
 
 impl Default for PullAuth {
     fn default() -> Self {
         Self {
-            reviewed: Recent::new(REVIEW_TTL),
+            reviews: Reviews::new(),
             authorized: Recent::new(REVIEW_TTL),
         }
     }
@@ -291,14 +327,11 @@ impl PullAuth {
         node: &str,
     ) -> Result<Puller, Problem> {
         let token = basic_password(authorization).map_err(|d| d.problem(BASIC))?;
-        let key = sha256_hex(token.as_bytes());
-        if let Some(puller) = self.reviewed.get(&key) {
-            return Ok(puller);
-        }
-        let status = review(cluster, &token, REGISTRY_AUDIENCE).await?;
-        let puller = decide_puller(&status, node).map_err(|d| d.problem(BASIC))?;
-        self.reviewed.put(key, puller.clone());
-        Ok(puller)
+        self.reviews
+            .decide(cluster, &token, REGISTRY_AUDIENCE, BASIC, |status| {
+                decide_puller(status, node)
+            })
+            .await
     }
 
     /// Whether `puller` may pull images of `namespace` at all.
@@ -306,17 +339,18 @@ impl PullAuth {
         same_namespace(puller, namespace).map_err(|d| d.problem(BASIC))
     }
 
-    /// Whether `puller` may pull `image`: its pod runs it.
+    /// Whether `puller` may pull `image`: its pod runs it. Returns who the volumes placed for
+    /// the pod belong to, as its spec says.
     pub async fn authorize<C: Cluster>(
         &self,
         cluster: &C,
         puller: &Puller,
         node: &str,
         image: &str,
-    ) -> Result<(), Problem> {
+    ) -> Result<Owners, Problem> {
         let key = format!("{} {image}", puller.uid);
-        if self.authorized.get(&key).is_some() {
-            return Ok(());
+        if let Some(owners) = self.authorized.get(&key) {
+            return Ok(owners);
         }
         let pod = cluster
             .pod(&puller.namespace, &puller.pod)
@@ -325,8 +359,12 @@ impl PullAuth {
                 Problem::Unavailable(format!("looking up pod {puller}: {}", error_chain(&e)))
             })?;
         pod_runs(puller, pod.as_ref(), node, image).map_err(|d| d.problem(BASIC))?;
-        self.authorized.put(key, ());
-        Ok(())
+        let owners = pod
+            .as_ref()
+            .map(|p| owners_of(p, image))
+            .unwrap_or_default();
+        self.authorized.put(key, owners);
+        Ok(owners)
     }
 }
 

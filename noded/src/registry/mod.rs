@@ -8,10 +8,10 @@
 //! runtime holds the checkpoint's base image: CRI-O never pulls it itself.
 //!
 //! The same routes, authenticated and never fetching further, form the peer server other
-//! nodes' noded fetch from. Decisions ([`route`], [`resolve`]) are pure.
+//! nodes' noded fetch from ([`held`]), each only what a pod on its node restores. Decisions
+//! ([`route`], [`resolve`], [`auth`]) are pure.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::Runtime;
-use checkpointing::digest::sha256_hex;
 use checkpointing::names::checkpoint_image;
 use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE};
 use futures::TryStreamExt as _;
@@ -34,8 +33,10 @@ use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::recent::Recent;
 use crate::restore::{Restore, RestoreError};
+use crate::volumes::Owners;
 
 mod auth;
+mod held;
 pub mod peer;
 mod problem;
 mod resolve;
@@ -45,10 +46,10 @@ mod serve;
 mod tests;
 
 pub use auth::PeerAuth;
-use auth::{PullAuth, Puller};
-use peer::{FetchError, PeerClient};
+use auth::{Caller, PullAuth};
+use peer::PeerClient;
 use problem::{API_VERSION, Problem};
-use resolve::{Source, ready_image, source, tag_of, wanted_digest};
+use resolve::{ready_image, tag_of, wanted_digest};
 use route::{Reference, Repo, Route, route};
 pub use serve::{router, serve};
 
@@ -170,18 +171,18 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         }
         // Before anything else: an unauthenticated caller learns nothing, not even names.
         let authorization = headers.get(header::AUTHORIZATION);
-        let puller = match mode {
-            Mode::Peer => {
-                self.peer_auth.check(&self.cluster, authorization).await?;
-                None
-            }
-            Mode::Local => Some(
+        let caller = match mode {
+            Mode::Peer => Caller::Peer {
+                node: (self.peer_auth)
+                    .authenticate(&self.cluster, authorization)
+                    .await?,
+            },
+            Mode::Local => Caller::Pod(
                 self.pull_auth
                     .authenticate(&self.cluster, authorization, &self.node)
                     .await?,
             ),
         };
-        let puller = puller.as_ref();
         let head = method == Method::HEAD;
         match route(path)
             .ok_or_else(|| Problem::BadPath(format!("{path:?} is not a registry path")))?
@@ -197,21 +198,21 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                 },
             )),
             Route::Manifest { repo, reference } => {
-                self.manifest(mode, puller, &repo, &reference, head).await
+                self.manifest(mode, &caller, &repo, &reference, head).await
             }
-            Route::Blob { repo, digest } => self.blob(mode, puller, &repo, &digest, head).await,
+            Route::Blob { repo, digest } => self.blob(mode, &caller, &repo, &digest, head).await,
         }
     }
 
     async fn manifest(
         &self,
         mode: Mode,
-        puller: Option<&Puller>,
+        caller: &Caller,
         repo: &Repo,
         reference: &Reference,
         head: bool,
     ) -> Result<Response, Problem> {
-        let content = self.readable(puller, repo, None).await?;
+        let (content, owners) = self.readable(caller, repo, None).await?;
         let digest = wanted_digest(&content, reference)
             .map_err(|e| Problem::ManifestUnknown(e.to_string()))?;
         let image = self.local_image(mode, repo, &content, &digest).await?;
@@ -236,10 +237,10 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                     .as_ref()
                     .is_some_and(|a| a.contains_key(checkpoint_image::VOLUMES_LAYER))
             });
-            if let (Some(layer), Some(puller)) = (volumes, puller) {
+            if let (Some(layer), Caller::Pod(puller)) = (volumes, caller) {
                 let path = self.layout.blob_path(layer.digest());
                 self.restore
-                    .place_volumes(&puller.uid, &path)
+                    .place_volumes(&puller.uid, &path, owners)
                     .await
                     .map_err(failed)?;
             }
@@ -257,13 +258,13 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
     async fn blob(
         &self,
         mode: Mode,
-        puller: Option<&Puller>,
+        caller: &Caller,
         repo: &Repo,
         digest: &str,
         head: bool,
     ) -> Result<Response, Problem> {
-        let content = self
-            .readable(puller, repo, self.resolved.get(&repo.to_string()))
+        let (content, _) = self
+            .readable(caller, repo, self.resolved.get(&repo.to_string()))
             .await?;
         let manifest_digest = ready_image(&content)
             .map_err(|e| Problem::BlobUnknown(e.to_string()))?
@@ -312,7 +313,7 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             return Err(Problem::ManifestUnknown(format!("{image}: no checkpoint")));
         };
         let known = self.resolved.get(&repo.to_string());
-        let content = self.readable(None, &repo, known).await?;
+        let (content, _) = self.readable(&Caller::Noded, &repo, known).await?;
         let digest = wanted_digest(&content, &reference)
             .map_err(|e| Problem::ManifestUnknown(e.to_string()))?;
         self.local_image(Mode::Local, &repo, &content, &digest)
@@ -320,15 +321,15 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             .map(drop)
     }
 
-    /// The Content of `repo` (`known` when just looked up), once `puller`, when the runtime
-    /// pulls for one, may read its image.
+    /// The Content of `repo` (`known` when just looked up), once `caller` may have its image,
+    /// and who the volumes placed for a pod pulling it belong to.
     async fn readable(
         &self,
-        puller: Option<&Puller>,
+        caller: &Caller,
         repo: &Repo,
         known: Option<Arc<ContainerCheckpointContent>>,
-    ) -> Result<Arc<ContainerCheckpointContent>, Problem> {
-        if let Some(puller) = puller {
+    ) -> Result<(Arc<ContainerCheckpointContent>, Owners), Problem> {
+        if let Caller::Pod(puller) = caller {
             self.pull_auth.admit_namespace(puller, &repo.namespace)?;
         }
         let content = match known {
@@ -339,14 +340,24 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                 content
             }
         };
-        if let Some(puller) = puller {
-            let (image, _) =
-                ready_image(&content).map_err(|e| Problem::ManifestUnknown(e.to_string()))?;
-            self.pull_auth
-                .authorize(&self.cluster, puller, &self.node, image)
-                .await?;
-        }
-        Ok(content)
+        let ready = || ready_image(&content).map_err(|e| Problem::ManifestUnknown(e.to_string()));
+        let owners = match caller {
+            Caller::Noded => Owners::default(),
+            Caller::Pod(puller) => {
+                let (image, _) = ready()?;
+                self.pull_auth
+                    .authorize(&self.cluster, puller, &self.node, image)
+                    .await?
+            }
+            Caller::Peer { node } => {
+                let (image, digest) = ready()?;
+                (self.peer_auth)
+                    .authorize(&self.cluster, node, &repo.namespace, image, digest)
+                    .await?;
+                Owners::default()
+            }
+        };
+        Ok((content, owners))
     }
 
     async fn content(&self, repo: &Repo) -> Result<Arc<ContainerCheckpointContent>, Problem> {
@@ -360,123 +371,21 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             .ok_or_else(|| Problem::NameUnknown(format!("no checkpoint {repo}")))
     }
 
-    /// The image `digest` of `content` from the local layout, fetched from the node holding it
-    /// first when this is the local registry and the layout does not have it.
-    async fn local_image(
+    /// Removes the cached and the runtime's images, and the archives in `checkpoint_dir`, of
+    /// checkpoints whose Content is gone; the runtime's are those named under `image_registry`
+    /// (see [`gc::prune`]).
+    pub async fn prune(
         &self,
-        mode: Mode,
-        repo: &Repo,
-        content: &ContainerCheckpointContent,
-        digest: &str,
-    ) -> Result<LocalImage, Problem> {
-        let tag = tag_of(content);
-        let held = self.layout.resolve(tag)?.is_some();
-        match source(content, &self.node, held)
-            .map_err(|e| Problem::ManifestUnknown(e.to_string()))?
-        {
-            Source::Local => {}
-            Source::Peer(node) if mode == Mode::Local => {
-                self.fetch(repo, tag, &node, digest).await?;
-            }
-            Source::Peer(node) => {
-                return Err(Problem::ManifestUnknown(format!(
-                    "this node does not hold the image of {repo} (node {node} does)"
-                )));
-            }
-        }
-        self.read_local(tag, digest).await
-    }
-
-    /// Fetches the image from `node` once, however many requests ask at the same time.
-    async fn fetch(&self, repo: &Repo, tag: &str, node: &str, digest: &str) -> Result<(), Problem> {
-        let lock = self.locks.get(tag);
-        let _fetching = lock.lock().await;
-        if self.layout.resolve(tag)?.is_some() {
-            return Ok(()); // fetched by the request we waited for
-        }
-        let ip = self
-            .cluster
-            .node_ip(node)
-            .await
-            .map_err(|e| {
-                Problem::Unavailable(format!("looking up node {node}: {}", error_chain(&e)))
-            })?
-            .ok_or_else(|| Problem::Upstream(format!("node {node} has no InternalIP")))?;
-        let pin = self
-            .cluster
-            .peer_pin(node)
-            .await
-            .map_err(|e| {
-                Problem::Unavailable(format!("looking up node {node}'s Lease: {}", error_chain(&e)))
-            })?
-            .ok_or_else(|| {
-                Problem::Upstream(format!(
-                    "node {node}'s noded publishes no peer certificate in its Lease (not running, or an older version)"
-                ))
-            })?;
-        let peer = SocketAddr::new(ip, self.peers.port);
-        tracing::info!(%repo, %node, %peer, %digest, "fetching checkpoint image from its node");
-        let started = std::time::Instant::now();
-        let fetched = self
-            .peers
-            .fetch(peer, &pin, repo, digest, tag, &self.layout)
-            .await;
-        self.metrics.fetched(started.elapsed().as_secs_f64());
-        match fetched {
-            Ok(bytes) => {
-                self.metrics.transferred("fetched", bytes);
-                tracing::info!(%repo, %node, bytes, total = self.peers.transferred(), "checkpoint image fetched");
-                Ok(())
-            }
-            Err(e) if e.is_not_found() => Err(Problem::ManifestUnknown(error_chain(&e))),
-            // Our disk, not the peer, is short: the pull may succeed once space is freed.
-            Err(e @ FetchError::Space(_)) => Err(Problem::Unavailable(error_chain(&e))),
-            Err(e) => Err(Problem::Upstream(error_chain(&e))),
-        }
-    }
-
-    /// The manifest tagged `tag`, which must be `digest`, read and checked.
-    async fn read_local(&self, tag: &str, digest: &str) -> Result<LocalImage, Problem> {
-        let desc = self
-            .layout
-            .resolve(tag)?
-            .ok_or_else(|| Problem::ManifestUnknown(format!("no image tagged {tag}")))?;
-        if desc.digest().to_string() != digest {
-            return Err(Problem::ManifestUnknown(format!(
-                "the local image of {tag} is {}, not {digest}",
-                desc.digest()
-            )));
-        }
-        let path = self.layout.blob_path(desc.digest());
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|e| Problem::Internal(format!("reading {}: {e}", path.display())))?;
-        let found = sha256_hex(&bytes);
-        if desc.digest().digest() != found {
-            return Err(Problem::Internal(format!(
-                "manifest {digest} on disk hashes to sha256:{found}"
-            )));
-        }
-        let manifest = ImageManifest::from_reader(&bytes[..])
-            .map_err(|e| Problem::Internal(format!("parsing manifest {digest}: {e}")))?;
-        Ok(LocalImage {
-            digest: digest.to_owned(),
-            bytes,
-            manifest,
-        })
-    }
-
-    /// Removes the cached and the runtime's images of checkpoints whose Content is gone; the
-    /// runtime's are those named under `image_registry` (see [`gc::prune`]).
-    pub async fn prune(&self, image_registry: &str) -> Result<gc::Pruned, GcError> {
-        let pruned = gc::prune(
-            &self.cluster,
-            &self.layout,
-            self.restore.runtime(),
-            image_registry,
-            &self.metrics,
-        )
-        .await?;
+        image_registry: &str,
+        checkpoint_dir: &Path,
+    ) -> Result<gc::Pruned, GcError> {
+        let stores = gc::Stores {
+            layout: &self.layout,
+            runtime: self.restore.runtime(),
+            registry: image_registry,
+            archives: checkpoint_dir,
+        };
+        let pruned = gc::prune(&self.cluster, stores, &self.metrics).await?;
         for tag in &pruned.tags {
             self.restore.forget(tag);
         }

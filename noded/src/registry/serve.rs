@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderMap, Method, Uri};
 use checkpointing::cri::Runtime;
+use checkpointing::listen::{self, Timeouts};
 
 use super::{Mode, Registry};
 use crate::cluster::Cluster;
@@ -22,33 +23,21 @@ pub fn router<R: Runtime + 'static, C: Cluster>(
     })
 }
 
-/// Serves `router` on `listener` (plain TCP for the local registry, TLS for the peer server)
-/// until `stop` resolves; connections still open then get `grace` to finish.
+/// Serves `router` on `listener` (plain TCP for the local registry, TLS for the peer server;
+/// [`checkpointing::listen::Capped`] in the daemon) until `stop` resolves; connections still
+/// open then get `grace` to finish. Clients get [`listen::HEADER_READ_TIMEOUT`] for their
+/// request headers.
 pub async fn serve<L>(
     listener: L,
     router: Router,
     stop: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
-) -> std::io::Result<()>
-where
+) where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
 {
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        stop.await;
-        let _ = stopped_tx.send(());
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => return result,
-        _ = stopped_rx => {}
-    }
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!("registry connections still open after {grace:?}; closing them");
-            Ok(())
-        }
-    }
+    let timeouts = Timeouts {
+        header_read: listen::HEADER_READ_TIMEOUT,
+        grace,
+    };
+    listen::serve(listener, router, stop, timeouts).await;
 }

@@ -1,7 +1,8 @@
 //! Two nodes' registries over real sockets.
 
 use checkpointing::admin::Telemetry as _;
-use std::net::Ipv4Addr;
+use checkpointing::digest::sha256_hex;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::identity::PeerIdentity;
 use crate::space::{DEFAULT_RESERVE_MIB, DiskSpace};
 use crate::testing::{
     FakeCluster, FakeRuntime, GOOD_TOKEN, NODED, archive_bytes, content, digest, pod, pod_token,
-    roomy_disk,
+    restoring_pod, roomy_disk,
 };
 
 const BASE: &str = "docker.io/library/busybox@sha256:00";
@@ -147,7 +148,7 @@ async fn two_nodes(payload: &[u8]) -> Cluster2 {
             .pods
             .lock()
             .unwrap()
-            .push(pod("default", &name, &uid, node, &image));
+            .push(restoring_pod("default", &name, &uid, node, &image));
         cluster.tokens.lock().unwrap().insert(
             token.into(),
             pod_token("default", &name, &uid, node, REGISTRY_AUDIENCE),
@@ -374,7 +375,8 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
 
     // Once the Content is gone, the cached copy goes too.
     t.cluster.contents.lock().unwrap().clear();
-    assert_eq!(node2.prune("localhost:5050").await.unwrap().tags.len(), 1);
+    let pruned = node2.prune("localhost:5050", t._tmp.path()).await.unwrap();
+    assert_eq!(pruned.tags.len(), 1);
     assert!(node2.layout.tags().unwrap().is_empty());
     assert!(blob_files(&node2.layout).is_empty());
 }
@@ -740,3 +742,5 @@ async fn a_peer_is_trusted_only_with_the_certificate_its_lease_publishes() {
     t.cluster.pins.lock().unwrap().insert("node1".into(), pin);
     assert_eq!(get(t.node2.local, &manifest).await.status, StatusCode::OK);
 }
+
+mod peers;

@@ -14,7 +14,7 @@ use checkpointing::crd::{
     ContainerCheckpointContent, ContainerCheckpointContentSpec, ContainerCheckpointContentStatus,
 };
 use checkpointing::cri::{CriError, Runtime, api};
-use checkpointing::names::{PEER_AUDIENCE, kubelet};
+use checkpointing::names::{PEER_AUDIENCE, RESTORED_FROM_DIGEST_ANNOTATION, kubelet};
 use checkpointing::oci::ImageLayout;
 use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
@@ -27,8 +27,10 @@ use crate::store::CheckpointDir;
 
 /// The user noded's peers authenticate as.
 pub const NODED: &str = "system:serviceaccount:kube-system:checkpoint-noded";
-/// The token [`FakeCluster`] authenticates as [`NODED`].
+/// The token [`FakeCluster`] authenticates as [`NODED`] on [`PEER_NODE`].
 pub const GOOD_TOKEN: &str = "good-token";
+/// The node whose noded's token is [`GOOD_TOKEN`]: the one fetching in the tests.
+pub const PEER_NODE: &str = "node2";
 
 /// `sha256:` and 64 times `c`.
 pub fn digest(c: char) -> String {
@@ -323,8 +325,8 @@ impl Runtime for FakeRuntime {
 }
 
 /// A cluster of `contents`, `nodes` and `pods` that authenticates, for peers, [`GOOD_TOKEN`]
-/// as [`NODED`] and `other-user` as someone else, and the `tokens` given; counting Content
-/// lookups, token reviews and pod lookups.
+/// as [`NODED`] on [`PEER_NODE`] and `other-user` as someone else, and the `tokens` given;
+/// counting Content lookups, token reviews, pod lookups and lists.
 #[derive(Default)]
 pub struct FakeCluster {
     pub contents: Mutex<Vec<ContainerCheckpointContent>>,
@@ -337,6 +339,7 @@ pub struct FakeCluster {
     pub reviews: AtomicUsize,
     pub lookups: AtomicUsize,
     pub pod_lookups: AtomicUsize,
+    pub pod_lists: AtomicUsize,
 }
 
 /// What the API server answers for a token bound to pod `namespace/pod` (UID `uid`) on `node`,
@@ -366,6 +369,37 @@ pub fn pod_token(
         }),
         ..Default::default()
     }
+}
+
+/// What the API server answers for the peer token of the noded pod on `node` (as noded's
+/// projected token is bound to its pod).
+pub fn noded_token(node: &str) -> TokenReviewStatus {
+    let mut status = pod_token(
+        "kube-system",
+        &format!("noded-{node}"),
+        &format!("uid-noded-{node}"),
+        node,
+        PEER_AUDIENCE,
+    );
+    if let Some(user) = status.user.as_mut() {
+        user.username = Some(NODED.into());
+    }
+    status
+}
+
+/// [`pod`], as the restore webhook admits it to restore `image` (`<repo>@<digest>`): marked
+/// with the digest it restores.
+pub fn restoring_pod(namespace: &str, name: &str, uid: &str, node: &str, image: &str) -> Pod {
+    let mut restoring = pod(namespace, name, uid, node, image);
+    let digest = image.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    restoring.metadata.annotations = Some(
+        [(
+            RESTORED_FROM_DIGEST_ANNOTATION.to_owned(),
+            digest.to_owned(),
+        )]
+        .into(),
+    );
+    restoring
 }
 
 /// A pod `namespace/name` (UID `uid`) on `node` whose one container runs `image`.
@@ -420,18 +454,15 @@ impl Cluster for Arc<FakeCluster> {
         audience: &str,
     ) -> Result<TokenReviewStatus, kube::Error> {
         self.reviews.fetch_add(1, Ordering::SeqCst);
-        let peer = |user: &str| TokenReviewStatus {
-            authenticated: Some(true),
-            audiences: Some(vec![PEER_AUDIENCE.into()]),
-            user: Some(UserInfo {
-                username: Some(user.into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         let status = match token {
-            GOOD_TOKEN => Some(peer(NODED)),
-            "other-user" => Some(peer("system:serviceaccount:default:default")),
+            GOOD_TOKEN => Some(noded_token(PEER_NODE)),
+            "other-user" => {
+                let mut other = noded_token(PEER_NODE);
+                if let Some(user) = other.user.as_mut() {
+                    user.username = Some("system:serviceaccount:default:default".into());
+                }
+                Some(other)
+            }
             _ => self.tokens.lock().unwrap().get(token).cloned(),
         };
         // As the API server does: a token issued for another audience is not authenticated.
@@ -451,6 +482,20 @@ impl Cluster for Arc<FakeCluster> {
                     && p.metadata.name.as_deref() == Some(name)
             })
             .cloned())
+    }
+    async fn pods_on_node(&self, namespace: &str, node: &str) -> Result<Vec<Pod>, kube::Error> {
+        self.pod_lists.fetch_add(1, Ordering::SeqCst);
+        Ok(self
+            .pods
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace)
+                    && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+            })
+            .cloned()
+            .collect())
     }
     async fn all_contents(&self) -> Result<Vec<ContainerCheckpointContent>, kube::Error> {
         Ok(self.contents.lock().unwrap().clone())

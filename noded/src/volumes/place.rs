@@ -16,23 +16,30 @@ use super::{Error, PREFIX, host_dir, open_beneath, open_volume};
 /// The kernel's overflow user and group.
 const NOBODY: u32 = 65534;
 
-/// Who placed files belong to: the pod's user and group, never the source node's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ownership {
-    pub uid: u32,
-    pub gid: u32,
+/// Who placed files belong to. Whoever it is, they get no setuid or setgid bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Owners {
+    /// The owner of the volume's directory the kubelet made: the pod's spec is not known.
+    #[default]
+    Volume,
+    /// The pod's user and group: it runs as this user, not root, who must be able to write
+    /// its own files.
+    Pod { uid: u32, gid: u32 },
+    /// The owners the layer records (those at the source): the pod may run as root, which
+    /// may change anything in its volume anyway, and its restored processes keep their users.
+    Recorded,
 }
 
 /// Unpacks the volumes of the layer at `layer` into pod `uid`'s emptyDir directories: only
 /// those `wanted` says yes to and the pod has (the kubelet made their directory). Returns the
-/// volumes placed. Files take `owner`, else the owner of the volume's directory, and
-/// permission bits without setuid or setgid. A hard link, device or fifo, a symbolic link
-/// out of its volume, or an entry that would land outside it fails the whole.
+/// volumes placed. Files belong to `owners` and keep their permission bits but setuid and
+/// setgid. A hard link, device or fifo, a symbolic link out of its volume, or an entry that
+/// would land outside it fails the whole.
 pub fn place(
     layer: &Path,
     pods: &Path,
     uid: &str,
-    owner: Option<Ownership>,
+    owners: Owners,
     wanted: impl Fn(&str) -> bool,
 ) -> Result<Vec<String>, Error> {
     let unreadable = |source| Error::Layer {
@@ -54,7 +61,7 @@ pub fn place(
         let checked = check(&entry, layer)?;
         let volume = checked.volume.as_str();
         if !targets.contains_key(volume) {
-            let target = Target::open(pods, uid, volume, owner, &wanted, &checked.path)?;
+            let target = Target::open(pods, uid, volume, owners, &wanted, &checked.path)?;
             if target.is_some() {
                 placed.push(volume.to_owned());
             }
@@ -133,7 +140,11 @@ fn check(entry: &tar::Entry<impl Read>, layer: &Path) -> Result<Checked, Error> 
 /// A volume being placed: its directory, open, and who its files belong to.
 struct Target {
     root: OwnedFd,
-    owner: Ownership,
+    /// The owner of what the layer does not record (directories it implies) or, unless
+    /// `recorded`, of everything.
+    owner: (u32, u32),
+    /// Entries keep the owners the layer records.
+    recorded: bool,
 }
 
 impl Target {
@@ -142,7 +153,7 @@ impl Target {
         pods: &Path,
         uid: &str,
         volume: &str,
-        owner: Option<Ownership>,
+        owners: Owners,
         wanted: impl Fn(&str) -> bool,
         path: &Path,
     ) -> Result<Option<Self>, Error> {
@@ -161,17 +172,19 @@ impl Target {
         if !wanted(volume) {
             return Ok(None);
         }
-        let owner = match owner {
-            Some(owner) => owner,
-            None => {
+        let owner = match owners {
+            Owners::Pod { uid, gid } => (uid, gid),
+            Owners::Volume | Owners::Recorded => {
                 let stat = rustix::fs::fstat(&root).map_err(|e| fail(e.into()))?;
-                Ownership {
-                    uid: stat.st_uid,
-                    gid: stat.st_gid,
-                }
+                (stat.st_uid, stat.st_gid)
             }
         };
-        Ok(Some(Self { root, owner }))
+        let recorded = owners == Owners::Recorded;
+        Ok(Some(Self {
+            root,
+            owner,
+            recorded,
+        }))
     }
 
     /// Places `entry`, as checked.
@@ -188,6 +201,15 @@ impl Target {
         // Permission bits and the sticky bit: never setuid or setgid, whoever owns the file.
         let mode = Mode::from_raw_mode(header.mode().map_err(fail)? & 0o1777);
         let mtime = header.mtime().map_err(fail)?;
+        let owner = if self.recorded {
+            let id = |raw: u64| u32::try_from(raw).unwrap_or(NOBODY);
+            (
+                id(header.uid().map_err(fail)?),
+                id(header.gid().map_err(fail)?),
+            )
+        } else {
+            self.owner
+        };
         let mut parent = None;
         for name in parents {
             let at = parent.as_ref().map_or(self.root.as_fd(), AsFd::as_fd);
@@ -195,11 +217,11 @@ impl Target {
         }
         let at = parent.as_ref().map_or(self.root.as_fd(), AsFd::as_fd);
         let placed = match &checked.link {
-            Some(target) => self.symlink(at, leaf, target),
+            Some(target) => self.symlink(at, leaf, target, owner),
             None if checked.directory => {
-                (self.directory(at, leaf)).and_then(|dir| self.own(&dir, mode))
+                (self.directory(at, leaf)).and_then(|dir| own(&dir, owner, mode))
             }
-            None => self.file(at, leaf, entry, mode, mtime),
+            None => self.file(at, leaf, entry, (mode, owner), mtime),
         };
         placed.map_err(fail)
     }
@@ -214,7 +236,7 @@ impl Target {
         match rustix::fs::mkdirat(at, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => {
                 let dir = open_beneath(at, name, flags, Mode::empty())?;
-                self.own(&dir, Mode::from_raw_mode(0o755))?;
+                own(&dir, self.owner, Mode::from_raw_mode(0o755))?;
                 Ok(dir)
             }
             // Made meanwhile (by the pod): used as it is.
@@ -230,7 +252,7 @@ impl Target {
         at: BorrowedFd<'_>,
         name: &OsStr,
         data: &mut impl Read,
-        mode: Mode,
+        (mode, owner): (Mode, (u32, u32)),
         mtime: u64,
     ) -> io::Result<()> {
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
@@ -244,7 +266,7 @@ impl Target {
         };
         let mut file = File::from(fd);
         io::copy(data, &mut file)?;
-        self.own(&file, mode)?;
+        own(&file, owner, mode)?;
         let time = Timespec {
             tv_sec: i64::try_from(mtime).unwrap_or(0),
             tv_nsec: 0,
@@ -257,7 +279,13 @@ impl Target {
     }
 
     /// Makes symbolic link `name` of `at` point to `target`, replacing what was there.
-    fn symlink(&self, at: BorrowedFd<'_>, name: &OsStr, target: &Path) -> io::Result<()> {
+    fn symlink(
+        &self,
+        at: BorrowedFd<'_>,
+        name: &OsStr,
+        target: &Path,
+        owner: (u32, u32),
+    ) -> io::Result<()> {
         match rustix::fs::symlinkat(target, at, name) {
             Err(Errno::EXIST) => {
                 rustix::fs::unlinkat(at, name, AtFlags::empty())?;
@@ -265,26 +293,23 @@ impl Target {
             }
             made => made?,
         }
-        let (uid, gid) = self.ids();
+        let (uid, gid) = ids(owner);
         let flags = AtFlags::SYMLINK_NOFOLLOW;
         Ok(rustix::fs::chownat(at, name, Some(uid), Some(gid), flags)?)
     }
+}
 
-    /// Gives what `fd` holds to the pod, with `mode`; after the owner, which would clear it.
-    fn own(&self, fd: impl AsFd, mode: Mode) -> io::Result<()> {
-        let (uid, gid) = self.ids();
-        rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
-        Ok(rustix::fs::fchmod(&fd, mode)?)
-    }
+/// Gives what `fd` holds to `owner`, with `mode`; after the owner, which would clear it.
+fn own(fd: impl AsFd, owner: (u32, u32), mode: Mode) -> io::Result<()> {
+    let (uid, gid) = ids(owner);
+    rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
+    Ok(rustix::fs::fchmod(&fd, mode)?)
+}
 
-    fn ids(&self) -> (Uid, Gid) {
-        // -1 would mean "unchanged" (root's, in a fresh file): nobody's instead.
-        let id = |raw: u32| if raw == u32::MAX { NOBODY } else { raw };
-        (
-            Uid::from_raw(id(self.owner.uid)),
-            Gid::from_raw(id(self.owner.gid)),
-        )
-    }
+fn ids((uid, gid): (u32, u32)) -> (Uid, Gid) {
+    // -1 would mean "unchanged" (root's, in a fresh file): nobody's instead.
+    let id = |raw: u32| if raw == u32::MAX { NOBODY } else { raw };
+    (Uid::from_raw(id(uid)), Gid::from_raw(id(gid)))
 }
 
 /// Whether a link to `target` in a directory `depth` levels beneath the volume stays in the

@@ -58,7 +58,7 @@ fn volumes_travel_into_the_restored_pods_directories() {
 
     // The new pod has `data` only; `cache` is not placed.
     let placed_dir = volume_dir(&target, "new", "data");
-    let placed = place(&layer, &target, "new", None, |_| true).unwrap();
+    let placed = place(&layer, &target, "new", Owners::Volume, |_| true).unwrap();
     assert_eq!(placed, ["data"]);
     assert_eq!(
         fs::read_to_string(placed_dir.join("sub/log")).unwrap(),
@@ -79,7 +79,7 @@ fn volumes_travel_into_the_restored_pods_directories() {
     // Already placed (say, from another container's image): left alone.
     fs::write(placed_dir.join("sub/log"), "1\n2\n3\n").unwrap();
     assert!(
-        place(&layer, &target, "new", None, |_| false)
+        place(&layer, &target, "new", Owners::Volume, |_| false)
             .unwrap()
             .is_empty()
     );
@@ -117,7 +117,7 @@ fn a_layer_that_reaches_outside_its_volume_is_refused() {
         .unwrap();
     builder.finish().unwrap();
     drop(builder);
-    assert!(place(&layer, &pods, "new", None, |_| true).is_err());
+    assert!(place(&layer, &pods, "new", Owners::Volume, |_| true).is_err());
     assert!(!outside.join("pwned").exists());
 }
 

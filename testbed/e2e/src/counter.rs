@@ -140,6 +140,39 @@ pub async fn assert_container_resumes(
     );
 }
 
+/// Asserts that the restored process in `container` of pod `name` goes on appending its
+/// counter to `file` (a value a line): the file holds what the source wrote up to
+/// `at_checkpoint`, from 0 once (it never started again), then more. Returns the values.
+pub async fn assert_file_resumes(
+    tb: &Testbed,
+    ns: &str,
+    (name, container): (&str, &str),
+    file: &str,
+    at_checkpoint: u64,
+) -> Vec<u64> {
+    let log = eventually(
+        &format!("the restored process to append to {file}"),
+        Duration::from_secs(60),
+        || async {
+            let out = tb.kubectl(&["exec", "-n", ns, name, "-c", container, "--", "cat", file]);
+            let values: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            values
+                .last()
+                .is_some_and(|&v| v > at_checkpoint + 1)
+                .then_some(values)
+        },
+    )
+    .await;
+    let written: Vec<u64> = (0..=at_checkpoint).collect();
+    assert_eq!(log[..written.len()], written[..], "{file}: {log:?}");
+    let zeros = log.iter().filter(|&&v| v == 0).count();
+    assert_eq!(zeros, 1, "{file}: {log:?}");
+    log
+}
+
 /// `(timestamp, N)` of the `Counter: N` lines of `kubectl logs --timestamps`.
 fn timestamped_counter(log: &str) -> Vec<(k8s_openapi::jiff::Timestamp, u64)> {
     log.lines()

@@ -34,8 +34,8 @@ pub use apps::{
     kv_service, redis_cli, unix_now,
 };
 pub use counter::{
-    assert_container_resumes, assert_counter_resumes, counter_log, counter_pod, counter_values,
-    value_at_checkpoint,
+    assert_container_resumes, assert_counter_resumes, assert_file_resumes, counter_log,
+    counter_pod, counter_values, value_at_checkpoint,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 pub use migration::{
@@ -176,6 +176,15 @@ impl Testbed {
             .args(args)
             .output()
             .expect("running testbed/node-exec")
+    }
+
+    /// `node`'s InternalIP, as its Node reports it (where its noded's peer and admin ports
+    /// listen).
+    pub fn node_ip(&self, node: &str) -> String {
+        let jsonpath = "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}";
+        let ip = self.kubectl_ok(&["get", "node", node, "-o", jsonpath]);
+        assert!(!ip.trim().is_empty(), "node {node} reports no InternalIP");
+        ip.trim().to_owned()
     }
 
     /// Host path of `path` inside `node`'s filesystem.

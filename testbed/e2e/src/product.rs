@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use checkpointing::names::PEER_AUDIENCE;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -99,6 +100,27 @@ impl Testbed {
             || self.noded_pod(client, node),
         )
         .await
+    }
+
+    /// A token of noded's ServiceAccount for the peer audience, as noded's own projected one:
+    /// bound to the serving noded pod on `node`, whose node it then speaks for. `None`: bound
+    /// to no pod.
+    pub async fn noded_peer_token(&self, client: &kube::Client, node: Option<&str>) -> String {
+        let mut args = vec![
+            "create",
+            "token",
+            "checkpoint-noded",
+            "-n",
+            NODED_NAMESPACE,
+            "--audience",
+            PEER_AUDIENCE,
+        ];
+        let pod: String;
+        if let Some(node) = node {
+            pod = self.wait_noded(client, node).await.metadata.name.unwrap();
+            args.extend(["--bound-object-kind", "Pod", "--bound-object-name", &pod]);
+        }
+        self.kubectl_ok(&args).trim().to_owned()
     }
 
     /// Host PID of noded's process on `node`.

@@ -196,7 +196,7 @@ const GRANTS: &[(&str, &str)] = &[
     ),
     (
         "checkpoint-noded list /pods",
-        "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it (this node's pods: the base image of a restore from a registry)",
+        "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it (this node's pods: the base image of a restore from a registry); peers::a_nodes_peer_token_fetches_only_what_a_pod_on_that_node_restores (a peer's node's pods)",
     ),
     (
         "checkpoint-noded watch /pods",

@@ -11,8 +11,14 @@ fn sample(text: &str, metric: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// noded's admin port on `node`: its IP, on which alone it listens.
+fn noded_admin(tb: &Testbed, node: &str, path: &str) -> String {
+    format!("http://{}:9811{path}", tb.node_ip(node))
+}
+
 fn noded_metrics(tb: &Testbed, node: &str) -> String {
-    let out = tb.node_exec(node, &["curl", "-sf", "http://127.0.0.1:9811/metrics"]);
+    let url = noded_admin(tb, node, "/metrics");
+    let out = tb.node_exec(node, &["curl", "-sf", &url]);
     assert!(out.status.success(), "noded /metrics on {node}");
     String::from_utf8(out.stdout).unwrap()
 }
@@ -82,7 +88,8 @@ async fn a_checkpoint_moves_the_counters() {
 #[test]
 fn noded_reports_that_the_runtime_has_no_pod_level_checkpoint() {
     let tb = Testbed::get();
-    let out = tb.node_exec("node1", &["curl", "-s", "http://127.0.0.1:9811/readyz"]);
+    let url = noded_admin(&tb, "node1", "/readyz");
+    let out = tb.node_exec("node1", &["curl", "-s", &url]);
     let readyz = String::from_utf8_lossy(&out.stdout);
     assert!(readyz.starts_with("ready\n"), "{readyz}");
     assert!(

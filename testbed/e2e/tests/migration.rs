@@ -7,9 +7,9 @@ use std::time::Duration;
 use checkpointing::crd::{MigrationPhase, PodMigration};
 use checkpointing::names::SKIP_VOLUMES_ANNOTATION;
 use e2e::{
-    TestNamespace, Testbed, assert_container_resumes, counter_log, counter_pod, eventually,
-    migrate, migration_outcome, migration_request, run_pod, two_counter_pod, values_at_checkpoint,
-    wait_running,
+    TestNamespace, Testbed, assert_container_resumes, assert_file_resumes, counter_log,
+    counter_pod, eventually, migrate, migration_outcome, migration_request, run_pod,
+    two_counter_pod, values_at_checkpoint, wait_running,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -210,30 +210,7 @@ async fn a_pods_empty_dir_data_travels_and_is_in_place_before_its_processes_resu
     // On disk and in memory alike: what the source wrote up to the checkpoint is there, and
     // the restored process went on appending to it; it never started again.
     for file in ["/data/log", "/memory/log"] {
-        let log = eventually(
-            &format!("the restored process to append to {file}"),
-            Duration::from_secs(60),
-            || async {
-                let out =
-                    tb.kubectl(&["exec", "-n", ns, &name, "-c", "counter", "--", "cat", file]);
-                let values: Vec<u64> = String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .filter_map(|l| l.trim().parse().ok())
-                    .collect();
-                values
-                    .last()
-                    .is_some_and(|&v| v > at_checkpoint + 1)
-                    .then_some(values)
-            },
-        )
-        .await;
-        let written: Vec<u64> = (0..=at_checkpoint).collect();
-        assert_eq!(log[..written.len()], written[..], "{file}: {log:?}");
-        assert_eq!(
-            log.iter().filter(|&&v| v == 0).count(),
-            1,
-            "{file}: {log:?}"
-        );
+        assert_file_resumes(&tb, ns, (&name, "counter"), file, at_checkpoint).await;
     }
     // The opted-out volume did not travel.
     let out = tb.kubectl(&[

@@ -290,7 +290,8 @@ async fn peers_refuse_strangers_and_reject_tampered_blobs() {
     seed_checkpoint(&tb, &client, &ns.name).await;
 
     // node1's peer port speaks TLS only, and answers node2 only with a token of noded's
-    // ServiceAccount issued for the peer audience: not without one, not with noded's API token.
+    // ServiceAccount issued for the peer audience and bound to its noded pod: not without one,
+    // not with noded's API token, not with a peer token that names no node.
     let peer_code = |scheme: &str, token: Option<&str>| {
         let header = token.map(|t| format!("Authorization: Bearer {t}"));
         let mut args = vec!["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}"];
@@ -317,8 +318,16 @@ async fn peers_refuse_strangers_and_reject_tampered_blobs() {
     );
     assert_eq!(
         peer_code("https", Some(&noded_token(Some(PEER_AUDIENCE)))),
+        "403",
+        "a peer token bound to no noded pod speaks for no node"
+    );
+    assert_eq!(
+        peer_code(
+            "https",
+            Some(&tb.noded_peer_token(&client, Some("node2")).await)
+        ),
         "200",
-        "a peer token"
+        "node2's noded's peer token"
     );
 
     // Untouched, the image travels: node2 pulls it from node1.

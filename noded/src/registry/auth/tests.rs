@@ -1,58 +1,9 @@
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use super::*;
-use crate::testing::{NODED, pod, pod_token};
-use k8s_openapi::api::authentication::v1::UserInfo;
-
-fn reviewed(authenticated: Option<bool>, user: &str, audience: &str) -> TokenReviewStatus {
-    TokenReviewStatus {
-        authenticated,
-        audiences: Some(vec![audience.into()]),
-        user: Some(UserInfo {
-            username: Some(user.into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-#[test]
-fn only_authenticated_allowed_peers_with_the_peer_audience_get_in() {
-    let allowed = vec![NODED.to_owned()];
-    let peer = |ok, user| reviewed(ok, user, PEER_AUDIENCE);
-    assert_eq!(
-        decide_peer(&peer(Some(true), NODED), &allowed),
-        Ok(NODED.into())
-    );
-    let default_sa = "system:serviceaccount:default:default";
-    assert_eq!(
-        decide_peer(&peer(Some(true), default_sa), &allowed),
-        Err(Denied::NotAllowed(default_sa.into()))
-    );
-    assert_eq!(
-        decide_peer(&reviewed(Some(true), NODED, REGISTRY_AUDIENCE), &allowed),
-        Err(Denied::WrongAudience(PEER_AUDIENCE)),
-        "a token for the registry is no peer token"
-    );
-    let mut no_audiences = peer(Some(true), NODED);
-    no_audiences.audiences = None;
-    assert_eq!(
-        decide_peer(&no_audiences, &allowed),
-        Err(Denied::WrongAudience(PEER_AUDIENCE))
-    );
-    assert!(matches!(
-        decide_peer(&peer(Some(false), NODED), &allowed),
-        Err(Denied::NotAuthenticated(_))
-    ));
-    assert!(matches!(
-        decide_peer(&peer(None, NODED), &allowed),
-        Err(Denied::NotAuthenticated(_))
-    ));
-    let mut with_error = peer(Some(false), "");
-    with_error.error = Some("token expired".into());
-    assert_eq!(
-        decide_peer(&with_error, &allowed).unwrap_err().to_string(),
-        "the token is not authenticated: token expired"
-    );
-}
+use crate::testing::{FakeCluster, PEER_NODE, pod, pod_token};
+use checkpointing::names::PEER_AUDIENCE;
 
 #[test]
 fn credentials_are_read_from_the_header() {
@@ -183,4 +134,84 @@ fn a_pod_pulls_only_the_checkpoint_image_it_runs_in_its_namespace_on_this_node()
         .unwrap()[0]
         .image = Some(image.into());
     assert_eq!(pod_runs(&puller, Some(&init), "node1", image), Ok(()));
+}
+
+#[tokio::test]
+async fn a_refused_token_costs_one_review_however_often_it_is_sent() {
+    let cluster = Arc::new(FakeCluster::default());
+    for (token, node) in [("puller", "node1"), ("elsewhere", "node2")] {
+        cluster.tokens.lock().unwrap().insert(
+            token.into(),
+            pod_token("team-a", "web", "uid-web", node, REGISTRY_AUDIENCE),
+        );
+    }
+    let pulls = PullAuth::default();
+    let basic = |password: &str| {
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("kubelet:{password}"));
+        HeaderValue::from_str(&format!("Basic {pair}")).unwrap()
+    };
+    let reviews = || cluster.reviews.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        let refused = pulls
+            .authenticate(&cluster, Some(&basic("forged")), "node1")
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("not authenticated"),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        reviews(),
+        1,
+        "an identical bogus token is refused from memory"
+    );
+    // A token refused for its claims (bound to a pod on another node), rather than its
+    // validity, too.
+    for _ in 0..2 {
+        let refused = pulls
+            .authenticate(&cluster, Some(&basic("elsewhere")), "node1")
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("node1"), "{refused}");
+    }
+    assert_eq!(reviews(), 2);
+    // Another bogus token is reviewed: the memory is by token, and answers nothing else.
+    assert!(
+        pulls
+            .authenticate(&cluster, Some(&basic("forged-2")), "node1")
+            .await
+            .is_err()
+    );
+    assert_eq!(reviews(), 3);
+    let puller = pulls
+        .authenticate(&cluster, Some(&basic("puller")), "node1")
+        .await
+        .unwrap();
+    assert_eq!(puller.pod, "web");
+
+    // The peer server's gate remembers the same way.
+    let peers = PeerAuth::new(vec![crate::testing::NODED.into()]);
+    let bearer = HeaderValue::from_static("Bearer forged");
+    for _ in 0..3 {
+        assert!(peers.authenticate(&cluster, Some(&bearer)).await.is_err());
+    }
+    assert_eq!(reviews(), 5);
+    let good = HeaderValue::from_static("Bearer good-token");
+    assert_eq!(
+        peers.authenticate(&cluster, Some(&good)).await.unwrap(),
+        PEER_NODE
+    );
+}
+
+#[test]
+fn refused_tokens_are_remembered_briefly_and_boundedly() {
+    let reviews = Reviews::<()>::new();
+    for i in 0..MAX_REFUSED + 100 {
+        reviews
+            .refused
+            .put(format!("{i:064x}"), Denied::NoCredentials);
+    }
+    assert_eq!(reviews.refused.len(), MAX_REFUSED);
+    const { assert!(REFUSED_TTL.as_secs() <= 10) };
 }
