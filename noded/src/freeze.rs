@@ -130,8 +130,8 @@ pub async fn bridge<T>(
     (outcome, held.and(thawed))
 }
 
-/// Watches the container's own freezer until `done`, counting its freezes (the runtime's pause
-/// is the first, CRIU's the second); on the second, freezes the pod. Whether it did so while
+/// Watches the container's freezer until `done`, counting the times it is frozen (the runtime's
+/// pause is the first, CRIU's the second); on the second, freezes the pod. Whether it did so while
 /// the container was still frozen, if it did.
 fn watch(
     freezer: &Freezer,
@@ -141,7 +141,9 @@ fn watch(
 ) -> Option<Result<bool, FreezeError>> {
     let (mut freezes, mut frozen) = (0, false);
     while !done.load(Ordering::Acquire) {
-        let now = own_frozen(container).unwrap_or(false);
+        // Frozen through and through, not only asked to be: runc's pause on a busy node thaws
+        // and asks again while the freeze does not take, which is no freeze of CRIU's.
+        let now = is_frozen(container).unwrap_or(false);
         freezes += usize::from(now && !frozen);
         frozen = now;
         if freezes == 2 && frozen {

@@ -133,12 +133,17 @@ async fn a_bridge_freezes_the_pod_while_the_runtime_pauses_the_container_and_end
     let pod = container.parent().unwrap().to_owned();
     let freezer = Freezer::new(tmp.path());
     let dump = async {
-        crate::testing::runtime_pause(&container, Some(Duration::from_millis(30))).await;
+        let dumped =
+            crate::testing::runtime_pause(&container, Some(Duration::from_millis(30))).await;
         // The pod's freeze began while the container was paused and outlived the resume.
-        fs::read_to_string(pod.join("freezer.state")).unwrap()
+        (
+            dumped,
+            fs::read_to_string(pod.join("freezer.state")).unwrap(),
+        )
     };
-    let (pod_at_resume, held) = bridge(&freezer, CGROUPFS, dump).await;
+    let ((dumped, pod_at_resume), held) = bridge(&freezer, CGROUPFS, dump).await;
     held.unwrap();
+    assert!(dumped, "the pod froze only once CRIU was done");
     assert_eq!(pod_at_resume, "FROZEN");
     assert_eq!(
         fs::read_to_string(container.join("freezer.state")).unwrap(),
@@ -156,12 +161,13 @@ async fn a_runtime_that_never_pauses_leaves_a_gap_not_a_hold() {
     let container = pod_and_container(tmp.path());
     let pod = container.parent().unwrap().to_owned();
     let freezer = Freezer::new(tmp.path());
-    let ((), held) = bridge(
+    let (dumped, held) = bridge(
         &freezer,
         CGROUPFS,
         crate::testing::runtime_pause(&container, None),
     )
     .await;
+    assert!(dumped);
     assert!(matches!(held, Err(FreezeError::Gap)), "{held:?}");
     assert_eq!(
         fs::read_to_string(container.join("freezer.state")).unwrap(),

@@ -128,27 +128,43 @@ pub fn archive_bytes(config: &[u8], payload: &[u8]) -> Vec<u8> {
 }
 
 /// What a runtime's checkpoint does to the v1 freezer of the container in `dir` (CRI-O and
-/// containerd alike): pause, CRIU thaws it into ptrace stops while it dumps, CRIU freezes it
-/// again when done, the runtime resumes it after `paused_after_dump`. `None`: a runtime that
+/// containerd alike): pause (on a busy node after a freeze that did not take), CRIU thaws it
+/// into ptrace stops while it dumps, CRIU freezes it again when done, the runtime resumes it
+/// after `paused_after_dump`. `None`: a runtime that
 /// does not pause, whose CRIU leaves the container thawed.
-pub async fn runtime_pause(dir: &Path, paused_after_dump: Option<Duration>) {
-    let set = |own: &str| {
-        let state = if own == "1" { "FROZEN" } else { "THAWED" };
-        std::fs::write(dir.join("freezer.state"), state).unwrap();
-        std::fs::write(dir.join("freezer.self_freezing"), own).unwrap();
+///
+/// Returns whether CRIU could dump: not when the pod's cgroup above froze the tasks while CRIU
+/// needed them to run under its ptrace ("Unseizable non-zombie … state D").
+pub async fn runtime_pause(dir: &Path, paused_after_dump: Option<Duration>) -> bool {
+    // Each file replaced whole, the freeze asked for before it shows, as the kernel's files read.
+    let put = |file: &str, value: &str| {
+        let tmp = dir.join(format!(".{file}"));
+        std::fs::write(&tmp, value).unwrap();
+        std::fs::rename(tmp, dir.join(file)).unwrap();
+    };
+    let set = |state: &str| {
+        let own = if state == "THAWED" { "0" } else { "1" };
+        put("freezer.self_freezing", own);
+        put("freezer.state", state);
     };
     let step = Duration::from_millis(20);
     if paused_after_dump.is_some() {
-        set("1");
-        tokio::time::sleep(step).await;
+        // runc's pause on a busy node: the freeze does not take, it thaws and asks again.
+        for state in ["FREEZING", "THAWED", "FREEZING", "FROZEN"] {
+            set(state);
+            tokio::time::sleep(step).await;
+        }
     }
-    set("0");
+    set("THAWED");
     tokio::time::sleep(step).await;
+    let pod = dir.parent().unwrap().join("freezer.state");
+    let seized = std::fs::read_to_string(pod).is_ok_and(|s| s.trim() != "FROZEN");
     if let Some(paused) = paused_after_dump {
-        set("1");
+        set("FROZEN");
         tokio::time::sleep(paused).await;
-        set("0");
+        set("THAWED");
     }
+    seized
 }
 
 /// A containerd that lists `containers`, records checkpoint calls and writes a small archive
@@ -229,8 +245,14 @@ impl Runtime for FakeRuntime {
             calls.push((id.into(), location.into(), timeout));
             calls.len()
         };
-        if let Some(dir) = &self.freezer {
-            runtime_pause(dir, Some(Duration::from_millis(20))).await;
+        if let Some(dir) = &self.freezer
+            && !runtime_pause(dir, Some(Duration::from_millis(20))).await
+        {
+            return Err(CriError::Rpc {
+                op: "CheckpointContainer",
+                code: tonic::Code::Unknown,
+                message: "criu failed: Unseizable non-zombie found, state D".into(),
+            });
         }
         // A dump takes a moment, so calls that may run together do.
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
