@@ -19,6 +19,7 @@ pub mod digest;
 pub mod names;
 #[cfg(feature = "node")]
 pub mod oci;
+pub mod reference;
 #[cfg(feature = "node")]
 pub mod runtime;
 #[cfg(feature = "test-util")]
