@@ -4,6 +4,7 @@
 //! repository fails before any memory is dumped.
 
 use checkpointing::crd::{ContainerCheckpointContent, RegistrySpec};
+use checkpointing::reference::normalise_host;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
@@ -159,8 +160,8 @@ pub fn of_image(
     local: &str,
     image: &str,
 ) -> Option<Route> {
-    let (name, _digest) = image.split_once('@')?;
-    let to = name.parse::<Destination>().ok()?;
+    let (to, _digest) = crate::push::parse_image(image).ok()?;
+    let local = normalise_host(local).unwrap_or_else(|_| local.to_owned());
     (to.host != local).then(|| Route::to(to, content, defaults))
 }
 

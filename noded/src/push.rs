@@ -21,11 +21,12 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use bytes::Bytes;
 use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE, OciError};
+use checkpointing::reference::normalise_host;
 use futures::StreamExt;
 use oci_spec::image::{Descriptor, ImageManifest};
 
 pub use auth::Credentials;
-pub use names::{Destination, Target};
+pub use names::{Destination, Target, parse_image};
 
 use crate::http::{self, HttpClient, Progress, Tls};
 use auth::Scope;
@@ -189,6 +190,11 @@ impl Pusher {
             Some(pem) => http::pem_certificates(pem)?,
             None => Vec::new(),
         };
+        // Compared with normalised destination hosts.
+        let insecure_hosts = insecure_hosts
+            .into_iter()
+            .map(|h| normalise_host(&h).unwrap_or(h))
+            .collect();
         Ok(Self {
             insecure_hosts,
             http: http::client(Tls::SystemRootsAnd(extra))?,

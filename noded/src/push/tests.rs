@@ -52,9 +52,9 @@ fn targets_are_host_and_optional_prefix() {
 fn destinations_are_host_and_required_repository() {
     let d = |s: &str| s.parse::<Destination>();
     assert_eq!(
-        d("registry.example.com:443/team/cp"),
+        d("registry.example.com:5443/team/cp"),
         Ok(Destination {
-            host: "registry.example.com:443".into(),
+            host: "registry.example.com:5443".into(),
             repository: "team/cp".into()
         })
     );
@@ -73,6 +73,31 @@ fn destinations_are_host_and_required_repository() {
     assert!(d("registry.example.com/Team/x").is_err());
     assert!(d("registry.example.com/x//y").is_err());
     assert!(d("registry.example.com/x/").is_err());
+}
+
+/// One registry, one name: the cluster's registry, its default Secret and the webhook's
+/// guard all compare normalised hosts.
+#[test]
+fn destinations_and_targets_are_normalised() {
+    let d = |s: &str| s.parse::<Destination>().unwrap().to_string();
+    assert_eq!(
+        d("Registry.Example.com:443/team/cp"),
+        "registry.example.com/team/cp"
+    );
+    assert_eq!(
+        d("registry.example.com:05000/cp"),
+        "registry.example.com:5000/cp"
+    );
+    assert_eq!(d("[0:0::1]:5000/x"), "[::1]:5000/x");
+    assert_eq!(d("[::ffff:10.77.0.1]:5000/x"), "10.77.0.1:5000/x");
+    assert_eq!(d("index.docker.io/busybox"), "docker.io/library/busybox");
+    assert_eq!(d("docker.io/team/cp"), "docker.io/team/cp");
+    assert!("r.example.com:0/x".parse::<Destination>().is_err());
+    assert!("[::1/x".parse::<Destination>().is_err());
+    let t = |s: &str| s.parse::<Target>().unwrap().host;
+    assert_eq!(t("Registry.Example.com:443/ckpt"), "registry.example.com");
+    assert_eq!(t("INDEX.docker.io"), "docker.io");
+    assert!("r.example.com:99999".parse::<Target>().is_err());
 }
 
 #[test]

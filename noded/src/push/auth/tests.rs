@@ -42,6 +42,24 @@ fn docker_config_entries_match_the_host_with_or_without_scheme_and_path() {
 }
 
 #[test]
+fn docker_config_keys_match_however_the_host_is_spelled() {
+    let expected = Some(Credentials::new("user", "p@ss:word"));
+    for (key, host) in [
+        ("R.Example.com:443", "r.example.com"),
+        ("https://r.example.com:443/v2/", "r.example.com"),
+        ("https://index.docker.io/v1/", "docker.io"),
+        ("[0:0::1]:5000", "[::1]:5000"),
+    ] {
+        let json = config(&format!("\"{key}\": {{\"auth\": \"{AUTH}\"}}"));
+        assert_eq!(
+            Credentials::from_docker_config(&json, host),
+            Ok(expected.clone()),
+            "{key}"
+        );
+    }
+}
+
+#[test]
 fn docker_config_entries_may_give_username_and_password_and_exact_keys_win() {
     let json = config(
         "\"https://r.example.com\": {\"auth\": \"b3RoZXI6b3RoZXI=\"}, \
