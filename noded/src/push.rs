@@ -13,6 +13,7 @@
 pub mod auth;
 mod names;
 mod send;
+mod summary;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -32,20 +33,19 @@ use crate::http::{self, HttpClient, Progress, Tls};
 use auth::Scope;
 use send::Retryable;
 
-/// How much of an error response's body goes into the message.
-const MAX_ERROR_BODY: usize = 512;
+/// How much of an error response's body is read for its summary.
+const MAX_ERROR_BODY: usize = 4096;
 /// Read size when streaming a blob from disk.
 const UPLOAD_CHUNK: usize = 256 << 10;
 /// Token scope actions of everything a push does, and of a delete.
 const PUSH_ACTIONS: &str = "pull,push";
 const DELETE_ACTIONS: &str = "delete";
 
-fn body_suffix(body: &str) -> String {
-    if body.is_empty() {
-        String::new()
-    } else {
-        format!(": {body}")
-    }
+fn summary_suffix(summary: &Option<String>) -> String {
+    summary
+        .as_deref()
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +63,20 @@ pub enum PushError {
         url: String,
         timeout: std::time::Duration,
     },
-    #[error("{method} {url} answered {status}{}", body_suffix(body))]
+    /// `summary`: the registry's error codes and messages, never its body as it came
+    /// ([`summary::summarise`]).
+    #[error("{method} {url} answered {status}{}", summary_suffix(summary))]
     Status {
         method: Method,
         url: String,
         status: StatusCode,
-        body: String,
+        summary: Option<String>,
+    },
+    #[error("{method} {url} not sent: {reason}")]
+    NotSent {
+        method: Method,
+        url: String,
+        reason: String,
     },
     #[error("{method} {url} answered {status} without a usable Location header")]
     NoLocation {
@@ -87,14 +95,14 @@ pub enum PushError {
     },
     #[error(
         "registry {host} refused the credentials: {method} {url} answered {status}{}",
-        body_suffix(body)
+        summary_suffix(summary)
     )]
     Denied {
         host: String,
         method: Method,
         url: String,
         status: StatusCode,
-        body: String,
+        summary: Option<String>,
     },
     #[error(
         "registry {host} answered {method} {url} with 401 and no usable WWW-Authenticate challenge ({challenge:?})"
@@ -265,7 +273,7 @@ impl Pusher {
         {
             return Err(PushError::ManifestDigest {
                 host: to.host.clone(),
-                found: found.to_owned(),
+                found: summary::one_line(found, 100),
                 expected,
             });
         }

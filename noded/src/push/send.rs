@@ -8,11 +8,14 @@ use axum::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use bytes::Bytes;
 
 use super::auth::{self, Challenge, Scope};
+use super::summary::{one_line, shown_url, summarise};
 use super::{MAX_ERROR_BODY, PushError, Pusher};
 use crate::http::{self, Progress, SendError};
 
 /// Token answers are small; a larger one is not a token endpoint's.
 const MAX_TOKEN_ANSWER: usize = 64 << 10;
+/// Longest `WWW-Authenticate` value quoted in a message.
+const MAX_CHALLENGE: usize = 200;
 
 /// A request that can be sent twice: its body is bytes (or nothing).
 pub struct Retryable<'a> {
@@ -41,11 +44,10 @@ impl Retryable<'_> {
 }
 
 fn not_sent(method: &Method, url: &str, e: axum::http::Error) -> PushError {
-    PushError::Status {
+    PushError::NotSent {
         method: method.clone(),
-        url: url.to_owned(),
-        status: StatusCode::BAD_REQUEST,
-        body: format!("not sent: {e}"),
+        url: shown_url(url),
+        reason: e.to_string(),
     }
 }
 
@@ -76,8 +78,8 @@ impl Pusher {
             return Err(PushError::Challenge {
                 host: scope.host.to_owned(),
                 method: request.method.clone(),
-                url: request.url.to_owned(),
-                challenge: header,
+                url: shown_url(request.url),
+                challenge: one_line(&header, MAX_CHALLENGE),
             });
         };
         let authorization = self
@@ -133,7 +135,7 @@ impl Pusher {
                     return Err(PushError::NoCredentials {
                         host: scope.host.to_owned(),
                         method: method.clone(),
-                        url: url.to_owned(),
+                        url: shown_url(url),
                         status: StatusCode::UNAUTHORIZED,
                     });
                 };
@@ -169,7 +171,7 @@ impl Pusher {
         let Some((token, lifetime)) = auth::parse_token(&body) else {
             return Err(PushError::NoToken {
                 host: scope.host.to_owned(),
-                url: token_url,
+                url: shown_url(&token_url),
             });
         };
         let authorization = auth::sensitive(format!("Bearer {token}"));
@@ -183,7 +185,7 @@ impl Pusher {
         progress: Option<&Progress>,
     ) -> Result<Response<Body>, PushError> {
         let method = request.method().clone();
-        let url = request.uri().to_string();
+        let url = shown_url(&request.uri().to_string());
         http::send(&self.http, request, progress)
             .await
             .map_err(|e| match e {
@@ -200,8 +202,8 @@ impl Pusher {
             })
     }
 
-    /// The response if it is a success, else an error carrying the start of its body (the
-    /// registry's explanation).
+    /// The response if it is a success, else an error carrying the registry's explanation
+    /// (its error codes, never its body).
     pub(super) async fn success(
         method: Method,
         url: &str,
@@ -213,20 +215,18 @@ impl Pusher {
         }
         Err(PushError::Status {
             method,
-            url: url.to_owned(),
+            url: shown_url(url),
             status,
-            body: error_body(response).await,
+            summary: error_summary(response).await,
         })
     }
 }
 
-/// The start of an error response's body, on one line.
-async fn error_body(response: Response<Body>) -> String {
+/// The error codes and messages of an error response ([`summarise`]).
+async fn error_summary(response: Response<Body>) -> Option<String> {
     let mut body = response.into_body();
-    http::read_prefix(&mut body, MAX_ERROR_BODY)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().replace('\n', " "))
-        .unwrap_or_default()
+    let bytes = http::read_prefix(&mut body, MAX_ERROR_BODY).await.ok()?;
+    summarise(&bytes)
 }
 
 /// A `401` after authenticating (or from the token endpoint): credentials refused, or none
@@ -242,15 +242,15 @@ async fn refused(
         return PushError::NoCredentials {
             host: scope.host.to_owned(),
             method: method.clone(),
-            url: url.to_owned(),
+            url: shown_url(url),
             status,
         };
     }
     PushError::Denied {
         host: scope.host.to_owned(),
         method: method.clone(),
-        url: url.to_owned(),
+        url: shown_url(url),
         status,
-        body: error_body(response).await,
+        summary: error_summary(response).await,
     }
 }
