@@ -19,6 +19,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::identity::Pinned;
+pub use connect::{AddressCheck, Connector, resolve};
+
+mod connect;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Until the response headers arrive (after the request body, if any, was sent).
@@ -28,7 +31,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a large upload was sent, until the server answers: it may still be writing it out.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+pub type HttpClient = Client<HttpsConnector<Connector>, Body>;
 
 /// Which servers the client may reach.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +87,12 @@ fn roots_and(extra: Vec<CertificateDer<'static>>) -> std::io::Result<rustls::Roo
 
 /// A client for `tls`. Fails when an extra root is not a usable CA certificate.
 pub fn client(tls: Tls) -> std::io::Result<HttpClient> {
+    checked_client(tls, None)
+}
+
+/// A client for `tls` that connects only to addresses `check` allows (every address a host
+/// resolves to is checked first).
+pub fn checked_client(tls: Tls, check: Option<AddressCheck>) -> std::io::Result<HttpClient> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -108,7 +117,9 @@ pub fn client(tls: Tls) -> std::io::Result<HttpClient> {
     } else {
         connector.https_or_http()
     };
-    let connector = connector.enable_http1().wrap_connector(http);
+    let connector = connector
+        .enable_http1()
+        .wrap_connector(Connector::new(http, check));
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 

@@ -178,6 +178,15 @@ struct Args {
     /// Registry host (HOST[:PORT]) spoken to over plain HTTP instead of HTTPS; repeatable.
     #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registry: Vec<String>,
+    /// Registry host (HOST[:PORT]) requests may push to; repeatable. When set, requests may
+    /// name only these (and --push-registry's); unset, any host that resolves to no loopback
+    /// or link-local address.
+    #[arg(long, env = "ALLOWED_PUSH_REGISTRIES", value_delimiter = ',', value_parser = push_host)]
+    allowed_push_registry: Vec<String>,
+    /// Also refuse registries that requests name resolving to private addresses (RFC 1918,
+    /// fc00::/7). Off by default: in-cluster registries are common. --push-registry is exempt.
+    #[arg(long, env = "REFUSE_PRIVATE_PUSH_TARGETS")]
+    refuse_private_push_targets: bool,
     /// PEM bundle of CA certificates trusted for registries' HTTPS, besides the system's roots
     /// (read at start; a missing file adds none, as an absent optional ConfigMap leaves it).
     #[arg(long, env = "REGISTRY_CA_FILE")]
@@ -335,7 +344,12 @@ async fn main() -> anyhow::Result<()> {
         },
         None => None,
     };
-    let pusher = push::Pusher::new(insecure, roots.as_deref())
+    let targets = push::Targets {
+        own: args.push_registry.as_ref().map(|t| t.host.clone()),
+        allowed: args.allowed_push_registry.clone(),
+        refuse_private: args.refuse_private_push_targets,
+    };
+    let pusher = push::Pusher::new(insecure, roots.as_deref(), targets)
         .context("loading the root certificates for registries (--registry-ca-file)")?;
     let outbound = outbound::Defaults {
         target: args.push_registry.clone(),
@@ -378,6 +392,16 @@ async fn main() -> anyhow::Result<()> {
     checker.abort();
     tracing::info!("noded stopped");
     Ok(())
+}
+
+/// A registry host as `--allowed-push-registry` takes it, normalised as requests' are.
+fn push_host(value: &str) -> Result<String, String> {
+    if value.contains('/') {
+        return Err(format!(
+            "{value:?}: give HOST[:PORT], without a scheme or path"
+        ));
+    }
+    checkpointing::reference::normalise_host(value).map_err(|e| e.to_string())
 }
 
 /// Serves one of the registry's routers until `stop`; a failure is logged.

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
 use crate::push::auth::CredentialsError;
-use crate::push::{Credentials, Destination, Target};
+use crate::push::{Credentials, Destination, Target, TargetError};
 
 /// The type and key of a Secret holding registry credentials the way kubelets read them.
 const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
@@ -116,6 +116,9 @@ pub enum OutboundError {
         #[source]
         source: CredentialsError,
     },
+    /// A registry noded may not push to (`--allowed-push-registry`, or where it resolves).
+    #[error(transparent)]
+    Target(#[from] TargetError),
 }
 
 /// Where the checkpoint of `content` is pushed; `None`: it stays on its node.

@@ -226,6 +226,25 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
+/// Whether noded may send credentials to token endpoint `realm`: over HTTPS, or plain HTTP
+/// to a host listed insecure (normalised `insecure_hosts`) as registries are. A registry
+/// names its realm, and may name any server; the credentials must not cross the network in
+/// the clear.
+pub fn realm_allowed(realm: &str, insecure_hosts: &[String]) -> bool {
+    let Some((scheme, rest)) = realm.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return false;
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => true,
+        "http" => normalise_host(authority).is_ok_and(|a| insecure_hosts.contains(&a)),
+        _ => false,
+    }
+}
+
 /// The token endpoint's URL for `repository` and `actions` (`pull,push`, `delete`).
 pub fn token_url(realm: &str, service: Option<&str>, repository: &str, actions: &str) -> String {
     let separator = if realm.contains('?') { '&' } else { '?' };

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::auth::{self, Challenge, Scope};
 use super::summary::{one_line, shown_url, summarise};
-use super::{MAX_ERROR_BODY, PushError, Pusher};
+use super::{MAX_ERROR_BODY, PushError, Pusher, TargetError};
 use crate::http::{self, Progress, SendError};
 
 /// Token answers are small; a larger one is not a token endpoint's.
@@ -60,7 +60,9 @@ impl Pusher {
         request: &Retryable<'_>,
     ) -> Result<Response<Body>, PushError> {
         let cached = self.tokens.get(scope);
-        let response = self.send(request.build(cached.as_ref())?, None).await?;
+        let response = self
+            .send(scope, request.build(cached.as_ref())?, None)
+            .await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -86,7 +88,7 @@ impl Pusher {
             .authenticate(scope, challenge, &request.method, request.url)
             .await?;
         let response = self
-            .send(request.build(Some(&authorization))?, None)
+            .send(scope, request.build(Some(&authorization))?, None)
             .await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             self.tokens.forget(scope);
@@ -114,7 +116,7 @@ impl Pusher {
         let request = request
             .body(body)
             .map_err(|e| not_sent(&Method::PUT, url, e))?;
-        let response = self.send(request, Some(progress)).await?;
+        let response = self.send(scope, request, Some(progress)).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(refused(scope, &Method::PUT, url, response).await);
         }
@@ -144,6 +146,12 @@ impl Pusher {
             }
             Challenge::Bearer { realm, service } => (realm, service),
         };
+        if !auth::realm_allowed(&realm, &self.insecure_hosts) {
+            return Err(PushError::Realm {
+                host: scope.host.to_owned(),
+                realm: shown_url(&realm),
+            });
+        }
         let token_url =
             auth::token_url(&realm, service.as_deref(), scope.repository, scope.actions);
         let in_token = |source: PushError| PushError::Token {
@@ -158,7 +166,7 @@ impl Pusher {
         let request = request
             .body(Body::empty())
             .map_err(|e| in_token(not_sent(&Method::GET, &token_url, e)))?;
-        let response = self.send(request, None).await.map_err(in_token)?;
+        let response = self.send(scope, request, None).await.map_err(in_token)?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(refused(scope, &Method::GET, &token_url, response).await);
         }
@@ -179,20 +187,26 @@ impl Pusher {
         Ok(authorization)
     }
 
+    /// Sends `request` on behalf of `scope`'s registry, through the client its reach allows.
     async fn send(
         &self,
+        scope: &Scope<'_>,
         request: Request<Body>,
         progress: Option<&Progress>,
     ) -> Result<Response<Body>, PushError> {
         let method = request.method().clone();
         let url = shown_url(&request.uri().to_string());
-        http::send(&self.http, request, progress)
+        let client = self.client_for(scope.host)?;
+        http::send(client, request, progress)
             .await
             .map_err(|e| match e {
-                SendError::Request(source) => PushError::Request {
-                    method,
-                    url,
-                    source,
+                SendError::Request(source) => match refused_target(&source) {
+                    Some(refused) => PushError::Target(refused),
+                    None => PushError::Request {
+                        method,
+                        url,
+                        source,
+                    },
                 },
                 SendError::Timeout(timeout) => PushError::Timeout {
                     method,
@@ -253,4 +267,16 @@ async fn refused(
         status,
         summary: error_summary(response).await,
     }
+}
+
+/// The refusal of an address check among the causes of a failed request.
+fn refused_target(error: &(dyn std::error::Error + 'static)) -> Option<TargetError> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(refused) = e.downcast_ref::<TargetError>() {
+            return Some(refused.clone());
+        }
+        cause = e.source();
+    }
+    None
 }

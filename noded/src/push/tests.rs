@@ -126,18 +126,45 @@ fn upload_locations_are_resolved_and_get_the_digest() {
         "http://r:5000/v2/ns/name/blobs/uploads/u1?_state=x&digest=sha256%3Aab"
     );
     assert_eq!(
-        upload_url(post, "https://other/upload/u1", d).unwrap(),
-        "https://other/upload/u1?digest=sha256%3Aab"
+        upload_url(post, "http://R:5000/upload/u1", d).unwrap(),
+        "http://R:5000/upload/u1?digest=sha256%3Aab"
     );
     assert_eq!(
         upload_url(post, "u1", d).unwrap(),
         "http://r:5000/v2/ns/name/blobs/uploads/u1?digest=sha256%3Aab"
     );
     assert_eq!(
-        upload_url(post, "//cdn/u1?", d).unwrap(),
-        "http://cdn/u1?digest=sha256%3Aab"
+        upload_url(post, "u1?next=http://r:5000/x", d).unwrap(),
+        "http://r:5000/v2/ns/name/blobs/uploads/u1?next=http://r:5000/x&digest=sha256%3Aab"
     );
-    assert_eq!(upload_url(post, " ", d), None);
+    assert_eq!(
+        upload_url(post, "//r:5000/u1?", d).unwrap(),
+        "http://r:5000/u1?digest=sha256%3Aab"
+    );
+    assert_eq!(upload_url(post, " ", d), Err(UploadUrl::Unusable));
+}
+
+/// A registry may not send noded, with its credentials, to another server: another host,
+/// port or scheme, a protocol-relative URL, userinfo that makes the host read otherwise.
+#[test]
+fn upload_locations_elsewhere_are_refused() {
+    let post = "http://r:5000/v2/ns/name/blobs/uploads/";
+    for location in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:9811/metrics",
+        "http://r:5001/v2/ns/name/blobs/uploads/u1",
+        "https://r:5000/v2/ns/name/blobs/uploads/u1",
+        "//other/u1",
+        "//r:5000@other/u1",
+        "http://r:5000@other/u1",
+        "file:///etc/shadow",
+    ] {
+        assert_eq!(
+            upload_url(post, location, "sha256:ab"),
+            Err(UploadUrl::Elsewhere),
+            "{location}"
+        );
+    }
 }
 
 /// A layout holding one checkpoint image tagged `tag`, its layer the bytes `archive`.
@@ -157,9 +184,17 @@ fn layout_with_image(dir: &Path, archive: &[u8], tag: &str) -> (ImageLayout, Des
     (layout, manifest)
 }
 
-/// A pusher speaking plain HTTP to `registry`.
+/// A pusher speaking plain HTTP to `registry`, the cluster's own.
 fn pusher(registry: &fake::Registry) -> Pusher {
-    Pusher::new(vec![registry.addr.to_string()], None).unwrap()
+    Pusher::new(vec![registry.addr.to_string()], None, own(registry.addr)).unwrap()
+}
+
+/// Targets whose cluster registry is `host`.
+fn own(host: impl ToString) -> Targets {
+    Targets {
+        own: Some(host.to_string()),
+        ..Targets::default()
+    }
 }
 
 fn destination(registry: &fake::Registry, repository: &str) -> Destination {
@@ -322,7 +357,7 @@ async fn an_unreachable_registry_is_a_request_error_naming_it() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let pusher = Pusher::new(vec![addr.to_string()], None).unwrap();
+    let pusher = Pusher::new(vec![addr.to_string()], None, own(addr)).unwrap();
     let to = format!("{addr}/ns/cc").parse().unwrap();
     let e = pusher
         .push(&layout, &manifest, &to, "uid-1", None)
@@ -387,3 +422,6 @@ async fn a_pushed_copy_is_deleted_by_digest_and_a_refusal_is_final() {
 
 /// Basic and bearer authentication, HTTPS with a private CA.
 mod authenticated;
+
+/// A tenant, or the registry it runs, aiming noded at what only the node can reach.
+mod hostile;

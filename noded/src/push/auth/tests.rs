@@ -246,3 +246,29 @@ fn cached_tokens_are_per_scope_and_credentials_and_expire_early() {
             .is_none()
     );
 }
+
+#[test]
+fn token_realms_are_https_or_an_insecure_host() {
+    let insecure = vec!["10.77.0.1:5000".to_owned()];
+    for realm in [
+        "https://auth.example.com/token",
+        "HTTPS://auth.example.com:8443/token?x=y",
+        "http://10.77.0.1:5000/token",
+        "http://10.77.0.1:05000/token",
+    ] {
+        assert!(realm_allowed(realm, &insecure), "{realm}");
+    }
+    for realm in [
+        "http://auth.example.com/token",
+        "http://127.0.0.1:9811/metrics",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.77.0.1:5001/token",
+        "http://10.77.0.1:5000@evil/token",
+        "https:///token",
+        "ftp://auth.example.com/token",
+        "/token",
+        "",
+    ] {
+        assert!(!realm_allowed(realm, &insecure), "{realm}");
+    }
+}
