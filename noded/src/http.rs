@@ -207,15 +207,47 @@ pub async fn chunk(body: &mut Body) -> Result<Option<Bytes>, ReadError> {
     }
 }
 
-/// At most `limit` bytes of `body` (the rest is left unread), for error messages.
+/// At most `limit` bytes of `body` (the rest is left unread), for error messages and tokens;
+/// all of it within [`RESPONSE_TIMEOUT`], so that a server dripping a byte at a time cannot
+/// hold the caller either.
 pub async fn read_prefix(body: &mut Body, limit: usize) -> Result<Vec<u8>, ReadError> {
-    let mut bytes = Vec::new();
-    while bytes.len() < limit {
-        let Some(data) = chunk(body).await? else {
-            break;
-        };
-        let take = data.len().min(limit - bytes.len());
-        bytes.extend_from_slice(&data[..take]);
+    read_prefix_within(body, limit, RESPONSE_TIMEOUT).await
+}
+
+async fn read_prefix_within(
+    body: &mut Body,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Vec<u8>, ReadError> {
+    let read = async {
+        let mut bytes = Vec::new();
+        while bytes.len() < limit {
+            let Some(data) = chunk(body).await? else {
+                break;
+            };
+            let take = data.len().min(limit - bytes.len());
+            bytes.extend_from_slice(&data[..take]);
+        }
+        Ok(bytes)
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or(Err(ReadError::Timeout(deadline)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt as _;
+
+    #[tokio::test]
+    async fn a_body_dripping_forever_is_given_up_on() {
+        let drip = futures::stream::once(async { Ok::<_, std::io::Error>(Bytes::from("{")) })
+            .chain(futures::stream::pending());
+        let mut body = Body::from_stream(drip);
+        let read = read_prefix_within(&mut body, 100, Duration::from_millis(50)).await;
+        assert!(matches!(read, Err(ReadError::Timeout(_))), "{read:?}");
+        let mut whole = Body::from("short");
+        assert_eq!(read_prefix(&mut whole, 100).await.unwrap(), b"short");
     }
-    Ok(bytes)
 }
