@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::outbound::OutboundError;
 use crate::push::{Credentials, Destination, PushError, Pusher};
 use crate::restore;
-use crate::space::{DiskSpace, SpaceError, archive_need};
+use crate::space::{DiskSpace, SpaceError, archive_need, volumes_need};
 use crate::store::{ArchiveKey, CheckpointDir};
 use crate::volumes;
 use tokio::sync::Semaphore;
@@ -347,8 +347,9 @@ impl<R: Runtime> Checkpointer<R> {
                 tracing::info!(container = %container_id, %error, "no container stats; checking only the disk reserve");
                 None
             });
+            let volumes = volumes_need(&self.pods_dir, job.pod_uid, &job.volumes);
             self.space
-                .ensure(self.dir.root(), archive_need(stats.as_ref()))?;
+                .ensure(self.dir.root(), archive_need(stats.as_ref()).plus(volumes))?;
             if job.hold {
                 self.hold(&container_id).await?;
             }

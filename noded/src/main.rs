@@ -119,6 +119,17 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(0..=1 << 20)
     )]
     disk_reserve_mib: u64,
+    /// Share of the filesystem, in percent (0 to 90), left free beyond what a checkpoint or a
+    /// peer fetch needs, when more than --disk-reserve-mib: keeps checkpoints from taking the
+    /// node's disk below the kubelet's eviction threshold (nodefs.available<10% by default),
+    /// where it would evict other pods.
+    #[arg(
+        long,
+        env = "DISK_RESERVE_PERCENT",
+        default_value_t = space::DEFAULT_RESERVE_PERCENT,
+        value_parser = clap::value_parser!(u8).range(0..=90)
+    )]
+    disk_reserve_percent: u8,
     /// Checkpoint timeout when a request sets none, in seconds (1 to 3600, a request's bounds).
     #[arg(
         long,
@@ -249,7 +260,8 @@ async fn main() -> anyhow::Result<()> {
         prerequisites.clone(),
     ));
     let metrics = Arc::new(metrics::Metrics::default());
-    let space = DiskSpace::new(args.node_name.clone(), args.disk_reserve_mib);
+    let space = DiskSpace::new(args.node_name.clone(), args.disk_reserve_mib)
+        .with_reserve_percent(args.disk_reserve_percent);
     let checker = tokio::spawn(prereq::keep_checked(
         prerequisites.clone(),
         cri.clone(),
@@ -453,5 +465,19 @@ mod tests {
             let err = parse(Some(bad)).unwrap_err();
             assert!(err.contains("--disk-reserve-mib"), "{err}");
         }
+        let percent = |v: &str| {
+            Args::try_parse_from(["noded", "--node-name", "n", "--disk-reserve-percent", v])
+                .map(|a| a.disk_reserve_percent)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(percent("0"), Ok(0));
+        assert_eq!(percent("90"), Ok(90));
+        assert!(
+            percent("91")
+                .unwrap_err()
+                .contains("--disk-reserve-percent")
+        );
+        let default = Args::try_parse_from(["noded", "--node-name", "n"]).unwrap();
+        assert_eq!(default.disk_reserve_percent, 15);
     }
 }
