@@ -20,6 +20,7 @@ mod recent;
 mod reconcile;
 mod registry;
 mod restore;
+mod slots;
 mod space;
 mod store;
 #[cfg(test)]
