@@ -52,9 +52,20 @@ impl<'a> ErrorLine<'a> {
     }
 }
 
-/// The first error CRIU logged: the cause; the ones after it are its consequences.
+/// The first error CRIU logged: the cause; the ones after it are its consequences. Errors
+/// CRIU logs and then carries on from are not causes.
 pub fn first_error(log: &str) -> Option<ErrorLine<'_>> {
-    log.lines().find_map(ErrorLine::parse)
+    log.lines()
+        .filter_map(ErrorLine::parse)
+        .find(|e| !carried_on(e))
+}
+
+/// An error CRIU logs and goes on from: without CAP_SYS_RESOURCE it cannot raise its own
+/// open-file limit, and works within the one it has.
+fn carried_on(error: &ErrorLine) -> bool {
+    error
+        .text
+        .starts_with("rlimit: Can't setup RLIMIT_NOFILE for self")
 }
 
 /// The cause of `error` in plain words, where it is known.

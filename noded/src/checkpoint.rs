@@ -78,7 +78,7 @@ pub enum Failure {
     #[error(transparent)]
     Runtime(#[from] CriError),
     #[error(
-        "could not freeze the container before its checkpoint (a migration's source must not run on after its dump); nothing was dumped and it keeps running"
+        "could not hold the container still from its dump on (a migration's source must not run on after its checkpoint), so it was not moved and keeps running"
     )]
     Hold(#[source] FreezeError),
     #[error(transparent)]
@@ -167,8 +167,19 @@ pub struct Checkpointer<R> {
     pub freezer: Freezer,
 }
 
-/// Pause before the second try of a dump whose container did not freeze.
+/// Pause before another try of a dump whose container did not freeze or was not held.
 const FREEZE_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Tries of such a dump.
+const DUMP_TRIES: usize = 3;
+
+/// Whether a dump failed only for want of a freeze in time, leaving the container as it was.
+fn retryable(failure: &Failure) -> bool {
+    match failure {
+        Failure::Runtime(e) => freeze_failed(e),
+        Failure::Hold(FreezeError::Gap) => true,
+        _ => false,
+    }
+}
 
 /// Whether the runtime failed only to freeze the container before dumping it (runc's "unable
 /// to freeze", under load): nothing was dumped and the container runs on, so trying again is
@@ -276,7 +287,10 @@ impl<R: Runtime> Checkpointer<R> {
         let id = container.id.clone();
         let taken = async {
             let packaged = {
-                let lock = self.locks.get(&container.id);
+                // A held dump may freeze its whole pod for a moment (`freeze::bridge`), which
+                // would stop CRIU seizing a sibling: a pod's held dumps go one at a time.
+                let key = if job.hold { job.pod_uid } else { &container.id };
+                let lock = self.locks.get(key);
                 let _serial = lock.lock().await;
                 self.take_locked(job, container.id).await?
             };
@@ -292,16 +306,30 @@ impl<R: Runtime> Checkpointer<R> {
         taken
     }
 
-    /// Freezes the container of a held job; the checkpoint then finds it frozen and leaves it
-    /// so.
-    async fn hold(&self, container_id: &str) -> Result<(), Failure> {
-        let cgroup = self
-            .runtime
+    /// The cgroup of a held job's container, through which it is held.
+    async fn hold(&self, container_id: &str) -> Result<String, Failure> {
+        self.runtime
             .container_cgroup(container_id)
             .await?
-            .ok_or(Failure::Hold(FreezeError::NoCgroup))?;
-        self.freezer.freeze(&cgroup).await.map_err(Failure::Hold)?;
-        tracing::info!(container = %container_id, %cgroup, "container frozen for its checkpoint");
+            .ok_or(Failure::Hold(FreezeError::NoCgroup))
+    }
+
+    /// One dump; for a held job, its runtime's pause bridged into a freeze.
+    async fn dump_holding(
+        &self,
+        id: &str,
+        partial: &Path,
+        timeout: Duration,
+        hold: Option<&String>,
+    ) -> Result<(), Failure> {
+        let Some(cgroup) = hold else {
+            return Ok(self.dump(id, partial, timeout).await?);
+        };
+        let dump = self.dump(id, partial, timeout);
+        let (written, held) = freeze::bridge(&self.freezer, cgroup, dump).await;
+        written?;
+        held.map_err(Failure::Hold)?;
+        tracing::info!(container = %id, %cgroup, "container held from its dump on");
         Ok(())
     }
 
@@ -350,23 +378,28 @@ impl<R: Runtime> Checkpointer<R> {
             let volumes = volumes_need(&self.pods_dir, job.pod_uid, &job.volumes);
             self.space
                 .ensure(self.dir.root(), archive_need(stats.as_ref()).plus(volumes))?;
-            if job.hold {
-                self.hold(&container_id).await?;
-            }
-            let mut written = self.dump(&container_id, &partial, job.timeout).await;
-            if written.as_ref().is_err_and(freeze_failed) {
-                // The container ran on, unharmed; its cgroup did not freeze in time (busy
-                // node). One more try, from scratch.
-                tracing::info!(container = %container_id, "the runtime could not freeze the container; trying once more");
+            let hold = match job.hold {
+                true => Some(self.hold(&container_id).await?),
+                false => None,
+            };
+            let dump = || self.dump_holding(&container_id, &partial, job.timeout, hold.as_ref());
+            let mut written = dump().await;
+            for _ in 1..DUMP_TRIES {
+                if !written.as_ref().is_err_and(retryable) {
+                    break;
+                }
+                // Nothing was kept and the container ran on, unharmed: its cgroup did not
+                // freeze in time, or a hold came too late (busy node). Again, from scratch.
+                tracing::info!(container = %container_id, error = %error_chain(written.as_ref().unwrap_err()), "dump not kept; trying again");
                 self.dir.remove(&job.key).map_err(Failure::Store)?;
                 tokio::time::sleep(FREEZE_RETRY_AFTER).await;
-                written = self.dump(&container_id, &partial, job.timeout).await;
+                written = dump().await;
             }
             written
         };
         if let Err(e) = written {
             self.dir.remove(&job.key).map_err(Failure::Store)?;
-            return Err(e.into());
+            return Err(e);
         }
         if !partial.exists() {
             return Err(Failure::NoArchive(partial));

@@ -25,14 +25,14 @@ pub struct Defaults {
 }
 
 impl Defaults {
-    /// The default Secret, for the default registry only: a request that names a registry of
-    /// its own must bring its credentials, or anyone who may checkpoint could push to (and
-    /// delete from) any repository the cluster's account reaches.
-    fn secret_for(&self, to: &Destination) -> Option<SecretName> {
+    /// The default Secret, for the default registry's repositories of `namespace` only
+    /// (`<prefix>/<namespace>/…`): a request that names a registry of its own must bring its
+    /// credentials, or anyone who may checkpoint could push to (and delete from) any
+    /// repository the cluster's account reaches, another namespace's checkpoints included.
+    fn secret_for(&self, to: &Destination, namespace: &str) -> Option<SecretName> {
         let target = self.target.as_ref()?;
-        let under = target.prefix.is_empty()
-            || to.repository == target.prefix
-            || to.repository.starts_with(&format!("{}/", target.prefix));
+        let own = target.destination(namespace, "").repository;
+        let under = to.repository.starts_with(&format!("{own}/"));
         (target.host == to.host && under)
             .then(|| self.secret.clone())
             .flatten()
@@ -127,7 +127,8 @@ pub fn route(
     defaults: &Defaults,
 ) -> Result<Option<Route>, OutboundError> {
     let registry = content.spec.registry.as_ref();
-    let namespace = &content.spec.namespace;
+    // The Content's own namespace: spec.namespace is a copy a writer could make disagree.
+    let namespace = namespace_of(content);
     let to = match registry.and_then(|r| r.repository.as_deref()) {
         Some(repository) => {
             repository
@@ -173,7 +174,7 @@ impl Route {
     /// one where it applies.
     fn to(to: Destination, content: &ContainerCheckpointContent, defaults: &Defaults) -> Self {
         let named = named_secret(content);
-        let default = defaults.secret_for(&to);
+        let default = defaults.secret_for(&to, namespace_of(content));
         Self {
             to,
             named: named.is_some(),
@@ -186,9 +187,14 @@ impl Route {
 fn named_secret(content: &ContainerCheckpointContent) -> Option<SecretName> {
     let name = RegistrySpec::secret_name(content.spec.registry.as_ref())?;
     Some(SecretName {
-        namespace: content.spec.namespace.clone(),
+        namespace: namespace_of(content).to_owned(),
         name: name.to_owned(),
     })
+}
+
+/// The namespace `content` lives in, which is the only one its request may reach.
+fn namespace_of(content: &ContainerCheckpointContent) -> &str {
+    content.metadata.namespace.as_deref().unwrap_or_default()
 }
 
 /// The credentials `route` pushes (or deletes) with, read from its Secret now: a rotated

@@ -38,4 +38,9 @@ impl RegistrySpec {
     pub fn secret_name(registry: Option<&Self>) -> Option<&str> {
         Some(registry?.secret_ref.as_ref()?.name.as_str())
     }
+
+    /// The repository it names, if any.
+    pub fn repository(registry: Option<&Self>) -> Option<&str> {
+        registry?.repository.as_deref()
+    }
 }

@@ -249,3 +249,15 @@ fn the_log_keeps_its_end_from_a_line_start() {
     let log = d.log.unwrap();
     assert!(log.len() <= LOG_TAIL_BYTES && log.ends_with("Dumping FAILED.\n"));
 }
+
+/// Seen on every dump of these machines (CRIU without CAP_SYS_RESOURCE): logged as an error,
+/// then CRIU goes on; the cause is the error after it.
+#[test]
+fn an_error_criu_carries_on_from_is_not_the_cause() {
+    let log = "(00.033657) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\n\
+               (00.034008) freezing cgroup /sys/fs/cgroup/freezer/x\n\
+               (10.034017) Error (criu/cr-dump.c:1655): Timeout reached. Try to interrupt: 0\n\
+               (10.034149) Error (criu/cr-dump.c:1975): Dumping FAILED.\n";
+    let e = first_error(log).unwrap();
+    assert_eq!(e.source, "criu/cr-dump.c:1655");
+}

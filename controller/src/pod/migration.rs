@@ -40,6 +40,8 @@ use crate::webhook::replacement::WORKLOAD_KINDS;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often a migration waiting on something unwatched (a pod going away) looks again.
 const POLL: Duration = Duration::from_secs(1);
+/// How often a failed migration looks again whether the containers it released still dump.
+const RELEASE_POLL: Duration = Duration::from_secs(2);
 /// The condition: `True` once the pod runs on the target.
 pub const SUCCEEDED: &str = "Succeeded";
 
@@ -89,25 +91,47 @@ fn phase(migration: &PodMigration) -> Option<MigrationPhase> {
 
 pub fn plan(o: &Observed) -> Plan {
     let mut plan = decide(o);
-    let failed = plan.status.as_ref().and_then(|s| s.phase) == Some(MigrationPhase::Failed);
-    let contents: Vec<String> = o
+    let failed =
+        |s: Option<&PodMigrationStatus>| s.and_then(|s| s.phase) == Some(MigrationPhase::Failed);
+    let Some(checkpoint) = o
         .checkpoint
-        .and_then(|c| c.status.as_ref())
-        .map(|s| s.containers.iter().map(|c| c.container_checkpoint.clone()))
-        .into_iter()
-        .flatten()
-        .collect();
-    // Only a PodCheckpoint this migration asked for holds its source.
-    let asked = o
-        .migration
+        .filter(|c| c.spec.hold_source && holds(o.migration))
+    else {
+        return plan;
+    };
+    if !(failed(plan.status.as_ref()) || failed(o.migration.status.as_ref())) {
+        return plan;
+    }
+    // Failed with its source held: release every container of it, until none is still being
+    // dumped (one that completes after a release was asked for would stay frozen).
+    let containers = checkpoint
         .status
         .as_ref()
-        .is_some_and(|s| s.pod_checkpoint.is_some());
-    let held = asked && o.checkpoint.is_some_and(|c| c.spec.hold_source);
-    if failed && held && !contents.is_empty() {
+        .map_or(&[][..], |s| &s.containers);
+    let contents: Vec<String> = containers
+        .iter()
+        .map(|c| c.container_checkpoint.clone())
+        .collect();
+    if !contents.is_empty() {
         plan.actions.insert(0, Action::ReleaseSource { contents });
     }
+    let dumping = containers.is_empty()
+        || containers
+            .iter()
+            .any(|c| !c.state.is_some_and(CheckpointState::is_final));
+    if dumping {
+        plan.requeue_after = Some(RELEASE_POLL);
+    }
     plan
+}
+
+/// Whether the migration asked for a PodCheckpoint that holds its source (it may have to
+/// release it, even once final).
+pub fn holds(m: &PodMigration) -> bool {
+    m.spec.deletes_source()
+        && m.status
+            .as_ref()
+            .is_some_and(|s| s.pod_checkpoint.is_some())
 }
 
 fn decide(o: &Observed) -> Plan {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpointing::crd::{
-    CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, PodCheckpoint,
-    PodCheckpointStatus, PodMigration, PodMigrationStatus,
+    CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, MigrationPhase,
+    PodCheckpoint, PodCheckpointStatus, PodMigration, PodMigrationStatus,
 };
 use checkpointing::names::{
     CONTROLLER_MANAGER, MIGRATION_LABEL, POD_CHECKPOINT_LABEL, RELEASE_SOURCE_ANNOTATION,
@@ -139,7 +139,10 @@ pub async fn reconcile_migration(
     migration: Arc<PodMigration>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    if migration::is_final(&migration) || migration.metadata.deletion_timestamp.is_some() {
+    let releasing = migration.status.as_ref().and_then(|s| s.phase) == Some(MigrationPhase::Failed)
+        && migration::holds(&migration);
+    let done = migration::is_final(&migration) && !releasing;
+    if done || migration.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let namespace = migration.namespace().unwrap_or_default();

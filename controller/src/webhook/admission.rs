@@ -11,7 +11,8 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
-use super::guard::Smuggled;
+use super::guard::{CheckpointImages, Smuggled};
+use super::origin::Origin;
 use crate::validation::{quoted_list, shown};
 
 /// The resource a restoring user must be allowed to `get` (SubjectAccessReview attributes).
@@ -26,8 +27,10 @@ pub struct Source {
     pub kind: &'static str,
     pub state: Option<CheckpointState>,
     pub message: String,
-    /// (container, checkpoint image) for each container it holds.
-    pub images: Vec<(String, Option<String>)>,
+    /// (container, checkpoint image, ContainerCheckpoint) for each container it holds.
+    pub images: Vec<(String, Option<String>, String)>,
+    /// The request's `spec.registry.repository`: where its images were pushed.
+    pub repository: Option<String>,
     /// The Secret (in the pod's namespace) with the credentials of the registry the images
     /// were pushed to, which the runtime needs to pull them.
     pub pull_secret: Option<String>,
@@ -43,7 +46,9 @@ impl From<&ContainerCheckpoint> for Source {
             images: vec![(
                 cc.spec.container.clone(),
                 status.and_then(|s| s.image.clone()),
+                cc.metadata.name.clone().unwrap_or_default(),
             )],
+            repository: RegistrySpec::repository(cc.spec.registry.as_ref()).map(str::to_owned),
             pull_secret: RegistrySpec::secret_name(cc.spec.registry.as_ref()).map(str::to_owned),
         }
     }
@@ -59,8 +64,9 @@ impl From<&PodCheckpoint> for Source {
             images: status
                 .containers
                 .into_iter()
-                .map(|c| (c.name, c.image))
+                .map(|c| (c.name, c.image, c.container_checkpoint))
                 .collect(),
+            repository: RegistrySpec::repository(pc.spec.registry.as_ref()).map(str::to_owned),
             pull_secret: RegistrySpec::secret_name(pc.spec.registry.as_ref()).map(str::to_owned),
         }
     }
@@ -174,6 +180,18 @@ pub enum Denial {
     },
     #[error("{0}")]
     CheckpointImage(Smuggled),
+    #[error(
+        "{kind} {name:?} gives container {container:?} image {image:?}, which is not where this checkpoint's images lie ({}); a checkpoint restores \
+         only its own image: checkpoint the container again",
+        quoted_list(.expected)
+    )]
+    ForeignImage {
+        kind: &'static str,
+        name: String,
+        container: String,
+        image: String,
+        expected: Vec<String>,
+    },
 }
 
 impl Denial {
@@ -191,6 +209,7 @@ impl Denial {
             Self::NoImage { .. } => "NoImage",
             Self::ContainerNotInPod { .. } => "ContainerNotInPod",
             Self::CheckpointImage(_) => "CheckpointImage",
+            Self::ForeignImage { .. } => "ForeignImage",
         }
     }
 }
@@ -275,7 +294,8 @@ pub fn requested(pod: &Pod, namespace: &str) -> Result<Option<String>, Denial> {
 /// Decides a restore of `pod` (in `namespace`) from checkpoint `name`, requested by `user`
 /// with `access`; `source` is the lookup's result, `None` when it does not exist (or was not
 /// looked up because access was refused: whether it exists is not told to someone who may not
-/// read it).
+/// read it). Its images must lie where `checkpoints` and its own names put them
+/// ([`Origin`]).
 pub fn decide(
     pod: &Pod,
     namespace: &str,
@@ -283,6 +303,7 @@ pub fn decide(
     user: &str,
     access: &Access,
     source: Option<&Source>,
+    checkpoints: &CheckpointImages,
 ) -> Result<Restore, Denial> {
     if !access.allowed {
         return Err(Denial::Forbidden {
@@ -317,7 +338,7 @@ pub fn decide(
     let mut restored = Vec::new();
     let mut digests = Vec::new();
     let mut patch = Vec::new();
-    for (container, image) in &source.images {
+    for (container, image, checkpoint) in &source.images {
         let Some((image, digest)) = image
             .as_deref()
             .and_then(|i| digest_of(i).map(|d| (i.to_owned(), d.to_owned())))
@@ -329,6 +350,20 @@ pub fn decide(
                 image: image.clone(),
             });
         };
+        let origin = Origin {
+            namespace,
+            name: checkpoint,
+            repository: source.repository.as_deref(),
+        };
+        if !origin.holds(&image, checkpoints) {
+            return Err(Denial::ForeignImage {
+                kind: source.kind,
+                name: name.to_owned(),
+                container: container.clone(),
+                image,
+                expected: origin.expected(checkpoints),
+            });
+        }
         let Some(index) = containers.iter().position(|c| c == container) else {
             return Err(Denial::ContainerNotInPod {
                 kind: source.kind,

@@ -1,8 +1,10 @@
 //! Checkpoint images run only through `restore-from`. A pod's container image that points at
 //! the node-local checkpoint registry, or at a push registry's checkpoint repository, is
 //! admitted only when this webhook put it there: the
-//! restore it is admitting now, or an image unchanged since an earlier admission. The
-//! restored-from marker is the webhook's alone: users cannot add or change it. Pure functions.
+//! restore it is admitting now, or an image unchanged since an earlier admission. References by
+//! image ID count as checkpoint images too: the runtime resolves them to any image it holds.
+//! The restored-from marker is the webhook's alone: users cannot add or change it. Pure
+//! functions.
 
 use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
 use checkpointing::reference::{DOCKER_HUB, ImageRef};
@@ -44,14 +46,17 @@ impl Repository {
     /// What every spelling of an image under this repository contains, lower-cased: its path,
     /// less the `library/` a Docker Hub name may leave out.
     fn needle(&self) -> &str {
-        if self.host != DOCKER_HUB {
-            return &self.path;
-        }
-        match self.path.strip_prefix("library") {
-            Some("") => "",
-            Some(rest) if rest.starts_with('/') => &rest[1..],
+        match self.path.strip_prefix("library/") {
+            Some(rest) if self.host == DOCKER_HUB => rest,
             _ => &self.path,
         }
+    }
+
+    /// An RE2 pattern that every lower-cased spelling of an image under this repository
+    /// matches: its [`Self::needle`] as whole path components, at the start (no host) or after
+    /// a `/`, and ending the name or followed by `/`, a tag or a digest.
+    pub fn pattern(&self) -> String {
+        format!("(^|/){}($|[/:@])", self.needle().replace('.', "\\."))
     }
 }
 
@@ -62,6 +67,9 @@ impl CheckpointImages {
     /// or, normalised, it lies under a checkpoint repository (`docker.io/` left out or
     /// written `index.docker.io/`, `:443`, upper case, an IPv6 address written otherwise).
     pub fn contains(&self, image: &str) -> bool {
+        if is_image_id(image) {
+            return true;
+        }
         let local = image.split_once('/').is_some_and(|(registry, _)| {
             registry
                 .rsplit_once(':')
@@ -90,15 +98,17 @@ impl CheckpointImages {
     /// whatever host spelling they use.
     pub fn match_condition(&self) -> String {
         let port = self.port;
-        let mut image = format!("c.image.matches('^[^/]*:0*{port}/')");
+        let mut image = format!("c.image.matches('^[^/]*:0*{port}/') || c.image.matches('{ID}')");
         if !self.repositories.is_empty() {
-            // Paths are validated image paths ([a-z0-9._-/]): the literals are safe.
-            let under = self
-                .repositories
-                .iter()
-                .map(|r| format!(" || c.image.lowerAscii().contains('{}')", r.needle()));
-            image = format!("({image}{})", under.collect::<String>());
+            // Paths are validated image paths ([a-z0-9._-/]): the literals are safe, their only
+            // backslashes the pattern's own (escaped once more for CEL).
+            let under = self.repositories.iter().map(|r| {
+                let pattern = r.pattern().replace('\\', "\\\\");
+                format!(" || c.image.lowerAscii().matches('{pattern}')")
+            });
+            image = format!("{image}{}", under.collect::<String>());
         }
+        let image = format!("({image})");
         let uses = |list: &str| {
             format!(
                 "(has(object.spec.{list}) && object.spec.{list}.exists(c, has(c.image) && \
@@ -113,6 +123,27 @@ impl CheckpointImages {
             uses("ephemeralContainers"),
             group = checkpointing::names::GROUP,
         )
+    }
+}
+
+/// An image ID as a reference, for RE2 and CEL alike: `sha256:` and hex digits (all of an ID
+/// or a prefix), or 12 to 64 bare hex digits.
+const ID: &str = "^(?i)(sha256:[0-9a-f]+|[0-9a-f]{12,64})$";
+
+/// Whether `image` names an image by its ID, which a runtime resolves to whatever image it
+/// holds with that ID, whatever its name: a checkpoint image a restore pulled onto the node
+/// included. Refused like a checkpoint image (a pod does not need to name its image so), since
+/// the guard cannot tell which IDs are checkpoints.
+pub fn is_image_id(image: &str) -> bool {
+    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+    let prefixed = image
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("sha256:"));
+    if prefixed {
+        let rest = &image[7..];
+        !rest.is_empty() && hex(rest)
+    } else {
+        (12..=64).contains(&image.len()) && hex(image)
     }
 }
 
@@ -190,9 +221,15 @@ pub fn smuggled(
 
 impl std::fmt::Display for Smuggled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if is_image_id(&self.image) {
+            " (by image ID, which may be a checkpoint image the node holds: name an image by \
+             repository instead)"
+        } else {
+            ""
+        };
         write!(
             f,
-            "{} {:?} uses checkpoint image {:?}; checkpoint images run only through annotation {RESTORE_FROM_ANNOTATION} naming a checkpoint of \
+            "{} {:?} uses checkpoint image {:?}{how}; checkpoint images run only through annotation {RESTORE_FROM_ANNOTATION} naming a checkpoint of \
              the pod's namespace, which puts the image in place: set the annotation and give \
              the container its ordinary image",
             self.kind, self.container, self.image

@@ -130,7 +130,9 @@ async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
             // Standard reasons only: clients act on them (IsNotFound, IsForbidden…); the
             // message and the metrics carry ours.
             let (code, reason) = match denial {
-                Denial::Forbidden { .. } | Denial::CheckpointImage(_) => (403, "Forbidden"),
+                Denial::Forbidden { .. }
+                | Denial::CheckpointImage(_)
+                | Denial::ForeignImage { .. } => (403, "Forbidden"),
                 Denial::AccessCheckFailed { .. } | Denial::LookupFailed { .. } => {
                     (503, "ServiceUnavailable")
                 }
@@ -201,12 +203,11 @@ async fn admit(webhook: &Webhook, request: &AdmissionRequest<DynamicObject>) -> 
     // A restore is decided when the pod is created; later updates only keep its images.
     let restore = if creating {
         match admission::requested(&pod, &namespace) {
-            Ok(Some(name)) => match restore(&webhook.client, request, &pod, &namespace, name).await
-            {
+            Ok(Some(name)) => match restore(webhook, request, &pod, &namespace, name).await {
                 Ok(restore) => Some(restore),
                 Err(denial) => return Verdict::Deny(denial),
             },
-            Ok(None) => match replacement(&webhook.client, &pod, &namespace).await {
+            Ok(None) => match replacement(webhook, &pod, &namespace).await {
                 Ok(restore) => restore,
                 Err(denial) => return Verdict::Deny(denial),
             },
@@ -235,7 +236,7 @@ async fn admit(webhook: &Webhook, request: &AdmissionRequest<DynamicObject>) -> 
 
 /// The look-ups of a restore from checkpoint `name`, then [`admission::decide`].
 async fn restore(
-    client: &Client,
+    webhook: &Webhook,
     request: &AdmissionRequest<DynamicObject>,
     pod: &Pod,
     namespace: &str,
@@ -243,9 +244,17 @@ async fn restore(
 ) -> Result<Restore, Denial> {
     let reader = admission::reader(&request.user_info, pod, namespace);
     let user = reader.username.clone().unwrap_or_default();
-    let (access, source) =
-        within_budget(&name, namespace, look_up(client, &reader, namespace, &name)).await?;
-    admission::decide(pod, namespace, &name, &user, &access, source.as_ref())
+    let lookup = look_up(&webhook.client, &reader, namespace, &name);
+    let (access, source) = within_budget(&name, namespace, lookup).await?;
+    admission::decide(
+        pod,
+        namespace,
+        &name,
+        &user,
+        &access,
+        source.as_ref(),
+        &webhook.checkpoints,
+    )
 }
 
 /// A workload's new pod that replaces a migrating one becomes its restore; any other pod is
@@ -253,10 +262,11 @@ async fn restore(
 /// delete the pod), so no user is checked here. A PodMigration list that fails leaves the pod
 /// alone: this registration fails open, and the migration says its pod started afresh.
 async fn replacement(
-    client: &Client,
+    webhook: &Webhook,
     pod: &Pod,
     namespace: &str,
 ) -> Result<Option<Restore>, Denial> {
+    let client = &webhook.client;
     let owned_by_workload = pod.metadata.owner_references.iter().flatten().any(|o| {
         o.controller == Some(true) && replacement::WORKLOAD_KINDS.contains(&o.kind.as_str())
     });
@@ -296,7 +306,15 @@ async fn replacement(
         reason: String::new(),
     };
     let source = checkpoint.as_ref().map(Source::from);
-    let mut restore = admission::decide(pod, namespace, &name, &author, &access, source.as_ref())?;
+    let mut restore = admission::decide(
+        pod,
+        namespace,
+        &name,
+        &author,
+        &access,
+        source.as_ref(),
+        &webhook.checkpoints,
+    )?;
     let mut ops = replacement::marks(pod, migration);
     ops.extend(restore.patch.as_array().cloned().unwrap_or_default());
     restore.patch = Value::Array(ops);

@@ -141,8 +141,8 @@ async fn a_runtime_error_leaves_no_partial_file() {
     );
 }
 
-/// runc's freeze can time out on a busy node; the container runs on, so the dump is tried once
-/// more. Twice in a row is the request's failure, and no other error is retried.
+/// runc's freeze can time out on a busy node; the container runs on, so the dump is tried
+/// again. Three times in a row is the request's failure, and no other error is retried.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_that_did_not_freeze_is_dumped_once_more() {
     let unfrozen = || CriError::Rpc {
@@ -152,7 +152,7 @@ async fn a_container_that_did_not_freeze_is_dumped_once_more() {
                   freeze"
             .into(),
     };
-    for (failing_calls, completes, calls) in [(1, true, 2), (0, false, 2)] {
+    for (failing_calls, completes, calls) in [(1, true, 2), (0, false, 3)] {
         let tmp = tempfile::tempdir().unwrap();
         let runtime = FakeRuntime {
             containers: vec![container("live", api::ContainerState::ContainerRunning, 1)],

@@ -7,6 +7,10 @@ use std::path::Path;
 use super::*;
 
 const CGROUPFS: &str = "/ckpt-testbed/node1/kubepods/besteffort/podu/crio-abc";
+async fn freeze(freezer: &Freezer, cgroups_path: &str) -> Result<(), FreezeError> {
+    freezer.settle(&freezer.control(cgroups_path)?)
+}
+
 const SYSTEMD: &str = "kubepods-besteffort-podu.slice:cri-containerd:abc";
 
 #[test]
@@ -52,7 +56,7 @@ async fn v1_freezes_and_thaws_through_freezer_state() {
     let tmp = tempfile::tempdir().unwrap();
     let state = v1(tmp.path());
     let freezer = Freezer::new(tmp.path());
-    freezer.freeze(CGROUPFS).await.unwrap();
+    freeze(&freezer, CGROUPFS).await.unwrap();
     assert_eq!(fs::read_to_string(&state).unwrap(), "FROZEN");
     freezer.thaw(CGROUPFS).unwrap();
     assert_eq!(fs::read_to_string(&state).unwrap(), "THAWED");
@@ -68,12 +72,12 @@ async fn v2_waits_for_cgroup_events_to_say_frozen() {
     let freezer = Freezer::new(tmp.path());
     // The kernel reports the freeze once every task stopped: here, a moment later.
     let events = dir.join("cgroup.events");
-    let settle = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let kernel = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
         fs::write(events, "populated 1\nfrozen 1\n").unwrap();
     });
-    freezer.freeze(SYSTEMD).await.unwrap();
-    settle.await.unwrap();
+    freeze(&freezer, SYSTEMD).await.unwrap();
+    kernel.join().unwrap();
     assert_eq!(fs::read_to_string(dir.join("cgroup.freeze")).unwrap(), "1");
     freezer.thaw(SYSTEMD).unwrap();
     assert_eq!(fs::read_to_string(dir.join("cgroup.freeze")).unwrap(), "0");
@@ -90,7 +94,7 @@ async fn a_freeze_that_never_settles_is_undone() {
         settle: Duration::from_millis(100),
         ..Freezer::new(tmp.path())
     };
-    let error = freezer.freeze("/pod").await.unwrap_err();
+    let error = freeze(&freezer, "/pod").await.unwrap_err();
     assert!(matches!(error, FreezeError::Unsettled(_)), "{error}");
     assert_eq!(fs::read_to_string(dir.join("cgroup.freeze")).unwrap(), "0");
 }
@@ -104,6 +108,67 @@ fn thawing_a_cgroup_that_is_gone_needs_nothing() {
 #[tokio::test]
 async fn freezing_a_container_without_a_freezer_says_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let error = Freezer::new(tmp.path()).freeze(CGROUPFS).await.unwrap_err();
+    let error = freeze(&Freezer::new(tmp.path()), CGROUPFS)
+        .await
+        .unwrap_err();
     assert!(matches!(error, FreezeError::NoFreezer(_)), "{error}");
+}
+
+/// A v1 container cgroup and its pod's, thawed; the container's directory.
+fn pod_and_container(root: &Path) -> std::path::PathBuf {
+    let container = root.join("freezer").join(cgroup_dir(CGROUPFS).unwrap());
+    fs::create_dir_all(&container).unwrap();
+    for dir in [container.as_path(), container.parent().unwrap()] {
+        fs::write(dir.join("freezer.state"), "THAWED").unwrap();
+        fs::write(dir.join("freezer.self_freezing"), "0").unwrap();
+    }
+    container
+}
+
+#[tokio::test]
+async fn a_bridge_freezes_the_pod_while_the_runtime_pauses_the_container_and_ends_on_its_own_freeze()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let container = pod_and_container(tmp.path());
+    let pod = container.parent().unwrap().to_owned();
+    let freezer = Freezer::new(tmp.path());
+    let dump = async {
+        crate::testing::runtime_pause(&container, Some(Duration::from_millis(30))).await;
+        // The pod's freeze began while the container was paused and outlived the resume.
+        fs::read_to_string(pod.join("freezer.state")).unwrap()
+    };
+    let (pod_at_resume, held) = bridge(&freezer, CGROUPFS, dump).await;
+    held.unwrap();
+    assert_eq!(pod_at_resume, "FROZEN");
+    assert_eq!(
+        fs::read_to_string(container.join("freezer.state")).unwrap(),
+        "FROZEN"
+    );
+    assert_eq!(
+        fs::read_to_string(pod.join("freezer.state")).unwrap(),
+        "THAWED"
+    );
+}
+
+#[tokio::test]
+async fn a_runtime_that_never_pauses_leaves_a_gap_not_a_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let container = pod_and_container(tmp.path());
+    let pod = container.parent().unwrap().to_owned();
+    let freezer = Freezer::new(tmp.path());
+    let ((), held) = bridge(
+        &freezer,
+        CGROUPFS,
+        crate::testing::runtime_pause(&container, None),
+    )
+    .await;
+    assert!(matches!(held, Err(FreezeError::Gap)), "{held:?}");
+    assert_eq!(
+        fs::read_to_string(container.join("freezer.state")).unwrap(),
+        "THAWED"
+    );
+    assert_eq!(
+        fs::read_to_string(pod.join("freezer.state")).unwrap(),
+        "THAWED"
+    );
 }

@@ -106,6 +106,27 @@ fn the_default_secret_is_for_the_default_registry_only() {
         route(&under_prefix, &d).unwrap().unwrap().secret,
         Some(secret_name("ops", "creds"))
     );
+    // Another namespace's repositories under the prefix are not the request's to write.
+    let other_namespace = content(registry(Some("reg.example/ckpt/victim/x"), None));
+    assert_eq!(route(&other_namespace, &d).unwrap().unwrap().secret, None);
+    let namespace_itself = content(registry(Some("reg.example/ckpt/team"), None));
+    assert_eq!(route(&namespace_itself, &d).unwrap().unwrap().secret, None);
+}
+
+#[test]
+fn the_contents_own_namespace_counts_never_its_spec_namespace() {
+    let mut c = content(registry(None, Some("push-creds")));
+    c.spec.namespace = "victim".into();
+    let r = route(&c, &defaults(Some("reg.example/ckpt"), Some("ops/creds")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.to.to_string(), "reg.example/ckpt/team/cc");
+    assert_eq!(r.secret, Some(secret_name("team", "push-creds")));
+    c.spec.registry = None;
+    let r = route(&c, &defaults(Some("reg.example/ckpt"), Some("ops/creds")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.secret, Some(secret_name("ops", "creds")));
 }
 
 #[test]

@@ -125,6 +125,30 @@ pub fn archive_bytes(config: &[u8], payload: &[u8]) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
+/// What a runtime's checkpoint does to the v1 freezer of the container in `dir` (CRI-O and
+/// containerd alike): pause, CRIU thaws it into ptrace stops while it dumps, CRIU freezes it
+/// again when done, the runtime resumes it after `paused_after_dump`. `None`: a runtime that
+/// does not pause, whose CRIU leaves the container thawed.
+pub async fn runtime_pause(dir: &Path, paused_after_dump: Option<Duration>) {
+    let set = |own: &str| {
+        let state = if own == "1" { "FROZEN" } else { "THAWED" };
+        std::fs::write(dir.join("freezer.state"), state).unwrap();
+        std::fs::write(dir.join("freezer.self_freezing"), own).unwrap();
+    };
+    let step = Duration::from_millis(20);
+    if paused_after_dump.is_some() {
+        set("1");
+        tokio::time::sleep(step).await;
+    }
+    set("0");
+    tokio::time::sleep(step).await;
+    if let Some(paused) = paused_after_dump {
+        set("1");
+        tokio::time::sleep(paused).await;
+        set("0");
+    }
+}
+
 /// A containerd that lists `containers`, records checkpoint calls and writes a small archive
 /// like a real one, and holds the images it has pulled: each reference an image of its own,
 /// whose id is the reference. Clones share what they record.
@@ -152,10 +176,9 @@ pub struct FakeRuntime {
     pub in_use: HashSet<String>,
     /// The cgroups path ContainerStatus names for every container (`None`: none).
     pub cgroup: Option<String>,
-    /// A freezer state file each CheckpointContainer call reads into `states_at_dump`: what the
-    /// runtime found.
-    pub freezer_state: Option<PathBuf>,
-    pub states_at_dump: Arc<Mutex<Vec<String>>>,
+    /// The v1 freezer directory of the containers' cgroup, which CheckpointContainer pauses
+    /// and resumes as both runtimes do ([`runtime_pause`]).
+    pub freezer: Option<PathBuf>,
 }
 
 impl FakeRuntime {
@@ -204,9 +227,8 @@ impl Runtime for FakeRuntime {
             calls.push((id.into(), location.into(), timeout));
             calls.len()
         };
-        if let Some(state) = &self.freezer_state {
-            let found = std::fs::read_to_string(state).unwrap();
-            self.states_at_dump.lock().unwrap().push(found);
+        if let Some(dir) = &self.freezer {
+            runtime_pause(dir, Some(Duration::from_millis(20))).await;
         }
         // A dump takes a moment, so calls that may run together do.
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint};
 use checkpointing::cri::{CriClient, CriConfig};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
 
 mod apps;
 pub mod audit;
@@ -99,6 +101,40 @@ impl Testbed {
             );
         }
         kube::Client::try_from(config).expect("building a kube client")
+    }
+
+    /// A client with noded's identity as the API server sees it: its ServiceAccount, bound to
+    /// `node` (what a node daemon taken over could do).
+    pub async fn as_noded(&self, node: &str) -> kube::Client {
+        self.as_account(
+            ("kube-system", "checkpoint-noded"),
+            &[("authentication.kubernetes.io/node-name", node)],
+        )
+        .await
+    }
+
+    /// A client with the controller's identity: its ServiceAccount (what a controller taken
+    /// over could do).
+    pub async fn as_controller(&self) -> kube::Client {
+        self.as_account((CONTROLLER_NAMESPACE, "checkpoint-controller"), &[])
+            .await
+    }
+
+    /// A client acting as ServiceAccount `namespace/name`, with the groups every token of it
+    /// carries.
+    async fn as_account(
+        &self,
+        (namespace, name): (&str, &str),
+        extra: &[(&str, &str)],
+    ) -> kube::Client {
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        let own = format!("system:serviceaccounts:{namespace}");
+        let groups = [
+            "system:serviceaccounts",
+            own.as_str(),
+            "system:authenticated",
+        ];
+        self.client_as(&user, &groups, extra).await
     }
 
     async fn config(&self) -> kube::Config {
@@ -186,6 +222,30 @@ impl Testbed {
             .await
             .unwrap_or_else(|e| panic!("connecting to {node}'s CRI socket: {e}"))
     }
+}
+
+/// Role `name` in `ns` with `rules`, bound to user `user`.
+pub async fn grant(client: &kube::Client, ns: &str, name: &str, user: &str, rules: Value) {
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "rules": rules,
+    }))
+    .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .unwrap();
+    let params = PatchParams::apply("e2e").force();
+    Api::<Role>::namespaced(client.clone(), ns)
+        .patch(name, &params, &Patch::Apply(&role))
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .patch(name, &params, &Patch::Apply(&binding))
+        .await
+        .unwrap();
 }
 
 /// Polls `check` every half second until it yields a value; panics naming `what` on timeout.

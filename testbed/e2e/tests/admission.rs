@@ -11,12 +11,11 @@ use checkpointing::names::{
 };
 use e2e::{
     CONTROLLER_NAMESPACE, ControllerDown, TestNamespace, Testbed, checkpoint, checkpoint_request,
-    counter_pod, outcome, run_pod,
+    counter_pod, grant, outcome, run_pod,
 };
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Container, Pod, Service};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -131,30 +130,6 @@ async fn a_restore_from_pod_is_refused_while_the_controller_is_down() {
     drop(down);
     // The API server names the webhook it could not call: never a silent fresh start.
     assert!(message.contains(WEBHOOK), "{message}");
-}
-
-/// Role `name` in `ns` with `rules`, bound to user `user`.
-async fn grant(client: &kube::Client, ns: &str, name: &str, user: &str, rules: serde_json::Value) {
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "rules": rules,
-    }))
-    .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }))
-    .unwrap();
-    let params = PatchParams::apply("e2e").force();
-    Api::<Role>::namespaced(client.clone(), ns)
-        .patch(name, &params, &Patch::Apply(&role))
-        .await
-        .unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .patch(name, &params, &Patch::Apply(&binding))
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
@@ -387,7 +362,7 @@ async fn noded_writes_only_its_own_nodes_contents_and_never_a_finished_image() {
     let params = PatchParams::default();
 
     let from_node2: Api<checkpointing::crd::ContainerCheckpointContent> =
-        Api::namespaced(noded_on(&tb, "node2").await, &ns.name);
+        Api::namespaced(tb.as_noded("node2").await, &ns.name);
     let error = from_node2
         .patch_status("mine", &params, &status(json!({"message": "taken over"})))
         .await
@@ -400,7 +375,7 @@ async fn noded_writes_only_its_own_nodes_contents_and_never_a_finished_image() {
     );
 
     let from_node1: Api<checkpointing::crd::ContainerCheckpointContent> =
-        Api::namespaced(noded_on(&tb, "node1").await, &ns.name);
+        Api::namespaced(tb.as_noded("node1").await, &ns.name);
     let error = from_node1
         .patch_status(
             "mine",
@@ -410,26 +385,11 @@ async fn noded_writes_only_its_own_nodes_contents_and_never_a_finished_image() {
         .await
         .expect_err("a Completed image never changes");
     assert!(error.to_string().contains("never changes"), "{error}");
-    // Its own node's daemon may still write the Content otherwise.
+    // Its own node's daemon may still write what is left to write: releasing a source.
     from_node1
-        .patch_status("mine", &params, &status(json!({"message": "still mine"})))
+        .patch_status("mine", &params, &status(json!({"sourceHeld": false})))
         .await
         .expect("noded on node1 writes node1's Content");
-}
-
-/// A client with noded's identity as the API server sees it: its ServiceAccount, bound to
-/// `node`.
-async fn noded_on(tb: &Testbed, node: &str) -> kube::Client {
-    tb.client_as(
-        "system:serviceaccount:kube-system:checkpoint-noded",
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:kube-system",
-            "system:authenticated",
-        ],
-        &[("authentication.kubernetes.io/node-name", node)],
-    )
-    .await
 }
 
 /// One question to the authorizer: may `verb` `group`/`resource` `name` in `namespace`?
@@ -530,7 +490,7 @@ async fn noded_writes_leases_only_in_its_own_namespace_and_only_its_nodes() {
         Patch::Merge(json!({"metadata": {"annotations": {PEER_CERTIFICATE_ANNOTATION: pin}}}))
     };
     let params = PatchParams::default();
-    let error = Api::<Lease>::namespaced(noded_on(&tb, "node2").await, own)
+    let error = Api::<Lease>::namespaced(tb.as_noded("node2").await, own)
         .patch(
             "checkpoint-noded-node1",
             &params,
@@ -544,7 +504,7 @@ async fn noded_writes_leases_only_in_its_own_namespace_and_only_its_nodes() {
             .contains("may write only its own node's Lease"),
         "{error}"
     );
-    Api::<Lease>::namespaced(noded_on(&tb, "node1").await, own)
+    Api::<Lease>::namespaced(tb.as_noded("node1").await, own)
         .patch("checkpoint-noded-node1", &params, &pin_patch(&pin))
         .await
         .expect("node1's daemon writes its own Lease");

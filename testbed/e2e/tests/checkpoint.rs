@@ -146,8 +146,19 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
     let client = tb.client().await;
     run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
 
+    // A request naming another namespace is refused outright (checkpointing-same-namespace).
     let mut other_ns = checkpoint_request("other-ns", "app", "counter");
     other_ns.spec.namespace = Some("kube-system".into());
+    let error = Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &other_ns)
+        .await
+        .expect_err("a request naming another namespace is refused");
+    assert!(
+        error
+            .to_string()
+            .contains("spec.namespace kube-system differs from the namespace"),
+        "{error}"
+    );
     let mut unbound = counter_pod("unbound", "no-such-node", 1);
     unbound.metadata.namespace = Some(ns.name.clone());
     Api::<Pod>::namespaced(client.clone(), &ns.name)
@@ -179,7 +190,6 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
             checkpoint_request("no-pod", "missing-pod", "counter"),
             "missing-pod",
         ),
-        (other_ns, "kube-system"),
         (checkpoint_request("no-container", "app", "nope"), "nope"),
         (checkpoint_request("unbound", "unbound", "counter"), "not"),
         (

@@ -462,6 +462,20 @@ fn a_migration_that_fails_after_the_dump_thaws_its_source_before_it_says_so() {
         outcome(&m).1
     );
 
+    // Failed, it keeps releasing while a container may still be being dumped, then once more.
+    let mut pc = pc.clone();
+    pc.status.as_mut().unwrap().containers[0].state = Some(CheckpointState::Running);
+    world.checkpoint = Some(pc.clone());
+    let plan = world.plan(&m);
+    assert!(plan.status.is_none(), "final: its status stays");
+    assert!(matches!(&plan.actions[..], [Action::ReleaseSource { .. }]));
+    assert!(plan.requeue_after.is_some(), "looks again while one dumps");
+    pc.status.as_mut().unwrap().containers[0].state = Some(CheckpointState::Completed);
+    world.checkpoint = Some(pc.clone());
+    let plan = world.plan(&m);
+    assert!(matches!(&plan.actions[..], [Action::ReleaseSource { .. }]));
+    assert_eq!(plan.requeue_after, None);
+
     // A refusal before anything was dumped holds nothing.
     let mut refused = migration(Some("node1"));
     world.checkpoint = Some(pc);

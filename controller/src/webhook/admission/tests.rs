@@ -8,6 +8,14 @@ fn allowed() -> Access {
     }
 }
 
+/// The node-local registry only, as deploy/ configures it.
+fn local() -> CheckpointImages {
+    CheckpointImages {
+        port: 5050,
+        repositories: Vec::new(),
+    }
+}
+
 fn completed() -> ContainerCheckpoint {
     checkpoint(Some(CheckpointState::Completed), "checkpoint completed")
 }
@@ -21,6 +29,7 @@ fn deny(pod: &Pod, access: &Access, cc: Option<&ContainerCheckpoint>) -> Denial 
         "alice",
         access,
         source.as_ref(),
+        &local(),
     )
     .unwrap_err()
 }
@@ -249,6 +258,7 @@ fn completed_checkpoint_rewrites_only_its_container() {
         "alice",
         &allowed(),
         Some(&Source::from(&completed())),
+        &local(),
     )
     .unwrap();
     assert_eq!(restore.containers, [("counter".to_owned(), image())]);
@@ -312,6 +322,7 @@ fn the_requests_registry_secret_becomes_an_image_pull_secret() {
             "alice",
             &allowed(),
             Some(&Source::from(&cc)),
+            &local(),
         )
         .unwrap();
         apply(pod, &restore.patch)
@@ -336,6 +347,7 @@ fn the_requests_registry_secret_becomes_an_image_pull_secret() {
         "alice",
         &allowed(),
         Some(&Source::from(&completed())),
+        &local(),
     )
     .unwrap();
     assert!(secrets(&apply(&bare, &plain.patch)).is_empty());
@@ -381,4 +393,32 @@ fn a_workload_controllers_pod_is_checked_as_its_service_account() {
             .unwrap()
             .contains(&"system:serviceaccounts:default".to_owned())
     );
+}
+
+#[test]
+fn a_checkpoint_restores_only_an_image_of_its_own_namespace_and_name() {
+    let restore_with = |image: &str| {
+        let mut cc = completed();
+        cc.status.as_mut().unwrap().image = Some(image.to_owned());
+        deny(
+            &restore_pod(Some("counter-checkpoint")),
+            &allowed(),
+            Some(&cc),
+        )
+    };
+    for image in [
+        format!("localhost:5050/victim/counter-checkpoint@{DIGEST}"),
+        format!("localhost:5050/default/other@{DIGEST}"),
+        format!("attacker.example/default/counter-checkpoint@{DIGEST}"),
+        format!("attacker.example:5050/default/counter-checkpoint@{DIGEST}"),
+    ] {
+        let denial = restore_with(&image);
+        assert_eq!(denial.reason(), "ForeignImage", "{image}: {denial}");
+        let message = denial.to_string();
+        assert!(
+            message.contains(&image)
+                && message.contains("\"localhost:5050/default/counter-checkpoint\""),
+            "{message}"
+        );
+    }
 }

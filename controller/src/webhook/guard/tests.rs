@@ -191,7 +191,7 @@ fn images_under_a_push_registrys_checkpoint_repository_are_checkpoint_images_too
     assert_eq!(smuggled(&smuggling, None, &[], &local()), None);
     let cel = images.match_condition();
     assert!(
-        cel.contains("c.image.lowerAscii().contains('checkpoints')"),
+        cel.contains("c.image.lowerAscii().matches('(^|/)checkpoints($|[/:@])')"),
         "{cel}"
     );
 
@@ -252,13 +252,15 @@ fn a_checkpoint_repository_is_matched_however_the_image_spells_it() {
             port: 5050,
             repositories: vec![parse_repository(flag).unwrap()],
         };
+        let pattern = images.repositories[0].pattern();
         let cel = images.match_condition();
-        let needle = images.repositories[0].needle().to_owned();
+        assert!(cel.contains(&pattern.replace('\\', "\\\\")), "{cel}");
+        let re2 = regex::Regex::new(&pattern).unwrap();
         for image in spellings {
             assert!(images.contains(image), "{flag}: {image}");
             // The match condition lets the pod through to the webhook.
             assert!(
-                image.to_ascii_lowercase().contains(&needle) && cel.contains(&needle),
+                re2.is_match(&image.to_ascii_lowercase()),
                 "{flag}: {image} would not reach the webhook"
             );
         }
@@ -281,4 +283,54 @@ fn a_checkpoint_repository_is_matched_however_the_image_spells_it() {
     );
     // Unreadable as a reference, yet naming the repository's path: refused all the same.
     assert!(mapped.contains("10.77.0.1:5000/ckpt/ns/CC"));
+    // The match condition sends whole components only.
+    let dotted = parse_repository("r.example.com/team.x/ckpt").unwrap();
+    let re2 = regex::Regex::new(&dotted.pattern()).unwrap();
+    assert!(re2.is_match("r.example.com/team.x/ckpt@sha256:00"));
+    for other in [
+        "r.example.com/teamxx/ckpt",
+        "r/team.x/ckpts",
+        "team.x/ckpt.example/x",
+    ] {
+        assert!(!re2.is_match(other), "{other}");
+    }
+    // Docker Hub's official images are found without their library/.
+    let official = parse_repository("docker.io/library/ckpt").unwrap();
+    let re2 = regex::Regex::new(&official.pattern()).unwrap();
+    assert!(re2.is_match("ckpt:uid") && re2.is_match("library/ckpt"));
+}
+
+#[test]
+fn references_by_image_id_count_as_checkpoint_images() {
+    let id = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    for image in [
+        format!("sha256:{id}"),
+        format!("sha256:{}", &id[..12]),
+        format!("SHA256:{}", id.to_ascii_uppercase()),
+        id.to_owned(),
+        id[..12].to_owned(),
+    ] {
+        assert!(is_image_id(&image), "{image}");
+        assert!(local().contains(&image), "{image}");
+        let pod = with_image(restore_pod(None), 1, &image);
+        let found = smuggled(&pod, None, &[], &local()).expect("refused");
+        assert!(found.to_string().contains("by image ID"), "{found}");
+    }
+    for image in [
+        "busybox",
+        "sha256:",
+        "sha256:xyz",
+        &id[..11],
+        &format!("{id}0"),
+        "deadbeefcafe:latest",
+        "busybox@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    ] {
+        assert!(!is_image_id(image), "{image}");
+    }
+    // The registration sends them to the webhook.
+    let cel = local().match_condition();
+    assert!(
+        cel.contains("c.image.matches('^(?i)(sha256:[0-9a-f]+|[0-9a-f]{12,64})$')"),
+        "{cel}"
+    );
 }
