@@ -9,10 +9,11 @@ use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, RegistrySpec,
 };
 use e2e::{
-    TestNamespace, Testbed, checkpoint_request, counter_pod, eventually, outcome, run_pod,
+    TestNamespace, Testbed, checkpoint_request, counter_pod, eventually, grant, outcome, run_pod,
     wait_checkpoint,
 };
 use kube::api::{Api, PostParams};
+use serde_json::json;
 
 const NODE: &str = "node1";
 const TENANT: &str = "tenant";
@@ -35,39 +36,24 @@ fn started_checkpoints(tb: &Testbed) -> (f64, f64) {
     )
 }
 
-/// Lets user `TENANT` checkpoint pods of `ns` (create requests, exec into pods) and nothing
-/// else.
-fn grant_checkpointing(tb: &Testbed, ns: &str) {
-    tb.kubectl_ok(&[
-        "create",
-        "role",
-        "checkpointer",
-        "-n",
-        ns,
-        "--verb=create,get",
-        "--resource=containercheckpoints.checkpointing.zacchaeuschok.github.io",
-        "--resource=pods/exec",
-    ]);
-    tb.kubectl_ok(&[
-        "create",
-        "rolebinding",
-        "checkpointer",
-        "-n",
-        ns,
-        "--role=checkpointer",
-        &format!("--user={TENANT}"),
-    ]);
-}
-
 #[tokio::test]
 async fn a_tenants_push_to_the_node_or_the_metadata_service_fails_before_any_dump() {
     let tb = Testbed::get();
     let client = tb.client().await;
     let ns = TestNamespace::create(&tb, "push-targets").await;
     run_pod(&client, &ns.name, counter_pod("app", NODE, 1)).await;
-    grant_checkpointing(&tb, &ns.name);
-    let as_tenant: Api<ContainerCheckpoint> =
-        Api::namespaced(tb.client_as(TENANT, &[], &[]).await, &ns.name);
+    // What checkpointing its own pods takes, and nothing else.
+    let rules = json!([
+        {
+            "apiGroups": ["checkpointing.zacchaeuschok.github.io"],
+            "resources": ["containercheckpoints"],
+            "verbs": ["create", "get"],
+        },
+        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
+    ]);
+    grant(&client, &ns.name, "checkpointer", TENANT, rules).await;
+    let tenant = tb.client_as(TENANT, &["system:authenticated"], &[]).await;
+    let as_tenant: Api<ContainerCheckpoint> = Api::namespaced(tenant, &ns.name);
     let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
     let before = started_checkpoints(&tb);
 
