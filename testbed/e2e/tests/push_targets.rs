@@ -18,7 +18,7 @@ use serde_json::json;
 const NODE: &str = "node1";
 const TENANT: &str = "tenant";
 
-/// What noded's /metrics on `node` says of checkpoints started: CRI calls and whole
+/// What noded's /metrics on `NODE` says of checkpoints started: CRI calls and whole
 /// checkpoints timed.
 fn started_checkpoints(tb: &Testbed) -> (f64, f64) {
     let out = tb.node_exec(NODE, &["curl", "-sf", "http://127.0.0.1:9811/metrics"]);
