@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
@@ -47,6 +48,27 @@ pub enum ClientError {
     Build(#[source] kube::Error),
 }
 
+/// Connecting to the API server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the next bytes of an answer. A watch's answer is open for the server's
+/// watch timeout (kube's watcher asks for 290 s, plus its own idle margin) and may carry
+/// nothing for all of it: a shorter read timeout would cut every quiet watch. Calls that must
+/// be quicker (lease renewals, the registry's look-ups) set their own deadline.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(295);
+/// Longest wait to send the next bytes of a request (our requests are small).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `config` with our timeouts: without them, a connection to an API server that stops
+/// answering (a half-open TCP connection after a network cut) hangs its call for good.
+pub fn with_timeouts(mut config: kube::Config) -> kube::Config {
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.write_timeout = Some(WRITE_TIMEOUT);
+    // Counted from the request, not from when its pooled connection fell idle.
+    config.reset_reader_on_write = true;
+    config
+}
+
 /// A client from `kubeconfig`, or in-cluster / `$KUBECONFIG` configuration when absent.
 pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientError> {
     let config = match kubeconfig {
@@ -66,5 +88,8 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, Clie
         }
         None => kube::Config::infer().await.map_err(ClientError::Infer)?,
     };
-    kube::Client::try_from(config).map_err(ClientError::Build)
+    kube::Client::try_from(with_timeouts(config)).map_err(ClientError::Build)
 }
+
+#[cfg(test)]
+mod tests;

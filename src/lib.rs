@@ -21,6 +21,7 @@ pub mod listen;
 pub mod names;
 #[cfg(feature = "node")]
 pub mod oci;
+pub mod reference;
 #[cfg(feature = "node")]
 pub mod runtime;
 #[cfg(feature = "test-util")]

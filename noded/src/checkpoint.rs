@@ -20,10 +20,10 @@ use crate::metrics::Metrics;
 use crate::outbound::OutboundError;
 use crate::push::{Credentials, Destination, PushError, Pusher};
 use crate::restore;
-use crate::space::{DiskSpace, SpaceError, archive_need};
+use crate::slots::FairSlots;
+use crate::space::{DiskSpace, SpaceError, archive_need, volumes_need};
 use crate::store::{ArchiveKey, CheckpointDir};
 use crate::volumes;
-use tokio::sync::Semaphore;
 
 /// What to checkpoint, from one Content.
 #[derive(Clone, Debug)]
@@ -155,8 +155,9 @@ pub struct Checkpointer<R> {
     /// inside the runtime.
     locks: KeyedLocks,
     /// Bounds the CRIU dumps running at once on this node: each freezes a container and writes
-    /// its memory, and many at once contend for CPU and disk until dumps fail.
-    dumps: Arc<Semaphore>,
+    /// its memory, and many at once contend for CPU and disk until dumps fail. Shared fairly
+    /// between namespaces.
+    dumps: FairSlots,
     /// Refuses a checkpoint the checkpoint directory has no room for, before the dump.
     pub space: DiskSpace,
     pub metrics: Arc<Metrics>,
@@ -206,7 +207,7 @@ impl<R: Runtime> Checkpointer<R> {
             registry,
             pusher,
             locks: KeyedLocks::default(),
-            dumps: Arc::new(Semaphore::new(DEFAULT_CONCURRENT_DUMPS)),
+            dumps: FairSlots::new(DEFAULT_CONCURRENT_DUMPS),
             space,
             metrics: Arc::default(),
             pods_dir: PathBuf::from(volumes::DEFAULT_PODS_DIR),
@@ -229,7 +230,7 @@ impl<R: Runtime> Checkpointer<R> {
 
     /// At most `dumps` CRI CheckpointContainer calls at once (at least one).
     pub fn with_concurrent_dumps(mut self, dumps: usize) -> Self {
-        self.dumps = Arc::new(Semaphore::new(dumps.max(1)));
+        self.dumps = FairSlots::new(dumps);
         self
     }
 
@@ -366,8 +367,7 @@ impl<R: Runtime> Checkpointer<R> {
     ) -> Result<(Artifact, Descriptor), Failure> {
         let partial = self.dir.partial_path(&job.key);
         let written = {
-            // Never closed, so acquiring only waits.
-            let _dump = self.dumps.acquire().await.ok();
+            let _dump = self.dumps.acquire(job.key.namespace).await;
             // Checked once the dump may start, not before the wait: what other dumps wrote
             // meanwhile counts. Refused here, nothing has been written yet.
             let stats = self.runtime.container_stats(&container_id).await;
@@ -375,8 +375,9 @@ impl<R: Runtime> Checkpointer<R> {
                 tracing::info!(container = %container_id, %error, "no container stats; checking only the disk reserve");
                 None
             });
+            let volumes = volumes_need(&self.pods_dir, job.pod_uid, &job.volumes);
             self.space
-                .ensure(self.dir.root(), archive_need(stats.as_ref()))?;
+                .ensure(self.dir.root(), archive_need(stats.as_ref()).plus(volumes))?;
             let hold = match job.hold {
                 true => Some(self.hold(&container_id).await?),
                 false => None,

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::names::{PEER_CERTIFICATE_ANNOTATION, noded_lease_name};
@@ -62,6 +63,24 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<ContainerCheckpointContent>, kube::Error>> + Send;
 }
 
+/// Longest a look-up may take: a pull waits on it, and the kubelet gives up on a pull long
+/// before the client's own read timeout (`checkpointing::daemon::READ_TIMEOUT`) would.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `call`, failing with a timeout error once it has taken `limit`.
+pub async fn within<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        let timeout = std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from the API server within {limit:?}"),
+        );
+        Err(kube::Error::Service(Box::new(timeout)))
+    })
+}
+
 pub struct KubeCluster {
     pub client: kube::Client,
     /// Where the noded Leases are.
@@ -74,20 +93,23 @@ impl Cluster for KubeCluster {
         namespace: &str,
         name: &str,
     ) -> Result<Option<ContainerCheckpointContent>, kube::Error> {
-        Api::namespaced(self.client.clone(), namespace)
-            .get_opt(name)
-            .await
+        within(
+            LOOKUP_TIMEOUT,
+            Api::namespaced(self.client.clone(), namespace).get_opt(name),
+        )
+        .await
     }
 
     async fn node_ip(&self, node: &str) -> Result<Option<IpAddr>, kube::Error> {
-        let node: Option<Node> = Api::all(self.client.clone()).get_opt(node).await?;
+        let node: Option<Node> =
+            within(LOOKUP_TIMEOUT, Api::all(self.client.clone()).get_opt(node)).await?;
         Ok(node.as_ref().and_then(internal_ip))
     }
 
     async fn peer_pin(&self, node: &str) -> Result<Option<String>, kube::Error> {
-        let lease: Option<Lease> = Api::namespaced(self.client.clone(), &self.lease_namespace)
-            .get_opt(&noded_lease_name(node))
-            .await?;
+        let leases = Api::namespaced(self.client.clone(), &self.lease_namespace);
+        let name = noded_lease_name(node);
+        let lease: Option<Lease> = within(LOOKUP_TIMEOUT, leases.get_opt(&name)).await?;
         Ok(lease
             .and_then(|l| l.metadata.annotations)
             .and_then(|mut a| a.remove(PEER_CERTIFICATE_ANNOTATION)))
@@ -105,16 +127,21 @@ impl Cluster for KubeCluster {
             },
             ..Default::default()
         };
-        let done = Api::<TokenReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await?;
+        let reviews = Api::<TokenReview>::all(self.client.clone());
+        let done = within(
+            LOOKUP_TIMEOUT,
+            reviews.create(&PostParams::default(), &review),
+        )
+        .await?;
         Ok(done.status.unwrap_or_default())
     }
 
     async fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, kube::Error> {
-        Api::namespaced(self.client.clone(), namespace)
-            .get_opt(name)
-            .await
+        within(
+            LOOKUP_TIMEOUT,
+            Api::namespaced(self.client.clone(), namespace).get_opt(name),
+        )
+        .await
     }
 
     async fn pods_on_node(&self, namespace: &str, node: &str) -> Result<Vec<Pod>, kube::Error> {
@@ -146,6 +173,21 @@ pub fn internal_ip(node: &Node) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
+
+    #[tokio::test]
+    async fn a_look_up_without_answer_fails_within_its_limit() {
+        let limit = Duration::from_millis(50);
+        let hung = within(limit, std::future::pending::<Result<(), kube::Error>>());
+        let e = tokio::time::timeout(Duration::from_secs(5), hung)
+            .await
+            .expect("gave up on its own")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("no answer from the API server"),
+            "{e}"
+        );
+        assert_eq!(within(limit, async { Ok(7) }).await.unwrap(), 7);
+    }
 
     #[test]
     fn peers_are_reached_at_their_internal_ip() {

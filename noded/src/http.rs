@@ -19,6 +19,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::identity::Pinned;
+pub use connect::{AddressCheck, Connector, resolve};
+
+mod connect;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Until the response headers arrive (after the request body, if any, was sent).
@@ -28,7 +31,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a large upload was sent, until the server answers: it may still be writing it out.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+pub type HttpClient = Client<HttpsConnector<Connector>, Body>;
 
 /// Which servers the client may reach.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +87,12 @@ fn roots_and(extra: Vec<CertificateDer<'static>>) -> std::io::Result<rustls::Roo
 
 /// A client for `tls`. Fails when an extra root is not a usable CA certificate.
 pub fn client(tls: Tls) -> std::io::Result<HttpClient> {
+    checked_client(tls, None)
+}
+
+/// A client for `tls` that connects only to addresses `check` allows (every address a host
+/// resolves to is checked first).
+pub fn checked_client(tls: Tls, check: Option<AddressCheck>) -> std::io::Result<HttpClient> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -108,7 +117,9 @@ pub fn client(tls: Tls) -> std::io::Result<HttpClient> {
     } else {
         connector.https_or_http()
     };
-    let connector = connector.enable_http1().wrap_connector(http);
+    let connector = connector
+        .enable_http1()
+        .wrap_connector(Connector::new(http, check));
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
@@ -196,15 +207,47 @@ pub async fn chunk(body: &mut Body) -> Result<Option<Bytes>, ReadError> {
     }
 }
 
-/// At most `limit` bytes of `body` (the rest is left unread), for error messages.
+/// At most `limit` bytes of `body` (the rest is left unread), for error messages and tokens;
+/// all of it within [`RESPONSE_TIMEOUT`], so that a server dripping a byte at a time cannot
+/// hold the caller either.
 pub async fn read_prefix(body: &mut Body, limit: usize) -> Result<Vec<u8>, ReadError> {
-    let mut bytes = Vec::new();
-    while bytes.len() < limit {
-        let Some(data) = chunk(body).await? else {
-            break;
-        };
-        let take = data.len().min(limit - bytes.len());
-        bytes.extend_from_slice(&data[..take]);
+    read_prefix_within(body, limit, RESPONSE_TIMEOUT).await
+}
+
+async fn read_prefix_within(
+    body: &mut Body,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Vec<u8>, ReadError> {
+    let read = async {
+        let mut bytes = Vec::new();
+        while bytes.len() < limit {
+            let Some(data) = chunk(body).await? else {
+                break;
+            };
+            let take = data.len().min(limit - bytes.len());
+            bytes.extend_from_slice(&data[..take]);
+        }
+        Ok(bytes)
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or(Err(ReadError::Timeout(deadline)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt as _;
+
+    #[tokio::test]
+    async fn a_body_dripping_forever_is_given_up_on() {
+        let drip = futures::stream::once(async { Ok::<_, std::io::Error>(Bytes::from("{")) })
+            .chain(futures::stream::pending());
+        let mut body = Body::from_stream(drip);
+        let read = read_prefix_within(&mut body, 100, Duration::from_millis(50)).await;
+        assert!(matches!(read, Err(ReadError::Timeout(_))), "{read:?}");
+        let mut whole = Body::from("short");
+        assert_eq!(read_prefix(&mut whole, 100).await.unwrap(), b"short");
     }
-    Ok(bytes)
 }

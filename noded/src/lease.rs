@@ -52,7 +52,10 @@ pub async fn keep_renewed(
             },
         });
         let params = PatchParams::apply(NODED_MANAGER).force();
-        if let Err(error) = api.patch(&name, &params, &Patch::Apply(patch)).await {
+        let patch = Patch::Apply(patch);
+        // Within one tick: a call that hangs must not hold up the next renewal past expiry.
+        let renewal = crate::cluster::within(DURATION / 3, api.patch(&name, &params, &patch));
+        if let Err(error) = renewal.await {
             tracing::warn!(%error, lease = %name, "renewing the node lease failed");
         }
     }

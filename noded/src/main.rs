@@ -20,6 +20,7 @@ mod recent;
 mod reconcile;
 mod registry;
 mod restore;
+mod slots;
 mod space;
 mod store;
 #[cfg(test)]
@@ -124,6 +125,17 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(0..=1 << 20)
     )]
     disk_reserve_mib: u64,
+    /// Share of the filesystem, in percent (0 to 90), left free beyond what a checkpoint or a
+    /// peer fetch needs, when more than --disk-reserve-mib: keeps checkpoints from taking the
+    /// node's disk below the kubelet's eviction threshold (nodefs.available<10% by default),
+    /// where it would evict other pods.
+    #[arg(
+        long,
+        env = "DISK_RESERVE_PERCENT",
+        default_value_t = space::DEFAULT_RESERVE_PERCENT,
+        value_parser = clap::value_parser!(u8).range(0..=90)
+    )]
+    disk_reserve_percent: u8,
     /// Checkpoint timeout when a request sets none, in seconds (1 to 3600, a request's bounds).
     #[arg(
         long,
@@ -198,6 +210,15 @@ struct Args {
     /// Registry host (HOST[:PORT]) spoken to over plain HTTP instead of HTTPS; repeatable.
     #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registry: Vec<String>,
+    /// Registry host (HOST[:PORT]) requests may push to; repeatable. When set, requests may
+    /// name only these (and --push-registry's); unset, any host that resolves to no loopback
+    /// or link-local address.
+    #[arg(long, env = "ALLOWED_PUSH_REGISTRIES", value_delimiter = ',', value_parser = push_host)]
+    allowed_push_registry: Vec<String>,
+    /// Also refuse registries that requests name resolving to private addresses (RFC 1918,
+    /// fc00::/7). Off by default: in-cluster registries are common. --push-registry is exempt.
+    #[arg(long, env = "REFUSE_PRIVATE_PUSH_TARGETS")]
+    refuse_private_push_targets: bool,
     /// PEM bundle of CA certificates trusted for registries' HTTPS, besides the system's roots
     /// (read at start; a missing file adds none, as an absent optional ConfigMap leaves it).
     #[arg(long, env = "REGISTRY_CA_FILE")]
@@ -272,7 +293,8 @@ async fn main() -> anyhow::Result<()> {
         prerequisites.clone(),
     ));
     let metrics = Arc::new(metrics::Metrics::default());
-    let space = DiskSpace::new(args.node_name.clone(), args.disk_reserve_mib);
+    let space = DiskSpace::new(args.node_name.clone(), args.disk_reserve_mib)
+        .with_reserve_percent(args.disk_reserve_percent);
     let checker = tokio::spawn(prereq::keep_checked(
         prerequisites.clone(),
         cri.clone(),
@@ -369,7 +391,12 @@ async fn main() -> anyhow::Result<()> {
         },
         None => None,
     };
-    let pusher = push::Pusher::new(insecure, roots.as_deref())
+    let targets = push::Targets {
+        own: args.push_registry.as_ref().map(|t| t.host.clone()),
+        allowed: args.allowed_push_registry.clone(),
+        refuse_private: args.refuse_private_push_targets,
+    };
+    let pusher = push::Pusher::new(insecure, roots.as_deref(), targets)
         .context("loading the root certificates for registries (--registry-ca-file)")?;
     let outbound = outbound::Defaults {
         target: args.push_registry.clone(),
@@ -412,6 +439,16 @@ async fn main() -> anyhow::Result<()> {
     checker.abort();
     tracing::info!("noded stopped");
     Ok(())
+}
+
+/// A registry host as `--allowed-push-registry` takes it, normalised as requests' are.
+fn push_host(value: &str) -> Result<String, String> {
+    if value.contains('/') {
+        return Err(format!(
+            "{value:?}: give HOST[:PORT], without a scheme or path"
+        ));
+    }
+    checkpointing::reference::normalise_host(value).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -487,5 +524,19 @@ mod tests {
             let err = parse(Some(bad)).unwrap_err();
             assert!(err.contains("--disk-reserve-mib"), "{err}");
         }
+        let percent = |v: &str| {
+            Args::try_parse_from(["noded", "--node-name", "n", "--disk-reserve-percent", v])
+                .map(|a| a.disk_reserve_percent)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(percent("0"), Ok(0));
+        assert_eq!(percent("90"), Ok(90));
+        assert!(
+            percent("91")
+                .unwrap_err()
+                .contains("--disk-reserve-percent")
+        );
+        let default = Args::try_parse_from(["noded", "--node-name", "n"]).unwrap();
+        assert_eq!(default.disk_reserve_percent, 15);
     }
 }

@@ -4,11 +4,12 @@
 //! repository fails before any memory is dumped.
 
 use checkpointing::crd::{ContainerCheckpointContent, RegistrySpec};
+use checkpointing::reference::normalise_host;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
 use crate::push::auth::CredentialsError;
-use crate::push::{Credentials, Destination, Target};
+use crate::push::{Credentials, Destination, Target, TargetError};
 
 /// The type and key of a Secret holding registry credentials the way kubelets read them.
 const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
@@ -115,6 +116,9 @@ pub enum OutboundError {
         #[source]
         source: CredentialsError,
     },
+    /// A registry noded may not push to (`--allowed-push-registry`, or where it resolves).
+    #[error(transparent)]
+    Target(#[from] TargetError),
 }
 
 /// Where the checkpoint of `content` is pushed; `None`: it stays on its node.
@@ -160,8 +164,8 @@ pub fn of_image(
     local: &str,
     image: &str,
 ) -> Option<Route> {
-    let (name, _digest) = image.split_once('@')?;
-    let to = name.parse::<Destination>().ok()?;
+    let (to, _digest) = crate::push::parse_image(image).ok()?;
+    let local = normalise_host(local).unwrap_or_else(|_| local.to_owned());
     (to.host != local).then(|| Route::to(to, content, defaults))
 }
 

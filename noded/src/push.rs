@@ -11,163 +11,52 @@
 //! ([`PushError::is_refusal`]), and expiring old images is left to their retention policies.
 
 pub mod auth;
+mod error;
+mod location;
 mod names;
 mod send;
+mod summary;
+mod targets;
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use bytes::Bytes;
-use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE, OciError};
+use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE};
+use checkpointing::reference::normalise_host;
 use futures::StreamExt;
 use oci_spec::image::{Descriptor, ImageManifest};
 
 pub use auth::Credentials;
-pub use names::{Destination, Target};
+pub use error::PushError;
+pub use location::{UploadUrl, upload_url};
+pub use names::{Destination, Target, parse_image};
+pub use targets::{TargetError, Targets};
 
 use crate::http::{self, HttpClient, Progress, Tls};
 use auth::Scope;
 use send::Retryable;
+use targets::Reach;
 
-/// How much of an error response's body goes into the message.
-const MAX_ERROR_BODY: usize = 512;
+/// How much of an error response's body is read for its summary.
+const MAX_ERROR_BODY: usize = 4096;
 /// Read size when streaming a blob from disk.
 const UPLOAD_CHUNK: usize = 256 << 10;
 /// Token scope actions of everything a push does, and of a delete.
 const PUSH_ACTIONS: &str = "pull,push";
 const DELETE_ACTIONS: &str = "delete";
 
-fn body_suffix(body: &str) -> String {
-    if body.is_empty() {
-        String::new()
-    } else {
-        format!(": {body}")
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PushError {
-    #[error("{method} {url}")]
-    Request {
-        method: Method,
-        url: String,
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    #[error("{method} {url}: no answer within {timeout:?}")]
-    Timeout {
-        method: Method,
-        url: String,
-        timeout: std::time::Duration,
-    },
-    #[error("{method} {url} answered {status}{}", body_suffix(body))]
-    Status {
-        method: Method,
-        url: String,
-        status: StatusCode,
-        body: String,
-    },
-    #[error("{method} {url} answered {status} without a usable Location header")]
-    NoLocation {
-        method: Method,
-        url: String,
-        status: StatusCode,
-    },
-    #[error(
-        "registry {host} requires credentials and none were given ({method} {url} answered {status})"
-    )]
-    NoCredentials {
-        host: String,
-        method: Method,
-        url: String,
-        status: StatusCode,
-    },
-    #[error(
-        "registry {host} refused the credentials: {method} {url} answered {status}{}",
-        body_suffix(body)
-    )]
-    Denied {
-        host: String,
-        method: Method,
-        url: String,
-        status: StatusCode,
-        body: String,
-    },
-    #[error(
-        "registry {host} answered {method} {url} with 401 and no usable WWW-Authenticate challenge ({challenge:?})"
-    )]
-    Challenge {
-        host: String,
-        method: Method,
-        url: String,
-        challenge: String,
-    },
-    #[error("getting a token for registry {host}")]
-    Token {
-        host: String,
-        #[source]
-        source: Box<PushError>,
-    },
-    #[error("getting a token for registry {host}: {url} answered without a token")]
-    NoToken { host: String, url: String },
-    #[error("registry {host} stored the manifest as {found}, not {expected}")]
-    ManifestDigest {
-        host: String,
-        found: String,
-        expected: String,
-    },
-    #[error("not an image pushed by digest: {0}")]
-    Image(String),
-    #[error("reading {}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("blob {digest} is {found} bytes in the local layout, its descriptor says {expected}")]
-    Size {
-        digest: String,
-        found: u64,
-        expected: u64,
-    },
-    #[error("parsing the local manifest {digest}")]
-    Manifest {
-        digest: String,
-        #[source]
-        source: oci_spec::OciSpecError,
-    },
-    #[error(transparent)]
-    Layout(#[from] OciError),
-}
-
-impl PushError {
-    /// The registry answered and will not do it (deletes disabled, not allowed, bad request,
-    /// credentials refused or missing): asking again changes nothing. Timeouts, 5xx, 408 and
-    /// 429 may pass.
-    pub fn is_refusal(&self) -> bool {
-        match self {
-            Self::Status { status, .. } => {
-                status.is_client_error()
-                    && *status != StatusCode::REQUEST_TIMEOUT
-                    && *status != StatusCode::TOO_MANY_REQUESTS
-            }
-            Self::NoCredentials { .. }
-            | Self::Denied { .. }
-            | Self::Challenge { .. }
-            | Self::Image(_) => true,
-            Self::Token { source, .. } => source.is_refusal(),
-            _ => false,
-        }
-    }
-}
-
-/// Pushes to any registry: plain HTTP to `insecure_hosts`, HTTPS verified with the system's
-/// roots and the configured CA bundle to every other.
+/// Pushes to the registries `targets` allows: plain HTTP to `insecure_hosts`, HTTPS verified
+/// with the system's roots and the configured CA bundle to every other.
 pub struct Pusher {
     insecure_hosts: Vec<String>,
-    http: HttpClient,
+    targets: Arc<Targets>,
+    /// For the cluster's own registry ([`Reach::Own`]).
+    own: HttpClient,
+    /// For every other: connects only to addresses `targets` allows.
+    checked: HttpClient,
     tokens: auth::Cache,
 }
 
@@ -175,6 +64,7 @@ impl std::fmt::Debug for Pusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pusher")
             .field("insecure_hosts", &self.insecure_hosts)
+            .field("targets", &self.targets)
             .finish_non_exhaustive()
     }
 }
@@ -184,16 +74,63 @@ impl Pusher {
     pub fn new(
         insecure_hosts: Vec<String>,
         extra_roots_pem: Option<&[u8]>,
+        targets: Targets,
     ) -> std::io::Result<Self> {
         let extra = match extra_roots_pem {
             Some(pem) => http::pem_certificates(pem)?,
             None => Vec::new(),
         };
+        // Compared with normalised destination hosts.
+        let insecure_hosts = insecure_hosts
+            .into_iter()
+            .map(|h| normalise_host(&h).unwrap_or(h))
+            .collect();
+        let targets = Arc::new(targets);
+        let policy = targets.clone();
+        let check: http::AddressCheck =
+            Arc::new(move |host, addresses| policy.check(host, addresses).map_err(Into::into));
         Ok(Self {
             insecure_hosts,
-            http: http::client(Tls::SystemRootsAnd(extra))?,
+            targets,
+            own: http::client(Tls::SystemRootsAnd(extra.clone()))?,
+            checked: http::checked_client(Tls::SystemRootsAnd(extra), Some(check))?,
             tokens: auth::Cache::default(),
         })
+    }
+
+    /// The client for requests on behalf of registry `host` (its token endpoint's included),
+    /// if noded may push there at all.
+    fn client_for(&self, host: &str) -> Result<&HttpClient, TargetError> {
+        Ok(match self.targets.reach(host)? {
+            Reach::Own => &self.own,
+            Reach::Checked => &self.checked,
+        })
+    }
+
+    /// Refuses, before anything is dumped, a destination noded may not push to: not allowed,
+    /// or (a request's own registry) resolving to an address it may not reach. A host that
+    /// does not resolve now is left to the push, whose connections are checked again.
+    pub async fn admit(&self, to: &Destination) -> Result<(), TargetError> {
+        if self.targets.reach(&to.host)? == Reach::Own {
+            return Ok(());
+        }
+        let origin = self.origin(&to.host);
+        let Ok(uri) = origin.parse::<axum::http::Uri>() else {
+            return Ok(());
+        };
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host = uri.host().unwrap_or_default();
+        match http::resolve(host, port).await {
+            Ok(found) => {
+                let addresses: Vec<_> = found.iter().map(|a| a.ip()).collect();
+                self.targets.check(&to.host, &addresses)
+            }
+            Err(error) => {
+                tracing::info!(host = %to.host, %error, "push registry not resolved before the checkpoint");
+                Ok(())
+            }
+        }
     }
 
     /// `http://host` or `https://host`.
@@ -259,7 +196,7 @@ impl Pusher {
         {
             return Err(PushError::ManifestDigest {
                 host: to.host.clone(),
-                found: found.to_owned(),
+                found: summary::one_line(found, 100),
                 expected,
             });
         }
@@ -335,16 +272,28 @@ impl Pusher {
         };
         let response = self.authorized(scope, &request).await?;
         let response = Self::success(Method::POST, &url, response).await?;
-        let upload = response
+        let location = response
             .headers()
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|location| upload_url(&url, location, &digest))
-            .ok_or_else(|| PushError::NoLocation {
-                method: Method::POST,
-                url: url.clone(),
-                status: response.status(),
-            })?;
+            .unwrap_or_default();
+        let upload = match upload_url(&url, location, &digest) {
+            Ok(upload) => upload,
+            Err(UploadUrl::Unusable) => {
+                return Err(PushError::NoLocation {
+                    method: Method::POST,
+                    url: summary::shown_url(&url),
+                    status: response.status(),
+                });
+            }
+            Err(UploadUrl::Elsewhere) => {
+                return Err(PushError::ForeignLocation {
+                    host: scope.host.to_owned(),
+                    url: summary::shown_url(&url),
+                    location: summary::shown_url(location),
+                });
+            }
+        };
 
         // The layer is the checkpoint archive, possibly GiB: streamed from disk, never held.
         let path = layout.blob_path(blob.digest());
@@ -361,7 +310,7 @@ impl Pusher {
                 expected: blob.size(),
             });
         }
-        let progress = std::sync::Arc::new(Progress {
+        let progress = Arc::new(Progress {
             sent: Default::default(),
             total: size,
         });
@@ -381,39 +330,6 @@ impl Pusher {
         tracing::debug!(blob = %digest, size, "blob pushed");
         Ok(())
     }
-}
-
-/// Where to `PUT` a monolithic upload: the `Location` a `POST` to `post_url` answered (absolute,
-/// absolute-path or relative), with `digest` added to its query.
-pub fn upload_url(post_url: &str, location: &str, digest: &str) -> Option<String> {
-    let location = location.trim();
-    if location.is_empty() {
-        return None;
-    }
-    let (scheme, rest) = post_url.split_once("://")?;
-    let authority = rest.split('/').next()?;
-    let mut url = if location.starts_with("http://") || location.starts_with("https://") {
-        location.to_owned()
-    } else if location.starts_with("//") {
-        format!("{scheme}:{location}")
-    } else if location.starts_with('/') {
-        format!("{scheme}://{authority}{location}")
-    } else {
-        // Relative to the POST URL's directory.
-        let path = post_url.split('?').next()?;
-        let directory = &path[..=path.rfind('/')?];
-        format!("{directory}{location}")
-    };
-    let encoded = digest.replace(':', "%3A");
-    let separator = match url.find('?') {
-        None => "?",
-        Some(at) if at + 1 == url.len() || url.ends_with('&') => "",
-        Some(_) => "&",
-    };
-    url.push_str(separator);
-    url.push_str("digest=");
-    url.push_str(&encoded);
-    Some(url)
 }
 
 /// An in-process registry implementing the routes a push uses, recording every request.

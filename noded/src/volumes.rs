@@ -13,6 +13,7 @@
 
 mod capture;
 mod place;
+mod size;
 
 use std::ffi::OsStr;
 use std::io;
@@ -26,6 +27,7 @@ use crate::space::Size;
 
 pub use capture::capture;
 pub use place::{Owners, place};
+pub use size::size;
 
 /// Directory of the volumes inside the layer.
 const PREFIX: &str = "checkpointing-volumes";

@@ -7,6 +7,7 @@
 //! functions.
 
 use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
+use checkpointing::reference::{DOCKER_HUB, ImageRef};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
@@ -20,47 +21,91 @@ pub struct Smuggled {
 }
 
 /// Where checkpoint images live: the node-local registry, on `port` of whatever host, and the
-/// checkpoint repositories of push registries (`HOST[:PORT]/PATH`, lower case).
+/// checkpoint repositories of push registries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckpointImages {
     pub port: u16,
-    pub repositories: Vec<String>,
+    pub repositories: Vec<Repository>,
+}
+
+/// A push registry's checkpoint repository, normalised as image references are
+/// ([`ImageRef`]), so that it is compared with images however either is spelled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repository {
+    pub host: String,
+    pub path: String,
+}
+
+impl std::fmt::Display for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.host, self.path)
+    }
+}
+
+impl Repository {
+    /// What every spelling of an image under this repository contains, lower-cased: its path,
+    /// less the `library/` a Docker Hub name may leave out.
+    fn needle(&self) -> &str {
+        match self.path.strip_prefix("library/") {
+            Some(rest) if self.host == DOCKER_HUB => rest,
+            _ => &self.path,
+        }
+    }
+
+    /// An RE2 pattern that every lower-cased spelling of an image under this repository
+    /// matches: its [`Self::needle`] as whole path components, at the start (no host) or after
+    /// a `/`, and ending the name or followed by `/`, a tag or a digest.
+    pub fn pattern(&self) -> String {
+        format!("(^|/){}($|[/:@])", self.needle().replace('.', "\\."))
+    }
 }
 
 impl CheckpointImages {
     /// Whether `image` is a checkpoint image: its registry part (before the first `/`) names
     /// the node-local registry's port, however the host is spelled (`localhost`, `127.0.0.1`,
     /// upper case, a name that resolves to loopback …), since only the port tells them apart;
-    /// or it lies under a checkpoint repository (registry names are case-insensitive).
+    /// or, normalised, it lies under a checkpoint repository (`docker.io/` left out or
+    /// written `index.docker.io/`, `:443`, upper case, an IPv6 address written otherwise).
     pub fn contains(&self, image: &str) -> bool {
         if is_image_id(image) {
             return true;
         }
-        let Some((registry, _)) = image.split_once('/') else {
-            return false;
-        };
-        let local = registry
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>() == Ok(self.port));
-        let image = image.to_ascii_lowercase();
-        local
-            || self
+        let local = image.split_once('/').is_some_and(|(registry, _)| {
+            registry
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>() == Ok(self.port))
+        });
+        if local || self.repositories.is_empty() {
+            return local;
+        }
+        match ImageRef::parse(image) {
+            Ok(image) => self
                 .repositories
                 .iter()
-                .any(|r| image.starts_with(&format!("{r}/")))
+                .any(|r| image.is_under(&r.host, &r.path)),
+            // Not a reference we can read, which a runtime might read otherwise: any mention
+            // of a checkpoint repository's path counts (failing closed).
+            Err(_) => {
+                let image = image.to_ascii_lowercase();
+                self.repositories.iter().any(|r| image.contains(r.needle()))
+            }
+        }
     }
 
-    /// The same test as a CEL expression over `object` (a Pod), for the registration's
-    /// `matchConditions`: pods for which it is false never reach the webhook.
+    /// A CEL expression over `object` (a Pod) true for every pod [`Self::contains`] may hold
+    /// true for, for the registration's `matchConditions`: pods for which it is false never
+    /// reach the webhook. A superset: a repository's images are sent by their path alone,
+    /// whatever host spelling they use.
     pub fn match_condition(&self) -> String {
         let port = self.port;
         let mut image = format!("c.image.matches('^[^/]*:0*{port}/') || c.image.matches('{ID}')");
         if !self.repositories.is_empty() {
-            // parse_repository admits no quote or backslash: the literals are safe.
-            let under = self
-                .repositories
-                .iter()
-                .map(|r| format!(" || c.image.lowerAscii().startsWith('{r}/')"));
+            // Paths are validated image paths ([a-z0-9._-/]): the literals are safe, their only
+            // backslashes the pattern's own (escaped once more for CEL).
+            let under = self.repositories.iter().map(|r| {
+                let pattern = r.pattern().replace('\\', "\\\\");
+                format!(" || c.image.lowerAscii().matches('{pattern}')")
+            });
             image = format!("{image}{}", under.collect::<String>());
         }
         let image = format!("({image})");
@@ -103,23 +148,23 @@ pub fn is_image_id(image: &str) -> bool {
 }
 
 /// A push registry's checkpoint repository as `--checkpoint-repository` takes it:
-/// `HOST[:PORT]/PATH`, lower-cased, of the characters image references use.
-pub fn parse_repository(value: &str) -> Result<String, String> {
-    let repository = value.trim_end_matches('/').to_ascii_lowercase();
-    let valid = repository.split_once('/').is_some_and(|(host, path)| {
-        !host.is_empty()
-            && !path.is_empty()
-            && repository
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-:/[]".contains(&b))
-    });
-    if valid {
-        Ok(repository)
-    } else {
-        Err(format!(
-            "{value:?} is not a repository HOST[:PORT]/PATH (letters, digits and ._-:/[] only)"
-        ))
+/// `HOST[:PORT]/PATH` (a path alone is Docker Hub's), normalised.
+pub fn parse_repository(value: &str) -> Result<Repository, String> {
+    let trimmed = value.trim().trim_end_matches('/');
+    let invalid = |why: String| {
+        format!("{value:?} is not a repository HOST[:PORT]/PATH without tag or digest: {why}")
+    };
+    if !trimmed.contains('/') {
+        return Err(invalid("no path".into()));
     }
+    let parsed = ImageRef::parse(trimmed).map_err(|e| invalid(e.to_string()))?;
+    if parsed.tag.is_some() || parsed.digest.is_some() {
+        return Err(invalid("it names a tag or digest".into()));
+    }
+    Ok(Repository {
+        host: parsed.host,
+        path: parsed.repository,
+    })
 }
 
 /// Every (kind, name, image) of a pod.

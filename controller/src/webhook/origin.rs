@@ -3,7 +3,9 @@
 //! over, or a status forged past the API's guards, could name another namespace's checkpoint,
 //! or any image at all. So an image is accepted only where the checkpoint's own names put it:
 //! the node-local registry's `<namespace>/<name>`, or the repository its registry settings
-//! imply. Pure.
+//! imply, compared as normalised references (noded names pushed images so). Pure.
+
+use checkpointing::reference::ImageRef;
 
 use super::guard::CheckpointImages;
 
@@ -33,18 +35,37 @@ impl Origin<'_> {
             });
             on_port && path == format!("{}/{}", self.namespace, self.name)
         });
-        local || self.pushed(checkpoints).contains(&name)
+        let pushed = || {
+            let Ok(image) = ImageRef::parse(image) else {
+                return false;
+            };
+            image.tag.is_none()
+                && self
+                    .pushed(checkpoints)
+                    .iter()
+                    .any(|r| r.host == image.host && r.repository == image.repository)
+        };
+        local || pushed()
     }
 
     /// The repositories a push puts it in: the request's own, else `<r>/<namespace>/<name>`
     /// under each cluster default (`--checkpoint-repository`, noded's `--push-registry`).
-    fn pushed(&self, checkpoints: &CheckpointImages) -> Vec<String> {
+    fn pushed(&self, checkpoints: &CheckpointImages) -> Vec<ImageRef> {
         match self.repository {
-            Some(r) => vec![r.trim_end_matches('/').to_ascii_lowercase()],
+            Some(r) => ImageRef::parse(r.trim_end_matches('/'))
+                .ok()
+                .filter(|r| r.tag.is_none() && r.digest.is_none())
+                .into_iter()
+                .collect(),
             None => checkpoints
                 .repositories
                 .iter()
-                .map(|r| format!("{r}/{}/{}", self.namespace, self.name))
+                .map(|r| ImageRef {
+                    host: r.host.clone(),
+                    repository: format!("{}/{}/{}", r.path, self.namespace, self.name),
+                    tag: None,
+                    digest: None,
+                })
                 .collect(),
         }
     }
@@ -55,7 +76,7 @@ impl Origin<'_> {
             "localhost:{}/{}/{}",
             checkpoints.port, self.namespace, self.name
         )];
-        all.extend(self.pushed(checkpoints));
+        all.extend(self.pushed(checkpoints).iter().map(ImageRef::name));
         all
     }
 }
@@ -69,7 +90,10 @@ mod tests {
     fn checkpoints(repositories: &[&str]) -> CheckpointImages {
         CheckpointImages {
             port: 5050,
-            repositories: repositories.iter().map(|r| (*r).to_owned()).collect(),
+            repositories: repositories
+                .iter()
+                .map(|r| super::super::guard::parse_repository(r).unwrap())
+                .collect(),
         }
     }
 
@@ -124,5 +148,24 @@ mod tests {
             own.expected(&c),
             ["localhost:5050/team/cp", "mine.example/team/app"]
         );
+    }
+
+    /// noded names a pushed image by its normalised reference, whatever spelling the request
+    /// or the flag used; the same image in another spelling is the same image.
+    #[test]
+    fn pushed_images_are_compared_normalised() {
+        let c = checkpoints(&["Reg.Example:443/checkpoints"]);
+        for image in [
+            format!("reg.example/checkpoints/team/cp@{DIGEST}"),
+            format!("REG.example:443/checkpoints/team/cp@{DIGEST}"),
+        ] {
+            assert!(origin(None).holds(&image, &c), "{image}");
+        }
+        let own = origin(Some("Index.Docker.io/team/app"));
+        assert!(own.holds(&format!("docker.io/team/app@{DIGEST}"), &c));
+        assert!(own.holds(&format!("team/app@{DIGEST}"), &c));
+        assert!(!own.holds(&format!("docker.io/team/app:tag@{DIGEST}"), &c));
+        assert!(!own.holds(&format!("docker.io/team/app/x@{DIGEST}"), &c));
+        assert_eq!(own.expected(&c)[1], "docker.io/team/app");
     }
 }

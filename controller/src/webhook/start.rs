@@ -74,7 +74,7 @@ pub struct WebhookArgs {
         value_parser = guard::parse_repository,
         requires = "webhook_addr"
     )]
-    checkpoint_repository: Vec<String>,
+    checkpoint_repository: Vec<guard::Repository>,
     /// PEM bundle of the CA(s) that sign the API server's client certificate for webhooks
     /// (its AdmissionConfiguration's kubeConfigFile). When set, the webhook serves only
     /// clients presenting a certificate these signed; others fail the TLS handshake.

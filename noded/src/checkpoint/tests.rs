@@ -214,7 +214,11 @@ fn pushing_to(
     tmp: &std::path::Path,
 ) -> (Checkpointer<FakeRuntime>, Job<'static>) {
     let mut c = checkpointer(runtime, tmp);
-    c.pusher = Pusher::new(vec![registry.addr.to_string()], None).unwrap();
+    let own = crate::push::Targets {
+        own: Some(registry.addr.to_string()),
+        ..Default::default()
+    };
+    c.pusher = Pusher::new(vec![registry.addr.to_string()], None, own).unwrap();
     let target: crate::push::Target = format!("{}/checkpoints", registry.addr).parse().unwrap();
     let job = Job {
         push: Some(Push {

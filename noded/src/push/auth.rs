@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderValue;
 use base64::Engine as _;
+use checkpointing::reference::normalise_host;
 
 /// A user name and password for one registry.
 #[derive(Clone, PartialEq, Eq)]
@@ -116,17 +117,19 @@ impl Credentials {
     }
 }
 
-/// Whether a docker config KEY names `host`: `https://host`, `http://host`, with an optional
-/// `/`, `/v1/` or `/v2/` path.
+/// Whether a docker config KEY names `host` (normalised): `host`, or `https://host` or
+/// `http://host` with an optional `/`, `/v1/` or `/v2/` path, the host spelled in any way image
+/// references may spell it (`https://index.docker.io/v1/` is Docker Hub's).
 fn key_matches(key: &str, host: &str) -> bool {
+    let same = |authority: &str| normalise_host(authority).is_ok_and(|a| a == host);
     let Some(rest) = key
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))
     else {
-        return key == host;
+        return same(key);
     };
     let (authority, path) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
-    authority == host && ["", "/", "/v1", "/v1/", "/v2", "/v2/"].contains(&path)
+    ["", "/", "/v1", "/v1/", "/v2", "/v2/"].contains(&path) && same(authority)
 }
 
 pub(super) fn sensitive(value: String) -> HeaderValue {
@@ -221,6 +224,25 @@ pub fn url_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// Whether noded may send credentials to token endpoint `realm`: over HTTPS, or plain HTTP
+/// to a host listed insecure (normalised `insecure_hosts`) as registries are. A registry
+/// names its realm, and may name any server; the credentials must not cross the network in
+/// the clear.
+pub fn realm_allowed(realm: &str, insecure_hosts: &[String]) -> bool {
+    let Some((scheme, rest)) = realm.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return false;
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => true,
+        "http" => normalise_host(authority).is_ok_and(|a| insecure_hosts.contains(&a)),
+        _ => false,
+    }
 }
 
 /// The token endpoint's URL for `repository` and `actions` (`pull,push`, `delete`).

@@ -1,7 +1,10 @@
 //! Where images are pushed: the cluster default `--push-registry` ([`Target`]) and the
-//! repository one push goes to ([`Destination`]).
+//! repository one push goes to ([`Destination`]). Both are normalised as image references are
+//! ([`ImageRef`]), so that one registry has one name however a request spells it.
 
 use std::str::FromStr;
+
+use checkpointing::reference::{ImageRef, normalise_host};
 
 /// `HOST[:PORT][/PREFIX]` of `--push-registry`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,7 +68,7 @@ impl FromStr for Target {
             ));
         }
         Ok(Self {
-            host: host.to_owned(),
+            host: normalise_host(host).map_err(|e| format!("{s:?}: {e}"))?,
             prefix: prefix.to_owned(),
         })
     }
@@ -114,9 +117,13 @@ impl FromStr for Destination {
                 "{s:?}: the repository must be lowercase path components"
             ));
         }
+        let parsed = ImageRef::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+        if parsed.tag.is_some() || parsed.digest.is_some() {
+            return Err(format!("{s:?}: give a repository without tag or digest"));
+        }
         Ok(Self {
-            host: host.to_owned(),
-            repository: repository.to_owned(),
+            host: parsed.host,
+            repository: parsed.repository,
         })
     }
 }
@@ -130,7 +137,7 @@ impl std::fmt::Display for Destination {
 /// `<host>/<repository>@<algorithm>:<hex>`, as [`super::Pusher::push`] names an image.
 pub fn parse_image(image: &str) -> Result<(Destination, &str), String> {
     let (name, digest) = image
-        .rsplit_once('@')
+        .split_once('@')
         .ok_or_else(|| format!("{image:?} has no @DIGEST"))?;
     let destination = name.parse::<Destination>()?;
     let valid_digest = digest.split_once(':').is_some_and(|(algorithm, hex)| {

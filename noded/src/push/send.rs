@@ -8,11 +8,14 @@ use axum::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use bytes::Bytes;
 
 use super::auth::{self, Challenge, Scope};
-use super::{MAX_ERROR_BODY, PushError, Pusher};
+use super::summary::{one_line, shown_url, summarise};
+use super::{MAX_ERROR_BODY, PushError, Pusher, TargetError};
 use crate::http::{self, Progress, SendError};
 
 /// Token answers are small; a larger one is not a token endpoint's.
 const MAX_TOKEN_ANSWER: usize = 64 << 10;
+/// Longest `WWW-Authenticate` value quoted in a message.
+const MAX_CHALLENGE: usize = 200;
 
 /// A request that can be sent twice: its body is bytes (or nothing).
 pub struct Retryable<'a> {
@@ -41,11 +44,10 @@ impl Retryable<'_> {
 }
 
 fn not_sent(method: &Method, url: &str, e: axum::http::Error) -> PushError {
-    PushError::Status {
+    PushError::NotSent {
         method: method.clone(),
-        url: url.to_owned(),
-        status: StatusCode::BAD_REQUEST,
-        body: format!("not sent: {e}"),
+        url: shown_url(url),
+        reason: e.to_string(),
     }
 }
 
@@ -58,7 +60,9 @@ impl Pusher {
         request: &Retryable<'_>,
     ) -> Result<Response<Body>, PushError> {
         let cached = self.tokens.get(scope);
-        let response = self.send(request.build(cached.as_ref())?, None).await?;
+        let response = self
+            .send(scope, request.build(cached.as_ref())?, None)
+            .await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -76,15 +80,15 @@ impl Pusher {
             return Err(PushError::Challenge {
                 host: scope.host.to_owned(),
                 method: request.method.clone(),
-                url: request.url.to_owned(),
-                challenge: header,
+                url: shown_url(request.url),
+                challenge: one_line(&header, MAX_CHALLENGE),
             });
         };
         let authorization = self
             .authenticate(scope, challenge, &request.method, request.url)
             .await?;
         let response = self
-            .send(request.build(Some(&authorization))?, None)
+            .send(scope, request.build(Some(&authorization))?, None)
             .await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             self.tokens.forget(scope);
@@ -112,7 +116,7 @@ impl Pusher {
         let request = request
             .body(body)
             .map_err(|e| not_sent(&Method::PUT, url, e))?;
-        let response = self.send(request, Some(progress)).await?;
+        let response = self.send(scope, request, Some(progress)).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(refused(scope, &Method::PUT, url, response).await);
         }
@@ -133,7 +137,7 @@ impl Pusher {
                     return Err(PushError::NoCredentials {
                         host: scope.host.to_owned(),
                         method: method.clone(),
-                        url: url.to_owned(),
+                        url: shown_url(url),
                         status: StatusCode::UNAUTHORIZED,
                     });
                 };
@@ -142,6 +146,12 @@ impl Pusher {
             }
             Challenge::Bearer { realm, service } => (realm, service),
         };
+        if !auth::realm_allowed(&realm, &self.insecure_hosts) {
+            return Err(PushError::Realm {
+                host: scope.host.to_owned(),
+                realm: shown_url(&realm),
+            });
+        }
         let token_url =
             auth::token_url(&realm, service.as_deref(), scope.repository, scope.actions);
         let in_token = |source: PushError| PushError::Token {
@@ -156,7 +166,7 @@ impl Pusher {
         let request = request
             .body(Body::empty())
             .map_err(|e| in_token(not_sent(&Method::GET, &token_url, e)))?;
-        let response = self.send(request, None).await.map_err(in_token)?;
+        let response = self.send(scope, request, None).await.map_err(in_token)?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(refused(scope, &Method::GET, &token_url, response).await);
         }
@@ -169,7 +179,7 @@ impl Pusher {
         let Some((token, lifetime)) = auth::parse_token(&body) else {
             return Err(PushError::NoToken {
                 host: scope.host.to_owned(),
-                url: token_url,
+                url: shown_url(&token_url),
             });
         };
         let authorization = auth::sensitive(format!("Bearer {token}"));
@@ -177,20 +187,26 @@ impl Pusher {
         Ok(authorization)
     }
 
+    /// Sends `request` on behalf of `scope`'s registry, through the client its reach allows.
     async fn send(
         &self,
+        scope: &Scope<'_>,
         request: Request<Body>,
         progress: Option<&Progress>,
     ) -> Result<Response<Body>, PushError> {
         let method = request.method().clone();
-        let url = request.uri().to_string();
-        http::send(&self.http, request, progress)
+        let url = shown_url(&request.uri().to_string());
+        let client = self.client_for(scope.host)?;
+        http::send(client, request, progress)
             .await
             .map_err(|e| match e {
-                SendError::Request(source) => PushError::Request {
-                    method,
-                    url,
-                    source,
+                SendError::Request(source) => match refused_target(&source) {
+                    Some(refused) => PushError::Target(refused),
+                    None => PushError::Request {
+                        method,
+                        url,
+                        source,
+                    },
                 },
                 SendError::Timeout(timeout) => PushError::Timeout {
                     method,
@@ -200,8 +216,8 @@ impl Pusher {
             })
     }
 
-    /// The response if it is a success, else an error carrying the start of its body (the
-    /// registry's explanation).
+    /// The response if it is a success, else an error carrying the registry's explanation
+    /// (its error codes, never its body).
     pub(super) async fn success(
         method: Method,
         url: &str,
@@ -213,20 +229,18 @@ impl Pusher {
         }
         Err(PushError::Status {
             method,
-            url: url.to_owned(),
+            url: shown_url(url),
             status,
-            body: error_body(response).await,
+            summary: error_summary(response).await,
         })
     }
 }
 
-/// The start of an error response's body, on one line.
-async fn error_body(response: Response<Body>) -> String {
+/// The error codes and messages of an error response ([`summarise`]).
+async fn error_summary(response: Response<Body>) -> Option<String> {
     let mut body = response.into_body();
-    http::read_prefix(&mut body, MAX_ERROR_BODY)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().replace('\n', " "))
-        .unwrap_or_default()
+    let bytes = http::read_prefix(&mut body, MAX_ERROR_BODY).await.ok()?;
+    summarise(&bytes)
 }
 
 /// A `401` after authenticating (or from the token endpoint): credentials refused, or none
@@ -242,15 +256,27 @@ async fn refused(
         return PushError::NoCredentials {
             host: scope.host.to_owned(),
             method: method.clone(),
-            url: url.to_owned(),
+            url: shown_url(url),
             status,
         };
     }
     PushError::Denied {
         host: scope.host.to_owned(),
         method: method.clone(),
-        url: url.to_owned(),
+        url: shown_url(url),
         status,
-        body: error_body(response).await,
+        summary: error_summary(response).await,
     }
+}
+
+/// The refusal of an address check among the causes of a failed request.
+fn refused_target(error: &(dyn std::error::Error + 'static)) -> Option<TargetError> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(refused) = e.downcast_ref::<TargetError>() {
+            return Some(refused.clone());
+        }
+        cause = e.source();
+    }
+    None
 }

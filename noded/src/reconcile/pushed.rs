@@ -25,7 +25,8 @@ pub fn give_up_on_pushed_copy(error: &PushError, deleting_for: Duration) -> bool
     error.is_refusal() || deleting_for >= PUSH_DELETE_PATIENCE
 }
 
-/// Where the checkpoint of `content` is pushed, with its credentials read from the Secret.
+/// Where the checkpoint of `content` is pushed, with its credentials read from the Secret; a
+/// registry noded may not push to is refused here, before anything is dumped.
 pub async fn push_of<R>(
     content: &ContainerCheckpointContent,
     ctx: &Context<R>,
@@ -33,6 +34,7 @@ pub async fn push_of<R>(
     let Some(route) = outbound::route(content, &ctx.outbound)? else {
         return Ok(None);
     };
+    ctx.checkpointer.pusher.admit(&route.to).await?;
     let credentials = outbound::credentials(&ctx.client, &route).await?;
     Ok(Some(Push {
         to: route.to,

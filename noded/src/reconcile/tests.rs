@@ -326,7 +326,7 @@ fn a_pushed_copy_is_given_up_on_only_when_refused_or_long_unreachable() {
         method: axum::http::Method::DELETE,
         url: "http://r/v2/x/manifests/sha256:00".into(),
         status: axum::http::StatusCode::from_u16(status).unwrap(),
-        body: String::new(),
+        summary: None,
     };
     let second = Duration::from_secs(1);
     for refused in [400, 401, 403, 405] {

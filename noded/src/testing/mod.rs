@@ -109,7 +109,7 @@ pub fn checkpointer(runtime: FakeRuntime, tmp: &Path) -> Checkpointer<FakeRuntim
         dir,
         Arc::new(layout),
         "localhost:5050".into(),
-        crate::push::Pusher::new(Vec::new(), None).unwrap(),
+        crate::push::Pusher::new(Vec::new(), None, Default::default()).unwrap(),
         roomy_disk(),
     )
 }

@@ -48,6 +48,12 @@ pub struct State {
     pub manifest_status: Option<StatusCode>,
     /// Answer manifest DELETEs with this status (as a registry with deletes disabled does).
     pub delete_status: Option<StatusCode>,
+    /// The body of a refused manifest PUT instead of distribution's error JSON.
+    pub error_body: Option<String>,
+    /// Answer upload POSTs with this `Location` (a hostile registry's, say).
+    pub location: Option<String>,
+    /// Name this token endpoint in bearer challenges instead of the registry's own.
+    pub realm: Option<String>,
     pub auth: Auth,
     /// The `scope` of every token request, granted or not.
     pub token_requests: Vec<String>,
@@ -175,7 +181,10 @@ async fn handle(
         && method == Method::POST
     {
         state.uploads += 1;
-        let location = format!("/v2/{repo}/blobs/uploads/u{}?_state=s", state.uploads);
+        let location = match &state.location {
+            Some(location) => location.clone(),
+            None => format!("/v2/{repo}/blobs/uploads/u{}?_state=s", state.uploads),
+        };
         return answer(StatusCode::ACCEPTED, &[("location", location)], "");
     }
     if path.contains("/blobs/uploads/u") && method == Method::PUT {
@@ -192,7 +201,12 @@ async fn handle(
         && method == Method::PUT
     {
         if let Some(status) = state.manifest_status {
-            return answer(status, &[], "{\"errors\":[{\"code\":\"UNKNOWN\"}]}");
+            let body = state.error_body.as_deref();
+            return answer(
+                status,
+                &[],
+                body.unwrap_or("{\"errors\":[{\"code\":\"UNKNOWN\"}]}"),
+            );
         }
         let digest = format!("sha256:{}", checkpointing::digest::sha256_hex(&body));
         let content_type = text(header::CONTENT_TYPE).unwrap_or_default();
@@ -275,9 +289,12 @@ fn check_auth(
             if granted {
                 return None;
             }
+            let realm = state
+                .realm
+                .clone()
+                .unwrap_or_else(|| format!("{}/token", state.origin));
             unauthorized(format!(
-                "Bearer realm=\"{}/token\",service=\"{SERVICE}\",scope=\"repository:{repository}:{action}\"",
-                state.origin
+                "Bearer realm=\"{realm}\",service=\"{SERVICE}\",scope=\"repository:{repository}:{action}\""
             ))
         }
     }

@@ -161,7 +161,7 @@ fn the_match_condition_names_the_port_and_every_container_list() {
 #[test]
 fn images_under_a_push_registrys_checkpoint_repository_are_checkpoint_images_too() {
     let repository = parse_repository("Registry.Example:5000/checkpoints/").unwrap();
-    assert_eq!(repository, "registry.example:5000/checkpoints");
+    assert_eq!(repository.to_string(), "registry.example:5000/checkpoints");
     let images = CheckpointImages {
         port: 5050,
         repositories: vec![repository],
@@ -169,6 +169,8 @@ fn images_under_a_push_registrys_checkpoint_repository_are_checkpoint_images_too
     for image in [
         "registry.example:5000/checkpoints/ns/cc:uid",
         "REGISTRY.example:5000/checkpoints/ns/cc@sha256:00",
+        "registry.example:05000/checkpoints/ns/cc",
+        "registry.example:5000/checkpoints",
         "localhost:5050/ns/cc",
     ] {
         assert!(images.contains(image), "{image}");
@@ -189,7 +191,7 @@ fn images_under_a_push_registrys_checkpoint_repository_are_checkpoint_images_too
     assert_eq!(smuggled(&smuggling, None, &[], &local()), None);
     let cel = images.match_condition();
     assert!(
-        cel.contains("c.image.lowerAscii().startsWith('registry.example:5000/checkpoints/')"),
+        cel.contains("c.image.lowerAscii().matches('(^|/)checkpoints($|[/:@])')"),
         "{cel}"
     );
 
@@ -199,9 +201,103 @@ fn images_under_a_push_registrys_checkpoint_repository_are_checkpoint_images_too
         "registry.example/x'||true||'",
         "registry.example/a\\b",
         "registry.example/a b",
+        "registry.example/checkpoints:tag",
     ] {
         assert!(parse_repository(bad).is_err(), "{bad}");
     }
+}
+
+/// Every spelling a runtime pulls the same repository by is caught, not only the one the
+/// flag was written with: an attacker picks the spelling.
+#[test]
+fn a_checkpoint_repository_is_matched_however_the_image_spells_it() {
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            "docker.io/team/checkpoints",
+            &[
+                "team/checkpoints/ns/cc:uid",
+                "docker.io/team/checkpoints/ns/cc",
+                "index.docker.io/team/checkpoints/ns/cc",
+                "registry-1.docker.io/team/checkpoints/ns/cc",
+                "DOCKER.IO:443/team/checkpoints/ns/cc",
+            ],
+        ),
+        (
+            "index.docker.io/library/ckpt",
+            &[
+                "ckpt",
+                "ckpt:uid",
+                "library/ckpt@sha256:00",
+                "docker.io/library/ckpt/x",
+            ],
+        ),
+        (
+            "registry.example.com:443/ckpt",
+            &[
+                "registry.example.com/ckpt/ns/cc",
+                "Registry.Example.COM/ckpt/ns/cc",
+                "registry.example.com:0443/ckpt/ns/cc",
+            ],
+        ),
+        (
+            "[2001:db8::1]:5000/ckpt",
+            &[
+                "[2001:DB8:0:0::1]:5000/ckpt/ns/cc",
+                "[2001:db8::0001]:5000/ckpt/ns/cc",
+            ],
+        ),
+    ];
+    for (flag, spellings) in cases {
+        let images = CheckpointImages {
+            port: 5050,
+            repositories: vec![parse_repository(flag).unwrap()],
+        };
+        let pattern = images.repositories[0].pattern();
+        let cel = images.match_condition();
+        assert!(cel.contains(&pattern.replace('\\', "\\\\")), "{cel}");
+        let re2 = regex::Regex::new(&pattern).unwrap();
+        for image in spellings {
+            assert!(images.contains(image), "{flag}: {image}");
+            // The match condition lets the pod through to the webhook.
+            assert!(
+                re2.is_match(&image.to_ascii_lowercase()),
+                "{flag}: {image} would not reach the webhook"
+            );
+        }
+    }
+    let mapped = CheckpointImages {
+        port: 5050,
+        repositories: vec![parse_repository("10.77.0.1:5000/ckpt").unwrap()],
+    };
+    assert!(mapped.contains("[::ffff:10.77.0.1]:5000/ckpt/ns/cc"));
+    assert!(mapped.contains("[::ffff:a4d:1]:5000/ckpt/ns/cc"));
+    assert!(!mapped.contains("10.77.0.1:5001/ckpt/ns/cc"));
+    assert!(!mapped.contains("docker.io/ckpt/ns/cc"));
+    let official = CheckpointImages {
+        port: 5050,
+        repositories: vec![parse_repository("docker.io/library/ckpt").unwrap()],
+    };
+    assert!(
+        !official.contains("docker.io/ckpt/x"),
+        "user ckpt's repository x"
+    );
+    // Unreadable as a reference, yet naming the repository's path: refused all the same.
+    assert!(mapped.contains("10.77.0.1:5000/ckpt/ns/CC"));
+    // The match condition sends whole components only.
+    let dotted = parse_repository("r.example.com/team.x/ckpt").unwrap();
+    let re2 = regex::Regex::new(&dotted.pattern()).unwrap();
+    assert!(re2.is_match("r.example.com/team.x/ckpt@sha256:00"));
+    for other in [
+        "r.example.com/teamxx/ckpt",
+        "r/team.x/ckpts",
+        "team.x/ckpt.example/x",
+    ] {
+        assert!(!re2.is_match(other), "{other}");
+    }
+    // Docker Hub's official images are found without their library/.
+    let official = parse_repository("docker.io/library/ckpt").unwrap();
+    let re2 = regex::Regex::new(&official.pattern()).unwrap();
+    assert!(re2.is_match("ckpt:uid") && re2.is_match("library/ckpt"));
 }
 
 #[test]

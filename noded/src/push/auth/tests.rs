@@ -42,6 +42,24 @@ fn docker_config_entries_match_the_host_with_or_without_scheme_and_path() {
 }
 
 #[test]
+fn docker_config_keys_match_however_the_host_is_spelled() {
+    let expected = Some(Credentials::new("user", "p@ss:word"));
+    for (key, host) in [
+        ("R.Example.com:443", "r.example.com"),
+        ("https://r.example.com:443/v2/", "r.example.com"),
+        ("https://index.docker.io/v1/", "docker.io"),
+        ("[0:0::1]:5000", "[::1]:5000"),
+    ] {
+        let json = config(&format!("\"{key}\": {{\"auth\": \"{AUTH}\"}}"));
+        assert_eq!(
+            Credentials::from_docker_config(&json, host),
+            Ok(expected.clone()),
+            "{key}"
+        );
+    }
+}
+
+#[test]
 fn docker_config_entries_may_give_username_and_password_and_exact_keys_win() {
     let json = config(
         "\"https://r.example.com\": {\"auth\": \"b3RoZXI6b3RoZXI=\"}, \
@@ -227,4 +245,30 @@ fn cached_tokens_are_per_scope_and_credentials_and_expire_early() {
             .get(&scope("ns/cc", "pull,push", Some(&alice)))
             .is_none()
     );
+}
+
+#[test]
+fn token_realms_are_https_or_an_insecure_host() {
+    let insecure = vec!["10.77.0.1:5000".to_owned()];
+    for realm in [
+        "https://auth.example.com/token",
+        "HTTPS://auth.example.com:8443/token?x=y",
+        "http://10.77.0.1:5000/token",
+        "http://10.77.0.1:05000/token",
+    ] {
+        assert!(realm_allowed(realm, &insecure), "{realm}");
+    }
+    for realm in [
+        "http://auth.example.com/token",
+        "http://127.0.0.1:9811/metrics",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.77.0.1:5001/token",
+        "http://10.77.0.1:5000@evil/token",
+        "https:///token",
+        "ftp://auth.example.com/token",
+        "/token",
+        "",
+    ] {
+        assert!(!realm_allowed(realm, &insecure), "{realm}");
+    }
 }

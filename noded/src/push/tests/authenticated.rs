@@ -227,7 +227,7 @@ async fn https_with_a_private_ca_needs_the_ca_bundle() {
     let credentials = Credentials::new("noded", "pw");
     let to = destination(&registry, "ns/cc");
 
-    let trusting = Pusher::new(Vec::new(), Some(ca_pem.as_bytes())).unwrap();
+    let trusting = Pusher::new(Vec::new(), Some(ca_pem.as_bytes()), own(registry.addr)).unwrap();
     trusting
         .push(&layout, &manifest, &to, "uid-1", Some(&credentials))
         .await
@@ -241,7 +241,7 @@ async fn https_with_a_private_ca_needs_the_ca_bundle() {
             .contains_key("ns/cc:uid-1")
     );
 
-    let system_only = Pusher::new(Vec::new(), None).unwrap();
+    let system_only = Pusher::new(Vec::new(), None, own(registry.addr)).unwrap();
     let e = system_only
         .push(&layout, &manifest, &to, "uid-2", Some(&credentials))
         .await
@@ -258,6 +258,6 @@ async fn https_with_a_private_ca_needs_the_ca_bundle() {
 #[test]
 fn a_ca_bundle_without_certificates_is_refused() {
     for bundle in [&b""[..], b"not pem", b"-----BEGIN CERTIFICATE-----\nnope\n"] {
-        assert!(Pusher::new(Vec::new(), Some(bundle)).is_err());
+        assert!(Pusher::new(Vec::new(), Some(bundle), Targets::default()).is_err());
     }
 }
