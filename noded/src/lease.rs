@@ -1,20 +1,25 @@
-//! The node Lease that tells the controller a node daemon runs on this node (and whether its
-//! runtime can restore checkpoints), and tells peers which certificate its peer server
-//! presents.
+//! The node Lease that tells the controller a node daemon runs on this node and what the node
+//! can restore (its runtime, its architecture, whether its runtime can restore at all), and
+//! tells peers which certificate its peer server presents.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use checkpointing::names::{
-    CANNOT_RESTORE_ANNOTATION, NODED_MANAGER, PEER_CERTIFICATE_ANNOTATION, noded_lease_name,
+    ARCH_ANNOTATION, CANNOT_RESTORE_ANNOTATION, NODED_MANAGER, PEER_CERTIFICATE_ANNOTATION,
+    RUNTIME_ANNOTATION, noded_lease_name,
 };
+use checkpointing::runtime::RuntimeKind;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::prereq::Prerequisites;
+use crate::prereq::{Prerequisites, Report};
+
+/// This build's CPU architecture (noded runs on its node).
+const ARCH: &str = std::env::consts::ARCH;
 
 /// How long a renewal stays valid; renewed three times as often so one missed renewal is harmless.
 const DURATION: Duration = Duration::from_secs(30);
@@ -33,11 +38,7 @@ pub async fn keep_renewed(
     let mut tick = tokio::time::interval(DURATION / 3);
     loop {
         tick.tick().await;
-        let mut annotations = json!({ PEER_CERTIFICATE_ANNOTATION: pin });
-        // Applied each time: left out, server-side apply drops it once the runtime can.
-        if let Some(why) = prerequisites.latest().and_then(|r| r.cannot_restore()) {
-            annotations[CANNOT_RESTORE_ANNOTATION] = json!(why);
-        }
+        let annotations = annotations(&pin, prerequisites.latest().as_ref(), ARCH);
         let patch = json!({
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -55,5 +56,91 @@ pub async fn keep_renewed(
         if let Err(error) = api.patch(&name, &params, &Patch::Apply(patch)).await {
             tracing::warn!(%error, lease = %name, "renewing the node lease failed");
         }
+    }
+}
+
+/// The Lease's annotations. All applied each time: one left out (the runtime can restore
+/// again, or no longer answers) is dropped by server-side apply.
+fn annotations(pin: &str, report: Option<&Report>, arch: &str) -> Value {
+    let mut annotations = json!({
+        PEER_CERTIFICATE_ANNOTATION: pin,
+        ARCH_ANNOTATION: goarch(arch),
+    });
+    if let Some(why) = report.and_then(Report::cannot_restore) {
+        annotations[CANNOT_RESTORE_ANNOTATION] = json!(why);
+    }
+    let runtime = report
+        .and_then(|r| r.runtime_name.as_deref())
+        .and_then(RuntimeKind::detect);
+    if let Some(runtime) = runtime {
+        annotations[RUNTIME_ANNOTATION] = json!(runtime.cri_name());
+    }
+    annotations
+}
+
+/// A Rust architecture name (`std::env::consts::ARCH`) as Go spells it, which is how
+/// Kubernetes names a node's architecture; unknown ones unchanged.
+fn goarch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        "loongarch64" => "loong64",
+        "mips64" if cfg!(target_endian = "little") => "mips64le",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prereq::{Check, RESTORE};
+    use checkpointing::runtime::Verdict;
+
+    #[test]
+    fn the_lease_says_the_runtime_and_architecture_as_kubernetes_names_them() {
+        let report = Report {
+            runtime_name: Some("containerd".into()),
+            ..Report::default()
+        };
+        let a = annotations("pin", Some(&report), "x86_64");
+        assert_eq!(a[RUNTIME_ANNOTATION], "containerd");
+        assert_eq!(a[ARCH_ANNOTATION], "amd64");
+        assert_eq!(a[PEER_CERTIFICATE_ANNOTATION], "pin");
+        assert!(a.get(CANNOT_RESTORE_ANNOTATION).is_none());
+        assert_eq!(goarch("aarch64"), "arm64");
+        assert_eq!(goarch("riscv64"), "riscv64");
+    }
+
+    #[test]
+    fn an_unknown_or_silent_runtime_is_not_named_and_one_that_cannot_restore_says_why() {
+        for name in [None, Some("docker")] {
+            let report = Report {
+                runtime_name: name.map(Into::into),
+                ..Report::default()
+            };
+            let a = annotations("pin", Some(&report), "aarch64");
+            assert!(a.get(RUNTIME_ANNOTATION).is_none(), "{name:?}");
+            assert_eq!(a[ARCH_ANNOTATION], "arm64");
+        }
+        assert!(
+            annotations("pin", None, "x86_64")
+                .get(RUNTIME_ANNOTATION)
+                .is_none()
+        );
+        let report = Report {
+            runtime_name: Some("cri-o".into()),
+            checks: vec![Check {
+                name: RESTORE,
+                state: Verdict::Failed,
+                detail: "enable_criu_support is false".into(),
+            }],
+            ..Report::default()
+        };
+        let a = annotations("pin", Some(&report), "x86_64");
+        assert_eq!(a[RUNTIME_ANNOTATION], "cri-o");
+        assert_eq!(a[CANNOT_RESTORE_ANNOTATION], "enable_criu_support is false");
     }
 }
