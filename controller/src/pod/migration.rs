@@ -33,7 +33,7 @@ use super::health::{all_running, stuck};
 use super::restored;
 use crate::placement::Placement;
 use crate::status::condition;
-use crate::validation::{check_node_daemon, shown};
+use crate::validation::{check_node_daemon, quoted_list, shown};
 use crate::webhook::replacement::WORKLOAD_KINDS;
 
 /// Default of `timeoutSeconds`.
@@ -497,6 +497,7 @@ fn restoring_message(m: &PodMigration, status: &PodMigrationStatus) -> String {
     let target = match Placement::of(&m.spec, status) {
         Placement::On(node) => format!("node {node:?}"),
         Placement::AwayFrom(node) => format!("a node other than {node:?}"),
+        Placement::Among(nodes) => format!("one of {}", quoted_list(&nodes)),
     };
     format!(
         "checkpointed; restoring pod {:?} on {target}",
