@@ -505,6 +505,18 @@ fn restoring_message(m: &PodMigration, status: &PodMigrationStatus) -> String {
     )
 }
 
+/// Restoring, when creating the bare pod's copy was refused for good (`why`: the API server's
+/// words, e.g. the restore webhook's "no node can restore this checkpoint: …"): Failed, with
+/// the source still running.
+pub fn copy_refused(m: &PodMigration, why: &str, now: Timestamp) -> Plan {
+    let status = m.status.clone().unwrap_or_default();
+    let message = format!(
+        "creating the restored pod was refused ({why}); the source pod keeps running; {}",
+        after_restore_advice(m, &status)
+    );
+    fail(m, status, "CopyRefused", message, now)
+}
+
 /// How to retry once the source may be gone: the checkpoint stays.
 fn after_restore_advice(m: &PodMigration, status: &PodMigrationStatus) -> String {
     let checkpoint = status
