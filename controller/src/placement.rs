@@ -77,6 +77,10 @@ impl Placement {
 /// The only field a node selector term may match (`matchFields`).
 pub const NAME_FIELD: &str = "metadata.name";
 
+/// The well-known node label that pins a pod to one node: the kubelet sets it to its hostname,
+/// normally the node's name.
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,10 +12,10 @@ use checkpointing::names::{
     noded_lease_node,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Affinity, NodeSelectorTerm};
+use k8s_openapi::api::core::v1::{Affinity, NodeSelectorTerm, PodSpec};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::placement::{NAME_FIELD, Placement};
+use crate::placement::{HOSTNAME_LABEL, NAME_FIELD, Placement};
 use crate::validation::{lease_expiry, shown};
 
 /// Nodes (and reasons) a denial lists before it only counts the rest: it must stay readable
@@ -178,7 +178,7 @@ pub fn fit(daemon: Option<&NodeDaemon>, wanted: &Wanted, now: Timestamp) -> Resu
 pub struct Unplaceable {
     /// The node the pod is bound to (`spec.nodeName`), if so.
     pub bound: Option<String>,
-    /// Whether the pod's own required node affinity narrowed the nodes by name.
+    /// Whether the pod's node selector or required node affinity narrowed the nodes by name.
     pub narrowed: bool,
     /// The nodes the pod could run on, and why each cannot restore.
     pub excluded: Vec<Excluded>,
@@ -197,8 +197,8 @@ impl fmt::Display for Unplaceable {
             )?,
             None if self.narrowed => write!(
                 f,
-                "no node that the pod's required node affinity allows can restore this \
-                 checkpoint: "
+                "no node that the pod's node selector and required node affinity allow can \
+                 restore this checkpoint: "
             )?,
             None => write!(f, "no node can restore this checkpoint: ")?,
         }
@@ -225,16 +225,43 @@ impl fmt::Display for Unplaceable {
     }
 }
 
-/// Where a restore pod may run. Bound to a node (`node_name`): that node must fit, and
-/// nothing changes (`Ok(None)`). Otherwise the pod's `affinity` with the fitting nodes it
-/// allows required as well. `daemons` are every node daemon's Lease.
+/// Where a pod asks to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked<'a> {
+    /// Bound to this node (`spec.nodeName`).
+    pub node_name: Option<&'a str>,
+    /// Its `nodeSelector`'s `kubernetes.io/hostname`, which normally is the node's name.
+    pub hostname: Option<&'a str>,
+    pub affinity: Option<&'a Affinity>,
+}
+
+impl<'a> Asked<'a> {
+    pub fn of(spec: Option<&'a PodSpec>) -> Self {
+        Self {
+            node_name: spec.and_then(|s| s.node_name.as_deref()),
+            hostname: spec
+                .and_then(|s| s.node_selector.as_ref())
+                .and_then(|s| s.get(HOSTNAME_LABEL))
+                .map(String::as_str),
+            affinity: spec.and_then(|s| s.affinity.as_ref()),
+        }
+    }
+}
+
+/// Where a restore pod may run. Bound to a node: that node must fit, and nothing changes
+/// (`Ok(None)`). Otherwise its affinity with the fitting nodes it allows required as well.
+/// `daemons` are every node daemon's Lease.
 pub fn place(
-    node_name: Option<&str>,
-    affinity: Option<&Affinity>,
+    asked: Asked,
     daemons: &[NodeDaemon],
     wanted: &Wanted,
     now: Timestamp,
 ) -> Result<Option<Affinity>, Unplaceable> {
+    let Asked {
+        node_name,
+        hostname,
+        affinity,
+    } = asked;
     let fits = |node: &str| fit(daemons.iter().find(|d| d.node == node), wanted, now);
     let fitting = || -> Vec<String> {
         let nodes: BTreeSet<&str> = daemons.iter().map(|d| d.node.as_str()).collect();
@@ -259,7 +286,13 @@ pub fn place(
         };
     }
     let rules: Vec<NameRule> = required_terms(affinity).iter().map(NameRule::of).collect();
-    let allowed = |node: &str| rules.is_empty() || rules.iter().any(|r| r.allows(node));
+    // A hostname that is no node daemon's node name may be a label that differs from it: it
+    // then rules nothing out here (the scheduler still heeds it).
+    let pinned = hostname.filter(|h| daemons.iter().any(|d| d.node == *h));
+    let allowed = |node: &str| {
+        pinned.is_none_or(|h| h == node)
+            && (rules.is_empty() || rules.iter().any(|r| r.allows(node)))
+    };
     // The nodes the pod may run on: every node with a daemon, and those it names without one.
     let candidates: BTreeSet<&str> = daemons
         .iter()
@@ -281,7 +314,7 @@ pub fn place(
     if eligible.is_empty() {
         return Err(Unplaceable {
             bound: None,
-            narrowed: rules.iter().any(NameRule::narrows),
+            narrowed: pinned.is_some() || rules.iter().any(NameRule::narrows),
             excluded,
             elsewhere: fitting(),
         });

@@ -35,6 +35,7 @@ use tracing::{info, warn};
 use super::admission::{
     self, Access, CHECKPOINT_RESOURCE, Denial, POD_CHECKPOINT_RESOURCE, Restore, Source,
 };
+use super::eligible::Asked;
 use super::guard::{self, CheckpointImages};
 use super::replacement;
 use crate::kube_error::cause;
@@ -263,11 +264,9 @@ async fn restore(
         source.as_ref(),
         &webhook.checkpoints,
     )?;
-    let spec = pod.spec.as_ref();
-    let node_name = spec.and_then(|s| s.node_name.as_deref());
-    let affinity = spec.and_then(|s| s.affinity.as_ref());
+    let asked = Asked::of(pod.spec.as_ref());
     if let Some(source) = &source
-        && let Some(affinity) = placement(webhook, namespace, source, node_name, affinity).await?
+        && let Some(affinity) = placement(webhook, namespace, source, asked).await?
         && let Value::Array(ops) = &mut restore.patch
     {
         ops.push(set_affinity(&affinity));
@@ -334,10 +333,12 @@ async fn replacement(
         &webhook.checkpoints,
     )?;
     let mut affinity = replacement::affinity(pod, migration);
-    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    let asked = Asked {
+        affinity: Some(&affinity),
+        ..Asked::of(pod.spec.as_ref())
+    };
     if let Some(source) = &source
-        && let Some(placed) =
-            placement(webhook, namespace, source, node_name, Some(&affinity)).await?
+        && let Some(placed) = placement(webhook, namespace, source, asked).await?
     {
         affinity = placed;
     }

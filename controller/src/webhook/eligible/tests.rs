@@ -23,6 +23,20 @@ fn node3_runs_crio() -> [NodeDaemon; 3] {
     [daemon("node1"), daemon("node2"), crio]
 }
 
+fn bound(node: &str) -> Asked<'_> {
+    Asked {
+        node_name: Some(node),
+        ..Asked::default()
+    }
+}
+
+fn wishing(affinity: &Affinity) -> Asked<'_> {
+    Asked {
+        affinity: Some(affinity),
+        ..Asked::default()
+    }
+}
+
 fn wanted() -> Wanted {
     Wanted {
         runtime: Some("containerd".into()),
@@ -87,12 +101,12 @@ fn only_live_daemons_of_the_checkpoints_runtime_and_arch_that_can_restore_are_el
         ..daemon("node5")
     };
     let daemons = [daemon("node1"), expired, crio, arm, broken, daemon("node6")];
-    let affinity = place(None, None, &daemons, &wanted(), now())
+    let affinity = place(Asked::default(), &daemons, &wanted(), now())
         .unwrap()
         .unwrap();
     assert_eq!(name_rules(&affinity), [[among(&["node1", "node6"])]]);
 
-    let none = place(None, None, &daemons[1..5], &wanted(), now()).unwrap_err();
+    let none = place(Asked::default(), &daemons[1..5], &wanted(), now()).unwrap_err();
     assert_eq!(
         none.to_string(),
         "no node can restore this checkpoint: node2's node daemon is not running (its Lease \
@@ -101,7 +115,7 @@ fn only_live_daemons_of_the_checkpoints_runtime_and_arch_that_can_restore_are_el
          3.16); restore it once a node of the checkpoint's runtime and architecture has a \
          running node daemon whose runtime can restore"
     );
-    let nothing = place(None, None, &[], &wanted(), now()).unwrap_err();
+    let nothing = place(Asked::default(), &[], &wanted(), now()).unwrap_err();
     assert!(
         nothing.to_string().contains("no node daemon runs anywhere"),
         "{nothing}"
@@ -190,18 +204,15 @@ fn a_lease_tells_its_node_and_what_it_publishes() {
 #[test]
 fn a_pod_bound_to_a_node_is_checked_there_and_left_unchanged() {
     let daemons = node3_runs_crio();
-    assert_eq!(
-        place(Some("node1"), None, &daemons, &wanted(), now()),
-        Ok(None)
-    );
-    let denied = place(Some("node3"), None, &daemons, &wanted(), now()).unwrap_err();
+    assert_eq!(place(bound("node1"), &daemons, &wanted(), now()), Ok(None));
+    let denied = place(bound("node3"), &daemons, &wanted(), now()).unwrap_err();
     assert_eq!(
         denied.to_string(),
         "the pod is bound to node node3 (spec.nodeName), which cannot restore this checkpoint: \
          node3 runs cri-o (checkpoint from containerd); let the pod run on a node that can: \
          node1, node2"
     );
-    let unknown = place(Some("node9"), None, &daemons, &wanted(), now()).unwrap_err();
+    let unknown = place(bound("node9"), &daemons, &wanted(), now()).unwrap_err();
     assert!(
         unknown
             .to_string()
@@ -218,7 +229,7 @@ fn every_existing_term_keeps_its_requirements_and_gains_the_eligible_nodes() {
     };
     let affinity = required(vec![zone("a"), zone("b")]);
     let daemons = [daemon("node1"), daemon("node2")];
-    let placed = place(None, Some(&affinity), &daemons, &wanted(), now())
+    let placed = place(wishing(&affinity), &daemons, &wanted(), now())
         .unwrap()
         .unwrap();
     let terms = required_terms(Some(&placed));
@@ -235,7 +246,7 @@ fn every_existing_term_keeps_its_requirements_and_gains_the_eligible_nodes() {
     );
     // Placed again (a migration's copy the controller placed, then the webhook): no change.
     assert_eq!(
-        place(None, Some(&placed), &daemons, &wanted(), now()),
+        place(wishing(&placed), &daemons, &wanted(), now()),
         Ok(Some(placed.clone()))
     );
 }
@@ -248,7 +259,7 @@ fn a_pod_narrowed_by_name_is_placed_among_what_it_allows_or_told_what_it_rules_o
         match_expressions: None,
         match_fields: Some(vec![requirement(NAME_FIELD, "NotIn", &["node1"])]),
     }]);
-    let placed = place(None, Some(&away), &daemons, &wanted(), now())
+    let placed = place(wishing(&away), &daemons, &wanted(), now())
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -263,13 +274,40 @@ fn a_pod_narrowed_by_name_is_placed_among_what_it_allows_or_told_what_it_rules_o
         match_expressions: None,
         match_fields: Some(vec![requirement(NAME_FIELD, "In", &["node3", "node9"])]),
     }]);
-    let denied = place(None, Some(&on), &daemons, &wanted(), now()).unwrap_err();
+    let denied = place(wishing(&on), &daemons, &wanted(), now()).unwrap_err();
     assert_eq!(
         denied.to_string(),
-        "no node that the pod's required node affinity allows can restore this checkpoint: \
-         node3 runs cri-o (checkpoint from containerd); node9 has no node daemon (no Lease); \
-         let the pod run on a node that can: node1, node2"
+        "no node that the pod's node selector and required node affinity allow can restore \
+         this checkpoint: node3 runs cri-o (checkpoint from containerd); node9 has no node \
+         daemon (no Lease); let the pod run on a node that can: node1, node2"
     );
+}
+
+#[test]
+fn a_hostname_selector_naming_a_node_narrows_like_its_name_and_any_other_is_left_alone() {
+    let daemons = node3_runs_crio();
+    fn pinned(host: &str) -> Asked<'_> {
+        Asked {
+            hostname: Some(host),
+            ..Asked::default()
+        }
+    }
+    let denied = place(pinned("node3"), &daemons, &wanted(), now()).unwrap_err();
+    assert!(
+        denied
+            .to_string()
+            .contains("allow can restore this checkpoint: node3 runs cri-o"),
+        "{denied}"
+    );
+    let placed = place(pinned("node2"), &daemons, &wanted(), now())
+        .unwrap()
+        .unwrap();
+    assert_eq!(name_rules(&placed), [[among(&["node2"])]]);
+    // A label value that names no node: the nodes that can restore, as without it.
+    let placed = place(pinned("host-b.example"), &daemons, &wanted(), now())
+        .unwrap()
+        .unwrap();
+    assert_eq!(name_rules(&placed), [[among(&["node1", "node2"])]]);
 }
 
 #[test]
@@ -284,13 +322,13 @@ fn a_denial_stays_short_however_many_nodes_and_whatever_they_say() {
         match_expressions: None,
         match_fields: Some(vec![requirement(NAME_FIELD, "In", &[&"/".repeat(5000)])]),
     }]);
-    for affinity in [None, Some(&hostile)] {
-        let message = place(None, affinity, &daemons, &wanted(), now())
+    for asked in [Asked::default(), wishing(&hostile)] {
+        let message = place(asked, &daemons, &wanted(), now())
             .unwrap_err()
             .to_string();
         assert!(message.len() < 2_000, "{} bytes: {message}", message.len());
     }
-    let message = place(None, None, &daemons, &wanted(), now())
+    let message = place(Asked::default(), &daemons, &wanted(), now())
         .unwrap_err()
         .to_string();
     assert!(message.contains(" and 492 more"), "{message}");

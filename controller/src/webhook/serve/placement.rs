@@ -15,7 +15,7 @@ use tracing::warn;
 use super::Webhook;
 use crate::kube_error::cause;
 use crate::webhook::admission::{Denial, Source};
-use crate::webhook::eligible::{self, NodeDaemon, Wanted};
+use crate::webhook::eligible::{self, Asked, NodeDaemon, Wanted};
 
 /// How long reading a checkpoint's Content (for its runtime) may take; without it the Lease of
 /// the checkpoint's node tells.
@@ -28,8 +28,7 @@ pub(super) async fn placement(
     webhook: &Webhook,
     namespace: &str,
     source: &Source,
-    node_name: Option<&str>,
-    affinity: Option<&Affinity>,
+    asked: Asked<'_>,
 ) -> Result<Option<Affinity>, Denial> {
     if !webhook.leases_listed.load(Ordering::Relaxed) {
         return Err(Denial::LeasesNotListed);
@@ -49,8 +48,7 @@ pub(super) async fn placement(
         .as_deref()
         .and_then(|node| daemons.iter().find(|d| d.node == node));
     let wanted = Wanted::of(runtime.as_deref(), origin);
-    eligible::place(node_name, affinity, &daemons, &wanted, Timestamp::now())
-        .map_err(Denial::Unplaceable)
+    eligible::place(asked, &daemons, &wanted, Timestamp::now()).map_err(Denial::Unplaceable)
 }
 
 /// The runtime that took a checkpoint, as its Content says; `None` when that cannot be read

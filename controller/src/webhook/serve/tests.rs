@@ -458,7 +458,13 @@ fn taken_by_containerd(api: &FakeApi) {
 async fn a_restore_is_required_onto_the_nodes_that_can_restore_it() {
     let api = cluster(true, None);
     taken_by_containerd(&api);
-    let body = review(Some("counter-checkpoint"));
+    let mut create: Value = serde_json::from_str(&review(Some("counter-checkpoint"))).unwrap();
+    // Not pinned by hostname: any node that can.
+    create["request"]["object"]["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("nodeSelector");
+    let body = create.to_string();
     let (_, response) = post(&hook(&api), body.clone()).await;
     assert_eq!(response["response"]["allowed"], true, "{response}");
     let patched = apply(&pod_of(&body), &patch_of(&response));
