@@ -37,7 +37,12 @@ pub async fn keep_renewed(
     let name = noded_lease_name(&node);
     let mut tick = tokio::time::interval(DURATION / 3);
     loop {
-        tick.tick().await;
+        // Also as soon as the prerequisites change: the first check ends after the first
+        // renewal, and a restore placed meanwhile would find no runtime on the Lease.
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = prerequisites.changed() => {}
+        }
         let annotations = annotations(&pin, prerequisites.latest().as_ref(), ARCH);
         let patch = json!({
             "apiVersion": "coordination.k8s.io/v1",
