@@ -36,6 +36,9 @@ pub async fn keep_renewed(
     let api: Api<Lease> = Api::namespaced(client, &namespace);
     let name = noded_lease_name(&node);
     let mut tick = tokio::time::interval(DURATION / 3);
+    // The last runtime the checks named: one that stops answering for a while is still of its
+    // family (its Lease then says it cannot restore, and why).
+    let mut runtime = None;
     loop {
         // Also as soon as the prerequisites change: the first check ends after the first
         // renewal, and a restore placed meanwhile would find no runtime on the Lease.
@@ -43,7 +46,9 @@ pub async fn keep_renewed(
             _ = tick.tick() => {}
             () = prerequisites.changed() => {}
         }
-        let annotations = annotations(&pin, prerequisites.latest().as_ref(), ARCH);
+        let report = prerequisites.latest();
+        runtime = report.as_ref().and_then(runtime_of).or(runtime);
+        let annotations = annotations(&pin, report.as_ref(), runtime, ARCH);
         let patch = json!({
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -64,9 +69,19 @@ pub async fn keep_renewed(
     }
 }
 
+/// The runtime a report names, if it is one we know.
+fn runtime_of(report: &Report) -> Option<RuntimeKind> {
+    RuntimeKind::detect(report.runtime_name.as_deref()?)
+}
+
 /// The Lease's annotations. All applied each time: one left out (the runtime can restore
-/// again, or no longer answers) is dropped by server-side apply.
-fn annotations(pin: &str, report: Option<&Report>, arch: &str) -> Value {
+/// again) is dropped by server-side apply.
+fn annotations(
+    pin: &str,
+    report: Option<&Report>,
+    runtime: Option<RuntimeKind>,
+    arch: &str,
+) -> Value {
     let mut annotations = json!({
         PEER_CERTIFICATE_ANNOTATION: pin,
         ARCH_ANNOTATION: goarch(arch),
@@ -74,9 +89,6 @@ fn annotations(pin: &str, report: Option<&Report>, arch: &str) -> Value {
     if let Some(why) = report.and_then(Report::cannot_restore) {
         annotations[CANNOT_RESTORE_ANNOTATION] = json!(why);
     }
-    let runtime = report
-        .and_then(|r| r.runtime_name.as_deref())
-        .and_then(RuntimeKind::detect);
     if let Some(runtime) = runtime {
         annotations[RUNTIME_ANNOTATION] = json!(runtime.cri_name());
     }
@@ -110,7 +122,9 @@ mod tests {
             runtime_name: Some("containerd".into()),
             ..Report::default()
         };
-        let a = annotations("pin", Some(&report), "x86_64");
+        let runtime = runtime_of(&report);
+        assert_eq!(runtime, Some(RuntimeKind::Containerd));
+        let a = annotations("pin", Some(&report), runtime, "x86_64");
         assert_eq!(a[RUNTIME_ANNOTATION], "containerd");
         assert_eq!(a[ARCH_ANNOTATION], "amd64");
         assert_eq!(a[PEER_CERTIFICATE_ANNOTATION], "pin");
@@ -120,32 +134,29 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_or_silent_runtime_is_not_named_and_one_that_cannot_restore_says_why() {
+    fn an_unknown_runtime_is_not_named_and_one_that_cannot_restore_says_why() {
         for name in [None, Some("docker")] {
             let report = Report {
                 runtime_name: name.map(Into::into),
                 ..Report::default()
             };
-            let a = annotations("pin", Some(&report), "aarch64");
+            assert_eq!(runtime_of(&report), None, "{name:?}");
+            let a = annotations("pin", Some(&report), None, "aarch64");
             assert!(a.get(RUNTIME_ANNOTATION).is_none(), "{name:?}");
             assert_eq!(a[ARCH_ANNOTATION], "arm64");
         }
-        assert!(
-            annotations("pin", None, "x86_64")
-                .get(RUNTIME_ANNOTATION)
-                .is_none()
-        );
+        // A runtime that stopped answering: still of its family, and it cannot restore.
         let report = Report {
-            runtime_name: Some("cri-o".into()),
+            runtime_name: None,
             checks: vec![Check {
                 name: RESTORE,
                 state: Verdict::Failed,
-                detail: "enable_criu_support is false".into(),
+                detail: "the runtime does not answer".into(),
             }],
             ..Report::default()
         };
-        let a = annotations("pin", Some(&report), "x86_64");
+        let a = annotations("pin", Some(&report), Some(RuntimeKind::CriO), "x86_64");
         assert_eq!(a[RUNTIME_ANNOTATION], "cri-o");
-        assert_eq!(a[CANNOT_RESTORE_ANNOTATION], "enable_criu_support is false");
+        assert_eq!(a[CANNOT_RESTORE_ANNOTATION], "the runtime does not answer");
     }
 }
