@@ -59,10 +59,21 @@ pub mod checkpoint_image {
 pub const CONTROLLER_MANAGER: &str = "checkpoint-controller";
 pub const NODED_MANAGER: &str = "checkpoint-noded";
 
+/// Prefix of a noded Lease's name; the rest is the node's name.
+const NODED_LEASE_PREFIX: &str = "checkpoint-noded-";
+
 /// noded proves it runs on a node by renewing this Lease (in its lease namespace); the controller
 /// refuses requests for nodes without a live one.
 pub fn noded_lease_name(node: &str) -> String {
-    format!("checkpoint-noded-{node}")
+    format!("{NODED_LEASE_PREFIX}{node}")
+}
+
+/// The node a noded Lease is for, from its name; `None` for any other Lease (the leader
+/// election's may share the namespace).
+pub fn noded_lease_node(lease: &str) -> Option<&str> {
+    lease
+        .strip_prefix(NODED_LEASE_PREFIX)
+        .filter(|node| !node.is_empty())
 }
 
 /// Namespace of the noded Leases unless configured otherwise: one of their own (deploy/ makes
@@ -85,6 +96,15 @@ pub const PEER_CERTIFICATE_ANNOTATION: &str =
 /// container by container nor CRI `RestorePod`): why, in words. Migrations refuse such a target
 /// up front.
 pub const CANNOT_RESTORE_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/cannot-restore";
+
+/// Annotation on a noded's Lease: its node's container runtime by CRI name (`cri-o`,
+/// `containerd`). A checkpoint restores only on a runtime of its own family.
+pub const RUNTIME_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/runtime";
+
+/// Annotation on a noded's Lease: its node's CPU architecture as Go (and the Node label
+/// `kubernetes.io/arch`) spells it: `amd64`, `arm64`. A checkpoint holds machine code and
+/// memory of one architecture.
+pub const ARCH_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/arch";
 
 /// Longest RFC 1123 label (namespace, container name).
 pub const DNS_LABEL_MAX: usize = 63;
@@ -121,3 +141,15 @@ pub const POD_CHECKPOINT_LABEL: &str = "checkpointing.zacchaeuschok.github.io/po
 /// Pod annotation listing (comma-separated) the emptyDir volumes a checkpoint leaves behind;
 /// every other emptyDir a checkpointed container mounts travels with it.
 pub const SKIP_VOLUMES_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/skip-volumes";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_noded_lease_names_its_node_and_no_other_lease_does() {
+        assert_eq!(noded_lease_node(&noded_lease_name("node1")), Some("node1"));
+        assert_eq!(noded_lease_node("checkpoint-noded-"), None);
+        assert_eq!(noded_lease_node("checkpoint-controller"), None);
+    }
+}

@@ -188,11 +188,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let leading = Arc::new(AtomicBool::new(elector.is_none()));
     metrics.set_leader(elector.is_none());
     let ready = Ready {
-        watches: vec![
-            synced.requests.clone(),
-            synced.contents.clone(),
-            synced.leases.clone(),
-        ],
+        watches: vec![synced.requests.clone(), synced.contents.clone()],
+        serving: vec![synced.leases.clone()],
         leading: leading.clone(),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -206,10 +203,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     info!(addr = %args.admin_addr, "serving /healthz, /readyz and /metrics");
 
+    // Every replica watches the noded Leases: its webhook places restores by them.
+    let leases = request::watches::leases(client.clone(), &args.lease_namespace, &synced);
     let webhook = match args.webhook.settings(client.default_namespace())? {
         Some(settings) => {
             let shared = elector.as_ref().map(|(_, namespace)| namespace.as_str());
-            Some(start_webhook(&client, &metrics, settings, shared, shutdown.clone()).await?)
+            let listed = (leases.clone(), synced.leases.clone());
+            let started = start_webhook(
+                &client,
+                &metrics,
+                settings,
+                listed,
+                shared,
+                shutdown.clone(),
+            );
+            Some(started.await?)
         }
         None => None,
     };
@@ -235,6 +243,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (controller, ctx) = request::watches::start(
         client.clone(),
         args.lease_namespace,
+        leases,
         metrics.clone(),
         &synced,
     );

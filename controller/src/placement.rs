@@ -1,16 +1,19 @@
-//! Where a migrated pod may run: on the target node, or on any node but the source. Pure; the
-//! migration writes it into the pod it creates, the webhook into a workload's replacement.
+//! Where a migrated or restored pod may run: on the target node, on any node but the source,
+//! or among the nodes that can restore its checkpoint. Pure; the migration writes it into the
+//! pod it creates, the webhook into a workload's replacement and into every restore.
 
 use checkpointing::crd::{PodMigrationSpec, PodMigrationStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
 };
 
-/// Node placement of a migrated pod.
+/// Node placement of a migrated or restored pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
     On(String),
     AwayFrom(String),
+    /// One of these nodes (by name).
+    Among(Vec<String>),
 }
 
 impl Placement {
@@ -31,19 +34,22 @@ impl Placement {
 
     /// By the node's name (`matchFields`), which unlike the hostname label always exists.
     fn requirement(&self) -> NodeSelectorRequirement {
-        let (operator, node) = match self {
-            Self::On(node) => ("In", node),
-            Self::AwayFrom(node) => ("NotIn", node),
+        let (operator, nodes) = match self {
+            Self::On(node) => ("In", vec![node.clone()]),
+            Self::AwayFrom(node) => ("NotIn", vec![node.clone()]),
+            Self::Among(nodes) => ("In", nodes.clone()),
         };
         NodeSelectorRequirement {
-            key: "metadata.name".to_owned(),
+            key: NAME_FIELD.to_owned(),
             operator: operator.to_owned(),
-            values: Some(vec![node.clone()]),
+            values: Some(nodes),
         }
     }
 
     /// `affinity` with this placement required as well. Required terms are alternatives, so
-    /// the requirement joins each of them; the pod's own wishes still hold.
+    /// the requirement joins each of them; the pod's own wishes still hold. A term that has it
+    /// already is left alone, so applying a placement twice (the migration's copy, then the
+    /// webhook) changes nothing more.
     pub fn apply(&self, affinity: Option<&Affinity>) -> Affinity {
         let mut affinity = affinity.cloned().unwrap_or_default();
         let node = affinity
@@ -57,14 +63,23 @@ impl Placement {
                 .node_selector_terms
                 .push(NodeSelectorTerm::default());
         }
+        let requirement = self.requirement();
         for term in &mut required.node_selector_terms {
-            term.match_fields
-                .get_or_insert_with(Vec::new)
-                .push(self.requirement());
+            let fields = term.match_fields.get_or_insert_with(Vec::new);
+            if !fields.contains(&requirement) {
+                fields.push(requirement.clone());
+            }
         }
         affinity
     }
 }
+
+/// The only field a node selector term may match (`matchFields`).
+pub const NAME_FIELD: &str = "metadata.name";
+
+/// The well-known node label that pins a pod to one node: the kubelet sets it to its hostname,
+/// normally the node's name.
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
 #[cfg(test)]
 mod tests {
@@ -95,6 +110,25 @@ mod tests {
         assert_eq!(fields(&on), [[("In".to_owned(), "node2".to_owned())]]);
         let away = Placement::new(None, "node1").apply(None);
         assert_eq!(fields(&away), [[("NotIn".to_owned(), "node1".to_owned())]]);
+    }
+
+    #[test]
+    fn a_set_is_one_requirement_and_applying_it_twice_adds_nothing() {
+        let among = Placement::Among(vec!["node1".into(), "node2".into()]);
+        let once = among.apply(None);
+        assert_eq!(
+            fields(&once),
+            [[("In".to_owned(), "node1,node2".to_owned())]]
+        );
+        assert_eq!(among.apply(Some(&once)), once);
+        let away = Placement::AwayFrom("node1".into()).apply(Some(&once));
+        assert_eq!(
+            fields(&away),
+            [[
+                ("In".to_owned(), "node1,node2".to_owned()),
+                ("NotIn".to_owned(), "node1".to_owned())
+            ]]
+        );
     }
 
     #[test]

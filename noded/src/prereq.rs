@@ -424,10 +424,12 @@ pub async fn check(cri: &CriClient, paths: &Paths) -> Report {
     report
 }
 
-/// The latest report, shared with the admin port and the reconciler.
+/// The latest report, shared with the admin port, the reconciler and the Lease.
 #[derive(Debug, Default)]
 pub struct Prerequisites {
     latest: RwLock<Option<Report>>,
+    /// Signalled when the report changes: the Lease tells at once what the node can do.
+    changed: tokio::sync::Notify,
 }
 
 /// `/readyz`: ready when the last check found the runtime ready and the checkpoint directory
@@ -462,7 +464,16 @@ impl Prerequisites {
         let mut latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
         let changed = latest.as_ref() != Some(&report);
         *latest = Some(report);
+        if changed {
+            // One waiter (the Lease); a change while it renews is kept for its next wait.
+            self.changed.notify_one();
+        }
         changed
+    }
+
+    /// Resolves once the report has changed since the last call.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 }
 

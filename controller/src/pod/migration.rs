@@ -33,7 +33,7 @@ use super::health::{all_running, stuck};
 use super::restored;
 use crate::placement::Placement;
 use crate::status::condition;
-use crate::validation::{check_node_daemon, shown};
+use crate::validation::{check_node_daemon, quoted_list, shown};
 use crate::webhook::replacement::WORKLOAD_KINDS;
 
 /// Default of `timeoutSeconds`.
@@ -497,11 +497,24 @@ fn restoring_message(m: &PodMigration, status: &PodMigrationStatus) -> String {
     let target = match Placement::of(&m.spec, status) {
         Placement::On(node) => format!("node {node:?}"),
         Placement::AwayFrom(node) => format!("a node other than {node:?}"),
+        Placement::Among(nodes) => format!("one of {}", quoted_list(&nodes)),
     };
     format!(
         "checkpointed; restoring pod {:?} on {target}",
         m.spec.pod_name
     )
+}
+
+/// Restoring, when creating the bare pod's copy was refused for good (`why`: the API server's
+/// words, e.g. the restore webhook's "no node can restore this checkpoint: …"): Failed, with
+/// the source still running.
+pub fn copy_refused(m: &PodMigration, why: &str, now: Timestamp) -> Plan {
+    let status = m.status.clone().unwrap_or_default();
+    let message = format!(
+        "creating the restored pod was refused ({why}); the source pod keeps running; {}",
+        after_restore_advice(m, &status)
+    );
+    fail(m, status, "CopyRefused", message, now)
 }
 
 /// How to retry once the source may be gone: the checkpoint stays.

@@ -12,10 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
-use crate::placement::Placement;
-
-/// The well-known node label that pins a pod to one node.
-const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+use crate::placement::{HOSTNAME_LABEL, Placement};
 
 /// Length of the suffix a migration adds.
 const SUFFIX: usize = 5;

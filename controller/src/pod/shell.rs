@@ -39,6 +39,19 @@ pub struct Error {
     source: kube::Error,
 }
 
+impl Error {
+    /// The API server's words when it refused the request for good (a 4xx other than a
+    /// conflict or throttling): the same request again cannot succeed.
+    fn refusal(&self) -> Option<&str> {
+        match &self.source {
+            kube::Error::Api(s) if (400..500).contains(&s.code) && !matches!(s.code, 409 | 429) => {
+                Some(&s.message)
+            }
+            _ => None,
+        }
+    }
+}
+
 fn failed(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let what = what.into();
     move |source| Error { what, source }
@@ -210,7 +223,23 @@ pub async fn reconcile_migration(
         }
     }
     for step in actions {
-        act(&ctx, &namespace, &name, step).await?;
+        let Err(error) = act(&ctx, &namespace, &name, step).await else {
+            continue;
+        };
+        // A copy the webhook (or a policy) refuses is refused again on every retry: the
+        // migration fails saying why, and the next reconcile releases the held source.
+        let refusal = matches!(step, Step::CreatePod(_))
+            .then(|| error.refusal())
+            .flatten();
+        let Some(why) = refusal else {
+            return Err(error);
+        };
+        let why = truncated(why, MAX_EVENT_NOTE);
+        if let Some(status) = migration::copy_refused(&migration, &why, Timestamp::now()).status {
+            write_status(&ctx, migration.as_ref(), &status).await?;
+            announce(&ctx, migration.as_ref(), phase_event(&status)).await;
+        }
+        return Ok(Action::requeue(RETRY));
     }
     Ok(plan
         .requeue_after

@@ -1,5 +1,6 @@
 //! The watches reconciles decide from: the requests (they drive the Controller), their Contents
-//! (a change reconciles the owner) and the noded Leases (only kept, never a trigger). Our own
+//! (a change reconciles the owner) and the noded Leases (only kept, never a trigger; the
+//! webhook reads them too). Our own
 //! watches rather than `Controller::new` and `owns()`, so readiness can tell when each has
 //! listed everything.
 
@@ -12,6 +13,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
@@ -20,11 +22,30 @@ use super::context::Context;
 use super::synced::Synced;
 use crate::metrics::Metrics;
 
-/// Starts the watches: the Controller they drive, and what its reconciles share. The Lease
-/// watch runs in a task of its own, until the process ends.
+/// Starts the watch of the noded Leases, in a task of its own until the process ends: every
+/// replica's webhook places restores by them, and the leader's reconciles read them.
+pub fn leases(client: Client, lease_namespace: &str, synced: &Synced) -> Store<Lease> {
+    // Every Lease of the namespace: a handful, and one watch instead of a GET per request.
+    let leases = Api::<Lease>::namespaced(client, lease_namespace);
+    let (lease_store, writer) = reflector::store();
+    let lease_watch = watcher(leases, watcher::Config::default()).default_backoff();
+    let lease_changes =
+        reflector(writer, lease_watch).inspect_ok(mark_synced(synced.leases.clone(), "Lease"));
+    tokio::spawn(lease_changes.for_each(|event| {
+        if let Err(error) = event {
+            warn!(%error, "watching the noded Leases");
+        }
+        std::future::ready(())
+    }));
+    lease_store
+}
+
+/// Starts the watches: the Controller they drive, and what its reconciles share (with the
+/// Leases [`leases`] keeps).
 pub fn start(
     client: Client,
     lease_namespace: String,
+    lease_store: Store<Lease>,
     metrics: Arc<Metrics>,
     synced: &Synced,
 ) -> (Controller<ContainerCheckpoint>, Arc<Context>) {
@@ -41,18 +62,6 @@ pub fn start(
             "ContainerCheckpointContent",
         ))
         .touched_objects();
-    // Every Lease of the namespace: a handful, and one watch instead of a GET per request.
-    let leases = Api::<Lease>::namespaced(client.clone(), &lease_namespace);
-    let (lease_store, writer) = reflector::store();
-    let lease_watch = watcher(leases, watcher::Config::default()).default_backoff();
-    let lease_changes =
-        reflector(writer, lease_watch).inspect_ok(mark_synced(synced.leases.clone(), "Lease"));
-    tokio::spawn(lease_changes.for_each(|event| {
-        if let Err(error) = event {
-            warn!(%error, "watching the noded Leases");
-        }
-        std::future::ready(())
-    }));
 
     let controller = Controller::for_stream(request_changes, store).owns_stream(content_changes);
     let recorder = Recorder::new(client.clone(), CONTROLLER_MANAGER.into());

@@ -11,6 +11,7 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
+use super::eligible::Unplaceable;
 use super::guard::{CheckpointImages, Smuggled};
 use super::origin::Origin;
 use crate::validation::{quoted_list, shown};
@@ -34,6 +35,10 @@ pub struct Source {
     /// The Secret (in the pod's namespace) with the credentials of the registry the images
     /// were pushed to, which the runtime needs to pull them.
     pub pull_secret: Option<String>,
+    /// The node the checkpoint was taken on, and a Content of it (which names its runtime):
+    /// where it can be restored is told by these.
+    pub node: Option<String>,
+    pub content: Option<String>,
 }
 
 impl From<&ContainerCheckpoint> for Source {
@@ -50,6 +55,10 @@ impl From<&ContainerCheckpoint> for Source {
             )],
             repository: RegistrySpec::repository(cc.spec.registry.as_ref()).map(str::to_owned),
             pull_secret: RegistrySpec::secret_name(cc.spec.registry.as_ref()).map(str::to_owned),
+            node: status.and_then(|s| s.node_name.clone()),
+            content: status
+                .and_then(|s| s.content_name.clone())
+                .or_else(|| cc.metadata.name.clone()),
         }
     }
 }
@@ -57,7 +66,14 @@ impl From<&ContainerCheckpoint> for Source {
 impl From<&PodCheckpoint> for Source {
     fn from(pc: &PodCheckpoint) -> Self {
         let status = pc.status.clone().unwrap_or_default();
+        // Each container's Content has its ContainerCheckpoint's name; all come from one node.
+        let content = status
+            .containers
+            .first()
+            .map(|c| c.container_checkpoint.clone());
         Self {
+            node: status.node_name.clone(),
+            content,
             kind: "PodCheckpoint",
             state: status.state,
             message: status.message.unwrap_or_default(),
@@ -180,6 +196,13 @@ pub enum Denial {
     },
     #[error("{0}")]
     CheckpointImage(Smuggled),
+    #[error("{0}")]
+    Unplaceable(Unplaceable),
+    #[error(
+        "the controller has not yet listed the node daemons' Leases, which tell where a \
+         checkpoint can be restored; create the pod again"
+    )]
+    LeasesNotListed,
     #[error(
         "{kind} {name:?} gives container {container:?} image {image:?}, which is not where this checkpoint's images lie ({}); a checkpoint restores \
          only its own image: checkpoint the container again",
@@ -209,6 +232,8 @@ impl Denial {
             Self::NoImage { .. } => "NoImage",
             Self::ContainerNotInPod { .. } => "ContainerNotInPod",
             Self::CheckpointImage(_) => "CheckpointImage",
+            Self::Unplaceable(_) => "Unplaceable",
+            Self::LeasesNotListed => "LeasesNotListed",
             Self::ForeignImage { .. } => "ForeignImage",
         }
     }

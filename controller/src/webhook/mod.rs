@@ -1,10 +1,11 @@
 //! The restore admission webhook: [`admission`] decides (pure), [`origin`] says where a
-//! checkpoint's image may lie, [`replacement`] tells a
+//! checkpoint's image may lie, [`eligible`] which nodes can restore it, [`replacement`] tells a
 //! migrating workload's new pod, [`serve`] answers the API
 //! server on every replica, [`registration`] keeps it registered while this replica leads,
 //! [`start`] reads its flags and starts it.
 
 pub mod admission;
+pub mod eligible;
 pub mod guard;
 pub mod origin;
 pub mod registration;

@@ -5,7 +5,7 @@
 
 use checkpointing::crd::{MigrationPhase, PodMigration};
 use checkpointing::names::{MIGRATION_LABEL, RESTORE_FROM_ANNOTATION};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Affinity, Pod};
 use serde_json::{Value, json};
 
 use super::admission::pointer_token;
@@ -36,8 +36,8 @@ pub fn migration_of<'m>(pod: &Pod, migrations: &'m [PodMigration]) -> Option<&'m
 }
 
 /// JSON patch operations that make `pod` the migration's restored pod: `restore-from` naming
-/// its PodCheckpoint, the migration label, and the placement. They come before the restore's
-/// own operations, which add to the annotations map.
+/// its PodCheckpoint and the migration label. They come before the restore's own operations,
+/// which add to the annotations map. Its placement is [`affinity`].
 pub fn marks(pod: &Pod, migration: &PodMigration) -> Vec<Value> {
     let name = migration.metadata.name.clone().unwrap_or_default();
     let status = migration.status.clone().unwrap_or_default();
@@ -69,10 +69,15 @@ pub fn marks(pod: &Pod, migration: &PodMigration) -> Vec<Value> {
             "value": value,
         }));
     }
-    let affinity = Placement::of(&migration.spec, &status)
-        .apply(pod.spec.as_ref().and_then(|s| s.affinity.as_ref()));
-    ops.push(json!({"op": "add", "path": "/spec/affinity", "value": affinity}));
     ops
+}
+
+/// The pod's affinity with the migration's placement (its target, or away from its source)
+/// required as well; the webhook narrows it further to the nodes that can restore.
+pub fn affinity(pod: &Pod, migration: &PodMigration) -> Affinity {
+    let status = migration.status.clone().unwrap_or_default();
+    Placement::of(&migration.spec, &status)
+        .apply(pod.spec.as_ref().and_then(|s| s.affinity.as_ref()))
 }
 
 #[cfg(test)]
@@ -158,7 +163,10 @@ mod tests {
     #[test]
     fn marks_create_missing_maps_and_pin_the_target() {
         let pod = replacement("StatefulSet", "web-0", "uid-sts");
-        let ops = marks(&pod, &migration(MigrationPhase::Restoring, None));
+        let migration = migration(MigrationPhase::Restoring, None);
+        let mut ops = marks(&pod, &migration);
+        let affinity = affinity(&pod, &migration);
+        ops.push(json!({"op": "add", "path": "/spec/affinity", "value": affinity}));
         let patched = crate::fixtures::apply(&pod, &Value::Array(ops));
         assert_eq!(
             patched.metadata.annotations.unwrap()[RESTORE_FROM_ANNOTATION],

@@ -1,11 +1,12 @@
 //! Serving the restore admission webhook (every replica): the HTTPS endpoint the API server
 //! calls for the pods its registration matches and the look-ups a decision needs (a
-//! SubjectAccessReview, the checkpoint; for a workload's new pod, the namespace's
-//! PodMigrations). The decisions themselves are [`super::admission`] and
-//! [`super::replacement`].
+//! SubjectAccessReview, the checkpoint and its Content, the node daemons' Leases; for a
+//! workload's new pod, the namespace's PodMigrations). The decisions themselves are
+//! [`super::admission`], [`super::eligible`] and [`super::replacement`].
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,11 +21,13 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, PostParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use serde_json::Value;
 use tracing::{info, warn};
@@ -32,10 +35,12 @@ use tracing::{info, warn};
 use super::admission::{
     self, Access, CHECKPOINT_RESOURCE, Denial, POD_CHECKPOINT_RESOURCE, Restore, Source,
 };
+use super::eligible::Asked;
 use super::guard::{self, CheckpointImages};
 use super::replacement;
 use crate::kube_error::cause;
 use crate::metrics::Metrics;
+use placement::{placement, set_affinity};
 
 /// Path the API server posts AdmissionReviews to.
 pub const PATH: &str = "/mutate";
@@ -52,6 +57,10 @@ pub struct Webhook {
     pub metrics: Arc<Metrics>,
     /// Port of the node-local checkpoint registry: images naming it are checkpoint images.
     pub checkpoints: CheckpointImages,
+    /// The node daemons' Leases as the controller's watch keeps them, and whether it has
+    /// listed them all: where a checkpoint can be restored.
+    pub leases: Store<Lease>,
+    pub leases_listed: Arc<AtomicBool>,
 }
 
 pub fn router(webhook: Webhook) -> Router {
@@ -133,9 +142,9 @@ async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
                 Denial::Forbidden { .. }
                 | Denial::CheckpointImage(_)
                 | Denial::ForeignImage { .. } => (403, "Forbidden"),
-                Denial::AccessCheckFailed { .. } | Denial::LookupFailed { .. } => {
-                    (503, "ServiceUnavailable")
-                }
+                Denial::AccessCheckFailed { .. }
+                | Denial::LookupFailed { .. }
+                | Denial::LeasesNotListed => (503, "ServiceUnavailable"),
                 _ => (400, "BadRequest"),
             };
             response = response.deny(&denial);
@@ -246,7 +255,7 @@ async fn restore(
     let user = reader.username.clone().unwrap_or_default();
     let lookup = look_up(&webhook.client, &reader, namespace, &name);
     let (access, source) = within_budget(&name, namespace, lookup).await?;
-    admission::decide(
+    let mut restore = admission::decide(
         pod,
         namespace,
         &name,
@@ -254,7 +263,15 @@ async fn restore(
         &access,
         source.as_ref(),
         &webhook.checkpoints,
-    )
+    )?;
+    let asked = Asked::of(pod.spec.as_ref());
+    if let Some(source) = &source
+        && let Some(affinity) = placement(webhook, namespace, source, asked).await?
+        && let Value::Array(ops) = &mut restore.patch
+    {
+        ops.push(set_affinity(&affinity));
+    }
+    Ok(restore)
 }
 
 /// A workload's new pod that replaces a migrating one becomes its restore; any other pod is
@@ -315,8 +332,19 @@ async fn replacement(
         source.as_ref(),
         &webhook.checkpoints,
     )?;
+    let mut affinity = replacement::affinity(pod, migration);
+    let asked = Asked {
+        affinity: Some(&affinity),
+        ..Asked::of(pod.spec.as_ref())
+    };
+    if let Some(source) = &source
+        && let Some(placed) = placement(webhook, namespace, source, asked).await?
+    {
+        affinity = placed;
+    }
     let mut ops = replacement::marks(pod, migration);
     ops.extend(restore.patch.as_array().cloned().unwrap_or_default());
+    ops.push(set_affinity(&affinity));
     restore.patch = Value::Array(ops);
     Ok(Some(restore))
 }
@@ -427,5 +455,6 @@ where
         })
 }
 
+mod placement;
 #[cfg(test)]
 mod tests;

@@ -5,10 +5,13 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 use clap::Args;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::reflector::Store;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
@@ -154,12 +157,14 @@ fn read_client_ca(path: &Path) -> anyhow::Result<tls::ClientCa> {
 }
 
 /// Makes the webhook's certificates (or, with `shared_in`, takes them from the Secret there,
-/// shared by all replicas) and serves it until `shutdown`. Returns the server and the
-/// registration for [`registration::register`].
+/// shared by all replicas) and serves it until `shutdown`, placing restores by the noded
+/// `leases` (listed once `leases_listed`). Returns the server and the registration for
+/// [`registration::register`].
 pub async fn start_webhook(
     client: &kube::Client,
     metrics: &Arc<Metrics>,
     settings: WebhookSettings,
+    (leases, leases_listed): (Store<Lease>, Arc<AtomicBool>),
     shared_in: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(
@@ -191,6 +196,8 @@ pub async fn start_webhook(
         client: client.clone(),
         metrics: metrics.clone(),
         checkpoints: settings.checkpoints.clone(),
+        leases,
+        leases_listed,
     });
     let server = tokio::spawn(async move {
         axum::serve(listener, router)

@@ -70,17 +70,23 @@ async fn the_checkpoint_directory_must_take_a_file() {
     assert!(missing.detail.contains("absent"), "{}", missing.detail);
 }
 
-#[test]
-fn changes_are_noticed() {
+#[tokio::test]
+async fn changes_are_noticed_and_signalled() {
     let state = Prerequisites::default();
+    let signalled =
+        |state: &Prerequisites| futures::FutureExt::now_or_never(state.changed()).is_some();
+    assert!(!signalled(&state));
     assert!(state.update(report(Verdict::Ok, Verdict::Ok, Verdict::Ok, Verdict::Ok)));
+    assert!(signalled(&state), "the first report is a change");
     assert!(!state.update(report(Verdict::Ok, Verdict::Ok, Verdict::Ok, Verdict::Ok)));
+    assert!(!signalled(&state));
     assert!(state.update(report(
         Verdict::Failed,
         Verdict::Ok,
         Verdict::Ok,
         Verdict::Ok
     )));
+    assert!(signalled(&state));
 }
 
 #[tokio::test]

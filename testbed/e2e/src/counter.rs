@@ -4,7 +4,9 @@
 use std::process::Command;
 use std::time::Duration;
 
+use checkpointing::crd::ContainerCheckpointContent;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 
 use crate::{Testbed, eventually};
 
@@ -77,6 +79,25 @@ pub fn value_at_checkpoint(tb: &Testbed, node: &str, archive: &str) -> u64 {
     )
     .last()
     .expect("the archive's log has counter lines")
+}
+
+/// The counter value at checkpoint `name` in `ns`, from its archive on `node` (where its
+/// Content says the archive lies).
+pub async fn counter_at_checkpoint(
+    tb: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    node: &str,
+) -> u64 {
+    let path = Api::<ContainerCheckpointContent>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading ContainerCheckpointContent {ns}/{name}: {e}"))
+        .status
+        .and_then(|s| s.checkpoint_path)
+        .unwrap_or_else(|| panic!("ContainerCheckpointContent {ns}/{name} has no archive path"));
+    value_at_checkpoint(tb, node, &path)
 }
 
 /// Asserts that the restored `running` pod's counter (its container `counter`) goes on from

@@ -34,8 +34,8 @@ pub use apps::{
     kv_service, redis_cli, unix_now,
 };
 pub use counter::{
-    assert_container_resumes, assert_counter_resumes, assert_file_resumes, counter_log,
-    counter_pod, counter_values, value_at_checkpoint,
+    assert_container_resumes, assert_counter_resumes, assert_file_resumes, counter_at_checkpoint,
+    counter_log, counter_pod, counter_values, value_at_checkpoint,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 pub use migration::{
@@ -44,7 +44,7 @@ pub use migration::{
 };
 pub use product::{
     CONTROLLER_DEPLOYMENT, CONTROLLER_LEASE, CONTROLLER_NAMESPACE, CONTROLLER_SELECTOR,
-    ControllerDown, NODED_NAMESPACE, NODED_SELECTOR, kill_process, pod_process,
+    ControllerDown, NODED_NAMESPACE, NODED_SELECTOR, NodedDown, kill_process, pod_process,
 };
 pub use pull::{PULL_USER, PullCredential, pull_credential, registry_token};
 pub use registry::{RegistryUser, TokenRegistry};

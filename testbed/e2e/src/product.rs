@@ -189,6 +189,48 @@ impl Testbed {
     }
 }
 
+impl Testbed {
+    /// `testbed/agents ARGS`: stops, starts or restarts a node's kubelet or runtime. Also
+    /// called from `Drop`: a failure while already panicking is not raised again.
+    pub fn agents(&self, args: &[&str]) {
+        let out = Command::new(self.repo.join("testbed/agents"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() || std::thread::panicking(),
+            "testbed/agents {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A node without its daemon: its kubelet, which would restart noded, stopped, and noded
+/// killed. Dropped, the kubelet starts again (and with it noded: wait for it with
+/// [`Testbed::wait_noded`]).
+pub struct NodedDown<'a> {
+    tb: &'a Testbed,
+    node: String,
+}
+
+impl<'a> NodedDown<'a> {
+    pub async fn new(tb: &'a Testbed, client: &kube::Client, node: &str) -> Self {
+        tb.agents(&["stop", "kubelet", node]);
+        let down = Self {
+            tb,
+            node: node.to_owned(),
+        };
+        kill_process(tb.noded_pid(client, node).await).await;
+        down
+    }
+}
+
+impl Drop for NodedDown<'_> {
+    fn drop(&mut self) {
+        self.tb.agents(&["start", "kubelet", &self.node]);
+    }
+}
+
 /// Scales the controller's Deployment to zero and waits until no replica runs; scales it back
 /// (two replicas, as deploy/ ships it) and waits until it serves again when dropped.
 pub struct ControllerDown<'a>(&'a Testbed);

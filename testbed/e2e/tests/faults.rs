@@ -10,8 +10,8 @@ use std::time::Duration;
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::oci::ImageLayout;
 use e2e::{
-    ControllerDown, TestNamespace, Testbed, checkpoint, checkpoint_request, counter_pod,
-    eventually, kill_process, memory_hog, outcome, run_pod, wait_checkpoint,
+    ControllerDown, NodedDown, TestNamespace, Testbed, checkpoint, checkpoint_request, counter_pod,
+    eventually, memory_hog, outcome, run_pod, wait_checkpoint,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
@@ -32,18 +32,6 @@ fn files(tb: &Testbed, ns: &str) -> (Vec<String>, Vec<String>) {
         .filter(|n| n.contains(&format!("checkpoint-{ns}_")))
         .collect();
     names.into_iter().partition(|n| !n.ends_with(".partial"))
-}
-
-fn agents(tb: &Testbed, args: &[&str]) {
-    let out = std::process::Command::new(tb.repo.join("testbed/agents"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "testbed/agents {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test]
@@ -110,7 +98,7 @@ async fn runtime_gone_fails_clearly_and_recovers_when_it_returns() {
     let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
 
     let runtime = tb.runtime();
-    agents(&tb, &["stop", &runtime, NODE]);
+    tb.agents(&["stop", &runtime, NODE]);
     requests
         .create(
             &PostParams::default(),
@@ -119,7 +107,7 @@ async fn runtime_gone_fails_clearly_and_recovers_when_it_returns() {
         .await
         .unwrap();
     let outcome = final_state(&client, &ns.name, "while-down").await;
-    agents(&tb, &["start", &runtime, NODE]);
+    tb.agents(&["start", &runtime, NODE]);
     let (state, message) = outcome;
     assert_eq!(state, CheckpointState::Failed);
     // deploy/ mounts the runtime's socket directory at /run/cri in noded's container
@@ -162,9 +150,7 @@ async fn a_node_without_its_daemon_is_refused_and_lets_go_of_its_checkpoints() {
 
     // The node loses its daemon: noded killed while the kubelet, which would restart it, is
     // stopped.
-    agents(&tb, &["stop", "kubelet", NODE]);
-    let restart = Kubelet(&tb);
-    kill_process(tb.noded_pid(&client, NODE).await).await;
+    let restart = NodedDown::new(&tb, &client, NODE).await;
     // The controller trusts the Lease until it expires.
     let leases: Api<Lease> = Api::namespaced(
         client.clone(),
@@ -373,15 +359,6 @@ impl Drop for DiskFull<'_> {
         })
         .join();
         assert!(replaced.is_ok() || std::thread::panicking());
-    }
-}
-
-/// Starts node3's kubelet again however the test ends.
-struct Kubelet<'a>(&'a Testbed);
-
-impl Drop for Kubelet<'_> {
-    fn drop(&mut self) {
-        agents(self.0, &["start", "kubelet", NODE]);
     }
 }
 

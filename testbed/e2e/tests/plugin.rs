@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use checkpointing::crd::{ContainerCheckpointContent, PodMigration};
+use checkpointing::crd::PodMigration;
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use e2e::{
-    TestNamespace, Testbed, assert_container_resumes, assert_counter_resumes, counter_log,
-    eventually, run_pod, sample_pod, two_counter_pod, value_at_checkpoint, values_at_checkpoint,
-    wait_running,
+    TestNamespace, Testbed, assert_container_resumes, assert_counter_resumes,
+    counter_at_checkpoint, counter_log, eventually, run_pod, sample_pod, two_counter_pod,
+    values_at_checkpoint, wait_running,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
@@ -104,15 +104,7 @@ async fn the_plugin_checkpoints_lists_and_restores_the_counter() {
         ["cp1", "stateful-app", "counter", "Completed", "node1"]
     );
 
-    let path = Api::<ContainerCheckpointContent>::namespaced(client.clone(), ns)
-        .get("cp1")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .checkpoint_path
-        .unwrap();
-    let at_checkpoint = value_at_checkpoint(&tb, "node1", &path);
+    let at_checkpoint = counter_at_checkpoint(&tb, &client, ns, "cp1", "node1").await;
 
     let out = plugin(
         &tb,

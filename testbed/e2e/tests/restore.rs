@@ -10,8 +10,8 @@ use checkpointing::names::{PEER_AUDIENCE, RESTORE_FROM_ANNOTATION};
 use checkpointing::oci::ImageLayout;
 use e2e::{
     NODED_NAMESPACE, PULL_USER, TestNamespace, Testbed, assert_counter_resumes, checkpoint,
-    checkpoint_request, counter_log, counter_pod, eventually, outcome, pull_credential,
-    registry_token, run_pod, sample_pod, value_at_checkpoint,
+    checkpoint_request, counter_at_checkpoint, counter_log, counter_pod, eventually, outcome,
+    pull_credential, registry_token, run_pod, sample_pod, value_at_checkpoint,
 };
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -32,16 +32,7 @@ async fn seed_checkpoint(tb: &Testbed, client: &kube::Client, ns: &str) -> u64 {
     .await;
     let (state, message) = outcome(&cc);
     assert_eq!(state, CheckpointState::Completed, "{message}");
-    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), ns);
-    let path = contents
-        .get("counter-checkpoint")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .checkpoint_path
-        .unwrap();
-    value_at_checkpoint(tb, "node1", &path)
+    counter_at_checkpoint(tb, client, ns, "counter-checkpoint", "node1").await
 }
 
 /// The seed's restored pod, in `ns`, pinned to `node`, named `name`.

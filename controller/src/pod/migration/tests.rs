@@ -485,6 +485,25 @@ fn a_migration_that_fails_after_the_dump_thaws_its_source_before_it_says_so() {
 }
 
 #[test]
+fn a_copy_refused_at_admission_fails_the_migration_with_the_reason() {
+    let mut m = migration(None);
+    m.status = Some(PodMigrationStatus {
+        phase: Some(MigrationPhase::Restoring),
+        pod_checkpoint: Some("move-app".into()),
+        ..Default::default()
+    });
+    let why = "no node can restore this checkpoint: node3 runs cri-o (checkpoint from containerd)";
+    let status = copy_refused(&m, why, now()).status.unwrap();
+    assert_eq!(status.phase, Some(MigrationPhase::Failed));
+    let message = status.message.unwrap();
+    assert!(
+        message.contains(why) && message.contains("the source pod keeps running"),
+        "{message}"
+    );
+    assert_eq!(status.conditions[0].reason, "CopyRefused");
+}
+
+#[test]
 fn a_copy_keeps_its_source_running() {
     let mut m = migration(None);
     m.spec.delete_source = Some(false);

@@ -4,14 +4,20 @@ use axum::body::Body;
 use axum::http::Request;
 use checkpointing::admin::Telemetry as _;
 use checkpointing::crd::CheckpointState;
-use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
+use checkpointing::names::{
+    ARCH_ANNOTATION, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION, RUNTIME_ANNOTATION,
+    noded_lease_name,
+};
 use checkpointing::testing::FakeApi;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 use tower::ServiceExt;
 
 const SAR_PATH: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
 const CC_PATH: &str = "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/namespaces/\
                        default/containercheckpoints/counter-checkpoint";
+const CONTENT_PATH: &str = "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/namespaces/\
+                            default/containercheckpointcontents/counter-checkpoint";
 const UID: &str = "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4";
 
 /// An AdmissionReview as kube-apiserver posts it for `kubectl apply` of the seed's
@@ -103,7 +109,31 @@ fn hook(api: &FakeApi) -> Webhook {
             port: 5050,
             repositories: Vec::new(),
         },
+        leases: leases(&[
+            ("node1", "containerd"),
+            ("node2", "containerd"),
+            ("node3", "cri-o"),
+        ]),
+        leases_listed: Arc::new(AtomicBool::new(true)),
     }
+}
+
+/// A store of live noded Leases on amd64, one per (node, runtime).
+fn leases(nodes: &[(&str, &str)]) -> Store<Lease> {
+    let (store, mut writer) = kube::runtime::reflector::store();
+    for (node, runtime) in nodes {
+        let mut lease = crate::fixtures::lease(&Timestamp::now().to_string());
+        lease.metadata.name = Some(noded_lease_name(node));
+        lease.metadata.annotations = Some(
+            [
+                (RUNTIME_ANNOTATION.to_owned(), (*runtime).to_owned()),
+                (ARCH_ANNOTATION.to_owned(), "amd64".to_owned()),
+            ]
+            .into(),
+        );
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(lease));
+    }
+    store
 }
 
 /// Posts `body` to the webhook in-process; status and parsed body.
@@ -176,9 +206,11 @@ async fn restore_is_admitted_with_a_patch_of_its_container_only() {
         DIGEST
     );
 
-    // The access check asked about exactly this user and checkpoint.
+    // The access check asked about exactly this user and checkpoint; then its Content (for
+    // its runtime) was read.
     let seen = api.take();
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[2].uri, CONTENT_PATH);
     assert_eq!(seen[0].method, "POST");
     assert!(seen[0].uri.starts_with(SAR_PATH), "{}", seen[0].uri);
     let spec = &seen[0].body.as_ref().unwrap()["spec"];
@@ -399,4 +431,112 @@ async fn a_forged_restored_from_marker_is_removed() {
     let patch = patch_of(&response);
     assert_eq!(patch.as_array().unwrap().len(), 1, "{patch}");
     assert_eq!(patch[0]["op"], "remove", "{patch}");
+}
+
+/// `completed()` as taken on node1 by containerd (its Content says so).
+fn taken_by_containerd(api: &FakeApi) {
+    let mut cc = completed();
+    cc.status.as_mut().unwrap().node_name = Some("node1".into());
+    api.put(CC_PATH, cc);
+    api.put(
+        CONTENT_PATH,
+        json!({
+            "apiVersion": "checkpointing.zacchaeuschok.github.io/v1alpha1",
+            "kind": "ContainerCheckpointContent",
+            "metadata": {"name": "counter-checkpoint", "namespace": "default"},
+            "spec": {
+                "containerCheckpointRef": "counter-checkpoint", "namespace": "default",
+                "podName": "stateful-app", "containerName": "counter", "nodeName": "node1",
+                "podUID": "uid",
+            },
+            "status": {"runtime": "containerd v2.3.7"},
+        }),
+    );
+}
+
+#[tokio::test]
+async fn a_restore_is_required_onto_the_nodes_that_can_restore_it() {
+    let api = cluster(true, None);
+    taken_by_containerd(&api);
+    let mut create: Value = serde_json::from_str(&review(Some("counter-checkpoint"))).unwrap();
+    // Not pinned by hostname: any node that can.
+    create["request"]["object"]["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("nodeSelector");
+    let body = create.to_string();
+    let (_, response) = post(&hook(&api), body.clone()).await;
+    assert_eq!(response["response"]["allowed"], true, "{response}");
+    let patched = apply(&pod_of(&body), &patch_of(&response));
+    let affinity = patched.spec.unwrap().affinity.unwrap();
+    let terms = affinity
+        .node_affinity
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .unwrap()
+        .node_selector_terms;
+    let fields = terms[0].match_fields.as_ref().unwrap();
+    assert_eq!(fields.len(), 1, "{fields:?}");
+    assert_eq!(fields[0].key, "metadata.name");
+    assert_eq!(fields[0].operator, "In");
+    assert_eq!(
+        fields[0].values.as_deref(),
+        Some(&["node1".to_owned(), "node2".to_owned()][..]),
+        "node3 runs cri-o"
+    );
+}
+
+#[tokio::test]
+async fn a_restore_bound_to_a_node_that_cannot_restore_it_is_denied_with_the_reason() {
+    let api = cluster(true, None);
+    taken_by_containerd(&api);
+    let mut create: Value = serde_json::from_str(&review(Some("counter-checkpoint"))).unwrap();
+    create["request"]["object"]["spec"]["nodeName"] = json!("node3");
+    let webhook = hook(&api);
+    let (_, response) = post(&webhook, create.to_string()).await;
+    let response = &response["response"];
+    assert_eq!(response["allowed"], false, "{response}");
+    assert_eq!(response["status"]["code"], 400);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("node3 runs cri-o (checkpoint from containerd)")
+            && message.contains("node1, node2"),
+        "{message}"
+    );
+    assert!(webhook.metrics.render().contains(
+        "checkpoint_controller_webhook_decisions_total{result=\"denied\",reason=\"Unplaceable\"} 1"
+    ));
+
+    // Bound to a node that can: admitted, and no affinity is added.
+    create["request"]["object"]["spec"]["nodeName"] = json!("node2");
+    let (_, response) = post(&webhook, create.to_string()).await;
+    assert_eq!(response["response"]["allowed"], true, "{response}");
+    let patch = patch_of(&response);
+    assert!(
+        patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|op| op["path"] != "/spec/affinity"),
+        "{patch}"
+    );
+}
+
+#[tokio::test]
+async fn a_restore_before_the_leases_are_listed_is_refused_for_now() {
+    let api = cluster(true, Some(completed()));
+    let webhook = Webhook {
+        leases_listed: Arc::default(),
+        ..hook(&api)
+    };
+    let (_, response) = post(&webhook, review(Some("counter-checkpoint"))).await;
+    let status = &response["response"]["status"];
+    assert_eq!(status["code"], 503, "{response}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("create the pod again"),
+        "{status}"
+    );
 }
