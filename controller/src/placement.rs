@@ -33,23 +33,24 @@ impl Placement {
     }
 
     /// By the node's name (`matchFields`), which unlike the hostname label always exists.
-    fn requirement(&self) -> NodeSelectorRequirement {
-        let (operator, nodes) = match self {
-            Self::On(node) => ("In", vec![node.clone()]),
-            Self::AwayFrom(node) => ("NotIn", vec![node.clone()]),
-            Self::Among(nodes) => ("In", nodes.clone()),
-        };
-        NodeSelectorRequirement {
+    /// A node field selector takes one value, so a set is alternatives, one node each.
+    fn alternatives(&self) -> Vec<NodeSelectorRequirement> {
+        let by_name = |operator: &str, node: &String| NodeSelectorRequirement {
             key: NAME_FIELD.to_owned(),
             operator: operator.to_owned(),
-            values: Some(nodes),
+            values: Some(vec![node.clone()]),
+        };
+        match self {
+            Self::On(node) => vec![by_name("In", node)],
+            Self::AwayFrom(node) => vec![by_name("NotIn", node)],
+            Self::Among(nodes) => nodes.iter().map(|n| by_name("In", n)).collect(),
         }
     }
 
     /// `affinity` with this placement required as well. Required terms are alternatives, so
-    /// the requirement joins each of them; the pod's own wishes still hold. A term that has it
-    /// already is left alone, so applying a placement twice (the migration's copy, then the
-    /// webhook) changes nothing more.
+    /// each of them gains the placement (once per node of a set); the pod's own wishes still
+    /// hold. A term that has it already is left alone, so applying a placement twice (the
+    /// migration's copy, then the webhook) changes nothing more.
     pub fn apply(&self, affinity: Option<&Affinity>) -> Affinity {
         let mut affinity = affinity.cloned().unwrap_or_default();
         let node = affinity
@@ -58,16 +59,23 @@ impl Placement {
         let required = node
             .required_during_scheduling_ignored_during_execution
             .get_or_insert_with(NodeSelector::default);
-        if required.node_selector_terms.is_empty() {
-            required
-                .node_selector_terms
-                .push(NodeSelectorTerm::default());
+        let mut terms = std::mem::take(&mut required.node_selector_terms);
+        if terms.is_empty() {
+            terms.push(NodeSelectorTerm::default());
         }
-        let requirement = self.requirement();
-        for term in &mut required.node_selector_terms {
-            let fields = term.match_fields.get_or_insert_with(Vec::new);
-            if !fields.contains(&requirement) {
-                fields.push(requirement.clone());
+        let alternatives = self.alternatives();
+        for term in terms {
+            let fields = term.match_fields.as_deref().unwrap_or_default();
+            if alternatives.iter().any(|a| fields.contains(a)) {
+                required.node_selector_terms.push(term);
+                continue;
+            }
+            for alternative in &alternatives {
+                let mut term = term.clone();
+                term.match_fields
+                    .get_or_insert_with(Vec::new)
+                    .push(alternative.clone());
+                required.node_selector_terms.push(term);
             }
         }
         affinity
@@ -112,23 +120,27 @@ mod tests {
         assert_eq!(fields(&away), [[("NotIn".to_owned(), "node1".to_owned())]]);
     }
 
+    /// The API server takes one value per node field selector: a set is one term per node.
     #[test]
-    fn a_set_is_one_requirement_and_applying_it_twice_adds_nothing() {
+    fn a_set_is_one_term_per_node_and_applying_it_twice_adds_nothing() {
+        let pair = |op: &str, node: &str| (op.to_owned(), node.to_owned());
         let among = Placement::Among(vec!["node1".into(), "node2".into()]);
         let once = among.apply(None);
         assert_eq!(
             fields(&once),
-            [[("In".to_owned(), "node1,node2".to_owned())]]
+            [[pair("In", "node1")], [pair("In", "node2")]]
         );
         assert_eq!(among.apply(Some(&once)), once);
-        let away = Placement::AwayFrom("node1".into()).apply(Some(&once));
+        let away = Placement::AwayFrom("node1".into()).apply(None);
+        let both = among.apply(Some(&away));
         assert_eq!(
-            fields(&away),
-            [[
-                ("In".to_owned(), "node1,node2".to_owned()),
-                ("NotIn".to_owned(), "node1".to_owned())
-            ]]
+            fields(&both),
+            [
+                [pair("NotIn", "node1"), pair("In", "node1")],
+                [pair("NotIn", "node1"), pair("In", "node2")]
+            ]
         );
+        assert_eq!(among.apply(Some(&both)), both);
     }
 
     #[test]

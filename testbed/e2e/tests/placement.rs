@@ -173,12 +173,19 @@ async fn a_restore_lands_only_where_a_node_daemon_says_it_can_run() {
         })
         .expect("a required node affinity")
         .node_selector_terms;
-    let names = terms[0].match_fields.as_ref().unwrap();
-    assert_eq!(
-        (names[0].key.as_str(), names[0].operator.as_str()),
-        ("metadata.name", "In")
-    );
-    assert_eq!(names[0].values.as_ref(), Some(&eligible));
+    // One term a node: the API server takes one value per node field selector.
+    let named: Vec<String> = terms
+        .iter()
+        .map(|t| {
+            let names = t.match_fields.as_ref().unwrap();
+            assert_eq!(
+                (names[0].key.as_str(), names[0].operator.as_str()),
+                ("metadata.name", "In")
+            );
+            names[0].values.as_ref().unwrap().join(",")
+        })
+        .collect();
+    assert_eq!(named, eligible);
     let node = spec.node_name.clone().unwrap();
     assert!(eligible.contains(&node), "{node} not in {eligible:?}");
     assert_counter_resumes(&tb, &ns.name, &running, at_checkpoint).await;

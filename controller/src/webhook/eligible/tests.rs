@@ -58,8 +58,13 @@ fn name_rules(affinity: &Affinity) -> Vec<Vec<(String, Vec<String>)>> {
         .collect()
 }
 
-fn among(nodes: &[&str]) -> (String, Vec<String>) {
-    ("In".into(), nodes.iter().map(|n| (*n).to_owned()).collect())
+/// The terms of a placement among `nodes`: one a node (a node field selector takes one value).
+fn among(nodes: &[&str]) -> Vec<Vec<(String, Vec<String>)>> {
+    nodes.iter().map(|n| vec![by_name("In", n)]).collect()
+}
+
+fn by_name(operator: &str, node: &str) -> (String, Vec<String>) {
+    (operator.into(), vec![node.to_owned()])
 }
 
 fn requirement(key: &str, operator: &str, values: &[&str]) -> NodeSelectorRequirement {
@@ -104,7 +109,7 @@ fn only_live_daemons_of_the_checkpoints_runtime_and_arch_that_can_restore_are_el
     let affinity = place(Asked::default(), &daemons, &wanted(), now())
         .unwrap()
         .unwrap();
-    assert_eq!(name_rules(&affinity), [[among(&["node1", "node6"])]]);
+    assert_eq!(name_rules(&affinity), among(&["node1", "node6"]));
 
     let none = place(Asked::default(), &daemons[1..5], &wanted(), now()).unwrap_err();
     assert_eq!(
@@ -233,8 +238,8 @@ fn every_existing_term_keeps_its_requirements_and_gains_the_eligible_nodes() {
         .unwrap()
         .unwrap();
     let terms = required_terms(Some(&placed));
-    assert_eq!(terms.len(), 2);
-    for (term, z) in terms.iter().zip(["a", "b"]) {
+    assert_eq!(terms.len(), 4);
+    for (term, z) in terms.iter().zip(["a", "a", "b", "b"]) {
         assert_eq!(
             term.match_expressions.as_deref(),
             Some(&[requirement("zone", "In", &[z])][..])
@@ -242,7 +247,7 @@ fn every_existing_term_keeps_its_requirements_and_gains_the_eligible_nodes() {
     }
     assert_eq!(
         name_rules(&placed),
-        [[among(&["node1", "node2"])], [among(&["node1", "node2"])]]
+        [among(&["node1", "node2"]), among(&["node1", "node2"])].concat()
     );
     // Placed again (a migration's copy the controller placed, then the webhook): no change.
     assert_eq!(
@@ -264,10 +269,7 @@ fn a_pod_narrowed_by_name_is_placed_among_what_it_allows_or_told_what_it_rules_o
         .unwrap();
     assert_eq!(
         name_rules(&placed),
-        [[
-            ("NotIn".to_owned(), vec!["node1".to_owned()]),
-            among(&["node2"])
-        ]]
+        [[by_name("NotIn", "node1"), by_name("In", "node2")]]
     );
     // A migration's target that cannot restore it, and a node without a daemon.
     let on = required(vec![NodeSelectorTerm {
@@ -302,12 +304,12 @@ fn a_hostname_selector_naming_a_node_narrows_like_its_name_and_any_other_is_left
     let placed = place(pinned("node2"), &daemons, &wanted(), now())
         .unwrap()
         .unwrap();
-    assert_eq!(name_rules(&placed), [[among(&["node2"])]]);
+    assert_eq!(name_rules(&placed), among(&["node2"]));
     // A label value that names no node: the nodes that can restore, as without it.
     let placed = place(pinned("host-b.example"), &daemons, &wanted(), now())
         .unwrap()
         .unwrap();
-    assert_eq!(name_rules(&placed), [[among(&["node1", "node2"])]]);
+    assert_eq!(name_rules(&placed), among(&["node1", "node2"]));
 }
 
 #[test]

@@ -475,15 +475,18 @@ async fn a_restore_is_required_onto_the_nodes_that_can_restore_it() {
         .required_during_scheduling_ignored_during_execution
         .unwrap()
         .node_selector_terms;
-    let fields = terms[0].match_fields.as_ref().unwrap();
-    assert_eq!(fields.len(), 1, "{fields:?}");
-    assert_eq!(fields[0].key, "metadata.name");
-    assert_eq!(fields[0].operator, "In");
-    assert_eq!(
-        fields[0].values.as_deref(),
-        Some(&["node1".to_owned(), "node2".to_owned()][..]),
-        "node3 runs cri-o"
-    );
+    // One term a node: the API server takes one value per node field selector.
+    let nodes: Vec<_> = terms
+        .iter()
+        .map(|t| {
+            let fields = t.match_fields.as_ref().unwrap();
+            assert_eq!(fields.len(), 1, "{fields:?}");
+            assert_eq!(fields[0].key, "metadata.name");
+            assert_eq!(fields[0].operator, "In");
+            fields[0].values.clone().unwrap()
+        })
+        .collect();
+    assert_eq!(nodes, [["node1"], ["node2"]], "node3 runs cri-o");
 }
 
 #[tokio::test]
