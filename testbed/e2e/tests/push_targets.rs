@@ -21,7 +21,9 @@ const TENANT: &str = "tenant";
 /// What noded's /metrics on `NODE` says of checkpoints started: CRI calls and whole
 /// checkpoints timed.
 fn started_checkpoints(tb: &Testbed) -> (f64, f64) {
-    let out = tb.node_exec(NODE, &["curl", "-sf", "http://127.0.0.1:9811/metrics"]);
+    // noded's admin port listens on the node's IP, not on loopback.
+    let url = format!("http://{}:9811/metrics", tb.node_ip(NODE));
+    let out = tb.node_exec(NODE, &["curl", "-sf", &url]);
     assert!(out.status.success(), "noded /metrics on {NODE}");
     let text = String::from_utf8(out.stdout).unwrap();
     let count = |metric: &str| {
