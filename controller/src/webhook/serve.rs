@@ -1,7 +1,7 @@
 //! Serving the restore admission webhook (every replica): the HTTPS endpoint the API server
 //! calls for the pods its registration matches and the look-ups a decision needs (a
 //! SubjectAccessReview, the checkpoint and its Content, the node daemons' Leases; for a
-//! workload's new pod, the namespace's PodMigrations). The decisions themselves are
+//! workload's new pod, the namespace's PodMigrations and its workload). The decisions themselves are
 //! [`super::admission`], [`super::eligible`] and [`super::replacement`].
 
 use std::future::Future;
@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use checkpointing::crd::{ContainerCheckpoint, PodCheckpoint, PodMigration};
 use checkpointing::names::GROUP;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -37,7 +38,7 @@ use super::admission::{
 };
 use super::eligible::Asked;
 use super::guard::{self, CheckpointImages};
-use super::replacement;
+use super::{replacement, workload};
 use crate::kube_error::cause;
 use crate::metrics::Metrics;
 use placement::{placement, set_affinity};
@@ -216,7 +217,7 @@ async fn admit(webhook: &Webhook, request: &AdmissionRequest<DynamicObject>) -> 
                 Ok(restore) => Some(restore),
                 Err(denial) => return Verdict::Deny(denial),
             },
-            Ok(None) => match replacement(webhook, &pod, &namespace).await {
+            Ok(None) => match replacement(webhook, request, &pod, &namespace).await {
                 Ok(restore) => restore,
                 Err(denial) => return Verdict::Deny(denial),
             },
@@ -276,18 +277,17 @@ async fn restore(
 
 /// A workload's new pod that replaces a migrating one becomes its restore; any other pod is
 /// left alone. The PodMigration's author was checked when it was created (exec into and
-/// delete the pod), so no user is checked here. A PodMigration list that fails leaves the pod
-/// alone: this registration fails open, and the migration says its pod started afresh.
+/// delete the pod); the pod must be its workload's own ([`workload::genuine`]), not one a
+/// tenant gave the owner reference. A look-up that fails leaves the pod alone: this
+/// registration fails open, and the migration says its pod started afresh.
 async fn replacement(
     webhook: &Webhook,
+    request: &AdmissionRequest<DynamicObject>,
     pod: &Pod,
     namespace: &str,
 ) -> Result<Option<Restore>, Denial> {
     let client = &webhook.client;
-    let owned_by_workload = pod.metadata.owner_references.iter().flatten().any(|o| {
-        o.controller == Some(true) && replacement::WORKLOAD_KINDS.contains(&o.kind.as_str())
-    });
-    if !owned_by_workload {
+    if workload::controller_of(pod).is_none() {
         return Ok(None);
     }
     let migrations = match Api::<PodMigration>::namespaced(client.clone(), namespace)
@@ -303,6 +303,19 @@ async fn replacement(
     let Some(migration) = replacement::migration_of(pod, &migrations) else {
         return Ok(None);
     };
+    let owner = match owner(client, pod, namespace).await {
+        Ok(owner) => owner,
+        Err(error) => {
+            warn!(namespace, error = %cause(&error), "getting a migrating pod's workload");
+            return Ok(None);
+        }
+    };
+    // Left alone rather than denied: a controller-manager under an identity we do not know
+    // must still be able to recreate its pod, which then starts afresh.
+    if let Err(forgery) = workload::genuine(pod, &request.user_info, owner.as_ref()) {
+        warn!(namespace, %forgery, "not a migrating workload's own pod; not restoring it");
+        return Ok(None);
+    }
     let name = migration
         .status
         .as_ref()
@@ -347,6 +360,29 @@ async fn replacement(
     ops.push(set_affinity(&affinity));
     restore.patch = Value::Array(ops);
     Ok(Some(restore))
+}
+
+/// The workload the pod names as its controller, by the reference's name.
+async fn owner(
+    client: &Client,
+    pod: &Pod,
+    namespace: &str,
+) -> Result<Option<workload::Owner>, kube::Error> {
+    let Some(reference) = workload::controller_of(pod) else {
+        return Ok(None);
+    };
+    let name = reference.name.as_str();
+    let client = client.clone();
+    Ok(match reference.kind.as_str() {
+        "ReplicaSet" => Api::<ReplicaSet>::namespaced(client, namespace)
+            .get_opt(name)
+            .await?
+            .map(|rs| workload::Owner::ReplicaSet(Box::new(rs))),
+        _ => Api::<StatefulSet>::namespaced(client, namespace)
+            .get_opt(name)
+            .await?
+            .map(|sts| workload::Owner::StatefulSet(Box::new(sts))),
+    })
 }
 
 /// `lookup`, or a [`Denial::LookupFailed`] once it has taken [`LOOKUP_BUDGET`].
