@@ -1,8 +1,9 @@
 //! Serving the restore admission webhook (every replica): the HTTPS endpoint the API server
 //! calls for the pods its registration matches and the look-ups a decision needs (a
 //! SubjectAccessReview, the checkpoint and its Content, the node daemons' Leases; for a
-//! workload's new pod, the namespace's PodMigrations and its workload). The decisions themselves are
-//! [`super::admission`], [`super::eligible`] and [`super::replacement`].
+//! workload's new pod, the namespace's PodMigrations and the workload). The decisions
+//! themselves are [`super::admission`], [`super::eligible`], [`super::replacement`] and
+//! [`super::workload`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use checkpointing::crd::{ContainerCheckpoint, PodCheckpoint, PodMigration};
 use checkpointing::names::GROUP;
-use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -303,17 +303,7 @@ async fn replacement(
     let Some(migration) = replacement::migration_of(pod, &migrations) else {
         return Ok(None);
     };
-    let owner = match owner(client, pod, namespace).await {
-        Ok(owner) => owner,
-        Err(error) => {
-            warn!(namespace, error = %cause(&error), "getting a migrating pod's workload");
-            return Ok(None);
-        }
-    };
-    // Left alone rather than denied: a controller-manager under an identity we do not know
-    // must still be able to recreate its pod, which then starts afresh.
-    if let Err(forgery) = workload::genuine(pod, &request.user_info, owner.as_ref()) {
-        warn!(namespace, %forgery, "not a migrating workload's own pod; not restoring it");
+    if !owner::genuine(client, &request.user_info, pod, namespace).await {
         return Ok(None);
     }
     let name = migration
@@ -360,29 +350,6 @@ async fn replacement(
     ops.push(set_affinity(&affinity));
     restore.patch = Value::Array(ops);
     Ok(Some(restore))
-}
-
-/// The workload the pod names as its controller, by the reference's name.
-async fn owner(
-    client: &Client,
-    pod: &Pod,
-    namespace: &str,
-) -> Result<Option<workload::Owner>, kube::Error> {
-    let Some(reference) = workload::controller_of(pod) else {
-        return Ok(None);
-    };
-    let name = reference.name.as_str();
-    let client = client.clone();
-    Ok(match reference.kind.as_str() {
-        "ReplicaSet" => Api::<ReplicaSet>::namespaced(client, namespace)
-            .get_opt(name)
-            .await?
-            .map(|rs| workload::Owner::ReplicaSet(Box::new(rs))),
-        _ => Api::<StatefulSet>::namespaced(client, namespace)
-            .get_opt(name)
-            .await?
-            .map(|sts| workload::Owner::StatefulSet(Box::new(sts))),
-    })
 }
 
 /// `lookup`, or a [`Denial::LookupFailed`] once it has taken [`LOOKUP_BUDGET`].
@@ -491,6 +458,7 @@ where
         })
 }
 
+mod owner;
 mod placement;
 #[cfg(test)]
 mod tests;
