@@ -34,7 +34,7 @@ use super::restored;
 use crate::placement::Placement;
 use crate::status::condition;
 use crate::validation::{check_node_daemon, quoted_list, shown};
-use crate::webhook::replacement::WORKLOAD_KINDS;
+use crate::webhook::workload::WORKLOAD_KINDS;
 
 /// Default of `timeoutSeconds`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);

@@ -1,6 +1,6 @@
 //! The restore admission webhook: [`admission`] decides (pure), [`origin`] says where a
 //! checkpoint's image may lie, [`eligible`] which nodes can restore it, [`replacement`] tells a
-//! migrating workload's new pod, [`serve`] answers the API
+//! migrating workload's new pod and [`workload`] whether its workload made it, [`serve`] answers the API
 //! server on every replica, [`registration`] keeps it registered while this replica leads,
 //! [`start`] reads its flags and starts it.
 
@@ -12,3 +12,4 @@ pub mod registration;
 pub mod replacement;
 pub mod serve;
 pub mod start;
+pub mod workload;

@@ -17,8 +17,8 @@ use kube::{Api, Client};
 use tracing::{info, warn};
 
 use super::guard::CheckpointImages;
-use super::replacement;
 use super::serve::PATH;
+use super::workload;
 use crate::kube_error::cause;
 use checkpointing::backoff::backoff;
 
@@ -73,7 +73,7 @@ pub fn configuration(
         url,
     };
     let ours = checkpoints.match_condition();
-    let workloads = replacement::WORKLOAD_KINDS
+    let workloads = workload::WORKLOAD_KINDS
         .map(|k| format!("o.kind == '{k}'"))
         .join(" || ");
     MutatingWebhookConfiguration {

@@ -9,20 +9,13 @@ use k8s_openapi::api::core::v1::{Affinity, Pod};
 use serde_json::{Value, json};
 
 use super::admission::pointer_token;
+use super::workload::controller_of;
 use crate::placement::Placement;
-
-/// Kinds of workload whose pods migrate by replacement.
-pub const WORKLOAD_KINDS: [&str; 2] = ["ReplicaSet", "StatefulSet"];
 
 /// The migration whose source `pod` replaces: one that is restoring, has no restored pod yet
 /// and deleted a pod of the same owner (for a StatefulSet, of the same name).
 pub fn migration_of<'m>(pod: &Pod, migrations: &'m [PodMigration]) -> Option<&'m PodMigration> {
-    let owner = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true) && WORKLOAD_KINDS.contains(&o.kind.as_str()))?;
+    let owner = controller_of(pod)?;
     migrations.iter().find(|m| {
         let Some(status) = m.status.as_ref() else {
             return false;
@@ -115,6 +108,7 @@ mod tests {
         };
         pod.metadata.name = Some(name.into());
         pod.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
             kind: kind.into(),
             uid: uid.into(),
             controller: Some(true),

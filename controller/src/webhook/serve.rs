@@ -1,8 +1,9 @@
 //! Serving the restore admission webhook (every replica): the HTTPS endpoint the API server
 //! calls for the pods its registration matches and the look-ups a decision needs (a
 //! SubjectAccessReview, the checkpoint and its Content, the node daemons' Leases; for a
-//! workload's new pod, the namespace's PodMigrations). The decisions themselves are
-//! [`super::admission`], [`super::eligible`] and [`super::replacement`].
+//! workload's new pod, the namespace's PodMigrations and the workload). The decisions
+//! themselves are [`super::admission`], [`super::eligible`], [`super::replacement`] and
+//! [`super::workload`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ use super::admission::{
 };
 use super::eligible::Asked;
 use super::guard::{self, CheckpointImages};
-use super::replacement;
+use super::{replacement, workload};
 use crate::kube_error::cause;
 use crate::metrics::Metrics;
 use placement::{placement, set_affinity};
@@ -216,7 +217,7 @@ async fn admit(webhook: &Webhook, request: &AdmissionRequest<DynamicObject>) -> 
                 Ok(restore) => Some(restore),
                 Err(denial) => return Verdict::Deny(denial),
             },
-            Ok(None) => match replacement(webhook, &pod, &namespace).await {
+            Ok(None) => match replacement(webhook, request, &pod, &namespace).await {
                 Ok(restore) => restore,
                 Err(denial) => return Verdict::Deny(denial),
             },
@@ -276,18 +277,17 @@ async fn restore(
 
 /// A workload's new pod that replaces a migrating one becomes its restore; any other pod is
 /// left alone. The PodMigration's author was checked when it was created (exec into and
-/// delete the pod), so no user is checked here. A PodMigration list that fails leaves the pod
-/// alone: this registration fails open, and the migration says its pod started afresh.
+/// delete the pod); the pod must be its workload's own ([`workload::genuine`]), not one a
+/// tenant gave the owner reference. A look-up that fails leaves the pod alone: this
+/// registration fails open, and the migration says its pod started afresh.
 async fn replacement(
     webhook: &Webhook,
+    request: &AdmissionRequest<DynamicObject>,
     pod: &Pod,
     namespace: &str,
 ) -> Result<Option<Restore>, Denial> {
     let client = &webhook.client;
-    let owned_by_workload = pod.metadata.owner_references.iter().flatten().any(|o| {
-        o.controller == Some(true) && replacement::WORKLOAD_KINDS.contains(&o.kind.as_str())
-    });
-    if !owned_by_workload {
+    if workload::controller_of(pod).is_none() {
         return Ok(None);
     }
     let migrations = match Api::<PodMigration>::namespaced(client.clone(), namespace)
@@ -303,6 +303,9 @@ async fn replacement(
     let Some(migration) = replacement::migration_of(pod, &migrations) else {
         return Ok(None);
     };
+    if !owner::genuine(client, &request.user_info, pod, namespace).await {
+        return Ok(None);
+    }
     let name = migration
         .status
         .as_ref()
@@ -455,6 +458,7 @@ where
         })
 }
 
+mod owner;
 mod placement;
 #[cfg(test)]
 mod tests;

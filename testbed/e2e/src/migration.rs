@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use checkpointing::crd::{ContainerCheckpointContent, MigrationPhase, PodCheckpoint, PodMigration};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
 
 use crate::{Testbed, counter_pod, eventually, value_at_checkpoint};
 
@@ -17,6 +19,56 @@ pub fn two_counter_pod(name: &str, node: &str) -> Pod {
     second.name = "counter2".to_owned();
     spec.containers.push(second);
     pod
+}
+
+/// A workload's pod template: the seed's counter, kept off node3 (the fault tests break it).
+pub fn counter_template(app: &str) -> serde_json::Value {
+    let mut pod = serde_json::to_value(counter_pod(app, "node1", 1)).unwrap();
+    pod["metadata"] = json!({"labels": {"app": app}});
+    let spec = pod["spec"].as_object_mut().unwrap();
+    spec.remove("nodeSelector");
+    spec.insert(
+        "affinity".into(),
+        json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchFields": [
+                {"key": "metadata.name", "operator": "NotIn", "values": ["node3"]}
+            ]}]
+        }}}),
+    );
+    spec.insert("terminationGracePeriodSeconds".into(), json!(1));
+    pod
+}
+
+/// Creates Deployment `app` of `replicas` [`counter_template`] pods labelled `app=<app>`.
+pub async fn counter_deployment(client: &kube::Client, ns: &str, app: &str, replicas: i32) {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": app},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": app}},
+            "template": counter_template(app),
+        },
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap_or_else(|e| panic!("creating Deployment {app}: {e}"));
+}
+
+/// The first running pod labelled `selector` in `ns`, once there is one; `what` names it.
+pub async fn running_pod(client: &kube::Client, ns: &str, selector: &str, what: &str) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    eventually(what, Duration::from_secs(120), || async {
+        let list = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .ok()?;
+        list.items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await
 }
 
 /// A PodMigration of `pod` to `target` (any other node when `None`).

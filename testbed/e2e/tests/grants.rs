@@ -118,6 +118,14 @@ const GRANTS: &[(&str, &str)] = &[
     ),
     ("checkpoint-controller get /pods", "checkpoint::*"),
     (
+        "checkpoint-controller get apps/replicasets",
+        "forged_owner::a_forged_owner_reference_is_not_restored_but_the_replacement_is",
+    ),
+    (
+        "checkpoint-controller get apps/statefulsets",
+        "migration::* (a StatefulSet's replacement is restored)",
+    ),
+    (
         "checkpoint-controller create events.k8s.io/events",
         "checkpoint::* (Events)",
     ),

@@ -7,11 +7,11 @@ use std::time::Duration;
 use checkpointing::crd::{MigrationPhase, PodMigration};
 use checkpointing::names::SKIP_VOLUMES_ANNOTATION;
 use e2e::{
-    TestNamespace, Testbed, assert_container_resumes, assert_file_resumes, counter_log,
-    counter_pod, eventually, migrate, migration_outcome, migration_request, run_pod,
-    two_counter_pod, values_at_checkpoint, wait_running,
+    TestNamespace, Testbed, assert_container_resumes, assert_file_resumes, counter_deployment,
+    counter_log, counter_pod, counter_template, eventually, migrate, migration_outcome,
+    migration_request, run_pod, two_counter_pod, values_at_checkpoint, wait_running,
 };
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
@@ -19,24 +19,6 @@ use serde_json::json;
 /// The one node of node1 and node2 that `node` is not: where a workload's pod moves.
 fn other(node: &str) -> &'static str {
     if node == "node1" { "node2" } else { "node1" }
-}
-
-/// A workload's pod template: the seed's counter, kept off node3 (the fault tests break it).
-fn counter_template(app: &str) -> serde_json::Value {
-    let mut pod = serde_json::to_value(counter_pod(app, "node1", 1)).unwrap();
-    pod["metadata"] = json!({"labels": {"app": app}});
-    let spec = pod["spec"].as_object_mut().unwrap();
-    spec.remove("nodeSelector");
-    spec.insert(
-        "affinity".into(),
-        json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchFields": [
-                {"key": "metadata.name", "operator": "NotIn", "values": ["node3"]}
-            ]}]
-        }}}),
-    );
-    spec.insert("terminationGracePeriodSeconds".into(), json!(1));
-    pod
 }
 
 /// The running pods labelled `app=<app>`, once there are `n`.
@@ -273,19 +255,7 @@ async fn a_deployment_pod_moves_and_the_other_replica_is_untouched() {
     let ns = TestNamespace::create(&tb, "migrate-deploy").await;
     let ns = ns.name.as_str();
     let client = tb.client().await;
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "api"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "api"}},
-            "template": counter_template("api"),
-        },
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
+    counter_deployment(&client, ns, "api", 2).await;
     let pods = app_pods(&client, ns, "api", 2).await;
     let (moving, staying) = (&pods[0], &pods[1]);
     let moving_name = moving.metadata.name.clone().unwrap();

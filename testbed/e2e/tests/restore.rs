@@ -11,7 +11,7 @@ use checkpointing::oci::ImageLayout;
 use e2e::{
     NODED_NAMESPACE, PULL_USER, TestNamespace, Testbed, assert_counter_resumes, checkpoint,
     checkpoint_request, counter_at_checkpoint, counter_log, counter_pod, eventually, outcome,
-    pull_credential, registry_token, run_pod, sample_pod, value_at_checkpoint,
+    pull_credential, registry_token, run_pod, running_pod, sample_pod, value_at_checkpoint,
 };
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -704,19 +704,11 @@ async fn a_deployment_restores_as_its_pods_service_account() {
     );
 
     apply(deployment("restored", "restorer")).await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let running = eventually(
+    let running = running_pod(
+        &client,
+        &ns.name,
+        "app=restored",
         "the Deployment's restored pod to run",
-        Duration::from_secs(120),
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels("app=restored"))
-                .await
-                .ok()?;
-            list.items
-                .into_iter()
-                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        },
     )
     .await;
     let image = running.spec.as_ref().unwrap().containers[0]
