@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, ContainerCheckpointStatus,
+    RegistrySpec,
 };
 use checkpointing::names::{CONTROLLER_MANAGER, noded_lease_name};
 use k8s_openapi::api::core::v1::Pod;
@@ -59,6 +60,7 @@ pub fn error_policy(object: Arc<ContainerCheckpoint>, error: &Error, ctx: Arc<Co
 fn error_source(error: &Error) -> String {
     match error {
         Error::ReadPod { source, .. }
+        | Error::CopyCredentials { source, .. }
         | Error::CreateContent { source, .. }
         | Error::WriteStatus { source, .. } => cause(source),
     }
@@ -111,6 +113,17 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
     let contents: Api<ContainerCheckpointContent> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut failure = None;
     if let Some(content) = plan.create_content.take() {
+        // The copy of the registry Secret first: noded, which reads no Secret elsewhere, must
+        // find it once the Content exists. Until it is made nothing else is written.
+        if let Err(source) = super::credentials::copy(&ctx.client, &content).await {
+            return Err(Error::CopyCredentials {
+                namespace: namespace.clone(),
+                name: RegistrySpec::secret_name(content.spec.registry.as_ref())
+                    .unwrap_or_default()
+                    .to_owned(),
+                source,
+            });
+        }
         // Apply, not create: a retry after a lost response finds its own object and changes
         // nothing. Only metadata and spec are sent; noded owns the status.
         match contents.patch(&name, &apply, &Patch::Apply(&content)).await {
