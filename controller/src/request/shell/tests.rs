@@ -257,3 +257,64 @@ fn synced() -> crate::request::synced::Synced {
     }
     synced
 }
+
+/// `request()` naming the registry Secret `creds`.
+fn pushed_request() -> ContainerCheckpoint {
+    let mut request = request();
+    request.spec.registry = Some(checkpointing::crd::RegistrySpec {
+        repository: Some("registry.example/ckpt".into()),
+        secret_ref: Some(checkpointing::crd::SecretRef {
+            name: "creds".into(),
+        }),
+    });
+    request
+}
+
+const SECRET_PATH: &str = "/api/v1/namespaces/default/secrets/creds";
+const COPIES_PATH: &str = "/api/v1/namespaces/checkpoint-credentials/secrets";
+
+#[tokio::test]
+async fn the_registry_secret_is_copied_for_noded_before_the_content_names_it() {
+    let cluster = Cluster::new();
+    cluster.api.put(
+        SECRET_PATH,
+        k8s_openapi::api::core::v1::Secret {
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            ..Default::default()
+        },
+    );
+    let seen = cluster.reconcile(&pushed_request()).await;
+    let calls: Vec<_> = calls(&seen)
+        .into_iter()
+        .map(|c| c.split('?').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            format!("GET {POD_PATH}"),
+            format!("GET {SECRET_PATH}"),
+            format!("POST {COPIES_PATH}"),
+            format!("PATCH {CONTENT_PATH}"),
+            format!("PATCH {REQUEST_PATH}/status"),
+        ]
+    );
+    let content = seen[3].body.clone().unwrap();
+    assert_eq!(content["spec"]["credentialsSecret"], "uid-cc1");
+    assert_eq!(content["spec"]["registry"]["secretRef"]["name"], "creds");
+}
+
+#[tokio::test]
+async fn no_content_is_created_while_the_copy_cannot_be_made() {
+    let cluster = Cluster::new();
+    cluster
+        .api
+        .put(SECRET_PATH, k8s_openapi::api::core::v1::Secret::default());
+    cluster.api.fail_writes(COPIES_PATH, 403, "Forbidden");
+    let result = reconcile(Arc::new(pushed_request()), cluster.ctx.clone()).await;
+    assert!(
+        matches!(result, Err(Error::CopyCredentials { .. })),
+        "{result:?}"
+    );
+    let methods: Vec<_> = cluster.api.take().into_iter().map(|s| s.method).collect();
+    assert_eq!(methods, ["GET", "GET", "POST"], "no Content, no status");
+}
