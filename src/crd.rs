@@ -183,9 +183,15 @@ pub struct ContainerCheckpointContentSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_VOLUMES), inner(length(min = 1, max = DNS_LABEL_MAX)))]
     pub volumes: Vec<String>,
-    /// The request's `spec.registry`; its Secret is in this namespace.
+    /// The request's `spec.registry`, as its author wrote it; its Secret is in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySpec>,
+    /// The controller's copy of `registry.secretRef`, by name in namespace
+    /// `checkpoint-credentials`: noded reads Secrets only there, and deletes this copy with
+    /// the Content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DNS_SUBDOMAIN_MAX))]
+    pub credentials_secret: Option<String>,
     /// The request's `spec.holdSource`: freeze the container before the dump and keep it
     /// frozen until this Content is annotated `checkpointing.zacchaeuschok.github.io/release-source`
     /// or deleted.

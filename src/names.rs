@@ -80,6 +80,14 @@ pub fn noded_lease_node(lease: &str) -> Option<&str> {
 /// it), so noded's right to write Leases reaches no one else's.
 pub const DEFAULT_LEASE_NAMESPACE: &str = "checkpoint-node-leases";
 
+/// The only namespace whose Secrets noded reads: the controller's copies of the registry
+/// Secrets requests name, and the cluster's default push Secret (`--push-secret`).
+pub const CREDENTIALS_NAMESPACE: &str = "checkpoint-credentials";
+
+/// Labels on a credentials copy: the namespace of the request it was copied for (its node is
+/// under [`NODE_LABEL`]).
+pub const NAMESPACE_LABEL: &str = "checkpointing.zacchaeuschok.github.io/namespace";
+
 /// Audience of the pod-bound ServiceAccount tokens the kubelet hands our credential provider
 /// for pulls from the node-local registry; the registry admits no other token.
 pub const REGISTRY_AUDIENCE: &str = "checkpointing.zacchaeuschok.github.io/registry";

@@ -448,6 +448,7 @@ mod tests {
                 timeout_seconds: None,
                 volumes: Vec::new(),
                 registry: None,
+                credentials_secret: None,
                 hold_source: false,
             },
         );

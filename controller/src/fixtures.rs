@@ -116,6 +116,7 @@ pub fn content() -> ContainerCheckpointContent {
             timeout_seconds: Some(30),
             volumes: Vec::new(),
             registry: None,
+            credentials_secret: None,
             hold_source: false,
         },
         status: None,

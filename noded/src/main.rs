@@ -203,8 +203,9 @@ struct Args {
     /// insecure registries).
     #[arg(long, env = "PUSH_INSECURE", requires = "push_registry")]
     push_insecure: bool,
-    /// `kubernetes.io/dockerconfigjson` Secret, NAMESPACE/NAME, with the credentials for
-    /// pushes whose request names no Secret (read for every push, so it can be rotated).
+    /// `kubernetes.io/dockerconfigjson` Secret NAME in namespace `checkpoint-credentials` (the
+    /// only one noded reads), with the credentials for pushes whose request names no Secret
+    /// (read for every push, so it can be rotated).
     #[arg(long, env = "PUSH_SECRET")]
     push_secret: Option<outbound::SecretName>,
     /// Registry host (HOST[:PORT]) spoken to over plain HTTP instead of HTTPS; repeatable.

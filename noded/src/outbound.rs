@@ -2,11 +2,16 @@
 //! `spec.registry`, else the cluster's defaults (`--push-registry`, `--push-secret`). Resolved
 //! before the checkpoint is taken, so a request naming a missing Secret or a malformed
 //! repository fails before any memory is dumped.
+//!
+//! noded reads Secrets only in [`CREDENTIALS_NAMESPACE`]: a request's Secret through the copy
+//! the controller made there (`spec.credentialsSecret`), which noded deletes with the Content;
+//! the default one is created there by the cluster's admin.
 
 use checkpointing::crd::{ContainerCheckpointContent, RegistrySpec};
+use checkpointing::names::CREDENTIALS_NAMESPACE;
 use checkpointing::reference::normalise_host;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams};
 
 use crate::push::auth::CredentialsError;
 use crate::push::{Credentials, Destination, Target, TargetError};
@@ -20,7 +25,8 @@ const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
 pub struct Defaults {
     /// `--push-registry`: every checkpoint goes there unless its request names a repository.
     pub target: Option<Target>,
-    /// `--push-secret NAMESPACE/NAME`: credentials for requests that name none.
+    /// `--push-secret NAME`: credentials for requests that name none, in
+    /// [`CREDENTIALS_NAMESPACE`].
     pub secret: Option<SecretName>,
 }
 
@@ -46,17 +52,25 @@ pub struct SecretName {
     pub name: String,
 }
 
+/// `--push-secret`: `NAME`, or `NAMESPACE/NAME` where noded may read it.
 impl std::str::FromStr for SecretName {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.split_once('/') {
-            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => Ok(Self {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            }),
-            _ => Err(format!("{s:?}: give NAMESPACE/NAME")),
+        let (namespace, name) = s.split_once('/').unwrap_or((CREDENTIALS_NAMESPACE, s));
+        if namespace != CREDENTIALS_NAMESPACE {
+            return Err(format!(
+                "{s:?}: noded reads Secrets only in namespace {CREDENTIALS_NAMESPACE}; create it \
+                 there and give its NAME"
+            ));
         }
+        if name.is_empty() || name.contains('/') {
+            return Err(format!("{s:?}: give the Secret's NAME"));
+        }
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -70,7 +84,10 @@ impl std::fmt::Display for SecretName {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub to: Destination,
+    /// The Secret as the request (or the flag) names it, for messages.
     pub secret: Option<SecretName>,
+    /// Where noded reads it: a name in [`CREDENTIALS_NAMESPACE`] (`None`: no copy was made).
+    pub stored: Option<String>,
     /// The request named the Secret (its absence, or no entry for the registry, is an error);
     /// the cluster default may hold no entry for a registry that needs none.
     pub named: bool,
@@ -175,10 +192,16 @@ impl Route {
     fn to(to: Destination, content: &ContainerCheckpointContent, defaults: &Defaults) -> Self {
         let named = named_secret(content);
         let default = defaults.secret_for(&to, namespace_of(content));
+        let stored = match (&named, &default) {
+            (Some(_), _) => content.spec.credentials_secret.clone(),
+            (None, Some(default)) => Some(default.name.clone()),
+            (None, None) => None,
+        };
         Self {
             to,
             named: named.is_some(),
             secret: named.or(default),
+            stored,
         }
     }
 }
@@ -207,14 +230,17 @@ pub async fn credentials(
         return Ok(None);
     };
     let registry = route.to.host.clone();
-    let found = Api::<Secret>::namespaced(client.clone(), &secret.namespace)
-        .get_opt(&secret.name)
-        .await
-        .map_err(|source| OutboundError::SecretUnreadable {
-            secret: secret.clone(),
-            registry: registry.clone(),
-            source: Box::new(source),
-        })?;
+    let found = match &route.stored {
+        Some(stored) => Api::<Secret>::namespaced(client.clone(), CREDENTIALS_NAMESPACE)
+            .get_opt(stored)
+            .await
+            .map_err(|source| OutboundError::SecretUnreadable {
+                secret: secret.clone(),
+                registry: registry.clone(),
+                source: Box::new(source),
+            })?,
+        None => None,
+    };
     let Some(found) = found else {
         return Err(OutboundError::SecretNotFound {
             secret: secret.clone(),
@@ -251,6 +277,24 @@ pub fn from_secret(
             registry: route.to.host.clone(),
         }),
         found => Ok(found),
+    }
+}
+
+/// Deletes the controller's copy of `content`'s registry Secret, once nothing will push or
+/// delete with it: noded is its only deleter, when it releases the Content.
+pub async fn forget_copy(
+    client: &kube::Client,
+    content: &ContainerCheckpointContent,
+) -> Result<(), kube::Error> {
+    let Some(name) = content.spec.credentials_secret.as_deref() else {
+        return Ok(());
+    };
+    match Api::<Secret>::namespaced(client.clone(), CREDENTIALS_NAMESPACE)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other.map(drop),
     }
 }
 

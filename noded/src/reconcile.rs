@@ -382,7 +382,7 @@ pub async fn reconcile<R: Runtime>(
             if held(&content) {
                 release(&content, &job, &ctx).await?;
             }
-            pushed::unpublish(&content, &ctx).await?;
+            pushed::let_go(&content, &ctx).await?;
             ctx.checkpointer
                 .remove(&job)
                 .map_err(|source| Error::Remove {

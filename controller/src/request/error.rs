@@ -9,6 +9,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("copying registry Secret {namespace}/{name} for noded")]
+    CopyCredentials {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("creating ContainerCheckpointContent {namespace}/{name}")]
     CreateContent {
         namespace: String,

@@ -4,6 +4,7 @@
 //! [`crate::validation`].
 
 mod context;
+mod credentials;
 mod error;
 mod plan;
 mod shell;

@@ -236,6 +236,7 @@ fn desired_content(
             timeout_seconds: request.spec.timeout_seconds,
             volumes: volumes::to_capture(pod, &request.spec.container),
             registry: request.spec.registry.clone(),
+            credentials_secret: super::credentials::copy_name(request),
             hold_source: request.spec.hold_source,
         },
         status: None,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, ContainerCheckpointStatus,
+    RegistrySpec,
 };
 use checkpointing::names::{CONTROLLER_MANAGER, noded_lease_name};
 use k8s_openapi::api::core::v1::Pod;
@@ -59,6 +60,7 @@ pub fn error_policy(object: Arc<ContainerCheckpoint>, error: &Error, ctx: Arc<Co
 fn error_source(error: &Error) -> String {
     match error {
         Error::ReadPod { source, .. }
+        | Error::CopyCredentials { source, .. }
         | Error::CreateContent { source, .. }
         | Error::WriteStatus { source, .. } => cause(source),
     }
@@ -113,7 +115,7 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
     if let Some(content) = plan.create_content.take() {
         // Apply, not create: a retry after a lost response finds its own object and changes
         // nothing. Only metadata and spec are sent; noded owns the status.
-        match contents.patch(&name, &apply, &Patch::Apply(&content)).await {
+        match create_content(ctx, &contents, &content).await? {
             Err(source) => {
                 plan = content_not_created(&request, &content, &source, now);
                 let rejected =
@@ -178,6 +180,41 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
             .requeue_after
             .map_or_else(Action::await_change, Action::requeue)),
     }
+}
+
+/// Applies `content`, after copying the registry Secret it names for noded, which reads no
+/// Secret elsewhere and must find the copy once the Content exists. A dry run first: a Content
+/// the API server rejects leaves no copy that no Content would delete. The outer error: the
+/// copy failed, and nothing was written.
+async fn create_content(
+    ctx: &Context,
+    contents: &Api<ContainerCheckpointContent>,
+    content: &ContainerCheckpointContent,
+) -> Result<Result<ContainerCheckpointContent, kube::Error>, Error> {
+    let name = content.name_any();
+    let apply = PatchParams::apply(CONTROLLER_MANAGER).force();
+    if content.spec.credentials_secret.is_some() {
+        let dry_run = PatchParams {
+            dry_run: true,
+            ..apply.clone()
+        };
+        if let Err(e) = contents
+            .patch(&name, &dry_run, &Patch::Apply(content))
+            .await
+        {
+            return Ok(Err(e));
+        }
+    }
+    if let Err(source) = super::credentials::copy(&ctx.client, content).await {
+        return Err(Error::CopyCredentials {
+            namespace: content.spec.namespace.clone(),
+            name: RegistrySpec::secret_name(content.spec.registry.as_ref())
+                .unwrap_or_default()
+                .to_owned(),
+            source,
+        });
+    }
+    Ok(contents.patch(&name, &apply, &Patch::Apply(content)).await)
 }
 
 /// Publishes the Event of a state change and counts final states. The Event is sent on its own

@@ -75,6 +75,7 @@ fn the_base_image_comes_from_the_content_whose_image_it_is() {
                 timeout_seconds: None,
                 volumes: Vec::new(),
                 registry: None,
+                credentials_secret: None,
                 hold_source: false,
             },
         );

@@ -18,6 +18,7 @@ fn content(registry: Option<RegistrySpec>) -> ContainerCheckpointContent {
             timeout_seconds: None,
             volumes: Vec::new(),
             registry,
+            credentials_secret: None,
             hold_source: false,
         },
     );
@@ -57,12 +58,9 @@ fn the_requests_repository_and_secret_win_over_the_defaults() {
         Some("reg.example:5443/team/ckpt"),
         Some("push-creds"),
     ));
-    let r = route(
-        &c,
-        &defaults(Some("other.example/prefix"), Some("ops/creds")),
-    )
-    .unwrap()
-    .unwrap();
+    let r = route(&c, &defaults(Some("other.example/prefix"), Some("creds")))
+        .unwrap()
+        .unwrap();
     assert_eq!(r.to.to_string(), "reg.example:5443/team/ckpt");
     assert_eq!(r.secret, Some(secret_name("team", "push-creds")));
     assert!(r.named);
@@ -72,12 +70,15 @@ fn the_requests_repository_and_secret_win_over_the_defaults() {
 fn the_defaults_apply_to_what_the_request_leaves_out() {
     let plain = route(
         &content(None),
-        &defaults(Some("reg.example/ckpt"), Some("ops/creds")),
+        &defaults(Some("reg.example/ckpt"), Some("creds")),
     )
     .unwrap()
     .unwrap();
     assert_eq!(plain.to.to_string(), "reg.example/ckpt/team/cc");
-    assert_eq!(plain.secret, Some(secret_name("ops", "creds")));
+    assert_eq!(
+        plain.secret,
+        Some(secret_name(CREDENTIALS_NAMESPACE, "creds"))
+    );
     assert!(!plain.named);
 
     let only_secret = content(registry(None, Some("push-creds")));
@@ -90,7 +91,7 @@ fn the_defaults_apply_to_what_the_request_leaves_out() {
 
 #[test]
 fn the_default_secret_is_for_the_default_registry_only() {
-    let d = defaults(Some("reg.example/ckpt"), Some("ops/creds"));
+    let d = defaults(Some("reg.example/ckpt"), Some("creds"));
     let elsewhere = content(registry(Some("other.example/team/x"), None));
     let r = route(&elsewhere, &d).unwrap().unwrap();
     assert_eq!(
@@ -104,7 +105,7 @@ fn the_default_secret_is_for_the_default_registry_only() {
     let under_prefix = content(registry(Some("reg.example/ckpt/team/x"), None));
     assert_eq!(
         route(&under_prefix, &d).unwrap().unwrap().secret,
-        Some(secret_name("ops", "creds"))
+        Some(secret_name(CREDENTIALS_NAMESPACE, "creds"))
     );
     // Another namespace's repositories under the prefix are not the request's to write.
     let other_namespace = content(registry(Some("reg.example/ckpt/victim/x"), None));
@@ -117,16 +118,13 @@ fn the_default_secret_is_for_the_default_registry_only() {
 fn the_contents_own_namespace_counts_never_its_spec_namespace() {
     let mut c = content(registry(None, Some("push-creds")));
     c.spec.namespace = "victim".into();
-    let r = route(&c, &defaults(Some("reg.example/ckpt"), Some("ops/creds")))
-        .unwrap()
-        .unwrap();
+    let d = defaults(Some("reg.example/ckpt"), Some("creds"));
+    let r = route(&c, &d).unwrap().unwrap();
     assert_eq!(r.to.to_string(), "reg.example/ckpt/team/cc");
     assert_eq!(r.secret, Some(secret_name("team", "push-creds")));
     c.spec.registry = None;
-    let r = route(&c, &defaults(Some("reg.example/ckpt"), Some("ops/creds")))
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.secret, Some(secret_name("ops", "creds")));
+    let r = route(&c, &d).unwrap().unwrap();
+    assert_eq!(r.secret, Some(secret_name(CREDENTIALS_NAMESPACE, "creds")));
 }
 
 #[test]
@@ -214,4 +212,75 @@ fn credentials_come_from_the_dockerconfigjson_entry_of_the_registry() {
         &default,
     );
     assert!(creds.unwrap().is_none());
+}
+
+#[test]
+fn a_named_secret_is_read_from_the_controllers_copy_the_default_from_its_namespace() {
+    let mut c = content(registry(Some("reg.example/team/ckpt"), Some("push-creds")));
+    c.spec.credentials_secret = Some("uid-cc".into());
+    let r = route(&c, &Defaults::default()).unwrap().unwrap();
+    // Messages name the user's Secret; noded reads only the copy.
+    assert_eq!(r.secret, Some(secret_name("team", "push-creds")));
+    assert_eq!(r.stored.as_deref(), Some("uid-cc"));
+    c.spec.credentials_secret = None;
+    let r = route(&c, &Defaults::default()).unwrap().unwrap();
+    assert_eq!(
+        r.stored, None,
+        "no copy: not found, never the user's namespace"
+    );
+
+    let c = content(None);
+    let r = route(&c, &defaults(Some("reg.example/ckpt"), Some("creds")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.stored.as_deref(), Some("creds"));
+}
+
+#[test]
+fn the_default_secret_lives_in_the_credentials_namespace() {
+    let bare: SecretName = "creds".parse().unwrap();
+    assert_eq!(bare, secret_name(CREDENTIALS_NAMESPACE, "creds"));
+    let full: SecretName = "checkpoint-credentials/creds".parse().unwrap();
+    assert_eq!(full, bare);
+    let err = "kube-system/creds".parse::<SecretName>().unwrap_err();
+    assert!(
+        err.contains("only in namespace checkpoint-credentials"),
+        "{err}"
+    );
+    assert!("checkpoint-credentials/".parse::<SecretName>().is_err());
+}
+
+#[tokio::test]
+async fn a_missing_copy_is_reported_under_the_users_secret_name() {
+    let api = checkpointing::testing::FakeApi::default();
+    let mut c = content(registry(Some("reg.example/team/ckpt"), Some("push-creds")));
+    c.spec.credentials_secret = Some("uid-cc".into());
+    let r = route(&c, &Defaults::default()).unwrap().unwrap();
+    let err = credentials(&api.client(), &r).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Secret team/push-creds (the credentials for registry reg.example) not found; create it \
+         as a kubernetes.io/dockerconfigjson Secret or fix spec.registry.secretRef"
+    );
+    let paths: Vec<_> = api.take().into_iter().map(|s| s.uri).collect();
+    assert_eq!(
+        paths,
+        ["/api/v1/namespaces/checkpoint-credentials/secrets/uid-cc"]
+    );
+}
+
+#[tokio::test]
+async fn releasing_a_content_deletes_its_copy_once() {
+    let api = checkpointing::testing::FakeApi::default();
+    let mut c = content(registry(Some("reg.example/team/ckpt"), Some("push-creds")));
+    forget_copy(&api.client(), &c).await.unwrap();
+    assert!(api.take().is_empty(), "no copy, nothing deleted");
+    c.spec.credentials_secret = Some("uid-cc".into());
+    let path = "/api/v1/namespaces/checkpoint-credentials/secrets/uid-cc";
+    api.put(path, docker_secret(DOCKER_CONFIG_TYPE, "{}"));
+    forget_copy(&api.client(), &c).await.unwrap();
+    let seen = api.take();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "DELETE");
+    assert_eq!(seen[0].uri.trim_end_matches('?'), path);
 }

@@ -42,10 +42,25 @@ pub async fn push_of<R>(
     }))
 }
 
+/// Everything `content` holds outside its node, before its finalizer goes: the pushed copy,
+/// then the credentials copy it was pushed (and deleted) with.
+pub async fn let_go<R: Runtime>(
+    content: &ContainerCheckpointContent,
+    ctx: &Context<R>,
+) -> Result<(), Error> {
+    unpublish(content, ctx).await?;
+    outbound::forget_copy(&ctx.client, content)
+        .await
+        .map_err(|source| Error::Api {
+            name: content.name_any(),
+            source,
+        })
+}
+
 /// Deletes the Content's copy in the registry it was pushed to, if any. A registry that may
 /// still answer is asked again with the Content's backoff; a copy that cannot go is logged,
 /// counted and told in an Event on the Content, with the registry's answer.
-pub async fn unpublish<R: Runtime>(
+async fn unpublish<R: Runtime>(
     content: &ContainerCheckpointContent,
     ctx: &Context<R>,
 ) -> Result<(), Error> {

@@ -52,6 +52,7 @@ pub fn content(node: &str, image: Option<String>) -> ContainerCheckpointContent 
             timeout_seconds: None,
             volumes: Vec::new(),
             registry: None,
+            credentials_secret: None,
             hold_source: false,
         },
     );

@@ -162,6 +162,14 @@ const GRANTS: &[(&str, &str)] = &[
         "failover::a_checkpoint_completes_after_the_leader_is_killed",
     ),
     (
+        "checkpoint-controller get /secrets",
+        "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it (reading the request's Secret to copy it)",
+    ),
+    (
+        "checkpoint-controller-credentials create /secrets",
+        "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it (the copy noded reads)",
+    ),
+    (
         "checkpoint-controller-leader create /secrets",
         "failover::a_checkpoint_completes_after_the_leader_is_killed (the webhook certificate both replicas share)",
     ),
@@ -211,16 +219,20 @@ const GRANTS: &[(&str, &str)] = &[
         "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it",
     ),
     (
-        "checkpoint-noded get /secrets",
-        "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it (the request's registry credentials)",
-    ),
-    (
         "checkpoint-noded create events.k8s.io/events",
         "registries::a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event",
     ),
     (
         "checkpoint-noded create authentication.k8s.io/tokenreviews",
         "restore::peers_refuse_strangers_and_reject_tampered_blobs",
+    ),
+    (
+        "checkpoint-noded-credentials get /secrets",
+        "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it (the controller's copy of the request's registry credentials)",
+    ),
+    (
+        "checkpoint-noded-credentials delete /secrets",
+        "registries::a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event (the credentials copy goes with its Content)",
     ),
     (
         "checkpoint-noded-leases get coordination.k8s.io/leases",
@@ -246,8 +258,10 @@ const BINDINGS: &[&str] = &[
     "checkpoint-controller -> checkpoint-controller: ServiceAccount external-checkpointer-system/checkpoint-controller",
     "checkpoint-controller-leases -> checkpoint-controller-leases: ServiceAccount external-checkpointer-system/checkpoint-controller",
     "checkpoint-controller-leader -> checkpoint-controller-leader: ServiceAccount external-checkpointer-system/checkpoint-controller",
+    "checkpoint-controller-credentials -> checkpoint-controller-credentials: ServiceAccount external-checkpointer-system/checkpoint-controller",
     "checkpoint-noded -> checkpoint-noded: ServiceAccount kube-system/checkpoint-noded",
     "checkpoint-noded-leases -> checkpoint-noded-leases: ServiceAccount kube-system/checkpoint-noded",
+    "checkpoint-noded-credentials -> checkpoint-noded-credentials: ServiceAccount kube-system/checkpoint-noded",
     "checkpointing-registry-audience -> checkpointing-registry-audience: Group system:nodes",
 ];
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, RegistrySpec, SecretRef,
 };
+use checkpointing::names::{CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, NODE_LABEL};
 use e2e::{
     RegistryUser, TestNamespace, Testbed, TokenRegistry, assert_counter_resumes, checkpoint,
     checkpoint_request, counter_log, counter_pod, eventually, outcome, run_pod, sample_pod,
@@ -328,6 +329,13 @@ async fn a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event() 
     .await;
     let (state, message) = outcome(&cc);
     assert_eq!(state, CheckpointState::Completed, "{message}");
+    // noded pushed with the controller's copy of the Secret, which lives as long as the Content.
+    let copies = Api::<Secret>::namespaced(client.clone(), CREDENTIALS_NAMESPACE);
+    let copy_name = cc.metadata.uid.clone().unwrap();
+    let copy = copies.get(&copy_name).await.unwrap();
+    let labels = copy.metadata.labels.unwrap_or_default();
+    assert_eq!(labels.get(NAMESPACE_LABEL), Some(&ns.name));
+    assert_eq!(labels.get(NODE_LABEL).map(String::as_str), Some("node1"));
     let image = cc.status.unwrap().image.unwrap();
     let digest = image.rsplit_once('@').unwrap().1.to_owned();
 
@@ -369,5 +377,9 @@ async fn a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event() 
     assert_eq!(
         registry.manifest_status("robot", &digest, &ADMIN).await,
         200
+    );
+    assert!(
+        copies.get_opt(&copy_name).await.unwrap().is_none(),
+        "the credentials copy went with its Content"
     );
 }

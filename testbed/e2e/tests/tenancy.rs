@@ -156,6 +156,7 @@ async fn a_tenant_writes_no_content_no_request_status_and_no_other_namespace() {
             timeout_seconds: None,
             volumes: Vec::new(),
             registry: None,
+            credentials_secret: None,
             hold_source: false,
         },
     );

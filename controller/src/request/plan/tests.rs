@@ -65,6 +65,7 @@ fn valid_request_creates_its_content_and_goes_pending() {
             timeout_seconds: Some(30),
             volumes: Vec::new(),
             registry: None,
+            credentials_secret: None,
             hold_source: false,
         }
     );

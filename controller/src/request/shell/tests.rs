@@ -138,11 +138,7 @@ async fn shell_fails_the_request_when_the_content_is_rejected() {
     reconcile(Arc::new(request()), cluster.ctx).await.unwrap();
     settle().await;
     let seen = cluster.api.take();
-    let status = seen
-        .iter()
-        .find(|s| s.uri.starts_with(&format!("{REQUEST_PATH}/status")))
-        .and_then(|s| s.body.clone())
-        .unwrap();
+    let status = written_status(&seen);
     assert_eq!(status["status"]["state"], "Failed");
     assert_eq!(
         status["status"]["conditions"][0]["reason"],
@@ -256,4 +252,100 @@ fn synced() -> crate::request::synced::Synced {
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     synced
+}
+
+/// `request()` naming the registry Secret `creds`.
+fn pushed_request() -> ContainerCheckpoint {
+    let mut request = request();
+    request.spec.registry = Some(checkpointing::crd::RegistrySpec {
+        repository: Some("registry.example/ckpt".into()),
+        secret_ref: Some(checkpointing::crd::SecretRef {
+            name: "creds".into(),
+        }),
+    });
+    request
+}
+
+const SECRET_PATH: &str = "/api/v1/namespaces/default/secrets/creds";
+
+/// The cluster of [`Cluster::new`], with the request's registry Secret.
+fn holding_the_secret() -> Cluster {
+    let cluster = Cluster::new();
+    cluster
+        .api
+        .put(SECRET_PATH, k8s_openapi::api::core::v1::Secret::default());
+    cluster
+}
+
+/// The body of the request's status write among `seen`.
+fn written_status(seen: &[Seen]) -> serde_json::Value {
+    seen.iter()
+        .find(|s| s.uri.starts_with(&format!("{REQUEST_PATH}/status")))
+        .and_then(|s| s.body.clone())
+        .unwrap()
+}
+const COPIES_PATH: &str = "/api/v1/namespaces/checkpoint-credentials/secrets";
+
+#[tokio::test]
+async fn the_registry_secret_is_copied_for_noded_before_the_content_names_it() {
+    let cluster = Cluster::new();
+    cluster.api.put(
+        SECRET_PATH,
+        k8s_openapi::api::core::v1::Secret {
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            ..Default::default()
+        },
+    );
+    let seen = cluster.reconcile(&pushed_request()).await;
+    let calls: Vec<_> = calls(&seen)
+        .into_iter()
+        .map(|c| c.split('?').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            format!("GET {POD_PATH}"),
+            format!("PATCH {CONTENT_PATH}"),
+            format!("GET {SECRET_PATH}"),
+            format!("POST {COPIES_PATH}"),
+            format!("PATCH {CONTENT_PATH}"),
+            format!("PATCH {REQUEST_PATH}/status"),
+        ]
+    );
+    assert!(seen[1].uri.contains("dryRun=All"), "{}", seen[1].uri);
+    assert!(!seen[4].uri.contains("dryRun"), "{}", seen[4].uri);
+    let content = seen[4].body.clone().unwrap();
+    assert_eq!(content["spec"]["credentialsSecret"], "uid-cc1");
+    assert_eq!(content["spec"]["registry"]["secretRef"]["name"], "creds");
+}
+
+#[tokio::test]
+async fn no_content_is_created_while_the_copy_cannot_be_made() {
+    let cluster = holding_the_secret();
+    cluster.api.fail_writes(COPIES_PATH, 403, "Forbidden");
+    let result = reconcile(Arc::new(pushed_request()), cluster.ctx.clone()).await;
+    assert!(
+        matches!(result, Err(Error::CopyCredentials { .. })),
+        "{result:?}"
+    );
+    let methods: Vec<_> = cluster.api.take().into_iter().map(|s| s.method).collect();
+    assert_eq!(
+        methods,
+        ["GET", "PATCH", "GET", "POST"],
+        "no Content, no status"
+    );
+}
+
+#[tokio::test]
+async fn a_content_the_api_server_rejects_gets_no_copy() {
+    let cluster = holding_the_secret();
+    cluster.api.fail_writes(CONTENT_PATH, 422, "Invalid");
+    let seen = cluster.reconcile(&pushed_request()).await;
+    assert!(
+        seen.iter().all(|s| !s.uri.contains("/secrets")),
+        "{:?}",
+        calls(&seen)
+    );
+    let status = written_status(&seen);
+    assert_eq!(status["status"]["state"], "Failed");
 }
