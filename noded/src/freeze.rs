@@ -147,7 +147,11 @@ fn watch(
         freezes += usize::from(now && !frozen);
         frozen = now;
         if freezes == 2 && frozen {
-            return Some(freezer.settle(pod).and_then(|()| own_frozen(container)));
+            // Whether the runtime still held it when the pod's freeze was asked for: from then
+            // on the pod's freeze holds it too. Asked before the pod settles, which waits for
+            // the pod's other containers while the runtime may resume this one.
+            let held = write(&pod.set, pod.frozen).and_then(|()| own_frozen(container));
+            return Some(held.and_then(|held| freezer.settle(pod).map(|()| held)));
         }
         std::thread::sleep(WATCH);
     }

@@ -216,7 +216,7 @@ async fn a_restore_lands_only_where_a_node_daemon_says_it_can_run() {
     tb.wait_noded(&client, NODE).await;
     eventually(
         "node3's Lease to say what its daemon publishes again",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || async {
             let lease = leases.get(&noded_lease_name(NODE)).await.ok()?;
             let annotations = lease.metadata.annotations.unwrap_or_default();
