@@ -20,6 +20,7 @@ mod recent;
 mod reconcile;
 mod registry;
 mod restore;
+mod size;
 mod slots;
 mod space;
 mod store;

@@ -23,7 +23,7 @@ use checkpointing::names::is_dns_label;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
-use crate::space::Size;
+use crate::size::Size;
 
 pub use capture::capture;
 pub use place::{Owners, place};

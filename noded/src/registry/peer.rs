@@ -19,7 +19,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::route::Repo;
 use crate::http::{self, HttpClient, ReadError, SendError, Tls};
-use crate::space::{DiskSpace, Need, Size, SpaceError};
+use crate::size::Size;
+use crate::space::{DiskSpace, Need, SpaceError};
 
 /// Manifests are small; a peer sending more is broken or hostile.
 const MAX_MANIFEST: usize = 4 << 20;
