@@ -148,7 +148,8 @@ pub async fn runtime_pause(dir: &Path, paused_after_dump: Option<Duration>) -> b
         put("freezer.self_freezing", own);
         put("freezer.state", state);
     };
-    let step = Duration::from_millis(20);
+    // Long enough that a watcher on a busy machine still sees each phase.
+    let step = Duration::from_millis(50);
     if paused_after_dump.is_some() {
         // runc's pause on a busy node: the freeze does not take, it thaws and asks again.
         for state in ["FREEZING", "THAWED", "FREEZING", "FROZEN"] {
