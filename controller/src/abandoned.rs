@@ -3,16 +3,25 @@
 //! time, nobody will ever remove it, and the deletion (often a whole namespace's) hangs. Once a
 //! Content has been deleting for `after` and its node's Lease is expired or missing, the
 //! controller releases the finalizer, with an Event saying that the archive on that node stays.
-//! A pure [`abandoned`] decides; [`release`] is the loop around it (leader only).
+//! Likewise a copy of a registry Secret (see `request::credentials`) that no Content names
+//! any more: noded deletes it with its Content's finalizer, so a finalizer released here, or a
+//! request deleted between the copy and its Content, leaves it behind.
+//! Pure [`abandoned`] and [`orphaned_copies`] decide; [`release`] is the loop around them
+//! (leader only).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use checkpointing::crd::ContainerCheckpointContent;
-use checkpointing::names::{ARCHIVE_FINALIZER, CONTROLLER_MANAGER, noded_lease_name};
+use checkpointing::names::{
+    ARCHIVE_FINALIZER, CONTROLLER_MANAGER, CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, noded_lease_name,
+};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, Preconditions,
+};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -72,8 +81,34 @@ pub fn abandoned<'a>(
         .collect()
 }
 
-/// Every `interval`, releases the Contents [`abandoned`] picks, deciding from the controller's
-/// stores once they have listed everything.
+/// The names of the credential copies among `copies` that no Content among `contents` names
+/// and that are at least `after` old (younger ones may be waiting for their Content).
+pub fn orphaned_copies<'a>(
+    copies: &'a [PartialObjectMeta<Secret>],
+    contents: &[&ContainerCheckpointContent],
+    after: Duration,
+    now: Timestamp,
+) -> Vec<&'a PartialObjectMeta<Secret>> {
+    copies
+        .iter()
+        .filter(|copy| {
+            let named = contents
+                .iter()
+                .any(|c| c.spec.credentials_secret.as_deref() == copy.metadata.name.as_deref());
+            let old = copy
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| now.duration_since(t.0))
+                .is_some_and(|age| !age.is_negative() && age.unsigned_abs() >= after);
+            !named && old
+        })
+        .collect()
+}
+
+/// Every `interval`, releases the Contents [`abandoned`] picks and deletes the copies
+/// [`orphaned_copies`] picks, deciding from the controller's stores once they have listed
+/// everything.
 pub async fn release(
     client: kube::Client,
     contents: Store<ContainerCheckpointContent>,
@@ -102,6 +137,39 @@ pub async fn release(
         ) {
             let_go(&client, &recorder, gone).await;
         }
+        // Listed after the store was read: a copy made since, for a Content the store does
+        // not show yet, is younger than `after`.
+        let copies = Api::<Secret>::namespaced(client.clone(), CREDENTIALS_NAMESPACE);
+        match copies
+            .list_metadata(&ListParams::default().labels(NAMESPACE_LABEL))
+            .await
+        {
+            Ok(listed) => {
+                let contents: Vec<&ContainerCheckpointContent> =
+                    all.iter().map(AsRef::as_ref).collect();
+                for copy in orphaned_copies(&listed.items, &contents, after, Timestamp::now()) {
+                    delete_copy(&copies, copy).await;
+                }
+            }
+            Err(error) => warn!(error = %cause(&error), "listing credential copies failed"),
+        }
+    }
+}
+
+/// Deletes `copy`, if it is still the one that was listed.
+async fn delete_copy(copies: &Api<Secret>, copy: &PartialObjectMeta<Secret>) {
+    let name = copy.name_any();
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: copy.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match copies.delete(&name, &params).await {
+        Ok(_) => info!(%name, "deleted a credentials copy no Content names"),
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(error) => warn!(%name, error = %cause(&error), "deleting a credentials copy failed"),
     }
 }
 
@@ -175,6 +243,30 @@ mod tests {
         let why = picked(&c, Some(&expired)).expect("Lease expired");
         assert!(why.contains("stopped renewing its Lease"), "{why}");
         assert!(why.contains("are not removed"), "{why}");
+    }
+
+    fn copy(name: &str, created: &str) -> PartialObjectMeta<Secret> {
+        let mut copy = PartialObjectMeta::<Secret>::default();
+        copy.metadata.name = Some(name.to_owned());
+        copy.metadata.creation_timestamp = Some(Time(created.parse().unwrap()));
+        copy
+    }
+
+    #[test]
+    fn only_old_copies_no_content_names_are_orphans() {
+        let mut named = content();
+        named.spec.credentials_secret = Some("uid-named".into());
+        let copies = [
+            copy("uid-named", "2026-12-01T11:00:00Z"),
+            copy("uid-gone", "2026-12-01T11:00:00Z"),
+            copy("uid-young", "2026-12-01T11:59:00Z"),
+            copy("uid-future", "2026-12-01T13:00:00Z"),
+        ];
+        let picked: Vec<String> = orphaned_copies(&copies, &[&named], AFTER, NOW.parse().unwrap())
+            .into_iter()
+            .map(|c| c.name_any())
+            .collect();
+        assert_eq!(picked, ["uid-gone"]);
     }
 
     #[test]

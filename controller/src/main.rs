@@ -98,7 +98,8 @@ struct RunArgs {
     retention: RetentionArgs,
     /// Release noded's finalizer from a Content that has been deleting this long while its
     /// node's daemon is gone (Lease expired or missing), so the deletion completes; the archive
-    /// on that node stays. In seconds.
+    /// on that node stays. A copy of a registry Secret no Content names, this old, is deleted
+    /// too. In seconds.
     #[arg(
         long,
         env = "CONTROLLER_RELEASE_ABANDONED_AFTER_SECONDS",

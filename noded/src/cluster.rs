@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use checkpointing::crd::ContainerCheckpointContent;
@@ -12,6 +13,8 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenRe
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
+
+use crate::metrics::Metrics;
 
 /// What the registry and the peer server ask the API server.
 pub trait Cluster: Send + Sync + 'static {
@@ -85,6 +88,8 @@ pub struct KubeCluster {
     pub client: kube::Client,
     /// Where the noded Leases are.
     pub lease_namespace: String,
+    /// Counts the TokenReviews made: what a stranger's tokens cost the API server.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Cluster for KubeCluster {
@@ -132,8 +137,14 @@ impl Cluster for KubeCluster {
             LOOKUP_TIMEOUT,
             reviews.create(&PostParams::default(), &review),
         )
-        .await?;
-        Ok(done.status.unwrap_or_default())
+        .await;
+        let status = done.map(|d| d.status.unwrap_or_default());
+        self.metrics.token_review(match &status {
+            Ok(s) if s.authenticated == Some(true) => "authenticated",
+            Ok(_) => "unauthenticated",
+            Err(_) => "error",
+        });
+        status
     }
 
     async fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, kube::Error> {

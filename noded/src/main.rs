@@ -317,6 +317,7 @@ async fn main() -> anyhow::Result<()> {
             KubeCluster {
                 client: client.clone(),
                 lease_namespace: args.lease_namespace.clone(),
+                metrics: metrics.clone(),
             },
             args.node_name.clone(),
             PeerClient::new(args.peer_port, args.peer_token_file.clone(), space.clone()),

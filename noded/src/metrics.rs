@@ -74,6 +74,7 @@ pub struct Metrics {
     registry_requests: Family<RequestLabels, Counter>,
     runtime_image_removals: Family<ResultLabels, Counter>,
     pushed_copy_deletions: Family<ResultLabels, Counter>,
+    token_reviews: Family<ResultLabels, Counter>,
     prerequisites: Family<CheckLabels, Gauge>,
     runtime_info: Family<RuntimeInfoLabels, Gauge>,
 }
@@ -157,6 +158,13 @@ impl Default for Metrics {
              the registry refused, or stayed unreachable, and the copy stays there)",
             pushed_copy_deletions.clone(),
         );
+        let token_reviews = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "token_reviews",
+            "TokenReviews noded asked the API server for, to authenticate a pull or a peer, by \
+             result (authenticated, unauthenticated, or error: no answer)",
+            token_reviews.clone(),
+        );
         let prerequisites = Family::<CheckLabels, Gauge>::default();
         registry.register(
             "prerequisite",
@@ -192,6 +200,7 @@ impl Default for Metrics {
             registry_requests,
             runtime_image_removals,
             pushed_copy_deletions,
+            token_reviews,
             prerequisites,
             runtime_info,
         }
@@ -236,6 +245,13 @@ impl Metrics {
     /// A deleted checkpoint's copy in the push registry: `deleted` or `kept`.
     pub fn pushed_copy_deletion(&self, result: &'static str) {
         self.pushed_copy_deletions
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// One TokenReview: `authenticated`, `unauthenticated` or `error`.
+    pub fn token_review(&self, result: &'static str) {
+        self.token_reviews
             .get_or_create(&ResultLabels { result })
             .inc();
     }

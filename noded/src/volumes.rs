@@ -17,7 +17,7 @@ mod size;
 
 use std::ffi::OsStr;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use checkpointing::names::is_dns_label;
 use rustix::fd::{AsFd, OwnedFd};
@@ -115,6 +115,24 @@ fn open_beneath(
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV;
     let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     rustix::fs::openat2(dir, name.as_ref(), flags, mode, resolve)
+}
+
+/// Whether a link to `target` in a directory `depth` levels beneath the volume stays in the
+/// volume, its text read alone: relative, and never more `..` than levels above it.
+fn stays_inside(depth: usize, target: &Path) -> bool {
+    let mut depth = depth;
+    for part in target.components() {
+        match part {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(up) => depth = up,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]

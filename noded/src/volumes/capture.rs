@@ -13,15 +13,15 @@ use rustix::fs::{Dir, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use tar::{EntryType, Header};
 
-use super::{Error, MAX_DEPTH, PREFIX, host_dir, open_beneath, open_volume};
+use super::{Error, MAX_DEPTH, PREFIX, host_dir, open_beneath, open_volume, stays_inside};
 
 /// Where procfs lists this process's descriptors.
 const OWN_FDS: &str = "/proc/self/fd";
 
 /// Writes the `volumes` of pod `uid` as a tar at `dest` (under a temporary name, fsynced, then
 /// renamed, mode 0600: the data is the pod's), failing once it would exceed `limit` bytes.
-/// Symbolic links are kept as links; sockets, fifos and devices are left out; each hard link
-/// is a file of its own. An entry gone by the time it is opened is left out.
+/// Symbolic links are kept as links, and one out of its volume fails the whole; sockets, fifos
+/// and devices are left out; each hard link is a file of its own. An entry gone by the time it is opened is left out.
 pub fn capture(
     pods: &Path,
     uid: &str,
@@ -203,6 +203,14 @@ impl Walk<'_> {
                 let target =
                     rustix::fs::readlinkat(&held, "", Vec::new()).map_err(|e| read(e.into()))?;
                 let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+                // No node would place it (see `place`): the checkpoint fails now, saying why,
+                // rather than its restore later.
+                if !stays_inside(depth, target) {
+                    return Err(Error::Escape {
+                        path: name.to_owned(),
+                        target: target.to_owned(),
+                    });
+                }
                 let mut header = header(&stat, EntryType::Symlink, 0);
                 let appended = self.tar.append_link(&mut header, name, target);
                 appended.map_err(|source| self.write_error(source))?;

@@ -11,7 +11,7 @@ use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 use tar::EntryType;
 
-use super::{Error, PREFIX, host_dir, open_beneath, open_volume};
+use super::{Error, PREFIX, host_dir, open_beneath, open_volume, stays_inside};
 
 /// The kernel's overflow user and group.
 const NOBODY: u32 = 65534;
@@ -310,22 +310,4 @@ fn ids((uid, gid): (u32, u32)) -> (Uid, Gid) {
     // -1 would mean "unchanged" (root's, in a fresh file): nobody's instead.
     let id = |raw: u32| if raw == u32::MAX { NOBODY } else { raw };
     (Uid::from_raw(id(uid)), Gid::from_raw(id(gid)))
-}
-
-/// Whether a link to `target` in a directory `depth` levels beneath the volume stays in the
-/// volume, its text read alone: relative, and never more `..` than levels above it.
-fn stays_inside(depth: usize, target: &Path) -> bool {
-    let mut depth = depth;
-    for part in target.components() {
-        match part {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => match depth.checked_sub(1) {
-                Some(up) => depth = up,
-                None => return false,
-            },
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
 }

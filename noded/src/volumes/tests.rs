@@ -141,12 +141,10 @@ fn capture_keeps_links_as_links_and_leaves_out_what_holds_no_data() {
     let tmp = tempfile::tempdir().unwrap();
     let pods = tmp.path().join("pods");
     let data = volume_dir(&pods, "p", "data");
-    let outside = tmp.path().join("outside");
-    fs::create_dir_all(&outside).unwrap();
-    fs::write(outside.join("secret"), "node secret").unwrap();
-    symlink(&outside, data.join("escape")).unwrap();
-    symlink(outside.join("secret"), data.join("secret")).unwrap();
+    fs::create_dir_all(data.join("sub")).unwrap();
     fs::write(data.join("file"), "own").unwrap();
+    symlink("file", data.join("latest")).unwrap();
+    symlink("../file", data.join("sub/up")).unwrap();
     fs::hard_link(data.join("file"), data.join("twin")).unwrap();
     // A fifo would block a reader; a device's driver would run when opened.
     let dir = open_volume(&data).unwrap();
@@ -163,13 +161,37 @@ fn capture_keeps_links_as_links_and_leaves_out_what_holds_no_data() {
         names,
         [
             ("checkpointing-volumes/data", Directory),
-            ("checkpointing-volumes/data/escape", Symlink),
             ("checkpointing-volumes/data/file", Regular),
-            ("checkpointing-volumes/data/secret", Symlink),
+            ("checkpointing-volumes/data/latest", Symlink),
+            ("checkpointing-volumes/data/sub", Directory),
+            ("checkpointing-volumes/data/sub/up", Symlink),
             ("checkpointing-volumes/data/twin", Regular),
         ]
     );
     assert!(found.iter().all(|(_, _, d)| d.is_empty() || d == b"own"));
+}
+
+/// No node would place a link out of its volume: the capture fails, naming it, and leaves
+/// nothing, instead of a checkpoint whose restore fails later.
+#[test]
+fn capture_refuses_a_link_out_of_its_volume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    let data = volume_dir(&pods, "p", "data");
+    fs::write(data.join("file"), "own").unwrap();
+    let layer = tmp.path().join("volumes.tar");
+    for (name, target) in [("abs", "/etc/shadow"), ("up", "../../..")] {
+        symlink(target, data.join(name)).unwrap();
+        let err = capture(&pods, "p", &["data".into()], &layer, 1 << 20).unwrap_err();
+        assert!(matches!(err, Error::Escape { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("data/{name}")) && text.contains(target),
+            "{text}"
+        );
+        assert!(!layer.exists() && !layer.with_extension("partial").exists());
+        fs::remove_file(data.join(name)).unwrap();
+    }
 }
 
 #[test]

@@ -44,7 +44,7 @@ pub use migration::{
 };
 pub use product::{
     CONTROLLER_DEPLOYMENT, CONTROLLER_LEASE, CONTROLLER_NAMESPACE, CONTROLLER_SELECTOR,
-    ControllerDown, NODED_NAMESPACE, NODED_SELECTOR, NodedDown, kill_process, pod_process,
+    ControllerDown, NODED_NAMESPACE, NODED_SELECTOR, NodedDown, kill_process, pod_process, sample,
 };
 pub use pull::{PULL_USER, PullCredential, pull_credential, registry_token};
 pub use registry::{RegistryUser, TokenRegistry};

@@ -175,6 +175,15 @@ impl Testbed {
         .await
     }
 
+    /// noded's /metrics on `node`, from its admin port on the node's IP (on which alone it
+    /// listens).
+    pub fn noded_metrics(&self, node: &str) -> String {
+        let url = format!("http://{}:9811/metrics", self.node_ip(node));
+        let out = self.node_exec(node, &["curl", "-sf", "--max-time", "10", &url]);
+        assert!(out.status.success(), "noded /metrics on {node}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// `GET http://<pod IP>:8080/metrics` of a controller pod (the host routes pod subnets).
     pub fn controller_metrics(&self, pod: &Pod) -> Option<String> {
         let ip = pod.status.as_ref()?.pod_ip.as_deref()?;
@@ -282,4 +291,12 @@ impl Drop for ControllerDown<'_> {
             &format!("deployment/{CONTROLLER_DEPLOYMENT}"),
         );
     }
+}
+
+/// Sum of the samples of `metric` in the Prometheus text `text` whose labels contain `labels`.
+pub fn sample(text: &str, metric: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

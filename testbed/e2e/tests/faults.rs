@@ -382,3 +382,42 @@ async fn start_hog_checkpoint(client: &kube::Client, ns: &str, name: &str) {
     )
     .await;
 }
+
+/// A checkpoint whose finalizer was released without noded (as above) leaves its files on the
+/// node. noded's next start sweeps the files named for a Content UID no Content has, written
+/// over 10 minutes before; a file of the same kind written just now, and one named for no
+/// checkpoint, stay.
+#[tokio::test]
+async fn files_of_checkpoints_deleted_without_noded_go_at_its_next_start() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "orphans").await;
+    let client = tb.client().await;
+    let dir = tb.node_path(NODE, CHECKPOINTS);
+    let gone = "0f0f0f0f-1111-2222-3333-444444444444";
+    let old = [
+        format!("checkpoint-{}_app-counter-{gone}.tar", ns.name),
+        format!("checkpoint-{}_app-counter-{gone}.volumes.tar", ns.name),
+    ];
+    let young = format!("checkpoint-{}_app-other-{gone}.tar", ns.name);
+    let unnamed = format!("notes-{}.txt", ns.name);
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for name in old.iter().chain([&unnamed]) {
+        let file = std::fs::File::create(dir.join(name)).unwrap();
+        file.set_modified(hour_ago).unwrap();
+    }
+    std::fs::write(dir.join(&young), b"just written").unwrap();
+
+    tb.kill_noded(&client, NODE).await;
+    tb.wait_noded(&client, NODE).await;
+    eventually(
+        "noded to sweep the old files of a checkpoint without a Content",
+        Duration::from_secs(60),
+        || async { old.iter().all(|n| !dir.join(n).exists()).then_some(()) },
+    )
+    .await;
+    let kept = [&young, &unnamed].map(|n| dir.join(n).exists());
+    for name in [&young, &unnamed] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    assert_eq!(kept, [true, true], "{young} and {unnamed} stay");
+}

@@ -170,6 +170,14 @@ const GRANTS: &[(&str, &str)] = &[
         "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it (the copy noded reads)",
     ),
     (
+        "checkpoint-controller-credentials list /secrets",
+        "secrets::a_credentials_copy_no_content_names_is_swept",
+    ),
+    (
+        "checkpoint-controller-credentials delete /secrets",
+        "secrets::a_credentials_copy_no_content_names_is_swept",
+    ),
+    (
         "checkpoint-controller-leader create /secrets",
         "failover::a_checkpoint_completes_after_the_leader_is_killed (the webhook certificate both replicas share)",
     ),

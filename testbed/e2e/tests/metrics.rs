@@ -1,26 +1,13 @@
 //! The daemons' /metrics move with the work: a checkpoint raises noded's and the controller's
 //! counters.
 
-use e2e::{TestNamespace, Testbed, checkpoint, checkpoint_request, counter_pod, outcome, run_pod};
-
-/// Sum of the samples of `metric` whose labels contain `labels`.
-fn sample(text: &str, metric: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use e2e::{
+    TestNamespace, Testbed, checkpoint, checkpoint_request, counter_pod, outcome, run_pod, sample,
+};
 
 /// noded's admin port on `node`: its IP, on which alone it listens.
 fn noded_admin(tb: &Testbed, node: &str, path: &str) -> String {
     format!("http://{}:9811{path}", tb.node_ip(node))
-}
-
-fn noded_metrics(tb: &Testbed, node: &str) -> String {
-    let url = noded_admin(tb, node, "/metrics");
-    let out = tb.node_exec(node, &["curl", "-sf", &url]);
-    assert!(out.status.success(), "noded /metrics on {node}");
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The leading replica's /metrics: it is the one that reconciles.
@@ -47,7 +34,7 @@ async fn a_checkpoint_moves_the_counters() {
         )
     };
     let (noded_before, controller_before) = (
-        noded_metrics(&tb, "node2"),
+        tb.noded_metrics("node2"),
         controller_metrics(&tb, &client).await,
     );
 
@@ -65,7 +52,7 @@ async fn a_checkpoint_moves_the_counters() {
     );
 
     let (noded_after, controller_after) = (
-        noded_metrics(&tb, "node2"),
+        tb.noded_metrics("node2"),
         controller_metrics(&tb, &client).await,
     );
     assert!(
@@ -97,7 +84,7 @@ fn noded_reports_that_the_runtime_has_no_pod_level_checkpoint() {
             && readyz.contains("does not serve CRI CheckpointPod or RestorePod"),
         "{readyz}"
     );
-    let metrics = noded_metrics(&tb, "node1");
+    let metrics = tb.noded_metrics("node1");
     for line in [
         "noded_prerequisite{check=\"pod_level\"} 0",
         "noded_prerequisite{check=\"cri\"} 1",

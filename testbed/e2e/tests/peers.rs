@@ -1,13 +1,14 @@
 //! The peer port as someone holding a node's credential would use it, as root on that node: a
 //! noded's peer token fetches only the checkpoint images a pod bound to its own node was
-//! admitted to restore. And the ports listen on the node's address, not on every interface.
+//! admitted to restore. And the ports listen on the node's address, not on every interface,
+//! and a stranger there costs little.
 
 use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpointContent};
 use e2e::{
     TestNamespace, Testbed, checkpoint, checkpoint_request, counter_log, counter_pod, eventually,
-    outcome, pull_credential, run_pod,
+    outcome, pull_credential, run_pod, sample,
 };
 use kube::api::Api;
 
@@ -108,4 +109,59 @@ fn noded_listens_on_the_node_ip_only() {
         "000",
         "admin on loopback"
     );
+}
+
+/// A stranger at the peer port, on the node's network: the same bogus token sent 30 times
+/// costs the API server one TokenReview (a refusal is remembered), and a connection that sends
+/// nothing, to the peer or the admin port, is closed by noded (10 s for a TLS handshake or a
+/// request's headers) rather than held for as long as the stranger likes.
+#[test]
+fn a_stranger_at_noded_s_ports_costs_one_review_and_holds_no_connection() {
+    let tb = Testbed::get();
+    let ip = tb.node_ip("node1");
+    let refused = |t: &str| sample(t, "noded_token_reviews_total", "result=\"unauthenticated\"");
+    let before = refused(&tb.noded_metrics("node1"));
+    let token = format!(
+        "bogus-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let url = format!("https://{ip}:5051/v2/default/x/manifests/latest");
+    let header = format!("Authorization: Bearer {token}");
+    let mut args = vec![
+        "curl",
+        "-sk",
+        "--max-time",
+        "60",
+        "-w",
+        "%{http_code}\n",
+        "-H",
+        &header,
+    ];
+    // One connection, 30 requests; each body to /dev/null, the codes printed.
+    for _ in 0..30 {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = tb.node_exec("node1", &args);
+    let codes = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        codes.lines().filter(|c| *c == "401").count(),
+        30,
+        "every request refused: {codes}"
+    );
+    let after = refused(&tb.noded_metrics("node1"));
+    assert_eq!(after - before, 1.0, "TokenReviews for 30 requests");
+
+    for port in [5051, 9811] {
+        // Reads until noded closes the connection; `timeout` would end it otherwise (124).
+        let silent = format!("exec 3<>/dev/tcp/{ip}/{port}; cat <&3 >/dev/null");
+        let out = tb.node_exec("node1", &["timeout", "60", "bash", "-c", &silent]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "noded closed a silent connection to port {port}"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use checkpointing::crd::{
 };
 use e2e::{
     TestNamespace, Testbed, checkpoint_request, counter_pod, eventually, grant, outcome, run_pod,
-    wait_checkpoint,
+    sample, wait_checkpoint,
 };
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -21,20 +21,10 @@ const TENANT: &str = "tenant";
 /// What noded's /metrics on `NODE` says of checkpoints started: CRI calls and whole
 /// checkpoints timed.
 fn started_checkpoints(tb: &Testbed) -> (f64, f64) {
-    // noded's admin port listens on the node's IP, not on loopback.
-    let url = format!("http://{}:9811/metrics", tb.node_ip(NODE));
-    let out = tb.node_exec(NODE, &["curl", "-sf", &url]);
-    assert!(out.status.success(), "noded /metrics on {NODE}");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let count = |metric: &str| {
-        text.lines()
-            .filter(|l| l.starts_with(metric))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
+    let text = tb.noded_metrics(NODE);
     (
-        count("noded_checkpoint_cri_duration_seconds_count"),
-        count("noded_checkpoint_duration_seconds_count"),
+        sample(&text, "noded_checkpoint_cri_duration_seconds_count", ""),
+        sample(&text, "noded_checkpoint_duration_seconds_count", ""),
     )
 }
 

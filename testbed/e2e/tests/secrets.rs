@@ -2,8 +2,10 @@
 //! credentials. Pushing with a tenant's Secret goes through the controller's copy
 //! (registries.rs).
 
-use checkpointing::names::CREDENTIALS_NAMESPACE;
-use e2e::{TestNamespace, Testbed};
+use std::time::Duration;
+
+use checkpointing::names::{CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, NODE_LABEL};
+use e2e::{TestNamespace, Testbed, eventually};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 
@@ -37,4 +39,33 @@ async fn noded_may_not_read_a_tenants_secret_but_may_read_the_credentials_namesp
         .await
         .unwrap();
     assert!(own.is_none());
+}
+
+/// A copy left behind (its Content's finalizer released without noded, or its request deleted
+/// before the Content was made) is deleted once it is `--release-abandoned-after-seconds` old
+/// (20 s on the testbed): no tenant's credentials stay on the cluster longer than their use.
+#[tokio::test]
+async fn a_credentials_copy_no_content_names_is_swept() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let ns = TestNamespace::create(&tb, "orphan-copy").await;
+    let name = format!("orphan-{}", ns.name);
+    let copy: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": name,
+            "labels": {NAMESPACE_LABEL: ns.name, NODE_LABEL: "node1"},
+        },
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": "{\"auths\":{}}"},
+        "immutable": true,
+    }))
+    .unwrap();
+    let copies = Api::<Secret>::namespaced(client.clone(), CREDENTIALS_NAMESPACE);
+    copies.create(&PostParams::default(), &copy).await.unwrap();
+    eventually(
+        "the controller to delete the orphaned copy",
+        Duration::from_secs(180),
+        || async { copies.get_opt(&name).await.ok()?.is_none().then_some(()) },
+    )
+    .await;
 }
