@@ -13,7 +13,7 @@ fn repo_file(path: &str) -> String {
 #[test]
 fn deploy_crds_match_the_types() {
     let files = crd_files().unwrap();
-    assert_eq!(files.len(), 4);
+    assert_eq!(files.len(), 5);
     for (name, yaml) in files {
         assert_eq!(
             repo_file(&format!("deploy/crds/{name}")),
@@ -26,8 +26,14 @@ fn deploy_crds_match_the_types() {
 
 #[test]
 fn crds_carry_short_names_status_and_columns() {
-    let [cc, ccc, pc, pm] = checkpointing::crd::crds();
-    for (crd, short) in [(&cc, "cc"), (&ccc, "ccc"), (&pc, "pc"), (&pm, "pm")] {
+    let [cc, ccc, pc, pm, cpol] = checkpointing::crd::crds();
+    for (crd, short) in [
+        (&cc, "cc"),
+        (&ccc, "ccc"),
+        (&pc, "pc"),
+        (&pm, "pm"),
+        (&cpol, "cpol"),
+    ] {
         assert_eq!(
             crd.spec.names.short_names.as_deref(),
             Some(&[short.to_owned()][..])
