@@ -15,6 +15,7 @@ mod pod;
 mod readiness;
 mod request;
 mod retention;
+mod shell;
 mod status;
 mod tls;
 mod tls_secret;
