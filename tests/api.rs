@@ -1,6 +1,6 @@
 //! The CRDs in deploy/crds/ match the types, and the seed's samples fit the API.
 
-use checkpointing::crd::{ContainerCheckpoint, crd_files};
+use checkpointing::crd::{CheckpointPolicy, ContainerCheckpoint, crd_files};
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use k8s_openapi::api::core::v1::Pod;
 use std::path::Path;
@@ -80,4 +80,15 @@ fn seed_pod_samples_pin_nodes_and_name_the_checkpoint() {
     let container = |p: &Pod| p.spec.as_ref().unwrap().containers[0].name.clone();
     assert_eq!(container(&app), "counter");
     assert_eq!(container(&restored), "counter");
+}
+
+#[test]
+fn policy_sample_deserializes() {
+    let policy: CheckpointPolicy =
+        serde_saphyr::from_str(&repo_file("samples/checkpoint-policy.yaml")).unwrap();
+    assert_eq!(policy.spec.schedule.interval_seconds, 900);
+    assert_eq!(policy.spec.retention.keep_newest, 4);
+    assert_eq!(policy.spec.retention.ttl_seconds, Some(86_400));
+    let labels = policy.spec.selector.match_labels.unwrap();
+    assert_eq!(labels["app"], "stateful-app");
 }
