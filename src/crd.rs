@@ -2,8 +2,9 @@
 //!
 //! `ContainerCheckpoint` is the user's request; `ContainerCheckpointContent` (same name, owned
 //! by the request, labelled with its node) is the artifact noded produces. The pod-level
-//! requests built on them are [`PodCheckpoint`] and [`PodMigration`]. Field names are the
-//! seed project's, so its samples and commands work unchanged.
+//! requests built on them are [`PodCheckpoint`] and [`PodMigration`]; a [`CheckpointPolicy`]
+//! makes PodCheckpoints on a schedule. Field names are the seed project's, so its samples and
+//! commands work unchanged.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -39,8 +40,10 @@ impl CheckpointState {
 }
 
 mod pod;
+mod policy;
 mod registry;
 pub use pod::*;
+pub use policy::*;
 pub use registry::*;
 
 /// Schema of an optional [`CheckpointState`]: a plain string enum. The derived one lists `null`
@@ -254,12 +257,13 @@ pub struct ContainerCheckpointContentStatus {
 pub const CRIU_LOG_MAX: usize = 32 * 1024;
 
 /// Every CRD as an `apiextensions.k8s.io/v1` object, the container request first.
-pub fn crds() -> [CustomResourceDefinition; 4] {
+pub fn crds() -> [CustomResourceDefinition; 5] {
     [
         ContainerCheckpoint::crd(),
         ContainerCheckpointContent::crd(),
         PodCheckpoint::crd(),
         PodMigration::crd(),
+        CheckpointPolicy::crd(),
     ]
 }
 

@@ -146,6 +146,14 @@ pub const MIGRATION_LABEL: &str = "checkpointing.zacchaeuschok.github.io/migrati
 /// Label on a ContainerCheckpoint made for a PodCheckpoint, naming it (same namespace).
 pub const POD_CHECKPOINT_LABEL: &str = "checkpointing.zacchaeuschok.github.io/pod-checkpoint";
 
+/// Label on a PodCheckpoint a CheckpointPolicy made, naming that policy (same namespace):
+/// the policy's retention counts and deletes what carries it.
+pub const POLICY_LABEL: &str = "checkpointing.zacchaeuschok.github.io/policy";
+
+/// Label on a PodCheckpoint a CheckpointPolicy made, naming its pod (only when the pod's name
+/// fits a label value, 63 characters; the policy itself goes by `spec.podName`).
+pub const POLICY_POD_LABEL: &str = "checkpointing.zacchaeuschok.github.io/pod";
+
 /// Pod annotation listing (comma-separated) the emptyDir volumes a checkpoint leaves behind;
 /// every other emptyDir a checkpointed container mounts travels with it.
 pub const SKIP_VOLUMES_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/skip-volumes";

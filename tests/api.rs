@@ -1,6 +1,6 @@
 //! The CRDs in deploy/crds/ match the types, and the seed's samples fit the API.
 
-use checkpointing::crd::{ContainerCheckpoint, crd_files};
+use checkpointing::crd::{CheckpointPolicy, ContainerCheckpoint, crd_files};
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use k8s_openapi::api::core::v1::Pod;
 use std::path::Path;
@@ -13,7 +13,7 @@ fn repo_file(path: &str) -> String {
 #[test]
 fn deploy_crds_match_the_types() {
     let files = crd_files().unwrap();
-    assert_eq!(files.len(), 4);
+    assert_eq!(files.len(), 5);
     for (name, yaml) in files {
         assert_eq!(
             repo_file(&format!("deploy/crds/{name}")),
@@ -26,8 +26,14 @@ fn deploy_crds_match_the_types() {
 
 #[test]
 fn crds_carry_short_names_status_and_columns() {
-    let [cc, ccc, pc, pm] = checkpointing::crd::crds();
-    for (crd, short) in [(&cc, "cc"), (&ccc, "ccc"), (&pc, "pc"), (&pm, "pm")] {
+    let [cc, ccc, pc, pm, cpol] = checkpointing::crd::crds();
+    for (crd, short) in [
+        (&cc, "cc"),
+        (&ccc, "ccc"),
+        (&pc, "pc"),
+        (&pm, "pm"),
+        (&cpol, "cpol"),
+    ] {
         assert_eq!(
             crd.spec.names.short_names.as_deref(),
             Some(&[short.to_owned()][..])
@@ -74,4 +80,15 @@ fn seed_pod_samples_pin_nodes_and_name_the_checkpoint() {
     let container = |p: &Pod| p.spec.as_ref().unwrap().containers[0].name.clone();
     assert_eq!(container(&app), "counter");
     assert_eq!(container(&restored), "counter");
+}
+
+#[test]
+fn policy_sample_deserializes() {
+    let policy: CheckpointPolicy =
+        serde_saphyr::from_str(&repo_file("samples/checkpoint-policy.yaml")).unwrap();
+    assert_eq!(policy.spec.schedule.interval_seconds, 900);
+    assert_eq!(policy.spec.retention.keep_newest, 4);
+    assert_eq!(policy.spec.retention.ttl_seconds, Some(86_400));
+    let labels = policy.spec.selector.match_labels.unwrap();
+    assert_eq!(labels["app"], "stateful-app");
 }

@@ -1,6 +1,6 @@
 //! The controller binary. `controller run` turns ContainerCheckpoint requests into
 //! ContainerCheckpointContents for the node daemons and mirrors their results back, and drives
-//! PodCheckpoints and PodMigrations;
+//! PodCheckpoints, PodMigrations and CheckpointPolicies;
 //! `controller crd` prints both CRDs as YAML. With `--webhook-addr` it also serves and
 //! registers the restore admission webhook.
 
@@ -12,9 +12,11 @@ mod leader;
 mod metrics;
 mod placement;
 mod pod;
+mod policy;
 mod readiness;
 mod request;
 mod retention;
+mod shell;
 mod status;
 mod tls;
 mod tls_secret;
@@ -263,13 +265,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             interval,
         ));
     }
-    // The pod-level controllers stop with the process, on the same signal.
+    // The pod-level and policy controllers stop with the process, on the same signal.
     tokio::spawn(pod::run(
         client.clone(),
         ctx.leases.clone(),
         ctx.lease_namespace.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(policy::run(client.clone(), shutdown.clone()));
     tokio::spawn(abandoned::release(
         client.clone(),
         ctx.contents.clone(),

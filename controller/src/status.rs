@@ -262,7 +262,7 @@ pub fn truncated(s: &str, max: usize) -> String {
 
 /// `t` in whole seconds, as the API server keeps times: a status we write then reads back
 /// equal, which lets `Written` forget it once the store shows it.
-fn whole_seconds(t: Timestamp) -> Timestamp {
+pub fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 

@@ -18,12 +18,13 @@ use checkpointing::names::{CONTROLLER_MANAGER, MIGRATION_LABEL};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::controller::Controller;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
-use tracing::{debug, warn};
+use kube::{Api, Client, ResourceExt};
+
+use crate::shell::{log, retry};
 
 /// What the reconciles of both kinds share.
 pub struct Context {
@@ -51,8 +52,8 @@ pub async fn run(
     let checkpoints = Controller::new(Api::<PodCheckpoint>::all(client.clone()), config())
         .owns(Api::<ContainerCheckpoint>::all(client.clone()), config())
         .graceful_shutdown_on(shutdown.clone())
-        .run(shell::reconcile_checkpoint, shell::retry, ctx.clone())
-        .for_each(|result| async move { log(result) });
+        .run(shell::reconcile_checkpoint, retry, ctx.clone())
+        .for_each(|result| async move { log("PodCheckpoint", result) });
     // The restored pods carry the migration's name: their changes reconcile it.
     let restored = watcher::Config::default().labels(MIGRATION_LABEL);
     let migrations = Controller::new(Api::<PodMigration>::all(client.clone()), config())
@@ -62,18 +63,7 @@ pub async fn run(
             Some(ObjectRef::new(&migration).within(&pod.namespace()?))
         })
         .graceful_shutdown_on(shutdown)
-        .run(shell::reconcile_migration, shell::retry, ctx)
-        .for_each(|result| async move { log(result) });
+        .run(shell::reconcile_migration, retry, ctx)
+        .for_each(|result| async move { log("PodMigration", result) });
     futures::join!(checkpoints, migrations);
-}
-
-fn log<K: Resource, E: std::error::Error + 'static>(
-    result: Result<(ObjectRef<K>, Action), controller::Error<E, watcher::Error>>,
-) {
-    match result {
-        Ok((object, _)) => debug!(%object, "reconciled"),
-        // Logged by the error policy; or deleted before its turn.
-        Err(controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_)) => {}
-        Err(error) => warn!(%error, "pod-level controller"),
-    }
 }

@@ -2,7 +2,6 @@
 //! status, tell state changes through Events.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, MigrationPhase,
@@ -14,53 +13,18 @@ use checkpointing::names::{
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use k8s_openapi::serde::Serialize;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::Context;
 use super::checkpoint::{self, needs_pod};
 use super::migration::{self, Action as Step};
-use crate::kube_error::cause;
+use crate::shell::{Error, RETRY, announce, failed, write_status};
 use crate::status::{self, MAX_EVENT_NOTE, truncated};
-
-/// How soon a failed reconcile is tried again.
-const RETRY: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: {}", cause(.source))]
-pub struct Error {
-    what: String,
-    #[source]
-    source: kube::Error,
-}
-
-impl Error {
-    /// The API server's words when it refused the request for good (a 4xx other than a
-    /// conflict or throttling): the same request again cannot succeed.
-    fn refusal(&self) -> Option<&str> {
-        match &self.source {
-            kube::Error::Api(s) if (400..500).contains(&s.code) && !matches!(s.code, 409 | 429) => {
-                Some(&s.message)
-            }
-            _ => None,
-        }
-    }
-}
-
-fn failed(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let what = what.into();
-    move |source| Error { what, source }
-}
-
-pub fn retry<K: ResourceExt>(object: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
-    warn!(%error, name = %object.name_any(), namespace = %object.namespace().unwrap_or_default(), "reconcile failed");
-    Action::requeue(RETRY)
-}
 
 pub async fn reconcile_checkpoint(
     request: Arc<PodCheckpoint>,
@@ -131,10 +95,15 @@ pub async fn reconcile_checkpoint(
     }
     if let Some(status) = plan.status {
         let old = request.status.as_ref().and_then(|s| s.state);
-        write_status(&ctx, request.as_ref(), &status).await?;
+        write_status(&ctx.client, request.as_ref(), &status).await?;
         if let Some(transition) = status::transition(old, status.state) {
             let note = status.message.as_deref().unwrap_or_default();
-            announce(&ctx, request.as_ref(), status::event(transition, note)).await;
+            announce(
+                &ctx.recorder,
+                request.as_ref(),
+                status::event(transition, note),
+            )
+            .await;
         }
     }
     Ok(Action::await_change())
@@ -217,9 +186,9 @@ pub async fn reconcile_migration(
     // planned again from that status if it fails.
     if let Some(status) = &plan.status {
         let old = migration.status.as_ref().and_then(|s| s.phase);
-        write_status(&ctx, migration.as_ref(), status).await?;
+        write_status(&ctx.client, migration.as_ref(), status).await?;
         if old != status.phase {
-            announce(&ctx, migration.as_ref(), phase_event(status)).await;
+            announce(&ctx.recorder, migration.as_ref(), phase_event(status)).await;
         }
     }
     for step in actions {
@@ -236,8 +205,8 @@ pub async fn reconcile_migration(
         };
         let why = truncated(why, MAX_EVENT_NOTE);
         if let Some(status) = migration::copy_refused(&migration, &why, Timestamp::now()).status {
-            write_status(&ctx, migration.as_ref(), &status).await?;
-            announce(&ctx, migration.as_ref(), phase_event(&status)).await;
+            write_status(&ctx.client, migration.as_ref(), &status).await?;
+            announce(&ctx.recorder, migration.as_ref(), phase_event(&status)).await;
         }
         return Ok(Action::requeue(RETRY));
     }
@@ -321,45 +290,6 @@ async fn act(ctx: &Context, namespace: &str, migration: &str, step: &Step) -> Re
         }
     }
     Ok(())
-}
-
-/// Server-side apply of `status` on `object`'s status subresource.
-async fn write_status<K, S>(ctx: &Context, object: &K, status: &S) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + for<'de> k8s_openapi::serde::Deserialize<'de>,
-    S: Serialize,
-{
-    let namespace = object.namespace().unwrap_or_default();
-    let name = object.name_any();
-    let body = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": { "name": name },
-        "status": status,
-    });
-    let apply = PatchParams::apply(CONTROLLER_MANAGER).force();
-    match Api::<K>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(&name, &apply, &Patch::Apply(body))
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Deleted meanwhile: nothing left to report on.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(source) => Err(failed(format!(
-            "writing the status of {} {namespace}/{name}",
-            K::kind(&())
-        ))(source)),
-    }
-}
-
-/// Publishes an Event; a lost one is logged, not retried: the status says it all.
-async fn announce<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, event: Event) {
-    if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
-        warn!(%error, reason = %event.reason, "publishing an Event failed");
-    }
 }
 
 /// The Event of a migration's new phase.

@@ -49,7 +49,7 @@ const GRANTS: &[(&str, &str)] = &[
     ),
     (
         "checkpoint-controller create checkpointing.zacchaeuschok.github.io/podcheckpoints",
-        "migration::* (a PodMigration's PodCheckpoint)",
+        "migration::* (a PodMigration's PodCheckpoint); policy::* (a policy's scheduled ones)",
     ),
     (
         "checkpoint-controller patch checkpointing.zacchaeuschok.github.io/podcheckpoints",
@@ -58,6 +58,22 @@ const GRANTS: &[(&str, &str)] = &[
     (
         "checkpoint-controller patch checkpointing.zacchaeuschok.github.io/podcheckpoints/status",
         "migration::*",
+    ),
+    (
+        "checkpoint-controller delete checkpointing.zacchaeuschok.github.io/podcheckpoints",
+        "policy::a_policy_checkpoints_its_pods_on_schedule_and_keeps_the_newest_two (retention)",
+    ),
+    (
+        "checkpoint-controller list checkpointing.zacchaeuschok.github.io/checkpointpolicies",
+        "policy::*",
+    ),
+    (
+        "checkpoint-controller watch checkpointing.zacchaeuschok.github.io/checkpointpolicies",
+        "policy::*",
+    ),
+    (
+        "checkpoint-controller patch checkpointing.zacchaeuschok.github.io/checkpointpolicies/status",
+        "policy::a_policy_checkpoints_its_pods_on_schedule_and_keeps_the_newest_two",
     ),
     (
         "checkpoint-controller get checkpointing.zacchaeuschok.github.io/podmigrations",
@@ -77,9 +93,12 @@ const GRANTS: &[(&str, &str)] = &[
     ),
     (
         "checkpoint-controller list /pods",
-        "migration::* (the restored pods, by label)",
+        "migration::* (the restored pods, by label); policy::* (the pods a policy selects)",
     ),
-    ("checkpoint-controller watch /pods", "migration::*"),
+    (
+        "checkpoint-controller watch /pods",
+        "migration::*; policy::*",
+    ),
     (
         "checkpoint-controller create /pods",
         "migration::a_two_container_pod_moves_with_both_counters_and_reports_its_downtime (a bare pod's copy)",

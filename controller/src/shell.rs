@@ -1,0 +1,108 @@
+//! What the shells of the leader's own controllers (pod-level requests, policies) share: the
+//! reconcile error and its retry, status writes, Events and the log of each reconcile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use checkpointing::names::CONTROLLER_MANAGER;
+use k8s_openapi::serde::Serialize;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{self, Action};
+use kube::runtime::events::{Event, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{debug, warn};
+
+use crate::kube_error::cause;
+
+/// How soon a failed reconcile is tried again.
+pub const RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {}", cause(.source))]
+pub struct Error {
+    what: String,
+    #[source]
+    source: kube::Error,
+}
+
+impl Error {
+    /// The API server's words when it refused the request for good (a 4xx other than a
+    /// conflict or throttling): the same request again cannot succeed.
+    pub fn refusal(&self) -> Option<&str> {
+        match &self.source {
+            kube::Error::Api(s) if (400..500).contains(&s.code) && !matches!(s.code, 409 | 429) => {
+                Some(&s.message)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The error of a failed `what` (e.g. "reading Pod ns/name").
+pub fn failed(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error { what, source }
+}
+
+pub fn retry<K: ResourceExt, C>(object: Arc<K>, error: &Error, _: Arc<C>) -> Action {
+    warn!(%error, name = %object.name_any(), namespace = %object.namespace().unwrap_or_default(), "reconcile failed");
+    Action::requeue(RETRY)
+}
+
+/// Server-side apply of `status` on `object`'s status subresource.
+pub async fn write_status<K, S>(client: &Client, object: &K, status: &S) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + for<'de> k8s_openapi::serde::Deserialize<'de>,
+    S: Serialize,
+{
+    let namespace = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "name": name },
+        "status": status,
+    });
+    let apply = PatchParams::apply(CONTROLLER_MANAGER).force();
+    match Api::<K>::namespaced(client.clone(), &namespace)
+        .patch_status(&name, &apply, &Patch::Apply(body))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: nothing left to report on.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(failed(format!(
+            "writing the status of {} {namespace}/{name}",
+            K::kind(&())
+        ))(source)),
+    }
+}
+
+/// Publishes an Event; a lost one is logged, not retried: the status says it all.
+pub async fn announce<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    object: &K,
+    event: Event,
+) {
+    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
+        warn!(%error, reason = %event.reason, "publishing an Event failed");
+    }
+}
+
+/// Logs the outcome of one reconcile of controller `which`.
+pub fn log<K: Resource, E: std::error::Error + 'static>(
+    which: &'static str,
+    result: Result<(ObjectRef<K>, Action), controller::Error<E, watcher::Error>>,
+) {
+    match result {
+        Ok((object, _)) => debug!(%object, "reconciled"),
+        // Logged by the error policy; or deleted before its turn.
+        Err(controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_)) => {}
+        Err(error) => warn!(%error, controller = which, "controller"),
+    }
+}
