@@ -154,6 +154,10 @@ pub const POLICY_LABEL: &str = "checkpointing.zacchaeuschok.github.io/policy";
 /// fits a label value, 63 characters; the policy itself goes by `spec.podName`).
 pub const POLICY_POD_LABEL: &str = "checkpointing.zacchaeuschok.github.io/pod";
 
+/// Label on a PodMigration or PodCheckpoint the controller started for an eviction of a pod a
+/// CheckpointPolicy protects, naming that pod's UID.
+pub const EVICTION_LABEL: &str = "checkpointing.zacchaeuschok.github.io/evicted-pod";
+
 /// Pod annotation listing (comma-separated) the emptyDir volumes a checkpoint leaves behind;
 /// every other emptyDir a checkpointed container mounts travels with it.
 pub const SKIP_VOLUMES_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/skip-volumes";

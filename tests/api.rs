@@ -86,7 +86,7 @@ fn seed_pod_samples_pin_nodes_and_name_the_checkpoint() {
 fn policy_sample_deserializes() {
     let policy: CheckpointPolicy =
         serde_saphyr::from_str(&repo_file("samples/checkpoint-policy.yaml")).unwrap();
-    assert_eq!(policy.spec.schedule.interval_seconds, 900);
+    assert_eq!(policy.spec.schedule.map(|s| s.interval_seconds), Some(900));
     assert_eq!(policy.spec.retention.keep_newest, 4);
     assert_eq!(policy.spec.retention.ttl_seconds, Some(86_400));
     let labels = policy.spec.selector.match_labels.unwrap();

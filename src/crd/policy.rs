@@ -43,6 +43,7 @@ pub const MAX_LISTED_PODS: usize = 1000;
     printcolumn = r#"{"name":"Selected pods","type":"integer","jsonPath":".status.selectedPods"}"#,
     printcolumn = r#"{"name":"Interval","type":"integer","jsonPath":".spec.schedule.intervalSeconds"}"#,
     printcolumn = r#"{"name":"Keep","type":"integer","jsonPath":".spec.retention.keepNewest"}"#,
+    printcolumn = r#"{"name":"On eviction","type":"string","jsonPath":".spec.onEviction"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message","priority":1}"#
 )]
@@ -51,8 +52,9 @@ pub struct CheckpointPolicySpec {
     /// The running pods of this namespace to checkpoint. An empty selector picks every pod.
     #[schemars(schema_with = "selector_schema")]
     pub selector: LabelSelector,
-    /// When each selected pod is checkpointed.
-    pub schedule: ScheduleSpec,
+    /// When each selected pod is checkpointed; unset, only on eviction (`onEviction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSpec>,
     /// Which of each pod's checkpoints are kept (the newest 3 when unset).
     #[serde(default)]
     pub retention: RetentionSpec,
@@ -69,6 +71,19 @@ pub struct CheckpointPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<i64>,
+    /// What an eviction of a selected pod (`kubectl drain`, the Eviction API) does first:
+    /// `Migrate` moves the pod to another node and only then lets it go from this one;
+    /// `Checkpoint` takes a PodCheckpoint before the eviction proceeds. Unset: the eviction
+    /// proceeds as for any pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_eviction: Option<OnEviction>,
+}
+
+/// See `CheckpointPolicySpec::on_eviction`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OnEviction {
+    Migrate,
+    Checkpoint,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -4,6 +4,8 @@
 //! only, beside the pod-level controllers.
 
 mod plan;
+
+pub use plan::checkpoint;
 mod shell;
 
 use std::collections::BTreeMap;

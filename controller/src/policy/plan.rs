@@ -82,7 +82,8 @@ pub fn checkpoint_name(policy: &str, pod: &str, slot: i64) -> String {
 
 /// The spec's numbers, within their bounds whatever an older CRD let through.
 struct Rules {
-    interval: SignedDuration,
+    /// None: no schedule, the policy acts on evictions alone.
+    interval: Option<SignedDuration>,
     keep_newest: usize,
     ttl: Option<SignedDuration>,
 }
@@ -90,16 +91,18 @@ struct Rules {
 impl Rules {
     fn of(policy: &CheckpointPolicy) -> Self {
         let spec = &policy.spec;
-        let interval = spec
-            .schedule
-            .interval_seconds
-            .clamp(MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS);
+        let interval = spec.schedule.as_ref().map(|s| {
+            SignedDuration::from_secs(
+                s.interval_seconds
+                    .clamp(MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS),
+            )
+        });
         let keep = spec
             .retention
             .keep_newest
             .clamp(MIN_KEEP_NEWEST, MAX_KEEP_NEWEST);
         Self {
-            interval: SignedDuration::from_secs(interval),
+            interval,
             keep_newest: usize::try_from(keep).unwrap_or(1),
             ttl: spec
                 .retention
@@ -240,28 +243,10 @@ fn schedule(
                 "checkpoint of pod {pod:?} failed: PodCheckpoint {error}"
             ));
         }
-        let due_at = newest.map(|pc| later(created(pc), rules.interval));
         let settled = newest.is_none_or(|pc| state(pc).is_some_and(CheckpointState::is_final));
-        let next_due = match due_at {
-            Some(at) if !(settled && at <= o.now) => {
-                // Not due yet, or waiting for the attempt in flight (its change wakes us).
-                if settled {
-                    wake.push(at);
-                }
-                at
-            }
-            _ => {
-                // The slot's start names the PodCheckpoint: the due time after an attempt, else
-                // the current interval on the epoch's grid, so a retry finds its own.
-                let interval = rules.interval.as_secs();
-                let slot =
-                    due_at.map_or(o.now.as_second() / interval * interval, |at| at.as_second());
-                create.push(checkpoint(o.policy, &pod, slot));
-                let next = later(whole_seconds(o.now), rules.interval);
-                wake.push(next);
-                next
-            }
-        };
+        let next_due = rules
+            .interval
+            .map(|every| due(o, pod.as_str(), newest, every, settled, &mut create, wake));
         let last = list
             .iter()
             .find(|pc| state(pc) == Some(CheckpointState::Completed));
@@ -269,17 +254,23 @@ fn schedule(
             pod,
             last_checkpoint: last.map(|pc| pc.name_any()),
             last_checkpoint_time: last.and_then(|pc| pc.metadata.creation_timestamp.clone()),
-            next_due: Some(Time(next_due)),
+            next_due: next_due.map(Time),
             last_error,
         });
     }
     let failing = entries.iter().filter(|e| e.last_error.is_some()).count();
-    let mut message = format!(
-        "checkpointing {} every {}s, keeping the newest {} of each",
-        pods_in_words(running.len()),
-        rules.interval.as_secs(),
-        rules.keep_newest
-    );
+    let mut message = match rules.interval {
+        Some(interval) => format!(
+            "checkpointing {} every {}s, keeping the newest {} of each",
+            pods_in_words(running.len()),
+            interval.as_secs(),
+            rules.keep_newest
+        ),
+        None => format!(
+            "{} selected, checkpointed only when evicted",
+            pods_in_words(running.len())
+        ),
+    };
     if failing > 0 {
         message.push_str(&format!(
             "; the newest checkpoint of {} failed (status.pods[].lastError)",
@@ -299,6 +290,39 @@ fn schedule(
     (status, create)
 }
 
+/// When `pod` (whose newest attempt is `newest`, final if `settled`) is next due on a schedule
+/// of `interval`; a pod due now gets its PodCheckpoint in `create`.
+fn due(
+    o: &Observed,
+    pod: &str,
+    newest: Option<&&PodCheckpoint>,
+    interval: SignedDuration,
+    settled: bool,
+    create: &mut Vec<PodCheckpoint>,
+    wake: &mut Vec<Timestamp>,
+) -> Timestamp {
+    let due_at = newest.map(|pc| later(created(pc), interval));
+    match due_at {
+        Some(at) if !(settled && at <= o.now) => {
+            // Not due yet, or waiting for the attempt in flight (its change wakes us).
+            if settled {
+                wake.push(at);
+            }
+            at
+        }
+        _ => {
+            // The slot's start names the PodCheckpoint: the due time after an attempt, else
+            // the current interval on the epoch's grid, so a retry finds its own.
+            let seconds = interval.as_secs();
+            let slot = due_at.map_or(o.now.as_second() / seconds * seconds, |at| at.as_second());
+            create.push(checkpoint(o.policy, pod, slot));
+            let next = later(whole_seconds(o.now), interval);
+            wake.push(next);
+            next
+        }
+    }
+}
+
 fn pods_in_words(n: usize) -> String {
     if n == 1 {
         "1 pod".to_owned()
@@ -315,7 +339,7 @@ fn is_running(pod: &Pod) -> bool {
 
 /// The PodCheckpoint of `pod` for `slot`, labelled with the policy (and pod). No owner
 /// reference: deleting the policy leaves the checkpoints, which are the user's data.
-fn checkpoint(policy: &CheckpointPolicy, pod: &str, slot: i64) -> PodCheckpoint {
+pub fn checkpoint(policy: &CheckpointPolicy, pod: &str, slot: i64) -> PodCheckpoint {
     let name = policy.name_any();
     let spec = &policy.spec;
     let mut pc = PodCheckpoint::new(

@@ -28,6 +28,9 @@ pub const CONFIGURATION_NAME: &str = "checkpointing-restore";
 pub const WEBHOOK_NAME: &str = "restore.checkpointing.zacchaeuschok.github.io";
 /// Name of its webhook for the new pods of workloads, one of which may replace a migrating pod.
 pub const MIGRATION_WEBHOOK_NAME: &str = "migrate.checkpointing.zacchaeuschok.github.io";
+/// Name of its webhook for evictions, which a CheckpointPolicy may make migrate or checkpoint
+/// a pod first.
+pub const EVICTION_WEBHOOK_NAME: &str = "evict.checkpointing.zacchaeuschok.github.io";
 /// Default Service name in front of the controller's webhook port.
 pub const DEFAULT_SERVICE_NAME: &str = "checkpoint-controller-webhook";
 
@@ -49,7 +52,8 @@ pub enum Endpoint {
 /// carry our annotations or one of the `checkpoints` images, failing closed: the match
 /// condition keeps every other pod away, so a controller outage never blocks ordinary pods,
 /// while a restore (or a checkpoint image) is never admitted unchecked. And the creates of
-/// workload pods without them, failing open, for migrations.
+/// workload pods without them, failing open, for migrations; and evictions, failing open, for
+/// the pods a CheckpointPolicy protects.
 pub fn configuration(
     endpoint: &Endpoint,
     ca_pem: &str,
@@ -118,6 +122,15 @@ pub fn configuration(
                     ),
                 }]),
                 ..webhook(MIGRATION_WEBHOOK_NAME, &client_config)
+            },
+            MutatingWebhook {
+                // Ignore: a controller that is down must not stop node maintenance; a
+                // protected pod is then evicted as any pod. NoneOnDryRun: a real eviction may
+                // start a PodMigration or PodCheckpoint, a dry run starts nothing.
+                failure_policy: Some("Ignore".to_owned()),
+                rules: Some(vec![pod_rule(&["CREATE"], "pods/eviction")]),
+                side_effects: "NoneOnDryRun".to_owned(),
+                ..webhook(EVICTION_WEBHOOK_NAME, &client_config)
             },
         ]),
     }

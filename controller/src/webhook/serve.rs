@@ -38,7 +38,7 @@ use super::admission::{
 };
 use super::eligible::Asked;
 use super::guard::{self, CheckpointImages};
-use super::{replacement, workload};
+use super::{evict, replacement, workload};
 use crate::kube_error::cause;
 use crate::metrics::Metrics;
 use placement::{placement, set_affinity};
@@ -47,7 +47,7 @@ use placement::{placement, set_affinity};
 pub const PATH: &str = "/mutate";
 /// How long our look-ups may take: under the registration's timeout (5 s), so a slow API
 /// server yields our clear denial rather than the API server's bare timeout.
-const LOOKUP_BUDGET: Duration = Duration::from_secs(4);
+pub(super) const LOOKUP_BUDGET: Duration = Duration::from_secs(4);
 /// Largest AdmissionReview accepted (a pod is far smaller; the API server caps objects at 3 MiB).
 const MAX_BODY: usize = 8 << 20;
 
@@ -83,22 +83,13 @@ enum Verdict {
 }
 
 async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
-    let request = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|review| {
-            let request: Result<AdmissionRequest<DynamicObject>, _> = review.try_into();
-            request.map_err(|e| e.to_string())
-        }) {
+    let request = match read_review(&body) {
         Ok(request) => request,
-        Err(error) => {
-            warn!(%error, "unreadable AdmissionReview");
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("not an AdmissionReview with a request: {error}\n"),
-            )
-                .into_response();
-        }
+        Err(refused) => return *refused,
     };
+    if request.sub_resource.as_deref() == Some("eviction") {
+        return evict::evict(&webhook, &request).await;
+    }
     let verdict = admit(&webhook, &request).await;
     let pod = request.name.as_str();
     let namespace = request.namespace.as_deref().unwrap_or_default();
@@ -153,6 +144,32 @@ async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
             response.result.reason = reason.to_owned();
         }
     }
+    answer(response)
+}
+
+/// The request of the AdmissionReview in `body`, or the 400 answer, logged.
+fn read_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Box<Response>> {
+    serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
+        .map_err(|e| e.to_string())
+        .and_then(|review| {
+            review
+                .try_into()
+                .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| e.to_string())
+        })
+        .map_err(|error| {
+            warn!(%error, "unreadable AdmissionReview");
+            Box::new(
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("not an AdmissionReview with a request: {error}\n"),
+                )
+                    .into_response(),
+            )
+        })
+}
+
+/// `response` as the AdmissionReview the API server reads.
+pub(super) fn answer(response: AdmissionResponse) -> Response {
     match serde_json::to_vec(&response.into_review()) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),

@@ -39,8 +39,8 @@ pub use counter::{
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 pub use migration::{
-    counter_deployment, counter_template, migrate, migration_outcome, migration_request,
-    running_pod, two_counter_pod, values_at_checkpoint, wait_migration,
+    app_pods, assert_moved, counter_deployment, counter_template, migrate, migration_outcome,
+    migration_request, node_of, running_pod, two_counter_pod, values_at_checkpoint, wait_migration,
 };
 pub use product::{
     CONTROLLER_DEPLOYMENT, CONTROLLER_LEASE, CONTROLLER_NAMESPACE, CONTROLLER_SELECTOR,

@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
-use crate::{Testbed, counter_pod, eventually, value_at_checkpoint};
+use crate::{
+    Testbed, assert_container_resumes, counter_pod, eventually, value_at_checkpoint, wait_running,
+};
 
 /// The seed's counter twice over (`counter`, `counter2`), pinned to `node`.
 pub fn two_counter_pod(name: &str, node: &str) -> Pod {
@@ -138,4 +140,66 @@ pub async fn values_at_checkpoint(
         values.push((container.name, value));
     }
     values
+}
+
+/// The running pods labelled `app=<app>`, once there are `n`.
+pub async fn app_pods(client: &kube::Client, ns: &str, app: &str, n: usize) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    eventually(
+        &format!("{n} running pods of {app}"),
+        Duration::from_secs(120),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={app}")))
+                .await
+                .ok()?;
+            let running: Vec<Pod> = list
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+                .collect();
+            (running.len() == n).then_some(running)
+        },
+    )
+    .await
+}
+
+pub fn node_of(pod: &Pod) -> String {
+    pod.spec.as_ref().unwrap().node_name.clone().unwrap()
+}
+
+/// Asserts the migration succeeded into a pod on `target` (any node but the source's when
+/// `None`) and every checkpointed container of it counts on from its checkpoint; returns the
+/// restored pod.
+pub async fn assert_moved(
+    tb: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    pm: &PodMigration,
+    target: Option<&str>,
+) -> Pod {
+    let (phase, message) = migration_outcome(pm);
+    assert_eq!(phase, MigrationPhase::Succeeded, "{message}");
+    let status = pm.status.as_ref().unwrap();
+    assert!(
+        status.downtime_milliseconds.is_some_and(|d| d > 0),
+        "{status:?}"
+    );
+    let restored = wait_running(client, ns, status.restored_pod.as_deref().unwrap()).await;
+    let landed = node_of(&restored);
+    assert_eq!(status.target_node.as_deref(), Some(landed.as_str()));
+    match target {
+        Some(target) => assert_eq!(landed, target),
+        None => assert_ne!(Some(landed.as_str()), status.source_node.as_deref()),
+    }
+    let name = pm.metadata.name.as_deref().unwrap();
+    let values = values_at_checkpoint(tb, client, ns, name).await;
+    assert!(!values.is_empty());
+    for (container, value) in values {
+        assert_container_resumes(tb, ns, &restored, &container, value).await;
+    }
+    restored
 }

@@ -189,6 +189,18 @@ const GRANTS: &[(&str, &str)] = &[
         "registries::a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it (the copy noded reads)",
     ),
     (
+        "checkpoint-controller create checkpointing.zacchaeuschok.github.io/podmigrations",
+        "drain::a_drain_migrates_the_pods_a_policy_protects_and_evicts_the_others",
+    ),
+    (
+        "checkpoint-controller list policy/poddisruptionbudgets",
+        "drain::a_drain_waits_for_a_budget_that_allows_no_disruption",
+    ),
+    (
+        "checkpoint-controller get /nodes",
+        "drain::a_drain_migrates_the_pods_a_policy_protects_and_evicts_the_others (its StatefulSet pod)",
+    ),
+    (
         "checkpoint-controller-credentials list /secrets",
         "secrets::a_credentials_copy_no_content_names_is_swept",
     ),

@@ -4,78 +4,21 @@
 
 use std::time::Duration;
 
-use checkpointing::crd::{MigrationPhase, PodMigration};
+use checkpointing::crd::MigrationPhase;
 use checkpointing::names::SKIP_VOLUMES_ANNOTATION;
 use e2e::{
-    TestNamespace, Testbed, assert_container_resumes, assert_file_resumes, counter_deployment,
+    TestNamespace, Testbed, app_pods, assert_file_resumes, assert_moved, counter_deployment,
     counter_log, counter_pod, counter_template, eventually, migrate, migration_outcome,
-    migration_request, run_pod, two_counter_pod, values_at_checkpoint, wait_running,
+    migration_request, node_of, run_pod, two_counter_pod, values_at_checkpoint,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 /// The one node of node1 and node2 that `node` is not: where a workload's pod moves.
 fn other(node: &str) -> &'static str {
     if node == "node1" { "node2" } else { "node1" }
-}
-
-/// The running pods labelled `app=<app>`, once there are `n`.
-async fn app_pods(client: &kube::Client, ns: &str, app: &str, n: usize) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    eventually(
-        &format!("{n} running pods of {app}"),
-        Duration::from_secs(120),
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels(&format!("app={app}")))
-                .await
-                .ok()?;
-            let running: Vec<Pod> = list
-                .items
-                .into_iter()
-                .filter(|p| {
-                    p.metadata.deletion_timestamp.is_none()
-                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                })
-                .collect();
-            (running.len() == n).then_some(running)
-        },
-    )
-    .await
-}
-
-fn node_of(pod: &Pod) -> String {
-    pod.spec.as_ref().unwrap().node_name.clone().unwrap()
-}
-
-/// Asserts the migration succeeded into a pod on `target` and every checkpointed container of
-/// it counts on from its checkpoint; returns the restored pod.
-async fn assert_moved(
-    tb: &Testbed,
-    client: &kube::Client,
-    ns: &str,
-    pm: &PodMigration,
-    target: &str,
-) -> Pod {
-    let (phase, message) = migration_outcome(pm);
-    assert_eq!(phase, MigrationPhase::Succeeded, "{message}");
-    let status = pm.status.as_ref().unwrap();
-    assert!(
-        status.downtime_milliseconds.is_some_and(|d| d > 0),
-        "{status:?}"
-    );
-    assert_eq!(status.target_node.as_deref(), Some(target));
-    let restored = wait_running(client, ns, status.restored_pod.as_deref().unwrap()).await;
-    assert_eq!(node_of(&restored), target);
-    let name = pm.metadata.name.as_deref().unwrap();
-    let values = values_at_checkpoint(tb, client, ns, name).await;
-    assert!(!values.is_empty());
-    for (container, value) in values {
-        assert_container_resumes(tb, ns, &restored, &container, value).await;
-    }
-    restored
 }
 
 #[tokio::test]
@@ -93,7 +36,7 @@ async fn a_two_container_pod_moves_with_both_counters_and_reports_its_downtime()
         migration_request("move-pair", "pair", Some("node2")),
     )
     .await;
-    let restored = assert_moved(&tb, &client, ns, &pm, "node2").await;
+    let restored = assert_moved(&tb, &client, ns, &pm, Some("node2")).await;
     // Both containers, restored from one PodCheckpoint.
     let containers: Vec<_> = restored
         .spec
@@ -184,7 +127,7 @@ async fn a_pods_empty_dir_data_travels_and_is_in_place_before_its_processes_resu
         migration_request("move-writer", "writer", Some("node2")),
     )
     .await;
-    let restored = assert_moved(&tb, &client, ns, &pm, "node2").await;
+    let restored = assert_moved(&tb, &client, ns, &pm, Some("node2")).await;
     let name = restored.metadata.name.clone().unwrap();
     // Both counters went on (assert_moved); the files are the writer's.
     let values = values_at_checkpoint(&tb, &client, ns, "move-writer").await;
@@ -233,7 +176,7 @@ async fn a_statefulset_pod_moves_under_its_name_and_owner() {
         migration_request("move-web", "web-0", Some(target)),
     )
     .await;
-    let restored = assert_moved(&tb, &client, ns, &pm, target).await;
+    let restored = assert_moved(&tb, &client, ns, &pm, Some(target)).await;
     assert_eq!(
         restored.metadata.name.as_deref(),
         Some("web-0"),
@@ -268,7 +211,7 @@ async fn a_deployment_pod_moves_and_the_other_replica_is_untouched() {
         migration_request("move-api", &moving_name, Some(target)),
     )
     .await;
-    let restored = assert_moved(&tb, &client, ns, &pm, target).await;
+    let restored = assert_moved(&tb, &client, ns, &pm, Some(target)).await;
     let owner = |p: &Pod| p.metadata.owner_references.as_ref().unwrap()[0].uid.clone();
     assert_eq!(
         owner(&restored),

@@ -16,9 +16,9 @@ fn policy(interval: i64, keep_newest: u32, ttl_seconds: Option<i64>) -> Checkpoi
         "nightly",
         CheckpointPolicySpec {
             selector: LabelSelector::default(),
-            schedule: ScheduleSpec {
+            schedule: Some(ScheduleSpec {
                 interval_seconds: interval,
-            },
+            }),
             retention: RetentionSpec {
                 keep_newest,
                 ttl_seconds,
@@ -29,6 +29,7 @@ fn policy(interval: i64, keep_newest: u32, ttl_seconds: Option<i64>) -> Checkpoi
             }),
             containers: vec!["counter".into()],
             timeout_seconds: Some(30),
+            on_eviction: None,
         },
     );
     p.metadata.namespace = Some("default".into());
@@ -378,4 +379,22 @@ fn a_policy_being_deleted_does_nothing() {
     p.metadata.deletion_timestamp = Some(Time(now()));
     let plan = observe(&p, &[pod_in("app", "Running")], &[]);
     assert!(plan.create.is_empty() && plan.delete.is_empty() && plan.status.is_none());
+}
+
+#[test]
+fn a_policy_without_a_schedule_takes_no_checkpoint_but_keeps_retention() {
+    let mut p = policy(HOUR, 1, None);
+    p.spec.schedule = None;
+    let pods = [pod_in("app", "Running")];
+    let checkpoints = [
+        attempt("old", "app", 3 * HOUR, Completed),
+        attempt("new", "app", HOUR, Completed),
+    ];
+    let plan = observe(&p, &pods, &checkpoints);
+    assert!(plan.create.is_empty(), "only evictions take its checkpoints");
+    assert_eq!(deleted(&plan), ["old"], "retention still applies");
+    assert_eq!(entry(&plan).next_due, None);
+    assert_eq!(entry(&plan).last_checkpoint.as_deref(), Some("new"));
+    let message = plan.status.unwrap().message.unwrap();
+    assert!(message.contains("only when evicted"), "{message}");
 }

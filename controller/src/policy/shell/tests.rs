@@ -28,9 +28,9 @@ fn policy() -> CheckpointPolicy {
         "nightly",
         CheckpointPolicySpec {
             selector: serde_json::from_value(json!({"matchLabels": {"app": "counter"}})).unwrap(),
-            schedule: ScheduleSpec {
+            schedule: Some(ScheduleSpec {
                 interval_seconds: 3600,
-            },
+            }),
             retention: RetentionSpec {
                 keep_newest: 1,
                 ttl_seconds: None,
@@ -38,6 +38,7 @@ fn policy() -> CheckpointPolicy {
             registry: None,
             containers: Vec::new(),
             timeout_seconds: None,
+            on_eviction: None,
         },
     );
     p.metadata.namespace = Some("default".into());

@@ -1,0 +1,293 @@
+//! `kubectl drain` of a node with pods a CheckpointPolicy protects (`onEviction: Migrate`):
+//! each protected pod (bare, a Deployment's, a StatefulSet's) moves to another node and counts
+//! on, a pod of no policy is evicted as usual, and the drain completes with kubectl's usual
+//! flags. A PodDisruptionBudget that allows no disruption holds the drain, which says why,
+//! until it allows one.
+
+use std::process::Output;
+use std::time::Duration;
+
+use checkpointing::crd::PodMigration;
+use checkpointing::names::EVICTION_LABEL;
+use e2e::{
+    TestNamespace, Testbed, app_pods, assert_moved, counter_log, counter_pod, counter_template,
+    eventually, node_of, run_pod, wait_migration,
+};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
+
+const NODE: &str = "node1";
+
+/// Uncordons `NODE` when the test ends, however it ends: the other tests schedule there.
+struct Cordoned<'a>(&'a Testbed);
+
+impl Drop for Cordoned<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kubectl(&["uncordon", NODE]);
+    }
+}
+
+/// `kubectl drain NODE` of this test's pods alone (`--pod-selector`), with the flags any drain
+/// of a node with bare pods and emptyDirs takes.
+fn drain(tb: &Testbed, ns: &str, timeout: &str) -> Output {
+    let selector = format!("drain-test={ns}");
+    tb.kubectl(&[
+        "drain",
+        NODE,
+        "--ignore-daemonsets",
+        "--force",
+        "--delete-emptydir-data",
+        "--pod-selector",
+        &selector,
+        "--timeout",
+        timeout,
+    ])
+}
+
+/// A workload's pod template: the seed's counter, labelled for this test, placed on `NODE`
+/// when it may be (preferred), never on node3 (the fault tests break it).
+fn template(app: &str, ns: &str, protected: bool) -> Value {
+    let mut pod = counter_template(app);
+    pod["metadata"]["labels"]["drain-test"] = json!(ns);
+    if protected {
+        pod["metadata"]["labels"]["protect"] = json!("yes");
+    }
+    pod["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] = json!([
+        {"weight": 100, "preference": {"matchFields": [
+            {"key": "metadata.name", "operator": "In", "values": [NODE]}
+        ]}}
+    ]);
+    pod
+}
+
+async fn create<K>(client: &kube::Client, ns: &str, object: Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + k8s_openapi::serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let object: K = serde_json::from_value(object).unwrap();
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("creating {object:?}: {e}"));
+}
+
+/// The policy that protects the pods labelled `protect=yes`: no schedule, migrate on eviction.
+async fn protect(client: &kube::Client, ns: &str) {
+    create::<checkpointing::crd::CheckpointPolicy>(
+        client,
+        ns,
+        json!({
+            "metadata": {"name": "protect"},
+            "spec": {"selector": {"matchLabels": {"protect": "yes"}}, "onEviction": "Migrate"},
+        }),
+    )
+    .await;
+}
+
+/// The finished migration the drain started for the pod `pod` was.
+async fn eviction_migration(client: &kube::Client, ns: &str, pod: &Pod) -> PodMigration {
+    let uid = pod.metadata.uid.clone().unwrap();
+    let api: Api<PodMigration> = Api::namespaced(client.clone(), ns);
+    let label = format!("{EVICTION_LABEL}={uid}");
+    let list = api
+        .list(&ListParams::default().labels(&label))
+        .await
+        .unwrap();
+    let [m] = &list.items[..] else {
+        panic!(
+            "one migration for {:?}: {:?}",
+            pod.metadata.name, list.items
+        );
+    };
+    wait_migration(client, ns, m.metadata.name.as_deref().unwrap()).await
+}
+
+#[tokio::test]
+async fn a_drain_migrates_the_pods_a_policy_protects_and_evicts_the_others() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "drain").await;
+    let ns = ns.name.as_str();
+    let client = tb.client().await;
+    protect(&client, ns).await;
+    let mut bare = counter_pod("bare", NODE, 1);
+    bare.metadata.labels = Some(
+        [
+            ("drain-test".to_owned(), ns.to_owned()),
+            ("protect".to_owned(), "yes".to_owned()),
+        ]
+        .into(),
+    );
+    let bare = run_pod(&client, ns, bare).await;
+    for (app, protected) in [("web", true), ("plain", false)] {
+        create::<Deployment>(
+            &client,
+            ns,
+            json!({
+                "metadata": {"name": app},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": app}},
+                    "template": template(app, ns, protected),
+                },
+            }),
+        )
+        .await;
+    }
+    create::<StatefulSet>(
+        &client,
+        ns,
+        json!({
+            "metadata": {"name": "db"},
+            "spec": {
+                "replicas": 1,
+                "serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": template("db", ns, true),
+            },
+        }),
+    )
+    .await;
+    let mut sources = vec![bare];
+    for app in ["web", "db", "plain"] {
+        sources.extend(app_pods(&client, ns, app, 1).await);
+    }
+    for pod in &sources {
+        assert_eq!(
+            node_of(pod),
+            NODE,
+            "{:?} starts on {NODE}",
+            pod.metadata.name
+        );
+        let name = pod.metadata.name.as_deref().unwrap();
+        counter_log(&tb, ns, name, 2, Duration::from_secs(60)).await;
+    }
+
+    let _uncordon = Cordoned(&tb);
+    let out = drain(&tb, ns, "300s");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "the drain completes: {said}");
+    // kubectl says what held it: the protected pods' migrations.
+    assert!(said.contains("PodMigration"), "{said}");
+
+    for source in &sources[..3] {
+        let pm = eviction_migration(&client, ns, source).await;
+        assert_moved(&tb, &client, ns, &pm, None).await;
+    }
+    // The unprotected pod was evicted, not moved: its Deployment's new pod starts afresh.
+    let plain = &sources[3];
+    let migrations: Api<PodMigration> = Api::namespaced(client.clone(), ns);
+    let label = format!(
+        "{EVICTION_LABEL}={}",
+        plain.metadata.uid.as_deref().unwrap()
+    );
+    let none = migrations.list(&ListParams::default().labels(&label)).await;
+    assert!(none.unwrap().items.is_empty(), "no migration of plain");
+    let [fresh] = &app_pods(&client, ns, "plain", 1).await[..] else {
+        unreachable!()
+    };
+    assert_ne!(fresh.metadata.uid, plain.metadata.uid);
+    assert_ne!(node_of(fresh), NODE);
+    let name = fresh.metadata.name.as_deref().unwrap();
+    let values = counter_log(&tb, ns, name, 1, Duration::from_secs(60)).await;
+    assert_eq!(values[0], 0, "a plain eviction starts over");
+    // Nothing of this test is left on the drained node.
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let on_node: Vec<String> = pods
+        .items
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert!(on_node.is_empty(), "left on {NODE}: {on_node:?}");
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_a_budget_that_allows_no_disruption() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "drain-budget").await;
+    let ns = ns.name.as_str();
+    let client = tb.client().await;
+    protect(&client, ns).await;
+    create::<Deployment>(
+        &client,
+        ns,
+        json!({
+            "metadata": {"name": "guarded"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "guarded"}},
+                "template": template("guarded", ns, true),
+            },
+        }),
+    )
+    .await;
+    create::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(
+        &client,
+        ns,
+        json!({
+            "metadata": {"name": "guarded"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}},
+        }),
+    )
+    .await;
+    let [source] = &app_pods(&client, ns, "guarded", 1).await[..] else {
+        unreachable!()
+    };
+    assert_eq!(node_of(source), NODE);
+    let name = source.metadata.name.as_deref().unwrap();
+    counter_log(&tb, ns, name, 2, Duration::from_secs(60)).await;
+
+    let _uncordon = Cordoned(&tb);
+    let out = drain(&tb, ns, "30s");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the budget holds the drain: {said}");
+    assert!(
+        said.contains("PodDisruptionBudget \"guarded\""),
+        "the drain says why: {said}"
+    );
+    // The pod runs on where it was, untouched.
+    let [still] = &app_pods(&client, ns, "guarded", 1).await[..] else {
+        unreachable!()
+    };
+    assert_eq!(still.metadata.uid, source.metadata.uid);
+
+    // The budget allows one disruption: the drain goes on and the pod moves.
+    let budgets: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(client.clone(), ns);
+    let patch = json!({"spec": {"minAvailable": 0}});
+    budgets
+        .patch(
+            "guarded",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the budget to allow a disruption",
+        Duration::from_secs(60),
+        || async {
+            let b = budgets.get("guarded").await.ok()?;
+            (b.status?.disruptions_allowed > 0).then_some(())
+        },
+    )
+    .await;
+    let out = drain(&tb, ns, "300s");
+    assert!(
+        out.status.success(),
+        "the drain completes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pm = eviction_migration(&client, ns, source).await;
+    assert_moved(&tb, &client, ns, &pm, None).await;
+}
