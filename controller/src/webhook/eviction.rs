@@ -322,14 +322,15 @@ fn start(
         }
     };
     let what = match action {
-        OnEviction::Migrate => "to move it to another node",
-        OnEviction::Checkpoint => "to checkpoint it first",
+        OnEviction::Migrate => "moves it to another node",
+        OnEviction::Checkpoint => "checkpoints it first",
     };
+    // Present tense: a dry run answers the same, starting nothing.
     Decision::Wait {
         message: format!(
             "pod {pod:?} on node {node} is protected by CheckpointPolicy {policy_name:?}: \
-             started {kind} {name:?} {what} (attempt {n} of {MAX_ATTEMPTS}); the eviction \
-             completes when it is done"
+             {kind} {name:?} {what} (attempt {n} of {MAX_ATTEMPTS}); the eviction completes \
+             when it is done"
         ),
         start: Some(start),
     }
