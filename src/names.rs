@@ -158,6 +158,14 @@ pub const POLICY_POD_LABEL: &str = "checkpointing.zacchaeuschok.github.io/pod";
 /// CheckpointPolicy protects, naming that pod's UID.
 pub const EVICTION_LABEL: &str = "checkpointing.zacchaeuschok.github.io/evicted-pod";
 
+/// Label on a PodMigration the controller started to restore a pod whose node is lost (a
+/// CheckpointPolicy's `onNodeLoss`), naming that pod's UID.
+pub const LOST_POD_LABEL: &str = "checkpointing.zacchaeuschok.github.io/lost-pod";
+
+/// The taint an administrator puts on a node that is shut down for good (Kubernetes'
+/// non-graceful node shutdown): its pods are gone.
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+
 /// Pod annotation listing (comma-separated) the emptyDir volumes a checkpoint leaves behind;
 /// every other emptyDir a checkpointed container mounts travels with it.
 pub const SKIP_VOLUMES_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/skip-volumes";

@@ -110,6 +110,18 @@ struct RunArgs {
             .range(abandoned::MIN_AFTER_SECONDS..=abandoned::MAX_AFTER_SECONDS)
     )]
     release_abandoned_after_seconds: u64,
+    /// A node that has not been Ready this long is lost: the pods CheckpointPolicies restore
+    /// on node loss (`onNodeLoss: Restore`, StatefulSets' pods excepted: they wait for the
+    /// out-of-service taint or the Node's deletion) are restored elsewhere. Below the 300 s
+    /// pods tolerate an unreachable node by default, so the restore starts before Kubernetes
+    /// evicts them. In seconds.
+    #[arg(
+        long,
+        env = "CONTROLLER_NODE_LOSS_AFTER_SECONDS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(10..=86_400)
+    )]
+    node_loss_after_seconds: u64,
 }
 
 /// Retention of completed checkpoints, per container (namespace, pod, container). Requests
@@ -272,7 +284,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ctx.lease_namespace.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(policy::run(client.clone(), shutdown.clone()));
+    tokio::spawn(policy::run(
+        client.clone(),
+        Duration::from_secs(args.node_loss_after_seconds),
+        shutdown.clone(),
+    ));
     tokio::spawn(abandoned::release(
         client.clone(),
         ctx.contents.clone(),

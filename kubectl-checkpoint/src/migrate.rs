@@ -42,6 +42,7 @@ pub fn request(
             delete_source: keep_source.then_some(false),
             timeout_seconds,
             registry,
+            from_checkpoint: None,
         },
     )
 }

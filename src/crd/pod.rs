@@ -159,6 +159,11 @@ pub struct PodMigrationSpec {
     /// Moves the pod through this registry instead of from node to node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySpec>,
+    /// Restore from this Completed PodCheckpoint of the pod (same namespace) instead of taking
+    /// one: for a pod whose node is lost, whose processes cannot be checkpointed any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = DNS_SUBDOMAIN_MAX))]
+    pub from_checkpoint: Option<String>,
 }
 
 impl PodMigrationSpec {

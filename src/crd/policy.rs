@@ -77,6 +77,20 @@ pub struct CheckpointPolicySpec {
     /// proceeds as for any pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_eviction: Option<OnEviction>,
+    /// What becomes of a selected pod whose node is lost: `Restore` makes it again on another
+    /// node from its newest Completed checkpoint of this policy that was pushed to a registry
+    /// (a copy on the lost node is gone with it). A node is lost once it carries the taint
+    /// `node.kubernetes.io/out-of-service`, once its Node is deleted, or (except for a
+    /// StatefulSet's pods, which could run twice) once it has not been Ready for the
+    /// controller's `--node-loss-after-seconds`. Unset: nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_node_loss: Option<OnNodeLoss>,
+}
+
+/// See `CheckpointPolicySpec::on_node_loss`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OnNodeLoss {
+    Restore,
 }
 
 /// See `CheckpointPolicySpec::on_eviction`.

@@ -209,7 +209,14 @@ fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
     };
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-    let (Some("Running"), Some(node)) = (phase, node) else {
+    let from = m.spec.from_checkpoint.as_deref();
+    // From a checkpoint, the pod's node is lost: what its phase says no longer matters.
+    let node = match (phase, node) {
+        (Some("Running"), Some(node)) => Some(node),
+        (_, Some(node)) if from.is_some() => Some(node),
+        _ => None,
+    };
+    let Some(node) = node else {
         return refuse(
             status,
             "PodNotRunning",
@@ -285,6 +292,9 @@ fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
         }
         status.target_node = Some(target.to_owned());
     }
+    if let Some(from) = from {
+        return from_checkpoint(o, status, pod, node, from);
+    }
     status.phase = Some(MigrationPhase::Checkpointing);
     status.source_node = Some(node.clone());
     status.source_pod_uid = pod.metadata.uid.clone();
@@ -298,6 +308,57 @@ fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
         actions: vec![Action::CreateCheckpoint(Box::new(pod_checkpoint(m)))],
         ..finish(m, status, "Checkpointing", o.now)
     }
+}
+
+/// Pending, with `fromCheckpoint`: no checkpoint to take (the pod's node is lost), straight to
+/// Restoring from that one, if it is the pod's and Completed.
+fn from_checkpoint(
+    o: &Observed,
+    mut status: PodMigrationStatus,
+    pod: &Pod,
+    node: String,
+    from: &str,
+) -> Plan {
+    let m = o.migration;
+    let pod_name = &m.spec.pod_name;
+    let found = o
+        .checkpoint
+        .filter(|c| c.metadata.name.as_deref() == Some(from) && &c.spec.pod_name == pod_name);
+    let Some(checkpoint) = found else {
+        let message = format!(
+            "fromCheckpoint names PodCheckpoint {}, which is not a checkpoint of pod {} in this \
+             namespace",
+            shown(from),
+            shown(pod_name)
+        );
+        return fail(m, status, "CheckpointNotFound", message, o.now);
+    };
+    let state = checkpoint.status.as_ref().and_then(|s| s.state);
+    if state != Some(CheckpointState::Completed) {
+        let message = format!(
+            "PodCheckpoint {} is {}, not Completed: only a completed checkpoint restores",
+            shown(from),
+            state.map_or("not started".to_owned(), |s| format!("{s:?}"))
+        );
+        return fail(m, status, "CheckpointNotCompleted", message, o.now);
+    }
+    let taken = checkpoint.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let age = taken.map_or_else(String::new, |t| {
+        format!(
+            ", taken {}s before",
+            o.now.duration_since(t).as_secs().max(0)
+        )
+    });
+    status.source_node = Some(node.clone());
+    status.source_pod_uid = pod.metadata.uid.clone();
+    status.pod_checkpoint = Some(from.to_owned());
+    status.checkpoint_request_time = Some(MicroTime(o.now));
+    status.phase = Some(MigrationPhase::Restoring);
+    status.message = Some(format!(
+        "restoring pod {} away from node {node:?} from PodCheckpoint {from:?}{age}",
+        shown(pod_name)
+    ));
+    restoring(o, status)
 }
 
 /// The PodCheckpoint of the migration: same name, owned by it, every container, same registry.

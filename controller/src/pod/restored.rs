@@ -89,6 +89,7 @@ mod tests {
                 delete_source: None,
                 timeout_seconds: None,
                 registry: None,
+                from_checkpoint: None,
             },
         );
         m.metadata.uid = Some(uid.into());

@@ -142,7 +142,8 @@ pub async fn reconcile_migration(
     let checkpoint_name = migration
         .status
         .as_ref()
-        .and_then(|s| s.pod_checkpoint.clone());
+        .and_then(|s| s.pod_checkpoint.clone())
+        .or_else(|| migration.spec.from_checkpoint.clone());
     let checkpoint = match &checkpoint_name {
         Some(pc) => Api::<PodCheckpoint>::namespaced(ctx.client.clone(), &namespace)
             .get_opt(pc)

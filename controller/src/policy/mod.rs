@@ -3,6 +3,7 @@
 //! nothing: its PodCheckpoints carry its name in a label, and outlive it. Runs on the leader
 //! only, beside the pod-level controllers.
 
+mod lost;
 mod plan;
 
 pub use plan::checkpoint;
@@ -12,15 +13,16 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
 use checkpointing::crd::{CheckpointPolicy, PodCheckpoint};
 use checkpointing::names::{CONTROLLER_MANAGER, POLICY_LABEL};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
@@ -29,20 +31,35 @@ use crate::shell::{log, retry};
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    /// The cluster's Nodes: which are lost (`onNodeLoss`).
+    pub nodes: Store<Node>,
+    /// How long a node may not be Ready before it counts as lost.
+    pub node_loss_after: Duration,
 }
 
 /// Runs the policy controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
+    node_loss_after: Duration,
     shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
+    let config = watcher::Config::default;
+    let (nodes, writer) = reflector::store();
+    // Only what can make a node lost or not: Ready's status and the out-of-service taint, not
+    // every heartbeat.
+    let node_events = reflector(writer, watcher(Api::<Node>::all(client.clone()), config()))
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(loss_state, Default::default());
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), CONTROLLER_MANAGER.into()),
         client: client.clone(),
+        nodes,
+        node_loss_after,
     });
-    let config = watcher::Config::default;
     let controller = Controller::new(Api::<CheckpointPolicy>::all(client.clone()), config());
     let policies = controller.store();
+    let guarding = policies.clone();
     // Only what can make a pod due or not: appearing, its labels, running, going. Status
     // changes of running pods (most pod events) reconcile nothing.
     let pods = watcher(Api::<Pod>::all(client.clone()), config())
@@ -60,6 +77,7 @@ pub async fn run(
             },
         )
         .watches_stream(pods, move |pod: Pod| selecting(&policies, &pod))
+        .watches_stream(node_events, move |_: Node| restoring(&guarding))
         .graceful_shutdown_on(shutdown)
         .run(shell::reconcile, retry, ctx)
         .for_each(|result| async move { log("CheckpointPolicy", result) })
@@ -76,6 +94,33 @@ fn selection_state(pod: &Pod) -> Option<u64> {
         .hash(&mut hasher);
     pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// What of a node decides whether it is lost.
+fn loss_state(node: &Node) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| &c.status)
+        .hash(&mut hasher);
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_ref());
+    taints
+        .iter()
+        .flat_map(|t| t.iter())
+        .map(|t| &t.key)
+        .for_each(|k| k.hash(&mut hasher));
+    Some(hasher.finish())
+}
+
+/// The policies that restore the pods of lost nodes.
+fn restoring(policies: &Store<CheckpointPolicy>) -> Vec<ObjectRef<CheckpointPolicy>> {
+    policies
+        .state()
+        .iter()
+        .filter(|p| p.spec.on_node_loss.is_some())
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
 }
 
 /// The policies of the pod's namespace whose selector picks it.

@@ -2,10 +2,11 @@
 //! PodCheckpoints, write the status, tell what happened through Events on the policy.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use checkpointing::crd::{CheckpointPolicy, PodCheckpoint};
-use checkpointing::names::POLICY_LABEL;
-use k8s_openapi::api::core::v1::Pod;
+use checkpointing::crd::{CheckpointPolicy, PodCheckpoint, PodMigration};
+use checkpointing::names::{LOST_POD_LABEL, POLICY_LABEL};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::core::Selector;
@@ -15,6 +16,7 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::Context;
+use super::lost;
 use super::plan::{self, Doomed, Observed};
 use crate::shell::{Error, announce, failed, write_status};
 use crate::status::{MAX_EVENT_NOTE, truncated};
@@ -59,9 +61,80 @@ pub async fn reconcile(policy: Arc<CheckpointPolicy>, ctx: Arc<Context>) -> Resu
         );
         announce(&ctx.recorder, policy.as_ref(), event).await;
     }
-    Ok(plan
-        .requeue_after
-        .map_or_else(Action::await_change, Action::requeue))
+    let mut requeue = plan.requeue_after;
+    if policy.spec.on_node_loss.is_some()
+        && let Ok(pods) = &pods
+    {
+        let next = restore_lost(&ctx, &policy, pods, &checkpoints).await?;
+        requeue = [requeue, next].into_iter().flatten().min();
+    }
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Starts the restores of the policy's pods of lost nodes ([`lost`]), saying each in an Event;
+/// returns when a node would next become lost.
+async fn restore_lost(
+    ctx: &Context,
+    policy: &CheckpointPolicy,
+    pods: &[Pod],
+    checkpoints: &[PodCheckpoint],
+) -> Result<Option<Duration>, Error> {
+    let namespace = policy.namespace().unwrap_or_default();
+    // A store not listed yet would make every node look deleted.
+    if ctx.nodes.wait_until_ready().await.is_err() {
+        return Ok(None);
+    }
+    let nodes = ctx.nodes.state();
+    let listed: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
+    let now = Timestamp::now();
+    let (lost_nodes, next) = lost::lost_nodes(&listed, ctx.node_loss_after, now);
+    let migrations = Api::<PodMigration>::namespaced(ctx.client.clone(), &namespace);
+    let started = migrations
+        .list(&ListParams::default().labels(LOST_POD_LABEL))
+        .await
+        .map_err(failed(format!(
+            "listing the restores of lost pods in namespace {namespace}"
+        )))?
+        .items;
+    let exists = |name: &str| {
+        listed
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some(name))
+    };
+    let (restores, cannot) = lost::restores(&lost::Observed {
+        policy,
+        pods,
+        checkpoints,
+        migrations: &started,
+        lost: &lost_nodes,
+        node_exists: &exists,
+        now,
+    });
+    for restore in restores {
+        let name = restore.migration.name_any();
+        match migrations
+            .create(&PostParams::default(), &restore.migration)
+            .await
+        {
+            Ok(_) => {
+                info!(policy = %policy.name_any(), %namespace, migration = %name, note = %restore.note, "restoring a pod of a lost node");
+                let event = event(EventType::Warning, "NodeLost", "Restore", &restore.note);
+                announce(&ctx.recorder, policy, event).await;
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(source) => {
+                return Err(failed(format!("creating PodMigration {name}"))(source));
+            }
+        }
+    }
+    for why in cannot {
+        let event = event(EventType::Warning, "CannotRestore", "Restore", &why);
+        announce(&ctx.recorder, policy, event).await;
+    }
+    Ok(next.map(|at| {
+        let wait = at.duration_since(now).as_secs().max(1);
+        Duration::from_secs(u64::try_from(wait).unwrap_or(1))
+    }))
 }
 
 /// The pods the selector picks, or the words refusing the selector (ours or the API server's).

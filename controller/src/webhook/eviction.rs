@@ -297,6 +297,7 @@ fn start(
                     delete_source: None,
                     timeout_seconds: None,
                     registry: policy.spec.registry.clone(),
+                    from_checkpoint: None,
                 },
             );
             m.meta_mut().labels = Some(

@@ -88,6 +88,7 @@ mod tests {
                 delete_source: None,
                 timeout_seconds: None,
                 registry: None,
+                from_checkpoint: None,
             },
         );
         m.status = Some(PodMigrationStatus {

@@ -47,7 +47,7 @@ pub use product::{
     ControllerDown, NODED_NAMESPACE, NODED_SELECTOR, NodedDown, kill_process, pod_process, sample,
 };
 pub use pull::{PULL_USER, PullCredential, pull_credential, registry_token};
-pub use registry::{RegistryUser, TokenRegistry};
+pub use registry::{RegistryUser, TokenRegistry, push_secret};
 
 /// The running testbed. Tests fail (never skip) when it is not up: an e2e test that silently
 /// passes without a cluster proves nothing.

@@ -371,3 +371,17 @@ use issuer::{Signer, TokenService, token};
 
 #[cfg(test)]
 mod tests;
+
+/// Creates the dockerconfigjson Secret `name` holding `config` (its `.dockerconfigjson`).
+pub async fn push_secret(client: &kube::Client, ns: &str, name: &str, config: String) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config},
+    }))
+    .unwrap();
+    kube::Api::namespaced(client.clone(), ns)
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+}

@@ -201,6 +201,14 @@ const GRANTS: &[(&str, &str)] = &[
         "drain::a_drain_migrates_the_pods_a_policy_protects_and_evicts_the_others (its StatefulSet pod)",
     ),
     (
+        "checkpoint-controller list /nodes",
+        "node_loss::a_lost_nodes_protected_pod_comes_back_elsewhere_from_its_registry_checkpoint",
+    ),
+    (
+        "checkpoint-controller watch /nodes",
+        "node_loss::a_lost_nodes_protected_pod_comes_back_elsewhere_from_its_registry_checkpoint",
+    ),
+    (
         "checkpoint-controller-credentials list /secrets",
         "secrets::a_credentials_copy_no_content_names_is_swept",
     ),

@@ -11,11 +11,11 @@ use checkpointing::crd::{
 use checkpointing::names::{CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, NODE_LABEL};
 use e2e::{
     RegistryUser, TestNamespace, Testbed, TokenRegistry, assert_counter_resumes, checkpoint,
-    checkpoint_request, counter_log, counter_pod, eventually, outcome, run_pod, sample_pod,
-    value_at_checkpoint,
+    checkpoint_request, counter_log, counter_pod, eventually, outcome, push_secret, run_pod,
+    sample_pod, value_at_checkpoint,
 };
 use k8s_openapi::api::core::v1::{Event, Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 
 /// The host's side of the testbed network, which the nodes reach.
 const HOST: &str = "10.77.0.1";
@@ -36,20 +36,6 @@ const PUSHER: RegistryUser = RegistryUser {
 
 async fn token_registry(tb: &Testbed) -> TokenRegistry {
     TokenRegistry::start(HOST, &tb.state.join("pki"), &[ADMIN, PUSHER]).await
-}
-
-/// Creates the dockerconfigjson Secret `name` holding `config` (its `.dockerconfigjson`).
-async fn push_secret(client: &kube::Client, ns: &str, name: &str, config: String) {
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "type": "kubernetes.io/dockerconfigjson",
-        "stringData": {".dockerconfigjson": config},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
 }
 
 /// A request for the counter of `pod`, pushed to `repository` with the Secret `secret`.

@@ -15,6 +15,7 @@ fn migration(target: Option<&str>) -> PodMigration {
             delete_source: None,
             timeout_seconds: None,
             registry: None,
+            from_checkpoint: None,
         },
     );
     m.metadata.namespace = Some("default".into());
@@ -527,4 +528,59 @@ fn a_migration_past_its_timeout_fails() {
         message.contains("within 30s") && message.contains("keeps running"),
         "{message}"
     );
+}
+
+/// A pod of a lost node: no checkpoint to take, restored from one the policy took before.
+#[test]
+fn from_a_checkpoint_a_lost_nodes_pod_is_restored_without_a_new_checkpoint() {
+    let mut m = migration(None);
+    m.spec.from_checkpoint = Some("move-app".into());
+    // The node stopped answering: the pod's phase is whatever was last reported.
+    let mut lost = owned_by(pod(), "ReplicaSet");
+    lost.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        phase: Some("Unknown".into()),
+        ..Default::default()
+    });
+    let mut world = World::new(Some(lost.clone()));
+    world.checkpoint = Some(completed_checkpoint());
+    let actions = step(&mut m, &world);
+    assert!(
+        actions
+            .iter()
+            .all(|a| !matches!(a, Action::CreateCheckpoint(_))),
+        "nothing to checkpoint: {actions:?}"
+    );
+    assert!(
+        matches!(&actions[..], [Action::DeleteSource { .. }]),
+        "{actions:?}"
+    );
+    let (phase, message) = outcome(&m);
+    assert_eq!(phase, MigrationPhase::Restoring);
+    assert_eq!(
+        m.status.as_ref().unwrap().pod_checkpoint.as_deref(),
+        Some("move-app")
+    );
+    let replacement = restored(lost, true);
+    world.pod = Some(replacement.clone());
+    world.labelled = vec![replacement];
+    step(&mut m, &world);
+    assert_eq!(outcome(&m).0, MigrationPhase::Succeeded, "{message}");
+
+    // Only the pod's own, completed checkpoint restores.
+    for (name, pod_name, state) in [
+        ("move-app", "other", CheckpointState::Completed),
+        ("move-app", "app", CheckpointState::Failed),
+    ] {
+        let mut m = migration(None);
+        m.spec.from_checkpoint = Some(name.into());
+        let mut pc = completed_checkpoint();
+        pc.spec.pod_name = pod_name.into();
+        pc.status.as_mut().unwrap().state = Some(state);
+        let mut world = World::new(Some(owned_by(running(pod()), "ReplicaSet")));
+        world.checkpoint = Some(pc);
+        step(&mut m, &world);
+        let (phase, message) = outcome(&m);
+        assert_eq!(phase, MigrationPhase::Failed, "{message}");
+        assert!(message.contains("PodCheckpoint"), "{message}");
+    }
 }

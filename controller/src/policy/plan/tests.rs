@@ -30,6 +30,7 @@ fn policy(interval: i64, keep_newest: u32, ttl_seconds: Option<i64>) -> Checkpoi
             containers: vec!["counter".into()],
             timeout_seconds: Some(30),
             on_eviction: None,
+            on_node_loss: None,
         },
     );
     p.metadata.namespace = Some("default".into());
@@ -391,7 +392,10 @@ fn a_policy_without_a_schedule_takes_no_checkpoint_but_keeps_retention() {
         attempt("new", "app", HOUR, Completed),
     ];
     let plan = observe(&p, &pods, &checkpoints);
-    assert!(plan.create.is_empty(), "only evictions take its checkpoints");
+    assert!(
+        plan.create.is_empty(),
+        "only evictions take its checkpoints"
+    );
     assert_eq!(deleted(&plan), ["old"], "retention still applies");
     assert_eq!(entry(&plan).next_due, None);
     assert_eq!(entry(&plan).last_checkpoint.as_deref(), Some("new"));

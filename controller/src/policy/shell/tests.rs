@@ -39,6 +39,7 @@ fn policy() -> CheckpointPolicy {
             containers: Vec::new(),
             timeout_seconds: None,
             on_eviction: None,
+            on_node_loss: None,
         },
     );
     p.metadata.namespace = Some("default".into());
@@ -85,7 +86,14 @@ fn cluster(checkpoints: &[PodCheckpoint]) -> (FakeApi, Arc<Context>) {
     }
     let client = api.client();
     let recorder = Recorder::new(client.clone(), CONTROLLER_MANAGER.into());
-    (api, Arc::new(Context { client, recorder }))
+    let (nodes, _) = kube::runtime::reflector::store();
+    let context = Context {
+        client,
+        recorder,
+        nodes,
+        node_loss_after: std::time::Duration::from_secs(120),
+    };
+    (api, Arc::new(context))
 }
 
 /// Lets the Event tasks reach the fake API.

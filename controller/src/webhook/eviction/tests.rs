@@ -27,6 +27,7 @@ fn policy(name: &str, on_eviction: Option<OnEviction>) -> CheckpointPolicy {
             containers: Vec::new(),
             timeout_seconds: None,
             on_eviction,
+            on_node_loss: None,
         },
     );
     p.metadata.namespace = Some("team".into());
@@ -59,6 +60,7 @@ fn attempt(n: usize, created: &str, phase: Option<MigrationPhase>) -> PodMigrati
             delete_source: None,
             timeout_seconds: None,
             registry: None,
+            from_checkpoint: None,
         },
     );
     m.metadata.labels = Some([(EVICTION_LABEL.to_owned(), UID.to_owned())].into());
