@@ -248,8 +248,8 @@ async fn dry_run(client: &Client, pods: &[Pod]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Evicts `pod` until it is gone and prints how it went; by `deadline`, or the last message
-/// the eviction was held with.
+/// Evicts `pod` until it is gone and prints how it went. Err: a refusal that waiting does not
+/// end, or the pod still there at `deadline` (with the last message its eviction was held with).
 async fn drain_pod(client: &Client, pod: &Pod, deadline: Instant) -> Result<(), String> {
     let ns = pod.namespace().unwrap_or_default();
     let who = format!("{ns}/{}", pod.name_any());
