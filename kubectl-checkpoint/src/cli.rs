@@ -1,5 +1,6 @@
 //! Command line: `kubectl checkpoint pod/<p>`, `… list`, `… restore <checkpoint> --as <pod>`,
-//! `… migrate pod/<p>`, `… logs <checkpoint>`.
+//! `… migrate pod/<p>`, `… logs <checkpoint>`, `… drain <node>`,
+//! `… warm-start deployment/<d> --from <checkpoint>`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -23,9 +24,12 @@ pub struct UsageError(pub String);
                       kubectl checkpoint list [-A] [OPTIONS]\n       \
                       kubectl checkpoint restore <checkpoint> --as <pod> [--node <node>] [OPTIONS]\n       \
                       kubectl checkpoint migrate pod/<pod> [--to <node>] [--keep-source] [OPTIONS]\n       \
-                      kubectl checkpoint logs <checkpoint>|pc/<name>|pm/<name> [OPTIONS]",
+                      kubectl checkpoint logs <checkpoint>|pc/<name>|pm/<name> [OPTIONS]\n       \
+                      kubectl checkpoint drain <node> [--dry-run] [--pod-selector <selector>] [OPTIONS]\n       \
+                      kubectl checkpoint warm-start deployment/<name> --from <checkpoint>|--off [--replicas <n>] [OPTIONS]",
     about = "Checkpoint a pod's container, list checkpoints, restore one into a new pod, move a \
-             pod to another node, print CRIU's log of a failed checkpoint",
+             pod to another node, print CRIU's log of a failed checkpoint, drain a node, start a \
+             Deployment's pods from a checkpoint",
     // `kubectl checkpoint pod/<p>` creates; `list`, `restore` and `migrate` are subcommands (a
     // pod named like one is `pod/list`).
     subcommand_negates_reqs = true
@@ -126,6 +130,65 @@ pub enum Command {
         #[arg(value_name = "CHECKPOINT", value_parser = crate::logs::parse_target)]
         target: crate::logs::Target,
     },
+    /// Cordon a node and evict its pods through the Eviction API, as `kubectl drain` does:
+    /// the pods a CheckpointPolicy protects move (or are checkpointed) first
+    #[command(long_about = DRAIN_ABOUT)]
+    Drain(Drain),
+    /// Start every pod of a Deployment from one checkpoint (the pod template's restore-from
+    /// annotation), or stop doing so with --off
+    WarmStart(WarmStart),
+}
+
+const DRAIN_ABOUT: &str = "\
+Cordon a node and evict its pods through the Eviction API, as `kubectl drain` does: the pods a \
+CheckpointPolicy protects (onEviction) move to another node or are checkpointed first, the \
+others are evicted as usual. Each eviction is tried again every 5 seconds while it waits; the \
+command ends when every pod is gone.
+
+Pods of every namespace on the node are drained, except DaemonSet pods, mirror pods and \
+finished pods. Unlike kubectl drain it takes no --force or --delete-emptydir-data: it is meant \
+for nodes whose pods the product protects, where a bare pod moves rather than being lost and \
+its emptyDir data travels with it. A pod no policy protects is evicted all the same, bare or \
+not, and its emptyDirs are lost as with any eviction.
+
+--dry-run evicts nothing and does not cordon: it asks the API server (a server-side dry run) and \
+prints for each pod what an eviction would do: migrate, checkpoint, evict, wait (a \
+PodDisruptionBudget allows no disruption now) or gone.";
+
+/// Drain a node.
+#[derive(Args, Debug)]
+pub struct Drain {
+    /// The node to drain (its pods of every namespace: -n is refused rather than ignored)
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// Change nothing: print what an eviction of each pod would do
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for every pod to be gone before giving up
+    #[arg(long, value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Only the pods with these labels (a label selector, as in kubectl)
+    #[arg(long, value_name = "SELECTOR")]
+    pub pod_selector: Option<String>,
+}
+
+/// Point a Deployment's pod template at a checkpoint, or away from it.
+#[derive(Args, Debug)]
+pub struct WarmStart {
+    /// The Deployment: deployment/<name> (also deployments/ or deploy/)
+    #[arg(value_name = "DEPLOYMENT", value_parser = parse_deployment)]
+    pub deployment: String,
+    /// The ContainerCheckpoint or PodCheckpoint (Completed, in the Deployment's namespace)
+    /// every new pod restores from
+    #[arg(long, value_name = "CHECKPOINT", required_unless_present = "off")]
+    pub from: Option<String>,
+    /// Remove the annotation: new pods start afresh
+    #[arg(long, conflicts_with = "from")]
+    pub off: bool,
+    /// Scale the Deployment to this many replicas too
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..))]
+    pub replicas: Option<i32>,
 }
 
 /// Move a pod through a PodMigration.
@@ -172,10 +235,32 @@ impl Cli {
             return Err(Self::command().error(
                 ErrorKind::ArgumentConflict,
                 "a pod, -c, --name, --timeout-seconds, --no-wait, --registry and \
-                 --registry-secret go without list, restore or logs, and after migrate",
+                 --registry-secret go without a subcommand, or after migrate",
+            ));
+        }
+        // Clap's `conflicts_with` does not reach a global flag from a subcommand's argument.
+        if matches!(cli.command, Some(Command::Drain(_))) && cli.global.namespace.is_some() {
+            return Err(Self::command().error(
+                ErrorKind::ArgumentConflict,
+                "drain takes the node's pods of every namespace: -n would not narrow it (use \
+                 --pod-selector)",
             ));
         }
         Ok(cli)
+    }
+}
+
+/// The name in `deployment/<d>`, `deployments/<d>` or `deploy/<d>`.
+fn parse_deployment(target: &str) -> Result<String, String> {
+    match target.split_once('/') {
+        Some(("deployment" | "deployments" | "deploy", name))
+            if !name.is_empty() && !name.contains('/') =>
+        {
+            Ok(name.to_owned())
+        }
+        _ => Err(format!(
+            "{target:?} names no Deployment: use deployment/<name>"
+        )),
     }
 }
 
@@ -427,8 +512,131 @@ mod tests {
     }
 
     #[test]
+    fn drain_flags() {
+        let Some(Command::Drain(d)) = parse(&["drain", "node1"]).unwrap().command else {
+            panic!("not drain");
+        };
+        assert_eq!(
+            (d.node.as_str(), d.dry_run, d.timeout, d.pod_selector),
+            ("node1", false, 600, None)
+        );
+        let cli = parse(&[
+            "--context",
+            "c",
+            "drain",
+            "node1",
+            "--dry-run",
+            "--timeout",
+            "30",
+            "--pod-selector",
+            "app=web,tier!=db",
+        ])
+        .unwrap();
+        let Some(Command::Drain(d)) = cli.command else {
+            panic!("not drain");
+        };
+        assert!(d.dry_run);
+        assert_eq!(d.timeout, 30);
+        assert_eq!(d.pod_selector.as_deref(), Some("app=web,tier!=db"));
+    }
+
+    #[test]
+    fn drain_usage_errors_exit_2() {
+        for (args, kind) in [
+            (&["drain"][..], ErrorKind::MissingRequiredArgument),
+            (&["drain", "a", "b"], ErrorKind::UnknownArgument),
+            (
+                &["drain", "node1", "--timeout", "0"],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["drain", "node1", "--timeout", "x"],
+                ErrorKind::ValueValidation,
+            ),
+            // The drain takes every namespace's pods: a namespace would not narrow it.
+            (&["drain", "node1", "-n", "ns"], ErrorKind::ArgumentConflict),
+            (&["-n", "ns", "drain", "node1"], ErrorKind::ArgumentConflict),
+            (&["pod/app", "drain", "node1"], ErrorKind::ArgumentConflict),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.kind(), kind, "{args:?}: {err}");
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
+    fn warm_start(args: &[&str]) -> WarmStart {
+        match parse(args).unwrap().command {
+            Some(Command::WarmStart(w)) => w,
+            other => panic!("not warm-start: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn warm_start_flags() {
+        for form in ["deployment/web", "deployments/web", "deploy/web"] {
+            let w = warm_start(&["warm-start", form, "--from", "cp1"]);
+            assert_eq!(w.deployment, "web", "{form}");
+            assert_eq!(
+                (w.from.as_deref(), w.off, w.replicas),
+                (Some("cp1"), false, None)
+            );
+        }
+        let w = warm_start(&[
+            "-n",
+            "ns",
+            "warm-start",
+            "deploy/web",
+            "--from",
+            "cp1",
+            "--replicas",
+            "3",
+        ]);
+        assert_eq!(w.replicas, Some(3));
+        let w = warm_start(&["warm-start", "deploy/web", "--off", "--replicas", "0"]);
+        assert_eq!((w.from, w.off, w.replicas), (None, true, Some(0)));
+    }
+
+    #[test]
+    fn warm_start_usage_errors_exit_2() {
+        for (args, kind) in [
+            (
+                &["warm-start", "deploy/web"][..],
+                ErrorKind::MissingRequiredArgument,
+            ),
+            (
+                &["warm-start", "deploy/web", "--from", "cp1", "--off"],
+                ErrorKind::ArgumentConflict,
+            ),
+            (
+                &["warm-start", "web", "--from", "cp1"],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["warm-start", "statefulset/db", "--from", "cp1"],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["warm-start", "deploy/", "--from", "cp1"],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["warm-start", "deploy/a/b", "--from", "cp1"],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["warm-start", "deploy/web", "--from", "cp1", "--replicas=-1"],
+                ErrorKind::ValueValidation,
+            ),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.kind(), kind, "{args:?}: {err}");
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn a_pod_named_like_a_subcommand_is_reachable() {
-        for name in ["list", "restore", "migrate", "logs"] {
+        for name in ["list", "restore", "migrate", "logs", "drain", "warm-start"] {
             let cli = parse(&[&format!("pod/{name}")]).unwrap();
             assert_eq!(cli.create.pod.as_deref(), Some(name));
         }

@@ -1,14 +1,17 @@
 //! `kubectl checkpoint`: checkpoint a pod's container, list checkpoints, restore one into a new
-//! pod, move a pod to another node, print CRIU's log of a failed checkpoint. The choices are pure functions in the modules; this file
-//! talks to the API server.
+//! pod, move a pod to another node, print CRIU's log of a failed checkpoint, drain a node, start
+//! a Deployment's pods from a checkpoint. The choices are pure functions in the modules; this
+//! file, `logs`, `drain` and `warm_start` talk to the API server.
 
 mod checkpoint;
 mod cli;
+mod drain;
 mod logs;
 mod migrate;
 mod name;
 mod restore;
 mod table;
+mod warm_start;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -63,6 +66,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => restore(client, &namespace, &checkpoint, &new_pod, node.as_deref()).await,
         Some(Command::Migrate(args)) => migrate(client, &namespace, args).await,
         Some(Command::Logs { target }) => logs::run(client, &namespace, target).await,
+        Some(Command::Drain(args)) => drain::run(client, args).await,
+        Some(Command::WarmStart(args)) => warm_start::run(client, &namespace, args).await,
     }
 }
 

@@ -1,4 +1,4 @@
-//! `list`'s table, laid out like `kubectl get`.
+//! `list`'s table, laid out like `kubectl get` (and the columns other tables share).
 
 use checkpointing::crd::ContainerCheckpoint;
 use k8s_openapi::jiff::Timestamp;
@@ -64,6 +64,12 @@ pub fn render(rows: &[Row], with_namespace: bool) -> String {
             line.insert(0, &row.namespace);
         }
     }
+    columns(&lines)
+}
+
+/// `lines` (the header first) in columns separated by three spaces, as `kubectl get` lays
+/// them out.
+pub fn columns(lines: &[Vec<&str>]) -> String {
     let widths: Vec<usize> = (0..lines[0].len())
         .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
         .collect();

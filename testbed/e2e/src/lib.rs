@@ -23,7 +23,9 @@ use serde_json::{Value, json};
 mod apps;
 pub mod audit;
 mod counter;
+pub mod drain;
 mod migration;
+mod plugin;
 mod product;
 mod pull;
 mod registry;
@@ -42,6 +44,7 @@ pub use migration::{
     app_pods, assert_moved, counter_deployment, counter_template, migrate, migration_outcome,
     migration_request, node_of, running_pod, two_counter_pod, values_at_checkpoint, wait_migration,
 };
+pub use plugin::{plugin, stderr, stdout};
 pub use product::{
     CONTROLLER_DEPLOYMENT, CONTROLLER_LEASE, CONTROLLER_NAMESPACE, CONTROLLER_SELECTOR,
     ControllerDown, NODED_NAMESPACE, NODED_SELECTOR, NodedDown, kill_process, pod_process, sample,

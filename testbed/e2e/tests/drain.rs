@@ -7,27 +7,17 @@
 use std::process::Output;
 use std::time::Duration;
 
-use checkpointing::crd::PodMigration;
-use checkpointing::names::EVICTION_LABEL;
+use e2e::drain::{
+    Cordoned, NODE, create, eviction_migration, eviction_migrations, protect, template,
+};
 use e2e::{
-    TestNamespace, Testbed, app_pods, assert_moved, counter_log, counter_pod, counter_template,
-    eventually, node_of, run_pod, wait_migration,
+    TestNamespace, Testbed, app_pods, assert_moved, counter_log, counter_pod, eventually, node_of,
+    run_pod,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, PostParams};
-use serde_json::{Value, json};
-
-const NODE: &str = "node1";
-
-/// Uncordons `NODE` when the test ends, however it ends: the other tests schedule there.
-struct Cordoned<'a>(&'a Testbed);
-
-impl Drop for Cordoned<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kubectl(&["uncordon", NODE]);
-    }
-}
+use kube::api::{Api, ListParams};
+use serde_json::json;
 
 /// `kubectl drain NODE` of this test's pods alone (`--pod-selector`), with the flags any drain
 /// of a node with bare pods and emptyDirs takes.
@@ -44,69 +34,6 @@ fn drain(tb: &Testbed, ns: &str, timeout: &str) -> Output {
         "--timeout",
         timeout,
     ])
-}
-
-/// A workload's pod template: the seed's counter, labelled for this test, placed on `NODE`
-/// when it may be (preferred), never on node3 (the fault tests break it).
-fn template(app: &str, ns: &str, protected: bool) -> Value {
-    let mut pod = counter_template(app);
-    pod["metadata"]["labels"]["drain-test"] = json!(ns);
-    if protected {
-        pod["metadata"]["labels"]["protect"] = json!("yes");
-    }
-    pod["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] = json!([
-        {"weight": 100, "preference": {"matchFields": [
-            {"key": "metadata.name", "operator": "In", "values": [NODE]}
-        ]}}
-    ]);
-    pod
-}
-
-async fn create<K>(client: &kube::Client, ns: &str, object: Value)
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + k8s_openapi::serde::de::DeserializeOwned
-        + k8s_openapi::serde::Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let object: K = serde_json::from_value(object).unwrap();
-    Api::<K>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("creating {object:?}: {e}"));
-}
-
-/// The policy that protects the pods labelled `protect=yes`: no schedule, migrate on eviction.
-async fn protect(client: &kube::Client, ns: &str) {
-    create::<checkpointing::crd::CheckpointPolicy>(
-        client,
-        ns,
-        json!({
-            "metadata": {"name": "protect"},
-            "spec": {"selector": {"matchLabels": {"protect": "yes"}}, "onEviction": "Migrate"},
-        }),
-    )
-    .await;
-}
-
-/// The finished migration the drain started for the pod `pod` was.
-async fn eviction_migration(client: &kube::Client, ns: &str, pod: &Pod) -> PodMigration {
-    let uid = pod.metadata.uid.clone().unwrap();
-    let api: Api<PodMigration> = Api::namespaced(client.clone(), ns);
-    let label = format!("{EVICTION_LABEL}={uid}");
-    let list = api
-        .list(&ListParams::default().labels(&label))
-        .await
-        .unwrap();
-    let [m] = &list.items[..] else {
-        panic!(
-            "one migration for {:?}: {:?}",
-            pod.metadata.name, list.items
-        );
-    };
-    wait_migration(client, ns, m.metadata.name.as_deref().unwrap()).await
 }
 
 #[tokio::test]
@@ -182,13 +109,10 @@ async fn a_drain_migrates_the_pods_a_policy_protects_and_evicts_the_others() {
     }
     // The unprotected pod was evicted, not moved: its Deployment's new pod starts afresh.
     let plain = &sources[3];
-    let migrations: Api<PodMigration> = Api::namespaced(client.clone(), ns);
-    let label = format!(
-        "{EVICTION_LABEL}={}",
-        plain.metadata.uid.as_deref().unwrap()
+    assert!(
+        eviction_migrations(&client, ns, plain).await.is_empty(),
+        "no migration of plain"
     );
-    let none = migrations.list(&ListParams::default().labels(&label)).await;
-    assert!(none.unwrap().items.is_empty(), "no migration of plain");
     let [fresh] = &app_pods(&client, ns, "plain", 1).await[..] else {
         unreachable!()
     };

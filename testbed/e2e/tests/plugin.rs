@@ -2,63 +2,17 @@
 //! --all-targets`), against the testbed: checkpoint, list and restore the seed's counter; move a
 //! two-container counter pod to another node.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use checkpointing::crd::PodMigration;
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use e2e::{
     TestNamespace, Testbed, assert_container_resumes, assert_counter_resumes,
-    counter_at_checkpoint, counter_log, eventually, run_pod, sample_pod, two_counter_pod,
-    values_at_checkpoint, wait_running,
+    counter_at_checkpoint, counter_log, eventually, plugin, run_pod, sample_pod, stderr, stdout,
+    two_counter_pod, values_at_checkpoint, wait_running,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
-
-/// `target/<profile>/kubectl-checkpoint`: this test runs from `target/<profile>/deps/`.
-fn plugin_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("kubectl-checkpoint");
-    assert!(
-        path.exists(),
-        "no {}: run `cargo build -p kubectl-checkpoint` first",
-        path.display()
-    );
-    path
-}
-
-/// Runs the plugin with the testbed's kubeconfig; returns its output and prints it (so a failing
-/// test shows what the plugin said).
-fn plugin(tb: &Testbed, args: &[&str]) -> Output {
-    let kubeconfig = tb.state.join("kubeconfig");
-    let out = Command::new(plugin_path())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("running kubectl-checkpoint");
-    println!(
-        "kubectl-checkpoint {args:?} → {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[tokio::test]
 async fn the_plugin_checkpoints_lists_and_restores_the_counter() {
