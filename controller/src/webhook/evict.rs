@@ -3,7 +3,6 @@
 //! controller that is down lets evictions go on as for any pod; a look-up that fails here
 //! makes the eviction wait (429) and be tried again.
 
-use axum::response::Response;
 use checkpointing::crd::{CheckpointPolicy, PodCheckpoint, PodMigration};
 use checkpointing::names::EVICTION_LABEL;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -16,18 +15,23 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use super::LOOKUP_BUDGET;
 use super::eviction::{self, Decision, Observed, Start};
-use super::serve::{LOOKUP_BUDGET, Webhook, answer};
 use crate::kube_error::cause;
+use crate::metrics::Metrics;
 
-/// Answers the AdmissionReview of a pod's eviction.
-pub async fn evict(webhook: &Webhook, request: &AdmissionRequest<DynamicObject>) -> Response {
+/// The answer to the AdmissionReview of a pod's eviction.
+pub async fn evict(
+    client: &Client,
+    metrics: &Metrics,
+    request: &AdmissionRequest<DynamicObject>,
+) -> AdmissionResponse {
     let mut response = AdmissionResponse::from(request);
     let namespace = request.namespace.clone().unwrap_or_default();
     if request.operation != Operation::Create || namespace.is_empty() {
-        return answer(response);
+        return response;
     }
-    let decided = tokio::time::timeout(LOOKUP_BUDGET, decide(&webhook.client, request))
+    let decided = tokio::time::timeout(LOOKUP_BUDGET, decide(client, request))
         .await
         .unwrap_or_else(|_| {
             Err(format!(
@@ -37,16 +41,16 @@ pub async fn evict(webhook: &Webhook, request: &AdmissionRequest<DynamicObject>)
     let pod = request.name.as_str();
     let (code, reason, message) = match decided {
         Ok(Decision::Allow) => {
-            webhook.metrics.admitted("allowed", "Eviction");
-            return answer(response);
+            metrics.admitted("allowed", "Eviction");
+            return response;
         }
         Ok(Decision::Gone { message }) => {
-            webhook.metrics.admitted("denied", "EvictedPodGone");
+            metrics.admitted("denied", "EvictedPodGone");
             (404, "NotFound", message)
         }
         Ok(Decision::Wait { message, start }) => {
             let message = match (start, request.dry_run) {
-                (Some(start), false) => match create(&webhook.client, &namespace, start).await {
+                (Some(start), false) => match create(client, &namespace, start).await {
                     Ok(()) => message,
                     Err(error) => format!(
                         "pod {pod:?} is protected by a CheckpointPolicy, but starting its \
@@ -55,12 +59,12 @@ pub async fn evict(webhook: &Webhook, request: &AdmissionRequest<DynamicObject>)
                 },
                 _ => message,
             };
-            webhook.metrics.admitted("denied", "EvictionWaits");
+            metrics.admitted("denied", "EvictionWaits");
             (429, "TooManyRequests", message)
         }
         Err(error) => {
             warn!(pod, %namespace, %error, "looking up a protected eviction failed");
-            webhook.metrics.admitted("denied", "EvictionLookupFailed");
+            metrics.admitted("denied", "EvictionLookupFailed");
             let message = format!(
                 "could not check whether pod {pod:?} is protected by a CheckpointPolicy \
                  ({error}); the eviction is tried again"
@@ -72,7 +76,7 @@ pub async fn evict(webhook: &Webhook, request: &AdmissionRequest<DynamicObject>)
     response = response.deny(message);
     response.result.code = code;
     response.result.reason = reason.to_owned();
-    answer(response)
+    response
 }
 
 /// Looks up what the decision reads and decides.

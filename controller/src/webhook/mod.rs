@@ -16,3 +16,9 @@ pub mod replacement;
 pub mod serve;
 pub mod start;
 pub mod workload;
+
+use std::time::Duration;
+
+/// How long a webhook's look-ups may take: under the registration's timeout (5 s), so a slow
+/// API server yields our clear answer rather than the API server's bare timeout.
+const LOOKUP_BUDGET: Duration = Duration::from_secs(4);

@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -38,16 +37,13 @@ use super::admission::{
 };
 use super::eligible::Asked;
 use super::guard::{self, CheckpointImages};
-use super::{evict, replacement, workload};
+use super::{LOOKUP_BUDGET, evict, replacement, workload};
 use crate::kube_error::cause;
 use crate::metrics::Metrics;
 use placement::{placement, set_affinity};
 
 /// Path the API server posts AdmissionReviews to.
 pub const PATH: &str = "/mutate";
-/// How long our look-ups may take: under the registration's timeout (5 s), so a slow API
-/// server yields our clear denial rather than the API server's bare timeout.
-pub(super) const LOOKUP_BUDGET: Duration = Duration::from_secs(4);
 /// Largest AdmissionReview accepted (a pod is far smaller; the API server caps objects at 3 MiB).
 const MAX_BODY: usize = 8 << 20;
 
@@ -88,7 +84,7 @@ async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
         Err(refused) => return *refused,
     };
     if request.sub_resource.as_deref() == Some("eviction") {
-        return evict::evict(&webhook, &request).await;
+        return answer(evict::evict(&webhook.client, &webhook.metrics, &request).await);
     }
     let verdict = admit(&webhook, &request).await;
     let pod = request.name.as_str();
@@ -169,7 +165,7 @@ fn read_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Box<Respo
 }
 
 /// `response` as the AdmissionReview the API server reads.
-pub(super) fn answer(response: AdmissionResponse) -> Response {
+fn answer(response: AdmissionResponse) -> Response {
     match serde_json::to_vec(&response.into_review()) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
