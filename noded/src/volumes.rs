@@ -32,6 +32,12 @@ pub use size::size;
 /// Directory of the volumes inside the layer.
 const PREFIX: &str = "checkpointing-volumes";
 
+/// The symbolic links of the volumes, as a regular file in [`PREFIX`] (`path\0target\0uid\0
+/// gid\0` per link): containerd refuses to restore from an image with any entry but regular
+/// files and directories, the volumes layer included. No volume has this name (volume names
+/// are DNS labels).
+const LINKS: &str = ".links";
+
 /// The kubelet's directory of pods, as noded mounts it from the node.
 pub const DEFAULT_PODS_DIR: &str = "/var/lib/kubelet/pods";
 

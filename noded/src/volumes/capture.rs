@@ -13,14 +13,15 @@ use rustix::fs::{Dir, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use tar::{EntryType, Header};
 
-use super::{Error, MAX_DEPTH, PREFIX, host_dir, open_beneath, open_volume, stays_inside};
+use super::{Error, LINKS, MAX_DEPTH, PREFIX, host_dir, open_beneath, open_volume, stays_inside};
 
 /// Where procfs lists this process's descriptors.
 const OWN_FDS: &str = "/proc/self/fd";
 
 /// Writes the `volumes` of pod `uid` as a tar at `dest` (under a temporary name, fsynced, then
 /// renamed, mode 0600: the data is the pod's), failing once it would exceed `limit` bytes.
-/// Symbolic links are kept as links, and one out of its volume fails the whole; sockets, fifos
+/// Symbolic links are kept as links (listed, see [`LINKS`]), and one out of its volume fails
+/// the whole; sockets, fifos
 /// and devices are left out; each hard link is a file of its own. An entry gone by the time it is opened is left out.
 pub fn capture(
     pods: &Path,
@@ -65,6 +66,7 @@ fn write(
         limit,
         fds: own_fds()?,
         partial,
+        links: Vec::new(),
     };
     for volume in volumes {
         let dir = host_dir(pods, uid, volume).ok_or_else(|| Error::Name {
@@ -78,6 +80,14 @@ fn write(
         let fd = open_volume(&dir).map_err(read)?;
         let stat = rustix::fs::fstat(&fd).map_err(|e| read(e.into()))?;
         walk.directory(fd, &stat, &Path::new(PREFIX).join(volume), &dir, 0)?;
+    }
+    if !walk.links.is_empty() {
+        let links = std::mem::take(&mut walk.links);
+        let mut header = Header::new_gnu();
+        header.set_entry_type(EntryType::Regular);
+        header.set_size(links.len() as u64);
+        header.set_mode(0o600);
+        walk.append(header, &Path::new(PREFIX).join(LINKS), &links[..])?;
     }
     let counted = walk.tar.into_inner().map_err(fail)?;
     counted.file.sync_all().map_err(fail)
@@ -122,6 +132,8 @@ struct Walk<'a> {
     limit: u64,
     fds: OwnedFd,
     partial: &'a Path,
+    /// The symbolic links met, as [`LINKS`] lists them.
+    links: Vec<u8>,
 }
 
 impl Walk<'_> {
@@ -211,9 +223,15 @@ impl Walk<'_> {
                         target: target.to_owned(),
                     });
                 }
-                let mut header = header(&stat, EntryType::Symlink, 0);
-                let appended = self.tar.append_link(&mut header, name, target);
-                appended.map_err(|source| self.write_error(source))?;
+                // Listed, not archived as a link: see [`LINKS`].
+                for field in [name.as_os_str(), target.as_os_str()] {
+                    self.links.extend_from_slice(field.as_bytes());
+                    self.links.push(0);
+                }
+                for id in [stat.st_uid, stat.st_gid] {
+                    self.links.extend_from_slice(id.to_string().as_bytes());
+                    self.links.push(0);
+                }
                 self.bounded()
             }
             // Sockets, fifos and devices: no data of the pod's to carry.
@@ -240,7 +258,8 @@ impl Walk<'_> {
     }
 
     fn bounded(&self) -> Result<(), Error> {
-        if self.tar.get_ref().written > self.limit {
+        let links = self.links.len() as u64;
+        if self.tar.get_ref().written.saturating_add(links) > self.limit {
             return Err(Error::TooLarge { limit: self.limit });
         }
         Ok(())

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -11,7 +12,7 @@ use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 use tar::EntryType;
 
-use super::{Error, PREFIX, host_dir, open_beneath, open_volume, stays_inside};
+use super::{Error, LINKS, PREFIX, host_dir, open_beneath, open_volume, stays_inside};
 
 /// The kernel's overflow user and group.
 const NOBODY: u32 = 65534;
@@ -50,7 +51,7 @@ pub fn place(
     // Every entry checked before any is placed: a refused layer leaves nothing behind.
     let mut archive = open()?;
     for entry in archive.entries_with_seek().map_err(unreadable)? {
-        check(&entry.map_err(unreadable)?, layer)?;
+        read(&mut entry.map_err(unreadable)?, layer)?;
     }
     // Each volume's target, opened at its first entry; `None`: not placed.
     let mut targets: HashMap<String, Option<Target>> = HashMap::new();
@@ -58,17 +59,18 @@ pub fn place(
     let mut archive = open()?;
     for entry in archive.entries().map_err(unreadable)? {
         let mut entry = entry.map_err(unreadable)?;
-        let checked = check(&entry, layer)?;
-        let volume = checked.volume.as_str();
-        if !targets.contains_key(volume) {
-            let target = Target::open(pods, uid, volume, owners, &wanted, &checked.path)?;
-            if target.is_some() {
-                placed.push(volume.to_owned());
+        for checked in read(&mut entry, layer)? {
+            let volume = checked.volume.as_str();
+            if !targets.contains_key(volume) {
+                let target = Target::open(pods, uid, volume, owners, &wanted, &checked.path)?;
+                if target.is_some() {
+                    placed.push(volume.to_owned());
+                }
+                targets.insert(volume.to_owned(), target);
             }
-            targets.insert(volume.to_owned(), target);
-        }
-        if let Some(Some(target)) = targets.get(volume) {
-            target.put(&checked, &mut entry)?;
+            if let Some(Some(target)) = targets.get(volume) {
+                target.put(&checked, &mut entry)?;
+            }
         }
     }
     Ok(placed)
@@ -84,6 +86,96 @@ struct Checked {
     /// The target of a symbolic link.
     link: Option<PathBuf>,
     directory: bool,
+    /// The owner the source recorded.
+    recorded: (u32, u32),
+}
+
+/// What `entry` places: itself, or the links its list names (see [`LINKS`]).
+fn read(entry: &mut tar::Entry<impl Read>, layer: &Path) -> Result<Vec<Checked>, Error> {
+    let unreadable = |source| Error::Layer {
+        path: layer.to_owned(),
+        source,
+    };
+    let path = entry.path().map_err(unreadable)?.into_owned();
+    if path != Path::new(PREFIX).join(LINKS) {
+        return Ok(vec![check(entry, layer)?]);
+    }
+    if entry.header().entry_type() != EntryType::Regular {
+        return Err(Error::Refused {
+            path,
+            kind: "list of links that is no regular file",
+        });
+    }
+    let mut list = Vec::new();
+    entry.read_to_end(&mut list).map_err(unreadable)?;
+    let malformed = || Error::Refused {
+        path: path.clone(),
+        kind: "malformed list of links",
+    };
+    let fields: Vec<&[u8]> = list.split(|b| *b == 0).collect();
+    // `path\0target\0uid\0gid\0` per link: the last split is the empty rest.
+    let (rest, links) = fields.split_last().ok_or_else(malformed)?;
+    if !rest.is_empty() || links.len() % 4 != 0 {
+        return Err(malformed());
+    }
+    links
+        .chunks(4)
+        .map(|link| {
+            let id = |raw: &[u8]| {
+                std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|t| t.parse::<u32>().ok())
+                    .ok_or_else(malformed)
+            };
+            let name = PathBuf::from(OsStr::from_bytes(link[0]));
+            let target = PathBuf::from(OsStr::from_bytes(link[1]));
+            let (volume, names) = beneath(&name)?;
+            linked(name, volume, names, target, (id(link[2])?, id(link[3])?))
+        })
+        .collect()
+}
+
+/// A link at `path` (`volume`/`names`) to `target`, if it stays in its volume.
+fn linked(
+    path: PathBuf,
+    volume: String,
+    names: Vec<OsString>,
+    target: PathBuf,
+    recorded: (u32, u32),
+) -> Result<Checked, Error> {
+    if !stays_inside(names.len().saturating_sub(1), &target) {
+        return Err(Error::Escape { path, target });
+    }
+    Ok(Checked {
+        path,
+        volume,
+        names,
+        link: Some(target),
+        directory: false,
+        recorded,
+    })
+}
+
+/// The volume and the names beneath it of `path`, which must be
+/// `checkpointing-volumes/<volume>/…` by plain names only.
+fn beneath(path: &Path) -> Result<(String, Vec<OsString>), Error> {
+    let stray = || Error::Stray {
+        path: path.to_owned(),
+    };
+    let mut parts = path.strip_prefix(PREFIX).map_err(|_| stray())?.components();
+    let volume = match parts.next() {
+        Some(Component::Normal(name)) => name.to_str(),
+        _ => None,
+    };
+    let volume = volume.ok_or_else(stray)?.to_owned();
+    let mut names = Vec::new();
+    for part in parts {
+        match part {
+            Component::Normal(name) => names.push(name.to_owned()),
+            _ => return Err(stray()),
+        }
+    }
+    Ok((volume, names))
 }
 
 /// Whether `entry` (of the layer at `layer`) is under `checkpointing-volumes/<volume>/`, beneath it by plain names only,
@@ -94,47 +186,38 @@ fn check(entry: &tar::Entry<impl Read>, layer: &Path) -> Result<Checked, Error> 
         source,
     };
     let path = entry.path().map_err(unreadable)?.into_owned();
-    let stray = || Error::Stray { path: path.clone() };
-    let mut parts = path.strip_prefix(PREFIX).map_err(|_| stray())?.components();
-    let volume = parts.next().and_then(|c| c.as_os_str().to_str());
-    let volume = volume.ok_or_else(stray)?.to_owned();
-    let mut names = Vec::new();
-    for part in parts {
-        match part {
-            Component::Normal(name) => names.push(name.to_owned()),
-            _ => return Err(stray()),
-        }
-    }
+    let (volume, names) = beneath(&path)?;
     let refused = |kind| Error::Refused {
         path: path.clone(),
         kind,
     };
-    let kind = entry.header().entry_type();
-    let link = match kind {
-        EntryType::Regular | EntryType::Continuous | EntryType::Directory => None,
+    let header = entry.header();
+    let id = |raw: io::Result<u64>| raw.map(|r| u32::try_from(r).unwrap_or(NOBODY));
+    let recorded = (
+        id(header.uid()).map_err(unreadable)?,
+        id(header.gid()).map_err(unreadable)?,
+    );
+    let kind = header.entry_type();
+    match kind {
+        EntryType::Regular | EntryType::Continuous | EntryType::Directory => Ok(Checked {
+            path,
+            volume,
+            names,
+            link: None,
+            directory: kind == EntryType::Directory,
+            recorded,
+        }),
+        // Layers written before links travelled as a list (see [`LINKS`]).
         EntryType::Symlink => {
             let target = entry.link_name().map_err(unreadable)?;
             let target = target.ok_or_else(|| refused("link without a target"))?;
-            if !stays_inside(names.len().saturating_sub(1), &target) {
-                return Err(Error::Escape {
-                    target: target.into_owned(),
-                    path,
-                });
-            }
-            Some(target.into_owned())
+            linked(path.clone(), volume, names, target.into_owned(), recorded)
         }
-        EntryType::Link => return Err(refused("hard link")),
-        EntryType::Char | EntryType::Block => return Err(refused("device")),
-        EntryType::Fifo => return Err(refused("fifo")),
-        _ => return Err(refused("special entry")),
-    };
-    Ok(Checked {
-        path,
-        volume,
-        names,
-        link,
-        directory: kind == EntryType::Directory,
-    })
+        EntryType::Link => Err(refused("hard link")),
+        EntryType::Char | EntryType::Block => Err(refused("device")),
+        EntryType::Fifo => Err(refused("fifo")),
+        _ => Err(refused("special entry")),
+    }
 }
 
 /// A volume being placed: its directory, open, and who its files belong to.
@@ -202,11 +285,7 @@ impl Target {
         let mode = Mode::from_raw_mode(header.mode().map_err(fail)? & 0o1777);
         let mtime = header.mtime().map_err(fail)?;
         let owner = if self.recorded {
-            let id = |raw: u64| u32::try_from(raw).unwrap_or(NOBODY);
-            (
-                id(header.uid().map_err(fail)?),
-                id(header.gid().map_err(fail)?),
-            )
+            checked.recorded
         } else {
             self.owner
         };

@@ -1,7 +1,7 @@
 use super::*;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -156,19 +156,74 @@ fn capture_keeps_links_as_links_and_leaves_out_what_holds_no_data() {
     let mut found = entries(&layer);
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let names: Vec<_> = found.iter().map(|(n, k, _)| (n.as_str(), *k)).collect();
-    use tar::EntryType::{Directory, Regular, Symlink};
+    // Regular files and directories only: containerd restores from nothing else.
+    use tar::EntryType::{Directory, Regular};
     assert_eq!(
         names,
         [
+            ("checkpointing-volumes/.links", Regular),
             ("checkpointing-volumes/data", Directory),
             ("checkpointing-volumes/data/file", Regular),
-            ("checkpointing-volumes/data/latest", Symlink),
             ("checkpointing-volumes/data/sub", Directory),
-            ("checkpointing-volumes/data/sub/up", Symlink),
             ("checkpointing-volumes/data/twin", Regular),
         ]
     );
-    assert!(found.iter().all(|(_, _, d)| d.is_empty() || d == b"own"));
+    let meta = fs::symlink_metadata(data.join("latest")).unwrap();
+    let (uid, gid) = (meta.uid(), meta.gid());
+    assert_eq!(
+        String::from_utf8_lossy(&found[0].2),
+        format!(
+            "checkpointing-volumes/data/latest\0file\0{uid}\0{gid}\0\
+             checkpointing-volumes/data/sub/up\0../file\0{uid}\0{gid}\0"
+        ),
+        "the links, listed"
+    );
+    assert!(
+        found[1..]
+            .iter()
+            .all(|(_, _, d)| d.is_empty() || d == b"own")
+    );
+}
+
+/// A list of links is checked as links are: one out of its volume, or a list that is not one,
+/// fails the whole layer before anything is placed.
+#[test]
+fn a_list_of_links_out_of_the_volume_or_malformed_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    let target = volume_dir(&pods, "new", "data");
+    for (list, refusal) in [
+        (
+            &b"checkpointing-volumes/data/x\0/etc/shadow\x000\x000\0"[..],
+            "out of its volume",
+        ),
+        (
+            &b"checkpointing-volumes/data/x\0../..\x000\x000\0"[..],
+            "out of its volume",
+        ),
+        (
+            &b"checkpointing-volumes/data/x\0file\0"[..],
+            "malformed list of links",
+        ),
+        (
+            &b"checkpointing-volumes/../x\0file\x000\x000\0"[..],
+            "not under",
+        ),
+    ] {
+        let layer = tmp.path().join("links.tar");
+        let mut tar = tar::Builder::new(fs::File::create(&layer).unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(list.len() as u64);
+        header.set_mode(0o600);
+        tar.append_data(&mut header, "checkpointing-volumes/.links", list)
+            .unwrap();
+        tar.finish().unwrap();
+        drop(tar);
+        let err = place(&layer, &pods, "new", Owners::Volume, |_| true).unwrap_err();
+        assert!(err.to_string().contains(refusal), "{err}");
+        assert_eq!(fs::read_dir(&target).unwrap().count(), 0, "nothing placed");
+    }
 }
 
 /// No node would place a link out of its volume: the capture fails, naming it, and leaves
