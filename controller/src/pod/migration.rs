@@ -505,8 +505,19 @@ fn restoring(o: &Observed, mut status: PodMigrationStatus) -> Plan {
         return plan;
     }
     status.phase = Some(MigrationPhase::Succeeded);
+    // From a lost node's checkpoint, what was lost is how old it was when the restore began.
+    let taken = o
+        .checkpoint
+        .and_then(|c| c.metadata.creation_timestamp.as_ref());
+    let age = match (&m.spec.from_checkpoint, taken, started) {
+        (Some(_), Some(taken), Some(began)) => format!(
+            " (taken {}s before the restore began)",
+            began.duration_since(taken.0).as_secs().max(0)
+        ),
+        _ => String::new(),
+    };
     status.message = Some(format!(
-        "pod {:?} runs on node {:?} from PodCheckpoint {:?}; downtime {} ms",
+        "pod {:?} runs on node {:?} from PodCheckpoint {:?}{age}; downtime {} ms",
         restored.name_any(),
         status.target_node.as_deref().unwrap_or_default(),
         status.pod_checkpoint.as_deref().unwrap_or_default(),

@@ -535,6 +535,10 @@ fn a_migration_past_its_timeout_fails() {
 fn from_a_checkpoint_a_lost_nodes_pod_is_restored_without_a_new_checkpoint() {
     let mut m = migration(None);
     m.spec.from_checkpoint = Some("move-app".into());
+    let mut taken = completed_checkpoint();
+    taken.metadata.creation_timestamp = Some(Time(
+        now() - k8s_openapi::jiff::SignedDuration::from_secs(90),
+    ));
     // The node stopped answering: the pod's phase is whatever was last reported.
     let mut lost = owned_by(pod(), "ReplicaSet");
     lost.status = Some(k8s_openapi::api::core::v1::PodStatus {
@@ -542,7 +546,7 @@ fn from_a_checkpoint_a_lost_nodes_pod_is_restored_without_a_new_checkpoint() {
         ..Default::default()
     });
     let mut world = World::new(Some(lost.clone()));
-    world.checkpoint = Some(completed_checkpoint());
+    world.checkpoint = Some(taken);
     let actions = step(&mut m, &world);
     assert!(
         actions
@@ -564,7 +568,12 @@ fn from_a_checkpoint_a_lost_nodes_pod_is_restored_without_a_new_checkpoint() {
     world.pod = Some(replacement.clone());
     world.labelled = vec![replacement];
     step(&mut m, &world);
-    assert_eq!(outcome(&m).0, MigrationPhase::Succeeded, "{message}");
+    let (phase, done) = outcome(&m);
+    assert_eq!(phase, MigrationPhase::Succeeded, "{message}");
+    assert!(
+        done.contains("taken 90s before the restore began"),
+        "{done}"
+    );
 
     // Only the pod's own, completed checkpoint restores.
     for (name, pod_name, state) in [
