@@ -142,21 +142,25 @@ pub fn moved_by(last: Option<&str>) -> Option<&str> {
     }
 }
 
-/// The line printed when pod `who` (`<namespace>/<name>`) is gone: `evicted` when its eviction
-/// was allowed, else it went by itself (moved, or gone before); `last` is the last message of
-/// a held eviction, `to` where a migration took it.
+/// The line printed when pod `who` (`<namespace>/<name>`) is gone: moved when the migration a
+/// held eviction named took it `to` a node, else `evicted` when its eviction was allowed, or
+/// gone by itself (moved, or gone before); `last` is the last message of a held eviction.
 pub fn done_line(who: &str, evicted: bool, last: Option<&str>, to: Option<&str>) -> String {
     let named = last.and_then(first_named);
-    match (evicted, named) {
-        (true, Some((What::Checkpoint, Some(pc)))) => {
+    match (evicted, named, to) {
+        // A migration that succeeded: the eviction may have been allowed after it, while the
+        // pod was still stopping.
+        (_, Some((What::Migrate, Some(pm))), Some(node)) => {
+            format!("pod {who} moved to {node} by PodMigration {pm:?}")
+        }
+        (true, Some((What::Checkpoint, Some(pc))), _) => {
             format!("pod {who} evicted after PodCheckpoint {pc:?}")
         }
-        (true, _) => format!("pod {who} evicted"),
-        (false, Some((What::Migrate, Some(pm)))) => match to {
-            Some(node) => format!("pod {who} moved to {node} by PodMigration {pm:?}"),
-            None => format!("pod {who} moved by PodMigration {pm:?}"),
-        },
-        (false, _) => format!("pod {who} gone"),
+        (true, _, _) => format!("pod {who} evicted"),
+        (false, Some((What::Migrate, Some(pm))), None) => {
+            format!("pod {who} moved by PodMigration {pm:?}")
+        }
+        (false, _, _) => format!("pod {who} gone"),
     }
 }
 
@@ -267,8 +271,8 @@ async fn drain_pod(client: &Client, pod: &Pod, deadline: Instant) -> Result<(), 
         }
     };
     let to = match moved_by(last.as_deref()) {
-        Some(pm) if !evicted => migrated_to(client, &ns, pm).await,
-        _ => None,
+        Some(pm) => migrated_to(client, &ns, pm).await,
+        None => None,
     };
     println!(
         "{}",

@@ -79,6 +79,11 @@ fn a_finished_pod_says_how_it_went() {
         done_line("ns/db", true, Some(STARTS_CHECKPOINT), None),
         "pod ns/db evicted after PodCheckpoint \"keep-db-0a1b.1700000000\""
     );
+    // Allowed once the migration succeeded, while the pod was stopping: moved.
+    assert_eq!(
+        done_line("ns/web", true, Some(MIGRATING), Some("node2")),
+        "pod ns/web moved to node2 by PodMigration \"evict-web-1a2b3c4d-1\""
+    );
     // Evicted after all (taken out of its policy, say): not moved.
     assert_eq!(
         done_line("ns/web", true, Some(MIGRATION_FAILED), None),

@@ -195,8 +195,8 @@ pub async fn assert_moved(
         Some(target) => assert_eq!(landed, target),
         None => assert_ne!(Some(landed.as_str()), status.source_node.as_deref()),
     }
-    let name = pm.metadata.name.as_deref().unwrap();
-    let values = values_at_checkpoint(tb, client, ns, name).await;
+    let checkpoint = status.pod_checkpoint.as_deref().unwrap();
+    let values = values_at_checkpoint(tb, client, ns, checkpoint).await;
     assert!(!values.is_empty());
     for (container, value) in values {
         assert_container_resumes(tb, ns, &restored, &container, value).await;
