@@ -28,6 +28,8 @@ pub struct Plan {
     pub scale_nodes: usize,
     pub scale_pods_per_node: usize,
     pub idle_seconds: u64,
+    /// Bare pods on the drained node, each side of the drain section.
+    pub drain_pods: usize,
 }
 
 impl Plan {
@@ -42,6 +44,7 @@ impl Plan {
             scale_nodes: 2,
             scale_pods_per_node: 5,
             idle_seconds: 3,
+            drain_pods: 3,
         }
     }
 
@@ -56,6 +59,7 @@ impl Plan {
             scale_nodes: 4,
             scale_pods_per_node: 5,
             idle_seconds: 10,
+            drain_pods: 10,
         }
     }
 }

@@ -7,6 +7,7 @@
 mod api_load;
 mod checkpoint;
 mod cluster;
+mod drain;
 mod footprint;
 mod migration;
 mod packaging;
@@ -91,6 +92,8 @@ async fn main() -> anyhow::Result<()> {
     rows.extend(api_load::rows(&calls_before, &calls_after, plan.scale)?);
     section("8 registry");
     rows.extend(registry::run(&c, &plan).await?);
+    section("9 drain");
+    rows.extend(drain::run(&c, &plan).await?);
 
     let slowest = report::slowest(&rows).context("no comparison was measured")?;
     let targets = rows.iter().filter(|r| r.target.is_some()).count();

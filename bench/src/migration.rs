@@ -132,10 +132,7 @@ async fn migrate(c: &Cluster, pod: &str) -> anyhow::Result<(PodMigration, Durati
     )
     .await
     .with_context(|| format!("creating PodMigration {pod}"))?;
-    let pm = tokio::time::timeout(FINAL_WITHIN, await_condition(api, pod, is_final))
-        .await
-        .with_context(|| format!("PodMigration {pod} not final within {FINAL_WITHIN:?}"))??
-        .with_context(|| format!("PodMigration {pod} vanished"))?;
+    let pm = wait_final(c, pod).await?;
     let took = started.elapsed();
     let status = pm.status.clone().unwrap_or_default();
     if status.phase != Some(MigrationPhase::Succeeded) {
@@ -145,6 +142,14 @@ async fn migrate(c: &Cluster, pod: &str) -> anyhow::Result<(PodMigration, Durati
         );
     }
     Ok((pm, took))
+}
+
+/// Waits (by a watch) until PodMigration `name` is final; returns it, whatever its phase.
+pub(crate) async fn wait_final(c: &Cluster, name: &str) -> anyhow::Result<PodMigration> {
+    tokio::time::timeout(FINAL_WITHIN, await_condition(migrations(c), name, is_final))
+        .await
+        .with_context(|| format!("PodMigration {name} not final within {FINAL_WITHIN:?}"))??
+        .with_context(|| format!("PodMigration {name} vanished"))
 }
 
 fn is_final(pm: Option<&PodMigration>) -> bool {
@@ -167,7 +172,7 @@ async fn source_gone(c: &Cluster, pod: &str, uid: Option<&str>) -> anyhow::Resul
 
 /// Deletes the migration in the foreground: its PodCheckpoint and that one's
 /// ContainerCheckpoints (archives and images) go first.
-async fn remove_migration(c: &Cluster, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn remove_migration(c: &Cluster, name: &str) -> anyhow::Result<()> {
     delete_and_finalize(migrations(c), name, &DeleteParams::foreground())
         .await
         .with_context(|| format!("deleting PodMigration {name}"))

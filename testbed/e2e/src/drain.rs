@@ -1,6 +1,8 @@
 //! Drains as the tests drive them: node1 drained of a test's pods, a policy that protects
 //! the pods labelled `protect=yes` on eviction, and the migrations the drain started.
 
+use std::process::Output;
+
 use checkpointing::crd::{CheckpointPolicy, PodMigration};
 use checkpointing::names::EVICTION_LABEL;
 use k8s_openapi::api::core::v1::Pod;
@@ -12,6 +14,10 @@ use crate::{Testbed, counter_template, wait_migration};
 /// The node the drain tests drain.
 pub const NODE: &str = "node1";
 
+/// The label (and value) of the pods [`protect`]'s policy selects.
+pub const PROTECT_LABEL: &str = "protect";
+pub const PROTECTED: &str = "yes";
+
 /// Uncordons [`NODE`] when the test ends, however it ends: the other tests schedule there.
 pub struct Cordoned<'a>(pub &'a Testbed);
 
@@ -21,6 +27,22 @@ impl Drop for Cordoned<'_> {
     }
 }
 
+/// `kubectl drain NODE` of the pods `selector` picks (`--pod-selector`), with the flags any
+/// drain of a node with bare pods and emptyDirs takes; `timeout` as kubectl reads it (`300s`).
+pub fn drain(tb: &Testbed, selector: &str, timeout: &str) -> Output {
+    tb.kubectl(&[
+        "drain",
+        NODE,
+        "--ignore-daemonsets",
+        "--force",
+        "--delete-emptydir-data",
+        "--pod-selector",
+        selector,
+        "--timeout",
+        timeout,
+    ])
+}
+
 /// A workload's pod template: the seed's counter, labelled `drain-test=<ns>` (so a drain can
 /// pick this test's pods alone) and `protect=yes` if `protected`, placed on [`NODE`] when it
 /// may be (preferred), never on node3 (the fault tests break it).
@@ -28,7 +50,7 @@ pub fn template(app: &str, ns: &str, protected: bool) -> Value {
     let mut pod = counter_template(app);
     pod["metadata"]["labels"]["drain-test"] = json!(ns);
     if protected {
-        pod["metadata"]["labels"]["protect"] = json!("yes");
+        pod["metadata"]["labels"][PROTECT_LABEL] = json!(PROTECTED);
     }
     pod["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] = json!([
         {"weight": 100, "preference": {"matchFields": [
@@ -55,14 +77,15 @@ where
         .unwrap_or_else(|e| panic!("creating {object:?}: {e}"));
 }
 
-/// The policy that protects the pods labelled `protect=yes`: no schedule, migrate on eviction.
+/// The policy that protects the pods labelled `protect=yes` ([`PROTECT_LABEL`]): no schedule,
+/// migrate on eviction.
 pub async fn protect(client: &kube::Client, ns: &str) {
     create::<CheckpointPolicy>(
         client,
         ns,
         json!({
             "metadata": {"name": "protect"},
-            "spec": {"selector": {"matchLabels": {"protect": "yes"}}, "onEviction": "Migrate"},
+            "spec": {"selector": {"matchLabels": {PROTECT_LABEL: PROTECTED}}, "onEviction": "Migrate"},
         }),
     )
     .await;

@@ -19,21 +19,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::json;
 
-/// `kubectl drain NODE` of this test's pods alone (`--pod-selector`), with the flags any drain
-/// of a node with bare pods and emptyDirs takes.
+/// `kubectl drain NODE` of this test's pods alone.
 fn drain(tb: &Testbed, ns: &str, timeout: &str) -> Output {
-    let selector = format!("drain-test={ns}");
-    tb.kubectl(&[
-        "drain",
-        NODE,
-        "--ignore-daemonsets",
-        "--force",
-        "--delete-emptydir-data",
-        "--pod-selector",
-        &selector,
-        "--timeout",
-        timeout,
-    ])
+    e2e::drain::drain(tb, &format!("drain-test={ns}"), timeout)
 }
 
 #[tokio::test]
