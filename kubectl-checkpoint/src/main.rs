@@ -91,6 +91,10 @@ async fn connect(global: &Global) -> anyhow::Result<(Client, String)> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    // kube retries 429s by itself; a held eviction's 429 is an answer `drain` shows and acts
+    // on (kubectl's own way), not a transient error to hide.
+    let mut config = config;
+    config.default_retry = false;
     Ok((Client::try_from(config)?, namespace))
 }
 
