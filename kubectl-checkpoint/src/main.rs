@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use checkpointing::crd::{
-    CheckpointState, ContainerCheckpoint, ContainerCheckpointSpec, ContainerCheckpointStatus,
-    MigrationPhase, PodCheckpoint, PodMigration,
+    CheckpointPolicy, CheckpointState, ContainerCheckpoint, ContainerCheckpointSpec,
+    ContainerCheckpointStatus, MigrationPhase, PodCheckpoint, PodMigration,
 };
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use futures::stream::BoxStream;
@@ -211,11 +211,11 @@ fn report(name: &str, status: ContainerCheckpointStatus) -> anyhow::Result<ExitC
 }
 
 async fn list(client: Client, ns: Option<&str>) -> anyhow::Result<ExitCode> {
-    let api: Api<ContainerCheckpoint> = match ns {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
+    let requests: Api<ContainerCheckpoint> = match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
-    let mut items = api
+    let mut items = requests
         .list(&ListParams::default())
         .await
         .map_err(api_or_missing_crd)
@@ -225,6 +225,20 @@ async fn list(client: Client, ns: Option<&str>) -> anyhow::Result<ExitCode> {
     let now = Timestamp::now();
     let rows: Vec<_> = items.iter().map(|cc| table::Row::new(cc, now)).collect();
     print!("{}", table::render(&rows, ns.is_none()));
+    let policies: Api<CheckpointPolicy> = match ns {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    // A cluster without the policy kind (an older install) has none to show.
+    let mut policies = match policies.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+        Err(err) => return Err(api(err)).context("listing CheckpointPolicies"),
+    };
+    if !policies.is_empty() {
+        policies.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
+        print!("\n{}", table::policies(&policies, now, ns.is_none()));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,6 @@
 //! `list`'s table, laid out like `kubectl get` (and the columns other tables share).
 
-use checkpointing::crd::ContainerCheckpoint;
+use checkpointing::crd::{CheckpointPolicy, ContainerCheckpoint};
 use k8s_openapi::jiff::Timestamp;
 
 const NONE: &str = "<none>";
@@ -67,6 +67,50 @@ pub fn render(rows: &[Row], with_namespace: bool) -> String {
     columns(&lines)
 }
 
+/// The policies under a header: what each protects and how, and where its schedule stands
+/// (the soonest next checkpoint of its pods); NAMESPACE first if asked.
+pub fn policies(policies: &[CheckpointPolicy], now: Timestamp, with_namespace: bool) -> String {
+    let text = |v: Option<String>| v.unwrap_or_else(|| NONE.to_owned());
+    let rows: Vec<[String; 8]> = policies
+        .iter()
+        .map(|p| {
+            let status = p.status.as_ref();
+            let pods = status.map_or(&[][..], |s| &s.pods);
+            let next = pods
+                .iter()
+                .filter_map(|e| e.next_due.as_ref())
+                .min_by_key(|t| t.0);
+            [
+                text(p.metadata.namespace.clone()),
+                text(p.metadata.name.clone()),
+                text(status.and_then(|s| s.selected_pods).map(|n| n.to_string())),
+                text(p.spec.schedule.as_ref().map(|s| age(s.interval_seconds))),
+                p.spec.retention.keep_newest.to_string(),
+                text(p.spec.on_eviction.map(|a| format!("{a:?}"))),
+                text(p.spec.on_node_loss.map(|a| format!("{a:?}"))),
+                text(next.map(|t| format!("in {}", age(t.0.as_second() - now.as_second())))),
+            ]
+        })
+        .collect();
+    let header = [
+        "NAMESPACE",
+        "POLICY",
+        "PODS",
+        "EVERY",
+        "KEEP",
+        "ON EVICTION",
+        "ON NODE LOSS",
+        "NEXT",
+    ];
+    let skip = usize::from(!with_namespace);
+    let mut lines: Vec<Vec<&str>> = vec![header[skip..].to_vec()];
+    lines.extend(
+        rows.iter()
+            .map(|r| r[skip..].iter().map(String::as_str).collect()),
+    );
+    columns(&lines)
+}
+
 /// `lines` (the header first) in columns separated by three spaces, as `kubectl get` lays
 /// them out.
 pub fn columns(lines: &[Vec<&str>]) -> String {
@@ -114,6 +158,31 @@ fn age(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policies_say_what_they_protect_and_when_next() {
+        let policy: CheckpointPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "checkpointing.zacchaeuschok.github.io/v1alpha1",
+            "kind": "CheckpointPolicy",
+            "metadata": {"name": "protect", "namespace": "team"},
+            "spec": {
+                "selector": {}, "schedule": {"intervalSeconds": 900},
+                "retention": {"keepNewest": 4}, "onEviction": "Migrate",
+            },
+            "status": {"selectedPods": 2, "pods": [
+                {"pod": "a", "nextDue": "2026-12-05T12:10:00Z"},
+                {"pod": "b", "nextDue": "2026-12-05T12:05:00Z"},
+            ]},
+        }))
+        .unwrap();
+        let now: Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            policies(std::slice::from_ref(&policy), now, false),
+            "POLICY    PODS   EVERY   KEEP   ON EVICTION   ON NODE LOSS   NEXT\n\
+             protect   2      15m     4      Migrate       <none>         in 5m\n"
+        );
+        assert!(policies(&[policy], now, true).starts_with("NAMESPACE   POLICY"));
+    }
 
     fn checkpoint(status: serde_json::Value) -> ContainerCheckpoint {
         serde_json::from_value(serde_json::json!({

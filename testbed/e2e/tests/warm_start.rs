@@ -1,18 +1,15 @@
 //! One checkpoint, many replicas: a Deployment whose pod template carries `restore-from`
-//! starts every replica from that checkpoint, however many it is scaled to, on any node. Scaled
-//! from 0 to 3, three counters go on from the checkpointed value, each a process of its own.
+//! (samples/warm-start.yaml, applied as its comment says) starts every replica from that
+//! checkpoint, however many it is scaled to, on any node. Scaled from 0 to 3, three counters go
+//! on from the checkpointed value, each a process of its own.
 
 use std::time::Duration;
 
 use checkpointing::crd::CheckpointState;
-use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use e2e::{
     TestNamespace, Testbed, app_pods, assert_counter_resumes, checkpoint, checkpoint_request,
-    counter_at_checkpoint, counter_log, counter_pod, counter_template, grant, outcome, run_pod,
+    counter_at_checkpoint, counter_log, counter_pod, outcome, run_pod,
 };
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::json;
 
 #[tokio::test]
 async fn a_deployment_scaled_from_zero_starts_every_replica_from_one_checkpoint() {
@@ -22,47 +19,19 @@ async fn a_deployment_scaled_from_zero_starts_every_replica_from_one_checkpoint(
     let client = tb.client().await;
     run_pod(&client, ns, counter_pod("seed", "node1", 1)).await;
     counter_log(&tb, ns, "seed", 3, Duration::from_secs(60)).await;
-    let cc = checkpoint(
-        &client,
-        ns,
-        checkpoint_request("seed-cp", "seed", "counter"),
-    )
-    .await;
+    // The name samples/warm-start.yaml restores from.
+    let request = checkpoint_request("counter-checkpoint", "seed", "counter");
+    let cc = checkpoint(&client, ns, request).await;
     let (state, message) = outcome(&cc);
     assert_eq!(state, CheckpointState::Completed, "{message}");
-    let at_checkpoint = counter_at_checkpoint(&tb, &client, ns, "seed-cp", "node1").await;
-    // The replicas are the Deployment's: their ServiceAccount must be allowed to read it.
-    let account = format!("system:serviceaccount:{ns}:default");
-    let rules = json!([{
-        "apiGroups": ["checkpointing.zacchaeuschok.github.io"],
-        "resources": ["containercheckpoints"],
-        "verbs": ["get"],
-    }]);
-    grant(&client, ns, "read-checkpoints", &account, rules).await;
+    let at_checkpoint =
+        counter_at_checkpoint(&tb, &client, ns, "counter-checkpoint", "node1").await;
+    // As the sample says: apply it (the Deployment at 0 replicas, and the right of its pods'
+    // ServiceAccount to read the checkpoint), then scale it.
+    tb.kubectl_ok(&["apply", "-n", ns, "-f", "samples/warm-start.yaml"]);
+    tb.kubectl_ok(&["scale", "-n", ns, "deployment/warm-app", "--replicas", "3"]);
 
-    let mut template = counter_template("warm");
-    template["metadata"]["annotations"] = json!({RESTORE_FROM_ANNOTATION: "seed-cp"});
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "warm"},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": "warm"}},
-            "template": template,
-        },
-    }))
-    .unwrap();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
-    let scale = json!({"spec": {"replicas": 3}});
-    deployments
-        .patch_scale("warm", &PatchParams::default(), &Patch::Merge(&scale))
-        .await
-        .unwrap();
-
-    let replicas = app_pods(&client, ns, "warm", 3).await;
+    let replicas = app_pods(&client, ns, "warm-app", 3).await;
     for pod in &replicas {
         assert_counter_resumes(&tb, ns, pod, at_checkpoint).await;
     }
