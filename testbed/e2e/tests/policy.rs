@@ -1,6 +1,6 @@
-//! CheckpointPolicy: the pods a policy selects are checkpointed every interval, and retention
-//! keeps the newest of them, deleting an older PodCheckpoint with its ContainerCheckpoints and
-//! Contents (and so its archive). A pod the selector does not pick is left alone; deleting the
+//! CheckpointPolicy: the pods a policy selects are checkpointed every interval (pushed to the
+//! registry it names), and retention keeps the newest of them, deleting an older PodCheckpoint
+//! with its ContainerCheckpoints and Contents (and so its archive and its registry copy). A pod the selector does not pick is left alone; deleting the
 //! policy leaves its checkpoints. Creating a policy needs exec rights on every pod of its
 //! namespace.
 
@@ -12,7 +12,10 @@ use checkpointing::crd::{
     PodCheckpoint,
 };
 use checkpointing::names::{POLICY_LABEL, POLICY_POD_LABEL};
-use e2e::{TestNamespace, Testbed, counter_pod, eventually, grant, run_pod};
+use e2e::{
+    RegistryUser, TestNamespace, Testbed, TokenRegistry, counter_pod, eventually, grant,
+    push_secret, run_pod,
+};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -26,16 +29,30 @@ fn labelled(mut pod: Pod, tier: &str) -> Pod {
     pod
 }
 
-fn policy(name: &str, keep_newest: u32) -> CheckpointPolicy {
+/// The host's side of the testbed network, where the test's registry listens.
+const HOST: &str = "10.77.0.1";
+const PUSHER: RegistryUser = RegistryUser {
+    name: "scheduler",
+    password: "scheduler-secret",
+    actions: &["pull", "push", "delete"],
+};
+
+/// A policy keeping the newest `keep_newest`, pushed to `registry` (a repository and its
+/// Secret) when given.
+fn policy(name: &str, keep_newest: u32, registry: Option<(&str, &str)>) -> CheckpointPolicy {
+    let mut spec = json!({
+        "selector": {"matchLabels": {"tier": "protected"}},
+        "schedule": {"intervalSeconds": INTERVAL_SECONDS},
+        "retention": {"keepNewest": keep_newest},
+    });
+    if let Some((repository, secret)) = registry {
+        spec["registry"] = json!({"repository": repository, "secretRef": {"name": secret}});
+    }
     serde_json::from_value(json!({
         "apiVersion": "checkpointing.zacchaeuschok.github.io/v1alpha1",
         "kind": "CheckpointPolicy",
         "metadata": {"name": name},
-        "spec": {
-            "selector": {"matchLabels": {"tier": "protected"}},
-            "schedule": {"intervalSeconds": INTERVAL_SECONDS},
-            "retention": {"keepNewest": keep_newest},
-        },
+        "spec": spec,
     }))
     .unwrap()
 }
@@ -61,9 +78,14 @@ async fn a_policy_checkpoints_its_pods_on_schedule_and_keeps_the_newest_two() {
         labelled(counter_pod("other", "node1", 1), "plain"),
     )
     .await;
+    let registry = TokenRegistry::start(HOST, &tb.state.join("pki"), &[PUSHER]).await;
+    let config = registry.docker_config(PUSHER.name, PUSHER.password);
+    push_secret(&client, &ns.name, "push-creds", config).await;
+    let repository = format!("{}/checkpoints/{}", registry.host, ns.name);
     let policies: Api<CheckpointPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let pushed = Some((repository.as_str(), "push-creds"));
     policies
-        .create(&PostParams::default(), &policy("every-minute", 2))
+        .create(&PostParams::default(), &policy("every-minute", 2, pushed))
         .await
         .unwrap();
 
@@ -72,6 +94,8 @@ async fn a_policy_checkpoints_its_pods_on_schedule_and_keeps_the_newest_two() {
     let pcs: Api<PodCheckpoint> = Api::namespaced(client.clone(), &ns.name);
     let own = ListParams::default().labels(&format!("{POLICY_LABEL}=every-minute"));
     let mut seen = BTreeMap::new();
+    // Each one's image in the registry.
+    let mut images = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(4 * 60);
     while seen.len() < 3 {
         assert!(
@@ -85,6 +109,9 @@ async fn a_policy_checkpoints_its_pods_on_schedule_and_keeps_the_newest_two() {
                 && let (Some(name), Some(created)) =
                     (pc.metadata.name, pc.metadata.creation_timestamp)
             {
+                let container = pc.status.and_then(|s| s.containers.into_iter().next());
+                let image = container.and_then(|c| c.image).expect("a pushed image");
+                images.insert(name.clone(), image);
                 seen.insert(name, created.0);
             }
         }
@@ -139,6 +166,30 @@ async fn a_policy_checkpoints_its_pods_on_schedule_and_keeps_the_newest_two() {
         },
     )
     .await;
+    // And its copy in the registry; the kept ones' stay.
+    let manifest = |pc: &str| {
+        let image = &images[pc];
+        let (path, digest) = image
+            .strip_prefix(&format!("{}/", registry.host))
+            .and_then(|rest| rest.split_once('@'))
+            .unwrap_or_else(|| panic!("{image} is not in {repository}"));
+        (path.to_owned(), digest.to_owned())
+    };
+    let (path, digest) = manifest(oldest);
+    eventually(
+        "the oldest checkpoint's registry copy to go",
+        Duration::from_secs(60),
+        || async {
+            let status = registry.manifest_status(&path, &digest, &PUSHER).await;
+            (status == 404).then_some(())
+        },
+    )
+    .await;
+    for kept in &left {
+        let (path, digest) = manifest(kept);
+        let status = registry.manifest_status(&path, &digest, &PUSHER).await;
+        assert_eq!(status, 200, "{kept}'s copy stays");
+    }
     for kept in &left {
         let content = contents.get(&child(kept)).await.unwrap();
         assert_eq!(content.status.map(|s| s.ready), Some(true), "{kept}");
@@ -223,7 +274,7 @@ async fn creating_a_policy_needs_the_right_to_exec_into_every_pod_of_the_namespa
     .await;
     let as_mallory: Api<CheckpointPolicy> =
         Api::namespaced(tb.client_as("mallory", &[], &[]).await, &ns.name);
-    let request = policy("hourly", 3);
+    let request = policy("hourly", 3, None);
     match as_mallory.create(&PostParams::default(), &request).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 403, "{status:?}");
