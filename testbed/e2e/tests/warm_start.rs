@@ -34,6 +34,11 @@ async fn a_deployment_scaled_from_zero_starts_every_replica_from_one_checkpoint(
     let replicas = app_pods(&client, ns, "warm-app", 3).await;
     for pod in &replicas {
         assert_counter_resumes(&tb, ns, pod, at_checkpoint).await;
+        // The restore brings back the checkpointed pod's UTS namespace: its hostname, in every
+        // replica (the README says so: a name to renew where it must be unique).
+        let name = pod.metadata.name.as_deref().unwrap();
+        let hostname = tb.kubectl_ok(&["exec", "-n", ns, name, "--", "hostname"]);
+        assert_eq!(hostname.trim(), "seed", "{name}");
     }
     // Each replica is a process of its own: one stopped, the others count on.
     let first = replicas[0].metadata.name.clone().unwrap();
