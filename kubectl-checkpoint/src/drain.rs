@@ -16,7 +16,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::api;
+use crate::api::api;
 use crate::cli::Drain;
 use crate::table::columns;
 

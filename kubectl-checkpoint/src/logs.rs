@@ -12,7 +12,7 @@ use checkpointing::crd::{
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::{Api, Client};
 
-use crate::api as api_error;
+use crate::api::api as api_error;
 
 /// What `logs` was asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]

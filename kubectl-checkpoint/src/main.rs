@@ -3,6 +3,7 @@
 //! a Deployment's pods from a checkpoint. The choices are pure functions in the modules; this
 //! file, `logs`, `drain` and `warm_start` talk to the API server.
 
+mod api;
 mod checkpoint;
 mod cli;
 mod drain;
@@ -17,6 +18,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
+use api::api;
 use checkpointing::crd::{
     CheckpointPolicy, CheckpointState, ContainerCheckpoint, ContainerCheckpointSpec,
     ContainerCheckpointStatus, MigrationPhase, PodCheckpoint, PodMigration,
@@ -96,15 +98,6 @@ async fn connect(global: &Global) -> anyhow::Result<(Client, String)> {
     let mut config = config;
     config.default_retry = false;
     Ok((Client::try_from(config)?, namespace))
-}
-
-/// The API server's own words for its refusals (admission denials, not found), not kube's
-/// debug rendering of them.
-fn api(err: kube::Error) -> anyhow::Error {
-    match err {
-        kube::Error::Api(status) => anyhow!(status.message),
-        err => err.into(),
-    }
 }
 
 async fn create(client: Client, ns: &str, args: Create) -> anyhow::Result<ExitCode> {

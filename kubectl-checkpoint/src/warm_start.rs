@@ -15,7 +15,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::api;
+use crate::api::api;
 use crate::cli::{UsageError, WarmStart};
 
 /// A checkpoint a pod may restore from, as the restore webhook looks it up.
