@@ -62,6 +62,19 @@ pub const NODED_MANAGER: &str = "checkpoint-noded";
 /// Prefix of a noded Lease's name; the rest is the node's name.
 const NODED_LEASE_PREFIX: &str = "checkpoint-noded-";
 
+/// `<prefix>-<pod>-<8 of its UID>`, the name of what the controller starts for one pod (an
+/// eviction's or a lost node's migration): the pod's name is cut to 40 characters, so the
+/// PodCheckpoint and ContainerCheckpoints named after it stay valid names.
+pub fn for_pod(prefix: &str, pod: &str, uid: &str) -> String {
+    let pod: String = pod.chars().take(40).collect();
+    let uid: String = uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    format!("{prefix}-{}-{uid}", pod.trim_end_matches(['-', '.']))
+}
+
 /// noded proves it runs on a node by renewing this Lease (in its lease namespace); the controller
 /// refuses requests for nodes without a live one.
 pub fn noded_lease_name(node: &str) -> String {

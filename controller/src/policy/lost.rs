@@ -15,7 +15,7 @@ use std::time::Duration;
 use checkpointing::crd::{
     CheckpointPolicy, CheckpointState, OnNodeLoss, PodCheckpoint, PodMigration, PodMigrationSpec,
 };
-use checkpointing::names::{LOST_POD_LABEL, OUT_OF_SERVICE_TAINT, POLICY_LABEL};
+use checkpointing::names::{LOST_POD_LABEL, OUT_OF_SERVICE_TAINT, POLICY_LABEL, for_pod};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Resource, ResourceExt};
@@ -172,15 +172,9 @@ fn newest_pushed<'a>(checkpoints: &'a [PodCheckpoint], pod: &str) -> Option<&'a 
         })
 }
 
-/// `lost-<pod>-<8 of its UID>`: one per pod of a lost node.
+/// `lost-<pod>-<8 of its UID>` ([`for_pod`]): one per pod of a lost node.
 fn migration(policy: &CheckpointPolicy, pod: &str, uid: &str, checkpoint: &str) -> PodMigration {
-    let cut: String = pod.chars().take(40).collect();
-    let short: String = uid
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(8)
-        .collect();
-    let name = format!("lost-{}-{short}", cut.trim_end_matches(['-', '.']));
+    let name = for_pod("lost", pod, uid);
     let mut m = PodMigration::new(
         &name,
         PodMigrationSpec {

@@ -14,16 +14,17 @@
 //! copy of such a migration, while the node it left is cordoned and its own is not, is
 //! answered 404: the pod the drain means is gone from the drained node.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use checkpointing::crd::{
     CheckpointPolicy, CheckpointState, MigrationPhase, OnEviction, PodCheckpoint, PodMigration,
     PodMigrationSpec,
 };
-use checkpointing::names::{EVICTION_LABEL, POLICY_LABEL};
+use checkpointing::names::{EVICTION_LABEL, POLICY_LABEL, for_pod};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{Selector, SelectorExt};
 use kube::{Resource, ResourceExt};
@@ -219,14 +220,7 @@ fn exhausted_budget(budgets: &[PodDisruptionBudget], pod: &Pod) -> Option<String
 /// This pod's earlier attempts of `action`, newest first.
 fn attempts(o: &Observed, pod: &Pod, action: OnEviction) -> Vec<Attempt> {
     let uid = pod.uid().unwrap_or_default();
-    let ours = |labels: &std::collections::BTreeMap<String, String>| {
-        labels.get(EVICTION_LABEL) == Some(&uid)
-    };
-    let created = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        meta.creation_timestamp
-            .as_ref()
-            .map_or(Timestamp::MIN, |t| t.0)
-    };
+    let ours = |labels: &BTreeMap<String, String>| labels.get(EVICTION_LABEL) == Some(&uid);
     let mut found: Vec<Attempt> = match action {
         OnEviction::Migrate => o
             .migrations
@@ -234,20 +228,10 @@ fn attempts(o: &Observed, pod: &Pod, action: OnEviction) -> Vec<Attempt> {
             .filter(|m| ours(m.labels()))
             .map(|m| {
                 let status = m.status.as_ref();
-                let phase = status.and_then(|s| s.phase);
-                let message = status.and_then(|s| s.message.clone());
-                Attempt {
-                    kind: "PodMigration",
-                    name: m.name_any(),
-                    created: created(&m.metadata),
-                    outcome: match phase {
-                        Some(MigrationPhase::Succeeded) => Some(None),
-                        Some(MigrationPhase::Failed) => {
-                            Some(Some(message.unwrap_or_else(|| "failed".into())))
-                        }
-                        _ => None,
-                    },
-                }
+                let done = status.and_then(|s| s.phase).filter(|p| p.is_final());
+                let succeeded = done.map(|p| p == MigrationPhase::Succeeded);
+                let message = status.and_then(|s| s.message.as_deref());
+                Attempt::new("PodMigration", &m.metadata, succeeded, message)
             })
             .collect(),
         OnEviction::Checkpoint => o
@@ -256,24 +240,36 @@ fn attempts(o: &Observed, pod: &Pod, action: OnEviction) -> Vec<Attempt> {
             .filter(|c| ours(c.labels()))
             .map(|c| {
                 let status = c.status.as_ref();
-                let message = status.and_then(|s| s.message.clone());
-                Attempt {
-                    kind: "PodCheckpoint",
-                    name: c.name_any(),
-                    created: created(&c.metadata),
-                    outcome: match status.and_then(|s| s.state) {
-                        Some(CheckpointState::Completed) => Some(None),
-                        Some(CheckpointState::Failed) => {
-                            Some(Some(message.unwrap_or_else(|| "failed".into())))
-                        }
-                        _ => None,
-                    },
-                }
+                let done = status.and_then(|s| s.state).filter(|s| s.is_final());
+                let succeeded = done.map(|s| s == CheckpointState::Completed);
+                let message = status.and_then(|s| s.message.as_deref());
+                Attempt::new("PodCheckpoint", &c.metadata, succeeded, message)
             })
             .collect(),
     };
     found.sort_by_key(|a| std::cmp::Reverse((a.created, a.name.clone())));
     found
+}
+
+impl Attempt {
+    /// The attempt `meta` names: `succeeded` once final, failing with `message`.
+    fn new(
+        kind: &'static str,
+        meta: &ObjectMeta,
+        succeeded: Option<bool>,
+        message: Option<&str>,
+    ) -> Self {
+        let failed = || Some(message.unwrap_or("failed").to_owned());
+        Self {
+            kind,
+            name: meta.name.clone().unwrap_or_default(),
+            created: meta
+                .creation_timestamp
+                .as_ref()
+                .map_or(Timestamp::MIN, |t| t.0),
+            outcome: succeeded.map(|ok| if ok { None } else { failed() }),
+        }
+    }
 }
 
 /// Starts attempt `n` of `action` for the pod, and says so.
@@ -337,16 +333,9 @@ fn start(
     }
 }
 
-/// `evict-<pod>-<8 of its UID>-<attempt>`, the pod's part cut so the PodCheckpoint and
-/// ContainerCheckpoints named after it stay valid names.
+/// `evict-<pod>-<8 of its UID>-<attempt>` (see [`for_pod`]).
 pub fn migration_name(pod: &str, uid: &str, attempt: usize) -> String {
-    let pod: String = pod.chars().take(40).collect();
-    let uid: String = uid
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(8)
-        .collect();
-    format!("evict-{}-{uid}-{attempt}", pod.trim_end_matches(['-', '.']))
+    format!("{}-{attempt}", for_pod("evict", pod, uid))
 }
 
 #[cfg(test)]

@@ -60,6 +60,17 @@ pub fn template(app: &str, ns: &str, protected: bool) -> Value {
     pod
 }
 
+/// `pod` labelled `drain-test=<ns>` (so a drain can pick this test's pods alone) and, if
+/// `protected`, `protect=yes` ([`protect`]'s policy selects it).
+pub fn labelled(mut pod: Pod, ns: &str, protected: bool) -> Pod {
+    let labels = pod.metadata.labels.get_or_insert_default();
+    labels.insert("drain-test".to_owned(), ns.to_owned());
+    if protected {
+        labels.insert(PROTECT_LABEL.to_owned(), PROTECTED.to_owned());
+    }
+    pod
+}
+
 /// Creates `object` (JSON of a `K`) in `ns`.
 pub async fn create<K>(client: &kube::Client, ns: &str, object: Value)
 where

@@ -1,18 +1,20 @@
 //! `kubectl drain` of a node with pods a CheckpointPolicy protects (`onEviction: Migrate`):
 //! each protected pod (bare, a Deployment's, a StatefulSet's) moves to another node and counts
 //! on, a pod of no policy is evicted as usual, and the drain completes with kubectl's usual
-//! flags. A PodDisruptionBudget that allows no disruption holds the drain, which says why,
-//! until it allows one.
+//! flags. A real server (Debian's redis-server) keeps every key it held in memory through the
+//! drain. A PodDisruptionBudget that allows no disruption holds the drain, which says why, until
+//! it allows one.
 
 use std::process::Output;
 use std::time::Duration;
 
+use checkpointing::crd::MigrationPhase;
 use e2e::drain::{
-    Cordoned, NODE, create, eviction_migration, eviction_migrations, protect, template,
+    Cordoned, NODE, create, eviction_migration, eviction_migrations, labelled, protect, template,
 };
 use e2e::{
-    TestNamespace, Testbed, app_pods, assert_moved, counter_log, counter_pod, eventually, node_of,
-    run_pod,
+    TestNamespace, Testbed, app_pods, assert_moved, counter_log, counter_pod, eventually,
+    kv_preload, kv_server_pod, migration_outcome, node_of, redis_cli, run_pod, wait_running,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -31,15 +33,12 @@ async fn a_drain_migrates_the_pods_a_policy_protects_and_evicts_the_others() {
     let ns = ns.name.as_str();
     let client = tb.client().await;
     protect(&client, ns).await;
-    let mut bare = counter_pod("bare", NODE, 1);
-    bare.metadata.labels = Some(
-        [
-            ("drain-test".to_owned(), ns.to_owned()),
-            ("protect".to_owned(), "yes".to_owned()),
-        ]
-        .into(),
-    );
-    let bare = run_pod(&client, ns, bare).await;
+    let bare = run_pod(
+        &client,
+        ns,
+        labelled(counter_pod("bare", NODE, 1), ns, true),
+    )
+    .await;
     for (app, protected) in [("web", true), ("plain", false)] {
         create::<Deployment>(
             &client,
@@ -202,4 +201,36 @@ async fn a_drain_waits_for_a_budget_that_allows_no_disruption() {
     );
     let pm = eviction_migration(&client, ns, source).await;
     assert_moved(&tb, &client, ns, &pm, None).await;
+}
+
+/// Keys the server holds in memory alone (`--save ""`): only the checkpoint can carry them.
+const KEYS: u32 = 1000;
+
+#[tokio::test]
+async fn a_drained_kv_server_comes_back_elsewhere_with_every_key() {
+    let tb = Testbed::get();
+    let ns = TestNamespace::create(&tb, "drain-kv").await;
+    let ns = ns.name.as_str();
+    let client = tb.client().await;
+    protect(&client, ns).await;
+    let kv = labelled(kv_server_pod("kv", NODE, None), ns, true);
+    let kv = run_pod(&client, ns, kv).await;
+    kv_preload(&tb, ns, "kv", KEYS);
+
+    let _uncordon = Cordoned(&tb);
+    let out = drain(&tb, ns, "300s");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "the drain completes: {said}");
+    let pm = eviction_migration(&client, ns, &kv).await;
+    let (phase, message) = migration_outcome(&pm);
+    assert_eq!(phase, MigrationPhase::Succeeded, "{message}");
+    let restored = pm.status.as_ref().unwrap().restored_pod.clone().unwrap();
+    let running = wait_running(&client, ns, &restored).await;
+    assert_ne!(node_of(&running), NODE, "off the drained node");
+    assert_eq!(redis_cli(&tb, ns, &restored, &["DBSIZE"]), KEYS.to_string());
+    let last = format!("key:{}", KEYS - 1);
+    assert_eq!(
+        redis_cli(&tb, ns, &restored, &["GET", &last]),
+        format!("value:{}", KEYS - 1)
+    );
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use checkpointing::crd::PodMigration;
 use e2e::drain::{
-    Cordoned, NODE, create, eviction_migration, eviction_migrations, protect, template,
+    Cordoned, NODE, create, eviction_migration, eviction_migrations, labelled, protect, template,
 };
 use e2e::{
     TestNamespace, Testbed, app_pods, assert_moved, counter_log, counter_pod, node_of, plugin,
@@ -36,15 +36,12 @@ async fn the_plugins_drain_says_what_it_would_do_then_moves_the_protected_pod() 
     let ns = ns.name.as_str();
     let client = tb.client().await;
     protect(&client, ns).await;
-    let mut bare = counter_pod("bare", NODE, 1);
-    bare.metadata.labels = Some(
-        [
-            ("drain-test".to_owned(), ns.to_owned()),
-            ("protect".to_owned(), "yes".to_owned()),
-        ]
-        .into(),
-    );
-    let bare = run_pod(&client, ns, bare).await;
+    let bare = run_pod(
+        &client,
+        ns,
+        labelled(counter_pod("bare", NODE, 1), ns, true),
+    )
+    .await;
     create::<Deployment>(
         &client,
         ns,
