@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared settings and helpers for testbed/up, down, agents, node-exec, kubectl, mkkubeconfig.
 # Sourced, never run. Everything here is about *where* things are and *how* to start/stop
-# processes safely; the sequencing lives in `up` and `down`.
+# processes safely; the sequencing lives in `up` (its parts in up.d/) and `down`.
 
 TESTBED_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$TESTBED_DIR")
@@ -51,7 +51,7 @@ CONTROLLER_NAMESPACE=external-checkpointer-system  # deploy/'s namespace for the
 CREDENTIAL_PROVIDER_DIR=/usr/local/libexec/kubernetes/credential-providers # in every node
 CGROUP_NAME=ckpt-testbed # each kubelet's cgroupRoot is /ckpt-testbed/<node> in every hierarchy
 
-# Paths inside every node (see files/node-init.sh and prepare_node_root in `up`).
+# Paths inside every node (see files/node-init.sh and prepare_node_root in up.d/node.sh).
 NODE_KUBECONFIG=/etc/testbed/kubeconfig   # the admin's, for tools run inside a node
 NODE_BIN=/usr/local/bin                   # the binaries built from the Go module proxy
 NODE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
