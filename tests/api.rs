@@ -3,6 +3,9 @@
 use checkpointing::crd::{CheckpointPolicy, ContainerCheckpoint, crd_files};
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
 use std::path::Path;
 
 fn repo_file(path: &str) -> String {
@@ -54,6 +57,17 @@ fn crds_carry_short_names_status_and_columns() {
     );
 }
 
+fn spec_schema(crd: &CustomResourceDefinition) -> &JSONSchemaProps {
+    let schema = crd.spec.versions[0].schema.as_ref().unwrap();
+    &schema
+        .open_api_v3_schema
+        .as_ref()
+        .unwrap()
+        .properties
+        .as_ref()
+        .unwrap()["spec"]
+}
+
 /// No short name of ours is one the built-in resources use (`pc` is PriorityClass's).
 #[test]
 fn short_names_are_not_built_in_ones() {
@@ -70,15 +84,7 @@ fn short_names_are_not_built_in_ones() {
 #[test]
 fn request_specs_are_immutable_and_policies_are_not() {
     for crd in checkpointing::crd::crds() {
-        let schema = crd.spec.versions[0].schema.as_ref().unwrap();
-        let spec = &schema
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap()
-            .properties
-            .as_ref()
-            .unwrap()["spec"];
-        let rules: Vec<_> = spec
+        let rules: Vec<_> = spec_schema(&crd)
             .x_kubernetes_validations
             .iter()
             .flatten()
@@ -98,15 +104,7 @@ fn request_specs_are_immutable_and_policies_are_not() {
 #[test]
 fn migration_defaults_are_in_the_schema() {
     let [_, _, _, pm, _] = checkpointing::crd::crds();
-    let schema = pm.spec.versions[0].schema.as_ref().unwrap();
-    let spec = &schema
-        .open_api_v3_schema
-        .as_ref()
-        .unwrap()
-        .properties
-        .as_ref()
-        .unwrap()["spec"];
-    let fields = spec.properties.as_ref().unwrap();
+    let fields = spec_schema(&pm).properties.as_ref().unwrap();
     let default = |f: &str| fields[f].default.as_ref().map(|d| d.0.clone());
     assert_eq!(default("deleteSource"), Some(serde_json::json!(true)));
     assert_eq!(
