@@ -6,7 +6,9 @@
 //! makes PodCheckpoints on a schedule. Field names are the seed project's, so its samples and
 //! commands work unchanged.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -256,15 +258,42 @@ pub struct ContainerCheckpointContentStatus {
 /// Most bytes of CRIU's log a Content keeps: the end of the log, where its errors are.
 pub const CRIU_LOG_MAX: usize = 32 * 1024;
 
-/// Every CRD as an `apiextensions.k8s.io/v1` object, the container request first.
+/// Every CRD as an `apiextensions.k8s.io/v1` object, the container request first. A request's
+/// spec (and its Content's) is read once, when the work starts: the API server refuses later
+/// changes rather than letting them be silently ignored. A policy's spec stays editable: the
+/// controller reads it on every reconcile.
 pub fn crds() -> [CustomResourceDefinition; 5] {
     [
-        ContainerCheckpoint::crd(),
-        ContainerCheckpointContent::crd(),
-        PodCheckpoint::crd(),
-        PodMigration::crd(),
+        immutable_spec(ContainerCheckpoint::crd()),
+        immutable_spec(ContainerCheckpointContent::crd()),
+        immutable_spec(PodCheckpoint::crd()),
+        immutable_spec(PodMigration::crd()),
         CheckpointPolicy::crd(),
     ]
+}
+
+/// `crd` with a transition rule on `spec`: an update may not change it.
+fn immutable_spec(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let kind = crd.spec.names.kind.clone();
+    for version in &mut crd.spec.versions {
+        let spec = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"));
+        if let Some(spec) = spec {
+            spec.x_kubernetes_validations = Some(vec![ValidationRule {
+                rule: "self == oldSelf".into(),
+                message: Some(format!(
+                    "spec is immutable: delete this {kind} and create it again with the new spec"
+                )),
+                reason: Some("FieldValueForbidden".into()),
+                ..ValidationRule::default()
+            }]);
+        }
+    }
+    crd
 }
 
 /// File name under `deploy/crds/` and YAML text of each CRD: what `controller crd` writes and

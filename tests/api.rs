@@ -3,6 +3,9 @@
 use checkpointing::crd::{CheckpointPolicy, ContainerCheckpoint, crd_files};
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
 use std::path::Path;
 
 fn repo_file(path: &str) -> String {
@@ -30,7 +33,7 @@ fn crds_carry_short_names_status_and_columns() {
     for (crd, short) in [
         (&cc, "cc"),
         (&ccc, "ccc"),
-        (&pc, "pc"),
+        (&pc, "pckpt"),
         (&pm, "pm"),
         (&cpol, "cpol"),
     ] {
@@ -51,6 +54,64 @@ fn crds_carry_short_names_status_and_columns() {
     assert_eq!(
         columns,
         ["STATE", "POD", "CONTAINER", "NODE", "SIZE", "AGE"]
+    );
+}
+
+fn spec_schema(crd: &CustomResourceDefinition) -> &JSONSchemaProps {
+    let schema = crd.spec.versions[0].schema.as_ref().unwrap();
+    &schema
+        .open_api_v3_schema
+        .as_ref()
+        .unwrap()
+        .properties
+        .as_ref()
+        .unwrap()["spec"]
+}
+
+/// No short name of ours is one the built-in resources use (`pc` is PriorityClass's).
+#[test]
+fn short_names_are_not_built_in_ones() {
+    const BUILT_IN: [&str; 8] = ["pc", "po", "cm", "cs", "csr", "ds", "pv", "pvc"];
+    for crd in checkpointing::crd::crds() {
+        for short in crd.spec.names.short_names.iter().flatten() {
+            assert!(!BUILT_IN.contains(&short.as_str()), "{short} is taken");
+        }
+    }
+}
+
+/// The requests and Contents refuse spec changes (their work starts from the first spec); a
+/// policy's spec stays editable.
+#[test]
+fn request_specs_are_immutable_and_policies_are_not() {
+    for crd in checkpointing::crd::crds() {
+        let rules: Vec<_> = spec_schema(&crd)
+            .x_kubernetes_validations
+            .iter()
+            .flatten()
+            .map(|r| r.rule.as_str())
+            .collect();
+        let expected: &[&str] = if crd.spec.names.kind == "CheckpointPolicy" {
+            &[]
+        } else {
+            &["self == oldSelf"]
+        };
+        assert_eq!(rules, expected, "{}", crd.spec.names.kind);
+    }
+}
+
+/// What the controller assumes for an unset field is the schema's default, so `kubectl get -o
+/// yaml` shows it.
+#[test]
+fn migration_defaults_are_in_the_schema() {
+    let [_, _, _, pm, _] = checkpointing::crd::crds();
+    let fields = spec_schema(&pm).properties.as_ref().unwrap();
+    let default = |f: &str| fields[f].default.as_ref().map(|d| d.0.clone());
+    assert_eq!(default("deleteSource"), Some(serde_json::json!(true)));
+    assert_eq!(
+        default("timeoutSeconds"),
+        Some(serde_json::json!(
+            checkpointing::crd::MIGRATION_TIMEOUT_SECONDS
+        ))
     );
 }
 

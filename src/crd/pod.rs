@@ -12,6 +12,10 @@ use super::{
 };
 use crate::names::{DNS_LABEL_MAX, DNS_SUBDOMAIN_MAX};
 
+/// Seconds a PodMigration may take when its spec does not say (the schema's default; the
+/// controller falls back to it for objects stored before the schema had it).
+pub const MIGRATION_TIMEOUT_SECONDS: i64 = 600;
+
 /// Most containers a PodCheckpoint may list (a pod has far fewer in practice).
 pub const MAX_CONTAINERS: usize = 64;
 
@@ -24,7 +28,7 @@ pub const MAX_CONTAINERS: usize = 64;
     doc = "A request to checkpoint the containers of a running pod together.",
     namespaced,
     status = "PodCheckpointStatus",
-    shortname = "pc",
+    shortname = "pckpt",
     category = "checkpointing",
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".spec.podName"}"#,
@@ -151,10 +155,14 @@ pub struct PodMigrationSpec {
     /// instead and the source keeps running. A bare pod's copy is named `<pod>-<5 characters
     /// of this object's UID>`; a workload's pod comes back from its workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = true))]
     pub delete_source: Option<bool>,
     /// Seconds the whole migration may take, 1 to 3600 (default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
+    #[schemars(
+        range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS),
+        extend("default" = MIGRATION_TIMEOUT_SECONDS)
+    )]
     pub timeout_seconds: Option<i64>,
     /// Moves the pod through this registry instead of from node to node.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,7 @@ use e2e::{
 };
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
 const CHECKPOINTS: &str = "/var/lib/kubelet/checkpoints";
 
@@ -223,6 +223,18 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
             "{name}: no Content for a refused request"
         );
     }
+    // A request's spec is read once: changing it later is refused, not silently ignored.
+    let fix = Patch::Merge(serde_json::json!({"spec": {"container": "counter"}}));
+    let error = Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
+        .patch("no-container", &PatchParams::default(), &fix)
+        .await
+        .expect_err("a spec change is refused");
+    assert!(
+        error.to_string().contains(
+            "spec is immutable: delete this ContainerCheckpoint and create it again with the new spec"
+        ),
+        "{error}"
+    );
     assert!(archives(&tb, "node1", &ns.name).is_empty());
     assert_eq!(
         std::fs::read_dir(tb.node_path("node1", "/"))

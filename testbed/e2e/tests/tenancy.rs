@@ -80,8 +80,12 @@ async fn a_node_daemon_taken_over_neither_takes_nor_reopens_a_checkpoint() {
     // node1's daemon gives it away, or points it at another pod.
     let message = refused(node1.patch("cp", &params, &relabel("node2")).await, "give");
     assert!(message.contains("never relabels one"), "{message}");
+    // The schema refuses it before any policy is asked: no one changes a Content's spec.
     let other_pod = Patch::Merge(json!({"spec": {"podName": "victim"}}));
     let message = refused(node1.patch("cp", &params, &other_pod).await, "spec");
+    assert!(message.contains("spec is immutable"), "{message}");
+    let annotate = Patch::Merge(json!({"metadata": {"annotations": {"x": "y"}}}));
+    let message = refused(node1.patch("cp", &params, &annotate).await, "annotation");
     assert!(
         message.contains("may change only its finalizer"),
         "{message}"
