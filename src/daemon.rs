@@ -18,13 +18,29 @@ pub enum LogFormat {
 /// log files and collectors get plain text.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
+    tracing::subscriber::set_global_default(subscriber(format, filter, ansi, std::io::stderr))
+        .expect("logging is set up once, at start");
+}
+
+/// One line per event. JSON lines are flat (`message` and the event's fields at the top, the
+/// spans it happened in under `spans`), as log collectors index them.
+fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(writer);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Plain => builder.init(),
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
+        LogFormat::Plain => Box::new(builder.finish()),
     }
 }
 

@@ -44,3 +44,36 @@ async fn an_api_server_that_stops_answering_fails_the_call() {
     );
     silent.abort();
 }
+
+/// A JSON log line carries the message and the event's fields at its top level, and the span
+/// it happened in by name and fields.
+#[test]
+fn json_log_lines_are_flat() {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let out = lines.clone();
+    let subscriber = subscriber(LogFormat::Json, EnvFilter::new("info"), false, move || {
+        out.clone()
+    });
+    tracing::subscriber::with_default(subscriber, || {
+        let _span = tracing::info_span!("reconcile", kind = "PodMigration").entered();
+        tracing::info!(pod = "app", "restored");
+    });
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(line["message"], "restored", "{line}");
+    assert_eq!(line["pod"], "app", "{line}");
+    assert_eq!(line["spans"][0]["name"], "reconcile", "{line}");
+    assert_eq!(line["spans"][0]["kind"], "PodMigration", "{line}");
+    assert!(line.get("fields").is_none(), "{line}");
+}
