@@ -29,7 +29,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::kube_error::cause;
-use crate::request::synced::Synced;
+use crate::stores::Synced;
 use crate::validation::lease_expiry;
 
 /// Shortest and longest wait a user may configure, in seconds.

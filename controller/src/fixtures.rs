@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointContent,
     ContainerCheckpointContentSpec, ContainerCheckpointContentStatus, ContainerCheckpointSpec,
-    ContainerCheckpointStatus,
+    ContainerCheckpointStatus, PodCheckpoint, PodMigration,
 };
 use checkpointing::names::{NODE_LABEL, RESTORE_FROM_ANNOTATION};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -17,7 +17,11 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
 use serde_json::Value;
+
+use crate::stores::{Stores, Synced};
 
 /// The tests' clock: a minute into 2025.
 pub fn now() -> Timestamp {
@@ -74,6 +78,29 @@ pub fn pod() -> Pod {
             ..Default::default()
         }),
     }
+}
+
+/// `pod` running, every container up.
+pub fn running(mut pod: Pod) -> Pod {
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.phase = Some("Running".into());
+    status.container_statuses = Some(
+        pod.spec
+            .as_ref()
+            .unwrap()
+            .containers
+            .iter()
+            .map(|c| ContainerStatus {
+                name: c.name.clone(),
+                state: Some(ContainerState {
+                    running: Some(ContainerStateRunning::default()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    pod
 }
 
 /// A noded Lease of 40 seconds, last renewed at `renewed`.
@@ -212,4 +239,64 @@ pub fn apply(pod: &Pod, patch: &Value) -> Pod {
         }
     }
     serde_json::from_value(doc).unwrap()
+}
+
+/// The leader's stores with every watch listed and the live noded Lease of each of `nodes`,
+/// and the writers through which a test delivers what the watches would.
+pub struct Watches {
+    pub stores: Stores,
+    pub requests: Writer<ContainerCheckpoint>,
+    pub contents: Writer<ContainerCheckpointContent>,
+    pub pod_checkpoints: Writer<PodCheckpoint>,
+    pub restored: Writer<Pod>,
+}
+
+impl Watches {
+    pub fn listed(nodes: &[&str]) -> Self {
+        fn empty<K: kube::Resource<DynamicType = ()> + Clone>() -> (reflector::Store<K>, Writer<K>)
+        {
+            let (store, mut writer) = reflector::store();
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            (store, writer)
+        }
+        let (leases, mut lease_writer) = reflector::store();
+        for node in nodes {
+            let mut live = lease("2025-01-01T00:00:00Z");
+            live.metadata.name = Some(format!("checkpoint-noded-{node}"));
+            live.metadata.namespace = Some("kube-system".into());
+            live.spec.as_mut().unwrap().renew_time = Some(MicroTime(Timestamp::now()));
+            lease_writer.apply_watcher_event(&watcher::Event::InitApply(live));
+        }
+        lease_writer.apply_watcher_event(&watcher::Event::InitDone);
+        let synced = Synced::default();
+        for flag in synced.leaders().iter().chain([&synced.leases]) {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let (requests, requests_writer) = empty();
+        let (contents, contents_writer) = empty();
+        let (pod_checkpoints, pod_checkpoints_writer) = empty();
+        let (migrations, _) = empty::<PodMigration>();
+        let (restored, restored_writer) = empty();
+        Self {
+            stores: Stores {
+                requests,
+                contents,
+                pod_checkpoints,
+                migrations,
+                restored,
+                leases,
+                lease_namespace: "kube-system".into(),
+                synced,
+            },
+            requests: requests_writer,
+            contents: contents_writer,
+            pod_checkpoints: pod_checkpoints_writer,
+            restored: restored_writer,
+        }
+    }
+}
+
+/// The watch of `writer`'s kind delivers `object`.
+pub fn deliver<K: kube::Resource<DynamicType = ()> + Clone>(writer: &mut Writer<K>, object: K) {
+    writer.apply_watcher_event(&watcher::Event::Apply(object));
 }

@@ -7,6 +7,7 @@
 mod abandoned;
 #[cfg(test)]
 mod fixtures;
+mod kinds;
 mod kube_error;
 mod leader;
 mod metrics;
@@ -14,14 +15,17 @@ mod placement;
 mod pod;
 mod policy;
 mod readiness;
+mod reconciles;
 mod request;
 mod retention;
 mod shell;
 mod status;
+mod stores;
 mod tls;
 mod tls_secret;
 mod validation;
 mod webhook;
+mod written;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,14 +39,13 @@ use checkpointing::admin;
 use checkpointing::daemon::{LogFormat, init_logging, kube_client};
 use checkpointing::names::DEFAULT_LEASE_NAMESPACE;
 use clap::{Args, Parser, Subcommand};
-use futures::{FutureExt, StreamExt};
-use kube::runtime::controller;
+use futures::FutureExt;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::readiness::Ready;
-use crate::request::{error_policy, reconcile};
+use crate::reconciles::{Context, drive};
 use crate::webhook::registration;
 use crate::webhook::start::{WebhookArgs, start_webhook};
 
@@ -64,7 +67,7 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Reconcile ContainerCheckpoints until SIGTERM or SIGINT.
+    /// Reconcile the requests and policies until SIGTERM or SIGINT.
     Run(Box<RunArgs>),
 }
 
@@ -199,11 +202,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
     let metrics = Arc::new(Metrics::default());
-    let synced = request::synced::Synced::default();
+    let synced = stores::Synced::default();
     let leading = Arc::new(AtomicBool::new(elector.is_none()));
     metrics.set_leader(elector.is_none());
     let ready = Ready {
-        watches: vec![synced.requests.clone(), synced.contents.clone()],
+        watches: synced.leaders(),
         serving: vec![synced.leases.clone()],
         leading: leading.clone(),
     };
@@ -219,7 +222,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(addr = %args.admin_addr, "serving /healthz, /readyz and /metrics");
 
     // Every replica watches the noded Leases: its webhook places restores by them.
-    let leases = request::watches::leases(client.clone(), &args.lease_namespace, &synced);
+    let leases = stores::leases(client.clone(), &args.lease_namespace, &synced);
     let webhook = match args.webhook.settings(client.default_namespace())? {
         Some(settings) => {
             let shared = elector.as_ref().map(|(_, namespace)| namespace.as_str());
@@ -255,35 +258,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     servers.registration = configuration
         .map(|configuration| tokio::spawn(registration::register(client.clone(), configuration)));
-    let (controller, ctx) = request::watches::start(
-        client.clone(),
-        args.lease_namespace,
-        leases,
-        metrics.clone(),
-        &synced,
-    );
+    let (stores, triggers) = stores::start(&client, leases, args.lease_namespace, &synced);
     // Only the leader deletes; the task ends with the process.
     let policy = args.retention.policy();
     if policy.is_active() {
         info!(?policy, "retention on");
         let interval = Duration::from_secs(args.retention.retention_interval_seconds.max(1));
-        let requests = controller.store();
-        let listed = synced.requests.clone();
         tokio::spawn(retention::enforce(
             client.clone(),
-            requests,
-            listed,
+            stores.requests.clone(),
+            synced.requests.clone(),
             policy,
             interval,
         ));
     }
-    // The pod-level and policy controllers stop with the process, on the same signal.
-    tokio::spawn(pod::run(
-        client.clone(),
-        ctx.leases.clone(),
-        ctx.lease_namespace.clone(),
-        shutdown.clone(),
-    ));
+    // The policy controller stops with the process, on the same signal.
     tokio::spawn(policy::run(
         client.clone(),
         Duration::from_secs(args.node_loss_after_seconds),
@@ -291,26 +280,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     tokio::spawn(abandoned::release(
         client.clone(),
-        ctx.contents.clone(),
-        ctx.leases.clone(),
-        ctx.synced.clone(),
-        ctx.lease_namespace.clone(),
+        stores.contents.clone(),
+        stores.leases.clone(),
+        synced.clone(),
+        stores.lease_namespace.clone(),
         Duration::from_secs(args.release_abandoned_after_seconds),
     ));
     info!("controller started");
-    let controller = controller
-        .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(request = %object, "reconciled"),
-                // Logged with its cause by the error policy; or deleted before its turn.
-                Err(
-                    controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_),
-                ) => {}
-                Err(error) => warn!(%error, "controller"),
-            }
-        });
+    // The request controllers, peers over the shared stores.
+    let controllers = futures::future::join3(
+        drive(
+            request::controller(&stores, triggers.requests),
+            request::reconcile,
+            Context::new(client.clone(), stores.clone(), metrics.clone()),
+            shutdown.clone(),
+        ),
+        drive(
+            pod::checkpoints(&stores, triggers.pod_checkpoints),
+            pod::reconcile_checkpoint,
+            Context::new(client.clone(), stores.clone(), metrics.clone()),
+            shutdown.clone(),
+        ),
+        drive(
+            pod::migrations(&stores, triggers.migrations),
+            pod::reconcile_migration,
+            Context::new(client.clone(), stores.clone(), metrics.clone()),
+            shutdown.clone(),
+        ),
+    );
     // kube-runtime holds its runner until the first list has synced, so a controller that never
     // reached the API server would not stop by itself: bound the wait after the signal.
     let overdue = async {
@@ -326,7 +323,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        () = controller => info!("controller stopped"),
+        _ = controllers => info!("controller stopped"),
         () = overdue => warn!(
             grace_secs = SHUTDOWN_GRACE.as_secs(),
             "controller did not stop in time; exiting anyway"

@@ -1,13 +1,14 @@
 //! The controller's metrics, served on the admin port (`checkpointing::admin`).
 
 use checkpointing::admin::Telemetry;
-use checkpointing::crd::CheckpointState;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::kinds::Kind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcileLabels {
@@ -16,7 +17,7 @@ struct ReconcileLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    state: &'static str,
+    state: String,
     reason: String,
 }
 
@@ -26,12 +27,75 @@ struct AdmissionLabels {
     reason: &'static str,
 }
 
+/// The reconcile metrics of one kind.
+pub struct Reconciles {
+    reconciles: Family<ReconcileLabels, Counter>,
+    seconds: Histogram,
+    finished: Family<RequestLabels, Counter>,
+}
+
+impl Reconciles {
+    /// Registers the families of `kind`: the ContainerCheckpoint's under the names they had
+    /// before the other kinds came (dashboards and the scale bench read them), the others'
+    /// prefixed with their kind.
+    fn registered(registry: &mut Registry, kind: Kind) -> Self {
+        let prefix = match kind {
+            Kind::ContainerCheckpoint => "",
+            Kind::PodCheckpoint => "pod_checkpoint_",
+            Kind::PodMigration => "pod_migration_",
+        };
+        let plural = format!("{kind:?}s");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            format!("{prefix}reconciles"),
+            format!("Reconciles of {plural}, by result (success or error)"),
+            reconciles.clone(),
+        );
+        // 1 ms to ~33 s: a reconcile is a few API calls, slow ones wait on a struggling apiserver.
+        let seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            format!("{prefix}reconcile_duration_seconds"),
+            format!("Time one reconcile of {plural} took, API calls included"),
+            seconds.clone(),
+        );
+        let finished = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            format!("{prefix}requests"),
+            format!("{plural} that reached a final state, by state and reason"),
+            finished.clone(),
+        );
+        Self {
+            reconciles,
+            seconds,
+            finished,
+        }
+    }
+
+    pub fn reconciled(&self, result: &'static str, took: std::time::Duration) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels { result })
+            .inc();
+        self.seconds.observe(took.as_secs_f64());
+    }
+
+    /// A request reached final `state` (a checkpoint's state, a migration's phase), labelled
+    /// with its variant's name.
+    pub fn finished(&self, state: impl std::fmt::Debug, reason: &str) {
+        self.finished
+            .get_or_create(&RequestLabels {
+                state: format!("{state:?}"),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
 /// The controller's metrics, in one registry.
 pub struct Metrics {
     registry: Registry,
-    reconciles: Family<ReconcileLabels, Counter>,
-    reconcile_seconds: Histogram,
-    requests: Family<RequestLabels, Counter>,
+    container_checkpoints: Reconciles,
+    pod_checkpoints: Reconciles,
+    pod_migrations: Reconciles,
     admissions: Family<AdmissionLabels, Counter>,
     leader: Gauge,
 }
@@ -39,25 +103,10 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("checkpoint_controller");
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
-        registry.register(
-            "reconciles",
-            "Reconciles of ContainerCheckpoints, by result (success or error)",
-            reconciles.clone(),
-        );
-        // 1 ms to ~33 s: a reconcile is a few API calls, slow ones wait on a struggling apiserver.
-        let reconcile_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time one reconcile of a ContainerCheckpoint took, API calls included",
-            reconcile_seconds.clone(),
-        );
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "ContainerCheckpoints that reached a final state, by state and reason",
-            requests.clone(),
-        );
+        let container_checkpoints =
+            Reconciles::registered(&mut registry, Kind::ContainerCheckpoint);
+        let pod_checkpoints = Reconciles::registered(&mut registry, Kind::PodCheckpoint);
+        let pod_migrations = Reconciles::registered(&mut registry, Kind::PodMigration);
         let admissions = Family::<AdmissionLabels, Counter>::default();
         registry.register(
             "webhook_decisions",
@@ -73,9 +122,9 @@ impl Default for Metrics {
         );
         Self {
             registry,
-            reconciles,
-            reconcile_seconds,
-            requests,
+            container_checkpoints,
+            pod_checkpoints,
+            pod_migrations,
             admissions,
             leader,
         }
@@ -83,26 +132,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn reconciled(&self, result: &'static str, took: std::time::Duration) {
-        self.reconciles
-            .get_or_create(&ReconcileLabels { result })
-            .inc();
-        self.reconcile_seconds.observe(took.as_secs_f64());
-    }
-
-    pub fn finished(&self, state: CheckpointState, reason: &str) {
-        let state = match state {
-            CheckpointState::Pending => "Pending",
-            CheckpointState::Running => "Running",
-            CheckpointState::Completed => "Completed",
-            CheckpointState::Failed => "Failed",
-        };
-        self.requests
-            .get_or_create(&RequestLabels {
-                state,
-                reason: reason.to_owned(),
-            })
-            .inc();
+    /// The reconcile metrics of `kind`.
+    pub fn of(&self, kind: Kind) -> &Reconciles {
+        match kind {
+            Kind::ContainerCheckpoint => &self.container_checkpoints,
+            Kind::PodCheckpoint => &self.pod_checkpoints,
+            Kind::PodMigration => &self.pod_migrations,
+        }
     }
 
     /// One restore admission decision: `allowed` (not a restore), `patched` or `denied`.
@@ -126,15 +162,17 @@ impl Telemetry for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use checkpointing::crd::CheckpointState;
     use std::time::Duration;
 
     #[test]
     fn metrics_count_reconciles_and_final_states() {
         let m = Metrics::default();
-        m.reconciled("success", Duration::from_micros(700));
-        m.reconciled("success", Duration::from_millis(3));
-        m.reconciled("error", Duration::from_secs(60));
-        m.finished(CheckpointState::Failed, "PodNotFound");
+        let cc = m.of(Kind::ContainerCheckpoint);
+        cc.reconciled("success", Duration::from_micros(700));
+        cc.reconciled("success", Duration::from_millis(3));
+        cc.reconciled("error", Duration::from_secs(60));
+        cc.finished(CheckpointState::Failed, "PodNotFound");
         let text = m.render();
         // Cumulative buckets: 0.7 ms is under the first bound, 3 ms under 4 ms, 60 s only +Inf.
         for line in [

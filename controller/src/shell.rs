@@ -1,10 +1,11 @@
-//! What the shells of the leader's own controllers (pod-level requests, policies) share: the
-//! reconcile error and its retry, status writes, Events and the log of each reconcile.
+//! What the shells of the leader's controllers (requests, policies) share: the reconcile
+//! error and its retry, status writes, Events and the log of each reconcile.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use checkpointing::names::CONTROLLER_MANAGER;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::serde::Serialize;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
@@ -12,15 +13,16 @@ use kube::runtime::events::{Event, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
+use crate::kinds::Object;
 use crate::kube_error::cause;
 
 /// How soon a failed reconcile is tried again.
 pub const RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-#[error("{what}: {}", cause(.source))]
+#[error("{what}")]
 pub struct Error {
     what: String,
     #[source]
@@ -47,20 +49,36 @@ pub fn failed(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 }
 
 pub fn retry<K: ResourceExt, C>(object: Arc<K>, error: &Error, _: Arc<C>) -> Action {
-    warn!(%error, name = %object.name_any(), namespace = %object.namespace().unwrap_or_default(), "reconcile failed");
+    warn!(%error, cause = cause(&error.source), name = %object.name_any(), namespace = %object.namespace().unwrap_or_default(), "reconcile failed");
     Action::requeue(RETRY)
 }
 
 /// Server-side apply of `status` on `object`'s status subresource.
-pub async fn write_status<K, S>(client: &Client, object: &K, status: &S) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + for<'de> k8s_openapi::serde::Deserialize<'de>,
-    S: Serialize,
-{
-    let namespace = object.namespace().unwrap_or_default();
+pub async fn write_status<K: Object, S: Serialize>(
+    client: &Client,
+    object: &K,
+    status: &S,
+) -> Result<(), Error> {
+    apply_status(client, object, status)
+        .await
+        .map(drop)
+        .map_err(|source| {
+            failed(format!(
+                "writing the status of {} {}/{}",
+                K::kind(&()),
+                object.namespace().unwrap_or_default(),
+                object.name_any()
+            ))(source)
+        })
+}
+
+/// Server-side apply of `status` on `object`'s status subresource: `Ok(false)` when the object
+/// was deleted meanwhile (nothing left to report on).
+pub async fn apply_status<K: Object, S: Serialize>(
+    client: &Client,
+    object: &K,
+    status: &S,
+) -> Result<bool, kube::Error> {
     let name = object.name_any();
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -69,17 +87,11 @@ where
         "status": status,
     });
     let apply = PatchParams::apply(CONTROLLER_MANAGER).force();
-    match Api::<K>::namespaced(client.clone(), &namespace)
-        .patch_status(&name, &apply, &Patch::Apply(body))
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Deleted meanwhile: nothing left to report on.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(source) => Err(failed(format!(
-            "writing the status of {} {namespace}/{name}",
-            K::kind(&())
-        ))(source)),
+    let api = Api::<K>::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    match api.patch_status(&name, &apply, &Patch::Apply(body)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(source) => Err(source),
     }
 }
 
@@ -89,14 +101,31 @@ pub async fn announce<K: Resource<DynamicType = ()>>(
     object: &K,
     event: Event,
 ) {
-    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
+    publish(recorder, &object.object_ref(&()), &event).await;
+}
+
+async fn publish(recorder: &Recorder, reference: &ObjectReference, event: &Event) {
+    if let Err(error) = recorder.publish(event, reference).await {
         warn!(%error, reason = %event.reason, "publishing an Event failed");
     }
 }
 
+/// Publishes an Event on a task of its own: the status already says it all, so the reconcile
+/// (and the next one of this request) need not wait for it.
+pub fn tell<K: Resource<DynamicType = ()>>(recorder: &Recorder, object: &K, event: Event) {
+    let recorder = recorder.clone();
+    let reference = object.object_ref(&());
+    tokio::spawn(
+        async move {
+            publish(&recorder, &reference, &event).await;
+        }
+        .in_current_span(),
+    );
+}
+
 /// Logs the outcome of one reconcile of controller `which`.
 pub fn log<K: Resource, E: std::error::Error + 'static>(
-    which: &'static str,
+    which: &str,
     result: Result<(ObjectRef<K>, Action), controller::Error<E, watcher::Error>>,
 ) {
     match result {

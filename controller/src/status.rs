@@ -240,13 +240,9 @@ pub fn event(transition: Transition, message: &str) -> Event {
     }
 }
 
-/// Condition reason of a status we built (for the metrics).
-pub fn reason(status: &ContainerCheckpointStatus) -> &str {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY)
-        .map_or("", |c| c.reason.as_str())
+/// The reason of a request's condition (each kind has one), for the metrics.
+pub fn reason(conditions: &[Condition]) -> &str {
+    conditions.first().map_or("", |c| c.reason.as_str())
 }
 
 pub fn truncated(s: &str, max: usize) -> String {

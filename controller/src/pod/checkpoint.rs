@@ -101,6 +101,19 @@ pub fn plan(o: &Observed) -> Plan {
     }
 }
 
+/// The status of a request one of whose ContainerCheckpoints the API server refused to create
+/// (a policy, a quota): final, and the user is told why.
+pub fn child_refused(
+    request: &PodCheckpoint,
+    child: &str,
+    code: u16,
+    why: &str,
+    now: Timestamp,
+) -> PodCheckpointStatus {
+    let message = format!("creating ContainerCheckpoint {child:?} was refused: {code} {why}");
+    failed(request, "ContainerCheckpointRefused", message, now)
+}
+
 /// The containers to checkpoint: the listed ones, else every container of the pod.
 fn choose(
     request: &PodCheckpoint,

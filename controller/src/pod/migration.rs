@@ -85,6 +85,17 @@ pub fn is_final(migration: &PodMigration) -> bool {
     phase(migration).is_some_and(MigrationPhase::is_final)
 }
 
+/// Whether deciding needs the pod named `spec.podName`: not once final, nor while its
+/// checkpoint is being taken (only the PodCheckpoint's end moves the migration on then), and
+/// never for a name that is not a pod's (it would reach an API path).
+pub fn needs_pod(migration: &PodMigration, checkpoint: Option<&PodCheckpoint>) -> bool {
+    let taken = checkpoint
+        .and_then(|c| c.status.as_ref()?.state)
+        .is_some_and(CheckpointState::is_final);
+    let waiting = phase(migration) == Some(MigrationPhase::Checkpointing) && !taken;
+    !is_final(migration) && !waiting && is_dns_subdomain(&migration.spec.pod_name)
+}
+
 fn phase(migration: &PodMigration) -> Option<MigrationPhase> {
     migration.status.as_ref().and_then(|s| s.phase)
 }

@@ -1,41 +1,65 @@
-//! The I/O around the pod-level decisions: read what they need, carry the plan out, write the
-//! status, tell state changes through Events.
+//! The I/O around the pod-level decisions: observe through the watches' stores (reading only
+//! the pod), carry the plan out, write the status, tell state changes through Events.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use checkpointing::crd::{
-    CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, MigrationPhase,
-    PodCheckpoint, PodCheckpointStatus, PodMigration, PodMigrationStatus,
+    ContainerCheckpoint, ContainerCheckpointContent, MigrationPhase, PodCheckpoint, PodMigration,
+    PodMigrationStatus,
 };
 use checkpointing::names::{
     CONTROLLER_MANAGER, MIGRATION_LABEL, POD_CHECKPOINT_LABEL, RELEASE_SOURCE_ANNOTATION,
-    is_dns_subdomain, noded_lease_name,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::info;
 
-use super::Context;
 use super::checkpoint::{self, needs_pod};
 use super::migration::{self, Action as Step};
-use crate::shell::{Error, RETRY, announce, failed, write_status};
+use crate::kinds::{Kind, Request};
+use crate::reconciles::{Context, on_node};
+use crate::shell::{Error, RETRY, apply_status, failed, tell};
 use crate::status::{self, MAX_EVENT_NOTE, truncated};
+
+/// How soon a reconcile that came before the watches had listed is tried again.
+const UNSYNCED_RETRY: Duration = Duration::from_secs(1);
+
+/// What a PodCheckpoint's reconciles share; they create its ContainerCheckpoints.
+pub type CheckpointContext = Context<PodCheckpoint, ContainerCheckpoint>;
+/// What a PodMigration's reconciles share; they create its PodCheckpoint.
+pub type MigrationContext = Context<PodMigration, PodCheckpoint>;
 
 pub async fn reconcile_checkpoint(
     request: Arc<PodCheckpoint>,
-    ctx: Arc<Context>,
+    ctx: Arc<CheckpointContext>,
 ) -> Result<Action, Error> {
+    ctx.run(&request, checkpoint(&request, &ctx)).await
+}
+
+async fn checkpoint(request: &PodCheckpoint, ctx: &CheckpointContext) -> Result<Action, Error> {
+    // Before the ContainerCheckpoints are listed, one not seen yet would pass for deleted.
+    if !ctx.stores.synced.for_pod_checkpoints() {
+        return Ok(Action::requeue(UNSYNCED_RETRY));
+    }
+    let namespace = request.namespace().unwrap_or_default();
+    let name = request.name_any();
+    let stored = ctx.stores.requests.state();
+    let owned = stored.iter().map(AsRef::as_ref).filter(|c| {
+        c.namespace().as_deref() == Some(namespace.as_str())
+            && c.labels().get(POD_CHECKPOINT_LABEL) == Some(&name)
+            && owned_by(c, request)
+    });
+    let (request, children) = ctx.written.catch_up(request, owned);
     // Final or going: nothing left to decide, so nothing to read.
     if checkpoint::is_final(&request) || request.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let namespace = request.namespace().unwrap_or_default();
-    let name = request.name_any();
     let pod = if needs_pod(&request) {
         let pod_name = &request.spec.pod_name;
         Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
@@ -45,18 +69,12 @@ pub async fn reconcile_checkpoint(
     } else {
         None
     };
-    let requests = Api::<ContainerCheckpoint>::namespaced(ctx.client.clone(), &namespace);
-    let owned = ListParams::default().labels(&format!("{POD_CHECKPOINT_LABEL}={name}"));
-    let children: Vec<_> = requests
-        .list(&owned)
-        .await
-        .map_err(failed(format!(
-            "listing the ContainerCheckpoints of {namespace}/{name}"
-        )))?
-        .items
-        .into_iter()
-        .filter(|c| owned_by(c, request.as_ref()))
-        .collect();
+    if let Some(node) = pod
+        .as_ref()
+        .and_then(|p| p.spec.as_ref()?.node_name.as_deref())
+    {
+        on_node(node);
+    }
     let now = Timestamp::now();
     let mut plan = checkpoint::plan(&checkpoint::Observed {
         request: &request,
@@ -64,6 +82,7 @@ pub async fn reconcile_checkpoint(
         children: &children,
         now,
     });
+    let requests = Api::<ContainerCheckpoint>::namespaced(ctx.client.clone(), &namespace);
     let apply = PatchParams::apply(CONTROLLER_MANAGER).force();
     for child in &plan.create {
         let child_name = child.name_any();
@@ -71,19 +90,19 @@ pub async fn reconcile_checkpoint(
             .patch(&child_name, &apply, &Patch::Apply(child))
             .await
         {
-            Ok(_) => {
-                info!(request = %name, %namespace, container_checkpoint = %child_name, "created ContainerCheckpoint")
+            Ok(created) => {
+                info!(container_checkpoint = %child_name, "created ContainerCheckpoint");
+                ctx.written.created(&request, created);
             }
             // Refused (a policy, a quota): final, and the user is told why.
             Err(kube::Error::Api(s)) if (400..500).contains(&s.code) && s.code != 429 => {
-                plan.status = Some(PodCheckpointStatus {
-                    state: Some(CheckpointState::Failed),
-                    message: Some(format!(
-                        "creating ContainerCheckpoint {child_name:?} was refused: {} {}",
-                        s.code, s.message
-                    )),
-                    ..Default::default()
-                });
+                plan.status = Some(checkpoint::child_refused(
+                    &request,
+                    &child_name,
+                    s.code,
+                    &s.message,
+                    now,
+                ));
                 break;
             }
             Err(source) => {
@@ -95,18 +114,41 @@ pub async fn reconcile_checkpoint(
     }
     if let Some(status) = plan.status {
         let old = request.status.as_ref().and_then(|s| s.state);
-        write_status(&ctx.client, request.as_ref(), &status).await?;
+        if !report(ctx, &request, &status).await? {
+            return Ok(Action::await_change());
+        }
+        if let Some(state) = status.state.filter(|s| s.is_final()) {
+            ctx.metrics
+                .of(Kind::PodCheckpoint)
+                .finished(state, status::reason(&status.conditions));
+        }
         if let Some(transition) = status::transition(old, status.state) {
             let note = status.message.as_deref().unwrap_or_default();
-            announce(
-                &ctx.recorder,
-                request.as_ref(),
-                status::event(transition, note),
-            )
-            .await;
+            tell(&ctx.recorder, &request, status::event(transition, note));
         }
     }
     Ok(Action::await_change())
+}
+
+/// Writes `status` and remembers it until the store shows it; `false`: the request is gone.
+async fn report<K: Request, C: ResourceExt + Clone>(
+    ctx: &Context<K, C>,
+    request: &K,
+    status: &K::Status,
+) -> Result<bool, Error> {
+    let written = apply_status(&ctx.client, request, status)
+        .await
+        .map_err(failed(format!(
+            "writing the status of {:?} {}/{}",
+            K::KIND,
+            request.namespace().unwrap_or_default(),
+            request.name_any()
+        )))?;
+    if written {
+        info!("status written");
+        ctx.written.status(request, status.clone());
+    }
+    Ok(written)
 }
 
 fn owned_by<K: Resource<DynamicType = ()>>(child: &ContainerCheckpoint, owner: &K) -> bool {
@@ -119,60 +161,76 @@ fn owned_by<K: Resource<DynamicType = ()>>(child: &ContainerCheckpoint, owner: &
 
 pub async fn reconcile_migration(
     migration: Arc<PodMigration>,
-    ctx: Arc<Context>,
+    ctx: Arc<MigrationContext>,
 ) -> Result<Action, Error> {
+    ctx.run(&migration, migrate(&migration, &ctx)).await
+}
+
+async fn migrate(migration: &PodMigration, ctx: &MigrationContext) -> Result<Action, Error> {
+    // Before the stores are listed, a PodCheckpoint or restored pod not seen yet would pass
+    // for one that does not exist.
+    if !ctx.stores.synced.for_migrations() {
+        return Ok(Action::requeue(UNSYNCED_RETRY));
+    }
+    let namespace = migration.namespace().unwrap_or_default();
+    let name = migration.name_any();
+    let named = |m: &PodMigration| {
+        let status = m.status.as_ref().and_then(|s| s.pod_checkpoint.clone());
+        status.or_else(|| m.spec.from_checkpoint.clone())
+    };
+    let stored = named(migration).and_then(|pc| {
+        let key = ObjectRef::new(&pc).within(&namespace);
+        ctx.stores.pod_checkpoints.get(&key)
+    });
+    let (migration, created) = ctx.written.catch_up(migration, stored.as_deref());
     let releasing = migration.status.as_ref().and_then(|s| s.phase) == Some(MigrationPhase::Failed)
         && migration::holds(&migration);
     let done = migration::is_final(&migration) && !releasing;
     if done || migration.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let namespace = migration.namespace().unwrap_or_default();
-    let name = migration.name_any();
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &namespace);
+    let checkpoint_name = named(&migration);
+    let checkpoint = created
+        .into_iter()
+        .find(|c| Some(c.name_any()) == checkpoint_name);
     let pod_name = &migration.spec.pod_name;
-    // A name that is not a pod's never reaches an API path; the plan refuses it.
-    let pod = if is_dns_subdomain(pod_name) {
-        pods.get_opt(pod_name)
+    let pod = if migration::needs_pod(&migration, checkpoint.as_ref()) {
+        Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(pod_name)
             .await
             .map_err(failed(format!("reading Pod {namespace}/{pod_name}")))?
     } else {
         None
     };
-    let checkpoint_name = migration
-        .status
+    if let Some(node) = pod
         .as_ref()
-        .and_then(|s| s.pod_checkpoint.clone())
-        .or_else(|| migration.spec.from_checkpoint.clone());
-    let checkpoint = match &checkpoint_name {
-        Some(pc) => Api::<PodCheckpoint>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(pc)
-            .await
-            .map_err(failed(format!("reading PodCheckpoint {namespace}/{pc}")))?,
-        None => None,
-    };
-    let labelled = match &checkpoint_name {
-        Some(_) => {
-            pods.list(&ListParams::default().labels(&format!("{MIGRATION_LABEL}={name}")))
-                .await
-                .map_err(failed(format!(
-                    "listing the pods of PodMigration {namespace}/{name}"
-                )))?
-                .items
-        }
+        .and_then(|p| p.spec.as_ref()?.node_name.as_deref())
+    {
+        on_node(node);
+    }
+    let labelled: Vec<Pod> = match &checkpoint_name {
+        Some(_) => ctx
+            .stores
+            .restored
+            .state()
+            .iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(namespace.as_str())
+                    && p.labels().get(MIGRATION_LABEL) == Some(&name)
+            })
+            .map(|p| p.as_ref().clone())
+            .collect(),
         None => Vec::new(),
     };
-    let target_lease = migration.spec.target_node.as_deref().and_then(|node| {
-        ctx.leases
-            .get(&ObjectRef::new(&noded_lease_name(node)).within(&ctx.lease_namespace))
-    });
+    let target = migration.spec.target_node.as_deref();
+    let target_lease = target.and_then(|node| ctx.stores.lease(node));
     let plan = migration::plan(&migration::Observed {
         migration: &migration,
         pod: pod.as_ref(),
         checkpoint: checkpoint.as_ref(),
         labelled: &labelled,
         target_lease: target_lease.as_deref(),
-        lease_namespace: &ctx.lease_namespace,
+        lease_namespace: &ctx.stores.lease_namespace,
         now: Timestamp::now(),
     });
     let (release, actions): (Vec<_>, Vec<_>) = plan
@@ -180,20 +238,18 @@ pub async fn reconcile_migration(
         .iter()
         .partition(|a| matches!(a, Step::ReleaseSource { .. }));
     for step in release {
-        act(&ctx, &namespace, &name, step).await?;
+        act(ctx, &migration, step).await?;
     }
     // The status first: a workload makes the replacement the moment its pod is deleted, and
     // the webhook knows it for one only once the migration reads Restoring. Every step is
     // planned again from that status if it fails.
-    if let Some(status) = &plan.status {
-        let old = migration.status.as_ref().and_then(|s| s.phase);
-        write_status(&ctx.client, migration.as_ref(), status).await?;
-        if old != status.phase {
-            announce(&ctx.recorder, migration.as_ref(), phase_event(status)).await;
-        }
+    if let Some(status) = &plan.status
+        && !moved(ctx, &migration, status).await?
+    {
+        return Ok(Action::await_change());
     }
     for step in actions {
-        let Err(error) = act(&ctx, &namespace, &name, step).await else {
+        let Err(error) = act(ctx, &migration, step).await else {
             continue;
         };
         // A copy the webhook (or a policy) refuses is refused again on every retry: the
@@ -206,8 +262,7 @@ pub async fn reconcile_migration(
         };
         let why = truncated(why, MAX_EVENT_NOTE);
         if let Some(status) = migration::copy_refused(&migration, &why, Timestamp::now()).status {
-            write_status(&ctx.client, migration.as_ref(), &status).await?;
-            announce(&ctx.recorder, migration.as_ref(), phase_event(&status)).await;
+            moved(ctx, &migration, &status).await?;
         }
         return Ok(Action::requeue(RETRY));
     }
@@ -216,22 +271,46 @@ pub async fn reconcile_migration(
         .map_or_else(Action::await_change, Action::requeue))
 }
 
-async fn act(ctx: &Context, namespace: &str, migration: &str, step: &Step) -> Result<(), Error> {
+/// Writes the migration's new `status`, telling a new phase through an Event; `false`: the
+/// migration is gone.
+async fn moved(
+    ctx: &MigrationContext,
+    migration: &PodMigration,
+    status: &PodMigrationStatus,
+) -> Result<bool, Error> {
+    let old = migration.status.as_ref().and_then(|s| s.phase);
+    if !report(ctx, migration, status).await? {
+        return Ok(false);
+    }
+    if old != status.phase {
+        if let Some(phase) = status.phase.filter(|p| p.is_final()) {
+            ctx.metrics
+                .of(Kind::PodMigration)
+                .finished(phase, status::reason(&status.conditions));
+        }
+        tell(&ctx.recorder, migration, phase_event(status));
+    }
+    Ok(true)
+}
+
+async fn act(ctx: &MigrationContext, migration: &PodMigration, step: &Step) -> Result<(), Error> {
+    let namespace = &migration.namespace().unwrap_or_default();
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
     match step {
         Step::CreateCheckpoint(pc) => {
             let apply = PatchParams::apply(CONTROLLER_MANAGER).force();
-            Api::<PodCheckpoint>::namespaced(ctx.client.clone(), namespace)
+            let created = Api::<PodCheckpoint>::namespaced(ctx.client.clone(), namespace)
                 .patch(&pc.name_any(), &apply, &Patch::Apply(pc))
                 .await
                 .map_err(failed(format!(
                     "creating PodCheckpoint {namespace}/{}",
                     pc.name_any()
                 )))?;
+            ctx.written.created(migration, created);
         }
         Step::CreatePod(pod) => match pods.create(&PostParams::default(), pod).await {
             Ok(_) => {
-                info!(%migration, %namespace, pod = %pod.name_any(), "created the restored pod")
+                info!(pod = %pod.name_any(), "created the restored pod")
             }
             // Ours, from an earlier try (the name carries the migration's UID).
             Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -254,7 +333,7 @@ async fn act(ctx: &Context, namespace: &str, migration: &str, step: &Step) -> Re
                 };
                 match api.patch(content, &params, &patch).await {
                     Ok(_) => {
-                        info!(%migration, %namespace, %content, "released the source's container")
+                        info!(%content, "released the source's container")
                     }
                     // Gone: its deletion thaws what it held.
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -279,7 +358,7 @@ async fn act(ctx: &Context, namespace: &str, migration: &str, step: &Step) -> Re
                 ..DeleteParams::default()
             };
             match pods.delete(pod_name, &params).await {
-                Ok(_) => info!(%migration, %namespace, pod = %pod_name, "deleted the source pod"),
+                Ok(_) => info!(pod = %pod_name, "deleted the source pod"),
                 // Gone already, or another pod of that name now.
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                 Err(source) => {
@@ -313,3 +392,6 @@ fn phase_event(status: &PodMigrationStatus) -> Event {
         secondary: None,
     }
 }
+
+#[cfg(test)]
+mod tests;

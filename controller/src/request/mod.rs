@@ -1,15 +1,29 @@
-//! Reconciling a ContainerCheckpoint, in layers: [`watches`] keep the stores a reconcile
-//! decides from; [`shell`] reads them (and the pod), carries the plan out and reports;
-//! [`plan`] decides from what was observed, calling the lower [`crate::status`] and
-//! [`crate::validation`].
+//! Reconciling a ContainerCheckpoint, in layers: [`shell`] reads the stores (and the pod),
+//! carries the plan out and reports; [`plan`] decides from what was observed, calling the lower
+//! [`crate::status`] and [`crate::validation`].
 
-mod context;
 mod credentials;
 mod error;
 mod plan;
 mod shell;
-pub mod synced;
-pub mod watches;
-mod written;
 
-pub use shell::{error_policy, reconcile};
+use checkpointing::crd::{ContainerCheckpoint, ContainerCheckpointContent};
+use kube::runtime::controller::Controller;
+
+pub use shell::reconcile;
+
+use crate::stores::{Changes, Stores};
+
+/// What a ContainerCheckpoint's reconciles share; they create its Content.
+pub type Context = crate::reconciles::Context<ContainerCheckpoint, ContainerCheckpointContent>;
+
+/// The controller of the requests: a change of one, or of its Content, reconciles it.
+pub fn controller(
+    stores: &Stores,
+    (requests, contents): (
+        Changes<ContainerCheckpoint>,
+        Changes<ContainerCheckpointContent>,
+    ),
+) -> Controller<ContainerCheckpoint> {
+    Controller::for_stream(requests, stores.requests.clone()).owns_stream(contents)
+}

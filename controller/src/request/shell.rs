@@ -7,19 +7,21 @@ use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, ContainerCheckpointStatus,
     RegistrySpec,
 };
-use checkpointing::names::{CONTROLLER_MANAGER, noded_lease_name};
+use checkpointing::names::CONTROLLER_MANAGER;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
-use tracing::{info, warn};
+use kube::{Api, ResourceExt};
+use tracing::info;
 
-use super::context::Context;
+use super::Context;
 use super::error::Error;
 use super::plan::{Observed, content_not_created, needs_pod, plan};
-use crate::kube_error::cause;
+use crate::kinds::Kind;
+use crate::reconciles::on_node;
+use crate::shell::{apply_status, tell};
 use crate::status::{self, Transition};
 
 /// How soon a reconcile that came before the watches had listed is tried again.
@@ -30,52 +32,23 @@ pub async fn reconcile(
     object: Arc<ContainerCheckpoint>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let result = run(&object, &ctx).await;
-    let label = if result.is_ok() {
-        ctx.failures.succeeded(&ObjectRef::from(object.as_ref()));
-        "success"
-    } else {
-        "error"
-    };
-    ctx.metrics.reconciled(label, started.elapsed());
-    result
-}
-
-/// The controller's error policy: log and retry with a per-request backoff.
-pub fn error_policy(object: Arc<ContainerCheckpoint>, error: &Error, ctx: Arc<Context>) -> Action {
-    let (failures, retry) = ctx.failures.failed(ObjectRef::from(object.as_ref()));
-    warn!(
-        error = %error,
-        cause = %error_source(error),
-        request = %object.name_any(),
-        namespace = %object.namespace().unwrap_or_default(),
-        failures,
-        retry_secs = retry.as_secs(),
-        "reconcile failed"
-    );
-    Action::requeue(retry)
-}
-
-fn error_source(error: &Error) -> String {
-    match error {
-        Error::ReadPod { source, .. }
-        | Error::CopyCredentials { source, .. }
-        | Error::CreateContent { source, .. }
-        | Error::WriteStatus { source, .. } => cause(source),
-    }
+    ctx.run(&object, run(&object, &ctx)).await
 }
 
 async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Error> {
     // Before the watches have listed everything, a Lease or Content not seen yet would pass for
     // one that does not exist: decide once they have.
-    if !ctx.synced.for_reconciles() {
+    if !ctx.stores.synced.for_reconciles() {
         return Ok(Action::requeue(UNSYNCED_RETRY));
     }
     let namespace = object.namespace().unwrap_or_default();
     let name = object.name_any();
-    let stored = ctx.contents.get(&ObjectRef::new(&name).within(&namespace));
+    let stored = ctx
+        .stores
+        .contents
+        .get(&ObjectRef::new(&name).within(&namespace));
     let (request, content) = ctx.written.catch_up(object, stored.as_deref());
+    let content = content.into_iter().next();
 
     let (mut pod, mut lease) = (None, None);
     if needs_pod(&request, content.as_ref()) {
@@ -92,10 +65,8 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
             .as_ref()
             .and_then(|p| p.spec.as_ref())
             .and_then(|s| s.node_name.as_deref());
-        lease = node.and_then(|node| {
-            ctx.leases
-                .get(&ObjectRef::new(&noded_lease_name(node)).within(&ctx.lease_namespace))
-        });
+        node.inspect(|node| on_node(node));
+        lease = node.and_then(|node| ctx.stores.lease(node));
     }
 
     let now = Timestamp::now();
@@ -104,12 +75,10 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
         content: content.as_ref(),
         pod: pod.as_ref(),
         lease: lease.as_deref(),
-        lease_namespace: &ctx.lease_namespace,
+        lease_namespace: &ctx.stores.lease_namespace,
         now,
     });
 
-    let apply = PatchParams::apply(CONTROLLER_MANAGER).force();
-    let requests: Api<ContainerCheckpoint> = Api::namespaced(ctx.client.clone(), &namespace);
     let contents: Api<ContainerCheckpointContent> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut failure = None;
     if let Some(content) = plan.create_content.take() {
@@ -129,31 +98,17 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
                 }
             }
             Ok(created) => {
-                info!(
-                    request = %name,
-                    namespace = %namespace,
-                    node = %content.spec.node_name,
-                    "created ContainerCheckpointContent"
-                );
-                ctx.written.content(&request, created);
+                on_node(&content.spec.node_name);
+                info!("created ContainerCheckpointContent");
+                ctx.written.created(&request, created);
             }
         }
     }
 
     if let Some(status) = &plan.status {
-        let body = serde_json::json!({
-            "apiVersion": ContainerCheckpoint::api_version(&()),
-            "kind": ContainerCheckpoint::kind(&()),
-            "metadata": { "name": name },
-            "status": status,
-        });
-        match requests
-            .patch_status(&name, &apply, &Patch::Apply(body))
-            .await
-        {
-            Ok(_) => ctx.written.status(&request, status.clone()),
-            // Deleted meanwhile: nothing left to report on.
-            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(Action::await_change()),
+        match apply_status(&ctx.client, &request, status).await {
+            Ok(true) => ctx.written.status(&request, status.clone()),
+            Ok(false) => return Ok(Action::await_change()),
             Err(source) => {
                 return Err(failure.unwrap_or(Error::WriteStatus {
                     namespace,
@@ -163,8 +118,6 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
             }
         }
         info!(
-            request = %name,
-            namespace = %namespace,
             state = ?status.state,
             message = status.message.as_deref().unwrap_or_default(),
             "status written"
@@ -217,9 +170,7 @@ async fn create_content(
     Ok(contents.patch(&name, &apply, &Patch::Apply(content)).await)
 }
 
-/// Publishes the Event of a state change and counts final states. The Event is sent on its own
-/// task: the status already says it all, so the reconcile (and the next one of this request)
-/// need not wait for it; a lost Event is logged, not retried.
+/// Publishes the Event of a state change and counts final states.
 fn announce(
     ctx: &Context,
     request: &ContainerCheckpoint,
@@ -227,21 +178,12 @@ fn announce(
     status: &ContainerCheckpointStatus,
 ) {
     if let Some(state) = status.state.filter(|s| s.is_final()) {
-        ctx.metrics.finished(state, status::reason(status));
+        ctx.metrics
+            .of(Kind::ContainerCheckpoint)
+            .finished(state, status::reason(&status.conditions));
     }
     let event = status::event(transition, status.message.as_deref().unwrap_or_default());
-    let recorder = ctx.recorder.clone();
-    let reference = request.object_ref(&());
-    tokio::spawn(async move {
-        if let Err(error) = recorder.publish(&event, &reference).await {
-            warn!(
-                %error,
-                request = reference.name.as_deref().unwrap_or_default(),
-                reason = %event.reason,
-                "publishing an Event failed"
-            );
-        }
-    });
+    tell(&ctx.recorder, request, event);
 }
 
 #[cfg(test)]

@@ -1,9 +1,7 @@
 use super::*;
-use crate::fixtures::{lease, now, pod};
+use crate::fixtures::{lease, now, pod, running};
 use checkpointing::crd::{ContainerResult, PodCheckpointStatus, PodMigrationSpec};
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus,
-};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
 fn migration(target: Option<&str>) -> PodMigration {
@@ -22,29 +20,6 @@ fn migration(target: Option<&str>) -> PodMigration {
     m.metadata.uid = Some("c0ffee-1".into());
     m.metadata.creation_timestamp = Some(Time(now()));
     m
-}
-
-/// `app` running on node1, both containers up.
-fn running(mut pod: Pod) -> Pod {
-    let status = pod.status.get_or_insert_with(Default::default);
-    status.phase = Some("Running".into());
-    status.container_statuses = Some(
-        pod.spec
-            .as_ref()
-            .unwrap()
-            .containers
-            .iter()
-            .map(|c| ContainerStatus {
-                name: c.name.clone(),
-                state: Some(ContainerState {
-                    running: Some(ContainerStateRunning::default()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .collect(),
-    );
-    pod
 }
 
 fn owned_by(mut pod: Pod, kind: &str) -> Pod {

@@ -3,13 +3,11 @@ use std::time::Duration;
 use checkpointing::crd::ContainerCheckpointContentStatus;
 use checkpointing::names::NODE_LABEL;
 use checkpointing::testing::{FakeApi, Seen};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
-use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{self, store::Writer};
-use kube::runtime::watcher;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
-use crate::fixtures::{content, content_with, lease, pod, request};
+use crate::fixtures::{Watches, content, content_with, deliver, pod, request};
+use crate::reconciles::backoff;
 use crate::request::plan::RESYNC;
 
 const REQUEST_PATH: &str = "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/\
@@ -26,7 +24,7 @@ const NONE: [String; 0] = [];
 struct Cluster {
     api: FakeApi,
     ctx: Arc<Context>,
-    contents: Writer<ContainerCheckpointContent>,
+    watches: Watches,
 }
 
 impl Cluster {
@@ -34,33 +32,18 @@ impl Cluster {
         let api = FakeApi::default();
         api.put(REQUEST_PATH, request());
         api.put(POD_PATH, pod());
-        let (content_store, mut contents) = reflector::store();
-        contents.apply_watcher_event(&watcher::Event::InitDone);
-        let (lease_store, mut leases) = reflector::store();
-        let mut live = lease("2025-01-01T00:00:00Z");
-        live.metadata.name = Some("checkpoint-noded-node1".into());
-        live.metadata.namespace = Some("kube-system".into());
-        live.spec.as_mut().unwrap().renew_time = Some(MicroTime(Timestamp::now()));
-        leases.apply_watcher_event(&watcher::Event::InitApply(live));
-        leases.apply_watcher_event(&watcher::Event::InitDone);
-        let client = api.client();
-        let recorder = Recorder::new(client.clone(), CONTROLLER_MANAGER.into());
+        let watches = Watches::listed(&["node1"]);
         let ctx = Arc::new(Context::new(
-            client,
-            recorder,
+            api.client(),
+            watches.stores.clone(),
             Arc::default(),
-            content_store,
-            lease_store,
-            "kube-system".into(),
-            synced(),
         ));
-        Self { api, ctx, contents }
+        Self { api, ctx, watches }
     }
 
     /// The Content watch delivers `content`.
     fn deliver(&mut self, content: ContainerCheckpointContent) {
-        self.contents
-            .apply_watcher_event(&watcher::Event::Apply(content));
+        deliver(&mut self.watches.contents, content);
     }
 
     /// Reconciles `request` as the request store holds it; the calls it made.
@@ -167,8 +150,8 @@ async fn shell_keeps_the_request_pending_and_retries_on_transient_errors() {
         status["status"]["conditions"][0]["reason"],
         "ContentNotCreated"
     );
-    let first = error_policy(Arc::new(request()), &error, ctx.clone());
-    let second = error_policy(Arc::new(request()), &error, ctx);
+    let first = backoff(Arc::new(request()), &error, ctx.clone());
+    let second = backoff(Arc::new(request()), &error, ctx);
     assert_eq!(first, Action::requeue(Duration::from_secs(1)));
     assert_eq!(second, Action::requeue(Duration::from_secs(2)));
 }
@@ -243,15 +226,6 @@ async fn a_request_costs_five_calls_from_creation_to_completed() {
     assert_eq!(event["reason"], "CheckpointCompleted");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["regarding"]["name"], "cc1");
-}
-
-/// Every watch listed.
-fn synced() -> crate::request::synced::Synced {
-    let synced = crate::request::synced::Synced::default();
-    for flag in [&synced.requests, &synced.contents, &synced.leases] {
-        flag.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    synced
 }
 
 /// `request()` naming the registry Secret `creds`.

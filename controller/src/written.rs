@@ -1,81 +1,101 @@
-//! What this controller wrote that the watches may not show yet. A reconcile decides from the
+//! What the controller wrote that the watches may not show yet. A reconcile decides from the
 //! stores, and a store can lag behind our own writes: deciding from a stale copy would create
-//! the Content again, or write a final state (and its Event) twice. So each write is remembered
-//! here until the store shows it.
+//! an object again, or write a final state (and its Event) twice. So each write (a request's
+//! status, the objects made for it) is remembered here until the store shows it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use checkpointing::crd::{
-    ContainerCheckpoint, ContainerCheckpointContent, ContainerCheckpointStatus,
-};
+use kube::ResourceExt;
 
-/// Remembered per request uid (a re-created request of the same name starts afresh).
-#[derive(Default)]
-pub struct Written(Mutex<HashMap<String, Record>>);
+use crate::kinds::Request;
 
-#[derive(Default)]
-struct Record {
-    status: Option<ContainerCheckpointStatus>,
-    content: Option<ContainerCheckpointContent>,
+/// Remembered per request uid (a re-created request of the same name starts afresh); `C`: the
+/// kind of the objects a request's reconciles create.
+pub struct Written<K: Request, C>(Mutex<HashMap<String, Record<K::Status, C>>>);
+
+struct Record<S, C> {
+    status: Option<S>,
+    created: Vec<C>,
 }
 
-impl Written {
-    /// The request and its Content as our last writes left them: the stores' copies, unless
-    /// they lag behind. What the stores show now is forgotten.
-    pub fn catch_up(
-        &self,
-        request: &ContainerCheckpoint,
-        stored: Option<&ContainerCheckpointContent>,
-    ) -> (ContainerCheckpoint, Option<ContainerCheckpointContent>) {
+impl<K: Request, C> Default for Written<K, C> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<K: Request, C: ResourceExt + Clone> Written<K, C> {
+    /// The request and the objects made for it as our last writes left them: the stores'
+    /// copies (`stored`), unless they lag behind. What the stores show now is forgotten.
+    pub fn catch_up<'a>(&self, request: &K, stored: impl IntoIterator<Item = &'a C>) -> (K, Vec<C>)
+    where
+        C: 'a,
+    {
         let mut request = request.clone();
-        let mut content = stored.cloned();
-        let Some(uid) = request.metadata.uid.clone() else {
-            return (request, content);
+        let mut objects: Vec<C> = stored.into_iter().cloned().collect();
+        let Some(uid) = request.meta().uid.clone() else {
+            return (request, objects);
         };
         let mut all = self.lock();
         if let Some(record) = all.get_mut(&uid) {
             // We are the only writer of the status, so any other status is an older one.
-            if record.status == request.status {
+            let shown = request.status_mut();
+            if record.status == *shown {
                 record.status = None;
             } else if let Some(status) = &record.status {
-                request.status = Some(status.clone());
+                *shown = Some(status.clone());
             }
-            if content.is_some() {
-                record.content = None;
-            } else {
-                content.clone_from(&record.content);
-            }
-            if record.status.is_none() && record.content.is_none() {
+            record
+                .created
+                .retain(|c| !objects.iter().any(|o| o.name_any() == c.name_any()));
+            objects.extend(record.created.iter().cloned());
+            if record.status.is_none() && record.created.is_empty() {
                 all.remove(&uid);
             }
         }
-        (request, content)
+        (request, objects)
     }
 
-    pub fn status(&self, request: &ContainerCheckpoint, status: ContainerCheckpointStatus) {
-        if let Some(uid) = request.metadata.uid.clone() {
-            self.lock().entry(uid).or_default().status = Some(status);
+    pub fn status(&self, request: &K, status: K::Status) {
+        if let Some(uid) = request.meta().uid.clone() {
+            self.lock().entry(uid).or_insert_with(Record::empty).status = Some(status);
         }
     }
 
-    pub fn content(&self, request: &ContainerCheckpoint, content: ContainerCheckpointContent) {
-        if let Some(uid) = request.metadata.uid.clone() {
-            self.lock().entry(uid).or_default().content = Some(content);
+    /// `object` was made for `request`.
+    pub fn created(&self, request: &K, object: C) {
+        if let Some(uid) = request.meta().uid.clone() {
+            let mut all = self.lock();
+            let created = &mut all.entry(uid).or_insert_with(Record::empty).created;
+            created.retain(|c| c.name_any() != object.name_any());
+            created.push(object);
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Record>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Record<K::Status, C>>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+impl<S, C> Record<S, C> {
+    fn empty() -> Self {
+        Self {
+            status: None,
+            created: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::fixtures::{content, request};
-    use checkpointing::crd::CheckpointState;
+    use checkpointing::crd::{
+        CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, ContainerCheckpointStatus,
+    };
+
+    type Written = super::Written<ContainerCheckpoint, ContainerCheckpointContent>;
 
     fn pending() -> ContainerCheckpointStatus {
         ContainerCheckpointStatus {
@@ -89,13 +109,13 @@ mod tests {
         let written = Written::default();
         let req = request();
         written.status(&req, pending());
-        written.content(&req, content());
+        written.created(&req, content());
 
         // The stores lag: our writes stand in, and stay remembered.
         for _ in 0..2 {
             let (seen, created) = written.catch_up(&req, None);
             assert_eq!(seen.status, Some(pending()));
-            assert!(created.is_some());
+            assert!(!created.is_empty());
         }
 
         // The stores caught up: theirs is used and ours forgotten.
@@ -104,10 +124,10 @@ mod tests {
         let stored = content();
         let (seen, created) = written.catch_up(&shown, Some(&stored));
         assert_eq!(seen.status, Some(pending()));
-        assert!(created.is_some());
+        assert!(!created.is_empty());
         let (seen, created) = written.catch_up(&req, None);
         assert_eq!(seen.status, None);
-        assert!(created.is_none());
+        assert!(created.is_empty());
     }
 
     #[test]

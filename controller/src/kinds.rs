@@ -1,0 +1,72 @@
+//! The request kinds the controller reconciles, and what the shared kit needs of each: its
+//! name in metrics and logs, and its status; and the objects it reads and writes.
+
+use checkpointing::crd::{
+    ContainerCheckpoint, ContainerCheckpointStatus, PodCheckpoint, PodCheckpointStatus,
+    PodMigration, PodMigrationStatus,
+};
+use k8s_openapi::serde::Serialize;
+use k8s_openapi::serde::de::DeserializeOwned;
+use kube::Resource;
+use kube::core::NamespaceResourceScope;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ContainerCheckpoint,
+    PodCheckpoint,
+    PodMigration,
+}
+
+/// A namespaced object the controller reads and writes through the API.
+pub trait Object:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Object for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A request with a status only the controller writes.
+pub trait Request: Object {
+    type Status: Clone + PartialEq + Serialize + Send + Sync + 'static;
+    const KIND: Kind;
+    fn status_mut(&mut self) -> &mut Option<Self::Status>;
+}
+
+impl Request for ContainerCheckpoint {
+    type Status = ContainerCheckpointStatus;
+    const KIND: Kind = Kind::ContainerCheckpoint;
+    fn status_mut(&mut self) -> &mut Option<Self::Status> {
+        &mut self.status
+    }
+}
+
+impl Request for PodCheckpoint {
+    type Status = PodCheckpointStatus;
+    const KIND: Kind = Kind::PodCheckpoint;
+    fn status_mut(&mut self) -> &mut Option<Self::Status> {
+        &mut self.status
+    }
+}
+
+impl Request for PodMigration {
+    type Status = PodMigrationStatus;
+    const KIND: Kind = Kind::PodMigration;
+    fn status_mut(&mut self) -> &mut Option<Self::Status> {
+        &mut self.status
+    }
+}
