@@ -68,8 +68,8 @@ pub enum Refusal {
         state: String,
     },
     #[error(
-        "no live node daemon on node {node:?}: {problem}; check that the checkpoint-noded \
-         DaemonSet runs a ready pod on that node, then create the request again"
+        "no live node daemon on node {node:?}: {problem}; check that noded (the node daemon's \
+         DaemonSet) runs a ready pod on that node, then create the request again"
     )]
     NodeDaemonUnavailable { node: String, problem: String },
 }

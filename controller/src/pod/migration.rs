@@ -16,8 +16,8 @@
 use std::time::Duration;
 
 use checkpointing::crd::{
-    CheckpointState, MigrationPhase, PodCheckpoint, PodCheckpointSpec, PodMigration,
-    PodMigrationStatus,
+    CheckpointState, MIGRATION_TIMEOUT_SECONDS, MigrationPhase, PodCheckpoint, PodCheckpointSpec,
+    PodMigration, PodMigrationStatus,
 };
 use checkpointing::names::{
     CANNOT_RESTORE_ANNOTATION, DNS_LABEL_MAX, MIGRATION_LABEL, RESTORE_FROM_ANNOTATION,
@@ -36,8 +36,8 @@ use crate::status::condition;
 use crate::validation::{check_node_daemon, quoted_list, shown};
 use crate::webhook::workload::WORKLOAD_KINDS;
 
-/// Default of `timeoutSeconds`.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default of `timeoutSeconds` (the schema's).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(MIGRATION_TIMEOUT_SECONDS.unsigned_abs());
 /// How often a migration waiting on something unwatched (a pod going away) looks again.
 const POLL: Duration = Duration::from_secs(1);
 /// How often a failed migration looks again whether the containers it released still dump.
@@ -167,7 +167,7 @@ fn timed_out(o: &Observed, status: &PodMigrationStatus) -> Option<String> {
         .spec
         .timeout_seconds
         .and_then(|s| u64::try_from(s).ok())
-        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        .map_or(MIGRATION_TIMEOUT, Duration::from_secs);
     let created = m.metadata.creation_timestamp.as_ref()?.0;
     let elapsed = o.now.duration_since(created);
     if elapsed.as_secs() < limit.as_secs() as i64 {

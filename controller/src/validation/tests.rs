@@ -235,8 +235,8 @@ fn lease_freshness() {
     assert_eq!(
         err.to_string(),
         "no live node daemon on node \"node1\": its Lease \
-         kube-system/checkpoint-noded-node1 expired 20s ago; check that the \
-         checkpoint-noded DaemonSet runs a ready pod on that node, then create the request \
+         kube-system/checkpoint-noded-node1 expired 20s ago; check that noded (the \
+         node daemon's DaemonSet) runs a ready pod on that node, then create the request \
          again"
     );
 

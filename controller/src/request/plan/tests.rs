@@ -147,8 +147,8 @@ fn every_refusal_fails_the_request_with_its_message() {
             None,
             "NodeDaemonUnavailable",
             "no live node daemon on node \"node1\": its Lease \
-             kube-system/checkpoint-noded-node1 does not exist; check that the \
-             checkpoint-noded DaemonSet runs a ready pod on that node, then create the \
+             kube-system/checkpoint-noded-node1 does not exist; check that noded (the \
+             node daemon's DaemonSet) runs a ready pod on that node, then create the \
              request again",
         ),
         (
@@ -157,8 +157,8 @@ fn every_refusal_fails_the_request_with_its_message() {
             Some(&stale),
             "NodeDaemonUnavailable",
             "no live node daemon on node \"node1\": its Lease \
-             kube-system/checkpoint-noded-node1 expired 20s ago; check that the \
-             checkpoint-noded DaemonSet runs a ready pod on that node, then create the \
+             kube-system/checkpoint-noded-node1 expired 20s ago; check that noded (the \
+             node daemon's DaemonSet) runs a ready pod on that node, then create the \
              request again",
         ),
     ];
