@@ -17,7 +17,7 @@ use kube::api::{Api, ListParams, PostParams};
 use crate::metrics::Metrics;
 
 /// What the registry and the peer server ask the API server.
-pub trait Cluster: Send + Sync + 'static {
+pub trait Cluster: Clone + Send + Sync + 'static {
     fn content(
         &self,
         namespace: &str,
@@ -84,6 +84,7 @@ pub async fn within<T>(
     })
 }
 
+#[derive(Clone)]
 pub struct KubeCluster {
     pub client: kube::Client,
     /// Where the noded Leases are.

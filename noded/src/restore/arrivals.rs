@@ -16,9 +16,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
+use super::Restore;
 use crate::cluster::Cluster;
 use crate::error::error_chain;
-use crate::registry::Registry;
 
 /// Pods handled at once: each may wait for a pull.
 const CONCURRENCY: usize = 4;
@@ -66,7 +66,7 @@ pub async fn run<R: Runtime + 'static, C: Cluster>(
     client: kube::Client,
     node: String,
     local: String,
-    registry: Arc<Registry<R, C>>,
+    restore: Arc<Restore<R, C>>,
 ) {
     let pods: Api<Pod> = Api::all(client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
@@ -78,8 +78,8 @@ pub async fn run<R: Runtime + 'static, C: Cluster>(
                 .ok()
         })
         .for_each_concurrent(CONCURRENCY, |pod| {
-            let (client, local, registry) = (client.clone(), local.as_str(), registry.clone());
-            async move { prepare(&client, &pod, local, &registry).await }
+            let (client, local, restore) = (client.clone(), local.as_str(), restore.clone());
+            async move { prepare(&client, &pod, local, &restore).await }
         })
         .await;
 }
@@ -90,13 +90,13 @@ async fn prepare<R: Runtime + 'static, C: Cluster>(
     client: &kube::Client,
     pod: &Pod,
     local: &str,
-    registry: &Registry<R, C>,
+    restore: &Restore<R, C>,
 ) {
     let (here, external) = restored_images(pod, local);
     for image in here {
-        if let Err(e) = registry.prefetch(image).await {
+        if let Err(e) = restore.ahead(image).await {
             // The runtime's own pull asks again and fails with the same reason, for the kubelet.
-            tracing::info!(pod = ?pod.metadata.name, %image, error = %e, "fetching a checkpoint image ahead of its pull");
+            tracing::info!(pod = ?pod.metadata.name, %image, error = %error_chain(&e), "fetching a checkpoint image ahead of its pull");
         }
     }
     let Some(namespace) = pod
@@ -121,7 +121,7 @@ async fn prepare<R: Runtime + 'static, C: Cluster>(
         let Some(base) = recorded_base(&contents, image) else {
             continue;
         };
-        if let Err(e) = registry.restore.ensure_image(base).await {
+        if let Err(e) = restore.ensure_image(base).await {
             // The kubelet's restore then fails, and is retried, with the runtime's own reason.
             tracing::warn!(pod = ?pod.metadata.name, %base, error = %error_chain(&e),
                 "making the base image of a restore present");

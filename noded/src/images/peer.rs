@@ -1,5 +1,5 @@
 //! Node-to-node transfer of checkpoint images: [`PeerClient`] fetches an image from the noded
-//! holding it (whose peer server admits it by [`super::auth::PeerAuth`]), verifying every
+//! holding it (whose peer server admits it by `registry::PeerAuth`), verifying every
 //! blob's size and digest while streaming it into the layout's ingest directory, and imports it
 //! under the image's tag only when all of it verified. Before the first blob
 //! it checks that the ingest directory's disk has room for all of them.
@@ -17,7 +17,7 @@ use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE, OciError};
 use oci_spec::image::{DigestAlgorithm, ImageManifest};
 use tokio::io::AsyncWriteExt;
 
-use super::route::Repo;
+use super::Repo;
 use crate::http::{self, HttpClient, ReadError, SendError, Tls};
 use crate::size::Size;
 use crate::space::{DiskSpace, Need, SpaceError};
