@@ -310,6 +310,45 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin address {admin_addr}"))?);
 
+    let mut insecure = args.insecure_registry.clone();
+    if let Some(target) = args.push_registry.as_ref().filter(|_| args.push_insecure) {
+        insecure.push(target.host.clone());
+    }
+    let roots = match &args.registry_ca_file {
+        Some(path) => match std::fs::read(path) {
+            Ok(pem) => Some(pem),
+            // An optional ConfigMap that is not there: deploy/ mounts one, many clusters need
+            // no private CA.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(path = %path.display(), "no registry CA bundle; trusting the system's roots only");
+                None
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading --registry-ca-file {}", path.display()));
+            }
+        },
+        None => None,
+    };
+    let targets = push::Targets {
+        own: args.push_registry.as_ref().map(|t| t.host.clone()),
+        allowed: args.allowed_push_registry.clone(),
+        refuse_private: args.refuse_private_push_targets,
+    };
+    let outbound = outbound::Defaults {
+        target: args.push_registry.clone(),
+        secret: args.push_secret.clone(),
+    };
+    let pusher = |targets| {
+        push::Pusher::new(insecure.clone(), roots.as_deref(), targets)
+            .context("loading the root certificates for registries (--registry-ca-file)")
+    };
+    // The restores' own client: pushed copies are fetched back from where they were pushed.
+    let copies = images::Copies::new(pusher(targets.clone())?, outbound.clone());
+    let pusher = pusher(targets)?;
+    if let Some(target) = &outbound.target {
+        tracing::info!(registry = %target, insecure = args.push_insecure, "pushing checkpoint images");
+    }
     let cluster = KubeCluster {
         client: client.clone(),
         lease_namespace: args.lease_namespace.clone(),
@@ -319,9 +358,11 @@ async fn main() -> anyhow::Result<()> {
         Images::new(
             layout.clone(),
             cluster.clone(),
-            args.node_name.clone(),
-            PeerClient::new(args.peer_port, args.peer_token_file.clone(), space.clone()),
+            (args.node_name.clone(), args.image_registry.clone()),
+            PeerClient::new(args.peer_port, args.peer_token_file.clone()),
+            space.clone(),
         )
+        .with_copies(copies)
         .with_metrics(metrics.clone()),
     );
     let restore = Arc::new(
@@ -378,40 +419,6 @@ async fn main() -> anyhow::Result<()> {
     };
     let pruner = tokio::spawn(collector.run(Duration::from_secs(args.prune_interval_seconds)));
 
-    let mut insecure = args.insecure_registry.clone();
-    if let Some(target) = args.push_registry.as_ref().filter(|_| args.push_insecure) {
-        insecure.push(target.host.clone());
-    }
-    let roots = match &args.registry_ca_file {
-        Some(path) => match std::fs::read(path) {
-            Ok(pem) => Some(pem),
-            // An optional ConfigMap that is not there: deploy/ mounts one, many clusters need
-            // no private CA.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(path = %path.display(), "no registry CA bundle; trusting the system's roots only");
-                None
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("reading --registry-ca-file {}", path.display()));
-            }
-        },
-        None => None,
-    };
-    let targets = push::Targets {
-        own: args.push_registry.as_ref().map(|t| t.host.clone()),
-        allowed: args.allowed_push_registry.clone(),
-        refuse_private: args.refuse_private_push_targets,
-    };
-    let pusher = push::Pusher::new(insecure, roots.as_deref(), targets)
-        .context("loading the root certificates for registries (--registry-ca-file)")?;
-    let outbound = outbound::Defaults {
-        target: args.push_registry.clone(),
-        secret: args.push_secret.clone(),
-    };
-    if let Some(target) = &outbound.target {
-        tracing::info!(registry = %target, insecure = args.push_insecure, "pushing checkpoint images");
-    }
     let runtime_dir = criu_log::RuntimeDir::of_socket(cri.socket(), args.cri_host_dir.clone());
     let context = Arc::new(
         Context::new(

@@ -1,6 +1,7 @@
 //! The checkpoint images this node can serve: the node-local OCI layout, tagged by Content
 //! UID; the image behind a Content, its manifest read and checked against its digest once; and
-//! fetching an image this node does not hold from the node that does ([`peer`]). Where an
+//! fetching an image this node does not hold ([`fetch`]) from the node that does ([`peer`]),
+//! or, when no node can serve it, from the registry it was pushed to ([`pushed`]). Where an
 //! image comes from is decided from its Content alone ([`source`]).
 
 use std::collections::HashMap;
@@ -17,12 +18,17 @@ use crate::cluster::Cluster;
 use crate::error::error_chain;
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
+use crate::space::DiskSpace;
 
+mod fetch;
 mod peer;
+mod pushed;
 mod repo;
 mod source;
 
-pub use peer::{FetchError, PeerClient};
+use fetch::{FetchError, Fetcher, Upstream};
+pub use peer::PeerClient;
+pub use pushed::Copies;
 pub use repo::Repo;
 use source::{Source, source};
 pub use source::{Unavailable, ready_image, repo_of, tag_of};
@@ -96,7 +102,12 @@ pub struct Images<C> {
     cluster: C,
     /// This node's name.
     node: String,
+    /// The node-local registry's host (`--image-registry`), which runtimes pull from.
+    local: String,
     pub peers: PeerClient,
+    fetcher: Fetcher,
+    /// Pushed copies, fetched from when no node can serve an image; none without.
+    copies: Option<Copies>,
     /// One fetch per image, however many requests ask at once.
     locks: KeyedLocks,
     /// Manifests read and checked, by tag: a pull's blob requests, and other pods' pulls,
@@ -106,12 +117,22 @@ pub struct Images<C> {
 }
 
 impl<C: Cluster> Images<C> {
-    pub fn new(layout: Arc<ImageLayout>, cluster: C, node: String, peers: PeerClient) -> Self {
+    /// Fetches into `layout` what `space` has room for.
+    pub fn new(
+        layout: Arc<ImageLayout>,
+        cluster: C,
+        (node, local): (String, String),
+        peers: PeerClient,
+        space: DiskSpace,
+    ) -> Self {
         Self {
             layout,
             cluster,
             node,
+            local,
             peers,
+            fetcher: Fetcher::new(space),
+            copies: None,
             locks: KeyedLocks::default(),
             read: Mutex::default(),
             metrics: Arc::default(),
@@ -124,9 +145,30 @@ impl<C: Cluster> Images<C> {
         self
     }
 
+    /// Fetches from the registries checkpoints were pushed to when no node can serve them.
+    pub fn with_copies(mut self, copies: Copies) -> Self {
+        self.copies = Some(copies);
+        self
+    }
+
+    /// Bytes of blobs fetched since start.
+    pub fn transferred(&self) -> u64 {
+        self.fetcher.transferred()
+    }
+
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// What a pod restoring `content` on this node runs: its image in the node-local
+    /// registry, `<local>/<namespace>/<name>@<digest>`, wherever else it was pushed.
+    pub fn local_reference(
+        &self,
+        content: &ContainerCheckpointContent,
+    ) -> Result<String, Unavailable> {
+        let (_, digest) = ready_image(content)?;
+        Ok(format!("{}/{}@{digest}", self.local, repo_of(content)))
     }
 
     /// The image `digest` of `content` if this node holds it.
@@ -176,16 +218,18 @@ impl<C: Cluster> Images<C> {
             return same_digest(tag, image, digest);
         }
         let held = self.layout.resolve(tag)?.is_some();
-        match source(content, &self.node, held).map_err(|e| ImageError::Unknown(e.to_string()))? {
-            Source::Local => {}
-            Source::Peer(node) if reach == Reach::Fetched => {
-                self.fetch(repo, tag, &node, digest).await?;
+        match (source(content, &self.node, held), reach) {
+            (Ok(Source::Local), _) => {}
+            (Ok(Source::Peer(node)), Reach::Fetched) => {
+                self.fetch(repo, content, digest, Ok(node)).await?;
             }
-            Source::Peer(node) => {
+            (Err(why), Reach::Fetched) => self.fetch(repo, content, digest, Err(why)).await?,
+            (Ok(Source::Peer(node)), Reach::Held) => {
                 return Err(ImageError::Unknown(format!(
                     "this node does not hold the image of {repo} (node {node} does)"
                 )));
             }
+            (Err(why), Reach::Held) => return Err(ImageError::Unknown(why.to_string())),
         }
         let image = Arc::new(self.read_local(tag, digest).await?);
         self.read
@@ -195,19 +239,60 @@ impl<C: Cluster> Images<C> {
         Ok(image)
     }
 
-    /// Fetches the image from `node` once, however many requests ask at the same time.
+    /// Fetches the image once, however many requests ask at the same time: from `holder`, the
+    /// node holding it, and when that fails (or no node should), from its pushed copy.
     async fn fetch(
+        &self,
+        repo: &Repo,
+        content: &ContainerCheckpointContent,
+        digest: &str,
+        holder: Result<String, Unavailable>,
+    ) -> Result<(), ImageError> {
+        let tag = tag_of(content);
+        let lock = self.locks.get(tag);
+        let _fetching = lock.lock().await;
+        if self.layout.resolve(tag)?.is_some() {
+            return Ok(()); // fetched by the request we waited for
+        }
+        let from_node = match holder {
+            Ok(node) => match self.fetch_from_node(repo, tag, &node, digest).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            },
+            Err(why) => ImageError::Unknown(why.to_string()),
+        };
+        let Some((copies, route)) = self
+            .copies
+            .as_ref()
+            .and_then(|copies| Some((copies, copies.of(content, &self.local)?)))
+        else {
+            return Err(from_node);
+        };
+        tracing::info!(%repo, %digest, copy = %route.to, why = %from_node,
+            "no node serves the checkpoint image; fetching its pushed copy");
+        // As a delete does: a Secret gone leaves the registry to decide on an anonymous pull.
+        let credentials = self
+            .cluster
+            .credentials(&route)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(%repo, error = %error_chain(e), "fetching the pushed copy without credentials");
+            })
+            .unwrap_or_default();
+        let upstream = copies.upstream(&route.to, credentials);
+        self.transfer(&upstream, repo, tag, digest)
+            .await
+            .map_err(|e| e.after(&from_node))
+    }
+
+    /// Fetches the image from `node`'s peer server.
+    async fn fetch_from_node(
         &self,
         repo: &Repo,
         tag: &str,
         node: &str,
         digest: &str,
     ) -> Result<(), ImageError> {
-        let lock = self.locks.get(tag);
-        let _fetching = lock.lock().await;
-        if self.layout.resolve(tag)?.is_some() {
-            return Ok(()); // fetched by the request we waited for
-        }
         let ip = self
             .cluster
             .node_ip(node)
@@ -233,23 +318,32 @@ impl<C: Cluster> Images<C> {
             })?;
         let peer = SocketAddr::new(ip, self.peers.port);
         tracing::info!(%repo, %node, %peer, %digest, "fetching checkpoint image from its node");
+        let upstream = self
+            .peers
+            .upstream(peer, &pin, repo)
+            .await
+            .map_err(fetch_failed)?;
+        self.transfer(&upstream, repo, tag, digest).await
+    }
+
+    /// Fetches the image from `upstream`, counted.
+    async fn transfer(
+        &self,
+        upstream: &impl Upstream,
+        repo: &Repo,
+        tag: &str,
+        digest: &str,
+    ) -> Result<(), ImageError> {
         let started = std::time::Instant::now();
         let fetched = self
-            .peers
-            .fetch(peer, &pin, repo, digest, tag, &self.layout)
+            .fetcher
+            .fetch(upstream, repo, digest, tag, &self.layout)
             .await;
         self.metrics.fetched(started.elapsed().as_secs_f64());
-        match fetched {
-            Ok(bytes) => {
-                self.metrics.transferred("fetched", bytes);
-                tracing::info!(%repo, %node, bytes, total = self.peers.transferred(), "checkpoint image fetched");
-                Ok(())
-            }
-            Err(e) if e.is_not_found() => Err(ImageError::Unknown(error_chain(&e))),
-            // Our disk, not the peer, is short: the pull may succeed once space is freed.
-            Err(e @ FetchError::Space(_)) => Err(ImageError::Unavailable(error_chain(&e))),
-            Err(e) => Err(ImageError::Upstream(error_chain(&e))),
-        }
+        let bytes = fetched.map_err(fetch_failed)?;
+        self.metrics.transferred("fetched", bytes);
+        tracing::info!(%repo, from = %upstream.url(""), bytes, total = self.transferred(), "checkpoint image fetched");
+        Ok(())
     }
 
     /// The manifest tagged `tag`, which must be `digest`, read and checked.
@@ -278,6 +372,28 @@ impl<C: Cluster> Images<C> {
             bytes,
             manifest,
         })
+    }
+}
+
+fn fetch_failed(e: FetchError) -> ImageError {
+    match e {
+        e if e.is_not_found() => ImageError::Unknown(error_chain(&e)),
+        // Our disk, not the upstream, is short: the pull may succeed once space is freed.
+        e @ FetchError::Space(_) => ImageError::Unavailable(error_chain(&e)),
+        e => ImageError::Upstream(error_chain(&e)),
+    }
+}
+
+impl ImageError {
+    /// This error of a second attempt, telling why the first, `first`, failed too.
+    fn after(self, first: &ImageError) -> Self {
+        let both = |why: String| format!("{first}; then {why}");
+        match self {
+            Self::Unknown(why) => Self::Unknown(both(why)),
+            Self::Unavailable(why) => Self::Unavailable(both(why)),
+            Self::Upstream(why) => Self::Upstream(both(why)),
+            Self::Internal(why) => Self::Internal(both(why)),
+        }
     }
 }
 

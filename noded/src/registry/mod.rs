@@ -5,8 +5,9 @@
 //!
 //! The runtime on this node pulls `localhost:5050/<namespace>/<name>@<digest>` from it, where
 //! `<namespace>/<name>` is a ContainerCheckpointContent, with the credentials the kubelet got
-//! for the pod from our credential provider. A manifest is answered once the pod's restore is
-//! prepared ([`crate::restore`]): that is the gate.
+//! for the pod from our credential provider; every restore does, pushed checkpoints' too. A
+//! manifest is answered once the pod's restore is prepared ([`crate::restore`]): that is the
+//! gate.
 //!
 //! The same routes, authenticated and never fetching further, form the peer server other
 //! nodes' noded fetch from, each only what a pod on its node restores. Decisions ([`route`],
@@ -27,7 +28,7 @@ use tracing::Instrument as _;
 
 use crate::cluster::Cluster;
 use crate::error::error_chain;
-use crate::images::{Image, Images, Repo, ready_image};
+use crate::images::{Image, Images, Repo, Unavailable, ready_image};
 use crate::metrics::Metrics;
 use crate::recent::Recent;
 use crate::restore::{ForPod, Restore};
@@ -313,18 +314,19 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                 content
             }
         };
-        let ready = || ready_image(&content).map_err(|e| Problem::ManifestUnknown(e.to_string()));
+        let unknown = |e: Unavailable| Problem::ManifestUnknown(e.to_string());
+        let (_, digest) = ready_image(&content).map_err(unknown)?;
+        // What an admitted pod runs, wherever else the image was pushed.
+        let image = self.images.local_reference(&content).map_err(unknown)?;
         let owners = match caller {
             Caller::Pod(puller) => {
-                let (image, _) = ready()?;
                 self.pull_auth
-                    .authorize(&self.cluster, puller, &self.node, image)
+                    .authorize(&self.cluster, puller, &self.node, &image)
                     .await?
             }
             Caller::Peer { node } => {
-                let (image, digest) = ready()?;
                 (self.peer_auth)
-                    .authorize(&self.cluster, node, &repo.namespace, image, digest)
+                    .authorize(&self.cluster, node, &repo.namespace, &image, digest)
                     .await?;
                 Owners::default()
             }

@@ -41,10 +41,13 @@ fn registry(
     cluster: Arc<FakeCluster>,
     node: String,
     peers: PeerClient,
+    space: DiskSpace,
     peer_auth: PeerAuth,
 ) -> TestRegistry {
     let metrics = Arc::new(Metrics::default());
-    let images = Images::new(layout, cluster.clone(), node, peers).with_metrics(metrics.clone());
+    let local = "localhost:5050".to_owned();
+    let images = Images::new(layout, cluster.clone(), (node, local), peers, space)
+        .with_metrics(metrics.clone());
     let images = Arc::new(images);
     let restore = Restore::new(images.clone(), cluster.clone(), runtime)
         .with_pods_dir(PathBuf::from("/nonexistent/pods"));
@@ -81,7 +84,8 @@ async fn start(
         runtime.clone(),
         cluster,
         node.into(),
-        PeerClient::new(peer_port, token_file, roomy_disk()),
+        PeerClient::new(peer_port, token_file),
+        roomy_disk(),
         PeerAuth::new(vec![NODED.into()]),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -291,7 +295,7 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
         assert_eq!(format!("sha256:{}", sha256_hex(&a.body)), t.digest);
     }
     let node2 = &t.node2.registry;
-    let once = node2.images.peers.transferred();
+    let once = node2.images.transferred();
     assert!(once > 300_000, "{once}");
     node2.images.layout.verify("uid-1").unwrap();
     assert!(
@@ -330,7 +334,7 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
     assert_eq!(blob.status, StatusCode::OK);
     assert_eq!(blob.headers["docker-content-digest"], t.layer.as_str());
     assert_eq!(format!("sha256:{}", sha256_hex(&blob.body)), t.layer);
-    assert_eq!(node2.images.peers.transferred(), once);
+    assert_eq!(node2.images.transferred(), once);
     // Never by tag: the pod was admitted for one digest.
     let by_tag = get(t.node2.local, "/v2/default/cp/manifests/latest").await;
     assert_eq!(
@@ -418,14 +422,14 @@ async fn a_prefetched_image_is_here_before_the_runtime_pulls_it() {
     ] {
         assert!(node2.restore.ahead(bad).await.is_err(), "{bad}");
     }
-    assert_eq!(node2.images.peers.transferred(), 0);
+    assert_eq!(node2.images.transferred(), 0);
 
     node2
         .restore
         .ahead(&format!("default/cp@{}", t.digest))
         .await
         .unwrap();
-    let fetched = node2.images.peers.transferred();
+    let fetched = node2.images.transferred();
     assert!(fetched > 300_000, "{fetched}");
     node2.images.layout.verify("uid-1").unwrap();
     assert!(
@@ -436,11 +440,7 @@ async fn a_prefetched_image_is_here_before_the_runtime_pulls_it() {
     let path = format!("/v2/default/cp/manifests/{}", t.digest);
     let manifest = get(t.node2.local, &path).await;
     assert_eq!(manifest.status, StatusCode::OK, "{:?}", manifest.body);
-    assert_eq!(
-        node2.images.peers.transferred(),
-        fetched,
-        "nothing fetched twice"
-    );
+    assert_eq!(node2.images.transferred(), fetched, "nothing fetched twice");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -523,7 +523,7 @@ async fn the_peer_server_wants_an_allowed_token_and_never_fetches_further() {
     // node2's peer server does not hold the image and must not fetch it from node1.
     let a = peer_request(&t.node2, Method::GET, &path, Cred::Bearer(GOOD_TOKEN)).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    assert_eq!(t.node2.registry.images.peers.transferred(), 0);
+    assert_eq!(t.node2.registry.images.transferred(), 0);
     assert!(t.node2.registry.images.layout.tags().unwrap().is_empty());
 }
 
@@ -540,7 +540,8 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
         runtime.clone(),
         t.cluster.clone(),
         "node1".into(),
-        PeerClient::new(1, PathBuf::from("/nonexistent"), roomy_disk()),
+        PeerClient::new(1, PathBuf::from("/nonexistent")),
+        roomy_disk(),
         PeerAuth::new(Vec::new()),
     );
     let uri: Uri = format!("/v2/default/cp/manifests/{}", t.digest)
@@ -712,7 +713,8 @@ async fn a_fetch_the_disk_has_no_room_for_fails_before_any_blob() {
         FakeRuntime::default(),
         t.cluster.clone(),
         "node2".into(),
-        PeerClient::new(t.node1.peer.port(), t._tmp.path().join("token"), space),
+        PeerClient::new(t.node1.peer.port(), t._tmp.path().join("token")),
+        space,
         PeerAuth::new(Vec::new()),
     );
     let uri: Uri = format!("/v2/default/cp/manifests/{}", t.digest)
@@ -739,7 +741,7 @@ async fn a_fetch_the_disk_has_no_room_for_fails_before_any_blob() {
     let served = t.node1.registry.metrics.render();
     let one = "noded_registry_requests_total{mode=\"peer\",result=\"ok\"} 1\n";
     assert!(served.contains(one), "{one} missing from {served}");
-    assert_eq!(registry.images.peers.transferred(), 0);
+    assert_eq!(registry.images.transferred(), 0);
     assert!(blob_files(&layout).is_empty(), "{:?}", blob_files(&layout));
     assert!(layout.tags().unwrap().is_empty());
 }
@@ -759,7 +761,7 @@ async fn a_peer_is_trusted_only_with_the_certificate_its_lease_publishes() {
     let body = String::from_utf8_lossy(&a.body);
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(body.contains("https://127.0.0.1:"), "{body}");
-    assert_eq!(t.node2.registry.images.peers.transferred(), 0);
+    assert_eq!(t.node2.registry.images.transferred(), 0);
     assert!(t.node2.registry.images.layout.tags().unwrap().is_empty());
 
     t.cluster.pins.lock().unwrap().remove("node1");
@@ -774,3 +776,4 @@ async fn a_peer_is_trusted_only_with_the_certificate_its_lease_publishes() {
 }
 
 mod peers;
+mod pushed;

@@ -80,7 +80,7 @@ impl<R: Runtime> BaseImages<R> {
     }
 
     /// Makes sure the runtime holds `image`, pulling it if not.
-    pub async fn ensure_image(&self, image: &str) -> Result<(), RestoreError> {
+    async fn ensure_image(&self, image: &str) -> Result<(), RestoreError> {
         let lock = self.locks.get(image);
         let _pulling = lock.lock().await;
         let failed = |source| RestoreError::BaseImage {

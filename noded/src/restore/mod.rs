@@ -148,11 +148,6 @@ impl<R: Runtime, C: Cluster> Restore<R, C> {
         .await
     }
 
-    /// Makes sure the runtime holds `image` (the base image a Content records).
-    pub async fn ensure_image(&self, image: &str) -> Result<(), RestoreError> {
-        self.base.ensure_image(image).await
-    }
-
     /// Drops what is remembered of the checkpoint `tag` (its image is gone).
     pub fn forget(&self, tag: &str) {
         self.base.forget(tag);

@@ -1,5 +1,4 @@
 use super::*;
-use checkpointing::crd::{ContainerCheckpointContentSpec, ContainerCheckpointContentStatus};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodStatus};
 
 const LOCAL: &str = "localhost:5050";
@@ -37,13 +36,15 @@ fn pod(images: &[&str], phase: &str, restoring: bool) -> Pod {
 }
 
 #[test]
-fn only_pending_restores_need_preparing_each_by_where_it_pulls_from() {
+fn only_pending_restores_of_the_node_local_registry_need_preparing() {
     let local = format!("{LOCAL}/ns/cc@sha256:bb");
     let arriving = pod(&[PUSHED, &local], "Pending", true);
-    let (here, external) = restored_images(&arriving, LOCAL);
-    assert_eq!(here, ["ns/cc@sha256:bb"]);
-    assert_eq!(external, [PUSHED]);
-    let none = (Vec::<&str>::new(), Vec::<&str>::new());
+    assert_eq!(
+        restored_images(&arriving, LOCAL),
+        ["ns/cc@sha256:bb"],
+        "every restore pulls from the node-local registry; no other image is a checkpoint's"
+    );
+    let none = Vec::<&str>::new();
     assert_eq!(
         restored_images(&pod(&[PUSHED, &local], "Running", true), LOCAL),
         none
@@ -58,42 +59,4 @@ fn only_pending_restores_need_preparing_each_by_where_it_pulls_from() {
         none,
         "a sidecar's ordinary image is not a checkpoint"
     );
-}
-
-#[test]
-fn the_base_image_comes_from_the_content_whose_image_it_is() {
-    let content = |image: &str, base: Option<&str>| {
-        let mut c = ContainerCheckpointContent::new(
-            "cc",
-            ContainerCheckpointContentSpec {
-                container_checkpoint_ref: "cc".into(),
-                namespace: "ns".into(),
-                pod_name: "p".into(),
-                container_name: "c".into(),
-                node_name: "node3".into(),
-                pod_uid: "u".into(),
-                timeout_seconds: None,
-                volumes: Vec::new(),
-                registry: None,
-                credentials_secret: None,
-                hold_source: false,
-            },
-        );
-        c.status = Some(ContainerCheckpointContentStatus {
-            image: Some(image.into()),
-            base_image: base.map(str::to_owned),
-            ..Default::default()
-        });
-        c
-    };
-    let contents = [
-        content("registry.example:5443/team/other@sha256:cc", Some("other")),
-        content(PUSHED, Some("busybox@sha256:dd")),
-    ];
-    assert_eq!(recorded_base(&contents, PUSHED), Some("busybox@sha256:dd"));
-    assert_eq!(
-        recorded_base(&contents, "registry.example:5443/x@sha256:ee"),
-        None
-    );
-    assert_eq!(recorded_base(&[content(PUSHED, None)], PUSHED), None);
 }
