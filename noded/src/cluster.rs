@@ -1,6 +1,7 @@
 //! The cluster seam of the registry and the peer server: what they ask the API server (a
 //! Content, a node's address and certificate, a TokenReview, a puller's pod, a peer's node's
-//! pods, the live Contents). A trait, so tests run without a cluster.
+//! pods, the live Contents, a pushed copy's credentials). A trait, so tests run without a
+//! cluster.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -15,9 +16,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 
 use crate::metrics::Metrics;
+use crate::outbound::{self, OutboundError, Route};
+use crate::push::Credentials;
 
 /// What the registry and the peer server ask the API server.
-pub trait Cluster: Send + Sync + 'static {
+pub trait Cluster: Clone + Send + Sync + 'static {
     fn content(
         &self,
         namespace: &str,
@@ -64,6 +67,13 @@ pub trait Cluster: Send + Sync + 'static {
     fn all_contents(
         &self,
     ) -> impl Future<Output = Result<Vec<ContainerCheckpointContent>, kube::Error>> + Send;
+
+    /// The credentials of `route`'s registry, read from its Secret now: a pushed copy is
+    /// fetched back with what it was pushed with.
+    fn credentials(
+        &self,
+        route: &Route,
+    ) -> impl Future<Output = Result<Option<Credentials>, OutboundError>> + Send;
 }
 
 /// Longest a look-up may take: a pull waits on it, and the kubelet gives up on a pull long
@@ -84,6 +94,7 @@ pub async fn within<T>(
     })
 }
 
+#[derive(Clone)]
 pub struct KubeCluster {
     pub client: kube::Client,
     /// Where the noded Leases are.
@@ -166,6 +177,10 @@ impl Cluster for KubeCluster {
     async fn all_contents(&self) -> Result<Vec<ContainerCheckpointContent>, kube::Error> {
         let api: Api<ContainerCheckpointContent> = Api::all(self.client.clone());
         Ok(api.list(&ListParams::default()).await?.items)
+    }
+
+    async fn credentials(&self, route: &Route) -> Result<Option<Credentials>, OutboundError> {
+        outbound::credentials(&self.client, route).await
     }
 }
 

@@ -8,7 +8,9 @@ mod archives;
 mod images;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::Runtime;
@@ -17,7 +19,9 @@ use checkpointing::oci::{ImageLayout, OciError};
 
 use crate::cluster::Cluster;
 use crate::error::error_chain;
+use crate::images::Images;
 use crate::metrics::Metrics;
+use crate::restore::Restore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -157,6 +161,48 @@ pub async fn prune<C: Cluster, R: Runtime>(
         tracing::info!(%tag, "removed the cached image of a deleted checkpoint");
     }
     Ok(pruned)
+}
+
+/// Prunes the copies of deleted checkpoints on this node, round after round, and has restores
+/// and images forget them.
+pub struct Collector<R, C> {
+    pub images: Arc<Images<C>>,
+    pub restore: Arc<Restore<R, C>>,
+    pub cluster: C,
+    /// Registry host the runtime's checkpoint images are named under (`--image-registry`).
+    pub registry: String,
+    /// The checkpoint directory, where archives are.
+    pub archives: PathBuf,
+    pub metrics: Arc<Metrics>,
+}
+
+impl<R: Runtime, C: Cluster> Collector<R, C> {
+    /// One round of [`prune`], forgetting what was removed.
+    pub async fn round(&self) -> Result<Pruned, GcError> {
+        let stores = Stores {
+            layout: &self.images.layout,
+            runtime: self.restore.runtime(),
+            registry: &self.registry,
+            archives: &self.archives,
+        };
+        let pruned = prune(&self.cluster, stores, &self.metrics).await?;
+        for tag in &pruned.tags {
+            self.restore.forget(tag);
+        }
+        Ok(pruned)
+    }
+
+    /// A round every `interval`, the first at once: what was left behind while noded was
+    /// down goes now.
+    pub async fn run(self, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.round().await {
+                tracing::warn!(error = %error_chain(&error), "pruning copies of deleted checkpoints failed");
+            }
+        }
+    }
 }
 
 /// Removes what interrupted downloads left in the layout's ingest directory.

@@ -1,7 +1,6 @@
 //! noded: the node daemon. Watches the ContainerCheckpointContents of its node, checkpoints
 //! containers through the runtime's CRI socket, and keeps archives and checkpoint images.
 
-mod arrivals;
 mod checkpoint;
 mod cluster;
 mod criu_log;
@@ -10,6 +9,7 @@ mod freeze;
 mod gc;
 mod http;
 mod identity;
+mod images;
 mod lease;
 mod locks;
 mod metrics;
@@ -50,10 +50,10 @@ use crate::checkpoint::Checkpointer;
 use crate::cluster::KubeCluster;
 use crate::freeze::Freezer;
 use crate::identity::PeerIdentity;
+use crate::images::{Images, PeerClient};
 use crate::reconcile::Context;
-use crate::registry::PeerAuth;
-use crate::registry::peer::PeerClient;
-use crate::registry::{Mode, Registry};
+use crate::registry::{Mode, PeerAuth, Registry};
+use crate::restore::Restore;
 use crate::space::DiskSpace;
 use crate::store::CheckpointDir;
 use checkpointing::listen::Capped;
@@ -310,19 +310,71 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin address {admin_addr}"))?);
 
+    let mut insecure = args.insecure_registry.clone();
+    if let Some(target) = args.push_registry.as_ref().filter(|_| args.push_insecure) {
+        insecure.push(target.host.clone());
+    }
+    let roots = match &args.registry_ca_file {
+        Some(path) => match std::fs::read(path) {
+            Ok(pem) => Some(pem),
+            // An optional ConfigMap that is not there: deploy/ mounts one, many clusters need
+            // no private CA.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(path = %path.display(), "no registry CA bundle; trusting the system's roots only");
+                None
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading --registry-ca-file {}", path.display()));
+            }
+        },
+        None => None,
+    };
+    let targets = push::Targets {
+        own: args.push_registry.as_ref().map(|t| t.host.clone()),
+        allowed: args.allowed_push_registry.clone(),
+        refuse_private: args.refuse_private_push_targets,
+    };
+    let outbound = outbound::Defaults {
+        target: args.push_registry.clone(),
+        secret: args.push_secret.clone(),
+    };
+    let pusher = |targets| {
+        push::Pusher::new(insecure.clone(), roots.as_deref(), targets)
+            .context("loading the root certificates for registries (--registry-ca-file)")
+    };
+    // The restores' own client: pushed copies are fetched back from where they were pushed.
+    let copies = images::Copies::new(pusher(targets.clone())?, outbound.clone());
+    let pusher = pusher(targets)?;
+    if let Some(target) = &outbound.target {
+        tracing::info!(registry = %target, insecure = args.push_insecure, "pushing checkpoint images");
+    }
+    let cluster = KubeCluster {
+        client: client.clone(),
+        lease_namespace: args.lease_namespace.clone(),
+        metrics: metrics.clone(),
+    };
+    let images = Arc::new(
+        Images::new(
+            layout.clone(),
+            cluster.clone(),
+            (args.node_name.clone(), args.image_registry.clone()),
+            PeerClient::new(args.peer_port, args.peer_token_file.clone()),
+            space.clone(),
+        )
+        .with_copies(copies)
+        .with_metrics(metrics.clone()),
+    );
+    let restore = Arc::new(
+        Restore::new(images.clone(), cluster.clone(), cri.clone())
+            .with_pods_dir(args.kubelet_pods_dir.clone()),
+    );
     let registry = Arc::new(
         Registry::new(
-            layout.clone(),
-            cri.clone(),
-            KubeCluster {
-                client: client.clone(),
-                lease_namespace: args.lease_namespace.clone(),
-                metrics: metrics.clone(),
-            },
-            args.node_name.clone(),
-            PeerClient::new(args.peer_port, args.peer_token_file.clone(), space.clone()),
+            images.clone(),
+            restore.clone(),
+            cluster.clone(),
             PeerAuth::new(args.peer_allowed_users.clone()),
-            args.kubelet_pods_dir.clone(),
         )
         .with_metrics(metrics.clone()),
     );
@@ -351,63 +403,22 @@ async fn main() -> anyhow::Result<()> {
             SHUTDOWN_GRACE,
         )),
     ];
-    let arrivals = tokio::spawn(arrivals::run(
+    let arrivals = tokio::spawn(restore::arrivals::run(
         client.clone(),
         args.node_name.clone(),
         args.image_registry.clone(),
-        registry.clone(),
+        restore.clone(),
     ));
-    let pruner = tokio::spawn({
-        let registry = registry.clone();
-        let image_registry = args.image_registry.clone();
-        let checkpoint_dir = args.checkpoint_dir.clone();
-        let interval = Duration::from_secs(args.prune_interval_seconds);
-        async move {
-            // The first tick is at once: what was left behind while noded was down goes now.
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tick.tick().await;
-                if let Err(error) = registry.prune(&image_registry, &checkpoint_dir).await {
-                    tracing::warn!(error = %error::error_chain(&error), "pruning copies of deleted checkpoints failed");
-                }
-            }
-        }
-    });
+    let collector = gc::Collector {
+        images,
+        restore,
+        cluster,
+        registry: args.image_registry.clone(),
+        archives: args.checkpoint_dir.clone(),
+        metrics: metrics.clone(),
+    };
+    let pruner = tokio::spawn(collector.run(Duration::from_secs(args.prune_interval_seconds)));
 
-    let mut insecure = args.insecure_registry.clone();
-    if let Some(target) = args.push_registry.as_ref().filter(|_| args.push_insecure) {
-        insecure.push(target.host.clone());
-    }
-    let roots = match &args.registry_ca_file {
-        Some(path) => match std::fs::read(path) {
-            Ok(pem) => Some(pem),
-            // An optional ConfigMap that is not there: deploy/ mounts one, many clusters need
-            // no private CA.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(path = %path.display(), "no registry CA bundle; trusting the system's roots only");
-                None
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("reading --registry-ca-file {}", path.display()));
-            }
-        },
-        None => None,
-    };
-    let targets = push::Targets {
-        own: args.push_registry.as_ref().map(|t| t.host.clone()),
-        allowed: args.allowed_push_registry.clone(),
-        refuse_private: args.refuse_private_push_targets,
-    };
-    let pusher = push::Pusher::new(insecure, roots.as_deref(), targets)
-        .context("loading the root certificates for registries (--registry-ca-file)")?;
-    let outbound = outbound::Defaults {
-        target: args.push_registry.clone(),
-        secret: args.push_secret.clone(),
-    };
-    if let Some(target) = &outbound.target {
-        tracing::info!(registry = %target, insecure = args.push_insecure, "pushing checkpoint images");
-    }
     let runtime_dir = criu_log::RuntimeDir::of_socket(cri.socket(), args.cri_host_dir.clone());
     let context = Arc::new(
         Context::new(

@@ -46,6 +46,8 @@ const MAX_ERROR_BODY: usize = 4096;
 const UPLOAD_CHUNK: usize = 256 << 10;
 /// Token scope actions of everything a push does, and of a delete.
 const PUSH_ACTIONS: &str = "pull,push";
+/// Token scope actions of fetching a pushed copy back.
+const PULL_ACTIONS: &str = "pull";
 const DELETE_ACTIONS: &str = "delete";
 
 /// Pushes to the registries `targets` allows: plain HTTP to `insecure_hosts`, HTTPS verified
@@ -181,6 +183,7 @@ impl Pusher {
             method: Method::PUT,
             url: &url,
             content_type: Some(MANIFEST_MEDIA_TYPE),
+            accept: None,
             body: Bytes::from(bytes),
         };
         let response = self.authorized(&scope, &request).await?;
@@ -201,6 +204,37 @@ impl Pusher {
             });
         }
         Ok(format!("{to}@{expected}"))
+    }
+
+    /// `GET <at>/<path>` (`manifests/<digest>`, `blobs/<digest>`) of a pushed image, with
+    /// `credentials` as the registry asks. Any answer but a failed authentication is returned.
+    pub async fn pull(
+        &self,
+        at: &Destination,
+        path: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<axum::http::Response<Body>, PushError> {
+        let scope = Scope {
+            host: &at.host,
+            repository: &at.repository,
+            actions: PULL_ACTIONS,
+            credentials,
+        };
+        let url = self.url(at, path);
+        let request = Retryable {
+            method: Method::GET,
+            url: &url,
+            content_type: None,
+            // Blob requests ignore it.
+            accept: Some(MANIFEST_MEDIA_TYPE),
+            body: Bytes::new(),
+        };
+        self.authorized(&scope, &request).await
+    }
+
+    /// The URL of `<at>/<path>`, for messages and requests.
+    pub fn url(&self, at: &Destination, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.origin(&at.host), at.repository)
     }
 
     /// Deletes the pushed manifest `image` (`<host>/<repository>@<digest>`, as [`Self::push`]
@@ -226,6 +260,7 @@ impl Pusher {
             method: Method::DELETE,
             url: &url,
             content_type: None,
+            accept: None,
             body: Bytes::new(),
         };
         let response = self.authorized(&scope, &request).await?;
@@ -249,6 +284,7 @@ impl Pusher {
             method: Method::HEAD,
             url: &url,
             content_type: None,
+            accept: None,
             body: Bytes::new(),
         };
         let response = self.authorized(scope, &request).await?;
@@ -268,6 +304,7 @@ impl Pusher {
             method: Method::POST,
             url: &url,
             content_type: None,
+            accept: None,
             body: Bytes::new(),
         };
         let response = self.authorized(scope, &request).await?;

@@ -32,9 +32,6 @@ pub struct Source {
     pub images: Vec<(String, Option<String>, String)>,
     /// The request's `spec.registry.repository`: where its images were pushed.
     pub repository: Option<String>,
-    /// The Secret (in the pod's namespace) with the credentials of the registry the images
-    /// were pushed to, which the runtime needs to pull them.
-    pub pull_secret: Option<String>,
     /// The node the checkpoint was taken on, and a Content of it (which names its runtime):
     /// where it can be restored is told by these.
     pub node: Option<String>,
@@ -54,7 +51,6 @@ impl From<&ContainerCheckpoint> for Source {
                 cc.metadata.name.clone().unwrap_or_default(),
             )],
             repository: RegistrySpec::repository(cc.spec.registry.as_ref()).map(str::to_owned),
-            pull_secret: RegistrySpec::secret_name(cc.spec.registry.as_ref()).map(str::to_owned),
             node: status.and_then(|s| s.node_name.clone()),
             content: status
                 .and_then(|s| s.content_name.clone())
@@ -83,7 +79,6 @@ impl From<&PodCheckpoint> for Source {
                 .map(|c| (c.name, c.image, c.container_checkpoint))
                 .collect(),
             repository: RegistrySpec::repository(pc.spec.registry.as_ref()).map(str::to_owned),
-            pull_secret: RegistrySpec::secret_name(pc.spec.registry.as_ref()).map(str::to_owned),
         }
     }
 }
@@ -397,6 +392,7 @@ pub fn decide(
                 containers,
             });
         };
+        let image = node_local(namespace, checkpoint, &digest, checkpoints.port);
         patch.push(json!({
             "op": "add",
             "path": format!("/spec/containers/{index}/image"),
@@ -404,9 +400,6 @@ pub fn decide(
         }));
         restored.push((container.clone(), image));
         digests.push(digest);
-    }
-    if let Some(secret) = &source.pull_secret {
-        patch.extend(pull_secret_patch(pod, secret));
     }
     let digest = digests.join(",");
     // `add` sets a member whether or not it exists; the annotations map exists, as it holds
@@ -423,23 +416,13 @@ pub fn decide(
     })
 }
 
-/// Adds `secret` to the pod's image pull secrets unless it lists it already: the runtime pulls
-/// the checkpoint image from the registry it was pushed to with the credentials the request
-/// named, the Kubernetes way.
-fn pull_secret_patch(pod: &Pod, secret: &str) -> Option<Value> {
-    let listed = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.image_pull_secrets.as_ref());
-    match listed {
-        Some(l) if l.iter().any(|r| r.name == secret) => None,
-        Some(_) => Some(json!({
-            "op": "add", "path": "/spec/imagePullSecrets/-", "value": {"name": secret},
-        })),
-        None => Some(json!({
-            "op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": secret}],
-        })),
-    }
+/// What a restored container runs: its checkpoint's image in the node-local registry on
+/// `port`, by the same digest wherever else it was pushed (a push sends the manifest's exact
+/// bytes). Every restore so goes through the node's noded, which gets the image (from the
+/// node holding it, else from the pushed copy) and places the checkpoint's emptyDir volumes
+/// before it answers the runtime's pull.
+fn node_local(namespace: &str, checkpoint: &str, digest: &str, port: u16) -> String {
+    format!("localhost:{port}/{namespace}/{checkpoint}@{digest}")
 }
 
 /// The `sha256:<64 hex>` digest of an image reference `name@sha256:…`.

@@ -22,6 +22,8 @@ pub struct Retryable<'a> {
     pub method: Method,
     pub url: &'a str,
     pub content_type: Option<&'static str>,
+    /// The media type asked for (a manifest's).
+    pub accept: Option<&'static str>,
     pub body: Bytes,
 }
 
@@ -30,6 +32,9 @@ impl Retryable<'_> {
         let mut request = Request::builder().method(self.method.clone()).uri(self.url);
         if let Some(content_type) = self.content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        if let Some(accept) = self.accept {
+            request = request.header(header::ACCEPT, accept);
         }
         if self.method == Method::POST || self.method == Method::PUT {
             request = request.header(header::CONTENT_LENGTH, self.body.len());

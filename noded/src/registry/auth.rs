@@ -224,8 +224,6 @@ pub enum Caller {
     Pod(Puller),
     /// Another node's noded, fetching for a restore on that node.
     Peer { node: String },
-    /// noded itself, fetching ahead for a pod it saw admitted here.
-    Noded,
 }
 
 /// The pod a pull is made for, as its token names it.

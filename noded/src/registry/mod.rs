@@ -1,17 +1,18 @@
-//! The node-local registry: a read-only OCI distribution API over the node-local image layout.
+//! The node-local registry: a read-only OCI distribution API over the checkpoint images this
+//! node can serve ([`crate::images`]). HTTP only: routes ([`route`]), authentication and
+//! authorization ([`auth`]), OCI error responses ([`problem`]), and thin manifest and blob
+//! handlers.
 //!
 //! The runtime on this node pulls `localhost:5050/<namespace>/<name>@<digest>` from it, where
-//! `<namespace>/<name>` is a ContainerCheckpointContent and the layout tag is the Content's UID,
-//! with the credentials the kubelet got for the pod from our credential provider ([`auth`]).
-//! When the image lives on another node, the registry fetches it from that node's noded first
-//! (see [`peer`]) and keeps it. Before it answers a manifest request it makes sure the
-//! runtime holds the checkpoint's base image: CRI-O never pulls it itself.
+//! `<namespace>/<name>` is a ContainerCheckpointContent, with the credentials the kubelet got
+//! for the pod from our credential provider; every restore does, pushed checkpoints' too. A
+//! manifest is answered once the pod's restore is prepared ([`crate::restore`]): that is the
+//! gate.
 //!
 //! The same routes, authenticated and never fetching further, form the peer server other
-//! nodes' noded fetch from ([`held`]), each only what a pod on its node restores. Decisions
-//! ([`route`], [`resolve`], [`auth`]) are pure.
+//! nodes' noded fetch from, each only what a pod on its node restores. Decisions ([`route`],
+//! [`resolve`], [`auth`]) are pure.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,24 +21,20 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::Runtime;
-use checkpointing::names::checkpoint_image;
-use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE};
+use checkpointing::oci::MANIFEST_MEDIA_TYPE;
 use futures::TryStreamExt as _;
-use oci_spec::image::ImageManifest;
 use tokio_util::io::ReaderStream;
+use tracing::Instrument as _;
 
 use crate::cluster::Cluster;
 use crate::error::error_chain;
-use crate::gc::{self, GcError};
-use crate::locks::KeyedLocks;
+use crate::images::{Image, Images, Repo, Unavailable, ready_image};
 use crate::metrics::Metrics;
 use crate::recent::Recent;
-use crate::restore::{Restore, RestoreError};
+use crate::restore::{ForPod, Restore};
 use crate::volumes::Owners;
 
 mod auth;
-mod held;
-pub mod peer;
 mod problem;
 mod resolve;
 mod route;
@@ -47,10 +44,9 @@ mod tests;
 
 pub use auth::PeerAuth;
 use auth::{Caller, PullAuth};
-use peer::PeerClient;
 use problem::{API_VERSION, Problem};
-use resolve::{ready_image, tag_of, wanted_digest};
-use route::{Reference, Repo, Route, route};
+use resolve::wanted_digest;
+use route::{Reference, Route, route};
 pub use serve::{router, serve};
 
 /// How long the Content a manifest request looked up answers for the blob requests after it
@@ -60,56 +56,41 @@ const RESOLVED_TTL: Duration = Duration::from_secs(60);
 /// Which server a request came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// The node-local registry the runtime pulls from: fetches from peers, ensures base images.
+    /// The node-local registry the runtime pulls from: answers once the restore is prepared.
     Local,
     /// The peer server: authenticated, serves only what the local layout holds.
     Peer,
 }
 
 pub struct Registry<R, C> {
-    pub layout: Arc<ImageLayout>,
-    /// Makes what a manifest restores present before the manifest is answered.
-    pub restore: Restore<R>,
+    pub images: Arc<Images<C>>,
+    /// Prepares what a pod's restore needs before its manifest is answered.
+    pub restore: Arc<Restore<R, C>>,
     pub cluster: C,
     /// This node's name.
     pub node: String,
-    pub peers: PeerClient,
     pub peer_auth: PeerAuth,
     pull_auth: PullAuth,
-    /// One fetch per image, however many requests ask at once.
-    locks: KeyedLocks,
     /// The Content each manifest request looked up, by repository: the blob requests that
     /// follow a manifest are answered from it instead of asking the API server again.
     resolved: Recent<Arc<ContainerCheckpointContent>>,
     pub metrics: Arc<Metrics>,
 }
 
-/// A manifest found in the local layout, its bytes verified against its digest.
-struct LocalImage {
-    digest: String,
-    bytes: Vec<u8>,
-    manifest: ImageManifest,
-}
-
 impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
     pub fn new(
-        layout: Arc<ImageLayout>,
-        runtime: R,
+        images: Arc<Images<C>>,
+        restore: Arc<Restore<R, C>>,
         cluster: C,
-        node: String,
-        peers: PeerClient,
         peer_auth: PeerAuth,
-        pods_dir: PathBuf,
     ) -> Self {
         Self {
-            layout,
-            restore: Restore::new(runtime).with_pods_dir(pods_dir),
+            node: images.node().to_owned(),
+            images,
+            restore,
             cluster,
-            node,
-            peers,
             peer_auth,
             pull_auth: PullAuth::default(),
-            locks: KeyedLocks::default(),
             resolved: Recent::new(RESOLVED_TTL),
             metrics: Arc::default(),
         }
@@ -121,7 +102,8 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         self
     }
 
-    /// Answers one request; failures become OCI error responses and are logged.
+    /// Answers one request, in a span naming its route, checkpoint, pod and node; failures
+    /// become OCI error responses and are logged.
     pub async fn serve(
         &self,
         mode: Mode,
@@ -134,12 +116,20 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             Mode::Local => "local",
             Mode::Peer => "peer",
         };
-        match self.answer(mode, method, path, headers).await {
+        let span = tracing::info_span!("registry", mode = mode_label, %method, path,
+            node = %self.node, route = tracing::field::Empty, checkpoint = tracing::field::Empty,
+            pod = tracing::field::Empty, peer = tracing::field::Empty);
+        match self
+            .answer(mode, method, path, headers)
+            .instrument(span.clone())
+            .await
+        {
             Ok(response) => {
                 self.metrics.registry_request(mode_label, "ok");
                 response
             }
             Err(problem) => {
+                let _in = span.enter();
                 let status = problem.status().0;
                 self.metrics.registry_request(
                     mode_label,
@@ -150,9 +140,9 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                     },
                 );
                 if status.is_server_error() {
-                    tracing::warn!(?mode, %method, path, %status, error = %problem, "registry request failed");
+                    tracing::warn!(%status, error = %problem, "registry request failed");
                 } else {
-                    tracing::info!(?mode, %method, path, %status, error = %problem, "registry request refused");
+                    tracing::info!(%status, error = %problem, "registry request refused");
                 }
                 problem.into_response()
             }
@@ -183,10 +173,19 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                     .await?,
             ),
         };
+        let span = tracing::Span::current();
+        match &caller {
+            Caller::Pod(puller) => span.record("pod", tracing::field::display(puller)),
+            Caller::Peer { node } => span.record("peer", node.as_str()),
+        };
         let head = method == Method::HEAD;
-        match route(path)
-            .ok_or_else(|| Problem::BadPath(format!("{path:?} is not a registry path")))?
-        {
+        let found = route(path)
+            .ok_or_else(|| Problem::BadPath(format!("{path:?} is not a registry path")))?;
+        if let Route::Manifest { repo, .. } | Route::Blob { repo, .. } = &found {
+            span.record("checkpoint", tracing::field::display(repo));
+        }
+        span.record("route", found.name());
+        match found {
             Route::Base => Ok(respond(
                 "application/json",
                 None,
@@ -198,15 +197,16 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                 },
             )),
             Route::Manifest { repo, reference } => {
-                self.manifest(mode, &caller, &repo, &reference, head).await
+                self.manifest(&caller, &repo, &reference, head).await
             }
             Route::Blob { repo, digest } => self.blob(mode, &caller, &repo, &digest, head).await,
         }
     }
 
+    /// The manifest, once the pulling pod's restore is prepared (the peer server: once a
+    /// peer may have it, from what this node holds).
     async fn manifest(
         &self,
-        mode: Mode,
         caller: &Caller,
         repo: &Repo,
         reference: &Reference,
@@ -215,41 +215,21 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         let (content, owners) = self.readable(caller, repo, None).await?;
         let digest = wanted_digest(&content, reference)
             .map_err(|e| Problem::ManifestUnknown(e.to_string()))?;
-        let image = self.local_image(mode, repo, &content, &digest).await?;
-        if mode == Mode::Local {
-            let layer =
-                image.manifest.layers().first().ok_or_else(|| {
-                    Problem::Internal(format!("image {} has no layer", image.digest))
-                })?;
-            let archive = self.layout.blob_path(layer.digest());
-            let failed = |e| match e {
-                RestoreError::Archive(why) => Problem::Internal(why),
-                e @ (RestoreError::BaseImage { .. } | RestoreError::Volumes { .. }) => {
-                    Problem::Unavailable(error_chain(&e))
-                }
-            };
-            self.restore
-                .ensure_base(tag_of(&content), archive)
-                .await
-                .map_err(failed)?;
-            let volumes = image.manifest.layers().iter().find(|l| {
-                l.annotations()
-                    .as_ref()
-                    .is_some_and(|a| a.contains_key(checkpoint_image::VOLUMES_LAYER))
-            });
-            if let (Some(layer), Caller::Pod(puller)) = (volumes, caller) {
-                let path = self.layout.blob_path(layer.digest());
-                self.restore
-                    .place_volumes(&puller.uid, &path, owners)
-                    .await
-                    .map_err(failed)?;
+        let image = match caller {
+            Caller::Pod(puller) => {
+                let pod = ForPod {
+                    uid: &puller.uid,
+                    owners,
+                };
+                self.restore.prepared(repo, &content, &digest, pod).await?
             }
-        }
+            Caller::Peer { .. } => self.images.held(repo, &content, &digest).await?,
+        };
         let len = image.bytes.len() as u64;
         let body = if head {
             Body::empty()
         } else {
-            Body::from(image.bytes)
+            Body::from(image.bytes.clone())
         };
         Ok(respond(MANIFEST_MEDIA_TYPE, Some(&image.digest), len, body))
     }
@@ -270,14 +250,11 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             .map_err(|e| Problem::BlobUnknown(e.to_string()))?
             .1
             .to_owned();
-        let image = self
-            .local_image(mode, repo, &content, &manifest_digest)
-            .await?;
-        let desc = std::iter::once(image.manifest.config())
-            .chain(image.manifest.layers())
-            .find(|d| d.digest().to_string() == digest)
+        let image = self.image(mode, repo, &content, &manifest_digest).await?;
+        let desc = image
+            .blob(digest)
             .ok_or_else(|| Problem::BlobUnknown(format!("{repo} has no blob {digest}")))?;
-        let path = self.layout.blob_path(desc.digest());
+        let path = self.images.layout.blob_path(desc.digest());
         let io = |e: std::io::Error| Problem::Internal(format!("reading {}: {e}", path.display()));
         let file = tokio::fs::File::open(&path).await.map_err(io)?;
         let len = file.metadata().await.map_err(io)?.len();
@@ -303,22 +280,19 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         Ok(respond("application/octet-stream", Some(digest), len, body))
     }
 
-    /// Fetches the image `<namespace>/<name>@<digest>` a pod admitted here will pull, before the
-    /// runtime asks (overlapping the kubelet's sandbox); base image and volumes wait for the pull.
-    pub async fn prefetch(&self, image: &str) -> Result<(), Problem> {
-        let Some(Route::Manifest { repo, reference }) = image
-            .split_once('@')
-            .and_then(|(repo, digest)| route(&format!("/v2/{repo}/manifests/{digest}")))
-        else {
-            return Err(Problem::ManifestUnknown(format!("{image}: no checkpoint")));
-        };
-        let known = self.resolved.get(&repo.to_string());
-        let (content, _) = self.readable(&Caller::Noded, &repo, known).await?;
-        let digest = wanted_digest(&content, &reference)
-            .map_err(|e| Problem::ManifestUnknown(e.to_string()))?;
-        self.local_image(Mode::Local, &repo, &content, &digest)
-            .await
-            .map(drop)
+    /// The image a blob request of `mode` reads from: the peer server's only from what this
+    /// node holds.
+    async fn image(
+        &self,
+        mode: Mode,
+        repo: &Repo,
+        content: &ContainerCheckpointContent,
+        digest: &str,
+    ) -> Result<Arc<Image>, Problem> {
+        Ok(match mode {
+            Mode::Local => self.images.fetched(repo, content, digest).await?,
+            Mode::Peer => self.images.held(repo, content, digest).await?,
+        })
     }
 
     /// The Content of `repo` (`known` when just looked up), once `caller` may have its image,
@@ -340,19 +314,19 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                 content
             }
         };
-        let ready = || ready_image(&content).map_err(|e| Problem::ManifestUnknown(e.to_string()));
+        let unknown = |e: Unavailable| Problem::ManifestUnknown(e.to_string());
+        let (_, digest) = ready_image(&content).map_err(unknown)?;
+        // What an admitted pod runs, wherever else the image was pushed.
+        let image = self.images.local_reference(&content).map_err(unknown)?;
         let owners = match caller {
-            Caller::Noded => Owners::default(),
             Caller::Pod(puller) => {
-                let (image, _) = ready()?;
                 self.pull_auth
-                    .authorize(&self.cluster, puller, &self.node, image)
+                    .authorize(&self.cluster, puller, &self.node, &image)
                     .await?
             }
             Caller::Peer { node } => {
-                let (image, digest) = ready()?;
                 (self.peer_auth)
-                    .authorize(&self.cluster, node, &repo.namespace, image, digest)
+                    .authorize(&self.cluster, node, &repo.namespace, &image, digest)
                     .await?;
                 Owners::default()
             }
@@ -369,27 +343,6 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             })?
             .map(Arc::new)
             .ok_or_else(|| Problem::NameUnknown(format!("no checkpoint {repo}")))
-    }
-
-    /// Removes the cached and the runtime's images, and the archives in `checkpoint_dir`, of
-    /// checkpoints whose Content is gone; the runtime's are those named under `image_registry`
-    /// (see [`gc::prune`]).
-    pub async fn prune(
-        &self,
-        image_registry: &str,
-        checkpoint_dir: &Path,
-    ) -> Result<gc::Pruned, GcError> {
-        let stores = gc::Stores {
-            layout: &self.layout,
-            runtime: self.restore.runtime(),
-            registry: image_registry,
-            archives: checkpoint_dir,
-        };
-        let pruned = gc::prune(&self.cluster, stores, &self.metrics).await?;
-        for tag in &pruned.tags {
-            self.restore.forget(tag);
-        }
-        Ok(pruned)
     }
 }
 

@@ -1,10 +1,10 @@
 //! Requests the registry cannot answer with content, as OCI distribution error responses.
 
+use crate::error::error_chain;
+use crate::images::ImageError;
+use crate::restore::RestoreError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use checkpointing::oci::OciError;
-
-use crate::error::error_chain;
 
 /// The distribution API version header every answer carries.
 pub const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
@@ -53,15 +53,28 @@ impl Problem {
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }
+}
 
-    pub fn internal(e: &dyn std::error::Error) -> Self {
-        Self::Internal(error_chain(e))
+impl From<ImageError> for Problem {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::Unknown(why) => Self::ManifestUnknown(why),
+            ImageError::Unavailable(why) => Self::Unavailable(why),
+            ImageError::Upstream(why) => Self::Upstream(why),
+            ImageError::Internal(why) => Self::Internal(why),
+        }
     }
 }
 
-impl From<OciError> for Problem {
-    fn from(e: OciError) -> Self {
-        Self::internal(&e)
+impl From<RestoreError> for Problem {
+    fn from(e: RestoreError) -> Self {
+        match e {
+            RestoreError::Image(e) => e.into(),
+            RestoreError::Archive(why) => Self::Internal(why),
+            e @ (RestoreError::BaseImage { .. } | RestoreError::Volumes { .. }) => {
+                Self::Unavailable(error_chain(&e))
+            }
+        }
     }
 }
 

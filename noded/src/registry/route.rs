@@ -1,20 +1,9 @@
 //! The registry's route grammar: which request paths name a repository, manifest or blob.
 //! Pure; every component is checked against the strict grammar of what it names.
 
-use checkpointing::names::{is_dns_label, is_dns_subdomain, parse_digest};
+use checkpointing::names::parse_digest;
 
-/// A repository: the ContainerCheckpointContent `<namespace>/<name>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Repo {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl std::fmt::Display for Repo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+use crate::images::Repo;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reference {
@@ -37,6 +26,17 @@ pub enum Route {
     },
 }
 
+impl Route {
+    /// What the route serves, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Base => "base",
+            Self::Manifest { .. } => "manifest",
+            Self::Blob { .. } => "blob",
+        }
+    }
+}
+
 /// The route of a request path, `None` for anything else. Every component is checked against
 /// the strict grammar of what it names, so nothing like `..`, `%2e`, an empty segment or an
 /// unknown digest algorithm gets through.
@@ -49,13 +49,7 @@ pub fn route(path: &str) -> Option<Route> {
     let [namespace, name, kind, reference] = parts[..] else {
         return None;
     };
-    if !is_dns_label(namespace) || !is_dns_subdomain(name) {
-        return None;
-    }
-    let repo = Repo {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-    };
+    let repo = Repo::parse(namespace, name)?;
     match kind {
         "manifests" => Some(Route::Manifest {
             repo,

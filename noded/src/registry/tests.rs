@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
-use checkpointing::oci::{CheckpointMeta, sha256_file};
+use checkpointing::oci::{CheckpointMeta, ImageLayout, sha256_file};
 use checkpointing::tls::TlsListener;
 use http_body_util::BodyExt;
 
@@ -18,6 +18,7 @@ use checkpointing::names::REGISTRY_AUDIENCE;
 
 use crate::http::{HttpClient, Tls};
 use crate::identity::PeerIdentity;
+use crate::images::PeerClient;
 use crate::space::{DEFAULT_RESERVE_MIB, DiskSpace};
 use crate::testing::{
     FakeCluster, FakeRuntime, GOOD_TOKEN, NODED, archive_bytes, content, digest, pod, pod_token,
@@ -32,6 +33,26 @@ const PULL2: &str = "pull-token-node2";
 // ------------------------------------------------------------ two nodes over real sockets
 
 type TestRegistry = Registry<FakeRuntime, Arc<FakeCluster>>;
+
+/// A node's registry over `layout`, wired as the daemon wires it.
+fn registry(
+    layout: Arc<ImageLayout>,
+    runtime: FakeRuntime,
+    cluster: Arc<FakeCluster>,
+    node: String,
+    peers: PeerClient,
+    space: DiskSpace,
+    peer_auth: PeerAuth,
+) -> TestRegistry {
+    let metrics = Arc::new(Metrics::default());
+    let local = "localhost:5050".to_owned();
+    let images = Images::new(layout, cluster.clone(), (node, local), peers, space)
+        .with_metrics(metrics.clone());
+    let images = Arc::new(images);
+    let restore = Restore::new(images.clone(), cluster.clone(), runtime)
+        .with_pods_dir(PathBuf::from("/nonexistent/pods"));
+    Registry::new(images, Arc::new(restore), cluster, peer_auth).with_metrics(metrics)
+}
 
 struct TestNode {
     registry: Arc<TestRegistry>,
@@ -58,14 +79,14 @@ async fn start(
         .lock()
         .unwrap()
         .insert(node.into(), pin.clone());
-    let registry = Arc::new(Registry::new(
+    let registry = Arc::new(registry(
         layout,
         runtime.clone(),
         cluster,
         node.into(),
-        PeerClient::new(peer_port, token_file, roomy_disk()),
+        PeerClient::new(peer_port, token_file),
+        roomy_disk(),
         PeerAuth::new(vec![NODED.into()]),
-        std::path::PathBuf::from("/nonexistent/pods"),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = futures::future::FutureExt::shared(async move {
@@ -274,11 +295,12 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
         assert_eq!(format!("sha256:{}", sha256_hex(&a.body)), t.digest);
     }
     let node2 = &t.node2.registry;
-    let once = node2.peers.transferred();
+    let once = node2.images.transferred();
     assert!(once > 300_000, "{once}");
-    node2.layout.verify("uid-1").unwrap();
+    node2.images.layout.verify("uid-1").unwrap();
     assert!(
         node2
+            .images
             .layout
             .ingest_dir()
             .read_dir()
@@ -312,7 +334,7 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
     assert_eq!(blob.status, StatusCode::OK);
     assert_eq!(blob.headers["docker-content-digest"], t.layer.as_str());
     assert_eq!(format!("sha256:{}", sha256_hex(&blob.body)), t.layer);
-    assert_eq!(node2.peers.transferred(), once);
+    assert_eq!(node2.images.transferred(), once);
     // Never by tag: the pod was admitted for one digest.
     let by_tag = get(t.node2.local, "/v2/default/cp/manifests/latest").await;
     assert_eq!(
@@ -375,10 +397,18 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
 
     // Once the Content is gone, the cached copy goes too.
     t.cluster.contents.lock().unwrap().clear();
-    let pruned = node2.prune("localhost:5050", t._tmp.path()).await.unwrap();
+    let collector = crate::gc::Collector {
+        images: node2.images.clone(),
+        restore: node2.restore.clone(),
+        cluster: t.cluster.clone(),
+        registry: "localhost:5050".into(),
+        archives: t._tmp.path().to_owned(),
+        metrics: node2.metrics.clone(),
+    };
+    let pruned = collector.round().await.unwrap();
     assert_eq!(pruned.tags.len(), 1);
-    assert!(node2.layout.tags().unwrap().is_empty());
-    assert!(blob_files(&node2.layout).is_empty());
+    assert!(node2.images.layout.tags().unwrap().is_empty());
+    assert!(blob_files(&node2.images.layout).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -390,17 +420,18 @@ async fn a_prefetched_image_is_here_before_the_runtime_pulls_it() {
         "default/cp@sha256:nothex",
         "default/none@sha256:00",
     ] {
-        assert!(node2.prefetch(bad).await.is_err(), "{bad}");
+        assert!(node2.restore.ahead(bad).await.is_err(), "{bad}");
     }
-    assert_eq!(node2.peers.transferred(), 0);
+    assert_eq!(node2.images.transferred(), 0);
 
     node2
-        .prefetch(&format!("default/cp@{}", t.digest))
+        .restore
+        .ahead(&format!("default/cp@{}", t.digest))
         .await
         .unwrap();
-    let fetched = node2.peers.transferred();
+    let fetched = node2.images.transferred();
     assert!(fetched > 300_000, "{fetched}");
-    node2.layout.verify("uid-1").unwrap();
+    node2.images.layout.verify("uid-1").unwrap();
     assert!(
         t.node2.runtime.pulls.lock().unwrap().is_empty(),
         "the base image waits for the runtime's own pull"
@@ -409,7 +440,7 @@ async fn a_prefetched_image_is_here_before_the_runtime_pulls_it() {
     let path = format!("/v2/default/cp/manifests/{}", t.digest);
     let manifest = get(t.node2.local, &path).await;
     assert_eq!(manifest.status, StatusCode::OK, "{:?}", manifest.body);
-    assert_eq!(node2.peers.transferred(), fetched, "nothing fetched twice");
+    assert_eq!(node2.images.transferred(), fetched, "nothing fetched twice");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -419,6 +450,7 @@ async fn a_tampered_blob_from_the_peer_is_rejected_and_nothing_is_kept() {
     let layer = t
         .node1
         .registry
+        .images
         .layout
         .blob_path(&t.layer.as_str().try_into().unwrap());
     let mut bytes = std::fs::read(&layer).unwrap();
@@ -434,7 +466,7 @@ async fn a_tampered_blob_from_the_peer_is_rejected_and_nothing_is_kept() {
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     let message = String::from_utf8_lossy(&a.body);
     assert!(message.contains("digest sha256:"), "{message}");
-    let node2 = &t.node2.registry.layout;
+    let node2 = &t.node2.registry.images.layout;
     assert!(node2.tags().unwrap().is_empty());
     assert!(blob_files(node2).is_empty(), "{:?}", blob_files(node2));
     assert!(t.node2.runtime.pulls.lock().unwrap().is_empty());
@@ -491,8 +523,8 @@ async fn the_peer_server_wants_an_allowed_token_and_never_fetches_further() {
     // node2's peer server does not hold the image and must not fetch it from node1.
     let a = peer_request(&t.node2, Method::GET, &path, Cred::Bearer(GOOD_TOKEN)).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    assert_eq!(t.node2.registry.peers.transferred(), 0);
-    assert!(t.node2.registry.layout.tags().unwrap().is_empty());
+    assert_eq!(t.node2.registry.images.transferred(), 0);
+    assert!(t.node2.registry.images.layout.tags().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -503,14 +535,14 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
         fail_pulls: true,
         ..Default::default()
     };
-    let registry = Registry::new(
-        t.node1.registry.layout.clone(),
+    let registry = registry(
+        t.node1.registry.images.layout.clone(),
         runtime.clone(),
         t.cluster.clone(),
         "node1".into(),
-        PeerClient::new(1, PathBuf::from("/nonexistent"), roomy_disk()),
+        PeerClient::new(1, PathBuf::from("/nonexistent")),
+        roomy_disk(),
         PeerAuth::new(Vec::new()),
-        std::path::PathBuf::from("/nonexistent/pods"),
     );
     let uri: Uri = format!("/v2/default/cp/manifests/{}", t.digest)
         .parse()
@@ -673,17 +705,17 @@ async fn only_the_runtime_pulling_for_an_admitted_pod_on_this_node_gets_the_imag
 async fn a_fetch_the_disk_has_no_room_for_fails_before_any_blob() {
     let t = two_nodes(&vec![7u8; 300_000]).await;
     // node2's disk has about 256 MiB free: the reserve leaves less than the image needs.
-    let layout = t.node2.registry.layout.clone();
+    let layout = t.node2.registry.images.layout.clone();
     let space =
         DiskSpace::new("node2".into(), DEFAULT_RESERVE_MIB).with_free(|_| Ok((256 << 20) + 1000));
-    let registry = Registry::new(
+    let registry = registry(
         layout.clone(),
         FakeRuntime::default(),
         t.cluster.clone(),
         "node2".into(),
-        PeerClient::new(t.node1.peer.port(), t._tmp.path().join("token"), space),
+        PeerClient::new(t.node1.peer.port(), t._tmp.path().join("token")),
+        space,
         PeerAuth::new(Vec::new()),
-        std::path::PathBuf::from("/nonexistent/pods"),
     );
     let uri: Uri = format!("/v2/default/cp/manifests/{}", t.digest)
         .parse()
@@ -709,7 +741,7 @@ async fn a_fetch_the_disk_has_no_room_for_fails_before_any_blob() {
     let served = t.node1.registry.metrics.render();
     let one = "noded_registry_requests_total{mode=\"peer\",result=\"ok\"} 1\n";
     assert!(served.contains(one), "{one} missing from {served}");
-    assert_eq!(registry.peers.transferred(), 0);
+    assert_eq!(registry.images.transferred(), 0);
     assert!(blob_files(&layout).is_empty(), "{:?}", blob_files(&layout));
     assert!(layout.tags().unwrap().is_empty());
 }
@@ -729,8 +761,8 @@ async fn a_peer_is_trusted_only_with_the_certificate_its_lease_publishes() {
     let body = String::from_utf8_lossy(&a.body);
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(body.contains("https://127.0.0.1:"), "{body}");
-    assert_eq!(t.node2.registry.peers.transferred(), 0);
-    assert!(t.node2.registry.layout.tags().unwrap().is_empty());
+    assert_eq!(t.node2.registry.images.transferred(), 0);
+    assert!(t.node2.registry.images.layout.tags().unwrap().is_empty());
 
     t.cluster.pins.lock().unwrap().remove("node1");
     let a = get(t.node2.local, &manifest).await;
@@ -744,3 +776,4 @@ async fn a_peer_is_trusted_only_with_the_certificate_its_lease_publishes() {
 }
 
 mod peers;
+mod pushed;

@@ -364,6 +364,8 @@ pub struct FakeCluster {
     pub lookups: AtomicUsize,
     pub pod_lookups: AtomicUsize,
     pub pod_lists: AtomicUsize,
+    /// The credentials every push registry's Secret holds.
+    pub credentials: Mutex<Option<crate::push::Credentials>>,
 }
 
 /// What the API server answers for a token bound to pod `namespace/pod` (UID `uid`) on `node`,
@@ -523,5 +525,11 @@ impl Cluster for Arc<FakeCluster> {
     }
     async fn all_contents(&self) -> Result<Vec<ContainerCheckpointContent>, kube::Error> {
         Ok(self.contents.lock().unwrap().clone())
+    }
+    async fn credentials(
+        &self,
+        _route: &crate::outbound::Route,
+    ) -> Result<Option<crate::push::Credentials>, crate::outbound::OutboundError> {
+        Ok(self.credentials.lock().unwrap().clone())
     }
 }

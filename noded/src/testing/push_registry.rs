@@ -1,4 +1,5 @@
-//! A fake OCI registry that records what is pushed to it and deletes manifests by digest;
+//! A fake OCI registry that records what is pushed to it, serves it back by digest and deletes
+//! manifests by digest;
 //! optionally behind Basic auth or bearer tokens from its own token endpoint (`/token`).
 
 use std::collections::HashMap;
@@ -175,6 +176,32 @@ async fn handle(
                 "",
             ),
             None => answer(StatusCode::NOT_FOUND, &[], ""),
+        };
+    }
+    if let Some((_, digest)) = path.split_once("/blobs/")
+        && method == Method::GET
+    {
+        return match state.blobs.get(digest) {
+            Some(b) => Response::new(Body::from(b.clone())),
+            None => answer(StatusCode::NOT_FOUND, &[], ""),
+        };
+    }
+    if let Some((repo, digest)) = path.split_once("/manifests/")
+        && method == Method::GET
+    {
+        let found = state.manifests.iter().find(|(key, (_, bytes))| {
+            key.starts_with(&format!("{repo}:"))
+                && format!("sha256:{}", checkpointing::digest::sha256_hex(bytes)) == digest
+        });
+        return match found {
+            Some((_, (content_type, bytes))) => {
+                let mut response = Response::new(Body::from(bytes.clone()));
+                if let Ok(value) = content_type.parse() {
+                    response.headers_mut().insert(header::CONTENT_TYPE, value);
+                }
+                response
+            }
+            None => answer(StatusCode::NOT_FOUND, &[], "MANIFEST_UNKNOWN"),
         };
     }
     if let Some(repo) = path.strip_suffix("/blobs/uploads/")

@@ -28,6 +28,26 @@ pub fn counter_pod(name: &str, node: &str, period_s: u32) -> Pod {
     .unwrap()
 }
 
+/// A busybox pod pinned to `node` (a root one, gone within a second when deleted) whose
+/// container `counter` runs `script` with the emptyDir `data` at `/data`.
+pub fn volume_pod(name: &str, node: &str, script: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "counter",
+                "image": "busybox",
+                "command": ["/bin/sh", "-c", script],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        },
+    }))
+    .unwrap()
+}
+
 /// The `Counter: N` values in a log.
 pub fn counter_values(log: &str) -> Vec<u64> {
     log.lines()

@@ -37,7 +37,7 @@ pub use apps::{
 };
 pub use counter::{
     assert_container_resumes, assert_counter_resumes, assert_file_resumes, counter_at_checkpoint,
-    counter_log, counter_pod, counter_values, value_at_checkpoint,
+    counter_log, counter_pod, counter_values, value_at_checkpoint, volume_pod,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 pub use migration::{

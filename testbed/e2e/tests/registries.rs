@@ -91,10 +91,12 @@ fn node_has_image(tb: &Testbed, node: &str, image: &str) -> bool {
 }
 
 /// The done-when of pushing to a token registry: pushed with a dockerconfigjson Secret,
-/// restored on another node from that registry (its base image absent there before), and gone
-/// from the registry once the request is deleted.
+/// restored on another node through its node-local registry by the pushed digest (its base
+/// image absent there before), and gone from the registry once the request is deleted. With
+/// the node that took it serving, the image comes from there; `pushed_volumes` restores with
+/// that node's noded down, from the registry.
 #[tokio::test]
-async fn a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_it() {
+async fn a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_by_its_digest() {
     let tb = Testbed::get();
     let client = tb.client().await;
     let ns = TestNamespace::create(&tb, "token-registry").await;
@@ -166,25 +168,20 @@ async fn a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_from_i
     let running = run_pod(&client, &ns.name, restored).await;
     let spec = running.spec.as_ref().unwrap();
     assert_eq!(spec.node_name.as_deref(), Some("node2"));
-    assert_eq!(spec.containers[0].image.as_deref(), Some(image.as_str()));
-    let secrets: Vec<_> = spec
-        .image_pull_secrets
-        .iter()
-        .flatten()
-        .map(|s| &s.name)
-        .collect();
-    assert_eq!(
-        secrets,
-        ["push-creds"],
-        "the webhook handed the runtime the Secret"
+    // Like every restore, through the node-local registry, by the pushed image's digest.
+    let local = format!("localhost:5050/{}/pushed@{digest}", ns.name);
+    assert_eq!(spec.containers[0].image.as_deref(), Some(local.as_str()));
+    assert!(
+        spec.image_pull_secrets.iter().flatten().next().is_none(),
+        "the runtime gets no registry credentials: noded fetches the image"
     );
     assert_counter_resumes(&tb, &ns.name, &running, at_checkpoint).await;
     assert!(
         node_has_image(&tb, "node2", &needed),
         "node2 has the base image {needed} now"
     );
-    // node2's runtime pulled from the registry, not through node3's noded.
-    assert!(!tb.node_holds_image("node2", content.metadata.uid.as_deref().unwrap()));
+    // node3's noded serves it, so node2's noded fetched it from there.
+    assert!(tb.node_holds_image("node2", content.metadata.uid.as_deref().unwrap()));
 
     Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
         .delete("pushed", &DeleteParams::default())

@@ -10,11 +10,10 @@ use std::time::Duration;
 use checkpointing::crd::MigrationPhase;
 use e2e::{
     TestNamespace, Testbed, counter_log, eventually, migrate, migration_outcome, migration_request,
-    run_pod, running_pod,
+    run_pod, running_pod, volume_pod,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use serde_json::json;
 
 /// A root pod on node1, labelled `app=<name>`, that runs `setup` in its emptyDir `/data` and
 /// then counts.
@@ -23,21 +22,9 @@ fn shaping_pod(name: &str, setup: &str) -> Pod {
         "set -e\ncd /data\n{setup}\ncounter=0\nwhile true; do\n  echo \"Counter: $counter\"\n  \
          counter=$((counter+1))\n  sleep 1\ndone\n"
     );
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": "node1"},
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "counter",
-                "image": "busybox",
-                "command": ["/bin/sh", "-c", script],
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-            }],
-            "volumes": [{"name": "data", "emptyDir": {}}],
-        },
-    }))
-    .unwrap()
+    let mut pod = volume_pod(name, "node1", &script);
+    pod.metadata.labels = Some([("app".to_owned(), name.to_owned())].into());
+    pod
 }
 
 /// `stat` of `paths` in `pod`'s container: `<octal mode> <links> <type> <name>` per line.

@@ -295,10 +295,11 @@ fn completed_checkpoint_rewrites_only_its_container() {
     );
 }
 
-/// A checkpoint pushed with a request's Secret is pulled with it: the restored pod gets the
-/// Secret as an image pull secret, once, after any it already lists.
+/// A checkpoint pushed to a registry is restored from the node-local registry too, by the
+/// same digest: noded fetches the pushed copy with the request's credentials, so the pod gets
+/// no pull secret, and the restore passes through noded, which places its volumes.
 #[test]
-fn the_requests_registry_secret_becomes_an_image_pull_secret() {
+fn a_pushed_checkpoint_restores_from_the_node_local_registry_without_a_pull_secret() {
     use checkpointing::crd::{RegistrySpec, SecretRef};
     use k8s_openapi::api::core::v1::LocalObjectReference;
 
@@ -309,13 +310,15 @@ fn the_requests_registry_secret_becomes_an_image_pull_secret() {
             name: "push-creds".into(),
         }),
     });
+    cc.status.as_mut().unwrap().image =
+        Some(format!("registry.example:5443/team/checkpoints@{DIGEST}"));
     let secrets = |pod: &Pod| -> Vec<String> {
         let spec = pod.spec.as_ref().unwrap();
         let listed = spec.image_pull_secrets.iter().flatten();
         listed.map(|r| r.name.clone()).collect()
     };
-    let restored = |pod: &Pod| {
-        let restore = decide(
+    let restore = |pod: &Pod| {
+        decide(
             pod,
             "default",
             "counter-checkpoint",
@@ -324,33 +327,28 @@ fn the_requests_registry_secret_becomes_an_image_pull_secret() {
             Some(&Source::from(&cc)),
             &local(),
         )
-        .unwrap();
-        apply(pod, &restore.patch)
+        .unwrap()
     };
 
     let bare = restore_pod(Some("counter-checkpoint"));
-    assert_eq!(secrets(&restored(&bare)), ["push-creds"]);
+    let restored = restore(&bare);
+    assert_eq!(restored.containers, [("counter".to_owned(), image())]);
+    assert_eq!(restored.digest, DIGEST);
+    let patched = apply(&bare, &restored.patch);
+    assert_eq!(
+        patched.spec.as_ref().unwrap().containers[1].image,
+        Some(image())
+    );
+    assert!(secrets(&patched).is_empty());
 
     let mut listing = bare.clone();
     listing.spec.as_mut().unwrap().image_pull_secrets = Some(vec![LocalObjectReference {
         name: "base-creds".into(),
     }]);
-    assert_eq!(secrets(&restored(&listing)), ["base-creds", "push-creds"]);
-    let twice = restored(&restored(&listing));
-    assert_eq!(secrets(&twice), ["base-creds", "push-creds"]);
-
-    // Without a Secret in the request nothing is added.
-    let plain = decide(
-        &bare,
-        "default",
-        "counter-checkpoint",
-        "alice",
-        &allowed(),
-        Some(&Source::from(&completed())),
-        &local(),
-    )
-    .unwrap();
-    assert!(secrets(&apply(&bare, &plain.patch)).is_empty());
+    assert_eq!(
+        secrets(&apply(&listing, &restore(&listing).patch)),
+        ["base-creds"]
+    );
 }
 
 #[test]

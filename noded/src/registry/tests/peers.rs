@@ -77,7 +77,7 @@ async fn a_node_gets_only_the_images_restored_on_it() {
     .await;
     assert_eq!(pull.status, StatusCode::BAD_GATEWAY);
     assert!(String::from_utf8_lossy(&pull.body).contains("403"));
-    assert_eq!(t.node2.registry.peers.transferred(), 0);
+    assert_eq!(t.node2.registry.images.transferred(), 0);
 
     // Once the webhook admitted a pod on node2, node2's noded gets the image.
     t.cluster.pods.lock().unwrap().push(admitted);

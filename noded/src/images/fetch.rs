@@ -1,24 +1,25 @@
-//! Node-to-node transfer of checkpoint images: [`PeerClient`] fetches an image from the noded
-//! holding it (whose peer server admits it by [`super::auth::PeerAuth`]), verifying every
-//! blob's size and digest while streaming it into the layout's ingest directory, and imports it
-//! under the image's tag only when all of it verified. Before the first blob
-//! it checks that the ingest directory's disk has room for all of them.
+//! Fetching a checkpoint image into the layout from wherever it is ([`Upstream`]: the noded
+//! holding it, or the registry it was pushed to), verifying every blob's size and digest while
+//! streaming it into the layout's ingest directory, and importing it under the image's tag
+//! only when all of it verified. Before the first blob it checks that the ingest directory's
+//! disk has room for all of them.
 
-use std::net::SocketAddr;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, Response, StatusCode, header};
+use axum::http::{Response, StatusCode};
 use bytes::Bytes;
 use checkpointing::digest::{Mismatch, Verifier, sha256_hex};
-use checkpointing::oci::{ImageLayout, MANIFEST_MEDIA_TYPE, OciError};
+use checkpointing::oci::{ImageLayout, OciError};
 use oci_spec::image::{DigestAlgorithm, ImageManifest};
 use tokio::io::AsyncWriteExt;
 
-use super::route::Repo;
-use crate::http::{self, HttpClient, ReadError, SendError, Tls};
+use super::Repo;
+use crate::http::{self, ReadError};
+use crate::push::PushError;
 use crate::size::Size;
 use crate::space::{DiskSpace, Need, SpaceError};
 
@@ -79,6 +80,9 @@ pub enum FetchError {
     Import(#[source] OciError),
     #[error(transparent)]
     Space(SpaceError),
+    /// The registry a copy was pushed to, asked for it.
+    #[error("fetching the pushed copy")]
+    Registry(#[source] PushError),
 }
 
 impl FetchError {
@@ -105,62 +109,51 @@ impl Drop for Staged {
     }
 }
 
-pub struct PeerClient {
-    /// Port of every node's peer server.
-    pub port: u16,
-    token_file: PathBuf,
+/// Where an image is fetched from: answers `GET`s of its manifest and blobs.
+pub trait Upstream: Sync {
+    /// The URL of `path` (`manifests/<digest>`, `blobs/<digest>`), for messages.
+    fn url(&self, path: &str) -> String;
+
+    /// The answer to `GET <path>`, whatever its status.
+    fn get(&self, path: &str) -> impl Future<Output = Result<Response<Body>, FetchError>> + Send;
+}
+
+pub struct Fetcher {
     /// Refuses an image the ingest directory has no room for, before any blob.
     space: DiskSpace,
     transferred: AtomicU64,
     sequence: AtomicU64,
 }
 
-impl PeerClient {
-    pub fn new(port: u16, token_file: PathBuf, space: DiskSpace) -> Self {
+impl Fetcher {
+    pub fn new(space: DiskSpace) -> Self {
         Self {
-            port,
-            token_file,
             space,
             transferred: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
         }
     }
 
-    /// Bytes of blobs fetched from peers since start.
+    /// Bytes of blobs fetched since start.
     pub fn transferred(&self) -> u64 {
         self.transferred.load(Ordering::Relaxed)
     }
 
-    /// Fetches the image `digest` of `repo` from the peer server at `peer`, which must present
-    /// the certificate with SHA-256 `pin`, into `layout` under `tag`. Returns the number of
-    /// blob bytes transferred.
+    /// Fetches the image `digest` of `repo` from `from` into `layout` under `tag`. Returns the
+    /// number of blob bytes transferred.
     pub async fn fetch(
         &self,
-        peer: SocketAddr,
-        pin: &str,
+        from: &impl Upstream,
         repo: &Repo,
         digest: &str,
         tag: &str,
         layout: &ImageLayout,
     ) -> Result<u64, FetchError> {
-        // Re-read every time: projected ServiceAccount tokens rotate.
-        let token = tokio::fs::read_to_string(&self.token_file)
-            .await
-            .map_err(|source| FetchError::Token {
-                path: self.token_file.clone(),
-                source,
-            })?;
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(FetchError::EmptyToken(self.token_file.clone()));
-        }
-        let http = http::client(Tls::Pinned(pin.to_owned())).map_err(FetchError::Client)?;
-        let base = format!("https://{peer}/v2/{}/{}", repo.namespace, repo.name);
-
-        let url = format!("{base}/manifests/{digest}");
+        let manifest_path = format!("manifests/{digest}");
+        let url = from.url(&manifest_path);
         let manifest_digest = oci_spec::image::Digest::try_from(digest)
             .map_err(|_| FetchError::Algorithm(digest.to_owned()))?;
-        let bytes = Self::manifest(&http, &url, token).await?;
+        let bytes = Self::manifest(from, &manifest_path).await?;
         let hex = sha256_hex(&bytes);
         if hex != manifest_digest.digest() {
             return Err(FetchError::Verify {
@@ -218,16 +211,8 @@ impl PeerClient {
                 self.sequence.fetch_add(1, Ordering::Relaxed)
             ));
             staged.0.push((desc.digest().clone(), path.clone()));
-            let url = format!("{base}/blobs/{}", desc.digest());
-            Self::blob(
-                &http,
-                &url,
-                token,
-                desc.digest().digest(),
-                desc.size(),
-                &path,
-            )
-            .await?;
+            let blob = format!("blobs/{}", desc.digest());
+            Self::blob(from, &blob, desc.digest().digest(), desc.size(), &path).await?;
             transferred += desc.size();
             self.transferred.fetch_add(desc.size(), Ordering::Relaxed);
         }
@@ -236,32 +221,16 @@ impl PeerClient {
         Ok(transferred)
     }
 
-    async fn get(http: &HttpClient, url: &str, token: &str) -> Result<Response<Body>, FetchError> {
-        let request = Request::get(url)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(header::ACCEPT, MANIFEST_MEDIA_TYPE)
-            .body(Body::empty())
-            .map_err(|_| FetchError::Status {
-                url: url.to_owned(),
-                status: StatusCode::BAD_REQUEST,
-            })?;
-        let response = http::send(http, request, None).await.map_err(|e| match e {
-            SendError::Timeout(timeout) => FetchError::Timeout {
-                url: url.to_owned(),
-                timeout,
-            },
-            SendError::Request(source) => FetchError::Request {
-                url: url.to_owned(),
-                source,
-            },
-        })?;
+    /// The body of `path` from `from`, which must answer `200 OK`.
+    async fn get(from: &impl Upstream, path: &str) -> Result<Body, FetchError> {
+        let response = from.get(path).await?;
         if response.status() != StatusCode::OK {
             return Err(FetchError::Status {
-                url: url.to_owned(),
+                url: from.url(path),
                 status: response.status(),
             });
         }
-        Ok(response)
+        Ok(response.into_body())
     }
 
     /// The next chunk of `body`, `None` at its end.
@@ -278,8 +247,9 @@ impl PeerClient {
         })
     }
 
-    async fn manifest(http: &HttpClient, url: &str, token: &str) -> Result<Vec<u8>, FetchError> {
-        let mut body = Self::get(http, url, token).await?.into_body();
+    async fn manifest(from: &impl Upstream, path: &str) -> Result<Vec<u8>, FetchError> {
+        let url = &from.url(path);
+        let mut body = Self::get(from, path).await?;
         let mut bytes = Vec::new();
         while let Some(data) = Self::chunk(url, &mut body).await? {
             if bytes.len() + data.len() > MAX_MANIFEST {
@@ -292,11 +262,10 @@ impl PeerClient {
         Ok(bytes)
     }
 
-    /// Streams the blob at `url` into `path`, verifying it on the way, and makes it durable.
+    /// Streams the blob at `blob` into `path`, verifying it on the way, and makes it durable.
     async fn blob(
-        http: &HttpClient,
-        url: &str,
-        token: &str,
+        from: &impl Upstream,
+        blob: &str,
         hex: &str,
         size: u64,
         path: &Path,
@@ -305,7 +274,8 @@ impl PeerClient {
             path: path.to_owned(),
             source,
         };
-        let mut body = Self::get(http, url, token).await?.into_body();
+        let url = &from.url(blob);
+        let mut body = Self::get(from, blob).await?;
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
