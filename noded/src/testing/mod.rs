@@ -16,6 +16,7 @@ use checkpointing::crd::{
 use checkpointing::cri::{CriError, Runtime, api};
 use checkpointing::names::{PEER_AUDIENCE, RESTORED_FROM_DIGEST_ANNOTATION, kubelet};
 use checkpointing::oci::ImageLayout;
+use checkpointing::reference::Spelling;
 use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -324,7 +325,7 @@ impl Runtime for FakeRuntime {
                     id: reference.clone(),
                     ..Default::default()
                 };
-                if reference.contains('@') {
+                if Spelling::of(reference).digest.is_some() {
                     image.repo_digests.push(reference.clone());
                 } else {
                     image.repo_tags.push(reference.clone());
@@ -415,7 +416,7 @@ pub fn noded_token(node: &str) -> TokenReviewStatus {
 /// with the digest it restores.
 pub fn restoring_pod(namespace: &str, name: &str, uid: &str, node: &str, image: &str) -> Pod {
     let mut restoring = pod(namespace, name, uid, node, image);
-    let digest = image.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    let digest = Spelling::of(image).digest.unwrap_or_default();
     restoring.metadata.annotations = Some(
         [(
             RESTORED_FROM_DIGEST_ANNOTATION.to_owned(),
