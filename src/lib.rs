@@ -16,6 +16,7 @@ pub mod criu;
 pub mod daemon;
 #[cfg(feature = "node")]
 pub mod digest;
+pub mod error;
 pub mod health;
 #[cfg(feature = "serve")]
 pub mod listen;
