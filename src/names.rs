@@ -27,6 +27,10 @@ pub const NODE_LABEL: &str = "checkpointing.zacchaeuschok.github.io/node";
 /// normally the node's name.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
+/// The Deployment controller stamps a ReplicaSet and its pods with this hash of the template
+/// (the ReplicaSet selects its pods by it).
+pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
 /// Finalizer noded puts on a Content so its archive and image blobs go before the object does.
 pub const ARCHIVE_FINALIZER: &str = "checkpointing.zacchaeuschok.github.io/archive";
 

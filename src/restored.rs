@@ -7,11 +7,10 @@
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::names::{HOSTNAME_LABEL, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
-
-/// The label a Deployment's ReplicaSet selects its pods by: a copy carrying it would be adopted
-/// and might be deleted as surplus.
-const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+use crate::names::{
+    HOSTNAME_LABEL, POD_TEMPLATE_HASH_LABEL, RESTORE_FROM_ANNOTATION,
+    RESTORED_FROM_DIGEST_ANNOTATION,
+};
 
 /// Pod `name` with `source`'s spec, labels and annotations, annotated to restore from
 /// `checkpoint` (a ContainerCheckpoint or PodCheckpoint of the source's namespace), pinned to
@@ -27,7 +26,8 @@ pub fn restored_pod(source: &Pod, name: &str, checkpoint: &str, node: Option<&st
             .insert(HOSTNAME_LABEL.to_owned(), node.to_owned());
     }
     let mut labels = source.metadata.labels.clone().unwrap_or_default();
-    labels.remove(TEMPLATE_HASH_LABEL);
+    // A Deployment's ReplicaSet would adopt the copy and might delete it as surplus.
+    labels.remove(POD_TEMPLATE_HASH_LABEL);
     let mut annotations = source.metadata.annotations.clone().unwrap_or_default();
     // The webhook marks what it restored the source from; the copy gets its own mark.
     annotations.remove(RESTORED_FROM_DIGEST_ANNOTATION);
