@@ -3,6 +3,8 @@
 //! legacy Docker Hub host, `library/` left out, upper-case host letters, HTTPS's default port,
 //! an IPv6 address written another way. The controller's webhook compares pod images with
 //! push registries' checkpoint repositories through it, and noded names pushed images with it.
+//! [`Spelling`] cuts a reference as written, for whoever must keep its spelling or read it as
+//! leniently as a runtime might.
 
 use std::net::Ipv6Addr;
 
