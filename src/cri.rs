@@ -1,5 +1,6 @@
 //! CRI v1 client over a unix socket: generated stubs, endpoint parsing, timeouts, typed errors
-//! and the narrow [`Runtime`] trait noded's logic is written against.
+//! and the [`Runtime`] trait noded's logic is written against (its runtime's profile is
+//! [`crate::runtime`]).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,8 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
+
+pub mod http;
 
 /// Stubs generated from `proto/runtime/v1/api.proto`.
 pub mod api {
@@ -97,6 +100,13 @@ impl CriError {
                 | tonic::Code::ResourceExhausted
                 | tonic::Code::Aborted
         )
+    }
+
+    /// The runtime failed only to freeze the container before dumping it (runc's "unable to
+    /// freeze", under load): nothing was dumped and the container runs on, so another try is
+    /// safe. The CRI reports it as `Unknown`, so only its words tell.
+    pub fn freeze_failed(&self) -> bool {
+        matches!(self, Self::Rpc { message, .. } if message.contains("unable to freeze"))
     }
 }
 
@@ -300,6 +310,34 @@ pub trait Runtime: Send + Sync {
 
     /// Removes `image` (an image id or reference) with all its references.
     fn remove_image(&self, image: &str) -> impl Future<Output = Result<(), CriError>> + Send;
+
+    /// The conditions of CRI `Status` (`RuntimeReady`, `NetworkReady`), within `timeout`.
+    fn conditions(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<api::RuntimeCondition>, CriError>> + Send;
+
+    /// CRI `CheckpointPod` (Kubernetes 1.37), within `timeout`.
+    fn checkpoint_pod(
+        &self,
+        request: api::CheckpointPodRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), CriError>> + Send;
+
+    /// CRI `RestorePod` (Kubernetes 1.37), within `timeout`: the new sandbox's id.
+    fn restore_pod(
+        &self,
+        request: api::RestorePodRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<String, CriError>> + Send;
+
+    /// `GET path` of the runtime's own HTTP API on its socket (CRI-O's `/config` and `/info`),
+    /// within `timeout`: the body, or why not in words.
+    fn http_get(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<String, String>> + Send;
 }
 
 /// `runtimeSpec.linux.cgroupsPath` of a verbose ContainerStatus's `info` JSON: the same key in
@@ -465,6 +503,42 @@ impl Runtime for CriClient {
         })
         .await
         .map(drop)
+    }
+
+    async fn conditions(&self, timeout: Duration) -> Result<Vec<api::RuntimeCondition>, CriError> {
+        let mut rt = self.runtime_service();
+        let message = api::StatusRequest { verbose: false };
+        let response = self
+            .call("Status", timeout, message, |r| rt.status(r))
+            .await?;
+        Ok(response.status.map(|s| s.conditions).unwrap_or_default())
+    }
+
+    async fn checkpoint_pod(
+        &self,
+        request: api::CheckpointPodRequest,
+        timeout: Duration,
+    ) -> Result<(), CriError> {
+        let mut rt = self.runtime_service();
+        self.call("CheckpointPod", timeout, request, |r| rt.checkpoint_pod(r))
+            .await
+            .map(drop)
+    }
+
+    async fn restore_pod(
+        &self,
+        request: api::RestorePodRequest,
+        timeout: Duration,
+    ) -> Result<String, CriError> {
+        let mut rt = self.runtime_service();
+        let response = self
+            .call("RestorePod", timeout, request, |r| rt.restore_pod(r))
+            .await?;
+        Ok(response.pod_sandbox_id)
+    }
+
+    async fn http_get(&self, path: &str, timeout: Duration) -> Result<String, String> {
+        http::get(&self.socket, path, timeout).await
     }
 }
 

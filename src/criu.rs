@@ -13,6 +13,7 @@
 //!   The file itself stays in CRI-O's storage, which noded does not mount.
 
 pub mod conf;
+pub mod version;
 
 use std::time::Duration;
 

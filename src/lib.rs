@@ -16,12 +16,15 @@ pub mod criu;
 pub mod daemon;
 #[cfg(feature = "node")]
 pub mod digest;
+pub mod error;
+pub mod health;
 #[cfg(feature = "serve")]
 pub mod listen;
 pub mod names;
 #[cfg(feature = "node")]
 pub mod oci;
 pub mod reference;
+pub mod restored;
 #[cfg(feature = "node")]
 pub mod runtime;
 #[cfg(feature = "test-util")]

@@ -23,6 +23,14 @@ pub const RELEASE_SOURCE_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.
 /// selectors: field selectors on custom resources need Kubernetes 1.31.
 pub const NODE_LABEL: &str = "checkpointing.zacchaeuschok.github.io/node";
 
+/// The well-known node label that pins a pod to one node: the kubelet sets it to its hostname,
+/// normally the node's name.
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
+/// The Deployment controller stamps a ReplicaSet and its pods with this hash of the template
+/// (the ReplicaSet selects its pods by it).
+pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
 /// Finalizer noded puts on a Content so its archive and image blobs go before the object does.
 pub const ARCHIVE_FINALIZER: &str = "checkpointing.zacchaeuschok.github.io/archive";
 

@@ -3,6 +3,8 @@
 //! legacy Docker Hub host, `library/` left out, upper-case host letters, HTTPS's default port,
 //! an IPv6 address written another way. The controller's webhook compares pod images with
 //! push registries' checkpoint repositories through it, and noded names pushed images with it.
+//! [`Spelling`] cuts a reference as written, for whoever must keep its spelling or read it as
+//! leniently as a runtime might.
 
 use std::net::Ipv6Addr;
 
@@ -10,6 +12,11 @@ use std::net::Ipv6Addr;
 pub const DOCKER_HUB: &str = "docker.io";
 /// Other names of Docker Hub's registry that runtimes and users write.
 const DOCKER_HUB_ALIASES: [&str; 2] = ["index.docker.io", "registry-1.docker.io"];
+/// The loopback hosts, normalised, that name the node-local registry: the runtime pulls from
+/// the node itself.
+const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+/// The port of an HTTPS registry named without one.
+const HTTPS_PORT: u16 = 443;
 /// Where Docker Hub keeps images named by one path component (`busybox`).
 const OFFICIAL_PREFIX: &str = "library/";
 /// A reference's name (host and path) is at most this long (distribution's limit).
@@ -51,16 +58,15 @@ impl ImageRef {
         if reference.is_empty() {
             return Err(RefError::Empty);
         }
-        let (name, digest) = match reference.split_once('@') {
-            Some((name, digest)) => (name, Some(parse_digest(digest)?)),
-            None => (reference, None),
-        };
-        let (host, rest) = split_host(name);
-        // The tag follows the last ':' after the host, if no '/' comes after it.
-        let (path, tag) = match rest.rsplit_once(':') {
-            Some((path, tag)) if !tag.contains('/') => (path, Some(parse_tag(tag)?)),
-            _ => (rest, None),
-        };
+        let Spelling {
+            host,
+            path,
+            tag,
+            digest,
+            ..
+        } = Spelling::of(reference);
+        let digest = digest.map(parse_digest).transpose()?;
+        let tag = tag.map(parse_tag).transpose()?;
         if path.is_empty() || !path.split('/').all(valid_component) {
             return Err(RefError::Path(path.to_owned()));
         }
@@ -87,6 +93,22 @@ impl ImageRef {
     /// `HOST/REPOSITORY`, normalised.
     pub fn name(&self) -> String {
         format!("{}/{}", self.host, self.repository)
+    }
+
+    /// The host without its port, and the port ([`HTTPS_PORT`] when it names none).
+    pub fn host_and_port(&self) -> (&str, u16) {
+        match self.host.rsplit_once(':') {
+            Some((host, port)) if !port.ends_with(']') => {
+                (host, port.parse().unwrap_or(HTTPS_PORT))
+            }
+            _ => (&self.host, HTTPS_PORT),
+        }
+    }
+
+    /// Whether the image lies in the node-local registry serving on loopback at `port`.
+    pub fn is_node_local(&self, port: u16) -> bool {
+        let (host, on) = self.host_and_port();
+        LOOPBACK_HOSTS.contains(&host) && on == port
     }
 
     /// Whether the image lies in repository `repository` of `host` (both normalised) or beneath
@@ -121,6 +143,49 @@ impl std::str::FromStr for ImageRef {
 
     fn from_str(s: &str) -> Result<Self, RefError> {
         Self::parse(s)
+    }
+}
+
+/// A reference cut into its parts as written, unchecked and not normalised: to keep a
+/// reference's own spelling, or to read one as leniently as some runtime might (failing closed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spelling<'a> {
+    /// `[HOST/]PATH`: the reference without tag and digest.
+    pub name: &'a str,
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub tag: Option<&'a str>,
+    pub digest: Option<&'a str>,
+}
+
+impl<'a> Spelling<'a> {
+    pub fn of(reference: &'a str) -> Self {
+        let (rest, digest) = match reference.split_once('@') {
+            Some((rest, digest)) => (rest, Some(digest)),
+            None => (reference, None),
+        };
+        let (host, after_host) = split_host(rest);
+        // The tag follows the last ':' after the host, if no '/' comes after it.
+        let (path, tag) = match after_host.rsplit_once(':') {
+            Some((path, tag)) if !tag.contains('/') => (path, Some(tag)),
+            _ => (after_host, None),
+        };
+        let name = &rest[..rest.len() - tag.map_or(0, |t| t.len() + 1)];
+        Self {
+            name,
+            host,
+            path,
+            tag,
+            digest,
+        }
+    }
+
+    /// The port its host names, read as a number whatever the host's spelling: only the port
+    /// tells the node-local registry's spellings (`localhost`, `127.0.0.1`, a name that
+    /// resolves to loopback …) apart from another registry.
+    pub fn port(&self) -> Option<u16> {
+        let (_, port) = self.host?.rsplit_once(':')?;
+        port.parse().ok()
     }
 }
 
@@ -172,7 +237,7 @@ pub fn normalise_host(host: &str) -> Result<String, RefError> {
         None => None,
         Some(p) if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) => return Err(bad()),
         Some(p) => match p.trim_start_matches('0').parse::<u16>() {
-            Ok(443) => None,
+            Ok(HTTPS_PORT) => None,
             Ok(0) | Err(_) => return Err(bad()),
             Ok(port) => Some(port),
         },

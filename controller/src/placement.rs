@@ -3,6 +3,7 @@
 //! pod it creates, the webhook into a workload's replacement and into every restore.
 
 use checkpointing::crd::{PodMigrationSpec, PodMigrationStatus};
+pub use checkpointing::names::HOSTNAME_LABEL;
 use k8s_openapi::api::core::v1::{
     Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
 };
@@ -84,10 +85,6 @@ impl Placement {
 
 /// The only field a node selector term may match (`matchFields`).
 pub const NAME_FIELD: &str = "metadata.name";
-
-/// The well-known node label that pins a pod to one node: the kubelet sets it to its hostname,
-/// normally the node's name.
-pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
 #[cfg(test)]
 mod tests {

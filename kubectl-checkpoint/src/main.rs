@@ -24,6 +24,7 @@ use checkpointing::crd::{
     ContainerCheckpointStatus, MigrationPhase, PodCheckpoint, PodMigration,
 };
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
+use checkpointing::restored::restored_pod;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -271,7 +272,7 @@ async fn restore(
              {RESTORE_FROM_ANNOTATION}: {checkpoint} (like samples/restored-app-node2.yaml)"
         );
     };
-    let pod = restore::restored_pod(&source, new_pod, checkpoint, node);
+    let pod = restored_pod(&source, new_pod, checkpoint, node);
     pods.create(&PostParams::default(), &pod)
         .await
         .map_err(api)

@@ -1,52 +1,7 @@
-//! The pod `restore` creates from the checkpointed one, and how far it has got.
+//! How far the pod `restore` created (the shared [`checkpointing::restored`] copy) has got.
 
-use std::collections::BTreeMap;
-
-use checkpointing::names::RESTORE_FROM_ANNOTATION;
+use checkpointing::health::{Stuck, stuck};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
-
-/// Waiting reasons after which the kubelet has given up once already: reported, not waited out.
-const STUCK_REASONS: [&str; 5] = [
-    "CreateContainerError",
-    "CreateContainerConfigError",
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "InvalidImageName",
-];
-
-/// Pod `name` with `source`'s spec and labels, annotated to restore from `checkpoint`, on `node`
-/// if given. The restore webhook swaps the checkpointed container's image.
-pub fn restored_pod(source: &Pod, name: &str, checkpoint: &str, node: Option<&str>) -> Pod {
-    let mut spec = source.spec.clone().unwrap_or_default();
-    // Set by the scheduler (a copy would bypass it) and by `kubectl debug` (refused on create).
-    spec.node_name = None;
-    spec.ephemeral_containers = None;
-    if let Some(node) = node {
-        spec.node_selector
-            .get_or_insert_default()
-            .insert(HOSTNAME_LABEL.to_owned(), node.to_owned());
-    }
-    let mut labels = source.metadata.labels.clone().unwrap_or_default();
-    // The Deployment's ReplicaSet would otherwise adopt the copy and may delete it as surplus.
-    labels.remove("pod-template-hash");
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: source.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: Some(BTreeMap::from([(
-                RESTORE_FROM_ANNOTATION.to_owned(),
-                checkpoint.to_owned(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        spec: Some(spec),
-        status: None,
-    }
-}
 
 /// Where a starting pod is.
 #[derive(Debug, PartialEq)]
@@ -58,36 +13,38 @@ pub enum Progress {
     Stuck(String),
 }
 
+/// Stuck as the controller judges a migration's restored pod ([`stuck`]), in the plugin's words:
+/// the phase first.
 pub fn progress(pod: &Pod) -> Progress {
     let status = pod.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or_else(|| "Pending".to_owned());
-    match phase.as_str() {
-        "Running" => return Progress::Running,
-        "Failed" | "Succeeded" => {
-            let why = status.message.or(status.reason).unwrap_or_default();
-            return Progress::Stuck(format!("{phase}: {why}"));
-        }
-        _ => {}
+    if let Some(why) = stuck(pod) {
+        return Progress::Stuck(match why {
+            Stuck::Ended { why, .. } => format!("{phase}: {}", why.unwrap_or_default()),
+            Stuck::Waiting {
+                reason, message, ..
+            } => waiting(&phase, reason, message),
+            terminated => format!("{phase}: {terminated}"),
+        });
     }
-    let waiting = status
+    if phase == "Running" {
+        return Progress::Running;
+    }
+    let waiting_state = status
         .container_statuses
         .unwrap_or_default()
         .into_iter()
         .find_map(|c| c.state?.waiting);
-    match waiting {
-        Some(w) => {
-            let reason = w.reason.unwrap_or_default();
-            let text = match w.message {
-                Some(m) => format!("{phase}: {reason}: {m}"),
-                None => format!("{phase}: {reason}"),
-            };
-            if STUCK_REASONS.contains(&reason.as_str()) {
-                Progress::Stuck(text)
-            } else {
-                Progress::Starting(text)
-            }
-        }
+    match waiting_state {
+        Some(w) => Progress::Starting(waiting(&phase, w.reason.unwrap_or_default(), w.message)),
         None => Progress::Starting(phase),
+    }
+}
+
+fn waiting(phase: &str, reason: String, message: Option<String>) -> String {
+    match message {
+        Some(m) => format!("{phase}: {reason}: {m}"),
+        None => format!("{phase}: {reason}"),
     }
 }
 
@@ -98,74 +55,6 @@ mod tests {
 
     fn pod(value: serde_json::Value) -> Pod {
         serde_json::from_value(value).unwrap()
-    }
-
-    fn running_source() -> Pod {
-        pod(json!({
-            "metadata": {
-                "name": "web-7d9f-abcde", "namespace": "ns", "uid": "u1",
-                "resourceVersion": "42", "generateName": "web-7d9f-",
-                "labels": {"app": "web", "pod-template-hash": "7d9f"},
-                "annotations": {"note": "x"},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                     "name": "web-7d9f", "uid": "u0"}],
-                "finalizers": ["f"],
-            },
-            "spec": {
-                "nodeName": "node1",
-                "nodeSelector": {"disk": "ssd"},
-                "containers": [{"name": "app", "image": "busybox"}],
-                "ephemeralContainers": [{"name": "debugger", "image": "busybox"}],
-            },
-            "status": {"phase": "Running", "podIP": "10.0.0.1"},
-        }))
-    }
-
-    #[test]
-    fn the_copy_keeps_spec_and_labels_and_drops_what_is_the_source_pods_own() {
-        let copy = restored_pod(&running_source(), "restored", "cp1", None);
-        assert_eq!(
-            serde_json::to_value(&copy).unwrap(),
-            json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {
-                    "name": "restored", "namespace": "ns",
-                    "labels": {"app": "web"},
-                    "annotations": {RESTORE_FROM_ANNOTATION: "cp1"},
-                },
-                "spec": {
-                    "nodeSelector": {"disk": "ssd"},
-                    "containers": [{"name": "app", "image": "busybox"}],
-                },
-            })
-        );
-    }
-
-    #[test]
-    fn node_pins_by_hostname() {
-        let copy = restored_pod(&running_source(), "r", "cp1", Some("node2"));
-        assert_eq!(
-            copy.spec.unwrap().node_selector.unwrap(),
-            BTreeMap::from([
-                ("disk".to_owned(), "ssd".to_owned()),
-                (HOSTNAME_LABEL.to_owned(), "node2".to_owned()),
-            ])
-        );
-        let mut source = running_source();
-        source
-            .spec
-            .as_mut()
-            .unwrap()
-            .node_selector
-            .replace(BTreeMap::from([(
-                HOSTNAME_LABEL.to_owned(),
-                "node1".to_owned(),
-            )]));
-        let copy = restored_pod(&source, "r", "cp1", Some("node2"));
-        assert_eq!(
-            copy.spec.unwrap().node_selector.unwrap()[HOSTNAME_LABEL],
-            "node2"
-        );
     }
 
     #[test]

@@ -170,13 +170,6 @@ pub struct Checkpointer<R> {
     pub freezer: Freezer,
 }
 
-/// Whether the runtime failed only to freeze the container before dumping it (runc's "unable
-/// to freeze", under load): nothing was dumped and the container runs on, so trying again is
-/// safe. The CRI reports it as `Unknown`, so only its words tell.
-pub fn freeze_failed(error: &CriError) -> bool {
-    matches!(error, CriError::Rpc { message, .. } if message.contains("unable to freeze"))
-}
-
 /// CRIU dumps at once on a node unless configured otherwise (`--max-concurrent-dumps`).
 pub const DEFAULT_CONCURRENT_DUMPS: usize = 2;
 

@@ -3,21 +3,18 @@
 //! writable, and CRIU may dump established TCP connections. Reported by `/readyz`, metrics and a log line whenever the answer changes.
 //!
 //! How each runtime's settings can be told is its profile's knowledge
-//! ([`checkpointing::runtime`]); this module asks over the socket (CRI-O) or runs `criu` on
-//! noded's PATH (noded runs on the node) and turns the answers into checks.
+//! ([`checkpointing::runtime`]), asked through the [`Runtime`] trait, so that [`check`] runs
+//! against the fake runtime in tests; [`keep_checked`] runs `criu` on noded's PATH (noded runs
+//! on the node) and turns the answers into checks.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use checkpointing::admin::Readiness;
-use checkpointing::cri::{CriClient, CriError, Runtime, api};
-use checkpointing::runtime::{Finding, RuntimeKind, Verdict, containerd, crio};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use hyperlocal::UnixConnector;
+use checkpointing::cri::{CriError, Runtime, api};
+use checkpointing::criu;
+use checkpointing::runtime::{self, Finding, Verdict};
 
 use crate::error::error_chain;
 use crate::metrics::{Metrics, RuntimeInfo};
@@ -149,68 +146,6 @@ impl Report {
     }
 }
 
-/// The version in `criu --version` output (`Version: 4.1`, maybe followed by `GitID: …`).
-pub fn parse_criu_version(output: &str) -> Option<String> {
-    output.lines().find_map(|line| {
-        let version = line.trim().strip_prefix("Version:")?.trim();
-        (!version.is_empty()).then(|| version.to_owned())
-    })
-}
-
-/// The version of the `criu` binary on PATH, or why there is none.
-async fn criu_binary() -> Result<String, String> {
-    let run = tokio::task::spawn_blocking(|| {
-        std::process::Command::new("criu").arg("--version").output()
-    });
-    let output = match tokio::time::timeout(PROBE_TIMEOUT, run).await {
-        Err(_) => return Err("criu --version did not answer".into()),
-        Ok(Err(e)) => return Err(format!("running criu --version: {e}")),
-        Ok(Ok(Err(e))) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err("no criu binary on PATH".into());
-        }
-        Ok(Ok(Err(e))) => return Err(format!("running criu --version: {e}")),
-        Ok(Ok(Ok(output))) => output,
-    };
-    let text = String::from_utf8_lossy(&output.stdout);
-    match parse_criu_version(&text) {
-        Some(v) if output.status.success() => Ok(v),
-        _ => Err(format!(
-            "criu --version answered {}: {}",
-            output.status,
-            text.trim()
-        )),
-    }
-}
-
-/// `GET path` over CRI-O's socket, as plain HTTP.
-async fn crio_get(socket: &Path, path: &str) -> Result<String, String> {
-    let get = async {
-        let client: Client<UnixConnector, Empty<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(UnixConnector);
-        let response = client
-            .get(hyperlocal::Uri::new(socket, path).into())
-            .await
-            .map_err(|e| format!("connecting to {}: {}", socket.display(), error_chain(&e)))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(format!("answered {status}"));
-        }
-        Ok(String::from_utf8_lossy(&body).into_owned())
-    };
-    match tokio::time::timeout(PROBE_TIMEOUT, get).await {
-        Ok(result) => result.map_err(|e| format!("CRI-O GET {path}: {e}")),
-        Err(_) => Err(format!(
-            "CRI-O GET {path}: no answer within {PROBE_TIMEOUT:?}"
-        )),
-    }
-}
-
 /// Creates and removes a file in `dir`.
 async fn dir_check(dir: &Path) -> Check {
     let probe = dir.join(format!(".noded-write-check-{}", std::process::id()));
@@ -232,36 +167,6 @@ async fn dir_check(dir: &Path) -> Check {
                 format!("writing a file in {}: {e}", dir.display()),
             )
         }
-    }
-}
-
-/// The CRIU and restore checks from CRI-O's `/config`, and its `/info` added to `detail`.
-async fn crio_settings(socket: &Path, mut detail: String) -> (String, Check, Check) {
-    match crio_get(socket, "/info").await {
-        Ok(info) => {
-            let info: serde_json::Value = serde_json::from_str(&info).unwrap_or_default();
-            for key in ["storage_driver", "cgroup_driver"] {
-                if let Some(value) = info.get(key).and_then(|v| v.as_str()) {
-                    detail.push_str(&format!(", {key} {value}"));
-                }
-            }
-        }
-        Err(e) => detail.push_str(&format!(" ({e})")),
-    }
-    match crio_get(socket, "/config").await {
-        Ok(toml) => {
-            let config = crio::parse_config(&toml);
-            (
-                detail,
-                Check::found(CRIU, crio::criu(&config)),
-                Check::found(RESTORE, crio::restore(&config)),
-            )
-        }
-        Err(e) => (
-            detail,
-            Check::new(CRIU, Verdict::Failed, e.clone()),
-            Check::new(RESTORE, Verdict::Failed, e),
-        ),
     }
 }
 
@@ -313,40 +218,18 @@ pub fn pod_level(checkpoint: Served, restore: Served) -> Check {
 }
 
 /// Probes CheckpointPod and RestorePod with empty requests, which no runtime can carry out.
-async fn pod_level_probe(cri: &CriClient) -> Check {
-    let mut rt = cri.runtime_service();
-    let checkpoint = cri
-        .call(
-            "CheckpointPod",
-            PROBE_TIMEOUT,
-            api::CheckpointPodRequest::default(),
-            |r| rt.checkpoint_pod(r),
-        )
+async fn pod_level_probe<R: Runtime>(runtime: &R) -> Check {
+    let checkpoint = runtime
+        .checkpoint_pod(api::CheckpointPodRequest::default(), PROBE_TIMEOUT)
         .await;
-    let restore = cri
-        .call(
-            "RestorePod",
-            PROBE_TIMEOUT,
-            api::RestorePodRequest::default(),
-            |r| rt.restore_pod(r),
-        )
+    let restore = runtime
+        .restore_pod(api::RestorePodRequest::default(), PROBE_TIMEOUT)
         .await;
     pod_level(served(checkpoint), served(restore))
 }
 
-/// Whether the runtime reports `RuntimeReady`.
-async fn runtime_ready(cri: &CriClient) -> Result<(), String> {
-    let mut rt = cri.runtime_service();
-    let response = cri
-        .call(
-            "Status",
-            PROBE_TIMEOUT,
-            api::StatusRequest { verbose: false },
-            |r| rt.status(r),
-        )
-        .await
-        .map_err(|e| error_chain(&e))?;
-    let conditions = response.status.map(|s| s.conditions).unwrap_or_default();
+/// Whether CRI `Status`'s `conditions` say the runtime is ready.
+pub fn runtime_ready(conditions: &[api::RuntimeCondition]) -> Result<(), String> {
     match conditions.iter().find(|c| c.r#type == "RuntimeReady") {
         Some(c) if c.status => Ok(()),
         Some(c) => Err(format!("runtime not ready: {} {}", c.reason, c.message)),
@@ -362,23 +245,21 @@ pub struct Paths {
     pub criu_runc_config: PathBuf,
 }
 
-/// One round of checks against the runtime at `cri` and the node's `paths`.
-pub async fn check(cri: &CriClient, paths: &Paths) -> Report {
+/// One round of checks against `runtime`, the node's `paths`, and `criu`: the version of the
+/// `criu` binary on PATH, or why there is none.
+pub async fn check<R: Runtime>(runtime: &R, criu: Result<String, String>, paths: &Paths) -> Report {
     let dir = &paths.checkpoint_dir;
-    let mut report = Report::default();
-    let binary = criu_binary().await;
-    report.criu_version = binary.as_ref().ok().cloned();
-    let criu_from_binary = || match &binary {
-        Ok(v) => Check::new(CRIU, Verdict::Ok, format!("criu {v} on PATH")),
-        Err(why) => Check::new(CRIU, Verdict::Failed, why.clone()),
+    let mut report = Report {
+        criu_version: criu.as_ref().ok().cloned(),
+        ..Report::default()
     };
-    let version = match cri.version().await {
+    let version = match runtime.version().await {
         Ok(v) => v,
         Err(e) => {
             let why = error_chain(&e);
             report.checks = vec![
                 Check::new(CRI, Verdict::Failed, why),
-                criu_from_binary(),
+                Check::found(CRIU, runtime::criu_on_path(&criu)),
                 Check::new(RESTORE, Verdict::Failed, "the runtime does not answer"),
                 dir_check(dir).await,
                 tcp::tcp_close(&paths.criu_runc_config).await,
@@ -386,39 +267,27 @@ pub async fn check(cri: &CriClient, paths: &Paths) -> Report {
             return report;
         }
     };
-    let runtime = format!("{} {}", version.runtime_name, version.runtime_version);
     report.runtime_name = Some(version.runtime_name.clone());
     report.runtime_version = Some(version.runtime_version.clone());
-    let (cri_check, criu, restore) = match RuntimeKind::detect(&version.runtime_name) {
-        Some(RuntimeKind::CriO) => crio_settings(cri.socket(), runtime).await,
-        Some(RuntimeKind::Containerd) => (
-            runtime,
-            criu_from_binary(),
-            Check::found(RESTORE, containerd::restore(&version.runtime_version)),
-        ),
-        None => (
-            runtime,
-            criu_from_binary(),
-            Check::new(
-                RESTORE,
-                Verdict::Assumed,
-                format!(
-                    "unknown runtime {:?}: restore assumed",
-                    version.runtime_name
-                ),
-            ),
-        ),
+    let settings = runtime::settings(runtime, &version, &criu, PROBE_TIMEOUT).await;
+    let about = format!(
+        "{} {}{}",
+        version.runtime_name, version.runtime_version, settings.about
+    );
+    let ready = match runtime.conditions(PROBE_TIMEOUT).await {
+        Ok(conditions) => runtime_ready(&conditions),
+        Err(e) => Err(error_chain(&e)),
     };
-    let cri_check = match runtime_ready(cri).await {
-        Ok(()) => Check::new(CRI, Verdict::Ok, format!("{cri_check}, RuntimeReady")),
-        Err(why) => Check::new(CRI, Verdict::Failed, format!("{cri_check}: {why}")),
+    let cri_check = match ready {
+        Ok(()) => Check::new(CRI, Verdict::Ok, format!("{about}, RuntimeReady")),
+        Err(why) => Check::new(CRI, Verdict::Failed, format!("{about}: {why}")),
     };
     report.checks = vec![
         cri_check,
-        criu,
-        restore,
+        Check::found(CRIU, settings.criu),
+        Check::found(RESTORE, settings.restore),
         dir_check(dir).await,
-        pod_level_probe(cri).await,
+        pod_level_probe(runtime).await,
         tcp::tcp_close(&paths.criu_runc_config).await,
     ];
     report
@@ -478,9 +347,9 @@ impl Prerequisites {
 }
 
 /// Checks now and every [`INTERVAL`], logging each change and updating the metrics.
-pub async fn keep_checked(
+pub async fn keep_checked<R: Runtime>(
     state: Arc<Prerequisites>,
-    cri: CriClient,
+    runtime: R,
     paths: Paths,
     metrics: Arc<Metrics>,
 ) {
@@ -488,7 +357,8 @@ pub async fn keep_checked(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let report = check(&cri, &paths).await;
+        let criu = criu::version::on_path(PROBE_TIMEOUT).await;
+        let report = check(&runtime, criu, &paths).await;
         report.record(&metrics);
         if state.update(report.clone()) {
             report.log();

@@ -135,3 +135,50 @@ fn hosts_normalise_alone() {
     assert!(normalise_host("").is_err());
     assert!(normalise_host("a:b:c").is_err());
 }
+
+#[test]
+fn a_spelling_keeps_the_parts_as_written() {
+    let s = Spelling::of("LocalHost:05050/Team/cp:v1@sha256:aa");
+    assert_eq!(
+        s,
+        Spelling {
+            name: "LocalHost:05050/Team/cp",
+            host: Some("LocalHost:05050"),
+            path: "Team/cp",
+            tag: Some("v1"),
+            digest: Some("sha256:aa"),
+        }
+    );
+    assert_eq!(s.port(), Some(5050));
+    let bare = Spelling::of("busybox");
+    assert_eq!((bare.name, bare.host, bare.tag), ("busybox", None, None));
+    assert_eq!(Spelling::of("[::1]/x").port(), None);
+    assert_eq!(Spelling::of("r:5000/x:1").name, "r:5000/x");
+    assert_eq!(Spelling::of("r:5000/x").port(), Some(5000));
+}
+
+#[test]
+fn the_node_local_registry_is_loopback_at_its_port() {
+    let local = |image: &str| ImageRef::parse(image).unwrap().is_node_local(5050);
+    for image in [
+        "localhost:5050/ns/cp",
+        "LOCALHOST:5050/ns/cp",
+        "127.0.0.1:5050/ns/cp",
+        "[0::1]:5050/ns/cp",
+        "[::ffff:127.0.0.1]:5050/ns/cp",
+    ] {
+        assert!(local(image), "{image}");
+    }
+    for image in [
+        "localhost:5051/ns/cp",
+        "r.example:5050/ns/cp",
+        "localhost/ns/cp",
+    ] {
+        assert!(!local(image), "{image}");
+    }
+    assert!(ImageRef::parse("localhost/cp").unwrap().is_node_local(443));
+    assert_eq!(
+        ImageRef::parse("[::1]:5050/cp").unwrap().host_and_port(),
+        ("[::1]", 5050)
+    );
+}

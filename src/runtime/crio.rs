@@ -1,7 +1,10 @@
 //! CRI-O: it tells its settings over its socket as plain HTTP (`GET /config` in TOML,
 //! `GET /info`); checkpoint needs CRIU support on, restore needs the container-level switch.
 
-use super::{Finding, Verdict};
+use std::time::Duration;
+
+use super::{Finding, Settings, Verdict};
+use crate::cri::Runtime;
 
 /// CRI-O's default socket.
 pub const ENDPOINT: &str = "unix:///var/run/crio/crio.sock";
@@ -95,6 +98,37 @@ pub fn restore(config: &Config) -> Finding {
             "CRI-O's /config has no [crio.checkpoint_restore] container_level_enabled; older \
              releases restore when CRIU support is on",
         ),
+    }
+}
+
+/// CRI-O's settings from its `/config`, with the storage and cgroup drivers of its `/info`.
+pub async fn settings<R: Runtime>(runtime: &R, timeout: Duration) -> Settings {
+    let mut about = String::new();
+    match runtime.http_get("/info", timeout).await {
+        Ok(info) => {
+            let info: serde_json::Value = serde_json::from_str(&info).unwrap_or_default();
+            for key in ["storage_driver", "cgroup_driver"] {
+                if let Some(value) = info.get(key).and_then(|v| v.as_str()) {
+                    about.push_str(&format!(", {key} {value}"));
+                }
+            }
+        }
+        Err(e) => about.push_str(&format!(" ({e})")),
+    }
+    match runtime.http_get("/config", timeout).await {
+        Ok(toml) => {
+            let config = parse_config(&toml);
+            Settings {
+                about,
+                criu: criu(&config),
+                restore: restore(&config),
+            }
+        }
+        Err(e) => Settings {
+            about,
+            criu: Finding::new(Verdict::Failed, e.clone()),
+            restore: Finding::new(Verdict::Failed, e),
+        },
     }
 }
 

@@ -1,14 +1,18 @@
 //! What noded knows about each container runtime it supports, in one profile per runtime:
 //! how CRI `Version` names it, its default socket, the manifest annotation that makes it restore
-//! a checkpoint image, and how its checkpoint/restore switches can be told from outside.
+//! a checkpoint image, whether it pulls that image's base image itself, and how its
+//! checkpoint/restore switches can be told from outside ([`settings`]).
 //!
-//! [`RuntimeKind`] is a runtime's profile; the CRI client abstraction is [`crate::cri::Runtime`].
+//! [`RuntimeKind`] is a runtime's profile; the CRI client abstraction is [`crate::cri::Runtime`],
+//! through which [`settings`] asks.
 
 pub mod containerd;
 pub mod crio;
 
 use std::fmt;
+use std::time::Duration;
 
+use crate::cri::{Runtime, api};
 use crate::names::checkpoint_image as ann;
 
 /// A container runtime noded knows.
@@ -49,6 +53,16 @@ impl RuntimeKind {
         match self {
             Self::CriO => ann::CRIO_CONTAINER_NAME,
             Self::Containerd => ann::CONTAINER_NAME,
+        }
+    }
+
+    /// Whether, restoring a checkpoint image, it pulls the image's base image (the rootfs the
+    /// checkpoint's changes apply to) itself: containerd does; CRI-O expects it present, so
+    /// noded pulls it first.
+    pub const fn pulls_base_image(self) -> bool {
+        match self {
+            Self::CriO => false,
+            Self::Containerd => true,
         }
     }
 }
@@ -101,6 +115,55 @@ impl Finding {
     }
 }
 
+/// What a runtime's settings say of CRIU and of restoring, as its profile reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// What else it tells of itself, in words to add to its name and version (CRI-O's storage
+    /// and cgroup drivers); may be empty.
+    pub about: String,
+    pub criu: Finding,
+    pub restore: Finding,
+}
+
+/// The CRIU check from the `criu` binary on the node's PATH (`criu`: its version, or why there
+/// is none): the CRIU containerd's runc runs.
+pub fn criu_on_path(criu: &Result<String, String>) -> Finding {
+    match criu {
+        Ok(v) => Finding::new(Verdict::Ok, format!("criu {v} on PATH")),
+        Err(why) => Finding::new(Verdict::Failed, why.clone()),
+    }
+}
+
+/// Reads the settings of the runtime `version` names, as its profile says they can be told:
+/// CRI-O's from its HTTP API, containerd's from its version and the node's `criu`, an unknown
+/// runtime's not at all. Each request takes at most `timeout`.
+pub async fn settings<R: Runtime>(
+    runtime: &R,
+    version: &api::VersionResponse,
+    criu: &Result<String, String>,
+    timeout: Duration,
+) -> Settings {
+    match RuntimeKind::detect(&version.runtime_name) {
+        Some(RuntimeKind::CriO) => crio::settings(runtime, timeout).await,
+        Some(RuntimeKind::Containerd) => Settings {
+            about: String::new(),
+            criu: criu_on_path(criu),
+            restore: containerd::restore(&version.runtime_version),
+        },
+        None => Settings {
+            about: String::new(),
+            criu: criu_on_path(criu),
+            restore: Finding::new(
+                Verdict::Assumed,
+                format!(
+                    "unknown runtime {:?}: restore assumed",
+                    version.runtime_name
+                ),
+            ),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +176,11 @@ mod tests {
             Some(RuntimeKind::Containerd)
         );
         assert_eq!(RuntimeKind::detect("docker"), None);
+    }
+
+    #[test]
+    fn only_containerd_pulls_a_checkpoints_base_image_itself() {
+        assert!(RuntimeKind::Containerd.pulls_base_image());
+        assert!(!RuntimeKind::CriO.pulls_base_image());
     }
 }

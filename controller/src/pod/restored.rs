@@ -1,15 +1,13 @@
-//! The copy of a bare pod that a migration creates on the target: the source's spec (volumes,
-//! env, service account, resources), labels and annotations, placed by the migration and
-//! restoring from its PodCheckpoint. Named `<base>-<5 characters of the migration's UID>`, so
+//! The copy of a bare pod that a migration creates on the target: the shared restored pod
+//! ([`checkpointing::restored`]), labelled with the migration, placed by it and restoring from
+//! its PodCheckpoint. Named `<base>-<5 characters of the migration's UID>`, so
 //! it can run before the source goes, a retry finds its own, and moving a moved pod again does
 //! not grow the name. Pure.
 
 use checkpointing::crd::{PodMigration, PodMigrationStatus};
-use checkpointing::names::{
-    MIGRATION_LABEL, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION,
-};
+use checkpointing::names::MIGRATION_LABEL;
+use checkpointing::restored::restored_pod;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::placement::{HOSTNAME_LABEL, Placement};
@@ -19,36 +17,17 @@ const SUFFIX: usize = 5;
 
 pub fn copy(source: &Pod, m: &PodMigration, status: &PodMigrationStatus) -> Pod {
     let migration = m.name_any();
-    let mut labels = source.labels().clone();
-    labels.insert(MIGRATION_LABEL.to_owned(), migration.clone());
-    let mut annotations = source.annotations().clone();
-    annotations.remove(RESTORED_FROM_DIGEST_ANNOTATION);
-    annotations.insert(
-        RESTORE_FROM_ANNOTATION.to_owned(),
-        status
-            .pod_checkpoint
-            .clone()
-            .unwrap_or_else(|| migration.clone()),
-    );
-    let mut spec = source.spec.clone().unwrap_or_default();
-    spec.node_name = None;
+    let checkpoint = status.pod_checkpoint.as_deref().unwrap_or(&migration);
+    let mut copy = restored_pod(source, &copy_name(source, m), checkpoint, None);
+    copy.labels_mut()
+        .insert(MIGRATION_LABEL.to_owned(), migration.clone());
+    let spec = copy.spec.get_or_insert_default();
     // Pinned to the source's node by name: the migration's placement replaces that.
     if let Some(selector) = spec.node_selector.as_mut() {
         selector.remove(HOSTNAME_LABEL);
     }
-    spec.ephemeral_containers = None;
     spec.affinity = Some(Placement::of(&m.spec, status).apply(spec.affinity.as_ref()));
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(copy_name(source, m)),
-            namespace: source.namespace(),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            ..ObjectMeta::default()
-        },
-        spec: Some(spec),
-        status: None,
-    }
+    copy
 }
 
 /// `<base>-<suffix>`: the base drops the suffix an earlier migration added, and is cut so the
@@ -79,6 +58,7 @@ fn copy_name(source: &Pod, m: &PodMigration) -> String {
 mod tests {
     use super::*;
     use checkpointing::crd::PodMigrationSpec;
+    use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
 
     fn migration(uid: &str) -> PodMigration {
         let mut m = PodMigration::new(

@@ -7,7 +7,7 @@
 //! functions.
 
 use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
-use checkpointing::reference::{DOCKER_HUB, ImageRef};
+use checkpointing::reference::{DOCKER_HUB, ImageRef, Spelling};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
@@ -70,11 +70,7 @@ impl CheckpointImages {
         if is_image_id(image) {
             return true;
         }
-        let local = image.split_once('/').is_some_and(|(registry, _)| {
-            registry
-                .rsplit_once(':')
-                .is_some_and(|(_, p)| p.parse::<u16>() == Ok(self.port))
-        });
+        let local = Spelling::of(image).port() == Some(self.port);
         if local || self.repositories.is_empty() {
             return local;
         }

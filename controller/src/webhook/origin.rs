@@ -9,9 +9,6 @@ use checkpointing::reference::ImageRef;
 
 use super::guard::CheckpointImages;
 
-/// Loopback spellings of the node-local registry's host: the runtime pulls from the node itself.
-const LOCAL_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
-
 /// Where checkpoint `name` of `namespace` may lie, as repositories (`HOST[:PORT]/PATH`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin<'a> {
@@ -25,27 +22,19 @@ pub struct Origin<'a> {
 impl Origin<'_> {
     /// Whether `image` (`REPOSITORY@DIGEST`) lies where this checkpoint's images lie.
     pub fn holds(&self, image: &str, checkpoints: &CheckpointImages) -> bool {
-        let Some((name, _digest)) = image.rsplit_once('@') else {
+        let Ok(image) = ImageRef::parse(image) else {
             return false;
         };
-        let name = name.to_ascii_lowercase();
-        let local = name.split_once('/').is_some_and(|(host, path)| {
-            let on_port = host.rsplit_once(':').is_some_and(|(h, p)| {
-                LOCAL_HOSTS.contains(&h) && p.parse::<u16>() == Ok(checkpoints.port)
-            });
-            on_port && path == format!("{}/{}", self.namespace, self.name)
-        });
-        let pushed = || {
-            let Ok(image) = ImageRef::parse(image) else {
-                return false;
-            };
-            image.tag.is_none()
-                && self
-                    .pushed(checkpoints)
-                    .iter()
-                    .any(|r| r.host == image.host && r.repository == image.repository)
-        };
-        local || pushed()
+        if image.digest.is_none() || image.tag.is_some() {
+            return false;
+        }
+        let local = image.is_node_local(checkpoints.port)
+            && image.repository == format!("{}/{}", self.namespace, self.name);
+        local
+            || self
+                .pushed(checkpoints)
+                .iter()
+                .any(|r| r.host == image.host && r.repository == image.repository)
     }
 
     /// The repositories a push puts it in: the request's own, else `<r>/<namespace>/<name>`

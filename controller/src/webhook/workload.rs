@@ -3,6 +3,7 @@
 //! copy one onto a pod of their own while a migration waits for its replacement, and that pod
 //! must not become the restore. Pure: the webhook fetches the owner.
 
+use checkpointing::names::POD_TEMPLATE_HASH_LABEL;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::Pod;
@@ -21,8 +22,6 @@ pub const REPLICASET_CONTROLLER_USER: &str =
 /// The StatefulSet controller's identity, likewise.
 pub const STATEFULSET_CONTROLLER_USER: &str =
     "system:serviceaccount:kube-system:statefulset-controller";
-/// The Deployment controller stamps a ReplicaSet and its pods with this hash of the template.
-pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 /// The StatefulSet controller stamps each pod with the revision it was made from.
 pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
 
@@ -118,12 +117,12 @@ pub fn genuine(pod: &Pod, user: &UserInfo, owner: Option<&Owner>) -> Result<(), 
     let hash_matches = match owner {
         // A ReplicaSet outside a Deployment has no hash, and neither have its pods.
         Some(Owner::ReplicaSet(rs)) => {
-            label(POD_TEMPLATE_HASH)
+            label(POD_TEMPLATE_HASH_LABEL)
                 == rs
                     .metadata
                     .labels
                     .as_ref()
-                    .and_then(|l| l.get(POD_TEMPLATE_HASH))
+                    .and_then(|l| l.get(POD_TEMPLATE_HASH_LABEL))
                     .cloned()
         }
         Some(Owner::StatefulSet(sts)) => {
@@ -141,7 +140,7 @@ pub fn genuine(pod: &Pod, user: &UserInfo, owner: Option<&Owner>) -> Result<(), 
         return Err(Forgery::HashMismatch {
             label: match owner {
                 Some(Owner::StatefulSet(_)) => CONTROLLER_REVISION_HASH,
-                _ => POD_TEMPLATE_HASH,
+                _ => POD_TEMPLATE_HASH_LABEL,
             },
             kind,
             name,
@@ -200,7 +199,7 @@ mod tests {
         ObjectMeta {
             name: Some("web".into()),
             uid: Some("uid-web".into()),
-            labels: hash.and_then(|h| labels(&[(POD_TEMPLATE_HASH, h)])),
+            labels: hash.and_then(|h| labels(&[(POD_TEMPLATE_HASH_LABEL, h)])),
             ..Default::default()
         }
     }
@@ -239,7 +238,7 @@ mod tests {
     }
 
     fn rs_pod() -> Pod {
-        pod("ReplicaSet", (POD_TEMPLATE_HASH, "7d4f"))
+        pod("ReplicaSet", (POD_TEMPLATE_HASH_LABEL, "7d4f"))
     }
 
     #[test]
@@ -309,7 +308,7 @@ mod tests {
     fn labels_the_selector_does_not_match_are_a_forgery() {
         let controller = user(REPLICASET_CONTROLLER_USER);
         let mut pod = rs_pod();
-        pod.metadata.labels = labels(&[("app", "db"), (POD_TEMPLATE_HASH, "7d4f")]);
+        pod.metadata.labels = labels(&[("app", "db"), (POD_TEMPLATE_HASH_LABEL, "7d4f")]);
         let mismatch = |pod: &Pod, owner: &Owner| {
             matches!(
                 genuine(pod, &controller, Some(owner)),
@@ -337,9 +336,9 @@ mod tests {
         for hash in [Some("0000"), None] {
             let mut pod = rs_pod();
             let labels = pod.metadata.labels.as_mut().unwrap();
-            labels.remove(POD_TEMPLATE_HASH);
+            labels.remove(POD_TEMPLATE_HASH_LABEL);
             if let Some(hash) = hash {
-                labels.insert(POD_TEMPLATE_HASH.into(), hash.into());
+                labels.insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
             }
             assert!(
                 hash_mismatch(&pod, REPLICASET_CONTROLLER_USER, &rs),

@@ -8,6 +8,7 @@
 
 use std::io::Read as _;
 
+use checkpointing::reference::Spelling;
 use serde_json::{Value, json};
 
 const API_VERSION: &str = "credentialprovider.kubelet.k8s.io/v1";
@@ -28,11 +29,7 @@ fn respond(request: &[u8]) -> Result<Value, String> {
         format!("{e}: the kubelet's provider configuration must set tokenAttributes")
     })?;
     // The image without its digest or tag: credentials for exactly this repository.
-    let repository = image.split('@').next().unwrap_or(image);
-    let repository = match repository.rsplit_once(':') {
-        Some((name, tag)) if !tag.contains('/') => name,
-        _ => repository,
-    };
+    let repository = Spelling::of(image).name;
     Ok(json!({
         "apiVersion": API_VERSION,
         "kind": "CredentialProviderResponse",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use checkpointing::cri::{CriError, Runtime};
 
-use super::{Checkpointer, Failure, Job, freeze_failed};
+use super::{Checkpointer, Failure, Job};
 use crate::error::error_chain;
 use crate::freeze::{self, FreezeError};
 
@@ -19,7 +19,7 @@ pub(super) const DUMP_TRIES: usize = 3;
 /// Whether a dump failed only for want of a freeze in time, leaving the container as it was.
 pub(super) fn retryable(failure: &Failure) -> bool {
     match failure {
-        Failure::Runtime(e) => freeze_failed(e),
+        Failure::Runtime(e) => e.freeze_failed(),
         Failure::Hold(FreezeError::Gap) => true,
         _ => false,
     }

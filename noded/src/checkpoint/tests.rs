@@ -168,10 +168,13 @@ async fn a_container_that_did_not_freeze_is_dumped_once_more() {
             assert!(leftovers(tmp.path()).is_empty());
         }
     }
-    assert!(!freeze_failed(&CriError::Unimplemented {
-        op: "CheckpointContainer",
-        message: "criu not found".into(),
-    }));
+    assert!(
+        !CriError::Unimplemented {
+            op: "CheckpointContainer",
+            message: "criu not found".into(),
+        }
+        .freeze_failed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,18 +1,8 @@
 //! The prerequisite checks and their parsers.
 
 use super::*;
+use crate::testing::FakeRuntime;
 use checkpointing::admin::Telemetry as _;
-
-#[test]
-fn criu_version_is_read_from_its_output() {
-    assert_eq!(parse_criu_version("Version: 4.1\n").as_deref(), Some("4.1"));
-    assert_eq!(
-        parse_criu_version("Version: 3.19\nGitID: v3.19-8-g1d2e3f\n").as_deref(),
-        Some("3.19")
-    );
-    assert_eq!(parse_criu_version("criu: command not found\n"), None);
-    assert_eq!(parse_criu_version("Version:\n"), None);
-}
 
 fn report(cri: Verdict, criu: Verdict, restore: Verdict, dir: Verdict) -> Report {
     Report {
@@ -87,45 +77,6 @@ async fn changes_are_noticed_and_signalled() {
         Verdict::Ok
     )));
     assert!(signalled(&state));
-}
-
-#[tokio::test]
-async fn crio_settings_are_read_over_its_socket_as_plain_http() {
-    let tmp = tempfile::tempdir().unwrap();
-    let socket = tmp.path().join("crio.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let app = axum::Router::new()
-        .route(
-            "/config",
-            axum::routing::get(|| async {
-                "[crio.checkpoint_restore]\ncontainer_level_enabled = \"checkpoint_restore\"\n"
-            }),
-        )
-        .route(
-            "/info",
-            axum::routing::get(|| async { r#"{"cgroup_driver":"systemd"}"# }),
-        );
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let config = crio_get(&socket, "/config").await.unwrap();
-    assert_eq!(
-        crio::parse_config(&config)
-            .container_level_enabled
-            .as_deref(),
-        Some("checkpoint_restore")
-    );
-    assert!(
-        crio_get(&socket, "/info")
-            .await
-            .unwrap()
-            .contains("systemd")
-    );
-    let missing = crio_get(&socket, "/nope").await.unwrap_err();
-    assert_eq!(missing, "CRI-O GET /nope: answered 404 Not Found");
-    server.abort();
-    let gone = crio_get(&tmp.path().join("absent.sock"), "/info")
-        .await
-        .unwrap_err();
-    assert!(gone.contains("connecting to"), "{gone}");
 }
 
 #[test]
@@ -232,4 +183,106 @@ fn the_pod_level_check_says_which_method_is_missing() {
     };
     assert!(report.ready());
     assert!(report.body().contains("pod_level: "), "{}", report.body());
+}
+
+/// The node's side of a check: a writable checkpoint directory and a runc.conf with
+/// `tcp-close`, under `tmp`.
+fn node(tmp: &Path) -> Paths {
+    let conf = tmp.join("runc.conf");
+    std::fs::write(&conf, "tcp-close\n").unwrap();
+    Paths {
+        checkpoint_dir: tmp.to_owned(),
+        criu_runc_config: conf,
+    }
+}
+
+fn states(report: &Report) -> Vec<(&'static str, Verdict)> {
+    report.checks.iter().map(|c| (c.name, c.state)).collect()
+}
+
+#[tokio::test]
+async fn a_containerd_node_is_checked_through_the_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = node(tmp.path());
+    let report = check(&FakeRuntime::default(), Ok("4.1".into()), &paths).await;
+    assert_eq!(
+        states(&report),
+        [
+            (CRI, Verdict::Ok),
+            (CRIU, Verdict::Ok),
+            (RESTORE, Verdict::Assumed),
+            (CHECKPOINT_DIR, Verdict::Ok),
+            (POD_LEVEL, Verdict::Failed),
+            (TCP_CLOSE, Verdict::Ok),
+        ]
+    );
+    assert!(report.ready(), "{}", report.body());
+    assert_eq!(report.runtime_name.as_deref(), Some("containerd"));
+    assert_eq!(report.criu_version.as_deref(), Some("4.1"));
+    assert!(
+        report
+            .body()
+            .contains("cri: ok (containerd v2.1.9, RuntimeReady)"),
+        "{}",
+        report.body()
+    );
+
+    // containerd's runc runs the node's criu: without one the CRIU check fails.
+    let no_criu = check(
+        &FakeRuntime::default(),
+        Err("no criu binary on PATH".into()),
+        &paths,
+    )
+    .await;
+    assert_eq!(no_criu.state(CRIU), Some(Verdict::Failed));
+    assert_eq!(no_criu.criu_version, None);
+
+    let pod_level = FakeRuntime {
+        pod_level: true,
+        ..Default::default()
+    };
+    let served = check(&pod_level, Ok("4.1".into()), &paths).await;
+    assert_eq!(served.state(POD_LEVEL), Some(Verdict::Ok));
+
+    let not_ready = FakeRuntime {
+        not_ready: Some("NetworkPluginNotReady".into()),
+        ..Default::default()
+    };
+    let down = check(&not_ready, Ok("4.1".into()), &paths).await;
+    assert!(!down.ready());
+    assert!(
+        down.body()
+            .contains("cri: failed (containerd v2.1.9: runtime not ready: NetworkPluginNotReady")
+    );
+}
+
+#[tokio::test]
+async fn a_crio_node_is_judged_by_its_config_not_the_criu_on_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = node(tmp.path());
+    let crio = FakeRuntime {
+        crio_config: Some(
+            "[crio.runtime]\nenable_criu_support = true\n[crio.checkpoint_restore]\n\
+             container_level_enabled = \"checkpoint\"\n"
+                .into(),
+        ),
+        ..Default::default()
+    };
+    let report = check(&crio, Err("no criu binary on PATH".into()), &paths).await;
+    assert_eq!(report.state(CRIU), Some(Verdict::Ok));
+    assert_eq!(report.state(RESTORE), Some(Verdict::Failed));
+    assert_eq!(
+        report.cannot_restore().as_deref(),
+        Some(
+            "[crio.checkpoint_restore] container_level_enabled = \"checkpoint\"; restoring \
+             needs \"checkpoint_restore\""
+        )
+    );
+    assert!(
+        report.body().contains(
+            "cri: ok (cri-o 1.34.1, storage_driver overlay, cgroup_driver systemd, RuntimeReady)"
+        ),
+        "{}",
+        report.body()
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use checkpointing::reference::{ImageRef, normalise_host};
+use checkpointing::reference::{ImageRef, Spelling, normalise_host};
 
 /// `HOST[:PORT][/PREFIX]` of `--push-registry`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,18 +105,12 @@ impl FromStr for Destination {
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         no_scheme(s, "HOST[:PORT]/REPOSITORY")?;
-        let (host, repository) = s.split_once('/').unwrap_or((s, ""));
-        check_host(s, host)?;
-        if repository.is_empty() {
+        if !s.contains('/') {
             return Err(format!(
                 "{s:?}: give HOST[:PORT]/REPOSITORY, with a repository"
             ));
         }
-        if !valid_repository(repository) {
-            return Err(format!(
-                "{s:?}: the repository must be lowercase path components"
-            ));
-        }
+        check_host(s, Spelling::of(s).host.unwrap_or_default())?;
         let parsed = ImageRef::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
         if parsed.tag.is_some() || parsed.digest.is_some() {
             return Err(format!("{s:?}: give a repository without tag or digest"));
@@ -136,10 +130,14 @@ impl std::fmt::Display for Destination {
 
 /// `<host>/<repository>@<algorithm>:<hex>`, as [`super::Pusher::push`] names an image.
 pub fn parse_image(image: &str) -> Result<(Destination, &str), String> {
-    let (name, digest) = image
-        .split_once('@')
+    let spelling = Spelling::of(image);
+    let digest = spelling
+        .digest
         .ok_or_else(|| format!("{image:?} has no @DIGEST"))?;
-    let destination = name.parse::<Destination>()?;
+    if spelling.tag.is_some() {
+        return Err(format!("{image:?}: a pushed image is named by digest only"));
+    }
+    let destination = spelling.name.parse::<Destination>()?;
     let valid_digest = digest.split_once(':').is_some_and(|(algorithm, hex)| {
         !algorithm.is_empty()
             && algorithm.bytes().all(|b| b.is_ascii_alphanumeric())

@@ -16,6 +16,7 @@ use checkpointing::crd::{
 use checkpointing::cri::{CriError, Runtime, api};
 use checkpointing::names::{PEER_AUDIENCE, RESTORED_FROM_DIGEST_ANNOTATION, kubelet};
 use checkpointing::oci::ImageLayout;
+use checkpointing::reference::Spelling;
 use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -199,6 +200,13 @@ pub struct FakeRuntime {
     /// The v1 freezer directory of the containers' cgroup, which CheckpointContainer pauses
     /// and resumes as both runtimes do ([`runtime_pause`]).
     pub freezer: Option<PathBuf>,
+    /// Why CRI `Status` says the runtime is not ready (`None`: RuntimeReady).
+    pub not_ready: Option<String>,
+    /// Serves CheckpointPod and RestorePod: refuses an empty request as such a runtime does
+    /// (otherwise UNIMPLEMENTED, as today's runtimes answer).
+    pub pod_level: bool,
+    /// A CRI-O whose `/config` over HTTP is this; `None`: a containerd, with no HTTP API.
+    pub crio_config: Option<String>,
 }
 
 impl FakeRuntime {
@@ -209,13 +217,33 @@ impl FakeRuntime {
             "rootfsImage":"sha256:aa","checkpointedTime":"2026-11-24T10:00:00Z"}"#;
         archive_bytes(config, b"memory")
     }
+
+    /// A pod-level call naming `what`: refused when empty, as by a runtime that serves it.
+    fn pod_level_call(&self, op: &'static str, what: &str) -> Result<(), CriError> {
+        match (self.pod_level, what.is_empty()) {
+            (false, _) => Err(CriError::Unimplemented {
+                op,
+                message: format!("unknown method {op}"),
+            }),
+            (true, true) => Err(CriError::Rpc {
+                op,
+                code: tonic::Code::InvalidArgument,
+                message: "empty request".into(),
+            }),
+            (true, false) => Ok(()),
+        }
+    }
 }
 
 impl Runtime for FakeRuntime {
     async fn version(&self) -> Result<api::VersionResponse, CriError> {
+        let (name, version) = match self.crio_config {
+            Some(_) => ("cri-o", "1.34.1"),
+            None => ("containerd", "v2.1.9"),
+        };
         Ok(api::VersionResponse {
-            runtime_name: "containerd".into(),
-            runtime_version: "v2.1.9".into(),
+            runtime_name: name.into(),
+            runtime_version: version.into(),
             ..Default::default()
         })
     }
@@ -324,7 +352,7 @@ impl Runtime for FakeRuntime {
                     id: reference.clone(),
                     ..Default::default()
                 };
-                if reference.contains('@') {
+                if Spelling::of(reference).digest.is_some() {
                     image.repo_digests.push(reference.clone());
                 } else {
                     image.repo_tags.push(reference.clone());
@@ -345,6 +373,43 @@ impl Runtime for FakeRuntime {
         }
         self.images.lock().unwrap().remove(image);
         Ok(())
+    }
+
+    async fn conditions(&self, _: Duration) -> Result<Vec<api::RuntimeCondition>, CriError> {
+        Ok(vec![api::RuntimeCondition {
+            r#type: "RuntimeReady".into(),
+            status: self.not_ready.is_none(),
+            reason: self.not_ready.clone().unwrap_or_default(),
+            ..Default::default()
+        }])
+    }
+
+    async fn checkpoint_pod(
+        &self,
+        request: api::CheckpointPodRequest,
+        _: Duration,
+    ) -> Result<(), CriError> {
+        self.pod_level_call("CheckpointPod", &request.pod_sandbox_id)
+    }
+
+    async fn restore_pod(
+        &self,
+        request: api::RestorePodRequest,
+        _: Duration,
+    ) -> Result<String, CriError> {
+        self.pod_level_call("RestorePod", &request.checkpoint_path)
+            .map(|()| "sandbox".into())
+    }
+
+    async fn http_get(&self, path: &str, _: Duration) -> Result<String, String> {
+        match (&self.crio_config, path) {
+            (Some(config), "/config") => Ok(config.clone()),
+            (Some(_), "/info") => {
+                Ok(r#"{"storage_driver":"overlay","cgroup_driver":"systemd"}"#.into())
+            }
+            (Some(_), _) => Err(format!("CRI-O GET {path}: answered 404 Not Found")),
+            (None, _) => Err("containerd has no HTTP API".into()),
+        }
     }
 }
 
@@ -417,7 +482,7 @@ pub fn noded_token(node: &str) -> TokenReviewStatus {
 /// with the digest it restores.
 pub fn restoring_pod(namespace: &str, name: &str, uid: &str, node: &str, image: &str) -> Pod {
     let mut restoring = pod(namespace, name, uid, node, image);
-    let digest = image.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    let digest = Spelling::of(image).digest.unwrap_or_default();
     restoring.metadata.annotations = Some(
         [(
             RESTORED_FROM_DIGEST_ANNOTATION.to_owned(),
