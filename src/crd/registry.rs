@@ -20,8 +20,8 @@ pub struct RegistrySpec {
     #[schemars(length(min = 1, max = REPOSITORY_MAX))]
     pub repository: Option<String>,
     /// A `kubernetes.io/dockerconfigjson` Secret in the request's namespace holding the
-    /// registry's credentials. Creating the request needs `get` on it; pods restored from the
-    /// checkpoint get it as an image pull secret.
+    /// registry's credentials. Creating the request needs `get` on it; noded pushes with (a
+    /// copy of) it, and fetches the pushed copy back with it for a restore no node can serve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
 }
