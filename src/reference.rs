@@ -8,6 +8,8 @@
 
 use std::net::Ipv6Addr;
 
+use crate::names;
+
 /// The registry a reference without a host names (Docker Hub), as runtimes normalise it.
 pub const DOCKER_HUB: &str = "docker.io";
 /// Other names of Docker Hub's registry that runtimes and users write.
@@ -105,6 +107,11 @@ impl ImageRef {
         }
     }
 
+    /// Its digest when a SHA-256 one ([`sha256`]).
+    pub fn sha256(&self) -> Option<&str> {
+        sha256(self.digest.as_deref())
+    }
+
     /// Whether the image lies in the node-local registry serving on loopback at `port`.
     pub fn is_node_local(&self, port: u16) -> bool {
         let (host, on) = self.host_and_port();
@@ -180,6 +187,11 @@ impl<'a> Spelling<'a> {
         }
     }
 
+    /// Its digest when a SHA-256 one ([`sha256`]).
+    pub fn sha256(&self) -> Option<&'a str> {
+        sha256(self.digest)
+    }
+
     /// The port its host names, read as a number whatever the host's spelling: only the port
     /// tells the node-local registry's spellings (`localhost`, `127.0.0.1`, a name that
     /// resolves to loopback …) apart from another registry.
@@ -187,6 +199,12 @@ impl<'a> Spelling<'a> {
         let (_, port) = self.host?.rsplit_once(':')?;
         port.parse().ok()
     }
+}
+
+/// `digest` when it is `sha256:` and 64 lower-case hex digits: how checkpoint images are
+/// named, and all noded serves.
+fn sha256(digest: Option<&str>) -> Option<&str> {
+    names::parse_digest(digest?)
 }
 
 /// The host part of `name` and the rest. As the runtimes read it, the first component is a

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use checkpointing::reference::ImageRef;
 
 use crate::cluster::{Cluster, HistogramTotals, Plan};
 use crate::report::{Better, Row, Target};
@@ -186,6 +187,9 @@ fn in_netns<T: Send>(
     })
 }
 
+/// The port of the node-local registry restored pods pull from.
+const LOCAL_REGISTRY_PORT: u16 = 5050;
+
 /// Where in a node curl finds the credentials of a pull (a tmpfs over the node's /tmp hides
 /// what the host writes there).
 const CURL_CONFIG_DIR: &str = "/var/lib/bench-transfer";
@@ -194,11 +198,12 @@ const CURL_CONFIG_DIR: &str = "/var/lib/bench-transfer";
 /// token of a pod there that references it: the registry answers once it holds the whole
 /// image, fetched from the node that made it.
 fn pull_on_node(c: &Cluster, node: &str, image: &str, token: &str) -> anyhow::Result<()> {
-    let (repo, digest) = image
-        .strip_prefix("localhost:5050/")
-        .and_then(|r| r.split_once('@'))
+    let (repo, digest) = ImageRef::parse(image)
+        .ok()
+        .filter(|r| r.is_node_local(LOCAL_REGISTRY_PORT))
+        .and_then(|r| Some((r.repository.clone(), r.sha256()?.to_owned())))
         .with_context(|| format!("{image} is not a node-local image reference"))?;
-    let url = format!("http://127.0.0.1:5050/v2/{repo}/manifests/{digest}");
+    let url = format!("http://127.0.0.1:{LOCAL_REGISTRY_PORT}/v2/{repo}/manifests/{digest}");
     // The token goes to curl in a file of ours (0600, removed when dropped), not on a
     // command line, which every process of the host can read.
     let dir = c.tb.node_path(node, CURL_CONFIG_DIR);

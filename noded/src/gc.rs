@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::Runtime;
-use checkpointing::names::parse_digest;
 use checkpointing::oci::{ImageLayout, OciError};
+use checkpointing::reference::Spelling;
 
 use crate::cluster::Cluster;
 use crate::error::error_chain;
@@ -56,10 +56,7 @@ impl Live {
                 .entry(format!("{namespace}/{name}"))
                 .or_default();
             let image = content.status.as_ref().and_then(|s| s.image.as_deref());
-            if let Some(digest) = image
-                .and_then(|i| i.rsplit_once('@'))
-                .and_then(|(_, d)| parse_digest(d))
-            {
+            if let Some(digest) = image.and_then(|i| Spelling::of(i).sha256()) {
                 digests.insert(digest.to_owned());
             }
         }

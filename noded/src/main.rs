@@ -406,7 +406,7 @@ async fn main() -> anyhow::Result<()> {
     let arrivals = tokio::spawn(restore::arrivals::run(
         client.clone(),
         args.node_name.clone(),
-        args.image_registry.clone(),
+        args.registry_addr.port(),
         restore.clone(),
     ));
     let collector = gc::Collector {

@@ -182,3 +182,23 @@ fn the_node_local_registry_is_loopback_at_its_port() {
         ("[::1]", 5050)
     );
 }
+
+#[test]
+fn only_sha256_digests_name_checkpoint_images() {
+    let hex = "a".repeat(64);
+    let image = ImageRef::parse(&format!("localhost:5050/ns/cp:uid@sha256:{hex}")).unwrap();
+    assert_eq!(image.sha256(), Some(format!("sha256:{hex}").as_str()));
+    for other in [
+        "localhost:5050/ns/cp:uid",
+        "localhost:5050/ns/cp@sha256:00",
+        "localhost:5050/ns/cp@sha512:aa",
+    ] {
+        assert_eq!(ImageRef::parse(other).unwrap().sha256(), None, "{other}");
+        assert_eq!(Spelling::of(other).sha256(), None, "{other}");
+    }
+    let spelled = format!("LocalHost:5050/NS/cp@sha256:{hex}");
+    assert_eq!(
+        Spelling::of(&spelled).sha256(),
+        Some(format!("sha256:{hex}").as_str())
+    );
+}

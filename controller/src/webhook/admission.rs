@@ -5,8 +5,9 @@
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, PodCheckpoint, RegistrySpec};
 use checkpointing::names::{
-    GROUP, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION, is_dns_subdomain, parse_digest,
+    GROUP, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION, is_dns_subdomain,
 };
+use checkpointing::reference::Spelling;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
@@ -361,7 +362,7 @@ pub fn decide(
     for (container, image, checkpoint) in &source.images {
         let Some((image, digest)) = image
             .as_deref()
-            .and_then(|i| digest_of(i).map(|d| (i.to_owned(), d.to_owned())))
+            .and_then(|i| Some((i.to_owned(), Spelling::of(i).sha256()?.to_owned())))
         else {
             return Err(Denial::NoImage {
                 kind: source.kind,
@@ -423,11 +424,6 @@ pub fn decide(
 /// before it answers the runtime's pull.
 fn node_local(namespace: &str, checkpoint: &str, digest: &str, port: u16) -> String {
     format!("localhost:{port}/{namespace}/{checkpoint}@{digest}")
-}
-
-/// The `sha256:<64 hex>` digest of an image reference `name@sha256:…`.
-fn digest_of(image: &str) -> Option<&str> {
-    parse_digest(image.rsplit_once('@')?.1)
 }
 
 /// A JSON pointer reference token (RFC 6901): `~` and `/` escaped.

@@ -1,54 +1,52 @@
 //! Which of the runtime's images are copies of deleted checkpoints. Pure.
 
 use checkpointing::cri::api;
-use checkpointing::names::parse_digest;
+use checkpointing::reference::{ImageRef, normalise_host};
 
 use super::Live;
+use crate::images::Repo;
 
 /// A runtime image reference under the registry host: `<host>/<repo>@<digest>`, or
 /// `<host>/<repo>:<tag>` where the tag (`latest`, a Content UID) names whichever image the
 /// registry answers for it now.
-struct Checkpoint<'a> {
+struct Checkpoint {
     /// `<namespace>/<name>` of the Content.
-    repo: &'a str,
+    repo: String,
     /// `None` for a tag.
-    digest: Option<&'a str>,
+    digest: Option<String>,
 }
 
-/// The checkpoint `reference` names, `None` when it is not one under `registry`.
-fn checkpoint<'a>(reference: &'a str, registry: &str) -> Option<Checkpoint<'a>> {
-    let path = reference.strip_prefix(registry)?.strip_prefix('/')?;
-    let (repo, digest) = match path.split_once('@') {
-        Some((repo, digest)) => (repo, Some(parse_digest(digest)?)),
-        None => {
-            let (repo, tag) = path.rsplit_once(':')?;
-            if tag.is_empty() || tag.contains('/') {
-                return None;
-            }
-            (repo, None)
-        }
+/// The checkpoint `reference` names, `None` when it is not one under `registry` (normalised).
+fn checkpoint(reference: &str, registry: &str) -> Option<Checkpoint> {
+    let image = ImageRef::parse(reference)
+        .ok()
+        .filter(|i| i.host == registry)?;
+    let digest = match (&image.digest, &image.tag) {
+        (Some(_), _) => Some(image.sha256()?.to_owned()),
+        (None, Some(_)) => None,
+        (None, None) => return None,
     };
     // The registry serves `<namespace>/<name>` only: another path is not one of ours.
-    let (namespace, name) = repo.split_once('/')?;
-    (!namespace.is_empty() && !name.is_empty() && !name.contains('/'))
-        .then_some(Checkpoint { repo, digest })
+    let repo = Repo::of_path(&image.repository)?.to_string();
+    Some(Checkpoint { repo, digest })
 }
 
 /// The runtime's images to remove: those all of whose references (repo digests and tags) name
 /// checkpoints under `registry` and none a live one. An image with no reference, or with any
 /// reference elsewhere, is never ours to remove.
 pub fn stale<'a>(images: &'a [api::Image], registry: &str, live: &Live) -> Vec<&'a api::Image> {
+    let registry = normalise_host(registry).unwrap_or_else(|_| registry.to_owned());
     images
         .iter()
         .filter(|image| {
             let mut references = image.repo_digests.iter().chain(&image.repo_tags).peekable();
             references.peek().is_some()
-                && references.all(|r| match checkpoint(r, registry) {
+                && references.all(|r| match checkpoint(r, &registry) {
                     Some(Checkpoint {
                         repo,
                         digest: Some(digest),
-                    }) => !live.has_image(repo, digest),
-                    Some(Checkpoint { repo, digest: None }) => !live.has_repo(repo),
+                    }) => !live.has_image(&repo, &digest),
+                    Some(Checkpoint { repo, digest: None }) => !live.has_repo(&repo),
                     None => false,
                 })
         })

@@ -1,7 +1,8 @@
 //! A checkpoint image's repository, the ContainerCheckpointContent `<namespace>/<name>` it
-//! is served under, and the node-local reference `<namespace>/<name>@<digest>`. Pure.
+//! is served under, as image references name it. Pure.
 
-use checkpointing::names::{is_dns_label, is_dns_subdomain, parse_digest};
+use checkpointing::names::{is_dns_label, is_dns_subdomain};
+use checkpointing::reference::ImageRef;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Repo {
@@ -19,13 +20,18 @@ impl Repo {
         })
     }
 
-    /// The repository and manifest digest of `<namespace>/<name>@sha256:<hex>`.
-    pub fn of_reference(reference: &str) -> Option<(Self, String)> {
-        let (repo, digest) = reference.split_once('@')?;
-        let (namespace, name) = repo.split_once('/')?;
+    /// The repository an image reference's path (`ImageRef::repository`) names, if it is
+    /// `<namespace>/<name>`.
+    pub fn of_path(path: &str) -> Option<Self> {
+        let (namespace, name) = path.split_once('/')?;
+        Self::parse(namespace, name)
+    }
+
+    /// The repository and manifest digest of `<host>/<namespace>/<name>@sha256:<hex>`.
+    pub fn of_image(image: &ImageRef) -> Option<(Self, String)> {
         Some((
-            Self::parse(namespace, name)?,
-            parse_digest(digest)?.to_owned(),
+            Self::of_path(&image.repository)?,
+            image.sha256()?.to_owned(),
         ))
     }
 }
@@ -41,11 +47,15 @@ mod tests {
     use super::*;
     use crate::testing::digest;
 
+    fn of_reference(reference: &str) -> Option<(Repo, String)> {
+        Repo::of_image(&ImageRef::parse(&format!("localhost:5050/{reference}")).ok()?)
+    }
+
     #[test]
     fn a_reference_names_a_valid_repository_and_a_digest() {
         let repo = Repo::parse("default", "cp").unwrap();
         assert_eq!(
-            Repo::of_reference(&format!("default/cp@{}", digest('a'))),
+            of_reference(&format!("default/cp@{}", digest('a'))),
             Some((repo, digest('a')))
         );
         for bad in [
@@ -54,8 +64,9 @@ mod tests {
             format!("cp@{}", digest('a')),
             format!("default/../cp@{}", digest('a')),
             format!("Default/cp@{}", digest('a')),
+            format!("default/a/cp@{}", digest('a')),
         ] {
-            assert_eq!(Repo::of_reference(&bad), None, "{bad}");
+            assert_eq!(of_reference(&bad), None, "{bad}");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! Content alone. Pure.
 
 use checkpointing::crd::ContainerCheckpointContent;
-use checkpointing::names::parse_digest;
+use checkpointing::reference::Spelling;
 
 /// Why a repository has no image to serve.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,10 +47,7 @@ pub fn ready_image(content: &ContainerCheckpointContent) -> Result<(&str, &str),
         .filter(|s| s.ready)
         .and_then(|s| s.image.as_deref())
         .ok_or_else(not_ready)?;
-    let digest = image
-        .rsplit_once('@')
-        .and_then(|(_, d)| parse_digest(d))
-        .ok_or_else(not_ready)?;
+    let digest = Spelling::of(image).sha256().ok_or_else(not_ready)?;
     Ok((image, digest))
 }
 

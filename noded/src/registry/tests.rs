@@ -415,18 +415,21 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
 async fn a_prefetched_image_is_here_before_the_runtime_pulls_it() {
     let t = two_nodes(&vec![7u8; 300_000]).await;
     let node2 = &t.node2.registry;
+    let image = |reference: &str| {
+        checkpointing::reference::ImageRef::parse(&format!("localhost:5050/{reference}")).unwrap()
+    };
     for bad in [
         "default/cp",
         "default/cp@sha256:nothex",
         "default/none@sha256:00",
     ] {
-        assert!(node2.restore.ahead(bad).await.is_err(), "{bad}");
+        assert!(node2.restore.ahead(&image(bad)).await.is_err(), "{bad}");
     }
     assert_eq!(node2.images.transferred(), 0);
 
     node2
         .restore
-        .ahead(&format!("default/cp@{}", t.digest))
+        .ahead(&image(&format!("default/cp@{}", t.digest)))
         .await
         .unwrap();
     let fetched = node2.images.transferred();

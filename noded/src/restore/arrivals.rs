@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use checkpointing::cri::Runtime;
 use checkpointing::names::RESTORED_FROM_DIGEST_ANNOTATION;
+use checkpointing::reference::ImageRef;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -20,8 +21,8 @@ use crate::error::error_chain;
 const CONCURRENCY: usize = 4;
 
 /// The checkpoint images a pod admitted to restore, and not running yet, pulls from the
-/// node-local registry `local`, as `<namespace>/<name>@<digest>` (what follows `local/`).
-pub fn restored_images<'a>(pod: &'a Pod, local: &str) -> Vec<&'a str> {
+/// node-local registry (on loopback at `port`), however the pod spells its host.
+pub fn restored_images(pod: &Pod, port: u16) -> Vec<ImageRef> {
     let restoring = pod
         .metadata
         .annotations
@@ -31,19 +32,19 @@ pub fn restored_images<'a>(pod: &'a Pod, local: &str) -> Vec<&'a str> {
     let Some(spec) = pod.spec.as_ref().filter(|_| restoring && pending) else {
         return Vec::new();
     };
-    let local = format!("{local}/");
     spec.containers
         .iter()
-        .filter_map(|c| c.image.as_deref()?.strip_prefix(&local))
+        .filter_map(|c| ImageRef::parse(c.image.as_deref()?).ok())
+        .filter(|image| image.is_node_local(port))
         .collect()
 }
 
 /// Watches the pods of `node` until the stream ends, fetching ahead the checkpoint images of
-/// each arriving restore.
+/// each arriving restore (the node-local registry's on loopback at `port`).
 pub async fn run<R: Runtime + 'static, C: Cluster>(
     client: kube::Client,
     node: String,
-    local: String,
+    port: u16,
     restore: Arc<Restore<R, C>>,
 ) {
     let pods: Api<Pod> = Api::all(client);
@@ -56,10 +57,10 @@ pub async fn run<R: Runtime + 'static, C: Cluster>(
                 .ok()
         })
         .for_each_concurrent(CONCURRENCY, |pod| {
-            let (local, restore) = (local.as_str(), restore.clone());
+            let restore = restore.clone();
             async move {
-                for image in restored_images(&pod, local) {
-                    if let Err(e) = restore.ahead(image).await {
+                for image in restored_images(&pod, port) {
+                    if let Err(e) = restore.ahead(&image).await {
                         // The runtime's own pull asks again and fails with the same reason,
                         // for the kubelet.
                         tracing::info!(pod = ?pod.metadata.name, %image, error = %error_chain(&e),

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use checkpointing::archive::{self, CheckpointConfig};
 use checkpointing::cri::Runtime;
+use checkpointing::reference::Spelling;
 
 use super::RestoreError;
 use crate::error::error_chain;
@@ -17,7 +18,7 @@ use crate::locks::KeyedLocks;
 /// be pulled, so it is used only when nothing else is recorded.
 pub fn base_image(config: &CheckpointConfig) -> Option<String> {
     let by_ref = &config.rootfs_image_ref;
-    let bare_id = by_ref.starts_with("sha256:") || !by_ref.contains(['/', ':', '@']);
+    let bare_id = is_bare_id(by_ref);
     [
         (!bare_id).then_some(by_ref),
         Some(&config.rootfs_image_name),
@@ -27,6 +28,15 @@ pub fn base_image(config: &CheckpointConfig) -> Option<String> {
     .flatten()
     .find(|s| !s.is_empty())
     .cloned()
+}
+
+/// Whether `image` is an image id (`sha256:<hex>`, or a word naming no host, tag, digest or
+/// second path component) rather than a reference a runtime pulls.
+fn is_bare_id(image: &str) -> bool {
+    let spelling = Spelling::of(image);
+    spelling.path == "sha256"
+        || (spelling.host, spelling.tag, spelling.digest) == (None, None, None)
+            && !spelling.path.contains('/')
 }
 
 /// The base images of checkpoints, made present through the runtime `R`.

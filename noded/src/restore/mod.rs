@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::{CriError, Runtime};
+use checkpointing::reference::ImageRef;
 use tracing::Instrument as _;
 
 use crate::cluster::Cluster;
@@ -93,11 +94,11 @@ impl<R: Runtime, C: Cluster> Restore<R, C> {
         self.base.runtime()
     }
 
-    /// Fetches the checkpoint image `<namespace>/<name>@<digest>` a pod admitted here will
-    /// pull, before the runtime asks (overlapping the kubelet's sandbox).
-    pub async fn ahead(&self, reference: &str) -> Result<(), RestoreError> {
-        let unknown = || ImageError::Unknown(format!("{reference}: no checkpoint"));
-        let (repo, digest) = Repo::of_reference(reference).ok_or_else(unknown)?;
+    /// Fetches the checkpoint image `<local>/<namespace>/<name>@<digest>` a pod admitted here
+    /// will pull, before the runtime asks (overlapping the kubelet's sandbox).
+    pub async fn ahead(&self, image: &ImageRef) -> Result<(), RestoreError> {
+        let unknown = || ImageError::Unknown(format!("{image}: no checkpoint"));
+        let (repo, digest) = Repo::of_image(image).ok_or_else(unknown)?;
         let content = self
             .cluster
             .content(&repo.namespace, &repo.name)

@@ -9,6 +9,7 @@ use checkpointing::crd::CheckpointState;
 use checkpointing::names::{
     PEER_CERTIFICATE_ANNOTATION, RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION,
 };
+use checkpointing::reference::Spelling;
 use e2e::{
     CONTROLLER_NAMESPACE, ControllerDown, TestNamespace, Testbed, checkpoint, checkpoint_request,
     counter_pod, grant, outcome, run_pod,
@@ -105,7 +106,7 @@ async fn a_checkpoint_image_runs_only_through_restore_from() {
     forged.metadata.annotations = Some(
         [(
             RESTORED_FROM_DIGEST_ANNOTATION.to_owned(),
-            image.rsplit_once('@').unwrap().1.to_owned(),
+            Spelling::of(&image).digest.unwrap().to_owned(),
         )]
         .into(),
     );

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
+use checkpointing::reference::Spelling;
 use e2e::{
     CONTROLLER_NAMESPACE, CONTROLLER_SELECTOR, NODED_NAMESPACE, NODED_SELECTOR, TestNamespace,
     Testbed, assert_counter_resumes, counter_log, counter_pod, eventually, run_pod,
@@ -224,7 +225,7 @@ async fn the_seed_guide_works_on_the_real_cluster() {
     let image = spec.containers[0].image.clone().unwrap();
     let images = tb.node_exec("node2", &["crictl", "images", "--digests"]);
     let images = String::from_utf8_lossy(&images.stdout);
-    let repository = image.split('@').next().unwrap();
+    let repository = Spelling::of(&image).name;
     assert!(images.contains(repository), "crictl images: {images}");
     let inspect = tb.node_exec("node2", &["crictl", "inspecti", &image]);
     let inspect = String::from_utf8_lossy(&inspect.stdout);

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpointContent};
+use checkpointing::reference::ImageRef;
 use e2e::{
     TestNamespace, Testbed, checkpoint, checkpoint_request, counter_log, counter_pod, eventually,
     outcome, pull_credential, run_pod, sample,
@@ -47,9 +48,10 @@ async fn a_nodes_peer_token_fetches_only_what_a_pod_on_that_node_restores() {
     let status = content.status.unwrap();
     let image = status.image.unwrap();
     let layer = status.archive_digest.unwrap();
-    let (repo, digest) = image
-        .strip_prefix("localhost:5050/")
-        .and_then(|r| r.split_once('@'))
+    let (repo, digest) = ImageRef::parse(&image)
+        .ok()
+        .filter(|r| r.is_node_local(5050))
+        .and_then(|r| Some((r.repository.clone(), r.digest?)))
         .unwrap_or_else(|| panic!("{image} is not a node-local image"));
 
     // Restored on node2 only: a pod there the webhook admitted (pull policy Never: its kubelet

@@ -12,6 +12,7 @@ use checkpointing::crd::{
     PodCheckpoint,
 };
 use checkpointing::names::{POLICY_LABEL, POLICY_POD_LABEL};
+use checkpointing::reference::Spelling;
 use e2e::{
     RegistryUser, TestNamespace, Testbed, TokenRegistry, counter_pod, eventually, grant,
     push_secret, run_pod,
@@ -169,9 +170,11 @@ async fn a_policy_checkpoints_its_pods_on_schedule_and_keeps_the_newest_two() {
     // And its copy in the registry; the kept ones' stay.
     let manifest = |pc: &str| {
         let image = &images[pc];
-        let (path, digest) = image
-            .strip_prefix(&format!("{}/", registry.host))
-            .and_then(|rest| rest.split_once('@'))
+        let spelled = Spelling::of(image);
+        let (path, digest) = spelled
+            .digest
+            .filter(|_| spelled.host == Some(registry.host.as_str()))
+            .map(|digest| (spelled.path, digest))
             .unwrap_or_else(|| panic!("{image} is not in {repository}"));
         (path.to_owned(), digest.to_owned())
     };

@@ -9,6 +9,7 @@ use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, RegistrySpec, SecretRef,
 };
 use checkpointing::names::{CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, NODE_LABEL};
+use checkpointing::reference::Spelling;
 use e2e::{
     RegistryUser, TestNamespace, Testbed, TokenRegistry, assert_counter_resumes, checkpoint,
     checkpoint_request, counter_log, counter_pod, eventually, outcome, push_secret, run_pod,
@@ -320,7 +321,7 @@ async fn a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event() 
     assert_eq!(labels.get(NAMESPACE_LABEL), Some(&ns.name));
     assert_eq!(labels.get(NODE_LABEL).map(String::as_str), Some("node1"));
     let image = cc.status.unwrap().image.unwrap();
-    let digest = image.rsplit_once('@').unwrap().1.to_owned();
+    let digest = Spelling::of(&image).digest.unwrap().to_owned();
 
     Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
         .delete("kept", &DeleteParams::default())

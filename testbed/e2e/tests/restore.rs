@@ -8,6 +8,7 @@ use std::time::Duration;
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::names::{PEER_AUDIENCE, RESTORE_FROM_ANNOTATION};
 use checkpointing::oci::ImageLayout;
+use checkpointing::reference::{ImageRef, Spelling};
 use e2e::{
     NODED_NAMESPACE, PULL_USER, TestNamespace, Testbed, assert_counter_resumes, checkpoint,
     checkpoint_request, counter_at_checkpoint, counter_log, counter_pod, eventually, outcome,
@@ -459,8 +460,8 @@ async fn restore_from_an_external_registry() {
     );
 
     // The registry really holds it: pull the manifest by digest from the host.
-    let (repository, digest) = image.split_once('@').unwrap();
-    let path = repository.trim_start_matches(&format!("{registry}/"));
+    let spelled = Spelling::of(&image);
+    let (path, digest) = (spelled.path, spelled.digest.unwrap());
     let manifest = Command::new("curl")
         .args([
             "-sf",
@@ -545,9 +546,10 @@ async fn the_node_local_registry_answers_only_pulls_for_admitted_pods() {
     let client = tb.client().await;
     seed_checkpoint(&tb, &client, &ns.name).await;
     let image = status_image(&client, &ns.name).await;
-    let (repo, digest) = image
-        .strip_prefix("localhost:5050/")
-        .and_then(|r| r.split_once('@'))
+    let (repo, digest) = ImageRef::parse(&image)
+        .ok()
+        .filter(|r| r.is_node_local(5050))
+        .and_then(|r| Some((r.repository.clone(), r.digest?)))
         .unwrap_or_else(|| panic!("{image} is not a node-local image"));
     let manifest = format!("http://127.0.0.1:5050/v2/{repo}/manifests/{digest}");
     let by_tag = format!("http://127.0.0.1:5050/v2/{repo}/manifests/latest");
