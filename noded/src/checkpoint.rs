@@ -168,6 +168,31 @@ pub struct Checkpointer<R> {
     pub pods_dir: PathBuf,
     /// Holds the containers of jobs that say `hold` frozen.
     pub freezer: Freezer,
+    /// Told the tag of each image [`Self::remove`] drops, so that what restores remember of it
+    /// (its manifest, read once) goes with it.
+    forget: Forget,
+}
+
+/// Drops what is remembered of an image, by its tag; by default nothing is.
+#[derive(Clone)]
+pub struct Forget(Arc<dyn Fn(&str) + Send + Sync>);
+
+impl Forget {
+    pub fn new(forget: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(forget))
+    }
+}
+
+impl Default for Forget {
+    fn default() -> Self {
+        Self::new(|_| {})
+    }
+}
+
+impl std::fmt::Debug for Forget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Forget")
+    }
 }
 
 /// CRIU dumps at once on a node unless configured otherwise (`--max-concurrent-dumps`).
@@ -194,7 +219,14 @@ impl<R: Runtime> Checkpointer<R> {
             metrics: Arc::default(),
             pods_dir: PathBuf::from(volumes::DEFAULT_PODS_DIR),
             freezer: Freezer::new(freeze::DEFAULT_CGROUP_ROOT),
+            forget: Forget::default(),
         }
+    }
+
+    /// Has `forget` drop what is remembered of each image this removes (the restores' caches).
+    pub fn with_forget(mut self, forget: Forget) -> Self {
+        self.forget = forget;
+        self
     }
 
     /// Freezes held containers through `freezer` (the node's cgroup file system as mounted
@@ -423,6 +455,8 @@ impl<R: Runtime> Checkpointer<R> {
     /// Removes the job's archive, temporary file and image (a pushed copy: `reconcile::pushed::unpublish`).
     pub fn remove(&self, job: &Job<'_>) -> Result<(), Failure> {
         self.layout.remove(job.key.uid)?;
+        // After, so that nothing reads the image back into a cache in between.
+        (self.forget.0)(job.key.uid);
         self.dir.remove(&job.key).map_err(Failure::Store)
     }
 

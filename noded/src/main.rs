@@ -409,6 +409,10 @@ async fn main() -> anyhow::Result<()> {
         args.registry_addr.port(),
         restore.clone(),
     ));
+    let forget = {
+        let restore = restore.clone();
+        checkpoint::Forget::new(move |tag| restore.forget(tag))
+    };
     let collector = gc::Collector {
         images,
         restore,
@@ -427,6 +431,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_concurrent_dumps(args.max_concurrent_dumps)
                 .with_pods_dir(args.kubelet_pods_dir.clone())
                 .with_freezer(Freezer::new(&args.cgroup_root))
+                .with_forget(forget)
                 .with_metrics(metrics),
             Duration::from_secs(args.default_timeout_seconds),
             prerequisites,

@@ -71,6 +71,7 @@ pub struct Metrics {
     pushes: Family<ResultLabels, Counter>,
     push_duration: Histogram,
     fetch_duration: Histogram,
+    manifest_reads: Counter,
     registry_requests: Family<RequestLabels, Counter>,
     runtime_image_removals: Family<ResultLabels, Counter>,
     pushed_copy_deletions: Family<ResultLabels, Counter>,
@@ -115,6 +116,13 @@ impl Default for Metrics {
             "Checkpoint image blob bytes moved between nodes, by direction (fetched or served)",
             Unit::Bytes,
             transfer.clone(),
+        );
+        let manifest_reads = Counter::default();
+        registry.register(
+            "manifest_reads",
+            "Checkpoint image manifests read from the layout and checked against their digest \
+             (once per image while it is remembered, however many requests ask)",
+            manifest_reads.clone(),
         );
         let pushes = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -197,6 +205,7 @@ impl Default for Metrics {
             pushes,
             push_duration,
             fetch_duration,
+            manifest_reads,
             registry_requests,
             runtime_image_removals,
             pushed_copy_deletions,
@@ -240,6 +249,11 @@ impl Metrics {
     /// One fetch of a checkpoint image from its node that took `seconds`.
     pub fn fetched(&self, seconds: f64) {
         self.fetch_duration.observe(seconds);
+    }
+
+    /// One manifest read from the layout and hashed.
+    pub fn manifest_read(&self) {
+        self.manifest_reads.inc();
     }
 
     /// A deleted checkpoint's copy in the push registry: `deleted` or `kept`.

@@ -359,6 +359,7 @@ impl<C: Cluster> Images<C> {
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|e| ImageError::Internal(format!("reading {}: {e}", path.display())))?;
+        self.metrics.manifest_read();
         let found = sha256_hex(&bytes);
         if desc.digest().digest() != found {
             return Err(ImageError::Internal(format!(

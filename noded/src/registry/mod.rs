@@ -28,7 +28,7 @@ use tracing::Instrument as _;
 
 use crate::cluster::Cluster;
 use crate::error::error_chain;
-use crate::images::{Image, Images, Repo, Unavailable, ready_image};
+use crate::images::{Image, ImageError, Images, Repo, Unavailable, ready_image};
 use crate::metrics::Metrics;
 use crate::recent::Recent;
 use crate::restore::{ForPod, Restore};
@@ -281,7 +281,7 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
     }
 
     /// The image a blob request of `mode` reads from: the peer server's only from what this
-    /// node holds.
+    /// node holds. An image not to be had has no blob to give.
     async fn image(
         &self,
         mode: Mode,
@@ -289,9 +289,13 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
         content: &ContainerCheckpointContent,
         digest: &str,
     ) -> Result<Arc<Image>, Problem> {
-        Ok(match mode {
-            Mode::Local => self.images.fetched(repo, content, digest).await?,
-            Mode::Peer => self.images.held(repo, content, digest).await?,
+        match mode {
+            Mode::Local => self.images.fetched(repo, content, digest).await,
+            Mode::Peer => self.images.held(repo, content, digest).await,
+        }
+        .map_err(|e| match e {
+            ImageError::Unknown(why) => Problem::BlobUnknown(why),
+            e => e.into(),
         })
     }
 

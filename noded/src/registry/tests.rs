@@ -258,6 +258,11 @@ async fn get(addr: SocketAddr, path: &str) -> Answer {
     request(Method::GET, addr, path, Cred::Basic(PULL2)).await
 }
 
+/// A GET as the runtime pulling for the admitted pod on node1 sends it.
+async fn get1(addr: SocketAddr, path: &str) -> Answer {
+    request(Method::GET, addr, path, Cred::Basic(PULL1)).await
+}
+
 fn error_code(a: &Answer) -> String {
     let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
     v["errors"][0]["code"].as_str().unwrap().to_owned()
@@ -571,9 +576,7 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_blobs_of_a_pull_need_no_second_lookup() {
     let t = two_nodes(b"memory").await;
-    let local = t.node1.local;
-    let pull =
-        |path: String| async move { request(Method::GET, local, &path, Cred::Basic(PULL1)).await };
+    let pull = |path: String| async move { get1(t.node1.local, &path).await };
     let manifest = pull(format!("/v2/default/cp/manifests/{}", t.digest)).await;
     assert_eq!(manifest.status, StatusCode::OK);
     let counts = || {
@@ -593,6 +596,60 @@ async fn the_blobs_of_a_pull_need_no_second_lookup() {
         counts(),
         [1, 1, 1],
         "the pull's credential and pod are remembered too"
+    );
+    let reads = "noded_manifest_reads_total 1\n";
+    let text = t.node1.registry.metrics.render();
+    assert!(
+        text.contains(reads),
+        "the manifest is read and hashed once for the whole pull: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_of_a_checkpoint_deleted_here_is_unknown_not_a_failure() {
+    let t = two_nodes(b"memory").await;
+    let pull = |path: String| async move { get1(t.node1.local, &path).await };
+    let blob = format!("/v2/default/cp/blobs/{}", t.layer);
+    let manifest = pull(format!("/v2/default/cp/manifests/{}", t.digest)).await;
+    assert_eq!(manifest.status, StatusCode::OK);
+    assert_eq!(pull(blob.clone()).await.status, StatusCode::OK);
+
+    // The checkpoint is deleted on node1, as its reconcile does, wired as the daemon wires it.
+    let restore = t.node1.registry.restore.clone();
+    let checkpointer = crate::checkpoint::Checkpointer::new(
+        FakeRuntime::default(),
+        crate::store::CheckpointDir::open(t._tmp.path().join("checkpoints")).unwrap(),
+        t.node1.registry.images.layout.clone(),
+        "localhost:5050".into(),
+        crate::push::Pusher::new(Vec::new(), None, Default::default()).unwrap(),
+        roomy_disk(),
+    )
+    .with_forget(crate::checkpoint::Forget::new(move |tag| {
+        restore.forget(tag)
+    }));
+    let job = crate::checkpoint::Job {
+        name: "cp",
+        key: crate::store::ArchiveKey {
+            namespace: "default",
+            pod: "p",
+            container: "c",
+            uid: "uid-1",
+        },
+        pod_uid: "pod",
+        timeout: Duration::from_secs(10),
+        volumes: Vec::new(),
+        push: None,
+        hold: false,
+    };
+    checkpointer.remove(&job).unwrap();
+    assert!(t.node1.registry.images.layout.tags().unwrap().is_empty());
+
+    let gone = pull(blob).await;
+    assert_eq!(
+        (gone.status, error_code(&gone).as_str()),
+        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+        "{:?}",
+        gone.body
     );
 }
 
