@@ -14,10 +14,12 @@ pub mod auth;
 mod error;
 mod location;
 mod names;
+mod redirect;
 mod send;
 mod summary;
 mod targets;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -88,9 +90,7 @@ impl Pusher {
             .map(|h| normalise_host(&h).unwrap_or(h))
             .collect();
         let targets = Arc::new(targets);
-        let policy = targets.clone();
-        let check: http::AddressCheck =
-            Arc::new(move |host, addresses| policy.check(host, addresses).map_err(Into::into));
+        let check = address_check(targets.clone(), |_| false);
         Ok(Self {
             insecure_hosts,
             targets,
@@ -98,6 +98,15 @@ impl Pusher {
             checked: http::checked_client(Tls::SystemRootsAnd(extra), Some(check))?,
             tokens: auth::Cache::default(),
         })
+    }
+
+    /// The same, but reaching loopback addresses through checked connections too: every test
+    /// registry listens there.
+    #[cfg(test)]
+    pub fn reaching_loopback(mut self) -> Self {
+        let check = address_check(self.targets.clone(), |ip| ip.is_loopback());
+        self.checked = http::checked_client(Tls::SystemRootsAnd(Vec::new()), Some(check)).unwrap();
+        self
     }
 
     /// The client for requests on behalf of registry `host` (its token endpoint's included),
@@ -207,7 +216,8 @@ impl Pusher {
     }
 
     /// `GET <at>/<path>` (`manifests/<digest>`, `blobs/<digest>`) of a pushed image, with
-    /// `credentials` as the registry asks. Any answer but a failed authentication is returned.
+    /// `credentials` as the registry asks, following its redirects ([`redirect`]). Any answer
+    /// but a failed authentication is returned.
     pub async fn pull(
         &self,
         at: &Destination,
@@ -229,7 +239,8 @@ impl Pusher {
             accept: Some(MANIFEST_MEDIA_TYPE),
             body: Bytes::new(),
         };
-        self.authorized(&scope, &request).await
+        let response = self.authorized(&scope, &request).await?;
+        self.followed(&scope, &request, response).await
     }
 
     /// The URL of `<at>/<path>`, for messages and requests.
@@ -367,6 +378,14 @@ impl Pusher {
         tracing::debug!(blob = %digest, size, "blob pushed");
         Ok(())
     }
+}
+
+/// `targets`' check of the addresses a host resolves to, `exempt` ones left out.
+fn address_check(targets: Arc<Targets>, exempt: fn(&IpAddr) -> bool) -> http::AddressCheck {
+    Arc::new(move |host, addresses| {
+        let checked: Vec<IpAddr> = addresses.iter().copied().filter(|a| !exempt(a)).collect();
+        targets.check(host, &checked).map_err(Into::into)
+    })
 }
 
 /// An in-process registry implementing the routes a push uses, recording every request.

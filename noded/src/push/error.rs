@@ -7,6 +7,7 @@ use axum::http::{Method, StatusCode};
 use checkpointing::oci::OciError;
 
 use super::TargetError;
+use super::redirect::MAX_REDIRECTS;
 
 fn summary_suffix(summary: &Option<String>) -> String {
     summary
@@ -56,6 +57,23 @@ pub enum PushError {
          ({location}); noded uploads only to the registry itself"
     )]
     ForeignLocation {
+        host: String,
+        url: String,
+        location: String,
+    },
+    #[error("registry {host} redirected GET {url} to {location}, which noded may not reach")]
+    RedirectRefused {
+        host: String,
+        url: String,
+        location: String,
+        #[source]
+        source: TargetError,
+    },
+    #[error(
+        "registry {host} redirected GET {url} more than {MAX_REDIRECTS} times (a loop?), the \
+         last time to {location}"
+    )]
+    Redirects {
         host: String,
         url: String,
         location: String,
@@ -149,6 +167,8 @@ impl PushError {
             | Self::Denied { .. }
             | Self::Challenge { .. }
             | Self::ForeignLocation { .. }
+            | Self::RedirectRefused { .. }
+            | Self::Redirects { .. }
             | Self::Realm { .. }
             | Self::Target(_)
             | Self::Image(_) => true,

@@ -1,5 +1,5 @@
-//! Where a monolithic upload goes: the `Location` the registry answered, kept on the
-//! registry's own scheme and authority.
+//! Where a registry's `Location` points: an upload's ([`upload_url`]), kept on the registry's
+//! own scheme and authority, or a redirect's ([`resolve`]).
 
 /// Why a `Location` is not where an upload goes.
 #[derive(Debug, PartialEq, Eq)]
@@ -10,20 +10,20 @@ pub enum UploadUrl {
     Elsewhere,
 }
 
-/// Where to `PUT` a monolithic upload: the `Location` a `POST` to `post_url` answered (absolute,
-/// absolute-path or relative), with `digest` added to its query. Only on the registry's own
-/// scheme and authority: the upload carries the registry's credentials, and a registry must
-/// not point noded (inside the cluster's network) at another server.
-pub fn upload_url(post_url: &str, location: &str, digest: &str) -> Result<String, UploadUrl> {
+/// The scheme and authority of `url`, lower case, as written (userinfo and port included).
+pub fn origin(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    Some((scheme.to_ascii_lowercase(), authority.to_ascii_lowercase()))
+}
+
+/// The absolute URL of `location` (absolute, protocol-relative, absolute-path or relative),
+/// answered to a request for `base`; `None` when it is none.
+pub fn resolve(base: &str, location: &str) -> Option<String> {
     let location = location.trim();
-    let origin = |url: &str| {
-        let (scheme, rest) = url.split_once("://")?;
-        let authority = rest.split(['/', '?', '#']).next()?;
-        Some((scheme.to_ascii_lowercase(), authority.to_ascii_lowercase()))
-    };
-    let (scheme, authority) = origin(post_url).ok_or(UploadUrl::Unusable)?;
+    let (scheme, authority) = origin(base)?;
     if location.is_empty() || location.contains(char::is_whitespace) {
-        return Err(UploadUrl::Unusable);
+        return None;
     }
     let absolute = location.split_once("://").is_some_and(|(scheme, _)| {
         !scheme.is_empty()
@@ -31,20 +31,28 @@ pub fn upload_url(post_url: &str, location: &str, digest: &str) -> Result<String
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
     });
-    let mut url = if absolute {
+    Some(if absolute {
         location.to_owned()
     } else if let Some(rest) = location.strip_prefix("//") {
         format!("{scheme}://{rest}")
     } else if location.starts_with('/') {
         format!("{scheme}://{authority}{location}")
     } else {
-        // Relative to the POST URL's directory.
-        let path = post_url.split('?').next().ok_or(UploadUrl::Unusable)?;
-        let directory = &path[..=path.rfind('/').ok_or(UploadUrl::Unusable)?];
+        // Relative to the base URL's directory.
+        let path = base.split('?').next()?;
+        let directory = &path[..=path.rfind('/')?];
         format!("{directory}{location}")
-    };
+    })
+}
+
+/// Where to `PUT` a monolithic upload: the `Location` a `POST` to `post_url` answered, with
+/// `digest` added to its query. Only on the registry's own scheme and authority: the upload
+/// carries the registry's credentials, and a registry must not point noded (inside the
+/// cluster's network) at another server.
+pub fn upload_url(post_url: &str, location: &str, digest: &str) -> Result<String, UploadUrl> {
+    let mut url = resolve(post_url, location).ok_or(UploadUrl::Unusable)?;
     // Compared as written: userinfo (`r@other`) or another port is another authority.
-    if origin(&url) != Some((scheme, authority)) {
+    if origin(&url) != origin(post_url) {
         return Err(UploadUrl::Elsewhere);
     }
     let encoded = digest.replace(':', "%3A");

@@ -18,6 +18,7 @@ const MAX_TOKEN_ANSWER: usize = 64 << 10;
 const MAX_CHALLENGE: usize = 200;
 
 /// A request that can be sent twice: its body is bytes (or nothing).
+#[derive(Clone)]
 pub struct Retryable<'a> {
     pub method: Method,
     pub url: &'a str,
@@ -28,7 +29,7 @@ pub struct Retryable<'a> {
 }
 
 impl Retryable<'_> {
-    fn build(&self, authorization: Option<&HeaderValue>) -> Result<Request<Body>, PushError> {
+    pub fn build(&self, authorization: Option<&HeaderValue>) -> Result<Request<Body>, PushError> {
         let mut request = Request::builder().method(self.method.clone()).uri(self.url);
         if let Some(content_type) = self.content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
@@ -66,7 +67,7 @@ impl Pusher {
     ) -> Result<Response<Body>, PushError> {
         let cached = self.tokens.get(scope);
         let response = self
-            .send(scope, request.build(cached.as_ref())?, None)
+            .send(scope.host, request.build(cached.as_ref())?, None)
             .await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
@@ -93,7 +94,7 @@ impl Pusher {
             .authenticate(scope, challenge, &request.method, request.url)
             .await?;
         let response = self
-            .send(scope, request.build(Some(&authorization))?, None)
+            .send(scope.host, request.build(Some(&authorization))?, None)
             .await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             self.tokens.forget(scope);
@@ -121,7 +122,7 @@ impl Pusher {
         let request = request
             .body(body)
             .map_err(|e| not_sent(&Method::PUT, url, e))?;
-        let response = self.send(scope, request, Some(progress)).await?;
+        let response = self.send(scope.host, request, Some(progress)).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(refused(scope, &Method::PUT, url, response).await);
         }
@@ -171,7 +172,10 @@ impl Pusher {
         let request = request
             .body(Body::empty())
             .map_err(|e| in_token(not_sent(&Method::GET, &token_url, e)))?;
-        let response = self.send(scope, request, None).await.map_err(in_token)?;
+        let response = self
+            .send(scope.host, request, None)
+            .await
+            .map_err(in_token)?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(refused(scope, &Method::GET, &token_url, response).await);
         }
@@ -192,16 +196,17 @@ impl Pusher {
         Ok(authorization)
     }
 
-    /// Sends `request` on behalf of `scope`'s registry, through the client its reach allows.
-    async fn send(
+    /// Sends `request` on behalf of `host` (a registry's, or where it redirected to), through
+    /// the client its reach allows.
+    pub(super) async fn send(
         &self,
-        scope: &Scope<'_>,
+        host: &str,
         request: Request<Body>,
         progress: Option<&Progress>,
     ) -> Result<Response<Body>, PushError> {
         let method = request.method().clone();
         let url = shown_url(&request.uri().to_string());
-        let client = self.client_for(scope.host)?;
+        let client = self.client_for(host)?;
         http::send(client, request, progress)
             .await
             .map_err(|e| match e {

@@ -425,3 +425,6 @@ mod authenticated;
 
 /// A tenant, or the registry it runs, aiming noded at what only the node can reach.
 mod hostile;
+
+/// Pushed copies fetched back from registries that send blob GETs elsewhere.
+mod redirects;

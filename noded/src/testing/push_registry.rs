@@ -1,5 +1,5 @@
-//! A fake OCI registry that records what is pushed to it, serves it back by digest and deletes
-//! manifests by digest;
+//! A fake OCI registry that records what is pushed to it, serves it back by digest (or
+//! redirects blob GETs elsewhere) and deletes manifests by digest;
 //! optionally behind Basic auth or bearer tokens from its own token endpoint (`/token`).
 
 use std::collections::HashMap;
@@ -53,6 +53,9 @@ pub struct State {
     pub error_body: Option<String>,
     /// Answer upload POSTs with this `Location` (a hostile registry's, say).
     pub location: Option<String>,
+    /// Answer blob GETs with `307 Temporary Redirect` to this followed by the digest (where
+    /// the blobs are stored, or this registry's own path: a loop).
+    pub blob_redirect: Option<String>,
     /// Name this token endpoint in bearer challenges instead of the registry's own.
     pub realm: Option<String>,
     pub auth: Auth,
@@ -181,6 +184,14 @@ async fn handle(
     if let Some((_, digest)) = path.split_once("/blobs/")
         && method == Method::GET
     {
+        if let Some(prefix) = &state.blob_redirect {
+            let location = format!("{prefix}{digest}");
+            return answer(
+                StatusCode::TEMPORARY_REDIRECT,
+                &[("location", location)],
+                "",
+            );
+        }
         return match state.blobs.get(digest) {
             Some(b) => Response::new(Body::from(b.clone())),
             None => answer(StatusCode::NOT_FOUND, &[], ""),
