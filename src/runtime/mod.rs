@@ -57,8 +57,9 @@ impl RuntimeKind {
     }
 
     /// Whether, restoring a checkpoint image, it pulls the image's base image (the rootfs the
-    /// checkpoint's changes apply to) itself: containerd does; CRI-O expects it present, so
-    /// noded pulls it first.
+    /// checkpoint's changes apply to) itself when missing: containerd does (anonymously);
+    /// CRI-O expects it present. noded pulls it first on both, and a failed pull fails the
+    /// restore only where the runtime will not pull it.
     pub const fn pulls_base_image(self) -> bool {
         match self {
             Self::CriO => false,

@@ -535,17 +535,12 @@ async fn the_peer_server_wants_an_allowed_token_and_never_fetches_further() {
     assert!(t.node2.registry.images.layout.tags().unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
-    let t = two_nodes(b"memory").await;
-    // node1 serves its own image locally, but its runtime cannot pull the base image.
-    let runtime = FakeRuntime {
-        fail_pulls: true,
-        ..Default::default()
-    };
+/// node1's own image served locally through `runtime`, and a manifest pull of it by node1's
+/// admitted pod.
+fn node1_through(t: &Cluster2, runtime: FakeRuntime) -> impl AsyncFn() -> Response {
     let registry = registry(
         t.node1.registry.images.layout.clone(),
-        runtime.clone(),
+        runtime,
         t.cluster.clone(),
         "node1".into(),
         PeerClient::new(1, PathBuf::from("/nonexistent")),
@@ -556,9 +551,24 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
         .parse()
         .unwrap();
     let headers = HeaderMap::from_iter([(header::AUTHORIZATION, basic(PULL1))]);
-    let response = registry
-        .serve(Mode::Local, &Method::GET, &uri, &headers)
-        .await;
+    async move || {
+        registry
+            .serve(Mode::Local, &Method::GET, &uri, &headers)
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
+    let t = two_nodes(b"memory").await;
+    // A CRI-O (which never pulls a base image itself) that cannot pull the base image.
+    let runtime = FakeRuntime {
+        fail_pulls: true,
+        crio_config: Some(String::new()),
+        ..Default::default()
+    };
+    let pull = node1_through(&t, runtime.clone());
+    let response = pull().await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains(BASE), "{body:?}");
@@ -566,11 +576,24 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
 
     // Present already: no pull.
     runtime.images.lock().unwrap().insert(BASE.into());
-    let ok = registry
-        .serve(Mode::Local, &Method::GET, &uri, &headers)
-        .await;
-    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(pull().await.status(), StatusCode::OK);
     assert_eq!(runtime.pulls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containerd_is_left_to_pull_a_base_image_noded_could_not() {
+    let t = two_nodes(b"memory").await;
+    let runtime = FakeRuntime {
+        fail_pulls: true,
+        ..Default::default()
+    };
+    let pull = node1_through(&t, runtime.clone());
+    assert_eq!(pull().await.status(), StatusCode::OK);
+    assert_eq!(
+        *runtime.pulls.lock().unwrap(),
+        [BASE],
+        "tried first, with the node's credentials"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

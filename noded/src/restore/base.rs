@@ -1,5 +1,7 @@
 //! The base image a checkpoint restores on top of: read once from its archive's `config.dump`
-//! and made present in the runtime before the runtime restores (CRI-O never pulls it itself).
+//! and made present in the runtime before the runtime restores. CRI-O never pulls it itself, so
+//! a failed pull fails the restore; containerd pulls it when missing (anonymously), so there a
+//! failed pull (noded's, with the node's credentials, and ahead) is only logged.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::sync::Mutex;
 use checkpointing::archive::{self, CheckpointConfig};
 use checkpointing::cri::Runtime;
 use checkpointing::reference::Spelling;
+use checkpointing::runtime::RuntimeKind;
 
 use super::RestoreError;
 use crate::error::error_chain;
@@ -107,8 +110,25 @@ impl<R: Runtime> BaseImages<R> {
             return Ok(());
         }
         tracing::info!(%image, "pulling the checkpoint's base image");
-        self.runtime.pull_image(image).await.map_err(failed)?;
+        if let Err(e) = self.runtime.pull_image(image).await {
+            if !self.runtime_pulls_it().await {
+                return Err(failed(e));
+            }
+            tracing::warn!(%image, error = %error_chain(&e),
+                "pulling the checkpoint's base image failed; the runtime pulls it itself as it restores");
+        }
         Ok(())
+    }
+
+    /// Whether the runtime pulls a checkpoint's base image itself when it is missing; not when
+    /// which runtime it is cannot be told.
+    async fn runtime_pulls_it(&self) -> bool {
+        self.runtime
+            .version()
+            .await
+            .ok()
+            .and_then(|v| RuntimeKind::detect(&v.runtime_name))
+            .is_some_and(RuntimeKind::pulls_base_image)
     }
 
     /// Drops what is remembered of the checkpoint `tag` (its image is gone).

@@ -48,7 +48,7 @@ pub enum RestoreError {
         #[source]
         source: volumes::Error,
     },
-    /// The runtime could not make the base image present.
+    /// The runtime could not make the base image present, and will not pull it itself.
     #[error("making base image {image} present")]
     BaseImage {
         image: String,
