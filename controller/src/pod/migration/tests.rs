@@ -568,3 +568,15 @@ fn from_a_checkpoint_a_lost_nodes_pod_is_restored_without_a_new_checkpoint() {
         assert!(message.contains("PodCheckpoint"), "{message}");
     }
 }
+
+#[test]
+fn a_failing_plan_says_which_failure_it_is() {
+    let world = World::new(Some(running(pod())));
+    let same = world.plan(&migration(Some("node1")));
+    assert!(
+        matches!(&same.failure, Some(Failure::SameNode { target, .. }) if target == "node1"),
+        "{same:?}"
+    );
+    assert_eq!(same.status.unwrap().conditions[0].reason, "SameNode");
+    assert_eq!(world.plan(&migration(Some("node2"))).failure, None);
+}
