@@ -45,7 +45,7 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::readiness::Ready;
-use crate::reconciles::{Context, drive};
+use crate::reconciles::{Context, Settings, drive};
 use crate::webhook::registration;
 use crate::webhook::start::{WebhookArgs, start_webhook};
 
@@ -272,12 +272,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             interval,
         ));
     }
-    // The policy controller stops with the process, on the same signal.
-    tokio::spawn(policy::run(
-        client.clone(),
-        Duration::from_secs(args.node_loss_after_seconds),
-        shutdown.clone(),
-    ));
     tokio::spawn(abandoned::release(
         client.clone(),
         stores.contents.clone(),
@@ -287,24 +281,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.release_abandoned_after_seconds),
     ));
     info!("controller started");
-    // The request controllers, peers over the shared stores.
-    let controllers = futures::future::join3(
+    let settings = Settings {
+        node_loss_after: Duration::from_secs(args.node_loss_after_seconds),
+    };
+    // The request and policy controllers, peers over the shared stores.
+    let controllers = futures::future::join4(
         drive(
             request::controller(&stores, triggers.requests),
             request::reconcile,
-            Context::new(client.clone(), stores.clone(), metrics.clone()),
+            Context::new(client.clone(), stores.clone(), metrics.clone(), settings),
             shutdown.clone(),
         ),
         drive(
             pod::checkpoints(&stores, triggers.pod_checkpoints),
             pod::reconcile_checkpoint,
-            Context::new(client.clone(), stores.clone(), metrics.clone()),
+            Context::new(client.clone(), stores.clone(), metrics.clone(), settings),
             shutdown.clone(),
         ),
         drive(
             pod::migrations(&stores, triggers.migrations),
             pod::reconcile_migration,
-            Context::new(client.clone(), stores.clone(), metrics.clone()),
+            Context::new(client.clone(), stores.clone(), metrics.clone(), settings),
+            shutdown.clone(),
+        ),
+        drive(
+            policy::controller(&stores, triggers.policies),
+            policy::reconcile,
+            Context::new(client.clone(), stores.clone(), metrics.clone(), settings),
             shutdown.clone(),
         ),
     );
