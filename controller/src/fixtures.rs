@@ -34,6 +34,7 @@ pub fn now() -> Timestamp {
 pub fn settings() -> Settings {
     Settings {
         node_loss_after: std::time::Duration::from_secs(120),
+        pending_timeout: std::time::Duration::from_secs(300),
     }
 }
 

@@ -27,6 +27,9 @@ use crate::written::Written;
 pub struct Settings {
     /// How long a node may not be Ready before it counts as lost (policies' `onNodeLoss`).
     pub node_loss_after: Duration,
+    /// How long a request waits on a state that passes by itself before it fails
+    /// ([`crate::pending`]).
+    pub pending_timeout: Duration,
 }
 
 /// What the reconciles of kind `K` share: the clients, the stores the watches keep, the

@@ -31,6 +31,7 @@ use kube::{Resource, ResourceExt};
 
 use super::health::{all_running, stuck};
 use super::restored;
+use crate::pending;
 use crate::placement::Placement;
 use crate::status::condition;
 use crate::validation::{check_node_daemon, quoted_list, shown};
@@ -59,6 +60,8 @@ pub struct Observed<'a> {
     /// The noded Lease of `spec.targetNode`, if any.
     pub target_lease: Option<&'a Lease>,
     pub lease_namespace: &'a str,
+    /// How long the migration may wait on a state that passes by itself.
+    pub pending_timeout: Duration,
     pub now: Timestamp,
 }
 
@@ -224,9 +227,21 @@ fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
     let Some(node) = node else {
         let failure = Failure::PodNotRunning {
             pod: pod_name.clone(),
-            phase: phase.unwrap_or("not scheduled").to_owned(),
+            phase: phase.map(str::to_owned),
         };
-        return refuse(status, failure);
+        let created = m.metadata.creation_timestamp.as_ref();
+        let wait = failure
+            .waits_for()
+            .and_then(|what| pending::wait(what, created, o.pending_timeout, o.now));
+        let Some(wait) = wait else {
+            return refuse(status, failure);
+        };
+        status.phase = Some(MigrationPhase::Pending);
+        status.message = Some(wait.message);
+        return Plan {
+            requeue_after: Some(wait.next_look),
+            ..finish(m, status, failure.reason(), o.now)
+        };
     };
     let owner = pod
         .metadata

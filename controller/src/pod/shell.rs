@@ -228,6 +228,7 @@ async fn migrate(migration: &PodMigration, ctx: &MigrationContext) -> Result<Act
         labelled: &labelled,
         target_lease: target_lease.as_deref(),
         lease_namespace: &ctx.stores.lease_namespace,
+        pending_timeout: ctx.settings.pending_timeout,
         now: Timestamp::now(),
     });
     let (release, actions): (Vec<_>, Vec<_>) = plan

@@ -32,12 +32,13 @@ pub enum Failure {
     InvalidPodName { pod: String },
     #[error("pod {} not found in namespace {namespace:?}", shown(.pod))]
     PodNotFound { pod: String, namespace: String },
-    /// `phase`: the pod's phase, or "not scheduled".
+    /// `phase`: the pod's phase, if it has one.
     #[error(
-        "pod {} is {phase}, not Running on a node; only a running pod can move",
-        shown(.pod)
+        "pod {} is {}, not Running on a node; only a running pod can move",
+        shown(.pod),
+        in_words(.phase)
     )]
-    PodNotRunning { pod: String, phase: String },
+    PodNotRunning { pod: String, phase: Option<String> },
     #[error(
         "pod {} belongs to {kind} {owner:?}, whose pods cannot move; bare pods and the pods of \
          Deployments, ReplicaSets and StatefulSets can",
@@ -138,6 +139,28 @@ impl Failure {
             Self::CopyRefused { .. } => "CopyRefused",
         }
     }
+
+    /// What the migration waits for when the failure is of a state that passes by itself (its
+    /// pod not Running yet: no phase or Pending), for the message of a migration that waits;
+    /// `None` for a failure for good.
+    pub fn waits_for(&self) -> Option<String> {
+        match self {
+            Self::PodNotRunning { pod, phase }
+                if phase.as_deref().is_none_or(|p| p == "Pending") =>
+            {
+                Some(format!(
+                    "pod {} is {}, not Running on a node yet",
+                    shown(pod),
+                    in_words(phase)
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn in_words(phase: &Option<String>) -> &str {
+    phase.as_deref().unwrap_or("not scheduled")
 }
 
 /// How to retry once the source may be gone: the checkpoint stays.
