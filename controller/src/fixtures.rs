@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 
 use checkpointing::crd::{
-    CheckpointState, ContainerCheckpoint, ContainerCheckpointContent,
+    CheckpointPolicy, CheckpointState, ContainerCheckpoint, ContainerCheckpointContent,
     ContainerCheckpointContentSpec, ContainerCheckpointContentStatus, ContainerCheckpointSpec,
     ContainerCheckpointStatus, PodCheckpoint, PodMigration,
 };
 use checkpointing::names::{NODE_LABEL, RESTORE_FROM_ANNOTATION};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodSpec, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStatus, Node, Pod, PodSpec,
+    PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
@@ -21,11 +22,20 @@ use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use serde_json::Value;
 
+use crate::reconciles::Settings;
 use crate::stores::{Stores, Synced};
 
 /// The tests' clock: a minute into 2025.
 pub fn now() -> Timestamp {
     "2025-01-01T00:01:00Z".parse().unwrap()
+}
+
+/// The flags' defaults.
+pub fn settings() -> Settings {
+    Settings {
+        node_loss_after: std::time::Duration::from_secs(120),
+        pending_timeout: std::time::Duration::from_secs(300),
+    }
 }
 
 /// A valid request for container `counter` of pod `app` in namespace `default`.
@@ -277,6 +287,8 @@ impl Watches {
         let (pod_checkpoints, pod_checkpoints_writer) = empty();
         let (migrations, _) = empty::<PodMigration>();
         let (restored, restored_writer) = empty();
+        let (policies, _) = empty::<CheckpointPolicy>();
+        let (nodes, _) = empty::<Node>();
         Self {
             stores: Stores {
                 requests,
@@ -284,6 +296,8 @@ impl Watches {
                 pod_checkpoints,
                 migrations,
                 restored,
+                policies,
+                nodes,
                 leases,
                 lease_namespace: "kube-system".into(),
                 synced,

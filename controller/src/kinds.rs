@@ -1,9 +1,10 @@
-//! The request kinds the controller reconciles, and what the shared kit needs of each: its
-//! name in metrics and logs, and its status; and the objects it reads and writes.
+//! The kinds the controller reconciles (the requests, and the policies that make them), and
+//! what the shared kit needs of each: its name in metrics and logs, and its status; and the
+//! objects it reads and writes.
 
 use checkpointing::crd::{
-    ContainerCheckpoint, ContainerCheckpointStatus, PodCheckpoint, PodCheckpointStatus,
-    PodMigration, PodMigrationStatus,
+    CheckpointPolicy, CheckpointPolicyStatus, ContainerCheckpoint, ContainerCheckpointStatus,
+    PodCheckpoint, PodCheckpointStatus, PodMigration, PodMigrationStatus,
 };
 use k8s_openapi::serde::Serialize;
 use k8s_openapi::serde::de::DeserializeOwned;
@@ -15,6 +16,7 @@ pub enum Kind {
     ContainerCheckpoint,
     PodCheckpoint,
     PodMigration,
+    CheckpointPolicy,
 }
 
 /// A namespaced object the controller reads and writes through the API.
@@ -40,7 +42,7 @@ impl<K> Object for K where
 {
 }
 
-/// A request with a status only the controller writes.
+/// A reconciled kind (a request, or a policy) with a status only the controller writes.
 pub trait Request: Object {
     type Status: Clone + PartialEq + Serialize + Send + Sync + 'static;
     const KIND: Kind;
@@ -66,6 +68,14 @@ impl Request for PodCheckpoint {
 impl Request for PodMigration {
     type Status = PodMigrationStatus;
     const KIND: Kind = Kind::PodMigration;
+    fn status_mut(&mut self) -> &mut Option<Self::Status> {
+        &mut self.status
+    }
+}
+
+impl Request for CheckpointPolicy {
+    type Status = CheckpointPolicyStatus;
+    const KIND: Kind = Kind::CheckpointPolicy;
     fn status_mut(&mut self) -> &mut Option<Self::Status> {
         &mut self.status
     }

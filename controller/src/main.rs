@@ -11,6 +11,7 @@ mod kinds;
 mod kube_error;
 mod leader;
 mod metrics;
+mod pending;
 mod placement;
 mod pod;
 mod policy;
@@ -45,7 +46,7 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::readiness::Ready;
-use crate::reconciles::{Context, drive};
+use crate::reconciles::{Context, Settings, drive};
 use crate::webhook::registration;
 use crate::webhook::start::{WebhookArgs, start_webhook};
 
@@ -125,6 +126,17 @@ struct RunArgs {
         value_parser = clap::value_parser!(u64).range(10..=86_400)
     )]
     node_loss_after_seconds: u64,
+    /// How long a request waits, Pending, on a state that passes by itself before it fails: a
+    /// ContainerCheckpoint whose pod is not scheduled yet, whose container is still being
+    /// created or initialized, or whose node's daemon is not live; a PodMigration whose pod is
+    /// not Running yet. Counted from the request's creation. In seconds.
+    #[arg(
+        long,
+        env = "CONTROLLER_PENDING_TIMEOUT_SECONDS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pending_timeout_seconds: u64,
 }
 
 /// Retention of completed checkpoints, per container (namespace, pod, container). Requests
@@ -272,12 +284,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             interval,
         ));
     }
-    // The policy controller stops with the process, on the same signal.
-    tokio::spawn(policy::run(
-        client.clone(),
-        Duration::from_secs(args.node_loss_after_seconds),
-        shutdown.clone(),
-    ));
     tokio::spawn(abandoned::release(
         client.clone(),
         stores.contents.clone(),
@@ -287,24 +293,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.release_abandoned_after_seconds),
     ));
     info!("controller started");
-    // The request controllers, peers over the shared stores.
-    let controllers = futures::future::join3(
+    let settings = Settings {
+        node_loss_after: Duration::from_secs(args.node_loss_after_seconds),
+        pending_timeout: Duration::from_secs(args.pending_timeout_seconds),
+    };
+    // The request and policy controllers, peers over the shared stores.
+    let controllers = futures::future::join4(
         drive(
             request::controller(&stores, triggers.requests),
             request::reconcile,
-            Context::new(client.clone(), stores.clone(), metrics.clone()),
+            Context::new(client.clone(), stores.clone(), metrics.clone(), settings),
             shutdown.clone(),
         ),
         drive(
             pod::checkpoints(&stores, triggers.pod_checkpoints),
             pod::reconcile_checkpoint,
-            Context::new(client.clone(), stores.clone(), metrics.clone()),
+            Context::new(client.clone(), stores.clone(), metrics.clone(), settings),
             shutdown.clone(),
         ),
         drive(
             pod::migrations(&stores, triggers.migrations),
             pod::reconcile_migration,
-            Context::new(client.clone(), stores.clone(), metrics.clone()),
+            Context::new(client.clone(), stores.clone(), metrics.clone(), settings),
+            shutdown.clone(),
+        ),
+        drive(
+            policy::controller(&stores, triggers.policies),
+            policy::reconcile,
+            Context::new(client.clone(), stores.clone(), metrics.clone(), settings),
             shutdown.clone(),
         ),
     );
@@ -403,6 +419,26 @@ mod tests {
         for bad in ["0", "86401", "18446744073709551615"] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains("--retention-interval-seconds"), "{err}");
+        }
+    }
+
+    #[test]
+    fn requests_wait_five_minutes_on_a_passing_state_unless_told_otherwise() {
+        let parse = |extra: &[&str]| {
+            let argv = ["controller", "run"].iter().chain(extra);
+            match Cli::try_parse_from(argv)
+                .map_err(|e| e.to_string())?
+                .command
+            {
+                Command::Run(args) => Ok(args.pending_timeout_seconds),
+                Command::Crd { .. } => Err("not run".to_owned()),
+            }
+        };
+        assert_eq!(parse(&[]), Ok(300));
+        assert_eq!(parse(&["--pending-timeout-seconds", "30"]), Ok(30));
+        for bad in ["0", "86401"] {
+            let err = parse(&["--pending-timeout-seconds", bad]).unwrap_err();
+            assert!(err.contains("--pending-timeout-seconds"), "{err}");
         }
     }
 }

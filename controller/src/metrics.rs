@@ -43,6 +43,7 @@ impl Reconciles {
             Kind::ContainerCheckpoint => "",
             Kind::PodCheckpoint => "pod_checkpoint_",
             Kind::PodMigration => "pod_migration_",
+            Kind::CheckpointPolicy => "checkpoint_policy_",
         };
         let plural = format!("{kind:?}s");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
@@ -96,6 +97,7 @@ pub struct Metrics {
     container_checkpoints: Reconciles,
     pod_checkpoints: Reconciles,
     pod_migrations: Reconciles,
+    checkpoint_policies: Reconciles,
     admissions: Family<AdmissionLabels, Counter>,
     leader: Gauge,
 }
@@ -107,6 +109,7 @@ impl Default for Metrics {
             Reconciles::registered(&mut registry, Kind::ContainerCheckpoint);
         let pod_checkpoints = Reconciles::registered(&mut registry, Kind::PodCheckpoint);
         let pod_migrations = Reconciles::registered(&mut registry, Kind::PodMigration);
+        let checkpoint_policies = Reconciles::registered(&mut registry, Kind::CheckpointPolicy);
         let admissions = Family::<AdmissionLabels, Counter>::default();
         registry.register(
             "webhook_decisions",
@@ -125,6 +128,7 @@ impl Default for Metrics {
             container_checkpoints,
             pod_checkpoints,
             pod_migrations,
+            checkpoint_policies,
             admissions,
             leader,
         }
@@ -138,6 +142,7 @@ impl Metrics {
             Kind::ContainerCheckpoint => &self.container_checkpoints,
             Kind::PodCheckpoint => &self.pod_checkpoints,
             Kind::PodMigration => &self.pod_migrations,
+            Kind::CheckpointPolicy => &self.checkpoint_policies,
         }
     }
 

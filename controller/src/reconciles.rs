@@ -1,10 +1,10 @@
-//! The frame of every request kind's reconciles: what they share (clients, stores, write
-//! memory, backoff), the span, metrics and backoff around each, and the controller that runs
-//! them.
+//! The frame of every kind's reconciles (the requests' and the policies'): what they share
+//! (clients, stores, settings, write memory, backoff), the span, metrics and backoff around
+//! each, and the controller that runs them.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use checkpointing::backoff::Failures;
 use checkpointing::names::CONTROLLER_MANAGER;
@@ -22,13 +22,25 @@ use crate::shell::log;
 use crate::stores::Stores;
 use crate::written::Written;
 
-/// What the reconciles of request kind `K` share: the clients, the stores the watches keep,
-/// and what they remember between reconciles (`C`: the kind of the objects they create).
+/// The controller's flags the reconciles decide by.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long a node may not be Ready before it counts as lost (policies' `onNodeLoss`).
+    pub node_loss_after: Duration,
+    /// How long a request waits on a state that passes by itself before it fails
+    /// ([`crate::pending`]).
+    pub pending_timeout: Duration,
+}
+
+/// What the reconciles of kind `K` share: the clients, the stores the watches keep, the
+/// settings, and what they remember between reconciles (`C`: the kind of the objects they
+/// create).
 pub struct Context<K: Request, C> {
     pub client: Client,
     pub recorder: Recorder,
     pub stores: Stores,
     pub metrics: Arc<Metrics>,
+    pub settings: Settings,
     /// Our writes the stores may not show yet.
     pub written: Written<K, C>,
     /// Consecutive failures per request, for the backoff.
@@ -36,12 +48,13 @@ pub struct Context<K: Request, C> {
 }
 
 impl<K: Request, C> Context<K, C> {
-    pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, settings: Settings) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), CONTROLLER_MANAGER.into()),
             client,
             stores,
             metrics,
+            settings,
             written: Written::default(),
             failures: Failures::default(),
         }
@@ -76,7 +89,7 @@ impl<K: Request, C> Context<K, C> {
     }
 }
 
-/// The error policy of every request kind: log and retry with a per-request backoff.
+/// The error policy of every kind: log and retry with a per-object backoff.
 pub fn backoff<K: Request, C, E: std::error::Error + 'static>(
     object: Arc<K>,
     error: &E,

@@ -1,7 +1,6 @@
 //! What the shells of the leader's controllers (requests, policies) share: the reconcile
 //! error and its retry, status writes, Events and the log of each reconcile.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use checkpointing::names::CONTROLLER_MANAGER;
@@ -16,7 +15,6 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{Instrument, debug, warn};
 
 use crate::kinds::Object;
-use crate::kube_error::cause;
 
 /// How soon a failed reconcile is tried again.
 pub const RETRY: Duration = Duration::from_secs(5);
@@ -46,11 +44,6 @@ impl Error {
 pub fn failed(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let what = what.into();
     move |source| Error { what, source }
-}
-
-pub fn retry<K: ResourceExt, C>(object: Arc<K>, error: &Error, _: Arc<C>) -> Action {
-    warn!(%error, cause = cause(&error.source), name = %object.name_any(), namespace = %object.namespace().unwrap_or_default(), "reconcile failed");
-    Action::requeue(RETRY)
 }
 
 /// Server-side apply of `status` on `object`'s status subresource.

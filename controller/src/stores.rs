@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use checkpointing::crd::{
-    ContainerCheckpoint, ContainerCheckpointContent, PodCheckpoint, PodMigration,
+    CheckpointPolicy, ContainerCheckpoint, ContainerCheckpointContent, PodCheckpoint, PodMigration,
 };
 use checkpointing::names::{MIGRATION_LABEL, noded_lease_name};
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -34,6 +34,8 @@ pub struct Synced {
     pub pod_checkpoints: Arc<AtomicBool>,
     pub migrations: Arc<AtomicBool>,
     pub restored: Arc<AtomicBool>,
+    pub policies: Arc<AtomicBool>,
+    pub nodes: Arc<AtomicBool>,
 }
 
 impl Synced {
@@ -52,6 +54,12 @@ impl Synced {
         listed(&[&self.pod_checkpoints, &self.restored, &self.leases])
     }
 
+    /// Whether the Nodes a policy tells lost ones from have been listed: before, every node
+    /// would look deleted.
+    pub fn for_lost_nodes(&self) -> bool {
+        listed(&[&self.nodes])
+    }
+
     /// The flags of the leader's watches (all but the Leases, which every replica watches).
     pub fn leaders(&self) -> Vec<Arc<AtomicBool>> {
         [
@@ -60,6 +68,8 @@ impl Synced {
             &self.pod_checkpoints,
             &self.migrations,
             &self.restored,
+            &self.policies,
+            &self.nodes,
         ]
         .map(Arc::clone)
         .into()
@@ -82,6 +92,9 @@ pub struct Stores {
     pub migrations: Store<PodMigration>,
     /// The pods labelled with a migration: the copies it restored.
     pub restored: Store<Pod>,
+    pub policies: Store<CheckpointPolicy>,
+    /// The cluster's Nodes: which are lost (policies' `onNodeLoss`).
+    pub nodes: Store<Node>,
     /// The noded Leases: every Lease of `lease_namespace`.
     pub leases: Store<Lease>,
     pub lease_namespace: String,
@@ -104,7 +117,17 @@ pub struct Triggers {
     ),
     pub pod_checkpoints: (Changes<PodCheckpoint>, Changes<ContainerCheckpoint>),
     pub migrations: (Changes<PodMigration>, Changes<PodCheckpoint>, Changes<Pod>),
+    pub policies: PolicyTriggers,
 }
+
+/// What wakes the policy controller: its own kind, the PodCheckpoints (a policy's carry its
+/// name), every pod (one may come to match a selector) and the Nodes (one may be lost).
+pub type PolicyTriggers = (
+    Changes<CheckpointPolicy>,
+    Changes<PodCheckpoint>,
+    Changes<Pod>,
+    Changes<Node>,
+);
 
 /// Starts the watch of the noded Leases, in a task of its own until the process ends: every
 /// replica's webhook places restores by them, and the leader's reconciles read them.
@@ -144,7 +167,7 @@ pub fn start(
         &synced.contents,
         "ContainerCheckpointContent",
     );
-    let (pod_checkpoints, [pc_own, pm_checkpoints]) = watch(
+    let (pod_checkpoints, [pc_own, pm_checkpoints, cp_checkpoints]) = watch(
         Api::all(client.clone()),
         all(),
         &synced.pod_checkpoints,
@@ -163,12 +186,23 @@ pub fn start(
         &synced.restored,
         "Pod",
     );
+    let (policies, [cp_own]) = watch(
+        Api::all(client.clone()),
+        all(),
+        &synced.policies,
+        "CheckpointPolicy",
+    );
+    let (nodes, [cp_nodes]) = watch(Api::all(client.clone()), all(), &synced.nodes, "Node");
+    // Every pod, for its changes only: the policies list what they select when they reconcile.
+    let [cp_pods] = follow(Api::all(client.clone()), all(), "Pod");
     let stores = Stores {
         requests,
         contents,
         pod_checkpoints,
         migrations,
         restored,
+        policies,
+        nodes,
         leases,
         lease_namespace,
         synced: synced.clone(),
@@ -177,6 +211,7 @@ pub fn start(
         requests: (cc_requests, cc_contents),
         pod_checkpoints: (pc_own, pc_requests),
         migrations: (pm_own, pm_checkpoints, pm_pods),
+        policies: (cp_own, cp_checkpoints, cp_pods, cp_nodes),
     };
     (stores, triggers)
 }
@@ -193,16 +228,44 @@ where
     K: k8s_openapi::serde::de::DeserializeOwned,
 {
     let (store, writer) = reflector::store();
-    let changes_of = reflector(writer, lean(watcher(api, config)).default_backoff())
+    let changes = reflector(writer, lean(watcher(api, config)).default_backoff())
         .inspect_ok(mark_synced(flag.clone(), kind))
         .touched_objects();
+    (store, fan_out(changes, kind))
+}
+
+/// Watches `api` for its changes alone, keeping no store, and hands every change to each of
+/// `N` controllers.
+fn follow<K, const N: usize>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: &'static str,
+) -> [Changes<K>; N]
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K: k8s_openapi::serde::de::DeserializeOwned,
+{
+    let changes = lean(watcher(api, config))
+        .default_backoff()
+        .touched_objects();
+    fan_out(changes, kind)
+}
+
+/// Hands every change of `changes` to each of `N` controllers, on a task of its own.
+fn fan_out<K, const N: usize>(
+    changes: impl Stream<Item = watcher::Result<K>> + Send + 'static,
+    kind: &'static str,
+) -> [Changes<K>; N]
+where
+    K: Clone + Send + 'static,
+{
     let mut senders = Vec::with_capacity(N);
-    let changes = std::array::from_fn(|_| {
+    let receivers = std::array::from_fn(|_| {
         let (sender, receiver) = mpsc::channel(BACKLOG);
         senders.push(sender);
         receiver.map(Ok as fn(K) -> watcher::Result<K>)
     });
-    tokio::spawn(changes_of.for_each(move |change| {
+    tokio::spawn(changes.for_each(move |change| {
         let mut senders = senders.clone();
         async move {
             match change {
@@ -216,7 +279,7 @@ where
             }
         }
     }));
-    (store, changes)
+    receivers
 }
 
 /// The watch without the objects' managedFields, which nothing here reads: at a thousand

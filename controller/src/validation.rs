@@ -66,6 +66,8 @@ pub enum Refusal {
         pod: String,
         container: String,
         state: String,
+        /// Whether the container is on its way to run (no status yet, or waiting to start).
+        starting: bool,
     },
     #[error(
         "no live node daemon on node {node:?}: {problem}; check that noded (the node daemon's \
@@ -90,7 +92,34 @@ impl Refusal {
             Self::NodeDaemonUnavailable { .. } => "NodeDaemonUnavailable",
         }
     }
+
+    /// What the request waits for when the refusal is of a state that passes by itself (the
+    /// pod not scheduled or the container not started yet, the node's daemon not live), for
+    /// the message of a request that waits; `None` for a refusal for good.
+    pub fn waits_for(&self) -> Option<String> {
+        match self {
+            Self::PodNotScheduled { pod } => {
+                Some(format!("pod {pod:?} is not scheduled to a node yet"))
+            }
+            Self::ContainerNotRunning {
+                pod,
+                container,
+                state,
+                starting: true,
+            } => Some(format!(
+                "container {container:?} of pod {pod:?} is not running yet ({state})"
+            )),
+            Self::NodeDaemonUnavailable { node, problem } => {
+                Some(format!("no live node daemon on node {node:?}: {problem}"))
+            }
+            _ => None,
+        }
+    }
 }
+
+/// Waiting reasons of a container on its way to run; any other (`CrashLoopBackOff`,
+/// `ImagePullBackOff`, ...) needs someone to change something.
+const STARTING: [&str; 2] = ["ContainerCreating", "PodInitializing"];
 
 /// Checks that need only the request. The shell runs them before fetching the pod, so a
 /// hostile name never reaches an API path.
@@ -171,11 +200,15 @@ pub fn check_pod<'p>(
             pod: pod_name.clone(),
             container: container.clone(),
             state: describe_state(state),
+            starting: state
+                .and_then(|s| s.waiting.as_ref())
+                .is_some_and(|w| w.reason.as_deref().is_none_or(|r| STARTING.contains(&r))),
         }),
         None => Err(Refusal::ContainerNotRunning {
             pod: pod_name.clone(),
             container: container.clone(),
             state: "no status reported yet".to_owned(),
+            starting: true,
         }),
     }
 }

@@ -11,8 +11,11 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
+pub use failure::Failure;
+
 use crate::status::ready;
-use crate::validation::{quoted_list, shown};
+
+mod failure;
 
 /// Everything the decision depends on.
 pub struct Observed<'a> {
@@ -30,6 +33,8 @@ pub struct Plan {
     pub create: Vec<ContainerCheckpoint>,
     /// New status, only when it differs.
     pub status: Option<PodCheckpointStatus>,
+    /// Why the request failed, when this plan fails it.
+    pub failure: Option<Failure>,
 }
 
 /// Name of the ContainerCheckpoint of `container`: `<request>-<container>`.
@@ -74,9 +79,7 @@ pub fn plan(o: &Observed) -> Plan {
         // apply finds its own); one missing later was deleted, which fails the whole.
         match choose(request, o.pod) {
             Ok(chosen) => containers = chosen,
-            Err((reason, message)) => {
-                return with_status(request, failed(request, reason, message, o.now));
-            }
+            Err(failure) => return fail(request, failure, o.now),
         }
         create = containers.iter().map(|c| child(request, c)).collect();
     } else if let Some(gone) = containers.iter().find(|c| {
@@ -84,24 +87,21 @@ pub fn plan(o: &Observed) -> Plan {
             .iter()
             .any(|child| child.name_any() == child_name(&name, c))
     }) {
-        let message = format!(
-            "ContainerCheckpoint {:?} of container {gone:?} was deleted; create the PodCheckpoint \
-             again",
-            child_name(&name, gone)
-        );
-        return with_status(
-            request,
-            failed(request, "ContainerCheckpointDeleted", message, o.now),
-        );
+        let failure = Failure::ContainerCheckpointDeleted {
+            child: child_name(&name, gone),
+            container: gone.clone(),
+        };
+        return fail(request, failure, o.now);
     }
-    let status = summed_up(request, &containers, o.children, o.now);
+    let (status, failure) = summed_up(request, &containers, o.children, o.now);
     Plan {
         create,
+        failure,
         ..with_status(request, status)
     }
 }
 
-/// The status of a request one of whose ContainerCheckpoints the API server refused to create
+/// The plan of a request one of whose ContainerCheckpoints the API server refused to create
 /// (a policy, a quota): final, and the user is told why.
 pub fn child_refused(
     request: &PodCheckpoint,
@@ -109,37 +109,30 @@ pub fn child_refused(
     code: u16,
     why: &str,
     now: Timestamp,
-) -> PodCheckpointStatus {
-    let message = format!("creating ContainerCheckpoint {child:?} was refused: {code} {why}");
-    failed(request, "ContainerCheckpointRefused", message, now)
+) -> Plan {
+    let failure = Failure::ContainerCheckpointRefused {
+        child: child.to_owned(),
+        code,
+        why: why.to_owned(),
+    };
+    fail(request, failure, now)
 }
 
 /// The containers to checkpoint: the listed ones, else every container of the pod.
-fn choose(
-    request: &PodCheckpoint,
-    pod: Option<&Pod>,
-) -> Result<Vec<String>, (&'static str, String)> {
+fn choose(request: &PodCheckpoint, pod: Option<&Pod>) -> Result<Vec<String>, Failure> {
     let namespace = request.namespace().unwrap_or_default();
     let pod_name = &request.spec.pod_name;
     if !is_dns_subdomain(pod_name) {
-        return Err((
-            "InvalidPodName",
-            format!(
-                "podName {} is not a pod name (lowercase letters, digits, '-' and '.'); name a \
-                 pod of namespace {namespace:?}",
-                shown(pod_name)
-            ),
-        ));
+        return Err(Failure::InvalidPodName {
+            pod: pod_name.clone(),
+            namespace,
+        });
     }
     let Some(spec) = pod.and_then(|p| p.spec.as_ref()) else {
-        return Err((
-            "PodNotFound",
-            format!(
-                "pod {} not found in namespace {namespace:?}; create the PodCheckpoint in the \
-                 pod's namespace, naming a running pod",
-                shown(pod_name)
-            ),
-        ));
+        return Err(Failure::PodNotFound {
+            pod: pod_name.clone(),
+            namespace,
+        });
     };
     let in_pod: Vec<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
     let wanted = if request.spec.containers.is_empty() {
@@ -148,31 +141,21 @@ fn choose(
         request.spec.containers.clone()
     };
     if let Some(missing) = wanted.iter().find(|c| !in_pod.contains(c)) {
-        return Err((
-            "ContainerNotFound",
-            format!(
-                "pod {} has no container {} (its containers are {}); list only containers of \
-                 the pod",
-                shown(pod_name),
-                shown(missing),
-                quoted_list(&in_pod)
-            ),
-        ));
+        return Err(Failure::ContainerNotFound {
+            pod: pod_name.clone(),
+            container: missing.clone(),
+            containers: in_pod,
+        });
     }
     let name = request.name_any();
     if let Some(c) = wanted
         .iter()
         .find(|c| !is_dns_subdomain(&child_name(&name, c)))
     {
-        return Err((
-            "NameTooLong",
-            format!(
-                "the ContainerCheckpoint of container {} would be named {}, longer than 253 \
-                 characters; give the PodCheckpoint a shorter name",
-                shown(c),
-                shown(&child_name(&name, c))
-            ),
-        ));
+        return Err(Failure::NameTooLong {
+            container: c.clone(),
+            child: child_name(&name, c),
+        });
     }
     Ok(wanted)
 }
@@ -198,14 +181,14 @@ fn child(request: &PodCheckpoint, container: &str) -> ContainerCheckpoint {
     cc
 }
 
-/// The request's status from its containers' requests: Failed as soon as one failed,
-/// Completed once all completed, Pending before.
+/// The request's status from its containers' requests: Failed as soon as one failed (and
+/// why), Completed once all completed, Pending before.
 fn summed_up(
     request: &PodCheckpoint,
     containers: &[String],
     children: &[ContainerCheckpoint],
     now: Timestamp,
-) -> PodCheckpointStatus {
+) -> (PodCheckpointStatus, Option<Failure>) {
     let name = request.name_any();
     let mut status = PodCheckpointStatus::default();
     let mut failure = None;
@@ -225,7 +208,10 @@ fn summed_up(
             Some(CheckpointState::Completed) => done += 1,
             Some(CheckpointState::Failed) if failure.is_none() => {
                 let message = child.and_then(|s| s.message.clone()).unwrap_or_default();
-                failure = Some(format!("container {container:?}: {message}"));
+                failure = Some(Failure::ContainerFailed {
+                    container: container.clone(),
+                    message,
+                });
             }
             _ => {}
         }
@@ -237,8 +223,12 @@ fn summed_up(
             archive_size: child.and_then(|s| s.archive_size),
         });
     }
-    let (state, reason, message) = match failure {
-        Some(message) => (CheckpointState::Failed, "ContainerFailed", message),
+    let (state, reason, message) = match &failure {
+        Some(failure) => (
+            CheckpointState::Failed,
+            failure.reason(),
+            failure.to_string(),
+        ),
         None if done == containers.len() => (
             CheckpointState::Completed,
             "Completed",
@@ -261,7 +251,7 @@ fn summed_up(
     };
     status.state = Some(state);
     status.message = Some(message);
-    finish(request, status, reason, now)
+    (finish(request, status, reason, now), failure)
 }
 
 fn plural(n: usize) -> String {
@@ -272,18 +262,18 @@ fn plural(n: usize) -> String {
     }
 }
 
-fn failed(
-    request: &PodCheckpoint,
-    reason: &str,
-    message: String,
-    now: Timestamp,
-) -> PodCheckpointStatus {
+/// The plan that fails the request for `failure`.
+fn fail(request: &PodCheckpoint, failure: Failure, now: Timestamp) -> Plan {
     let status = PodCheckpointStatus {
         state: Some(CheckpointState::Failed),
-        message: Some(message),
+        message: Some(failure.to_string()),
         ..Default::default()
     };
-    finish(request, status, reason, now)
+    let status = finish(request, status, failure.reason(), now);
+    Plan {
+        failure: Some(failure),
+        ..with_status(request, status)
+    }
 }
 
 fn finish(
@@ -308,8 +298,8 @@ fn finish(
 
 fn with_status(request: &PodCheckpoint, status: PodCheckpointStatus) -> Plan {
     Plan {
-        create: Vec::new(),
         status: (request.status.as_ref() != Some(&status)).then_some(status),
+        ..Plan::default()
     }
 }
 
@@ -428,6 +418,19 @@ mod tests {
         assert!(!needs_pod(&hostile), "never looked up");
         let refused = observe(&hostile, None, &[]).status.unwrap();
         assert_eq!(refused.conditions[0].reason, "InvalidPodName");
+    }
+
+    #[test]
+    fn a_failing_plan_says_which_failure_it_is() {
+        let unknown = observe(&request(&["nope"]), Some(&pod()), &[]);
+        assert!(
+            matches!(&unknown.failure, Some(Failure::ContainerNotFound { container, .. })
+                if container == "nope"),
+            "{unknown:?}"
+        );
+        let missing = observe(&request(&[]), None, &[]);
+        assert!(matches!(missing.failure, Some(Failure::PodNotFound { .. })));
+        assert_eq!(observe(&request(&[]), Some(&pod()), &[]).failure, None);
     }
 
     #[test]

@@ -31,10 +31,15 @@ use kube::{Resource, ResourceExt};
 
 use super::health::{all_running, stuck};
 use super::restored;
+use crate::pending;
 use crate::placement::Placement;
 use crate::status::condition;
 use crate::validation::{check_node_daemon, quoted_list, shown};
 use crate::webhook::workload::WORKLOAD_KINDS;
+
+pub use failure::Failure;
+
+mod failure;
 
 /// Default of `timeoutSeconds` (the schema's).
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(MIGRATION_TIMEOUT_SECONDS.unsigned_abs());
@@ -55,6 +60,8 @@ pub struct Observed<'a> {
     /// The noded Lease of `spec.targetNode`, if any.
     pub target_lease: Option<&'a Lease>,
     pub lease_namespace: &'a str,
+    /// How long the migration may wait on a state that passes by itself.
+    pub pending_timeout: Duration,
     pub now: Timestamp,
 }
 
@@ -77,6 +84,8 @@ pub struct Plan {
     pub actions: Vec<Action>,
     pub status: Option<PodMigrationStatus>,
     pub requeue_after: Option<Duration>,
+    /// Why the migration failed, when this plan fails it.
+    pub failure: Option<Failure>,
 }
 
 /// What the reconcile must read besides the migration: the PodCheckpoint and the pods, until
@@ -151,8 +160,8 @@ fn decide(o: &Observed) -> Plan {
         return Plan::default();
     }
     let status = m.status.clone().unwrap_or_default();
-    if let Some(message) = timed_out(o, &status) {
-        return fail(m, status, "Timeout", message, o.now);
+    if let Some(failure) = timed_out(o, &status) {
+        return fail(m, status, failure, o.now);
     }
     match status.phase.unwrap_or(MigrationPhase::Pending) {
         MigrationPhase::Pending => start(o, status),
@@ -161,7 +170,7 @@ fn decide(o: &Observed) -> Plan {
     }
 }
 
-fn timed_out(o: &Observed, status: &PodMigrationStatus) -> Option<String> {
+fn timed_out(o: &Observed, status: &PodMigrationStatus) -> Option<Failure> {
     let m = o.migration;
     let limit = m
         .spec
@@ -175,14 +184,11 @@ fn timed_out(o: &Observed, status: &PodMigrationStatus) -> Option<String> {
     }
     let secs = limit.as_secs();
     Some(match status.phase {
-        Some(MigrationPhase::Restoring) => format!(
-            "the pod did not run on the target within {secs}s; {}",
-            after_restore_advice(m, status)
-        ),
-        _ => format!(
-            "the checkpoint did not complete within {secs}s; the source pod keeps running: \
-             delete this PodMigration and create it again"
-        ),
+        Some(MigrationPhase::Restoring) => Failure::RestoreTimedOut {
+            secs,
+            checkpoint: kept(m, status),
+        },
+        _ => Failure::CheckpointTimedOut { secs },
     })
 }
 
@@ -191,32 +197,23 @@ fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
     let m = o.migration;
     let namespace = m.namespace().unwrap_or_default();
     let pod_name = &m.spec.pod_name;
-    let refuse = |status, reason, message| fail(m, status, reason, message, o.now);
+    let refuse = |status, failure| fail(m, status, failure, o.now);
     let name = m.name_any();
     if name.len() > DNS_LABEL_MAX {
-        let message = format!(
-            "the name {} is longer than {DNS_LABEL_MAX} characters: it labels the restored pod, \
-             and label values are at most {DNS_LABEL_MAX}; give the PodMigration a shorter name",
-            shown(&name)
-        );
-        return refuse(status, "NameTooLong", message);
+        return refuse(status, Failure::NameTooLong { name });
     }
     if !is_dns_subdomain(pod_name) {
-        let message = format!(
-            "podName {} is not a pod name (lowercase letters, digits, '-' and '.')",
-            shown(pod_name)
-        );
-        return refuse(status, "InvalidPodName", message);
+        let failure = Failure::InvalidPodName {
+            pod: pod_name.clone(),
+        };
+        return refuse(status, failure);
     }
     let Some(pod) = o.pod else {
-        return refuse(
-            status,
-            "PodNotFound",
-            format!(
-                "pod {} not found in namespace {namespace:?}",
-                shown(pod_name)
-            ),
-        );
+        let failure = Failure::PodNotFound {
+            pod: pod_name.clone(),
+            namespace,
+        };
+        return refuse(status, failure);
     };
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
@@ -228,15 +225,23 @@ fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
         _ => None,
     };
     let Some(node) = node else {
-        return refuse(
-            status,
-            "PodNotRunning",
-            format!(
-                "pod {} is {}, not Running on a node; only a running pod can move",
-                shown(pod_name),
-                phase.unwrap_or("not scheduled")
-            ),
-        );
+        let failure = Failure::PodNotRunning {
+            pod: pod_name.clone(),
+            phase: phase.map(str::to_owned),
+        };
+        let created = m.metadata.creation_timestamp.as_ref();
+        let wait = failure
+            .waits_for()
+            .and_then(|what| pending::wait(what, created, o.pending_timeout, o.now));
+        let Some(wait) = wait else {
+            return refuse(status, failure);
+        };
+        status.phase = Some(MigrationPhase::Pending);
+        status.message = Some(wait.message);
+        return Plan {
+            requeue_after: Some(wait.next_look),
+            ..finish(m, status, failure.reason(), o.now)
+        };
     };
     let owner = pod
         .metadata
@@ -245,49 +250,37 @@ fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
         .flatten()
         .find(|o| o.controller == Some(true));
     if let Some(owner) = owner {
-        if !WORKLOAD_KINDS.contains(&owner.kind.as_str()) {
-            return refuse(
-                status,
-                "UnsupportedOwner",
-                format!(
-                    "pod {} belongs to {} {:?}, whose pods cannot move; bare pods and the pods of \
-                     Deployments, ReplicaSets and StatefulSets can",
-                    shown(pod_name),
-                    owner.kind,
-                    owner.name
-                ),
-            );
+        let (kind, owner_name) = (owner.kind.clone(), owner.name.clone());
+        if !WORKLOAD_KINDS.contains(&kind.as_str()) {
+            let failure = Failure::UnsupportedOwner {
+                pod: pod_name.clone(),
+                kind,
+                owner: owner_name,
+            };
+            return refuse(status, failure);
         }
         if !m.spec.deletes_source() {
-            return refuse(
-                status,
-                "SourceMustGo",
-                format!(
-                    "pod {} belongs to {} {:?}, which would replace a copy: a workload's pod \
-                     moves only with deleteSource true",
-                    shown(pod_name),
-                    owner.kind,
-                    owner.name
-                ),
-            );
+            let failure = Failure::SourceMustGo {
+                pod: pod_name.clone(),
+                kind,
+                owner: owner_name,
+            };
+            return refuse(status, failure);
         }
-        status.owner = Some(format!("{}/{}", owner.kind, owner.name));
+        status.owner = Some(format!("{kind}/{owner_name}"));
         status.owner_uid = Some(owner.uid.clone());
     }
     if let Some(target) = m.spec.target_node.as_deref() {
         if target == node {
-            return refuse(
-                status,
-                "SameNode",
-                format!(
-                    "pod {} already runs on node {target:?}; name another targetNode",
-                    shown(pod_name)
-                ),
-            );
+            let failure = Failure::SameNode {
+                pod: pod_name.clone(),
+                target: target.to_owned(),
+            };
+            return refuse(status, failure);
         }
         let lease_ref = format!("{}/{}", o.lease_namespace, noded_lease_name(target));
         if let Err(refusal) = check_node_daemon(target, o.target_lease, &lease_ref, o.now) {
-            return refuse(status, "TargetUnavailable", refusal.to_string());
+            return refuse(status, Failure::TargetUnavailable(refusal));
         }
         let cannot = o.target_lease.and_then(|l| {
             l.metadata
@@ -296,10 +289,11 @@ fn start(o: &Observed, mut status: PodMigrationStatus) -> Plan {
                 .get(CANNOT_RESTORE_ANNOTATION)
         });
         if let Some(why) = cannot {
-            let message = format!(
-                "node {target:?} cannot restore checkpoints ({why}); name another targetNode"
-            );
-            return refuse(status, "TargetCannotRestore", message);
+            let failure = Failure::TargetCannotRestore {
+                target: target.to_owned(),
+                why: why.clone(),
+            };
+            return refuse(status, failure);
         }
         status.target_node = Some(target.to_owned());
     }
@@ -336,22 +330,19 @@ fn from_checkpoint(
         .checkpoint
         .filter(|c| c.metadata.name.as_deref() == Some(from) && &c.spec.pod_name == pod_name);
     let Some(checkpoint) = found else {
-        let message = format!(
-            "fromCheckpoint names PodCheckpoint {}, which is not a checkpoint of pod {} in this \
-             namespace",
-            shown(from),
-            shown(pod_name)
-        );
-        return fail(m, status, "CheckpointNotFound", message, o.now);
+        let failure = Failure::CheckpointNotFound {
+            from: from.to_owned(),
+            pod: pod_name.clone(),
+        };
+        return fail(m, status, failure, o.now);
     };
     let state = checkpoint.status.as_ref().and_then(|s| s.state);
     if state != Some(CheckpointState::Completed) {
-        let message = format!(
-            "PodCheckpoint {} is {}, not Completed: only a completed checkpoint restores",
-            shown(from),
-            state.map_or("not started".to_owned(), |s| format!("{s:?}"))
-        );
-        return fail(m, status, "CheckpointNotCompleted", message, o.now);
+        let failure = Failure::CheckpointNotCompleted {
+            from: from.to_owned(),
+            state: state.map_or("not started".to_owned(), |s| format!("{s:?}")),
+        };
+        return fail(m, status, failure, o.now);
     }
     let taken = checkpoint.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let age = taken.map_or_else(String::new, |t| {
@@ -403,16 +394,7 @@ fn checkpointing(o: &Observed, mut status: PodMigrationStatus) -> Plan {
             let why = pc_status
                 .and_then(|s| s.message.clone())
                 .unwrap_or_default();
-            fail(
-                m,
-                status,
-                "CheckpointFailed",
-                format!(
-                    "the checkpoint failed ({why}); the source pod keeps running: fix the cause, \
-                     delete this PodMigration and create it again"
-                ),
-                o.now,
-            )
+            fail(m, status, Failure::CheckpointFailed { why }, o.now)
         }
         // Not there (yet, or no longer): apply it again, which changes nothing if it is.
         _ if o.checkpoint.is_none() => Plan {
@@ -445,17 +427,14 @@ fn restoring(o: &Observed, mut status: PodMigrationStatus) -> Plan {
                     actions.push(Action::CreatePod(Box::new(copy)));
                 }
                 None => {
-                    let message = format!(
-                        "the source pod was deleted before its copy was made; {}",
-                        after_restore_advice(m, &status)
-                    );
-                    return fail(m, status, "SourceGone", message, o.now);
+                    let checkpoint = kept(m, &status);
+                    return fail(m, status, Failure::SourceGone { checkpoint }, o.now);
                 }
             }
         } else if source_live && m.spec.deletes_source() {
             actions.push(delete_source);
         } else if let Some(fresh) = started_afresh(o.pod, &status) {
-            return fail(m, status, "NotRestored", fresh, o.now);
+            return fail(m, status, fresh, o.now);
         }
         let mut plan = finish(m, status, "Restoring", o.now);
         plan.actions = actions;
@@ -469,17 +448,13 @@ fn restoring(o: &Observed, mut status: PodMigrationStatus) -> Plan {
         .and_then(|s| s.node_name.clone())
         .or(status.target_node);
     if let Some(problem) = stuck(restored) {
-        let source_note = if source_live {
-            "the source pod keeps running"
-        } else {
-            "the source pod is gone"
+        let failure = Failure::RestoreFailed {
+            restored: restored.name_any(),
+            problem,
+            source_live,
+            checkpoint: kept(m, &status),
         };
-        let message = format!(
-            "restored pod {:?} does not run: {problem}; {source_note}; {}",
-            restored.name_any(),
-            after_restore_advice(m, &status)
-        );
-        return fail(m, status, "RestoreFailed", message, o.now);
+        return fail(m, status, failure, o.now);
     }
     if !all_running(restored) {
         status.message = Some(format!(
@@ -558,7 +533,7 @@ fn restored_pod<'p>(
 
 /// A StatefulSet's pod of the source's name that the webhook did not restore (it was not
 /// reachable): say so rather than wait.
-fn started_afresh(pod: Option<&Pod>, status: &PodMigrationStatus) -> Option<String> {
+fn started_afresh(pod: Option<&Pod>, status: &PodMigrationStatus) -> Option<Failure> {
     let pod = pod?;
     let statefulset = status
         .owner
@@ -566,13 +541,9 @@ fn started_afresh(pod: Option<&Pod>, status: &PodMigrationStatus) -> Option<Stri
         .is_some_and(|o| o.starts_with("StatefulSet/"));
     let other = pod.metadata.uid != status.source_pod_uid;
     let unrestored = !pod.labels().contains_key(MIGRATION_LABEL);
-    (statefulset && other && unrestored).then(|| {
-        format!(
-            "the StatefulSet recreated pod {:?} without restoring it (the migration webhook was \
-             not reachable), so it started afresh; PodCheckpoint {:?} is kept",
-            pod.name_any(),
-            status.pod_checkpoint.as_deref().unwrap_or_default()
-        )
+    (statefulset && other && unrestored).then(|| Failure::NotRestored {
+        pod: pod.name_any(),
+        checkpoint: status.pod_checkpoint.clone().unwrap_or_default(),
     })
 }
 
@@ -593,36 +564,34 @@ fn restoring_message(m: &PodMigration, status: &PodMigrationStatus) -> String {
 /// the source still running.
 pub fn copy_refused(m: &PodMigration, why: &str, now: Timestamp) -> Plan {
     let status = m.status.clone().unwrap_or_default();
-    let message = format!(
-        "creating the restored pod was refused ({why}); the source pod keeps running; {}",
-        after_restore_advice(m, &status)
-    );
-    fail(m, status, "CopyRefused", message, now)
+    let failure = Failure::CopyRefused {
+        why: why.to_owned(),
+        checkpoint: kept(m, &status),
+    };
+    fail(m, status, failure, now)
 }
 
-/// How to retry once the source may be gone: the checkpoint stays.
-fn after_restore_advice(m: &PodMigration, status: &PodMigrationStatus) -> String {
-    let checkpoint = status
+/// The PodCheckpoint a failure after the checkpoint keeps.
+fn kept(m: &PodMigration, status: &PodMigrationStatus) -> String {
+    status
         .pod_checkpoint
         .clone()
-        .unwrap_or_else(|| m.name_any());
-    format!(
-        "PodCheckpoint {checkpoint:?} is kept: fix the cause, then create the pod again \
-         annotated {RESTORE_FROM_ANNOTATION}: {checkpoint} (deleting this PodMigration deletes \
-         the checkpoint)"
-    )
+        .unwrap_or_else(|| m.name_any())
 }
 
+/// The plan that fails the migration for `failure`.
 fn fail(
     m: &PodMigration,
     mut status: PodMigrationStatus,
-    reason: &str,
-    message: String,
+    failure: Failure,
     now: Timestamp,
 ) -> Plan {
     status.phase = Some(MigrationPhase::Failed);
-    status.message = Some(message);
-    finish(m, status, reason, now)
+    status.message = Some(failure.to_string());
+    Plan {
+        failure: Some(failure.clone()),
+        ..finish(m, status, failure.reason(), now)
+    }
 }
 
 /// The plan that writes `status` (with its condition and observedGeneration) if it changed.

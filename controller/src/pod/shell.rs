@@ -84,10 +84,10 @@ async fn checkpoint(request: &PodCheckpoint, ctx: &CheckpointContext) -> Result<
     });
     let requests = Api::<ContainerCheckpoint>::namespaced(ctx.client.clone(), &namespace);
     let apply = PatchParams::apply(CONTROLLER_MANAGER).force();
-    for child in &plan.create {
+    for child in std::mem::take(&mut plan.create) {
         let child_name = child.name_any();
         match requests
-            .patch(&child_name, &apply, &Patch::Apply(child))
+            .patch(&child_name, &apply, &Patch::Apply(&child))
             .await
         {
             Ok(created) => {
@@ -96,13 +96,7 @@ async fn checkpoint(request: &PodCheckpoint, ctx: &CheckpointContext) -> Result<
             }
             // Refused (a policy, a quota): final, and the user is told why.
             Err(kube::Error::Api(s)) if (400..500).contains(&s.code) && s.code != 429 => {
-                plan.status = Some(checkpoint::child_refused(
-                    &request,
-                    &child_name,
-                    s.code,
-                    &s.message,
-                    now,
-                ));
+                plan = checkpoint::child_refused(&request, &child_name, s.code, &s.message, now);
                 break;
             }
             Err(source) => {
@@ -116,6 +110,9 @@ async fn checkpoint(request: &PodCheckpoint, ctx: &CheckpointContext) -> Result<
         let old = request.status.as_ref().and_then(|s| s.state);
         if !report(ctx, &request, &status).await? {
             return Ok(Action::await_change());
+        }
+        if let Some(failure) = &plan.failure {
+            info!(reason = failure.reason(), %failure, "failed");
         }
         if let Some(state) = status.state.filter(|s| s.is_final()) {
             ctx.metrics
@@ -231,6 +228,7 @@ async fn migrate(migration: &PodMigration, ctx: &MigrationContext) -> Result<Act
         labelled: &labelled,
         target_lease: target_lease.as_deref(),
         lease_namespace: &ctx.stores.lease_namespace,
+        pending_timeout: ctx.settings.pending_timeout,
         now: Timestamp::now(),
     });
     let (release, actions): (Vec<_>, Vec<_>) = plan
@@ -247,6 +245,9 @@ async fn migrate(migration: &PodMigration, ctx: &MigrationContext) -> Result<Act
         && !moved(ctx, &migration, status).await?
     {
         return Ok(Action::await_change());
+    }
+    if let Some(failure) = &plan.failure {
+        info!(reason = failure.reason(), %failure, "failed");
     }
     for step in actions {
         let Err(error) = act(ctx, &migration, step).await else {

@@ -1,87 +1,54 @@
 //! CheckpointPolicies: PodCheckpoints of the pods a policy selects, on its schedule, and
 //! retention of them ([`plan`] decides; [`shell`] reads, acts and reports). The policy owns
 //! nothing: its PodCheckpoints carry its name in a label, and outlive it. Runs on the leader
-//! only, beside the pod-level controllers.
+//! only, a peer of the request controllers over the same stores.
 
 mod lost;
 mod plan;
-
-pub use plan::checkpoint;
 mod shell;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
-use std::time::Duration;
 
 use checkpointing::crd::{CheckpointPolicy, PodCheckpoint};
-use checkpointing::names::{CONTROLLER_MANAGER, POLICY_LABEL};
-use futures::StreamExt;
+use checkpointing::names::POLICY_LABEL;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::shell::{log, retry};
+pub use plan::checkpoint;
+pub use shell::reconcile;
 
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    /// The cluster's Nodes: which are lost (`onNodeLoss`).
-    pub nodes: Store<Node>,
-    /// How long a node may not be Ready before it counts as lost.
-    pub node_loss_after: Duration,
-}
+use crate::stores::{PolicyTriggers, Stores};
 
-/// Runs the policy controller until `shutdown` resolves.
-pub async fn run(
-    client: Client,
-    node_loss_after: Duration,
-    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
-) {
-    let config = watcher::Config::default;
-    let (nodes, writer) = reflector::store();
-    // Only what can make a node lost or not: Ready's status and the out-of-service taint, not
-    // every heartbeat.
-    let node_events = reflector(writer, watcher(Api::<Node>::all(client.clone()), config()))
-        .default_backoff()
-        .touched_objects()
-        .predicate_filter(loss_state, Default::default());
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), CONTROLLER_MANAGER.into()),
-        client: client.clone(),
-        nodes,
-        node_loss_after,
-    });
-    let controller = Controller::new(Api::<CheckpointPolicy>::all(client.clone()), config());
-    let policies = controller.store();
-    let guarding = policies.clone();
+/// What a policy's reconciles share; they create PodCheckpoints, which they list themselves.
+pub type Context = crate::reconciles::Context<CheckpointPolicy, PodCheckpoint>;
+
+/// The controller of the policies: a change of one, of a PodCheckpoint carrying its name, of a
+/// pod it may select, or of a Node's readiness (for the policies that restore lost nodes' pods)
+/// reconciles it.
+pub fn controller(
+    stores: &Stores,
+    (policies, checkpoints, pods, nodes): PolicyTriggers,
+) -> Controller<CheckpointPolicy> {
+    let (selecting_from, restoring_from) = (stores.policies.clone(), stores.policies.clone());
     // Only what can make a pod due or not: appearing, its labels, running, going. Status
     // changes of running pods (most pod events) reconcile nothing.
-    let pods = watcher(Api::<Pod>::all(client.clone()), config())
-        .default_backoff()
-        .touched_objects()
-        .predicate_filter(selection_state, Default::default());
-    controller
+    let pods = pods.predicate_filter(selection_state, Default::default());
+    // Only what can make a node lost or not: Ready's status and the out-of-service taint, not
+    // every heartbeat.
+    let nodes = nodes.predicate_filter(loss_state, Default::default());
+    Controller::for_stream(policies, stores.policies.clone())
         // A policy's PodCheckpoints carry its name: their changes reconcile it.
-        .watches(
-            Api::<PodCheckpoint>::all(client),
-            config().labels(POLICY_LABEL),
-            |pc: PodCheckpoint| {
-                let policy = pc.labels().get(POLICY_LABEL)?.clone();
-                Some(ObjectRef::new(&policy).within(&pc.namespace()?))
-            },
-        )
-        .watches_stream(pods, move |pod: Pod| selecting(&policies, &pod))
-        .watches_stream(node_events, move |_: Node| restoring(&guarding))
-        .graceful_shutdown_on(shutdown)
-        .run(shell::reconcile, retry, ctx)
-        .for_each(|result| async move { log("CheckpointPolicy", result) })
-        .await;
+        .watches_stream(checkpoints, |pc: PodCheckpoint| {
+            let policy = pc.labels().get(POLICY_LABEL)?.clone();
+            Some(ObjectRef::new(&policy).within(&pc.namespace()?))
+        })
+        .watches_stream(pods, move |pod: Pod| selecting(&selecting_from, &pod))
+        .watches_stream(nodes, move |_: Node| restoring(&restoring_from))
 }
 
 /// What of a pod decides whether a policy checkpoints it.

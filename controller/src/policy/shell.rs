@@ -21,13 +21,20 @@ use super::plan::{self, Doomed, Observed};
 use crate::shell::{Error, announce, failed, write_status};
 use crate::status::{MAX_EVENT_NOTE, truncated};
 
+/// How soon a policy restoring lost nodes' pods looks again when the Nodes were not listed yet.
+const UNSYNCED_RETRY: Duration = Duration::from_secs(1);
+
 pub async fn reconcile(policy: Arc<CheckpointPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.run(&policy, run(&policy, &ctx)).await
+}
+
+async fn run(policy: &CheckpointPolicy, ctx: &Context) -> Result<Action, Error> {
     if policy.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
-    let pods = selected(&ctx, &policy, &namespace).await?;
+    let pods = selected(ctx, policy, &namespace).await?;
     let api = Api::<PodCheckpoint>::namespaced(ctx.client.clone(), &namespace);
     let own = ListParams::default().labels(&format!("{POLICY_LABEL}={name}"));
     let checkpoints = api
@@ -38,19 +45,19 @@ pub async fn reconcile(policy: Arc<CheckpointPolicy>, ctx: Arc<Context>) -> Resu
         )))?
         .items;
     let plan = plan::plan(&Observed {
-        policy: &policy,
+        policy,
         pods: pods.as_deref().map_err(String::as_str),
         checkpoints: &checkpoints,
         now: Timestamp::now(),
     });
     for pc in &plan.create {
-        create(&ctx, &api, &policy, pc).await?;
+        create(ctx, &api, policy, pc).await?;
     }
     for doomed in &plan.delete {
-        delete(&ctx, &api, &policy, doomed).await?;
+        delete(ctx, &api, policy, doomed).await?;
     }
     if let Some(status) = &plan.status {
-        write_status(&ctx.client, policy.as_ref(), status).await?;
+        write_status(&ctx.client, policy, status).await?;
     }
     for failure in &plan.failures {
         let event = event(
@@ -59,13 +66,13 @@ pub async fn reconcile(policy: Arc<CheckpointPolicy>, ctx: Arc<Context>) -> Resu
             "Checkpoint",
             failure,
         );
-        announce(&ctx.recorder, policy.as_ref(), event).await;
+        announce(&ctx.recorder, policy, event).await;
     }
     let mut requeue = plan.requeue_after;
     if policy.spec.on_node_loss.is_some()
         && let Ok(pods) = &pods
     {
-        let next = restore_lost(&ctx, &policy, pods, &checkpoints).await?;
+        let next = restore_lost(ctx, policy, pods, &checkpoints).await?;
         requeue = [requeue, next].into_iter().flatten().min();
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
@@ -80,14 +87,13 @@ async fn restore_lost(
     checkpoints: &[PodCheckpoint],
 ) -> Result<Option<Duration>, Error> {
     let namespace = policy.namespace().unwrap_or_default();
-    // A store not listed yet would make every node look deleted.
-    if ctx.nodes.wait_until_ready().await.is_err() {
-        return Ok(None);
+    if !ctx.stores.synced.for_lost_nodes() {
+        return Ok(Some(UNSYNCED_RETRY));
     }
-    let nodes = ctx.nodes.state();
+    let nodes = ctx.stores.nodes.state();
     let listed: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
     let now = Timestamp::now();
-    let (lost_nodes, next) = lost::lost_nodes(&listed, ctx.node_loss_after, now);
+    let (lost_nodes, next) = lost::lost_nodes(&listed, ctx.settings.node_loss_after, now);
     let migrations = Api::<PodMigration>::namespaced(ctx.client.clone(), &namespace);
     let started = migrations
         .list(&ListParams::default().labels(LOST_POD_LABEL))

@@ -16,8 +16,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use crate::kube_error::cause;
+use crate::pending;
 use crate::status::{self, Transition};
-use crate::validation;
+use crate::validation::{self, Refusal};
 
 /// How often a request that is not final is looked at again without any watch event: a safety
 /// net, not the driver (Content events are).
@@ -36,6 +37,8 @@ pub struct Observed<'a> {
     /// The noded Lease of the pod's node, read only while a Content is still to be created.
     pub lease: Option<&'a Lease>,
     pub lease_namespace: &'a str,
+    /// How long the request may wait on a state that passes by itself.
+    pub pending_timeout: Duration,
     pub now: Timestamp,
 }
 
@@ -121,7 +124,13 @@ pub fn plan(o: &Observed) -> Plan {
             o.now,
         ),
         None => match validate(o) {
-            Err(refusal) => status::refused(request, &refusal, o.now),
+            Err(refusal) => match waiting(o, &refusal) {
+                Some(wait) => {
+                    requeue_after = Some(wait.next_look);
+                    status::waiting(request, refusal.reason(), wait.message, o.now)
+                }
+                None => status::refused(request, &refusal, o.now),
+            },
             Ok((pod, node)) => {
                 let Some(content) = desired_content(request, pod, node) else {
                     // Only objects read from the API server reach here, and they have a uid.
@@ -196,8 +205,15 @@ fn resync(state: Option<CheckpointState>) -> Option<Duration> {
     }
 }
 
+/// How a request refused for a state that passes by itself waits; `None` once it has waited
+/// long enough, or for a refusal for good.
+fn waiting(o: &Observed, refusal: &Refusal) -> Option<pending::Wait> {
+    let created = o.request.metadata.creation_timestamp.as_ref();
+    pending::wait(refusal.waits_for()?, created, o.pending_timeout, o.now)
+}
+
 /// All checks in order; on success the pod and its node.
-fn validate<'a>(o: &Observed<'a>) -> Result<(&'a Pod, &'a str), validation::Refusal> {
+fn validate<'a>(o: &Observed<'a>) -> Result<(&'a Pod, &'a str), Refusal> {
     validation::check_request(o.request)?;
     let (pod, node) = validation::check_pod(o.request, o.pod)?;
     let lease_ref = format!("{}/{}", o.lease_namespace, noded_lease_name(node));

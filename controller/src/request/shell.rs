@@ -76,6 +76,7 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
         pod: pod.as_ref(),
         lease: lease.as_deref(),
         lease_namespace: &ctx.stores.lease_namespace,
+        pending_timeout: ctx.settings.pending_timeout,
         now,
     });
 

@@ -259,3 +259,50 @@ fn lease_freshness() {
     no_duration.spec.as_mut().unwrap().lease_duration_seconds = None;
     assert!(check_node_daemon("node1", Some(&no_duration), lref, now).is_err());
 }
+
+#[test]
+fn only_states_that_pass_by_themselves_are_waited_for() {
+    let req = request_for("app", "counter", None);
+    let waits = |p: Pod| check_pod(&req, Some(&p)).unwrap_err().waits_for();
+    let waiting = |reason: Option<&str>| {
+        Some(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: reason.map(Into::into),
+                message: None,
+            }),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        waits(pod_on(None, running())).as_deref(),
+        Some("pod \"app\" is not scheduled to a node yet")
+    );
+    for starting in [Some("ContainerCreating"), Some("PodInitializing"), None] {
+        let why = waits(pod_on(Some("node1"), waiting(starting)));
+        assert!(
+            why.as_deref().is_some_and(|w| w
+                .starts_with("container \"counter\" of pod \"app\" is not running yet (waiting")),
+            "{starting:?}: {why:?}"
+        );
+    }
+    let mut unreported = pod_on(Some("node1"), None);
+    unreported.status.as_mut().unwrap().container_statuses = Some(Vec::new());
+    assert!(waits(unreported).is_some(), "no status reported yet");
+    for stuck in ["CrashLoopBackOff", "ImagePullBackOff"] {
+        assert_eq!(waits(pod_on(Some("node1"), waiting(Some(stuck)))), None);
+    }
+    let terminated = Some(ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(waits(pod_on(Some("node1"), terminated)), None);
+    assert_eq!(check_pod(&req, None).unwrap_err().waits_for(), None);
+    let no_daemon = check_node_daemon("node1", None, "kube-system/x", now()).unwrap_err();
+    assert_eq!(
+        no_daemon.waits_for().as_deref(),
+        Some("no live node daemon on node \"node1\": its Lease kube-system/x does not exist")
+    );
+}

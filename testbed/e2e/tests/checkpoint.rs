@@ -191,7 +191,6 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
             "missing-pod",
         ),
         (checkpoint_request("no-container", "app", "nope"), "nope"),
-        (checkpoint_request("unbound", "unbound", "counter"), "not"),
         (
             checkpoint_request("not-running", "exited", "once"),
             "not running",
@@ -208,6 +207,7 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
     let before1 = std::fs::read_dir(tb.node_path("node1", "/"))
         .unwrap()
         .count();
+    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
     for (cc, reason) in cases {
         let name = cc.metadata.name.clone().unwrap();
         let done = checkpoint(&client, &ns.name, cc).await;
@@ -217,12 +217,39 @@ async fn bad_requests_fail_with_a_reason_and_write_nothing() {
             message.contains(reason),
             "{name}: message {message:?} names {reason:?}"
         );
-        let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
         assert!(
             contents.get_opt(&name).await.unwrap().is_none(),
             "{name}: no Content for a refused request"
         );
     }
+    // A pod not scheduled yet may still be: the request waits, Pending and saying for what,
+    // and fails only after the controller's --pending-timeout-seconds (30 s on the testbed).
+    let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
+    let unbound = checkpoint_request("unbound", "unbound", "counter");
+    requests
+        .create(&PostParams::default(), &unbound)
+        .await
+        .unwrap();
+    let waiting = eventually(
+        "ContainerCheckpoint unbound to wait",
+        Duration::from_secs(60),
+        || async {
+            let status = requests.get("unbound").await.ok()?.status?;
+            let waits = status.message.as_deref()?.starts_with("waiting: ");
+            waits.then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(waiting.state, Some(CheckpointState::Pending));
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("waiting: pod \"unbound\" is not scheduled to a node yet")
+    );
+    assert_eq!(waiting.conditions[0].reason, "PodNotScheduled");
+    assert!(
+        contents.get_opt("unbound").await.unwrap().is_none(),
+        "no Content for a waiting request"
+    );
     // A request's spec is read once: changing it later is refused, not silently ignored.
     let fix = Patch::Merge(serde_json::json!({"spec": {"container": "counter"}}));
     let error = Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)

@@ -4,6 +4,8 @@ use checkpointing::crd::{ContainerResult, PodCheckpointStatus, PodMigrationSpec}
 use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
+const PENDING_TIMEOUT: Duration = Duration::from_secs(300);
+
 fn migration(target: Option<&str>) -> PodMigration {
     let mut m = PodMigration::new(
         "move-app",
@@ -58,6 +60,7 @@ impl World {
             labelled: &self.labelled,
             target_lease: self.lease.as_ref(),
             lease_namespace: "checkpoint-node-leases",
+            pending_timeout: PENDING_TIMEOUT,
             now: now(),
         })
     }
@@ -297,6 +300,9 @@ fn refusals_leave_the_source_alone_and_say_why() {
     for (pod, target, delete_source, lease, expected) in cases {
         let mut m = migration(target);
         m.spec.delete_source = delete_source;
+        // Waited long enough for a pod that is not Running yet.
+        let created = now() - PENDING_TIMEOUT;
+        m.metadata.creation_timestamp = Some(Time(created));
         let mut world = World::new(pod);
         if !lease {
             world.lease = None;
@@ -567,4 +573,66 @@ fn from_a_checkpoint_a_lost_nodes_pod_is_restored_without_a_new_checkpoint() {
         assert_eq!(phase, MigrationPhase::Failed, "{message}");
         assert!(message.contains("PodCheckpoint"), "{message}");
     }
+}
+
+#[test]
+fn a_failing_plan_says_which_failure_it_is() {
+    let world = World::new(Some(running(pod())));
+    let same = world.plan(&migration(Some("node1")));
+    assert!(
+        matches!(&same.failure, Some(Failure::SameNode { target, .. }) if target == "node1"),
+        "{same:?}"
+    );
+    assert_eq!(same.status.unwrap().conditions[0].reason, "SameNode");
+    assert_eq!(world.plan(&migration(Some("node2"))).failure, None);
+}
+
+#[test]
+fn a_migration_waits_for_its_pod_to_run_then_fails_past_the_bound() {
+    let mut m = migration(Some("node2"));
+    m.metadata.creation_timestamp = Some(Time(now() - Duration::from_secs(10)));
+    let mut starting = pod();
+    starting.status.as_mut().unwrap().phase = Some("Pending".into());
+    let world = World::new(Some(starting));
+    let plan = world.plan(&m);
+    assert!(plan.actions.is_empty(), "{plan:?}");
+    assert_eq!(plan.failure, None);
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(10)));
+    let status = plan.status.unwrap();
+    assert_eq!(status.phase, Some(MigrationPhase::Pending));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("waiting: pod \"app\" is Pending, not Running on a node yet")
+    );
+    assert_eq!(status.conditions[0].reason, "PodNotRunning");
+
+    // Once the pod runs, the migration goes on.
+    let mut waited = m.clone();
+    waited.status = Some(status);
+    let actions = step(&mut waited, &World::new(Some(running(pod()))));
+    assert!(
+        matches!(&actions[..], [Action::CreateCheckpoint(_)]),
+        "{actions:?}"
+    );
+
+    // Still not running past the bound: Failed, with the refusal's own message.
+    m.metadata.creation_timestamp = Some(Time(now() - PENDING_TIMEOUT));
+    step(&mut m, &world);
+    assert_eq!(
+        outcome(&m),
+        (
+            MigrationPhase::Failed,
+            "pod \"app\" is Pending, not Running on a node; only a running pod can move".into()
+        )
+    );
+
+    // A pod that ended never runs again: Failed at once.
+    let mut ended = running(pod());
+    ended.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    let failed = World::new(Some(ended)).plan(&migration(Some("node2")));
+    assert!(
+        matches!(&failed.failure, Some(Failure::PodNotRunning { phase, .. })
+            if phase.as_deref() == Some("Succeeded")),
+        "{failed:?}"
+    );
 }

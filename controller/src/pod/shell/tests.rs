@@ -8,7 +8,7 @@ use checkpointing::testing::{FakeApi, Seen};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
-use crate::fixtures::{Watches, deliver, pod, running};
+use crate::fixtures::{Watches, deliver, pod, running, settings};
 
 const GROUP: &str = "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/namespaces/default";
 const POD_PATH: &str = "/api/v1/namespaces/default/pods/app";
@@ -75,6 +75,7 @@ async fn a_pod_checkpoint_costs_seven_calls_from_creation_to_completed() {
         api.client(),
         watches.stores.clone(),
         Arc::default(),
+        settings(),
     ));
     let reconcile = |pc| reconcile_checkpoint(pc, ctx.clone());
     let mut created = PodCheckpoint::new(
@@ -150,6 +151,7 @@ async fn a_pod_migration_costs_seventeen_calls_from_creation_to_succeeded() {
         api.client(),
         watches.stores.clone(),
         Arc::default(),
+        settings(),
     ));
     let reconcile = |m| reconcile_migration(m, ctx.clone());
     let mut created = PodMigration::new(

@@ -2,14 +2,12 @@ use checkpointing::crd::{
     CheckpointPolicySpec, CheckpointState, PodCheckpointSpec, PodCheckpointStatus, RetentionSpec,
     ScheduleSpec,
 };
-use checkpointing::names::CONTROLLER_MANAGER;
 use checkpointing::testing::{FakeApi, Seen};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::events::Recorder;
 use serde_json::json;
 
 use super::*;
-use crate::fixtures::pod;
+use crate::fixtures::{Watches, pod, settings};
 
 const GROUP: &str = "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/namespaces/default";
 const PODS_PATH: &str = "/api/v1/namespaces/default/pods";
@@ -84,15 +82,8 @@ fn cluster(checkpoints: &[PodCheckpoint]) -> (FakeApi, Arc<Context>) {
     for pc in checkpoints {
         api.put(&format!("{}/{}", checkpoints_path(), pc.name_any()), pc);
     }
-    let client = api.client();
-    let recorder = Recorder::new(client.clone(), CONTROLLER_MANAGER.into());
-    let (nodes, _) = kube::runtime::reflector::store();
-    let context = Context {
-        client,
-        recorder,
-        nodes,
-        node_loss_after: std::time::Duration::from_secs(120),
-    };
+    let stores = Watches::listed(&[]).stores;
+    let context = Context::new(api.client(), stores, Arc::default(), settings());
     (api, Arc::new(context))
 }
 

@@ -3,6 +3,8 @@ use crate::fixtures::{content, content_with, lease, now, pod, request};
 use checkpointing::crd::ContainerCheckpointContentStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+const PENDING_TIMEOUT: Duration = Duration::from_secs(300);
+
 fn observed<'a>(
     request: &'a ContainerCheckpoint,
     content: Option<&'a ContainerCheckpointContent>,
@@ -15,6 +17,7 @@ fn observed<'a>(
         pod,
         lease,
         lease_namespace: "kube-system",
+        pending_timeout: PENDING_TIMEOUT,
         now: now(),
     }
 }
@@ -105,13 +108,21 @@ fn first_mirror_after_creation_changes_nothing() {
     assert_eq!(again.requeue_after, Some(RESYNC));
 }
 
+/// `request()`, created `secs` seconds before the tests' clock.
+fn created_ago(secs: u64) -> ContainerCheckpoint {
+    let mut req = request();
+    req.metadata.creation_timestamp = Some(Time(now() - Duration::from_secs(secs)));
+    req
+}
+
 #[test]
 fn every_refusal_fails_the_request_with_its_message() {
-    let req = request();
+    // Waited long enough for the states that pass by themselves.
+    let req = created_ago(PENDING_TIMEOUT.as_secs());
     let p = pod();
     let fresh = lease("2025-01-01T00:00:50Z");
     let stale = lease("2025-01-01T00:00:00Z");
-    let mut other_ns = request();
+    let mut other_ns = req.clone();
     other_ns.spec.namespace = Some("other".into());
     let mut unscheduled = pod();
     unscheduled.spec.as_mut().unwrap().node_name = None;
@@ -176,6 +187,108 @@ fn every_refusal_fails_the_request_with_its_message() {
         assert_eq!(plan.transition, Some(Transition::Failed));
         assert_eq!(plan.requeue_after, None, "a refusal is final");
     }
+}
+
+#[test]
+fn a_request_waits_on_a_passing_state_then_fails_with_its_refusal() {
+    let mut unscheduled = pod();
+    unscheduled.spec.as_mut().unwrap().node_name = None;
+    let creating = waiting_in(pod(), "ContainerCreating");
+    let p = pod();
+    let fresh = lease("2025-01-01T00:00:50Z");
+    // (pod, lease, reason, what it waits for)
+    let cases = [
+        (
+            &unscheduled,
+            Some(&fresh),
+            "PodNotScheduled",
+            "waiting: pod \"app\" is not scheduled to a node yet",
+        ),
+        (
+            &creating,
+            Some(&fresh),
+            "ContainerNotRunning",
+            "waiting: container \"counter\" of pod \"app\" is not running yet (waiting: \
+             ContainerCreating)",
+        ),
+        (
+            &p,
+            None,
+            "NodeDaemonUnavailable",
+            "waiting: no live node daemon on node \"node1\": its Lease \
+             kube-system/checkpoint-noded-node1 does not exist",
+        ),
+    ];
+    for (pod, lease, reason, waiting) in cases {
+        // Created 10 s ago: Pending, saying what it waits for, and looked at again soon.
+        let young = created_ago(10);
+        let plan = plan(&observed(&young, None, Some(pod), lease));
+        assert!(plan.create_content.is_none(), "{reason}");
+        let status = plan.status.as_ref().unwrap();
+        assert_eq!(status.state, Some(CheckpointState::Pending), "{reason}");
+        assert_eq!(status.message.as_deref(), Some(waiting));
+        let ready = &status.conditions[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reason)
+        );
+        assert_eq!(plan.transition, None);
+        assert_eq!(
+            plan.requeue_after,
+            Some(Duration::from_secs(10)),
+            "{reason}"
+        );
+        // Looked at again unchanged: nothing to write, still waiting.
+        let again = plan_of(&applied(&young, &plan), pod, lease);
+        assert_eq!(again.status, None, "{reason}");
+        assert_eq!(again.requeue_after, Some(Duration::from_secs(10)));
+        // Past the bound: Failed, with the refusal's own message.
+        let old = applied(&created_ago(PENDING_TIMEOUT.as_secs() + 1), &plan);
+        let failed = plan_of(&old, pod, lease);
+        let status = failed.status.as_ref().unwrap();
+        assert_eq!(status.state, Some(CheckpointState::Failed), "{reason}");
+        assert!(
+            !status.message.as_deref().unwrap().starts_with("waiting"),
+            "{status:?}"
+        );
+        assert_eq!(status.conditions[0].reason, reason);
+        assert_eq!(failed.transition, Some(Transition::Failed));
+        assert_eq!(failed.requeue_after, None);
+    }
+    // Once the pod runs, the waiting request gets its Content.
+    let young = created_ago(10);
+    let waited = applied(&young, &plan_of(&young, &unscheduled, Some(&fresh)));
+    let ready = plan_of(&waited, &p, Some(&fresh));
+    assert!(ready.create_content.is_some());
+    assert_eq!(ready.status.unwrap().state, Some(CheckpointState::Pending));
+}
+
+/// A crash-looping or ended container is no passing state: it fails at once.
+#[test]
+fn a_container_that_will_not_start_fails_at_once() {
+    let crashing = waiting_in(pod(), "CrashLoopBackOff");
+    let fresh = lease("2025-01-01T00:00:50Z");
+    let plan = plan_of(&created_ago(1), &crashing, Some(&fresh));
+    let status = plan.status.unwrap();
+    assert_eq!(status.state, Some(CheckpointState::Failed));
+    assert_eq!(status.conditions[0].reason, "ContainerNotRunning");
+}
+
+/// `pod` with its `counter` waiting for `reason`.
+fn waiting_in(mut pod: Pod, reason: &str) -> Pod {
+    let statuses = pod.status.as_mut().unwrap().container_statuses.as_mut();
+    statuses.unwrap()[0].state = Some(k8s_openapi::api::core::v1::ContainerState {
+        waiting: Some(k8s_openapi::api::core::v1::ContainerStateWaiting {
+            reason: Some(reason.into()),
+            message: None,
+        }),
+        ..Default::default()
+    });
+    pod
+}
+
+fn plan_of(request: &ContainerCheckpoint, pod: &Pod, lease: Option<&Lease>) -> Plan {
+    plan(&observed(request, None, Some(pod), lease))
 }
 
 /// Timeouts an older CRD lets through end the request Failed, with nothing sent to a node.

@@ -6,7 +6,7 @@ use checkpointing::testing::{FakeApi, Seen};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
-use crate::fixtures::{Watches, content, content_with, deliver, pod, request};
+use crate::fixtures::{Watches, content, content_with, deliver, pod, request, settings};
 use crate::reconciles::backoff;
 use crate::request::plan::RESYNC;
 
@@ -37,6 +37,7 @@ impl Cluster {
             api.client(),
             watches.stores.clone(),
             Arc::default(),
+            settings(),
         ));
         Self { api, ctx, watches }
     }
