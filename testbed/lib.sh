@@ -19,6 +19,8 @@ CRIO_VERSION=v1.36.3
 CRI_TOOLS_VERSION=v1.37.0
 # v1.7.0 needs go-criu v8.5.0, whose source the module proxy does not serve (403)
 CHECKPOINTCTL_VERSION=v1.6.0
+# the chart's tests (testbed/e2e/tests/chart.rs) and its install run this helm
+HELM_VERSION=v4.3.2
 K8S_BIN=$CACHE/kubernetes-$K8S_VERSION/bin
 
 # The nodes' container runtime: crio (default) or containerd. Every node of one testbed runs

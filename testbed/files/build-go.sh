@@ -78,6 +78,11 @@ case $component in
     CGO_ENABLED=0 go build -ldflags "-s -w -X main.version=${version#v}" -o "$out/checkpointctl" \
       github.com/checkpoint-restore/checkpointctl
     ;;
+  helm)
+    wrapper helm.sh/helm/v4 "$version"
+    CGO_ENABLED=0 go build -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$version" \
+      -o "$out/" helm.sh/helm/v4/cmd/helm
+    ;;
   *)
     echo "unknown component $component" >&2
     exit 2

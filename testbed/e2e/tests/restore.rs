@@ -482,8 +482,10 @@ async fn restore_from_an_external_registry() {
         .unwrap();
     let pod = restored_pod(&tb, &ns.name, "restored-app", "node2");
     assert_resumes(&tb, &client, &ns.name, pod, "node2", at_checkpoint).await;
-    // node2 pulled from the registry, not from node3's noded.
-    assert!(!tb.node_holds_image("node2", content.metadata.uid.as_deref().unwrap()));
+    // The runtime pulled through node2's node-local registry, the one gate for every restore
+    // (emptyDir volumes are placed there); its noded fetched the image from node3's, which
+    // still holds it (pushed_volumes.rs: from the registry's copy once no node can serve it).
+    assert!(tb.node_holds_image("node2", content.metadata.uid.as_deref().unwrap()));
 
     // Deleting the checkpoint deletes the registry's copy too.
     Api::<ContainerCheckpoint>::namespaced(client.clone(), &ns.name)
