@@ -3,18 +3,24 @@
 # functions.
 
 # The product as users run it: images built from deploy/'s Containerfiles with the workspace's
-# binaries, pushed to the testbed registry, and `kubectl apply -k` of the testbed overlay of
-# deploy/ for this runtime (with those images by digest; TESTBED_DEPLOY_OVERLAY names another
-# kustomization, e.g. deploy/ itself).
+# binaries, pushed to the testbed registry, and the Helm chart deploy/chart installed with the
+# seed's names (deploy/seed-values.yaml), this runtime's socket and the testbed's settings
+# (testbed/deploy/values.yaml), those images by digest. TESTBED_DEPLOY_OVERLAY instead names a
+# kustomization to `kubectl apply -k` (bench/run deploys deploy/, the chart's rendering, so).
 install_product() {
-  local overlay=$STATE/deploy
   TESTBED_BASE_BUSYBOX=$NODE_ROOT/bin/busybox "$TESTBED_DIR/images" "$STATE/images" >>"$STATE/logs/images.log" 2>&1 ||
     { tail -20 "$STATE/logs/images.log" >&2; die "building the product's images failed"; }
-  # shellcheck source=deploy/render.sh
-  . "$TESTBED_DIR/deploy/render.sh"
-  render_overlay "${TESTBED_DEPLOY_OVERLAY:-$TESTBED_DIR/deploy/$(runtime)}" "$STATE/images" "$overlay"
-  # what deploy/ asks the cluster admin for: the CA of the apiserver's webhook client certificate
-  { kubectl_ get namespace "$CONTROLLER_NAMESPACE" || kubectl_ create namespace "$CONTROLLER_NAMESPACE"; } >>"$STATE/logs/deploy.log" 2>&1
+  if [ -n "${TESTBED_DEPLOY_OVERLAY:-}" ]; then
+    # shellcheck source=deploy/render.sh
+    . "$TESTBED_DIR/deploy/render.sh"
+    render_overlay "$TESTBED_DEPLOY_OVERLAY" "$STATE/images" "$STATE/deploy"
+    kubectl_ apply -k "$STATE/deploy" >>"$STATE/logs/deploy.log" 2>&1 ||
+      { tail -20 "$STATE/logs/deploy.log" >&2; die "kubectl apply -k $STATE/deploy failed"; }
+  else
+    helm_install
+  fi
+  # what the install asks the cluster admin for: the CA of the apiserver's webhook client
+  # certificate (the controller's pods wait for it)
   kubectl_ -n "$CONTROLLER_NAMESPACE" create configmap checkpoint-webhook-client-ca \
     --from-file=ca.crt="$PKI/webhook-client-ca.crt" --dry-run=client -o yaml |
     kubectl_ apply -f - >>"$STATE/logs/deploy.log" 2>&1 || die "creating ConfigMap checkpoint-webhook-client-ca failed"
@@ -22,9 +28,26 @@ install_product() {
   kubectl_ -n kube-system create configmap checkpoint-registry-ca \
     --from-file=ca.crt="$PKI/ca.crt" --dry-run=client -o yaml |
     kubectl_ apply -f - >>"$STATE/logs/deploy.log" 2>&1 || die "creating ConfigMap checkpoint-registry-ca failed"
-  kubectl_ apply -k "$overlay" >>"$STATE/logs/deploy.log" 2>&1 ||
-    { tail -20 "$STATE/logs/deploy.log" >&2; die "kubectl apply -k $overlay failed"; }
   wait_product
+}
+
+# `helm upgrade --install` of release checkpointing (namespace kube-system: the chart makes the
+# controller's namespace itself) with the images testbed/images pushed, by digest.
+helm_install() {
+  local ref values=(-f "$REPO_DIR/deploy/seed-values.yaml") sets=()
+  [ "$(runtime)" = crio ] && values+=(-f "$REPO_DIR/deploy/crio/values.yaml")
+  values+=(-f "$TESTBED_DIR/deploy/values.yaml")
+  while IFS= read -r ref; do
+    case ${ref%@*} in
+      */checkpoint-noded) sets+=(--set "noded.image.repository=${ref%@*}" --set "noded.image.digest=${ref#*@}") ;;
+      */checkpoint-controller) sets+=(--set "controller.image.repository=${ref%@*}" --set "controller.image.digest=${ref#*@}") ;;
+    esac
+  done <"$STATE/images"
+  [ ${#sets[@]} = 8 ] || die "$STATE/images names no checkpoint-noded and checkpoint-controller images"
+  "$CACHE/bin/helm" --kubeconfig "$STATE/kubeconfig" upgrade --install checkpointing \
+    "$REPO_DIR/deploy/chart" --namespace kube-system "${values[@]}" "${sets[@]}" \
+    >>"$STATE/logs/deploy.log" 2>&1 ||
+    { tail -20 "$STATE/logs/deploy.log" >&2; die "helm upgrade --install of deploy/chart failed"; }
 }
 
 webhook_has_ca() {

@@ -222,7 +222,6 @@ async fn apply_configuration(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhook::guard;
     use checkpointing::testing::FakeApi;
 
     /// What deploy/ configures: the node-local registry on 5050, no push registry.
@@ -328,69 +327,6 @@ mod tests {
             shipped, expected,
             "deploy/base/webhook.yaml drifted from registration::configuration"
         );
-    }
-
-    /// The testbed runs the controller with `--checkpoint-repository`, so its overlays ship
-    /// the registration the controller builds with it: the controller may change nothing but
-    /// the CA (ValidatingAdmissionPolicy checkpointing-controller-webhook).
-    #[test]
-    fn the_testbed_ships_the_registration_its_controller_builds() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbed/deploy");
-        for runtime in ["crio", "containerd"] {
-            let path = format!("{dir}/{runtime}/kustomization.yaml");
-            let text = std::fs::read_to_string(&path).unwrap();
-            let overlay: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
-            let ops = |kind: &str| -> Vec<serde_json::Value> {
-                let patch = overlay["patches"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|p| p["target"]["kind"] == kind)
-                    .unwrap_or_else(|| panic!("{path}: no patch of the {kind}"));
-                serde_saphyr::from_str(patch["patch"].as_str().unwrap()).unwrap()
-            };
-            let repositories = ops("Deployment")
-                .iter()
-                .filter_map(|op| {
-                    op["value"]
-                        .as_str()?
-                        .strip_prefix("--checkpoint-repository=")
-                })
-                .map(|r| guard::parse_repository(r).unwrap())
-                .collect();
-            let images = CheckpointImages {
-                port: 5050,
-                repositories,
-            };
-            let mut expected = configuration(
-                &Endpoint::Service {
-                    namespace: "external-checkpointer-system".into(),
-                    name: DEFAULT_SERVICE_NAME.into(),
-                },
-                "",
-                &images,
-            );
-            for hook in expected.webhooks.iter_mut().flatten() {
-                hook.client_config.ca_bundle = None;
-            }
-            let mut shipped: serde_json::Value = serde_saphyr::from_str(SHIPPED).unwrap();
-            for op in ops("MutatingWebhookConfiguration") {
-                assert_eq!(op["op"], "replace", "{path}: {op}");
-                let at = op["path"].as_str().unwrap();
-                *shipped.pointer_mut(at).unwrap() = op["value"].clone();
-            }
-            if std::env::var_os("PRINT_WEBHOOK").is_some() {
-                for hook in expected.webhooks.iter().flatten() {
-                    let condition = &hook.match_conditions.as_ref().unwrap()[0].expression;
-                    println!("{}", serde_json::to_string(condition).unwrap());
-                }
-            }
-            let shipped: MutatingWebhookConfiguration = serde_json::from_value(shipped).unwrap();
-            assert_eq!(
-                shipped, expected,
-                "{path} drifted from registration::configuration with its flags"
-            );
-        }
     }
 
     #[tokio::test]

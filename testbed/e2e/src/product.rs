@@ -175,6 +175,18 @@ impl Testbed {
         .await
     }
 
+    /// Everything the controller's pods (both replicas) have logged.
+    pub fn controller_logs(&self) -> String {
+        self.kubectl_ok(&[
+            "logs",
+            "-n",
+            CONTROLLER_NAMESPACE,
+            "-l",
+            CONTROLLER_SELECTOR,
+            "--tail=-1",
+        ])
+    }
+
     /// noded's /metrics on `node`, from its admin port on the node's IP (on which alone it
     /// listens).
     pub fn noded_metrics(&self, node: &str) -> String {

@@ -1,11 +1,14 @@
 //! The Helm chart deploy/chart, the one source of the product's manifests: it lints clean, it
 //! renders deploy/'s files as they are checked in (deploy/render with deploy/seed-values.yaml),
-//! and with its defaults every object carries the recommended labels. Needs the testbed's helm,
-//! not its cluster.
+//! with its defaults every object carries the recommended labels, and the testbed runs it
+//! installed. Needs the testbed's helm.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use e2e::Testbed;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use kube::Api;
 use serde_json::Value;
 
 /// The testbed's helm: `bin/helm` of the testbed cache (`$TESTBED_CACHE`, default
@@ -161,63 +164,56 @@ fn with_its_defaults_every_object_has_the_recommended_labels() {
     }
 }
 
-/// The registration's match conditions are the controller's (it may change nothing but the CA),
-/// which depend on its --checkpoint-repository: with the testbed's, the chart renders what the
-/// testbed's overlay ships, which controller/src/webhook/registration.rs holds to the
-/// controller's own.
-#[test]
-fn the_webhook_matches_what_the_controller_builds_with_repositories() {
-    let overlay =
-        std::fs::read_to_string(repo().join("testbed/deploy/containerd/kustomization.yaml"))
-            .unwrap();
-    let overlay: Value = serde_saphyr::from_str(&overlay).unwrap();
-    let patch = |kind: &str| -> Vec<Value> {
-        let patch = overlay["patches"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["target"]["kind"] == kind)
-            .unwrap_or_else(|| panic!("the testbed overlay has no patch of the {kind}"));
-        serde_saphyr::from_str(patch["patch"].as_str().unwrap()).unwrap()
-    };
-    let repositories: Vec<String> = patch("Deployment")
-        .iter()
-        .filter_map(|op| {
-            op["value"]
-                .as_str()?
-                .strip_prefix("--checkpoint-repository=")
-        })
-        .map(str::to_owned)
-        .collect();
-    assert!(
-        !repositories.is_empty(),
-        "the testbed sets no --checkpoint-repository"
-    );
-    let set = format!(
-        "registry.checkpointRepositories={}",
-        serde_json::to_string(&repositories).unwrap()
-    );
-    let out = run(
+/// The testbed runs the chart-installed product (testbed/up.d/product.sh): release
+/// `checkpointing` is deployed, and the restore webhook's registration the chart installed, with
+/// the testbed's checkpoint repository in its match condition, is the one the leading
+/// controller builds: its apply (which may change nothing but the CA, policy
+/// checkpointing-controller-webhook) succeeded and gave it its CA.
+#[tokio::test]
+async fn the_controller_keeps_the_registration_the_chart_installed() {
+    let tb = Testbed::get();
+    let kubeconfig = tb.state.join("kubeconfig");
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let status = run(
         &helm(),
         &[
-            "template",
-            "rel",
-            "deploy/chart",
-            "--show-only",
-            "templates/webhook.yaml",
-            "--set-json",
-            &set,
+            "status",
+            "checkpointing",
+            "-n",
+            "kube-system",
+            "--kubeconfig",
+            kubeconfig,
         ],
     );
-    let rendered: Value = serde_saphyr::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
-    for op in patch("MutatingWebhookConfiguration") {
-        let at = op["path"].as_str().unwrap();
-        assert_eq!(
-            rendered.pointer(at),
-            Some(&op["value"]),
-            "{at}: the chart's match condition (checkpointing.matchCondition in \
-             deploy/chart/templates/_helpers.tpl) drifted from the controller's \
-             (CheckpointImages::match_condition)"
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("STATUS: deployed"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let registration: MutatingWebhookConfiguration = Api::all(tb.client().await)
+        .get("checkpointing-restore")
+        .await
+        .unwrap();
+    let condition = &registration.webhooks.as_ref().unwrap()[0]
+        .match_conditions
+        .as_ref()
+        .unwrap()[0]
+        .expression;
+    assert!(condition.contains("checkpoints($|[/:@])"), "{condition}");
+    for hook in registration.webhooks.iter().flatten() {
+        assert!(
+            hook.client_config.ca_bundle.is_some(),
+            "webhook {} has no CA: the controller's apply was refused",
+            hook.name
         );
     }
+    let logs = tb.controller_logs();
+    assert!(
+        logs.contains("registered the restore admission webhook"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("registering the restore admission webhook failed"),
+        "{logs}"
+    );
 }

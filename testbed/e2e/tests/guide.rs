@@ -106,14 +106,7 @@ async fn the_seed_guide_works_on_the_real_cluster() {
         2,
         "{controllers}"
     );
-    let logs = tb.kubectl_ok(&[
-        "logs",
-        "-n",
-        CONTROLLER_NAMESPACE,
-        "-l",
-        CONTROLLER_SELECTOR,
-        "--tail=-1",
-    ]);
+    let logs = tb.controller_logs();
     assert!(
         logs.contains("leader election on"),
         "the controller logs: {logs}"
