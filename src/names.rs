@@ -135,6 +135,27 @@ pub const RUNTIME_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/runt
 /// memory of one architecture.
 pub const ARCH_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/arch";
 
+/// A Rust architecture name (`std::env::consts::ARCH`) as Go spells it, which is how
+/// Kubernetes (and OCI images) name a node's architecture; unknown ones unchanged.
+pub fn goarch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        "loongarch64" => "loong64",
+        "mips64" if cfg!(target_endian = "little") => "mips64le",
+        other => other,
+    }
+}
+
+/// The architecture of the machine this runs on, as [`goarch`] spells it: noded runs on its
+/// node, so what its checkpoints hold.
+pub fn machine_arch() -> &'static str {
+    goarch(std::env::consts::ARCH)
+}
+
 /// Longest RFC 1123 label (namespace, container name).
 pub const DNS_LABEL_MAX: usize = 63;
 /// Longest RFC 1123 subdomain (pod, node and most object names).

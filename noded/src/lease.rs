@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use checkpointing::names::{
     ARCH_ANNOTATION, CANNOT_RESTORE_ANNOTATION, NODED_MANAGER, PEER_CERTIFICATE_ANNOTATION,
-    RUNTIME_ANNOTATION, noded_lease_name,
+    RUNTIME_ANNOTATION, goarch, noded_lease_name,
 };
 use checkpointing::runtime::RuntimeKind;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -96,21 +96,6 @@ fn annotations(
         annotations[RUNTIME_ANNOTATION] = json!(runtime.cri_name());
     }
     annotations
-}
-
-/// A Rust architecture name (`std::env::consts::ARCH`) as Go spells it, which is how
-/// Kubernetes names a node's architecture; unknown ones unchanged.
-fn goarch(arch: &str) -> &str {
-    match arch {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-        "powerpc64" => "ppc64",
-        "loongarch64" => "loong64",
-        "mips64" if cfg!(target_endian = "little") => "mips64le",
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use oci_spec::image::{
 use super::{OciError, io_err, spec_err};
 use crate::digest;
 use crate::names::checkpoint_image as ann;
+use crate::names::machine_arch;
 use crate::runtime::RuntimeKind;
 
 /// SHA-256 digest and size of a file, read once in large chunks.
@@ -73,7 +74,7 @@ pub fn checkpoint_config(
         .build()
         .map_err(spec_err("rootfs"))?;
     ImageConfigurationBuilder::default()
-        .architecture(Arch::Amd64)
+        .architecture(Arch::from(machine_arch()))
         .os(Os::Linux)
         .created(created.to_owned())
         .config(

@@ -89,6 +89,13 @@ fn checkpoint_image_is_linked_tagged_and_verifies() {
         Some(checkpoint_annotations(&meta())),
         "the config's labels repeat the manifest's annotations"
     );
+    // The machine's architecture (its memory and code), as Kubernetes and OCI spell it.
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    assert_eq!(config.architecture().to_string(), arch);
 }
 
 #[test]
