@@ -10,6 +10,11 @@
 install_product() {
   TESTBED_BASE_BUSYBOX=$NODE_ROOT/bin/busybox "$TESTBED_DIR/images" "$STATE/images" >>"$STATE/logs/images.log" 2>&1 ||
     { tail -20 "$STATE/logs/images.log" >&2; die "building the product's images failed"; }
+  # the CA of the registries checkpoints are pushed to (the testbed's, which signs them), in
+  # noded's namespace: noded reads it when it starts, so before it starts
+  kubectl_ -n kube-system create configmap checkpoint-registry-ca \
+    --from-file=ca.crt="$PKI/ca.crt" --dry-run=client -o yaml |
+    kubectl_ apply -f - >>"$STATE/logs/deploy.log" 2>&1 || die "creating ConfigMap checkpoint-registry-ca failed"
   if [ -n "${TESTBED_DEPLOY_OVERLAY:-}" ]; then
     # shellcheck source=deploy/render.sh
     . "$TESTBED_DIR/deploy/render.sh"
@@ -20,14 +25,10 @@ install_product() {
     helm_install
   fi
   # what the install asks the cluster admin for: the CA of the apiserver's webhook client
-  # certificate (the controller's pods wait for it)
+  # certificate, in the controller's namespace, which the install makes (its pods wait for it)
   kubectl_ -n "$CONTROLLER_NAMESPACE" create configmap checkpoint-webhook-client-ca \
     --from-file=ca.crt="$PKI/webhook-client-ca.crt" --dry-run=client -o yaml |
     kubectl_ apply -f - >>"$STATE/logs/deploy.log" 2>&1 || die "creating ConfigMap checkpoint-webhook-client-ca failed"
-  # and the CA of the registries checkpoints are pushed to (the testbed's, which signs them)
-  kubectl_ -n kube-system create configmap checkpoint-registry-ca \
-    --from-file=ca.crt="$PKI/ca.crt" --dry-run=client -o yaml |
-    kubectl_ apply -f - >>"$STATE/logs/deploy.log" 2>&1 || die "creating ConfigMap checkpoint-registry-ca failed"
   wait_product
 }
 
