@@ -2,7 +2,8 @@
 //! ContainerCheckpointContents for the node daemons and mirrors their results back, and drives
 //! PodCheckpoints, PodMigrations and CheckpointPolicies;
 //! `controller crd` prints both CRDs as YAML. With `--webhook-addr` it also serves and
-//! registers the restore admission webhook.
+//! registers the restore admission webhook. `controller uninstall` removes every checkpoint
+//! before the product is uninstalled.
 
 mod abandoned;
 #[cfg(test)]
@@ -24,6 +25,7 @@ mod status;
 mod stores;
 mod tls;
 mod tls_secret;
+mod uninstall;
 mod validation;
 mod webhook;
 mod written;
@@ -70,6 +72,26 @@ enum Command {
     },
     /// Reconcile the requests and policies until SIGTERM or SIGINT.
     Run(Box<RunArgs>),
+    /// Delete every PodMigration, PodCheckpoint, CheckpointPolicy and ContainerCheckpoint in
+    /// all namespaces, then wait until no ContainerCheckpointContent is left (noded removed
+    /// their archives, images and pushed copies). Run it before uninstalling, while the
+    /// controller and noded still run.
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Args)]
+struct UninstallArgs {
+    /// Kubeconfig file. Without it: the in-cluster service account, else $KUBECONFIG or
+    /// ~/.kube/config.
+    #[arg(long, env = "CONTROLLER_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Give up after this many seconds, naming what is left, and exit non-zero.
+    #[arg(
+        long,
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(0..=86_400)
+    )]
+    timeout_seconds: u64,
 }
 
 #[derive(Args)]
@@ -173,6 +195,10 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd { dir } => write_crds(dir),
         Command::Run(args) => run(*args).await,
+        Command::Uninstall(args) => {
+            let client = kube_client(args.kubeconfig.as_deref()).await?;
+            uninstall::run(client, Duration::from_secs(args.timeout_seconds)).await
+        }
     }
 }
 
@@ -431,7 +457,7 @@ mod tests {
                 .command
             {
                 Command::Run(args) => Ok(args.pending_timeout_seconds),
-                Command::Crd { .. } => Err("not run".to_owned()),
+                Command::Crd { .. } | Command::Uninstall(_) => Err("not run".to_owned()),
             }
         };
         assert_eq!(parse(&[]), Ok(300));
@@ -440,5 +466,21 @@ mod tests {
             let err = parse(&["--pending-timeout-seconds", bad]).unwrap_err();
             assert!(err.contains("--pending-timeout-seconds"), "{err}");
         }
+    }
+
+    #[test]
+    fn uninstall_waits_five_minutes_unless_told_otherwise() {
+        let parse = |extra: &[&str]| match Cli::try_parse_from(
+            ["controller", "uninstall"].iter().chain(extra),
+        )
+        .map_err(|e| e.to_string())?
+        .command
+        {
+            Command::Uninstall(args) => Ok(args.timeout_seconds),
+            _ => Err("not uninstall".to_owned()),
+        };
+        assert_eq!(parse(&[]), Ok(300));
+        assert_eq!(parse(&["--timeout-seconds", "60"]), Ok(60));
+        assert!(parse(&["--timeout-seconds", "86401"]).is_err());
     }
 }

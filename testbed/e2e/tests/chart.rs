@@ -217,3 +217,40 @@ async fn the_controller_keeps_the_registration_the_chart_installed() {
         "{logs}"
     );
 }
+
+#[test]
+fn uninstalling_with_helm_first_removes_every_checkpoint_but_deploy_has_no_hook() {
+    let hooks = |values: &[&str]| {
+        let mut args = vec!["template", "rel", "deploy/chart"];
+        args.extend(values.iter().flat_map(|v| ["-f", *v]));
+        let text = String::from_utf8(run(&helm(), &args).stdout).unwrap();
+        let objects: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        objects
+            .into_iter()
+            .filter(|o| o["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete")
+            .collect::<Vec<_>>()
+    };
+    let hooks_by_default = hooks(&[]);
+    let kinds: Vec<&str> = hooks_by_default
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Job"],
+        "{hooks_by_default:?}"
+    );
+    let job = &hooks_by_default[3];
+    let args = &job["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(args[0], "uninstall", "{job}");
+    // Least privilege: no write to anything but the requests and policies it deletes.
+    for rule in hooks_by_default[1]["rules"].as_array().unwrap() {
+        for verb in rule["verbs"].as_array().unwrap() {
+            assert!(
+                ["get", "list", "watch", "delete"].contains(&verb.as_str().unwrap()),
+                "{rule:?}"
+            );
+        }
+    }
+    assert!(hooks(&["deploy/seed-values.yaml"]).is_empty());
+}
