@@ -143,7 +143,7 @@ async fn a_pod_checkpoint_costs_seven_calls_from_creation_to_completed() {
 /// One PodMigration of a bare pod from node1 to node2, from creation to Succeeded, as the
 /// watches deliver it: the stores a step behind our own writes. This is its whole API cost.
 #[tokio::test]
-async fn a_pod_migration_costs_seventeen_calls_from_creation_to_succeeded() {
+async fn a_pod_migration_costs_eighteen_calls_from_creation_to_succeeded() {
     let api = FakeApi::default();
     api.put(POD_PATH, running(pod()));
     let mut watches = Watches::listed(&["node1", "node2"]);
@@ -232,11 +232,25 @@ async fn a_pod_migration_costs_seventeen_calls_from_creation_to_succeeded() {
         format!("POST {PODS_PATH}"),
     ];
     expected.extend(std::iter::repeat_n(format!("GET {POD_PATH}"), 5));
-    expected.extend(std::iter::repeat_n(format!("POST {EVENTS_PATH}"), 3));
+    // Three phases on the migration, and `Migrated` on the restored pod.
+    expected.extend(std::iter::repeat_n(format!("POST {EVENTS_PATH}"), 4));
     expected.extend(std::iter::repeat_n(status, 5));
     expected.sort();
     assert_eq!(calls(&all), expected);
     let status = done.status.unwrap();
     assert_eq!(status.phase, Some(MigrationPhase::Succeeded));
     assert_eq!(status.target_node.as_deref(), Some("node2"));
+    let migrated = all
+        .iter()
+        .filter(|s| s.uri.starts_with(EVENTS_PATH))
+        .filter_map(|s| s.body.clone())
+        .find(|e| e["reason"] == "Migrated")
+        .expect("a Migrated Event");
+    assert_eq!(migrated["regarding"]["kind"], "Pod");
+    assert_eq!(
+        migrated["regarding"]["name"].as_str(),
+        status.restored_pod.as_deref()
+    );
+    assert_eq!(migrated["regarding"]["uid"], "uid-copy");
+    assert_eq!(migrated["related"]["name"], "move-app");
 }
