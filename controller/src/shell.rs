@@ -106,14 +106,31 @@ async fn publish(recorder: &Recorder, reference: &ObjectReference, event: &Event
 /// Publishes an Event on a task of its own: the status already says it all, so the reconcile
 /// (and the next one of this request) need not wait for it.
 pub fn tell<K: Resource<DynamicType = ()>>(recorder: &Recorder, object: &K, event: Event) {
+    tell_regarding(recorder, object.object_ref(&()), event);
+}
+
+/// [`tell`], regarding an object named by `reference` (one we do not hold, e.g. a pod).
+pub fn tell_regarding(recorder: &Recorder, reference: ObjectReference, event: Event) {
     let recorder = recorder.clone();
-    let reference = object.object_ref(&());
     tokio::spawn(
         async move {
             publish(&recorder, &reference, &event).await;
         }
         .in_current_span(),
     );
+}
+
+/// The reference of pod `namespace/name`: with its UID, `kubectl describe pod` lists the
+/// Event (it selects by UID).
+pub fn pod_reference(namespace: &str, name: &str, uid: Option<&str>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Pod".to_owned()),
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        uid: uid.map(str::to_owned),
+        ..ObjectReference::default()
+    }
 }
 
 /// Logs the outcome of one reconcile of controller `which`.

@@ -1,7 +1,7 @@
 //! The cluster seam of the registry and the peer server: what they ask the API server (a
 //! Content, a node's address and certificate, a TokenReview, a puller's pod, a peer's node's
-//! pods, the live Contents, a pushed copy's credentials). A trait, so tests run without a
-//! cluster.
+//! pods, the live Contents, a pushed copy's credentials) and the Events they leave on pods. A
+//! trait, so tests run without a cluster.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -12,8 +12,9 @@ use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::names::{PEER_CERTIFICATE_ANNOTATION, noded_lease_name};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::events::{Event, Recorder};
 
 use crate::metrics::Metrics;
 use crate::outbound::{self, OutboundError, Route};
@@ -74,6 +75,10 @@ pub trait Cluster: Clone + Send + Sync + 'static {
         &self,
         route: &Route,
     ) -> impl Future<Output = Result<Option<Credentials>, OutboundError>> + Send;
+
+    /// Publishes `event` regarding `pod`, on a task of its own: a pull does not wait for it,
+    /// and a lost one is only logged (noded's log says it all too).
+    fn tell(&self, pod: ObjectReference, event: Event);
 }
 
 /// Longest a look-up may take: a pull waits on it, and the kubelet gives up on a pull long
@@ -101,6 +106,7 @@ pub struct KubeCluster {
     pub lease_namespace: String,
     /// Counts the TokenReviews made: what a stranger's tokens cost the API server.
     pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
 }
 
 impl Cluster for KubeCluster {
@@ -181,6 +187,15 @@ impl Cluster for KubeCluster {
 
     async fn credentials(&self, route: &Route) -> Result<Option<Credentials>, OutboundError> {
         outbound::credentials(&self.client, route).await
+    }
+
+    fn tell(&self, pod: ObjectReference, event: Event) {
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &pod).await {
+                tracing::warn!(%error, reason = %event.reason, "publishing an Event failed");
+            }
+        });
     }
 }
 

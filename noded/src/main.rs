@@ -353,6 +353,10 @@ async fn main() -> anyhow::Result<()> {
         client: client.clone(),
         lease_namespace: args.lease_namespace.clone(),
         metrics: metrics.clone(),
+        recorder: kube::runtime::events::Recorder::new(
+            client.clone(),
+            checkpointing::names::NODED_MANAGER.into(),
+        ),
     };
     let images = Arc::new(
         Images::new(

@@ -1,12 +1,14 @@
 //! The pod-level requests. A PodCheckpoint owns one ContainerCheckpoint per container
 //! ([`checkpoint`] decides); a PodMigration owns a PodCheckpoint and moves the pod
 //! ([`migration`] decides, [`restored`] makes a bare pod's copy, [`health`] reads the
-//! restored pod); [`shell`] reads, acts and reports for both. Both run on the leader only,
+//! restored pod); [`shell`] reads, acts and reports for both, telling the moved pods
+//! too ([`outcome`]). Both run on the leader only,
 //! peers of the ContainerCheckpoint controller over the same stores.
 
 mod checkpoint;
 mod health;
 mod migration;
+mod outcome;
 mod restored;
 mod shell;
 

@@ -22,9 +22,10 @@ use tracing::info;
 
 use super::checkpoint::{self, needs_pod};
 use super::migration::{self, Action as Step};
+use super::outcome::{self, pod_event};
 use crate::kinds::{Kind, Request};
 use crate::reconciles::{Context, on_node};
-use crate::shell::{Error, RETRY, apply_status, failed, tell};
+use crate::shell::{Error, RETRY, apply_status, failed, tell, tell_regarding};
 use crate::status::{self, MAX_EVENT_NOTE, truncated};
 
 /// How soon a reconcile that came before the watches had listed is tried again.
@@ -191,7 +192,8 @@ async fn migrate(migration: &PodMigration, ctx: &MigrationContext) -> Result<Act
         .into_iter()
         .find(|c| Some(c.name_any()) == checkpoint_name);
     let pod_name = &migration.spec.pod_name;
-    let pod = if migration::needs_pod(&migration, checkpoint.as_ref()) {
+    let read = migration::needs_pod(&migration, checkpoint.as_ref());
+    let pod = if read {
         Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
             .get_opt(pod_name)
             .await
@@ -241,8 +243,12 @@ async fn migrate(migration: &PodMigration, ctx: &MigrationContext) -> Result<Act
     // The status first: a workload makes the replacement the moment its pod is deleted, and
     // the webhook knows it for one only once the migration reads Restoring. Every step is
     // planned again from that status if it fails.
+    let seen = outcome::Seen {
+        source: read.then_some(pod.as_ref()),
+        restored: &labelled,
+    };
     if let Some(status) = &plan.status
-        && !moved(ctx, &migration, status).await?
+        && !moved(ctx, &migration, status, &seen).await?
     {
         return Ok(Action::await_change());
     }
@@ -263,7 +269,7 @@ async fn migrate(migration: &PodMigration, ctx: &MigrationContext) -> Result<Act
         };
         let why = truncated(why, MAX_EVENT_NOTE);
         if let Some(status) = migration::copy_refused(&migration, &why, Timestamp::now()).status {
-            moved(ctx, &migration, &status).await?;
+            moved(ctx, &migration, &status, &seen).await?;
         }
         return Ok(Action::requeue(RETRY));
     }
@@ -272,12 +278,13 @@ async fn migrate(migration: &PodMigration, ctx: &MigrationContext) -> Result<Act
         .map_or_else(Action::await_change, Action::requeue))
 }
 
-/// Writes the migration's new `status`, telling a new phase through an Event; `false`: the
-/// migration is gone.
+/// Writes the migration's new `status`, telling a new phase through an Event (a final one to
+/// the pod it concerns too, among those `seen`); `false`: the migration is gone.
 async fn moved(
     ctx: &MigrationContext,
     migration: &PodMigration,
     status: &PodMigrationStatus,
+    seen: &outcome::Seen<'_>,
 ) -> Result<bool, Error> {
     let old = migration.status.as_ref().and_then(|s| s.phase);
     if !report(ctx, migration, status).await? {
@@ -290,6 +297,9 @@ async fn moved(
                 .finished(phase, status::reason(&status.conditions));
         }
         tell(&ctx.recorder, migration, phase_event(status));
+        if let Some((pod, event)) = pod_event(migration, status, seen) {
+            tell_regarding(&ctx.recorder, pod, event);
+        }
     }
     Ok(true)
 }

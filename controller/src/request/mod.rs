@@ -1,9 +1,10 @@
 //! Reconciling a ContainerCheckpoint, in layers: [`shell`] reads the stores (and the pod),
-//! carries the plan out and reports; [`plan`] decides from what was observed, calling the lower
+//! carries the plan out and reports (on the pod too: [`outcome`]); [`plan`] decides from what was observed, calling the lower
 //! [`crate::status`] and [`crate::validation`].
 
 mod credentials;
 mod error;
+mod outcome;
 mod plan;
 mod shell;
 

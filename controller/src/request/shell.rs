@@ -18,10 +18,11 @@ use tracing::info;
 
 use super::Context;
 use super::error::Error;
+use super::outcome::pod_event;
 use super::plan::{Observed, content_not_created, needs_pod, plan};
 use crate::kinds::Kind;
 use crate::reconciles::on_node;
-use crate::shell::{apply_status, tell};
+use crate::shell::{apply_status, tell, tell_regarding};
 use crate::status::{self, Transition};
 
 /// How soon a reconcile that came before the watches had listed is tried again.
@@ -171,7 +172,8 @@ async fn create_content(
     Ok(contents.patch(&name, &apply, &Patch::Apply(content)).await)
 }
 
-/// Publishes the Event of a state change and counts final states.
+/// Publishes the Events of a state change (on the request, and on its pod) and counts final
+/// states.
 fn announce(
     ctx: &Context,
     request: &ContainerCheckpoint,
@@ -185,6 +187,8 @@ fn announce(
     }
     let event = status::event(transition, status.message.as_deref().unwrap_or_default());
     tell(&ctx.recorder, request, event);
+    let (pod, event) = pod_event(request, transition, status);
+    tell_regarding(&ctx.recorder, pod, event);
 }
 
 #[cfg(test)]

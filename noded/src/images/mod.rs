@@ -60,6 +60,29 @@ pub struct Image {
     pub digest: String,
     pub bytes: Vec<u8>,
     pub manifest: ImageManifest,
+    /// Where this node got it.
+    pub origin: Origin,
+}
+
+/// Where this node got an image: what a restore's Event tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The local layout held it.
+    Local,
+    /// Fetched from the noded on that node.
+    Peer(String),
+    /// Fetched from its pushed copy at that registry.
+    Copy(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local => f.write_str("this node"),
+            Self::Peer(node) => write!(f, "node {node}"),
+            Self::Copy(registry) => write!(f, "its pushed copy at {registry}"),
+        }
+    }
 }
 
 impl Image {
@@ -218,10 +241,10 @@ impl<C: Cluster> Images<C> {
             return same_digest(tag, image, digest);
         }
         let held = self.layout.resolve(tag)?.is_some();
-        match (source(content, &self.node, held), reach) {
-            (Ok(Source::Local), _) => {}
+        let origin = match (source(content, &self.node, held), reach) {
+            (Ok(Source::Local), _) => Origin::Local,
             (Ok(Source::Peer(node)), Reach::Fetched) => {
-                self.fetch(repo, content, digest, Ok(node)).await?;
+                self.fetch(repo, content, digest, Ok(node)).await?
             }
             (Err(why), Reach::Fetched) => self.fetch(repo, content, digest, Err(why)).await?,
             (Ok(Source::Peer(node)), Reach::Held) => {
@@ -230,8 +253,8 @@ impl<C: Cluster> Images<C> {
                 )));
             }
             (Err(why), Reach::Held) => return Err(ImageError::Unknown(why.to_string())),
-        }
-        let image = Arc::new(self.read_local(tag, digest).await?);
+        };
+        let image = Arc::new(self.read_local(tag, digest, origin).await?);
         self.read
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -247,16 +270,16 @@ impl<C: Cluster> Images<C> {
         content: &ContainerCheckpointContent,
         digest: &str,
         holder: Result<String, Unavailable>,
-    ) -> Result<(), ImageError> {
+    ) -> Result<Origin, ImageError> {
         let tag = tag_of(content);
         let lock = self.locks.get(tag);
         let _fetching = lock.lock().await;
         if self.layout.resolve(tag)?.is_some() {
-            return Ok(()); // fetched by the request we waited for
+            return Ok(Origin::Local); // fetched by the request we waited for
         }
         let from_node = match holder {
             Ok(node) => match self.fetch_from_node(repo, tag, &node, digest).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Origin::Peer(node)),
                 Err(e) => e,
             },
             Err(why) => ImageError::Unknown(why.to_string()),
@@ -282,7 +305,8 @@ impl<C: Cluster> Images<C> {
         let upstream = copies.upstream(&route.to, credentials);
         self.transfer(&upstream, repo, tag, digest)
             .await
-            .map_err(|e| e.after(&from_node))
+            .map_err(|e| e.after(&from_node))?;
+        Ok(Origin::Copy(route.to.host.clone()))
     }
 
     /// Fetches the image from `node`'s peer server.
@@ -346,8 +370,13 @@ impl<C: Cluster> Images<C> {
         Ok(())
     }
 
-    /// The manifest tagged `tag`, which must be `digest`, read and checked.
-    async fn read_local(&self, tag: &str, digest: &str) -> Result<Image, ImageError> {
+    /// The manifest tagged `tag`, which must be `digest`, read and checked; got from `origin`.
+    async fn read_local(
+        &self,
+        tag: &str,
+        digest: &str,
+        origin: Origin,
+    ) -> Result<Image, ImageError> {
         let desc = self
             .layout
             .resolve(tag)?
@@ -372,6 +401,7 @@ impl<C: Cluster> Images<C> {
             digest: digest.to_owned(),
             bytes,
             manifest,
+            origin,
         })
     }
 }

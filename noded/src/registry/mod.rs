@@ -1,7 +1,7 @@
 //! The node-local registry: a read-only OCI distribution API over the checkpoint images this
 //! node can serve ([`crate::images`]). HTTP only: routes ([`route`]), authentication and
-//! authorization ([`auth`]), OCI error responses ([`problem`]), and thin manifest and blob
-//! handlers.
+//! authorization ([`auth`]), OCI error responses ([`problem`]), the Events left on the pods
+//! it pulls for ([`told`]), and thin manifest and blob handlers.
 //!
 //! The runtime on this node pulls `localhost:5050/<namespace>/<name>@<digest>` from it, where
 //! `<namespace>/<name>` is a ContainerCheckpointContent, with the credentials the kubelet got
@@ -41,6 +41,7 @@ mod route;
 mod serve;
 #[cfg(test)]
 mod tests;
+mod told;
 
 pub use auth::PeerAuth;
 use auth::{Caller, PullAuth};
@@ -48,6 +49,7 @@ use problem::{API_VERSION, Problem};
 use resolve::wanted_digest;
 use route::{Reference, Route, route};
 pub use serve::{router, serve};
+use told::Told;
 
 /// How long the Content a manifest request looked up answers for the blob requests after it
 /// (a pull asks for the blobs right after the manifest).
@@ -74,6 +76,8 @@ pub struct Registry<R, C> {
     /// The Content each manifest request looked up, by repository: the blob requests that
     /// follow a manifest are answered from it instead of asking the API server again.
     resolved: Recent<Arc<ContainerCheckpointContent>>,
+    /// What the pods pulled for were told lately.
+    told: Told,
     pub metrics: Arc<Metrics>,
 }
 
@@ -92,6 +96,7 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             peer_auth,
             pull_auth: PullAuth::default(),
             resolved: Recent::new(RESOLVED_TTL),
+            told: Told::default(),
             metrics: Arc::default(),
         }
     }
@@ -178,6 +183,25 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
             Caller::Pod(puller) => span.record("pod", tracing::field::display(puller)),
             Caller::Peer { node } => span.record("peer", node.as_str()),
         };
+        let answered = self.answer_caller(&caller, mode, method, path).await;
+        // The pod's user sees only the runtime's `ErrImagePull`: tell them why.
+        if let (Caller::Pod(puller), Err(problem)) = (&caller, &answered)
+            && let Some((pod, event)) = self.told.problem(puller, &self.node, path, problem)
+        {
+            self.cluster.tell(pod, event);
+        }
+        answered
+    }
+
+    /// Answers `caller`, once authenticated.
+    async fn answer_caller(
+        &self,
+        caller: &Caller,
+        mode: Mode,
+        method: &Method,
+        path: &str,
+    ) -> Result<Response, Problem> {
+        let span = tracing::Span::current();
         let head = method == Method::HEAD;
         let found = route(path)
             .ok_or_else(|| Problem::BadPath(format!("{path:?} is not a registry path")))?;
@@ -197,9 +221,9 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                 },
             )),
             Route::Manifest { repo, reference } => {
-                self.manifest(&caller, &repo, &reference, head).await
+                self.manifest(caller, &repo, &reference, head).await
             }
-            Route::Blob { repo, digest } => self.blob(mode, &caller, &repo, &digest, head).await,
+            Route::Blob { repo, digest } => self.blob(mode, caller, &repo, &digest, head).await,
         }
     }
 
@@ -221,7 +245,11 @@ impl<R: Runtime + 'static, C: Cluster> Registry<R, C> {
                     uid: &puller.uid,
                     owners,
                 };
-                self.restore.prepared(repo, &content, &digest, pod).await?
+                let image = self.restore.prepared(repo, &content, &digest, pod).await?;
+                if let Some((pod, event)) = self.told.prepared(puller, repo, &image.origin) {
+                    self.cluster.tell(pod, event);
+                }
+                image
             }
             Caller::Peer { .. } => self.images.held(repo, &content, &digest).await?,
         };

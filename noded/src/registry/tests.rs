@@ -573,6 +573,14 @@ async fn a_base_image_that_cannot_be_pulled_fails_the_manifest() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains(BASE), "{body:?}");
     assert_eq!(*runtime.pulls.lock().unwrap(), [BASE]);
+    // The pod hears why.
+    let told = reasons(&t.cluster);
+    assert_eq!(
+        told,
+        [("restore-node1".into(), "RestorePreparationFailed".into())]
+    );
+    let note = t.cluster.told.lock().unwrap()[0].1.note.clone().unwrap();
+    assert!(note.contains(BASE), "{note}");
 
     // Present already: no pull.
     runtime.images.lock().unwrap().insert(BASE.into());
@@ -782,6 +790,61 @@ async fn only_the_runtime_pulling_for_an_admitted_pod_on_this_node_gets_the_imag
     assert_eq!(ok.status, StatusCode::OK);
     let base = request(Method::GET, t.node1.local, "/v2/", Cred::Basic(PULL1)).await;
     assert_eq!(base.status, StatusCode::OK);
+}
+
+/// The pods told, and the reasons, in order.
+fn reasons(cluster: &FakeCluster) -> Vec<(String, String)> {
+    let told = cluster.told.lock().unwrap();
+    told.iter()
+        .map(|(pod, event)| (pod.name.clone().unwrap(), event.reason.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pod_hears_why_its_pull_is_refused_and_where_its_restore_came_from() {
+    let t = two_nodes(b"memory").await;
+    let manifest = format!("/v2/default/cp/manifests/{}", t.digest);
+    {
+        let mut pods = t.cluster.pods.lock().unwrap();
+        pods.push(pod("default", "plain", "uid-plain", "node2", "busybox"));
+        t.cluster.tokens.lock().unwrap().insert(
+            "plain".into(),
+            pod_token("default", "plain", "uid-plain", "node2", REGISTRY_AUDIENCE),
+        );
+    }
+    // The kubelet retries: one Event a minute.
+    for _ in 0..3 {
+        let a = request(Method::GET, t.node2.local, &manifest, Cred::Basic("plain")).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+    }
+    // No pod to tell: nothing told.
+    let a = request(Method::GET, t.node2.local, &manifest, Cred::Basic("forged")).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // The admitted pod pulls twice (two containers, say): told once, with the image's source.
+    for _ in 0..2 {
+        let a = request(Method::GET, t.node2.local, &manifest, Cred::Basic(PULL2)).await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    assert_eq!(
+        reasons(&t.cluster),
+        [
+            ("plain".into(), "CheckpointImageRefused".into()),
+            ("restore-node2".into(), "RestorePrepared".into()),
+        ]
+    );
+    let told = t.cluster.told.lock().unwrap();
+    let (pod, refused) = &told[0];
+    assert_eq!(pod.uid.as_deref(), Some("uid-plain"));
+    let note = refused.note.as_deref().unwrap();
+    assert!(
+        note.contains("pod default/plain") && note.contains("does not reference"),
+        "{note}"
+    );
+    let prepared = told[1].1.note.as_deref().unwrap();
+    assert!(
+        prepared.contains("default/cp") && prepared.contains("node node1"),
+        "{prepared}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -431,6 +431,13 @@ pub struct FakeCluster {
     pub pod_lists: AtomicUsize,
     /// The credentials every push registry's Secret holds.
     pub credentials: Mutex<Option<crate::push::Credentials>>,
+    /// The Events told, and about which object.
+    pub told: Mutex<
+        Vec<(
+            k8s_openapi::api::core::v1::ObjectReference,
+            kube::runtime::events::Event,
+        )>,
+    >,
 }
 
 /// What the API server answers for a token bound to pod `namespace/pod` (UID `uid`) on `node`,
@@ -596,5 +603,12 @@ impl Cluster for Arc<FakeCluster> {
         _route: &crate::outbound::Route,
     ) -> Result<Option<crate::push::Credentials>, crate::outbound::OutboundError> {
         Ok(self.credentials.lock().unwrap().clone())
+    }
+    fn tell(
+        &self,
+        pod: k8s_openapi::api::core::v1::ObjectReference,
+        event: kube::runtime::events::Event,
+    ) {
+        self.told.lock().unwrap().push((pod, event));
     }
 }

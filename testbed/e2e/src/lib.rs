@@ -279,6 +279,30 @@ where
     }
 }
 
+/// The note of the first Event of `reason` regarding pod `namespace/pod`, waiting up to 30 s
+/// for it (they are published after the state they tell of).
+pub async fn pod_event(client: &kube::Client, namespace: &str, pod: &str, reason: &str) -> String {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), namespace);
+    let about = kube::api::ListParams::default().fields(&format!("regarding.name={pod}"));
+    eventually(
+        &format!("a {reason} Event on pod {namespace}/{pod}"),
+        Duration::from_secs(30),
+        || async {
+            let listed = events.list(&about).await.ok()?;
+            listed
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Pod")
+                })
+                .map(|e| e.note.unwrap_or_default())
+        },
+    )
+    .await
+}
+
 /// A namespace for one test, deleted when the test ends (also when it fails).
 pub struct TestNamespace {
     pub name: String,

@@ -41,6 +41,9 @@ async fn seed_steps_checkpoint_the_counter_on_node1() {
     let cc = wait_checkpoint(&client, "default", "counter-checkpoint").await;
     let (state, message) = outcome(&cc);
     assert_eq!(state, CheckpointState::Completed, "{message}");
+    // `kubectl describe pod` tells it too.
+    let told = e2e::pod_event(&client, "default", "stateful-app", "Checkpointed").await;
+    assert!(told.contains("counter-checkpoint"), "{told}");
 
     let row = tb.kubectl_ok(&[
         "get",

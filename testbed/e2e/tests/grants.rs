@@ -267,7 +267,11 @@ const GRANTS: &[(&str, &str)] = &[
     ),
     (
         "checkpoint-noded create events.k8s.io/events",
-        "registries::a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event",
+        "registries::a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event; restore::the_node_local_registry_answers_only_pulls_for_admitted_pods (a refused pull, on the pod)",
+    ),
+    (
+        "checkpoint-noded patch events.k8s.io/events",
+        "none yet: a refusal repeated after a minute (the kubelet's backoff) patches its Event's series",
     ),
     (
         "checkpoint-noded create authentication.k8s.io/tokenreviews",

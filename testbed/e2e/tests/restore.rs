@@ -585,6 +585,17 @@ async fn the_node_local_registry_answers_only_pulls_for_admitted_pods() {
         "403",
         "a pod of the namespace not admitted to restore the checkpoint"
     );
+    // Each pod hears why, in noded's words.
+    let plain_name = plain.metadata.name.as_deref().unwrap();
+    let told = e2e::pod_event(&client, &ns.name, plain_name, "CheckpointImageRefused").await;
+    assert!(
+        told.contains(&format!("pod {}/{plain_name}", ns.name))
+            && told.contains("does not reference"),
+        "{told}"
+    );
+    let thief_name = thief.metadata.name.as_deref().unwrap();
+    let told = e2e::pod_event(&client, &thieves.name, thief_name, "CheckpointImageRefused").await;
+    assert!(told.contains("may not pull images of namespace"), "{told}");
 
     let admitted = pull_credential(&client, &ns.name, "node2", "counter-checkpoint", &image).await;
     assert_eq!(

@@ -140,20 +140,17 @@ async fn a_pod_checkpoint_costs_seven_calls_from_creation_to_completed() {
     assert_eq!(status.state, Some(CheckpointState::Completed));
 }
 
-/// One PodMigration of a bare pod from node1 to node2, from creation to Succeeded, as the
-/// watches deliver it: the stores a step behind our own writes. This is its whole API cost.
-#[tokio::test]
-async fn a_pod_migration_costs_seventeen_calls_from_creation_to_succeeded() {
-    let api = FakeApi::default();
+/// The migration of the running bare pod `app` from node1 to node2, as created, in `api`; the
+/// context its reconciles share and the watches that feed it.
+fn migrating(api: &FakeApi) -> (Arc<MigrationContext>, Watches, PodMigration) {
     api.put(POD_PATH, running(pod()));
-    let mut watches = Watches::listed(&["node1", "node2"]);
+    let watches = Watches::listed(&["node1", "node2"]);
     let ctx = Arc::new(MigrationContext::new(
         api.client(),
         watches.stores.clone(),
         Arc::default(),
         settings(),
     ));
-    let reconcile = |m| reconcile_migration(m, ctx.clone());
     let mut created = PodMigration::new(
         "move-app",
         PodMigrationSpec {
@@ -169,6 +166,16 @@ async fn a_pod_migration_costs_seventeen_calls_from_creation_to_succeeded() {
     created.metadata.uid = Some("c0ffee-1".into());
     created.metadata.creation_timestamp = Some(Time(Timestamp::now()));
     api.put(&format!("{GROUP}/podmigrations/move-app"), &created);
+    (ctx, watches, created)
+}
+
+/// One PodMigration of a bare pod from node1 to node2, from creation to Succeeded, as the
+/// watches deliver it: the stores a step behind our own writes. This is its whole API cost.
+#[tokio::test]
+async fn a_pod_migration_costs_eighteen_calls_from_creation_to_succeeded() {
+    let api = FakeApi::default();
+    let (ctx, mut watches, created) = migrating(&api);
+    let reconcile = |m| reconcile_migration(m, ctx.clone());
     let mut all = Vec::new();
 
     // Checkpointing: the PodCheckpoint is asked for.
@@ -232,11 +239,70 @@ async fn a_pod_migration_costs_seventeen_calls_from_creation_to_succeeded() {
         format!("POST {PODS_PATH}"),
     ];
     expected.extend(std::iter::repeat_n(format!("GET {POD_PATH}"), 5));
-    expected.extend(std::iter::repeat_n(format!("POST {EVENTS_PATH}"), 3));
+    // Three phases on the migration, and `Migrated` on the restored pod.
+    expected.extend(std::iter::repeat_n(format!("POST {EVENTS_PATH}"), 4));
     expected.extend(std::iter::repeat_n(status, 5));
     expected.sort();
     assert_eq!(calls(&all), expected);
     let status = done.status.unwrap();
     assert_eq!(status.phase, Some(MigrationPhase::Succeeded));
     assert_eq!(status.target_node.as_deref(), Some("node2"));
+    let migrated = all
+        .iter()
+        .filter(|s| s.uri.starts_with(EVENTS_PATH))
+        .filter_map(|s| s.body.clone())
+        .find(|e| e["reason"] == "Migrated")
+        .expect("a Migrated Event");
+    assert_eq!(migrated["regarding"]["kind"], "Pod");
+    assert_eq!(
+        migrated["regarding"]["name"].as_str(),
+        status.restored_pod.as_deref()
+    );
+    assert_eq!(migrated["regarding"]["uid"], "uid-copy");
+    assert_eq!(migrated["related"]["name"], "move-app");
+}
+
+/// A migration whose checkpoint failed tells the source pod, which still runs, why.
+#[tokio::test]
+async fn a_failed_migration_tells_its_source_pod() {
+    let api = FakeApi::default();
+    let (ctx, mut watches, created) = migrating(&api);
+    let reconcile = |m| reconcile_migration(m, ctx.clone());
+    let first = reconciled(reconcile, &created, &api).await;
+    let checkpointing = shown(&created, &first);
+    let mut asked: PodCheckpoint = first
+        .iter()
+        .find(|s| s.uri.contains("/podcheckpoints/"))
+        .map(|s| serde_json::from_value(s.body.clone().unwrap()).unwrap())
+        .unwrap();
+    asked.status = Some(checkpointing::crd::PodCheckpointStatus {
+        state: Some(CheckpointState::Failed),
+        message: Some("container counter: the runtime said no".into()),
+        ..Default::default()
+    });
+    deliver(&mut watches.pod_checkpoints, asked);
+    let failing = reconciled(reconcile, &checkpointing, &api).await;
+    let failed = shown(&checkpointing, &failing);
+    assert_eq!(
+        failed.status.as_ref().unwrap().phase,
+        Some(MigrationPhase::Failed)
+    );
+    let on_pod: Vec<_> = failing
+        .iter()
+        .filter(|s| s.uri.starts_with(EVENTS_PATH))
+        .filter_map(|s| s.body.clone())
+        .filter(|e| e["regarding"]["kind"] == "Pod")
+        .collect();
+    assert_eq!(on_pod.len(), 1, "{on_pod:?}");
+    assert_eq!(on_pod[0]["reason"], "MigrationFailed");
+    assert_eq!(on_pod[0]["regarding"]["name"], "app");
+    assert_eq!(on_pod[0]["related"]["name"], "move-app");
+    assert!(
+        on_pod[0]["note"].as_str().unwrap().contains("move-app"),
+        "{}",
+        on_pod[0]
+    );
+    // Told once: the final status coming back says nothing more.
+    let again = reconciled(reconcile, &failed, &api).await;
+    assert!(again.iter().all(|s| !s.uri.starts_with(EVENTS_PATH)));
 }

@@ -128,8 +128,19 @@ async fn shell_fails_the_request_when_the_content_is_rejected() {
         status["status"]["conditions"][0]["reason"],
         "ContentRejected"
     );
-    let event = seen.last().unwrap().body.clone().unwrap();
-    assert_eq!(event["reason"], "CheckpointFailed");
+    let events: Vec<_> = seen
+        .iter()
+        .filter(|s| s.uri.starts_with(EVENTS_PATH))
+        .map(|s| s.body.clone().unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "one on the request, one on its pod");
+    assert!(events.iter().all(|e| e["reason"] == "CheckpointFailed"));
+    let on_pod = events
+        .iter()
+        .find(|e| e["regarding"]["kind"] == "Pod")
+        .unwrap();
+    assert_eq!(on_pod["regarding"]["name"], "app");
+    assert!(on_pod["note"].as_str().unwrap().contains("cc1"), "{on_pod}");
 }
 
 #[tokio::test]
@@ -171,9 +182,10 @@ async fn shell_does_nothing_for_a_deleted_request() {
 
 /// One request from creation to Completed, as the watches deliver it: every change of the
 /// request or its Content reconciles it again, the request store a step behind our own status
-/// writes. This is the controller's whole API cost of a checkpoint.
+/// writes. This is the controller's whole API cost of a checkpoint: one Event on the request,
+/// one on its pod.
 #[tokio::test]
-async fn a_request_costs_five_calls_from_creation_to_completed() {
+async fn a_request_costs_six_calls_from_creation_to_completed() {
     let mut cluster = Cluster::new();
     let mut all = Vec::new();
 
@@ -217,6 +229,7 @@ async fn a_request_costs_five_calls_from_creation_to_completed() {
             format!("PATCH {REQUEST_PATH}/status?&{APPLY}"),
             format!("PATCH {REQUEST_PATH}/status?&{APPLY}"),
             format!("POST {EVENTS_PATH}?"),
+            format!("POST {EVENTS_PATH}?"),
         ]
     );
     assert_eq!(
@@ -227,6 +240,12 @@ async fn a_request_costs_five_calls_from_creation_to_completed() {
     assert_eq!(event["reason"], "CheckpointCompleted");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["regarding"]["name"], "cc1");
+    let on_pod = all[5].body.clone().unwrap();
+    assert_eq!(on_pod["reason"], "Checkpointed");
+    assert_eq!(on_pod["regarding"]["kind"], "Pod");
+    assert_eq!(on_pod["regarding"]["name"], "app");
+    assert_eq!(on_pod["regarding"]["uid"], "uid-pod");
+    assert_eq!(on_pod["related"]["name"], "cc1");
 }
 
 /// `request()` naming the registry Secret `creds`.
