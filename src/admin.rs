@@ -24,6 +24,44 @@ pub trait Readiness: Send + Sync + 'static {
     fn readiness(&self) -> (bool, String);
 }
 
+/// The namespace of every metric the product exports, before the daemon's name (issue 28), so
+/// dashboards and alerts find them together.
+pub const NAMESPACE: &str = "checkpointing";
+
+/// An empty registry for `component`'s metrics: each one it registers is named
+/// `checkpointing_<component>_…`.
+pub fn registry(component: &str) -> Registry {
+    Registry::with_prefix(format!("{NAMESPACE}_{component}"))
+}
+
+/// Panics unless every family of `telemetry` is rendered and named `checkpointing_<component>_…`.
+/// A daemon's test records into each family first: families without samples are not rendered.
+#[cfg(feature = "test-util")]
+pub fn assert_namespaced(telemetry: &dyn Telemetry, component: &str) {
+    let text = telemetry.render();
+    let families: Vec<_> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    // The registry's Debug shows one Descriptor per registered family; counting them makes a new
+    // family that the test does not record into fail here instead of escaping the check.
+    let registered = format!("{:?}", telemetry.registry())
+        .matches("Descriptor {")
+        .count();
+    assert_eq!(
+        families.len(),
+        registered,
+        "a family has no sample:\n{text}"
+    );
+    let prefix = format!("{NAMESPACE}_{component}_");
+    for family in families {
+        assert!(
+            family.starts_with(&prefix),
+            "{family} is not named {prefix}…"
+        );
+    }
+}
+
 /// A daemon's metrics: anything that holds its Prometheus registry.
 pub trait Telemetry: Send + Sync + 'static {
     fn registry(&self) -> &Registry;

@@ -24,7 +24,7 @@ const HOST_IP: &str = "10.77.0.1";
 /// noded's admin port on node1's IP (the DaemonSet runs on the host network): its histogram of
 /// push durations is our push time.
 const FROM_METRICS: &str = "http://10.77.0.11:9811/metrics";
-const PUSH_DURATION: &str = "noded_push_duration_seconds";
+const PUSH_DURATION: &str = "checkpointing_noded_push_duration_seconds";
 /// The bench's throwaway account on its own registry (its password goes on command lines).
 const USER: RegistryUser = RegistryUser {
     name: "bench",

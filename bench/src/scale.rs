@@ -30,7 +30,7 @@ use crate::stats::{Summary, histogram_buckets, histogram_quantile, quantile};
 const CREATING: usize = 16;
 /// The controller's admin port (`--admin-addr` in deploy/base/controller.yaml), on its pod IP.
 const CONTROLLER_ADMIN_PORT: u16 = 8080;
-const HISTOGRAM: &str = "checkpoint_controller_reconcile_duration_seconds";
+const HISTOGRAM: &str = "checkpointing_controller_reconcile_duration_seconds";
 /// The bound on the leader's reconcile duration during the scale run.
 const RECONCILE_P99_MS: f64 = 250.0;
 /// Dumps noded runs at once per node: its `DEFAULT_CONCURRENT_DUMPS` (noded/src/checkpoint.rs),

@@ -24,7 +24,7 @@ const FROM: &str = "node1";
 const TO: &str = "node2";
 /// node2's noded's admin port (deploy/base/noded.yaml), on the node's address.
 const TO_METRICS: &str = "http://10.77.0.12:9811/metrics";
-const FETCH_DURATION: &str = "noded_fetch_duration_seconds";
+const FETCH_DURATION: &str = "checkpointing_noded_fetch_duration_seconds";
 /// node2's address on the testbed bridge (testbed/lib.sh: node N is 10.77.0.(10 + N)).
 const TO_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 12));
 

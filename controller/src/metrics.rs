@@ -1,6 +1,6 @@
 //! The controller's metrics, served on the admin port (`checkpointing::admin`).
 
-use checkpointing::admin::Telemetry;
+use checkpointing::admin::{self, Telemetry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -104,7 +104,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("checkpoint_controller");
+        let mut registry = admin::registry("controller");
         let container_checkpoints =
             Reconciles::registered(&mut registry, Kind::ContainerCheckpoint);
         let pod_checkpoints = Reconciles::registered(&mut registry, Kind::PodCheckpoint);
@@ -181,28 +181,44 @@ mod tests {
         let text = m.render();
         // Cumulative buckets: 0.7 ms is under the first bound, 3 ms under 4 ms, 60 s only +Inf.
         for line in [
-            "checkpoint_controller_reconcile_duration_seconds_count 3",
-            "checkpoint_controller_reconcile_duration_seconds_bucket{le=\"0.001\"} 1",
-            "checkpoint_controller_reconcile_duration_seconds_bucket{le=\"0.004\"} 2",
-            "checkpoint_controller_reconcile_duration_seconds_bucket{le=\"32.768\"} 2",
-            "checkpoint_controller_reconcile_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "checkpointing_controller_reconcile_duration_seconds_count 3",
+            "checkpointing_controller_reconcile_duration_seconds_bucket{le=\"0.001\"} 1",
+            "checkpointing_controller_reconcile_duration_seconds_bucket{le=\"0.004\"} 2",
+            "checkpointing_controller_reconcile_duration_seconds_bucket{le=\"32.768\"} 2",
+            "checkpointing_controller_reconcile_duration_seconds_bucket{le=\"+Inf\"} 3",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
         assert!(
-            text.contains("checkpoint_controller_reconciles_total{result=\"success\"} 2"),
+            text.contains("checkpointing_controller_reconciles_total{result=\"success\"} 2"),
             "{text}"
         );
         assert!(
-            text.contains("checkpoint_controller_reconciles_total{result=\"error\"} 1"),
+            text.contains("checkpointing_controller_reconciles_total{result=\"error\"} 1"),
             "{text}"
         );
         assert!(
             text.contains(
-                "checkpoint_controller_requests_total{state=\"Failed\",reason=\"PodNotFound\"} 1"
+                "checkpointing_controller_requests_total{state=\"Failed\",reason=\"PodNotFound\"} 1"
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_family_is_named_checkpointing_controller() {
+        let m = Metrics::default();
+        for kind in [
+            Kind::ContainerCheckpoint,
+            Kind::PodCheckpoint,
+            Kind::PodMigration,
+            Kind::CheckpointPolicy,
+        ] {
+            m.of(kind).reconciled("success", Duration::ZERO);
+            m.of(kind).finished(CheckpointState::Completed, "Completed");
+        }
+        m.admitted("allowed", "NoRestore");
+        admin::assert_namespaced(&m, "controller");
     }
 
     #[test]
@@ -210,7 +226,7 @@ mod tests {
         let m = Metrics::default();
         m.set_leader(true);
         let text = m.render();
-        assert!(text.contains("checkpoint_controller_leader 1"), "{text}");
+        assert!(text.contains("checkpointing_controller_leader 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
@@ -223,13 +239,13 @@ mod tests {
         let text = m.render();
         assert!(
             text.contains(
-                "checkpoint_controller_webhook_decisions_total{result=\"denied\",reason=\"NotFound\"} 1"
+                "checkpointing_controller_webhook_decisions_total{result=\"denied\",reason=\"NotFound\"} 1"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "checkpoint_controller_webhook_decisions_total{result=\"patched\",reason=\"Restored\"} 2"
+                "checkpointing_controller_webhook_decisions_total{result=\"patched\",reason=\"Restored\"} 2"
             ),
             "{text}"
         );

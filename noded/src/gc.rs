@@ -391,8 +391,8 @@ mod tests {
         assert_eq!(left, [base, busy, live]);
         let text = metrics.render();
         for line in [
-            "noded_runtime_image_removals_total{result=\"removed\"} 2",
-            "noded_runtime_image_removals_total{result=\"failed\"} 1",
+            "checkpointing_noded_runtime_image_removals_total{result=\"removed\"} 2",
+            "checkpointing_noded_runtime_image_removals_total{result=\"failed\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from {text}");
         }

@@ -1,6 +1,6 @@
 //! noded's Prometheus metrics, in one registry served as `/metrics` on the admin port.
 
-use checkpointing::admin::Telemetry;
+use checkpointing::admin::{self, Telemetry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -82,7 +82,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("noded");
+        let mut registry = admin::registry("noded");
         let checkpoints = Family::<CheckpointLabels, Counter>::default();
         registry.register(
             "checkpoints",
@@ -308,5 +308,33 @@ impl Metrics {
 impl Telemetry for Metrics {
     fn registry(&self) -> &Registry {
         &self.registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_named_checkpointing_noded() {
+        let m = Metrics::default();
+        m.checkpoint("completed", "Completed", 1.0);
+        m.cri_call(1.0);
+        m.archive_size(1);
+        m.transferred("fetched", 1);
+        m.pushed("succeeded", 1.0);
+        m.fetched(1.0);
+        m.manifest_read();
+        m.pushed_copy_deletion("deleted");
+        m.token_review("authenticated");
+        m.registry_request("local", "ok");
+        m.runtime_image_removal("removed");
+        let runtime = RuntimeInfo {
+            name: "containerd",
+            version: "v2.1.4",
+            criu_version: "4.1",
+        };
+        m.prerequisites([("cri", true)], runtime);
+        admin::assert_namespaced(&m, "noded");
     }
 }

@@ -258,12 +258,12 @@ async fn with_a_push_registry_the_image_is_referenced_there() {
     assert!(
         c.metrics
             .render()
-            .contains("noded_pushes_total{result=\"succeeded\"} 1")
+            .contains("checkpointing_noded_pushes_total{result=\"succeeded\"} 1")
     );
     assert!(
         c.metrics
             .render()
-            .contains("noded_push_duration_seconds_count 1"),
+            .contains("checkpointing_noded_push_duration_seconds_count 1"),
         "the push's duration is recorded, for throughput figures"
     );
     let state = registry.state.lock().unwrap();
@@ -287,11 +287,13 @@ async fn a_failed_push_fails_the_checkpoint_naming_the_registry_and_status() {
     assert!(matches!(e, Failure::Push { .. }), "{e}");
     let text = c.metrics.render();
     assert!(
-        text.contains("noded_pushes_total{result=\"failed\"} 1"),
+        text.contains("checkpointing_noded_pushes_total{result=\"failed\"} 1"),
         "{text}"
     );
     assert!(
-        text.contains("noded_checkpoints_total{result=\"failed\",reason=\"PushFailed\"} 1"),
+        text.contains(
+            "checkpointing_noded_checkpoints_total{result=\"failed\",reason=\"PushFailed\"} 1"
+        ),
         "{text}"
     );
     let status = crate::reconcile::final_status(&outcome, None);
@@ -320,12 +322,13 @@ async fn a_completed_checkpoint_shows_in_the_metrics() {
     let a = c.take(&job()).await.unwrap();
     let text = c.metrics.render();
     for line in [
-        "noded_checkpoints_total{result=\"completed\",reason=\"Completed\"} 1".to_owned(),
-        "noded_archive_size_bytes_count 1".to_owned(),
-        format!("noded_archive_size_bytes_sum {}.0", a.size),
-        "noded_checkpoint_cri_duration_seconds_count 1".to_owned(),
-        "noded_checkpoint_duration_seconds_count 1".to_owned(),
-        "noded_archive_size_bytes_bucket{le=\"4294967296.0\"} 1".to_owned(),
+        "checkpointing_noded_checkpoints_total{result=\"completed\",reason=\"Completed\"} 1"
+            .to_owned(),
+        "checkpointing_noded_archive_size_bytes_count 1".to_owned(),
+        format!("checkpointing_noded_archive_size_bytes_sum {}.0", a.size),
+        "checkpointing_noded_checkpoint_cri_duration_seconds_count 1".to_owned(),
+        "checkpointing_noded_checkpoint_duration_seconds_count 1".to_owned(),
+        "checkpointing_noded_archive_size_bytes_bucket{le=\"4294967296.0\"} 1".to_owned(),
     ] {
         assert!(text.contains(&line), "{line} missing from {text}");
     }
@@ -335,10 +338,15 @@ async fn a_completed_checkpoint_shows_in_the_metrics() {
     c.take(&job()).await.unwrap_err();
     let text = c.metrics.render();
     assert!(
-        text.contains("noded_checkpoints_total{result=\"failed\",reason=\"NotRunning\"} 1"),
+        text.contains(
+            "checkpointing_noded_checkpoints_total{result=\"failed\",reason=\"NotRunning\"} 1"
+        ),
         "{text}"
     );
-    assert!(text.contains("noded_archive_size_bytes_count 0"), "{text}");
+    assert!(
+        text.contains("checkpointing_noded_archive_size_bytes_count 0"),
+        "{text}"
+    );
 }
 
 #[test]

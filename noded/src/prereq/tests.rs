@@ -108,9 +108,9 @@ fn readyz_follows_the_latest_report_and_metrics_show_it() {
     ok.record(&metrics);
     let text = metrics.render();
     for line in [
-        "noded_prerequisite{check=\"cri\"} 1",
-        "noded_prerequisite{check=\"restore\"} 1",
-        "noded_runtime_info{runtime_name=\"containerd\",runtime_version=\"v2.1.4\",criu_version=\"4.1\"} 1",
+        "checkpointing_noded_prerequisite{check=\"cri\"} 1",
+        "checkpointing_noded_prerequisite{check=\"restore\"} 1",
+        "checkpointing_noded_runtime_info{runtime_name=\"containerd\",runtime_version=\"v2.1.4\",criu_version=\"4.1\"} 1",
         "# EOF",
     ] {
         assert!(text.contains(line), "{line} missing from {text}");

@@ -390,14 +390,15 @@ async fn another_nodes_image_is_fetched_once_verified_and_served() {
     // Metrics: bytes fetched by node2 are bytes served by node1; requests by result.
     let text = node2.metrics.render();
     for line in [
-        format!("noded_transfer_bytes_total{{direction=\"fetched\"}} {once}"),
-        "noded_registry_requests_total{mode=\"local\",result=\"ok\"} 7".to_owned(),
-        "noded_registry_requests_total{mode=\"local\",result=\"refused\"} 6".to_owned(),
+        format!("checkpointing_noded_transfer_bytes_total{{direction=\"fetched\"}} {once}"),
+        "checkpointing_noded_registry_requests_total{mode=\"local\",result=\"ok\"} 7".to_owned(),
+        "checkpointing_noded_registry_requests_total{mode=\"local\",result=\"refused\"} 6"
+            .to_owned(),
     ] {
         assert!(text.contains(&line), "{line} missing from {text}");
     }
     let text = t.node1.registry.metrics.render();
-    let served = format!("noded_transfer_bytes_total{{direction=\"served\"}} {once}");
+    let served = format!("checkpointing_noded_transfer_bytes_total{{direction=\"served\"}} {once}");
     assert!(text.contains(&served), "{served} missing from {text}");
 
     // Once the Content is gone, the cached copy goes too.
@@ -628,7 +629,7 @@ async fn the_blobs_of_a_pull_need_no_second_lookup() {
         [1, 1, 1],
         "the pull's credential and pod are remembered too"
     );
-    let reads = "noded_manifest_reads_total 1\n";
+    let reads = "checkpointing_noded_manifest_reads_total 1\n";
     let text = t.node1.registry.metrics.render();
     assert!(
         text.contains(reads),
@@ -885,7 +886,7 @@ async fn a_fetch_the_disk_has_no_room_for_fails_before_any_blob() {
     }
     // node1 answered the manifest and nothing else; node2 kept nothing.
     let served = t.node1.registry.metrics.render();
-    let one = "noded_registry_requests_total{mode=\"peer\",result=\"ok\"} 1\n";
+    let one = "checkpointing_noded_registry_requests_total{mode=\"peer\",result=\"ok\"} 1\n";
     assert!(served.contains(one), "{one} missing from {served}");
     assert_eq!(registry.images.transferred(), 0);
     assert!(blob_files(&layout).is_empty(), "{:?}", blob_files(&layout));

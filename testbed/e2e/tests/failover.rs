@@ -104,11 +104,11 @@ async fn a_checkpoint_completes_after_the_leader_is_killed() {
     );
 }
 
-/// `checkpoint_controller_leader` from the replica's /metrics; None when it does not answer.
+/// `checkpointing_controller_leader` from the replica's /metrics; None when it does not answer.
 fn leader_gauge(tb: &Testbed, pod: &Pod) -> Option<i64> {
     tb.controller_metrics(pod)?
         .lines()
-        .find_map(|l| l.strip_prefix("checkpoint_controller_leader "))?
+        .find_map(|l| l.strip_prefix("checkpointing_controller_leader "))?
         .trim()
         .parse()
         .ok()

@@ -24,12 +24,18 @@ async fn a_checkpoint_moves_the_counters() {
     let client = tb.client().await;
     run_pod(&client, &ns.name, counter_pod("app", "node2", 1)).await;
 
-    let completed = |t: &str| sample(t, "noded_checkpoints_total", "result=\"completed\"");
-    let sizes = |t: &str| sample(t, "noded_archive_size_bytes_count", "");
+    let completed = |t: &str| {
+        sample(
+            t,
+            "checkpointing_noded_checkpoints_total",
+            "result=\"completed\"",
+        )
+    };
+    let sizes = |t: &str| sample(t, "checkpointing_noded_archive_size_bytes_count", "");
     let finished = |t: &str| {
         sample(
             t,
-            "checkpoint_controller_requests_total",
+            "checkpointing_controller_requests_total",
             "state=\"Completed\"",
         )
     };
@@ -86,8 +92,8 @@ fn noded_reports_that_the_runtime_has_no_pod_level_checkpoint() {
     );
     let metrics = tb.noded_metrics("node1");
     for line in [
-        "noded_prerequisite{check=\"pod_level\"} 0",
-        "noded_prerequisite{check=\"cri\"} 1",
+        "checkpointing_noded_prerequisite{check=\"pod_level\"} 0",
+        "checkpointing_noded_prerequisite{check=\"cri\"} 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

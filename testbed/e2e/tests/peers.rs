@@ -121,7 +121,13 @@ fn noded_listens_on_the_node_ip_only() {
 fn a_stranger_at_noded_s_ports_costs_one_review_and_holds_no_connection() {
     let tb = Testbed::get();
     let ip = tb.node_ip("node1");
-    let refused = |t: &str| sample(t, "noded_token_reviews_total", "result=\"unauthenticated\"");
+    let refused = |t: &str| {
+        sample(
+            t,
+            "checkpointing_noded_token_reviews_total",
+            "result=\"unauthenticated\"",
+        )
+    };
     let before = refused(&tb.noded_metrics("node1"));
     let token = format!(
         "bogus-{}",

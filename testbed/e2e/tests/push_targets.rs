@@ -23,8 +23,16 @@ const TENANT: &str = "tenant";
 fn started_checkpoints(tb: &Testbed) -> (f64, f64) {
     let text = tb.noded_metrics(NODE);
     (
-        sample(&text, "noded_checkpoint_cri_duration_seconds_count", ""),
-        sample(&text, "noded_checkpoint_duration_seconds_count", ""),
+        sample(
+            &text,
+            "checkpointing_noded_checkpoint_cri_duration_seconds_count",
+            "",
+        ),
+        sample(
+            &text,
+            "checkpointing_noded_checkpoint_duration_seconds_count",
+            "",
+        ),
     )
 }
 

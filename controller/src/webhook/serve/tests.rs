@@ -181,7 +181,7 @@ async fn pods_without_the_annotation_pass_untouched_without_lookups() {
     assert!(body["response"].get("patchType").is_none(), "{body}");
     assert!(api.take().is_empty(), "no API calls for an ordinary pod");
     assert!(webhook.metrics.render().contains(
-        "checkpoint_controller_webhook_decisions_total{result=\"allowed\",reason=\"NoRestore\"} 1"
+        "checkpointing_controller_webhook_decisions_total{result=\"allowed\",reason=\"NoRestore\"} 1"
     ));
 }
 
@@ -231,7 +231,7 @@ async fn restore_is_admitted_with_a_patch_of_its_container_only() {
     assert_eq!(seen[1].method, "GET");
     assert_eq!(seen[1].uri, CC_PATH);
     assert!(webhook.metrics.render().contains(
-        "checkpoint_controller_webhook_decisions_total{result=\"patched\",reason=\"Restored\"} 1"
+        "checkpointing_controller_webhook_decisions_total{result=\"patched\",reason=\"Restored\"} 1"
     ));
 }
 
@@ -267,7 +267,7 @@ async fn user_without_read_access_is_denied_without_reading_the_checkpoint() {
         "{seen:?}"
     );
     assert!(webhook.metrics.render().contains(
-        "checkpoint_controller_webhook_decisions_total{result=\"denied\",reason=\"Forbidden\"} 1"
+        "checkpointing_controller_webhook_decisions_total{result=\"denied\",reason=\"Forbidden\"} 1"
     ));
 }
 
@@ -310,7 +310,7 @@ async fn bad_restores_are_denied_with_their_message() {
         let message = response["status"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{message}");
         let counted = format!(
-            "checkpoint_controller_webhook_decisions_total{{result=\"denied\",reason=\"{reason}\"}} 1"
+            "checkpointing_controller_webhook_decisions_total{{result=\"denied\",reason=\"{reason}\"}} 1"
         );
         assert!(webhook.metrics.render().contains(&counted), "{counted}");
     }
@@ -393,7 +393,7 @@ async fn a_checkpoint_image_without_restore_from_is_forbidden_without_lookups() 
     );
     assert!(api.take().is_empty(), "nothing looked up");
     assert!(webhook.metrics.render().contains(
-        "checkpoint_controller_webhook_decisions_total{result=\"denied\",reason=\"CheckpointImage\"} 1"
+        "checkpointing_controller_webhook_decisions_total{result=\"denied\",reason=\"CheckpointImage\"} 1"
     ));
 }
 
@@ -507,7 +507,7 @@ async fn a_restore_bound_to_a_node_that_cannot_restore_it_is_denied_with_the_rea
         "{message}"
     );
     assert!(webhook.metrics.render().contains(
-        "checkpoint_controller_webhook_decisions_total{result=\"denied\",reason=\"Unplaceable\"} 1"
+        "checkpointing_controller_webhook_decisions_total{result=\"denied\",reason=\"Unplaceable\"} 1"
     ));
 
     // Bound to a node that can: admitted, and no affinity is added.
