@@ -29,6 +29,7 @@ pub mod restored;
 pub mod runtime;
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod text;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod volumes;

@@ -20,8 +20,7 @@ const NODE_FAILURE: &str = "CheckpointFailed";
 /// Kubernetes caps a condition message at 32768 bytes; noded may report long runtime errors.
 const MAX_CONDITION_MESSAGE: usize = 32 * 1024;
 
-/// Events cap their note at 1 KiB.
-pub const MAX_EVENT_NOTE: usize = 1024;
+pub use checkpointing::text::{MAX_EVENT_NOTE, truncated};
 
 /// Status of a request that will never get a Content.
 pub fn refused(
@@ -243,17 +242,6 @@ pub fn event(transition: Transition, message: &str) -> Event {
 /// The reason of a request's condition (each kind has one), for the metrics.
 pub fn reason(conditions: &[Condition]) -> &str {
     conditions.first().map_or("", |c| c.reason.as_str())
-}
-
-pub fn truncated(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut cut = max - '…'.len_utf8();
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &s[..cut])
 }
 
 /// `t` in whole seconds, as the API server keeps times: a status we write then reads back

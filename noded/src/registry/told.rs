@@ -4,6 +4,7 @@
 //! [`INTERVAL`] (the kubelet retries with backoff), and `RestorePrepared` once per pod and
 //! checkpoint. What to say is decided here (pure); [`Told`] remembers what was said.
 
+use checkpointing::text::{MAX_EVENT_NOTE, truncated};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -18,8 +19,6 @@ use crate::recent::Recent;
 pub const INTERVAL: Duration = Duration::from_secs(60);
 /// How long a pod's prepared restore is remembered: longer than its pulls go on.
 const PREPARED_TTL: Duration = Duration::from_secs(3600);
-/// The API server's limit on an Event's note.
-const MAX_NOTE: usize = 1024;
 
 /// What was told lately, by pod.
 pub struct Told {
@@ -96,15 +95,7 @@ pub fn problem_event(puller: &Puller, node: &str, path: &str, problem: &Problem)
 }
 
 fn event(type_: EventType, reason: &str, note: String) -> Event {
-    let mut note = note;
-    if note.len() > MAX_NOTE {
-        let mut cut = MAX_NOTE - '…'.len_utf8();
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-        note.push('…');
-    }
+    let note = truncated(&note, MAX_EVENT_NOTE);
     Event {
         type_,
         reason: reason.to_owned(),
@@ -193,6 +184,6 @@ mod tests {
     fn a_long_note_is_cut_to_the_api_servers_limit() {
         let long = Problem::Internal("é".repeat(2000));
         let event = problem_event(&puller(), "node1", "/v2/", &long).unwrap();
-        assert!(event.note.unwrap().len() <= MAX_NOTE);
+        assert!(event.note.unwrap().len() <= MAX_EVENT_NOTE);
     }
 }
