@@ -81,15 +81,10 @@ pub fn configuration(
         .map(|k| format!("o.kind == '{k}'"))
         .join(" || ");
     MutatingWebhookConfiguration {
+        // No labels: whoever installed it (Helm, kubectl) owns them; a label of ours would
+        // conflict with Helm's `managed-by` at the next `helm upgrade`.
         metadata: ObjectMeta {
             name: Some(CONFIGURATION_NAME.to_owned()),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_owned(),
-                    CONTROLLER_MANAGER.to_owned(),
-                )]
-                .into(),
-            ),
             ..ObjectMeta::default()
         },
         webhooks: Some(vec![

@@ -62,8 +62,7 @@ SECRET_NAME.
 {{/*
 Labels. "checkpointing.meta" writes an object's `labels:` (indented by .indent, after a
 newline), or nothing when it has none: the recommended labels (unless .Values.recommendedLabels
-is off) over the object's own (.labels). .managedBy replaces Helm as the manager (an object
-another writer applies too).
+is off) over the object's own (.labels).
 */}}
 {{- define "checkpointing.recommended" -}}
 {{- $labels := dict -}}
@@ -81,7 +80,6 @@ another writer applies too).
 
 {{- define "checkpointing.meta" -}}
 {{- $labels := merge (dict) (.labels | default dict) (include "checkpointing.recommended" . | fromYaml) -}}
-{{- if .managedBy }}{{ $_ := set $labels "app.kubernetes.io/managed-by" .managedBy }}{{ end -}}
 {{- if $labels }}
 {{ "labels:" | indent (int .indent) }}
 {{- toYaml $labels | nindent (add (int .indent) 2 | int) }}

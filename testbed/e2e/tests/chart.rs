@@ -168,7 +168,7 @@ fn with_its_defaults_every_object_has_the_recommended_labels() {
 /// `checkpointing` is deployed, and the restore webhook's registration the chart installed, with
 /// the testbed's checkpoint repository in its match condition, is the one the leading
 /// controller builds: its apply (which may change nothing but the CA, policy
-/// checkpointing-controller-webhook) succeeded and gave it its CA.
+/// checkpointing-controller-webhook) succeeded and gave it its CA; an upgrade then applies.
 #[tokio::test]
 async fn the_controller_keeps_the_registration_the_chart_installed() {
     let tb = Testbed::get();
@@ -215,6 +215,22 @@ async fn the_controller_keeps_the_registration_the_chart_installed() {
     assert!(
         !logs.contains("registering the restore admission webhook failed"),
         "{logs}"
+    );
+    // And the next `helm upgrade` after the controller applied it meets no conflict over any
+    // field (the controller applies no label; Helm server-side applies its own).
+    let chart = repo().join("deploy/chart");
+    run(
+        &helm(),
+        &[
+            "upgrade",
+            "checkpointing",
+            chart.to_str().unwrap(),
+            "-n",
+            "kube-system",
+            "--reuse-values",
+            "--kubeconfig",
+            kubeconfig,
+        ],
     );
 }
 
