@@ -172,8 +172,10 @@ async fn create_content(
     Ok(contents.patch(&name, &apply, &Patch::Apply(content)).await)
 }
 
-/// Publishes the Events of a state change (on the request, and on its pod) and counts final
-/// states.
+/// Publishes the Events of a state change and counts final states. The pod hears of every
+/// outcome (related to the request); the request itself only of a failure, the one a user
+/// looks for there: a Completed request says so in its status, and one Event fewer keeps a
+/// checkpoint within its API-call budget (e2e api_load).
 fn announce(
     ctx: &Context,
     request: &ContainerCheckpoint,
@@ -185,8 +187,10 @@ fn announce(
             .of(Kind::ContainerCheckpoint)
             .finished(state, status::reason(&status.conditions));
     }
-    let event = status::event(transition, status.message.as_deref().unwrap_or_default());
-    tell(&ctx.recorder, request, event);
+    if transition == Transition::Failed {
+        let event = status::event(transition, status.message.as_deref().unwrap_or_default());
+        tell(&ctx.recorder, request, event);
+    }
     let (pod, event) = pod_event(request, transition, status);
     tell_regarding(&ctx.recorder, pod, event);
 }
