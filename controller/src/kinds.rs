@@ -49,34 +49,22 @@ pub trait Request: Object {
     fn status_mut(&mut self) -> &mut Option<Self::Status>;
 }
 
-impl Request for ContainerCheckpoint {
-    type Status = ContainerCheckpointStatus;
-    const KIND: Kind = Kind::ContainerCheckpoint;
-    fn status_mut(&mut self) -> &mut Option<Self::Status> {
-        &mut self.status
-    }
+/// `Request` for a kind whose status is its `status` field, as kube's derive makes it.
+macro_rules! request {
+    ($($kind:ident => $status:ident),+ $(,)?) => {$(
+        impl Request for $kind {
+            type Status = $status;
+            const KIND: Kind = Kind::$kind;
+            fn status_mut(&mut self) -> &mut Option<Self::Status> {
+                &mut self.status
+            }
+        }
+    )+};
 }
 
-impl Request for PodCheckpoint {
-    type Status = PodCheckpointStatus;
-    const KIND: Kind = Kind::PodCheckpoint;
-    fn status_mut(&mut self) -> &mut Option<Self::Status> {
-        &mut self.status
-    }
-}
-
-impl Request for PodMigration {
-    type Status = PodMigrationStatus;
-    const KIND: Kind = Kind::PodMigration;
-    fn status_mut(&mut self) -> &mut Option<Self::Status> {
-        &mut self.status
-    }
-}
-
-impl Request for CheckpointPolicy {
-    type Status = CheckpointPolicyStatus;
-    const KIND: Kind = Kind::CheckpointPolicy;
-    fn status_mut(&mut self) -> &mut Option<Self::Status> {
-        &mut self.status
-    }
+request! {
+    ContainerCheckpoint => ContainerCheckpointStatus,
+    PodCheckpoint => PodCheckpointStatus,
+    PodMigration => PodMigrationStatus,
+    CheckpointPolicy => CheckpointPolicyStatus,
 }
