@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use checkpointing::crd::{
     CheckpointPolicy, CheckpointState, ContainerCheckpoint, ContainerCheckpointContent,
     ContainerCheckpointContentSpec, ContainerCheckpointContentStatus, ContainerCheckpointSpec,
-    ContainerCheckpointStatus, PodCheckpoint, PodMigration,
+    ContainerCheckpointStatus, PodCheckpoint, PodMigration, PodMigrationSpec,
 };
 use checkpointing::names::{NODE_LABEL, RESTORE_FROM_ANNOTATION};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -28,6 +28,25 @@ use crate::stores::{Stores, Synced};
 /// The tests' clock: a minute into 2025.
 pub fn now() -> Timestamp {
     "2025-01-01T00:01:00Z".parse().unwrap()
+}
+
+/// PodMigration `default/move-app` of pod `app` to `target`, UID `c0ffee-1`; no creation time
+/// (each test sets the clock it runs by).
+pub fn migration(target: Option<&str>) -> PodMigration {
+    let mut m = PodMigration::new(
+        "move-app",
+        PodMigrationSpec {
+            pod_name: "app".into(),
+            target_node: target.map(Into::into),
+            delete_source: None,
+            timeout_seconds: None,
+            registry: None,
+            from_checkpoint: None,
+        },
+    );
+    m.metadata.namespace = Some("default".into());
+    m.metadata.uid = Some("c0ffee-1".into());
+    m
 }
 
 /// The flags' defaults.

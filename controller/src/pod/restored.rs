@@ -57,21 +57,10 @@ fn copy_name(source: &Pod, m: &PodMigration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use checkpointing::crd::PodMigrationSpec;
     use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
 
     fn migration(uid: &str) -> PodMigration {
-        let mut m = PodMigration::new(
-            "move-app",
-            PodMigrationSpec {
-                pod_name: "app".into(),
-                target_node: Some("node2".into()),
-                delete_source: None,
-                timeout_seconds: None,
-                registry: None,
-                from_checkpoint: None,
-            },
-        );
+        let mut m = crate::fixtures::migration(Some("node2"));
         m.metadata.uid = Some(uid.into());
         m
     }

@@ -1,25 +1,13 @@
 use super::*;
-use crate::fixtures::{lease, now, pod, running};
-use checkpointing::crd::{ContainerResult, PodCheckpointStatus, PodMigrationSpec};
+use crate::fixtures::{self, lease, now, pod, running};
+use checkpointing::crd::{ContainerResult, PodCheckpointStatus};
 use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
 const PENDING_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn migration(target: Option<&str>) -> PodMigration {
-    let mut m = PodMigration::new(
-        "move-app",
-        PodMigrationSpec {
-            pod_name: "app".into(),
-            target_node: target.map(Into::into),
-            delete_source: None,
-            timeout_seconds: None,
-            registry: None,
-            from_checkpoint: None,
-        },
-    );
-    m.metadata.namespace = Some("default".into());
-    m.metadata.uid = Some("c0ffee-1".into());
+    let mut m = fixtures::migration(target);
     m.metadata.creation_timestamp = Some(Time(now()));
     m
 }

@@ -1,14 +1,12 @@
 use std::future::Future;
 
-use checkpointing::crd::{
-    CheckpointState, ContainerCheckpointStatus, PodCheckpointSpec, PodMigrationSpec,
-};
+use checkpointing::crd::{CheckpointState, ContainerCheckpointStatus, PodCheckpointSpec};
 use checkpointing::names::{RESTORE_FROM_ANNOTATION, RESTORED_FROM_DIGEST_ANNOTATION};
 use checkpointing::testing::{FakeApi, Seen};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
-use crate::fixtures::{Watches, deliver, pod, running, settings};
+use crate::fixtures::{self, Watches, deliver, pod, running, settings};
 
 const GROUP: &str = "/apis/checkpointing.zacchaeuschok.github.io/v1alpha1/namespaces/default";
 const POD_PATH: &str = "/api/v1/namespaces/default/pods/app";
@@ -151,19 +149,7 @@ fn migrating(api: &FakeApi) -> (Arc<MigrationContext>, Watches, PodMigration) {
         Arc::default(),
         settings(),
     ));
-    let mut created = PodMigration::new(
-        "move-app",
-        PodMigrationSpec {
-            pod_name: "app".into(),
-            target_node: Some("node2".into()),
-            delete_source: None,
-            timeout_seconds: None,
-            registry: None,
-            from_checkpoint: None,
-        },
-    );
-    created.metadata.namespace = Some("default".into());
-    created.metadata.uid = Some("c0ffee-1".into());
+    let mut created = fixtures::migration(Some("node2"));
     created.metadata.creation_timestamp = Some(Time(Timestamp::now()));
     api.put(&format!("{GROUP}/podmigrations/move-app"), &created);
     (ctx, watches, created)
