@@ -95,6 +95,32 @@ impl ImageLayout {
         &self.root
     }
 
+    /// Removes the layout when it holds no image and no blob (its owner stops, and a node
+    /// whose checkpoints are all gone keeps no trace of it). Returns whether it did; a layout
+    /// with anything left in it stays whole.
+    pub fn remove_if_empty(&self) -> Result<bool, OciError> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let blobs = self.root.join("blobs/sha256");
+        let no_blobs = fs::read_dir(&blobs)
+            .map_err(io_err("reading", &blobs))?
+            .next()
+            .is_none();
+        if !no_blobs || !self.read_index()?.manifests().is_empty() {
+            return Ok(false);
+        }
+        let ingest = self.ingest_dir();
+        if ingest.exists()
+            && fs::read_dir(&ingest)
+                .map_err(io_err("reading", &ingest))?
+                .next()
+                .is_some()
+        {
+            return Ok(false);
+        }
+        fs::remove_dir_all(&self.root).map_err(io_err("removing", &self.root))?;
+        Ok(true)
+    }
+
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root
             .join("blobs")

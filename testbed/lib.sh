@@ -23,14 +23,31 @@ CHECKPOINTCTL_VERSION=v1.6.0
 HELM_VERSION=v4.3.2
 K8S_BIN=$CACHE/kubernetes-$K8S_VERSION/bin
 
-# The nodes' container runtime: crio (default) or containerd. Every node of one testbed runs
-# the same runtime, so the same tests (and samples/, which name node1 and node2) run on each;
-# once up, the state dir is the truth.
+# The nodes' container runtime: crio (default) or containerd, on every node, so the same tests
+# (and samples/, which name node1 and node2) run on each; or mixed: the last node containerd,
+# the others CRI-O, one install of the product for both (the seed's node1 -> node2 migration
+# stays on CRI-O). Once up, the state dir is the truth.
 runtime() {
   if [ -f "$STATE/runtime" ]; then cat "$STATE/runtime"; return; fi
   case ${TESTBED_RUNTIME:-crio} in
-    crio | containerd) echo "${TESTBED_RUNTIME:-crio}" ;;
-    *) die "TESTBED_RUNTIME=${TESTBED_RUNTIME} must be crio or containerd" ;;
+    crio | containerd | mixed) echo "${TESTBED_RUNTIME:-crio}" ;;
+    *) die "TESTBED_RUNTIME=${TESTBED_RUNTIME} must be crio, containerd or mixed" ;;
+  esac
+}
+
+# node_runtime NODE: the runtime NODE runs (crio or containerd).
+node_runtime() {
+  local r
+  r=$(runtime)
+  if [ "$r" != mixed ]; then echo "$r"; return; fi
+  if [ "$1" = "$(node_list | awk '{print $NF}')" ]; then echo containerd; else echo crio; fi
+}
+
+# The runtimes some node runs.
+runtimes() {
+  case $(runtime) in
+    mixed) echo crio containerd ;;
+    *) runtime ;;
   esac
 }
 
@@ -58,7 +75,7 @@ NODE_KUBECONFIG=/etc/testbed/kubeconfig   # the admin's, for tools run inside a 
 NODE_BIN=/usr/local/bin                   # the binaries built from the Go module proxy
 NODE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 node_cri_sock() {
-  case $(runtime) in
+  case $(node_runtime "$1") in
     crio) echo /run/crio/crio.sock ;;
     containerd) echo /run/containerd/containerd.sock ;;
   esac
@@ -69,7 +86,7 @@ node_cri_sock() {
 MARK=CKPT_TESTBED_STATE=$STATE
 
 # The per-node processes, in start order (the product itself runs as pods: see install_product).
-agents() { echo "$(runtime) kubelet kube-proxy"; }
+agents() { echo "$(node_runtime "$1") kubelet kube-proxy"; }
 
 log() { printf '[testbed %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -222,7 +239,7 @@ node_nsenter_argv() {
   pid=$(node_init_pid "$node") || die "node $node is not up (no $(node_dir "$node")/pid)"
   pid_ours "$pid" || die "node $node is not running (init pid $pid is gone)"
   NSENTER=(env "$MARK" nsenter -t "$pid" -m -u -i -n -p -r -w -- env -i "$MARK" PATH="$NODE_PATH" HOME=/root
-    TERM="${TERM:-dumb}" KUBECONFIG="$NODE_KUBECONFIG" CONTAINER_RUNTIME_ENDPOINT="unix://$(node_cri_sock)"
+    TERM="${TERM:-dumb}" KUBECONFIG="$NODE_KUBECONFIG" CONTAINER_RUNTIME_ENDPOINT="unix://$(node_cri_sock "$node")"
     CONTAINERD_ADDRESS=/run/containerd/containerd.sock CONTAINERD_NAMESPACE=k8s.io)
   local v
   for v in RUST_LOG RUST_BACKTRACE; do

@@ -13,6 +13,7 @@ mod images;
 mod lease;
 mod locks;
 mod metrics;
+mod node_labels;
 mod outbound;
 mod prereq;
 mod push;
@@ -40,9 +41,10 @@ use checkpointing::cri::{CriClient, CriConfig};
 use checkpointing::daemon::{LogFormat, init_logging, kube_client};
 use checkpointing::names::{DEFAULT_LEASE_NAMESPACE, NODE_LABEL};
 use checkpointing::oci::ImageLayout;
-use checkpointing::runtime::RuntimeKind;
+use checkpointing::runtime::socket;
 use clap::Parser;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::runtime::{Controller, watcher};
 
@@ -75,15 +77,24 @@ struct Args {
     /// Kubeconfig file; in-cluster configuration when absent.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// CRI endpoint of the container runtime (CRI-O: unix:///var/run/crio/crio.sock).
-    #[arg(long, env = "CRI_ENDPOINT", default_value = RuntimeKind::Containerd.default_endpoint())]
-    cri_endpoint: String,
-    /// The CRI socket's directory as the node names it, when noded sees it elsewhere (deploy/
-    /// mounts containerd's /run/containerd at /run/cri). A file the runtime names beneath it
-    /// (containerd's CRIU log of a failed checkpoint) is read there, and nothing outside it.
-    /// Default: the socket's directory as noded sees it.
-    #[arg(long, env = "CRI_HOST_DIR")]
+    /// CRI endpoint of the container runtime (CRI-O: unix:///var/run/crio/crio.sock). Default:
+    /// the socket of the runtime the node's kubelet uses, found under --cri-search-dir.
+    #[arg(long, env = "CRI_ENDPOINT")]
+    cri_endpoint: Option<String>,
+    /// With --cri-endpoint: the CRI socket's directory as the node names it, when noded sees it
+    /// elsewhere. A file the runtime names beneath it (containerd's CRIU log of a failed
+    /// checkpoint) is read there, and nothing outside it. Default: the socket's directory as
+    /// noded sees it.
+    #[arg(long, env = "CRI_HOST_DIR", requires = "cri_endpoint")]
     cri_host_dir: Option<PathBuf>,
+    /// Without --cri-endpoint: the node's run directory as noded sees it, where CRI-O,
+    /// containerd, k3s/RKE2 and microk8s keep their sockets (the chart mounts it at /host/run).
+    #[arg(long, env = "CRI_SEARCH_DIR", default_value = "/run")]
+    cri_search_dir: PathBuf,
+    /// The node's name for --cri-search-dir (/run; microk8s: /var/snap/microk8s/common/run).
+    /// Default: --cri-search-dir.
+    #[arg(long, env = "CRI_SEARCH_DIR_ON_NODE")]
+    cri_search_dir_on_node: Option<PathBuf>,
     /// The node's CRIU configuration for runc (/etc/criu/runc.conf) as mounted here: checked
     /// for `tcp-close`, reported as the `tcp_close` prerequisite.
     #[arg(long, env = "CRIU_RUNC_CONFIG", default_value = checkpointing::criu::conf::RUNC_CONF)]
@@ -252,13 +263,43 @@ impl Args {
     }
 }
 
+impl Args {
+    /// The CRI endpoint, and its socket's directory as the node names it: as given, or the
+    /// socket of the runtime the Node says its kubelet uses.
+    async fn cri(&self, client: &kube::Client) -> anyhow::Result<(String, Option<PathBuf>)> {
+        if let Some(endpoint) = &self.cri_endpoint {
+            return Ok((endpoint.clone(), self.cri_host_dir.clone()));
+        }
+        let node = Api::<Node>::all(client.clone()).get(&self.node_name).await;
+        let version = match &node {
+            Ok(node) => node
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| i.container_runtime_version.as_str()),
+            Err(error) => {
+                tracing::warn!(%error, "reading this node's runtime failed; trying every runtime's sockets");
+                None
+            }
+        };
+        let search = &self.cri_search_dir;
+        let on_node = self.cri_search_dir_on_node.as_deref().unwrap_or(search);
+        let found = socket::find(version, search, on_node, |p| p.exists()).map_err(|why| {
+            anyhow::anyhow!(why).context("finding the container runtime's CRI socket")
+        })?;
+        tracing::info!(runtime = found.kind.cri_name(), socket = %found.socket.display(), "found the CRI socket");
+        Ok((found.endpoint(), Some(found.dir_on_node)))
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
     let client = kube_client(args.kubeconfig.as_deref()).await?;
-    let cri = CriClient::lazy(&CriConfig::new(&args.cri_endpoint))
-        .context("configuring the CRI client")?;
+    let (cri_endpoint, cri_host_dir) = args.cri(&client).await?;
+    let cri =
+        CriClient::lazy(&CriConfig::new(&cri_endpoint)).context("configuring the CRI client")?;
     let dir = CheckpointDir::open(&args.checkpoint_dir).with_context(|| {
         format!(
             "opening checkpoint directory {}",
@@ -283,7 +324,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("listening on {peer_addr} (--peer-port)"))?),
         identity.server_config()?,
     )?;
-    tracing::info!(node = %args.node_name, cri = %args.cri_endpoint, dir = %args.checkpoint_dir.display(),
+    tracing::info!(node = %args.node_name, cri = %cri_endpoint, dir = %args.checkpoint_dir.display(),
         registry = %args.registry_addr, peer = %peer_addr, admin = %admin_addr, "noded starting");
 
     let prerequisites = Arc::new(prereq::Prerequisites::default());
@@ -292,6 +333,11 @@ async fn main() -> anyhow::Result<()> {
         args.lease_namespace.clone(),
         args.node_name.clone(),
         identity.fingerprint(),
+        prerequisites.clone(),
+    ));
+    let labeller = tokio::spawn(node_labels::keep_labelled(
+        client.clone(),
+        args.node_name.clone(),
         prerequisites.clone(),
     ));
     let metrics = Arc::new(metrics::Metrics::default());
@@ -427,22 +473,30 @@ async fn main() -> anyhow::Result<()> {
     };
     let pruner = tokio::spawn(collector.run(Duration::from_secs(args.prune_interval_seconds)));
 
-    let runtime_dir = criu_log::RuntimeDir::of_socket(cri.socket(), args.cri_host_dir.clone());
+    let runtime_dir = criu_log::RuntimeDir::of_socket(cri.socket(), cri_host_dir);
     let context = Arc::new(
         Context::new(
             client.clone(),
-            Checkpointer::new(cri, dir, layout, args.image_registry.clone(), pusher, space)
-                .with_concurrent_dumps(args.max_concurrent_dumps)
-                .with_pods_dir(args.kubelet_pods_dir.clone())
-                .with_freezer(Freezer::new(&args.cgroup_root))
-                .with_forget(forget)
-                .with_metrics(metrics),
+            Checkpointer::new(
+                cri,
+                dir,
+                layout.clone(),
+                args.image_registry.clone(),
+                pusher,
+                space,
+            )
+            .with_concurrent_dumps(args.max_concurrent_dumps)
+            .with_pods_dir(args.kubelet_pods_dir.clone())
+            .with_freezer(Freezer::new(&args.cgroup_root))
+            .with_forget(forget)
+            .with_metrics(metrics),
             Duration::from_secs(args.default_timeout_seconds),
             prerequisites,
             outbound,
         )
         .with_runtime_dir(runtime_dir),
     );
+    let labels_client = client.clone();
     let contents: Api<ContainerCheckpointContent> = Api::all(client);
     let mine = watcher::Config::default().labels(&format!("{NODE_LABEL}={}", args.node_name));
     let config = kube::runtime::controller::Config::default().concurrency(args.concurrency);
@@ -460,6 +514,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = admin.await;
     checker.abort();
+    labeller.abort();
+    node_labels::remove(labels_client, &args.node_name).await;
+    // Nothing of noded stays on a node it leaves without checkpoints (helm uninstall).
+    match layout.remove_if_empty() {
+        Ok(true) => {
+            tracing::info!(layout = %layout.root().display(), "removed the empty image layout")
+        }
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, "removing the empty image layout failed"),
+    }
     tracing::info!("noded stopped");
     Ok(())
 }

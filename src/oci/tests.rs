@@ -267,3 +267,18 @@ fn retagging_replaces_the_old_entry() {
         .unwrap();
     assert_eq!(layout.read_index().unwrap().manifests().len(), 1);
 }
+
+#[test]
+fn an_empty_layout_is_removed_and_one_holding_an_image_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = ImageLayout::open(dir.path().join("empty")).unwrap();
+    assert!(empty.remove_if_empty().unwrap());
+    assert!(!dir.path().join("empty").exists());
+
+    let root = dir.path().join("full");
+    let layout = ImageLayout::open(&root).unwrap();
+    let blob = root.join("blobs/sha256/00");
+    std::fs::write(&blob, b"x").unwrap();
+    assert!(!layout.remove_if_empty().unwrap());
+    assert!(blob.exists() && root.join("index.json").exists());
+}

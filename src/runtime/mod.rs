@@ -8,6 +8,7 @@
 
 pub mod containerd;
 pub mod crio;
+pub mod socket;
 
 use std::fmt;
 use std::time::Duration;

@@ -28,14 +28,17 @@ ensure_go() {
   log "$component $version built in $(($(date +%s) - t))s"
 }
 
-# The node's /usr/local/bin: hard links to the binaries its runtime needs (same file system).
+# The nodes' /usr/local/bin: hard links to the binaries their runtimes (RUNTIMES, the words of
+# $1) need (same file system).
 ensure_node_bin() {
-  local r=$1 dirs d final tmp
+  local r dirs d final tmp
   dirs="$K8S_BIN $CACHE/cri-tools-$CRI_TOOLS_VERSION/bin $CACHE/checkpointctl-$CHECKPOINTCTL_VERSION/bin"
-  case $r in
-    crio) dirs+=" $CACHE/cri-o-$CRIO_VERSION/bin" ;;
-    containerd) dirs+=" $CACHE/containerd-$CONTAINERD_VERSION/bin" ;;
-  esac
+  for r in $1; do
+    case $r in
+      crio) dirs+=" $CACHE/cri-o-$CRIO_VERSION/bin" ;;
+      containerd) dirs+=" $CACHE/containerd-$CONTAINERD_VERSION/bin" ;;
+    esac
+  done
   final=$CACHE/node-bin-$(key_of "$dirs")
   NODE_BIN_DIR=$final
   [ -d "$final" ] && return 0

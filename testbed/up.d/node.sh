@@ -29,7 +29,7 @@ prepare_node_root() {
   install -m 0600 "$PKI/kubelet-serving.key" "$k/kubelet-serving.key"
   install -m 0600 "$PKI/kubelet-$node.kubeconfig" "$k/kubelet.kubeconfig"
   install -m 0600 "$PKI/kube-proxy.kubeconfig" "$k/kube-proxy.kubeconfig"
-  sed -e "s|@NODE@|$node|g" -e "s|@IP@|$ip|g" -e "s|@SOCK@|$(node_cri_sock)|g" \
+  sed -e "s|@NODE@|$node|g" -e "s|@IP@|$ip|g" -e "s|@SOCK@|$(node_cri_sock "$node")|g" \
     "$FILES/kubernetes/kubelet.yaml" >"$k/kubelet.yaml"
   sed -e "s|@NODE@|$node|g" -e "s|@CLUSTER_CIDR@|$CLUSTER_CIDR|g" "$FILES/kubernetes/kube-proxy.yaml" >"$k/kube-proxy.yaml"
   # our image credential provider, as deploy/kubelet/ tells users to install it
@@ -37,12 +37,12 @@ prepare_node_root() {
   mkdir -p "$r$CREDENTIAL_PROVIDER_DIR"
   install -m 0755 "$BIN_DIR/checkpointing-credential-provider" "$r$CREDENTIAL_PROVIDER_DIR/" ||
     die "$BIN_DIR/checkpointing-credential-provider is missing: cargo build -p noded"
-  printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n' "$(node_cri_sock)" "$(node_cri_sock)" >"$r/etc/crictl.yaml"
+  printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n' "$(node_cri_sock "$node")" "$(node_cri_sock "$node")" >"$r/etc/crictl.yaml"
   # CRIU's settings for runc under either runtime (tcp-close), as deploy/node/ ships them
   mkdir -p "$r/etc/criu"
   install -m 644 "$REPO_DIR/deploy/node/criu-runc.conf" "$r/etc/criu/runc.conf"
   # the runtime's configuration: the testbed's own, and deploy/'s files as users install them
-  case $(runtime) in
+  case $(node_runtime "$node") in
     crio)
       install -m 644 "$FILES/crio/crio.conf" "$r/etc/crio/crio.conf.d/00-testbed.conf"
       install -m 644 "$REPO_DIR/deploy/crio/10-checkpoint-restore.conf" "$r/etc/crio/crio.conf.d/"
@@ -64,7 +64,7 @@ prepare_node_root() {
   echo "nameserver $HOST_IP" >"$r/etc/resolv.conf"   # nothing answers: names fail fast, as in an offline cluster
   cat "$PKI/ca.crt" >>"$r/etc/ssl/certs/ca-certificates.crt"
   local sock
-  sock=$(node_cri_sock)
+  sock=$(node_cri_sock "$node")
   ln -sfn "run/${sock#/run/}" "$d/cri.sock"
 }
 
@@ -115,13 +115,14 @@ start_node() {
   nsenter -t "$init" -n sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
   # host -> pods on this node (apiserver -> webhook pods, tests -> pod IPs)
   ip route add "$(node_pod_subnet "$node")" via "$ip" dev "$BRIDGE"
-  for a in $(agents); do
+  node_runtime "$node" >"$d/runtime"
+  for a in $(agents "$node"); do
     agent_start "$a" "$node"
-    if [ "$a" = "$(runtime)" ]; then
+    if [ "$a" = "$(node_runtime "$node")" ]; then
       wait_for 60 "$node $a" runtime_ready "$node" || { tail -20 "$d/$a.log" >&2; die "$node: $a not ready"; }
     fi
   done
-  log "$node: $(runtime) $(node_enter "$node" crictl version 2>/dev/null | awk '/RuntimeVersion/ {print $2}'), ip $ip, init pid $init, pods $(node_pod_subnet "$node")"
+  log "$node: $(node_runtime "$node") $(node_enter "$node" crictl version 2>/dev/null | awk '/RuntimeVersion/ {print $2}'), ip $ip, init pid $init, pods $(node_pod_subnet "$node")"
 }
 
 wait_nodes_ready() {

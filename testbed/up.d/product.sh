@@ -4,7 +4,7 @@
 
 # The product as users run it: images built from deploy/'s Containerfiles with the workspace's
 # binaries, pushed to the testbed registry, and the Helm chart deploy/chart installed with the
-# seed's names (deploy/seed-values.yaml), this runtime's socket and the testbed's settings
+# seed's names (deploy/seed-values.yaml) and the testbed's settings
 # (testbed/deploy/values.yaml), those images by digest. TESTBED_DEPLOY_OVERLAY instead names a
 # kustomization to `kubectl apply -k` (bench/run deploys deploy/, the chart's rendering, so).
 install_product() {
@@ -36,7 +36,6 @@ install_product() {
 # controller's namespace itself) with the images testbed/images pushed, by digest.
 helm_install() {
   local ref values=(-f "$REPO_DIR/deploy/seed-values.yaml") sets=()
-  [ "$(runtime)" = crio ] && values+=(-f "$REPO_DIR/deploy/crio/values.yaml")
   values+=(-f "$TESTBED_DIR/deploy/values.yaml")
   while IFS= read -r ref; do
     case ${ref%@*} in

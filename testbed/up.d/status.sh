@@ -47,7 +47,7 @@ print_status() {
   done
   for n in $(node_list); do
     printf '  %-6s ip %-11s init pid %-8s' "$n" "$(cat "$(node_dir "$n")/ip")" "$(node_init_pid "$n")"
-    for a in $(agents); do
+    for a in $(agents "$n"); do
       if pidfile_alive "$(node_dir "$n")/$a.pid"; then printf ' %s=%s' "$a" "$(cat "$(node_dir "$n")/$a.pid")"; else printf ' %s=-' "$a"; fi
     done
     echo

@@ -79,7 +79,7 @@ pub async fn counter_log(
 /// the runtime put into the archive (containerd names it `container.log`, CRI-O after the
 /// annotation that held its path).
 pub fn value_at_checkpoint(tb: &Testbed, node: &str, archive: &str) -> u64 {
-    let member = match tb.runtime().as_str() {
+    let member = match tb.runtime(node).as_str() {
         "crio" => "io.kubernetes.cri-o.LogPath",
         _ => "container.log",
     };

@@ -219,10 +219,21 @@ impl Testbed {
             .is_some()
     }
 
-    /// The nodes' container runtime: `crio` or `containerd`.
-    pub fn runtime(&self) -> String {
-        std::fs::read_to_string(self.state.join("runtime"))
-            .expect("the testbed records its runtime")
+    /// The testbed's nodes (TESTBED_NODES when it came up).
+    pub fn nodes(&self) -> Vec<String> {
+        let file = self.state.join("nodes.list");
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `node`'s container runtime: `crio` or `containerd` (a mixed testbed runs both).
+    pub fn runtime(&self, node: &str) -> String {
+        let file = self.state.join("nodes").join(node).join("runtime");
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
             .trim()
             .to_owned()
     }

@@ -97,7 +97,7 @@ async fn runtime_gone_fails_clearly_and_recovers_when_it_returns() {
     run_pod(&client, &ns.name, counter_pod("app", NODE, 1)).await;
     let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
 
-    let runtime = tb.runtime();
+    let runtime = tb.runtime(NODE);
     tb.agents(&["stop", &runtime, NODE]);
     requests
         .create(

@@ -52,11 +52,10 @@ fn delete_samples(tb: &Testbed, wait: bool) {
 async fn the_seed_guide_works_on_the_real_cluster() {
     let tb = Testbed::get();
     let client = tb.client().await;
-    let runtime = tb.runtime();
 
-    // Nodes run real kubelets and the testbed's runtime (a kubelet reports "Unknown" for a
-    // while after its runtime was restarted, as the fault tests do).
-    let prefix = match runtime.as_str() {
+    // Nodes run real kubelets and their runtimes (a kubelet reports "Unknown" for a while after
+    // its runtime was restarted, as the fault tests do).
+    let prefix = |node: &str| match tb.runtime(node).as_str() {
         "crio" => "cri-o://1.36.",
         _ => "containerd://2.3.",
     };
@@ -65,7 +64,7 @@ async fn the_seed_guide_works_on_the_real_cluster() {
             let columns: Vec<&str> = line.split_whitespace().collect();
             columns[1] == "Ready"
                 && columns[4].starts_with("v1.37.")
-                && columns.last().unwrap().starts_with(prefix)
+                && columns.last().unwrap().starts_with(prefix(columns[0]))
         })
     };
     let wide = eventually(

@@ -109,7 +109,7 @@ async fn a_restore_lands_only_where_a_node_daemon_says_it_can_run() {
     // Gone, as in a migration: its restore may land on node1 too.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     pods.delete("app", &DeleteParams::default()).await.unwrap();
-    let runtime = cri_name(&tb.runtime());
+    let runtime = cri_name(&tb.runtime("node1"));
     let other = if runtime == "cri-o" {
         "containerd"
     } else {

@@ -14,7 +14,7 @@ use e2e::{
     counter_pod, eventually, grant, outcome, run_pod, wait_checkpoint,
 };
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
@@ -111,6 +111,47 @@ async fn a_node_daemon_taken_over_neither_takes_nor_reopens_a_checkpoint() {
     let status = content.status.unwrap();
     assert_eq!(status.state, Some(CheckpointState::Completed));
     assert_eq!(status.image.as_deref(), Some(image.as_str()));
+}
+
+#[tokio::test]
+async fn a_node_daemon_taken_over_changes_no_node_but_the_runtime_labels_of_its_own() {
+    let tb = Testbed::get();
+    // Dry runs: the policy is asked all the same, and no node changes.
+    let params = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    let nodes: Api<Node> = Api::all(tb.as_noded("node1").await);
+    let label =
+        |key: &str, value: &str| Patch::Merge(json!({"metadata": {"labels": {key: value}}}));
+    let runtime = "checkpointing.zacchaeuschok.github.io/can-restore";
+
+    // What noded itself does: its runtime labels on its own node.
+    nodes
+        .patch("node1", &params, &label(runtime, "false"))
+        .await
+        .expect("noded labels its own node");
+    // Another node made to look able (or unable) to restore.
+    let message = refused(
+        nodes
+            .patch("node2", &params, &label(runtime, "false"))
+            .await,
+        "other node",
+    );
+    assert!(message.contains("may only label its own Node"), "{message}");
+    // Workloads attracted to its node, or its node cordoned or tainted.
+    let role = label("node-role.kubernetes.io/control-plane", "");
+    let message = refused(nodes.patch("node1", &params, &role).await, "role label");
+    assert!(
+        message.contains("may change only its runtime labels"),
+        "{message}"
+    );
+    let cordon = Patch::Merge(json!({"spec": {"unschedulable": true}}));
+    let message = refused(nodes.patch("node1", &params, &cordon).await, "cordon");
+    assert!(
+        message.contains("may change only its runtime labels"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
