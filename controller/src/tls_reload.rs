@@ -87,7 +87,7 @@ impl CertDir {
                 }
                 Ok(false) => {}
                 Err(error) => warn!(
-                    error = %anyhow::Error::from(error),
+                    error = format!("{:#}", anyhow::Error::from(error)),
                     "reloading the webhook certificate failed; still serving the one before"
                 ),
             }
