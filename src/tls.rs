@@ -15,8 +15,10 @@ use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::server::danger::ClientCertVerifier;
-use tokio_rustls::rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
-use tokio_rustls::rustls::{Error, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::server::{
+    ResolvesServerCert, VerifierBuilderError, WantsServerCert, WebPkiClientVerifier,
+};
+use tokio_rustls::rustls::{ConfigBuilder, Error, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
@@ -31,15 +33,34 @@ pub fn server_config(
     client_ca: Option<&ClientCa>,
 ) -> Result<Arc<ServerConfig>, Error> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
+    Ok(http1(
+        builder(client_ca)?.with_single_cert(vec![cert], key)?,
+    ))
+}
+
+/// The same as [`server_config`], presenting whatever certificate `resolver` holds at each
+/// handshake: one that is renewed while the server runs.
+pub fn server_config_resolving(
+    resolver: Arc<dyn ResolvesServerCert>,
+    client_ca: Option<&ClientCa>,
+) -> Result<Arc<ServerConfig>, Error> {
+    Ok(http1(builder(client_ca)?.with_cert_resolver(resolver)))
+}
+
+fn builder(
+    client_ca: Option<&ClientCa>,
+) -> Result<ConfigBuilder<ServerConfig, WantsServerCert>, Error> {
     let builder = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_safe_default_protocol_versions()?;
-    let builder = match client_ca {
+    Ok(match client_ca {
         Some(ca) => builder.with_client_cert_verifier(ca.0.clone()),
         None => builder.with_no_client_auth(),
-    };
-    let mut config = builder.with_single_cert(vec![cert], key)?;
+    })
+}
+
+fn http1(mut config: ServerConfig) -> Arc<ServerConfig> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
 /// The CA certificates a server checks client certificates against (see [`server_config`]).

@@ -24,6 +24,7 @@ mod shell;
 mod status;
 mod stores;
 mod tls;
+mod tls_reload;
 mod tls_secret;
 mod uninstall;
 mod validation;
@@ -278,6 +279,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let (webhook_task, configuration) = webhook.unzip();
+    let configuration = configuration.flatten();
     let mut servers = Servers {
         stop_admin,
         admin_task,

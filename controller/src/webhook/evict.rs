@@ -1,7 +1,9 @@
 //! Serving evictions (every replica): the look-ups [`super::eviction::decide`] reads, the
 //! PodMigration or PodCheckpoint it starts, and the answer. The registration fails open, so a
 //! controller that is down lets evictions go on as for any pod; a look-up that fails here
-//! makes the eviction wait (429) and be tried again.
+//! makes the eviction wait (429) and be tried again. `authenticated`: the caller showed the
+//! API server's client certificate; otherwise only a cordoned node's evictions start anything
+//! (see [`super::eviction`]).
 
 use checkpointing::crd::{CheckpointPolicy, PodCheckpoint, PodMigration};
 use checkpointing::names::EVICTION_LABEL;
@@ -25,13 +27,14 @@ pub async fn evict(
     client: &Client,
     metrics: &Metrics,
     request: &AdmissionRequest<DynamicObject>,
+    authenticated: bool,
 ) -> AdmissionResponse {
     let mut response = AdmissionResponse::from(request);
     let namespace = request.namespace.clone().unwrap_or_default();
     if request.operation != Operation::Create || namespace.is_empty() {
         return response;
     }
-    let decided = tokio::time::timeout(LOOKUP_BUDGET, decide(client, request))
+    let decided = tokio::time::timeout(LOOKUP_BUDGET, decide(client, request, authenticated))
         .await
         .unwrap_or_else(|_| {
             Err(format!(
@@ -83,6 +86,7 @@ pub async fn evict(
 async fn decide(
     client: &Client,
     request: &AdmissionRequest<DynamicObject>,
+    authenticated: bool,
 ) -> Result<Decision, String> {
     let namespace = request.namespace.as_deref().unwrap_or_default();
     let Some(pod) = Api::<Pod>::namespaced(client.clone(), namespace)
@@ -114,6 +118,11 @@ async fn decide(
         }
         None => None,
     };
+    let trusted = authenticated
+        || match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            Some(node) => cordoned(client, node).await?,
+            None => false,
+        };
     Ok(eviction::decide(&Observed {
         pod: &pod,
         policies: &policies,
@@ -122,6 +131,7 @@ async fn decide(
         checkpoints: &checkpoints,
         left_drained_node: left.as_deref(),
         now: Timestamp::now(),
+        trusted,
     }))
 }
 

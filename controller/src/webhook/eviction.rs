@@ -13,6 +13,11 @@
 //! try would evict the restored pod from the node it moved to. So an eviction of the restored
 //! copy of such a migration, while the node it left is cordoned and its own is not, is
 //! answered 404: the pod the drain means is gone from the drained node.
+//!
+//! Starting a migration or checkpoint is the one thing a webhook answer does besides answering.
+//! When the webhook cannot tell the API server from another caller (no client CA), a pod could
+//! post a made-up eviction review: so it starts one only for a pod on a cordoned node, whose
+//! drain is under way and would start the same ([`Observed::trusted`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,6 +55,9 @@ pub struct Observed<'a> {
     /// it left, if that node is cordoned while the pod's own is not.
     pub left_drained_node: Option<&'a str>,
     pub now: Timestamp,
+    /// Whether this eviction may start a migration or checkpoint: the caller proved to be the
+    /// API server (client certificate), or the pod's node is cordoned.
+    pub trusted: bool,
 }
 
 /// The answer to one eviction.
@@ -281,6 +289,17 @@ fn start(
     n: usize,
 ) -> Decision {
     let pod = o.pod.name_any();
+    if !o.trusted {
+        return Decision::Wait {
+            message: format!(
+                "pod {pod:?} is protected by CheckpointPolicy {:?}, which acts on the evictions \
+                 of cordoned nodes only (the webhook cannot tell who calls it: no client CA); \
+                 cordon node {node} first (kubectl drain does) and evict it again",
+                policy.name_any()
+            ),
+            start: None,
+        };
+    }
     let uid = o.pod.uid().unwrap_or_default();
     let policy_name = policy.name_any();
     let (kind, name, start) = match action {

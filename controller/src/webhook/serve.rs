@@ -58,6 +58,9 @@ pub struct Webhook {
     /// listed them all: where a checkpoint can be restored.
     pub leases: Store<Lease>,
     pub leases_listed: Arc<AtomicBool>,
+    /// Whether every caller showed the API server's client certificate (a client CA is set):
+    /// only then may any eviction review start a migration or checkpoint.
+    pub callers_authenticated: bool,
 }
 
 pub fn router(webhook: Webhook) -> Router {
@@ -84,7 +87,15 @@ async fn mutate(State(webhook): State<Webhook>, body: Bytes) -> Response {
         Err(refused) => return *refused,
     };
     if request.sub_resource.as_deref() == Some("eviction") {
-        return answer(evict::evict(&webhook.client, &webhook.metrics, &request).await);
+        return answer(
+            evict::evict(
+                &webhook.client,
+                &webhook.metrics,
+                &request,
+                webhook.callers_authenticated,
+            )
+            .await,
+        );
     }
     let verdict = admit(&webhook, &request).await;
     let pod = request.name.as_str();

@@ -1,5 +1,8 @@
 //! The webhook's flags and its start-up: certificates, listener and the registration the
-//! leader keeps.
+//! leader keeps. The certificate is the controller's own (made, and shared through a Secret,
+//! with the CA it registers), or one an issuer such as cert-manager keeps in a directory
+//! (`--webhook-cert-dir`), reloaded as it is renewed; the issuer then also keeps the
+//! registration's caBundle, and the controller registers nothing.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -12,9 +15,10 @@ use clap::Args;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::reflector::Store;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::metrics::Metrics;
+use crate::tls_reload::CertDir;
 use crate::webhook::guard::{self, CheckpointImages};
 use crate::webhook::registration::{self, Endpoint};
 use crate::webhook::serve;
@@ -35,6 +39,17 @@ pub struct WebhookArgs {
         requires = "webhook_addr"
     )]
     webhook_dns_names: Vec<String>,
+    /// Serve the certificate in this directory (tls.crt, its chain, and tls.key: a
+    /// kubernetes.io/tls Secret mounted, e.g. cert-manager's), reloaded when it changes, instead
+    /// of making one. Whoever issues it keeps the registration's caBundle too (cert-manager's
+    /// cainjector): the controller then neither makes certificates nor registers the webhook.
+    #[arg(
+        long,
+        env = "CONTROLLER_WEBHOOK_CERT_DIR",
+        requires = "webhook_addr",
+        conflicts_with_all = ["webhook_dns_names", "webhook_ip_sans"]
+    )]
+    webhook_cert_dir: Option<PathBuf>,
     /// IP addresses of the webhook's serving certificate, comma-separated (for --webhook-url
     /// with an IP address).
     #[arg(
@@ -92,8 +107,7 @@ pub struct WebhookArgs {
 /// The webhook's settings from its flags; `None` when it is off.
 pub struct WebhookSettings {
     addr: SocketAddr,
-    dns_names: Vec<String>,
-    ips: Vec<IpAddr>,
+    serving: Serving,
     endpoint: Endpoint,
     checkpoints: CheckpointImages,
     client_ca: Option<tls::ClientCa>,
@@ -108,10 +122,19 @@ impl WebhookArgs {
         let namespace = self
             .webhook_service_namespace
             .unwrap_or_else(|| own_namespace.to_owned());
-        let mut dns_names = self.webhook_dns_names;
-        if dns_names.is_empty() {
-            dns_names.push(format!("{}.{namespace}.svc", self.webhook_service_name));
-        }
+        let serving = match self.webhook_cert_dir {
+            Some(dir) => Serving::Dir(dir),
+            None => {
+                let mut dns_names = self.webhook_dns_names;
+                if dns_names.is_empty() {
+                    dns_names.push(format!("{}.{namespace}.svc", self.webhook_service_name));
+                }
+                Serving::Own {
+                    dns_names,
+                    ips: self.webhook_ip_sans,
+                }
+            }
+        };
         let endpoint = match self.webhook_url {
             Some(url) => {
                 let uri: axum::http::Uri = url
@@ -134,8 +157,7 @@ impl WebhookArgs {
         };
         Ok(Some(WebhookSettings {
             addr,
-            dns_names,
-            ips: self.webhook_ip_sans,
+            serving,
             endpoint,
             checkpoints: CheckpointImages {
                 port: self.checkpoint_registry_port,
@@ -150,6 +172,18 @@ impl WebhookArgs {
     }
 }
 
+/// Where the serving certificate comes from.
+#[derive(Debug)]
+enum Serving {
+    /// Made by the controller for these names and addresses, its CA registered by the leader.
+    Own {
+        dns_names: Vec<String>,
+        ips: Vec<IpAddr>,
+    },
+    /// Kept in this directory by an issuer that also keeps the registration's caBundle.
+    Dir(PathBuf),
+}
+
 fn read_client_ca(path: &Path) -> anyhow::Result<tls::ClientCa> {
     let flag = || format!("--webhook-client-ca-file {}", path.display());
     let pem = std::fs::read(path).with_context(|| format!("reading {}", flag()))?;
@@ -157,9 +191,9 @@ fn read_client_ca(path: &Path) -> anyhow::Result<tls::ClientCa> {
 }
 
 /// Makes the webhook's certificates (or, with `shared_in`, takes them from the Secret there,
-/// shared by all replicas) and serves it until `shutdown`, placing restores by the noded
-/// `leases` (listed once `leases_listed`). Returns the server and the registration for
-/// [`registration::register`].
+/// shared by all replicas; or serves those of `--webhook-cert-dir`) and serves it until
+/// `shutdown`, placing restores by the noded `leases` (listed once `leases_listed`). Returns
+/// the server and, unless an issuer keeps it, the registration for [`registration::register`].
 pub async fn start_webhook(
     client: &kube::Client,
     metrics: &Arc<Metrics>,
@@ -169,60 +203,74 @@ pub async fn start_webhook(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(
     tokio::task::JoinHandle<std::io::Result<()>>,
-    MutatingWebhookConfiguration,
+    Option<MutatingWebhookConfiguration>,
 )> {
-    let certificates = match shared_in {
-        Some(namespace) => {
-            tls_secret::shared(
-                client.clone(),
-                namespace,
-                &settings.dns_names,
-                &settings.ips,
+    let client_ca = settings.client_ca.as_ref();
+    let (config, configuration, reloading) = match &settings.serving {
+        Serving::Own { dns_names, ips } => {
+            let certificates = match shared_in {
+                Some(namespace) => {
+                    tls_secret::shared(client.clone(), namespace, dns_names, ips).await?
+                }
+                None => tls::Certificates::generate(dns_names, ips)
+                    .context("making the webhook's certificates")?,
+            };
+            let configuration = registration::configuration(
+                &settings.endpoint,
+                &certificates.ca_pem,
+                &settings.checkpoints,
+            );
+            (
+                certificates.server_config(client_ca)?,
+                Some(configuration),
+                None,
             )
-            .await?
         }
-        None => tls::Certificates::generate(&settings.dns_names, &settings.ips)
-            .context("making the webhook's certificates")?,
+        Serving::Dir(dir) => {
+            let certs = Arc::new(
+                CertDir::load(dir)
+                    .context("loading the webhook's certificate (--webhook-cert-dir)")?,
+            );
+            let config = checkpointing::tls::server_config_resolving(certs.clone(), client_ca)
+                .context("building the TLS server configuration")?;
+            (config, None, Some(certs.keep_reloading()))
+        }
     };
     let tcp = tokio::net::TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("binding the webhook address {}", settings.addr))?;
-    let listener = tls::TlsListener::new(
-        tcp,
-        certificates.server_config(settings.client_ca.as_ref())?,
-    )
-    .context("listening for webhook connections")?;
+    let listener =
+        tls::TlsListener::new(tcp, config).context("listening for webhook connections")?;
     let router = serve::router(serve::Webhook {
         client: client.clone(),
         metrics: metrics.clone(),
         checkpoints: settings.checkpoints.clone(),
         leases,
         leases_listed,
+        callers_authenticated: settings.client_ca.is_some(),
     });
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
+        let reloading = reloading.map(tokio::spawn);
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        reloading.inspect(tokio::task::JoinHandle::abort);
+        served
     });
     info!(
         addr = %settings.addr,
-        dns_names = ?settings.dns_names,
-        ips = ?settings.ips,
+        serving = ?settings.serving,
         endpoint = ?settings.endpoint,
         client_certificate_required = settings.client_ca.is_some(),
         "serving the restore admission webhook"
     );
     if settings.client_ca.is_none() {
-        warn!(
-            "no --webhook-client-ca-file: any caller that reaches the webhook (any pod in the \
-             cluster) can call it, not only the API server"
+        info!(
+            "no --webhook-client-ca-file: any caller that reaches the webhook can call it; its \
+             answers change nothing, and evictions start migrations and checkpoints only on \
+             cordoned nodes (README.md, \"Security model\")"
         );
     }
-    let configuration = registration::configuration(
-        &settings.endpoint,
-        &certificates.ca_pem,
-        &settings.checkpoints,
-    );
     Ok((server, configuration))
 }
 
@@ -273,6 +321,35 @@ mod tests {
         let good = dir.path().join("ca.pem");
         std::fs::write(&good, crate::tls::tests::client_ca_and_identity().0).unwrap();
         assert!(settings(&good).unwrap().unwrap().client_ca.is_some());
+    }
+
+    #[test]
+    fn a_cert_dir_replaces_the_controllers_own_certificate() {
+        let settings = Cli::try_parse_from([
+            "controller",
+            "--webhook-addr=127.0.0.1:8443",
+            "--webhook-cert-dir=/etc/tls",
+        ])
+        .unwrap()
+        .webhook
+        .settings("ns")
+        .unwrap()
+        .unwrap();
+        assert!(matches!(&settings.serving, Serving::Dir(d) if d == Path::new("/etc/tls")));
+        // The names are the issuer's to choose.
+        let error = Cli::try_parse_from([
+            "controller",
+            "--webhook-addr=127.0.0.1:8443",
+            "--webhook-cert-dir=/etc/tls",
+            "--webhook-dns-names=x.ns.svc",
+        ])
+        .err()
+        .unwrap();
+        assert!(error.to_string().contains("cannot be used with"), "{error}");
+        let error = Cli::try_parse_from(["controller", "--webhook-cert-dir=/etc/tls"])
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("--webhook-addr"), "{error}");
     }
 
     #[test]

@@ -110,21 +110,10 @@ fn deploy_is_the_charts_rendering() {
 #[test]
 fn with_its_defaults_every_object_has_the_recommended_labels() {
     // Everything on: the opt-in objects too.
-    let out = run(
-        &helm(),
-        &[
-            "template",
-            "rel",
-            "deploy/chart",
-            "--namespace",
-            "ns",
-            "--set",
-            "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,crds.keep=true",
-        ],
+    let objects = rendered(
+        "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,crds.keep=true,\
+         webhook.certManager.enabled=true",
     );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let objects: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-    let objects: Vec<Value> = objects.into_iter().filter(|o| !o.is_null()).collect();
     assert!(
         objects
             .iter()
@@ -162,6 +151,127 @@ fn with_its_defaults_every_object_has_the_recommended_labels() {
             "{what}"
         );
     }
+}
+
+/// The chart's objects, rendered as release `rel` in namespace `ns` with `--set sets`.
+fn rendered(sets: &str) -> Vec<Value> {
+    let mut args = vec!["template", "rel", "deploy/chart", "--namespace", "ns"];
+    if !sets.is_empty() {
+        args.extend(["--set", sets]);
+    }
+    let text = String::from_utf8(run(&helm(), &args).stdout).unwrap();
+    let objects: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    objects.into_iter().filter(|o| !o.is_null()).collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+/// The controller container's args, env names and the pod's volumes.
+fn manager(objects: &[Value]) -> (Vec<String>, Vec<String>, Vec<Value>) {
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let strings = |v: &Value, key: Option<&str>| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| key.map_or(x, |k| &x[k]).as_str().unwrap().to_owned())
+            .collect()
+    };
+    let volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
+    (
+        strings(&container["args"], None),
+        strings(&container["env"], Some("name")),
+        volumes,
+    )
+}
+
+/// By default the webhook needs no client CA (managed control planes cannot present one): no
+/// ConfigMap the pods wait for; set, the pods mount it and require client certificates.
+#[test]
+fn the_client_ca_is_opt_in() {
+    let (_, env, volumes) = manager(&rendered(""));
+    assert!(
+        !env.contains(&"CONTROLLER_WEBHOOK_CLIENT_CA_FILE".to_owned()),
+        "{env:?}"
+    );
+    assert!(volumes.is_empty(), "{volumes:?}");
+    let (_, env, volumes) = manager(&rendered("controller.webhookClientCaConfigMap=admins-ca"));
+    assert!(
+        env.contains(&"CONTROLLER_WEBHOOK_CLIENT_CA_FILE".to_owned()),
+        "{env:?}"
+    );
+    assert_eq!(volumes[0]["configMap"]["name"], "admins-ca", "{volumes:?}");
+    assert_eq!(volumes[0]["configMap"]["optional"], false);
+}
+
+/// With cert-manager: a Certificate for the webhook Service's names into the Secret the
+/// controller mounts and serves (--webhook-cert-dir), signed by a self-signed Issuer of the
+/// chart's or the issuer given; the registration asks the cainjector for its CA, and the
+/// controller loses the rights it needed to make and register its own.
+#[test]
+fn cert_manager_issues_the_webhook_certificate() {
+    let objects = rendered("webhook.certManager.enabled=true");
+    let certificate = find(&objects, "Certificate", "rel-controller-webhook").unwrap();
+    assert_eq!(certificate["metadata"]["namespace"], "ns");
+    let spec = &certificate["spec"];
+    assert_eq!(spec["secretName"], "checkpoint-controller-webhook-tls");
+    assert_eq!(spec["dnsNames"][0], "rel-controller-webhook.ns.svc");
+    assert_eq!(
+        spec["issuerRef"],
+        serde_json::json!({"kind": "Issuer", "name": "rel-controller-webhook-selfsigned"})
+    );
+    let issuer = find(&objects, "Issuer", "rel-controller-webhook-selfsigned").unwrap();
+    assert!(issuer["spec"]["selfSigned"].is_object(), "{issuer}");
+
+    let registration = find(
+        &objects,
+        "MutatingWebhookConfiguration",
+        "checkpointing-restore",
+    )
+    .unwrap();
+    assert_eq!(
+        registration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "ns/rel-controller-webhook"
+    );
+    let (args, _, volumes) = manager(&objects);
+    assert!(
+        args.contains(&"--webhook-cert-dir=/etc/checkpointing/webhook-tls".to_owned()),
+        "{args:?}"
+    );
+    assert_eq!(
+        volumes[0]["secret"]["secretName"], "checkpoint-controller-webhook-tls",
+        "{volumes:?}"
+    );
+    let rules = |kind: &str, name: &str| find(&objects, kind, name).unwrap()["rules"].to_string();
+    assert!(!rules("ClusterRole", "rel-controller").contains("mutatingwebhookconfigurations"));
+    assert!(!rules("Role", "rel-controller-leader").contains("secrets"));
+
+    let objects = rendered(
+        "webhook.certManager.enabled=true,webhook.certManager.issuerRef.name=corp-ca,\
+         webhook.certManager.issuerRef.kind=ClusterIssuer",
+    );
+    assert!(!objects.iter().any(|o| o["kind"] == "Issuer"));
+    let certificate = find(&objects, "Certificate", "rel-controller-webhook").unwrap();
+    assert_eq!(
+        certificate["spec"]["issuerRef"],
+        serde_json::json!({"kind": "ClusterIssuer", "name": "corp-ca"})
+    );
+
+    // Off (the default): none of it.
+    let objects = rendered("");
+    assert!(!objects.iter().any(|o| o["kind"] == "Certificate"));
+    let registration = find(
+        &objects,
+        "MutatingWebhookConfiguration",
+        "checkpointing-restore",
+    )
+    .unwrap();
+    assert!(registration["metadata"]["annotations"].is_null());
 }
 
 /// The testbed runs the chart-installed product (testbed/up.d/product.sh): release

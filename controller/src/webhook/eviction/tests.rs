@@ -80,6 +80,7 @@ struct Given {
     migrations: Vec<PodMigration>,
     checkpoints: Vec<PodCheckpoint>,
     left: Option<&'static str>,
+    trusted: bool,
 }
 
 impl Given {
@@ -91,6 +92,7 @@ impl Given {
             migrations: Vec::new(),
             checkpoints: Vec::new(),
             left: None,
+            trusted: true,
         }
     }
 
@@ -103,6 +105,7 @@ impl Given {
             checkpoints: &self.checkpoints,
             left_drained_node: self.left,
             now: NOW.parse().unwrap(),
+            trusted: self.trusted,
         })
     }
 }
@@ -261,4 +264,21 @@ fn the_restored_copy_of_a_drained_statefulset_pod_is_gone_for_the_drain() {
     // Its old node is no longer drained: this is an eviction of the pod where it runs now.
     g.left = None;
     assert!(waits(g.decide()).1.is_some());
+}
+
+#[test]
+fn an_untrusted_eviction_starts_nothing_but_waits_for_a_cordon() {
+    for action in [OnEviction::Migrate, OnEviction::Checkpoint] {
+        let mut g = Given::protected(action);
+        g.trusted = false;
+        let (message, start) = waits(g.decide());
+        assert!(start.is_none(), "{action:?}");
+        assert!(message.contains("cordon node node1 first"), "{message}");
+        assert!(message.contains("CheckpointPolicy \"keep\""), "{message}");
+    }
+    // What needs no start is answered as before.
+    let mut g = Given::protected(OnEviction::Migrate);
+    g.trusted = false;
+    g.pod = pod(json!({"app": "other"}));
+    assert!(matches!(g.decide(), Decision::Allow));
 }

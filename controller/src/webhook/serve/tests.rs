@@ -115,6 +115,7 @@ fn hook(api: &FakeApi) -> Webhook {
             ("node3", "cri-o"),
         ]),
         leases_listed: Arc::new(AtomicBool::new(true)),
+        callers_authenticated: true,
     }
 }
 
