@@ -52,13 +52,22 @@ fn run(program: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn the_chart_lints_clean() {
+    // Defaults (noded finds each node's socket), the seed's and the testbed's values, and one
+    // socket named for every node.
+    let crio = [
+        "--set",
+        "noded.cri.endpoint=unix:///var/run/crio/crio.sock",
+        "--set",
+        "noded.cri.hostDir=/var/run/crio",
+    ];
     for values in [
-        None,
-        Some("deploy/seed-values.yaml"),
-        Some("deploy/crio/values.yaml"),
+        &[][..],
+        &["-f", "deploy/seed-values.yaml"],
+        &["-f", "testbed/deploy/values.yaml"],
+        &crio,
     ] {
         let mut args = vec!["lint", "--strict", "deploy/chart"];
-        args.extend(values.iter().flat_map(|v| ["-f", *v]));
+        args.extend(values);
         run(&helm(), &args);
     }
 }
