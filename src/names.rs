@@ -101,9 +101,10 @@ pub fn noded_lease_node(lease: &str) -> Option<&str> {
 /// it), so noded's right to write Leases reaches no one else's.
 pub const DEFAULT_LEASE_NAMESPACE: &str = "checkpoint-node-leases";
 
-/// The only namespace whose Secrets noded reads: the controller's copies of the registry
+/// The only namespace whose Secrets noded reads, unless configured otherwise
+/// (`--credentials-namespace` of both binaries): the controller's copies of the registry
 /// Secrets requests name, and the cluster's default push Secret (`--push-secret`).
-pub const CREDENTIALS_NAMESPACE: &str = "checkpoint-credentials";
+pub const DEFAULT_CREDENTIALS_NAMESPACE: &str = "checkpoint-credentials";
 
 /// Labels on a credentials copy: the namespace of the request it was copied for (its node is
 /// under [`NODE_LABEL`]).

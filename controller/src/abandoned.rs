@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::names::{
-    ARCHIVE_FINALIZER, CONTROLLER_MANAGER, CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, noded_lease_name,
+    ARCHIVE_FINALIZER, CONTROLLER_MANAGER, NAMESPACE_LABEL, noded_lease_name,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -115,6 +115,7 @@ pub async fn release(
     leases: Store<Lease>,
     synced: Synced,
     lease_namespace: String,
+    credentials_namespace: String,
     after: Duration,
 ) {
     let recorder = Recorder::new(client.clone(), CONTROLLER_MANAGER.into());
@@ -139,7 +140,7 @@ pub async fn release(
         }
         // Listed after the store was read: a copy made since, for a Content the store does
         // not show yet, is younger than `after`.
-        let copies = Api::<Secret>::namespaced(client.clone(), CREDENTIALS_NAMESPACE);
+        let copies = Api::<Secret>::namespaced(client.clone(), &credentials_namespace);
         match copies
             .list_metadata(&ListParams::default().labels(NAMESPACE_LABEL))
             .await

@@ -54,6 +54,7 @@ pub fn settings() -> Settings {
     Settings {
         node_loss_after: std::time::Duration::from_secs(120),
         pending_timeout: std::time::Duration::from_secs(300),
+        credentials_namespace: checkpointing::names::DEFAULT_CREDENTIALS_NAMESPACE.into(),
     }
 }
 

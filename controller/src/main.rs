@@ -41,7 +41,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use checkpointing::admin;
 use checkpointing::daemon::{LogFormat, init_logging, kube_client};
-use checkpointing::names::DEFAULT_LEASE_NAMESPACE;
+use checkpointing::names::{DEFAULT_CREDENTIALS_NAMESPACE, DEFAULT_LEASE_NAMESPACE};
 use clap::{Args, Parser, Subcommand};
 use futures::FutureExt;
 use tokio::signal::unix::{SignalKind, signal};
@@ -104,6 +104,10 @@ struct RunArgs {
     /// Namespace of the Leases the node daemons renew to show they are alive.
     #[arg(long, env = "CONTROLLER_LEASE_NAMESPACE", default_value = DEFAULT_LEASE_NAMESPACE)]
     lease_namespace: String,
+    /// Namespace the registry Secrets requests name are copied to for noded, the only one whose
+    /// Secrets it reads (noded's --credentials-namespace must match).
+    #[arg(long, env = "CONTROLLER_CREDENTIALS_NAMESPACE", default_value = DEFAULT_CREDENTIALS_NAMESPACE)]
+    credentials_namespace: String,
     #[arg(long, env = "CONTROLLER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
     /// Address of /healthz, /readyz and /metrics.
@@ -318,31 +322,48 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         stores.leases.clone(),
         synced.clone(),
         stores.lease_namespace.clone(),
+        args.credentials_namespace.clone(),
         Duration::from_secs(args.release_abandoned_after_seconds),
     ));
     info!("controller started");
     let settings = Settings {
         node_loss_after: Duration::from_secs(args.node_loss_after_seconds),
         pending_timeout: Duration::from_secs(args.pending_timeout_seconds),
+        credentials_namespace: args.credentials_namespace,
     };
     // The request and policy controllers, peers over the shared stores.
     let controllers = futures::future::join4(
         drive(
             request::controller(&stores, triggers.requests),
             request::reconcile,
-            Context::new(client.clone(), stores.clone(), metrics.clone(), settings),
+            Context::new(
+                client.clone(),
+                stores.clone(),
+                metrics.clone(),
+                settings.clone(),
+            ),
             shutdown.clone(),
         ),
         drive(
             pod::checkpoints(&stores, triggers.pod_checkpoints),
             pod::reconcile_checkpoint,
-            Context::new(client.clone(), stores.clone(), metrics.clone(), settings),
+            Context::new(
+                client.clone(),
+                stores.clone(),
+                metrics.clone(),
+                settings.clone(),
+            ),
             shutdown.clone(),
         ),
         drive(
             pod::migrations(&stores, triggers.migrations),
             pod::reconcile_migration,
-            Context::new(client.clone(), stores.clone(), metrics.clone(), settings),
+            Context::new(
+                client.clone(),
+                stores.clone(),
+                metrics.clone(),
+                settings.clone(),
+            ),
             shutdown.clone(),
         ),
         drive(

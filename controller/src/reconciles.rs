@@ -23,13 +23,15 @@ use crate::stores::Stores;
 use crate::written::Written;
 
 /// The controller's flags the reconciles decide by.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// How long a node may not be Ready before it counts as lost (policies' `onNodeLoss`).
     pub node_loss_after: Duration,
     /// How long a request waits on a state that passes by itself before it fails
     /// ([`crate::pending`]).
     pub pending_timeout: Duration,
+    /// Where registry Secrets are copied for noded, the only namespace whose Secrets it reads.
+    pub credentials_namespace: String,
 }
 
 /// What the reconciles of kind `K` share: the clients, the stores the watches keep, the

@@ -104,6 +104,8 @@ pub struct KubeCluster {
     pub client: kube::Client,
     /// Where the noded Leases are.
     pub lease_namespace: String,
+    /// The only namespace whose Secrets noded reads.
+    pub credentials_namespace: String,
     /// Counts the TokenReviews made: what a stranger's tokens cost the API server.
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
@@ -186,7 +188,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn credentials(&self, route: &Route) -> Result<Option<Credentials>, OutboundError> {
-        outbound::credentials(&self.client, route).await
+        outbound::credentials(&self.client, &self.credentials_namespace, route).await
     }
 
     fn tell(&self, pod: ObjectReference, event: Event) {

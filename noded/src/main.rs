@@ -39,7 +39,7 @@ use checkpointing::admin;
 use checkpointing::crd::{ContainerCheckpointContent, MAX_TIMEOUT_SECONDS};
 use checkpointing::cri::{CriClient, CriConfig};
 use checkpointing::daemon::{LogFormat, init_logging, kube_client};
-use checkpointing::names::{DEFAULT_LEASE_NAMESPACE, NODE_LABEL};
+use checkpointing::names::{DEFAULT_CREDENTIALS_NAMESPACE, DEFAULT_LEASE_NAMESPACE, NODE_LABEL};
 use checkpointing::oci::ImageLayout;
 use checkpointing::runtime::socket;
 use clap::Parser;
@@ -159,6 +159,11 @@ struct Args {
     /// Namespace of the node Lease the controller looks for.
     #[arg(long, env = "LEASE_NAMESPACE", default_value = DEFAULT_LEASE_NAMESPACE)]
     lease_namespace: String,
+    /// The only namespace whose Secrets noded reads: the controller's copies of the registry
+    /// Secrets requests name (the controller's --credentials-namespace must match), and
+    /// --push-secret.
+    #[arg(long, env = "CREDENTIALS_NAMESPACE", default_value = DEFAULT_CREDENTIALS_NAMESPACE)]
+    credentials_namespace: String,
     /// This node's IP (deploy/ passes the pod's `status.hostIP`: under hostNetwork, the node's
     /// own, the InternalIP peers reach it at). The peer server and the admin port listen on it
     /// alone; unset, they listen on every interface.
@@ -215,11 +220,11 @@ struct Args {
     /// insecure registries).
     #[arg(long, env = "PUSH_INSECURE", requires = "push_registry")]
     push_insecure: bool,
-    /// `kubernetes.io/dockerconfigjson` Secret NAME in namespace `checkpoint-credentials` (the
-    /// only one noded reads), with the credentials for pushes whose request names no Secret
+    /// `kubernetes.io/dockerconfigjson` Secret NAME in --credentials-namespace (the only one
+    /// noded reads), with the credentials for pushes whose request names no Secret
     /// (read for every push, so it can be rotated).
     #[arg(long, env = "PUSH_SECRET")]
-    push_secret: Option<outbound::SecretName>,
+    push_secret: Option<String>,
     /// Registry host (HOST[:PORT]) spoken to over plain HTTP instead of HTTPS; repeatable.
     #[arg(long, env = "INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registry: Vec<String>,
@@ -296,6 +301,12 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
+    // Checked before anything starts, as clap checks the other flags.
+    let push_secret = args.push_secret.as_deref().map(|s| {
+        outbound::SecretName::parse(s, &args.credentials_namespace)
+            .map_err(|why| anyhow::anyhow!("--push-secret {why}"))
+    });
+    let push_secret = push_secret.transpose()?;
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let (cri_endpoint, cri_host_dir) = args.cri(&client).await?;
     let cri =
@@ -383,7 +394,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let outbound = outbound::Defaults {
         target: args.push_registry.clone(),
-        secret: args.push_secret.clone(),
+        secret: push_secret,
+        credentials_namespace: args.credentials_namespace.clone(),
     };
     let pusher = |targets| {
         push::Pusher::new(insecure.clone(), roots.as_deref(), targets)
@@ -398,6 +410,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster = KubeCluster {
         client: client.clone(),
         lease_namespace: args.lease_namespace.clone(),
+        credentials_namespace: args.credentials_namespace.clone(),
         metrics: metrics.clone(),
         recorder: kube::runtime::events::Recorder::new(
             client.clone(),

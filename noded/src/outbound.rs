@@ -3,12 +3,12 @@
 //! before the checkpoint is taken, so a request naming a missing Secret or a malformed
 //! repository fails before any memory is dumped.
 //!
-//! noded reads Secrets only in [`CREDENTIALS_NAMESPACE`]: a request's Secret through the copy
-//! the controller made there (`spec.credentialsSecret`), which noded deletes with the Content;
+//! noded reads Secrets only in its credentials namespace (`--credentials-namespace`): a
+//! request's Secret through the copy the controller made there (`spec.credentialsSecret`), which noded deletes with the Content;
 //! the default one is created there by the cluster's admin.
 
 use checkpointing::crd::{ContainerCheckpointContent, RegistrySpec};
-use checkpointing::names::CREDENTIALS_NAMESPACE;
+use checkpointing::names::DEFAULT_CREDENTIALS_NAMESPACE;
 use checkpointing::reference::normalise_host;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams};
@@ -21,13 +21,25 @@ const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
 const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
 
 /// The cluster's defaults, from noded's flags.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Defaults {
     /// `--push-registry`: every checkpoint goes there unless its request names a repository.
     pub target: Option<Target>,
     /// `--push-secret NAME`: credentials for requests that name none, in
-    /// [`CREDENTIALS_NAMESPACE`].
+    /// `credentials_namespace`.
     pub secret: Option<SecretName>,
+    /// `--credentials-namespace`: the only namespace whose Secrets noded reads.
+    pub credentials_namespace: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            target: None,
+            secret: None,
+            credentials_namespace: DEFAULT_CREDENTIALS_NAMESPACE.to_owned(),
+        }
+    }
 }
 
 impl Defaults {
@@ -52,16 +64,15 @@ pub struct SecretName {
     pub name: String,
 }
 
-/// `--push-secret`: `NAME`, or `NAMESPACE/NAME` where noded may read it.
-impl std::str::FromStr for SecretName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (namespace, name) = s.split_once('/').unwrap_or((CREDENTIALS_NAMESPACE, s));
-        if namespace != CREDENTIALS_NAMESPACE {
+impl SecretName {
+    /// `--push-secret`: `NAME`, or `NAMESPACE/NAME` where noded may read it, the
+    /// `credentials` namespace.
+    pub fn parse(s: &str, credentials: &str) -> Result<Self, String> {
+        let (namespace, name) = s.split_once('/').unwrap_or((credentials, s));
+        if namespace != credentials {
             return Err(format!(
-                "{s:?}: noded reads Secrets only in namespace {CREDENTIALS_NAMESPACE}; create it \
-                 there and give its NAME"
+                "{s:?}: noded reads Secrets only in namespace {credentials}; create it there and \
+                 give its NAME"
             ));
         }
         if name.is_empty() || name.contains('/') {
@@ -86,7 +97,7 @@ pub struct Route {
     pub to: Destination,
     /// The Secret as the request (or the flag) names it, for messages.
     pub secret: Option<SecretName>,
-    /// Where noded reads it: a name in [`CREDENTIALS_NAMESPACE`] (`None`: no copy was made).
+    /// Where noded reads it: a name in the credentials namespace (`None`: no copy was made).
     pub stored: Option<String>,
     /// The request named the Secret (its absence, or no entry for the registry, is an error);
     /// the cluster default may hold no entry for a registry that needs none.
@@ -220,10 +231,11 @@ fn namespace_of(content: &ContainerCheckpointContent) -> &str {
     content.metadata.namespace.as_deref().unwrap_or_default()
 }
 
-/// The credentials `route` pushes (or deletes) with, read from its Secret now: a rotated
-/// Secret takes effect with the next request.
+/// The credentials `route` pushes (or deletes) with, read from its Secret (in namespace
+/// `credentials`) now: a rotated Secret takes effect with the next request.
 pub async fn credentials(
     client: &kube::Client,
+    credentials: &str,
     route: &Route,
 ) -> Result<Option<Credentials>, OutboundError> {
     let Some(secret) = &route.secret else {
@@ -231,7 +243,7 @@ pub async fn credentials(
     };
     let registry = route.to.host.clone();
     let found = match &route.stored {
-        Some(stored) => Api::<Secret>::namespaced(client.clone(), CREDENTIALS_NAMESPACE)
+        Some(stored) => Api::<Secret>::namespaced(client.clone(), credentials)
             .get_opt(stored)
             .await
             .map_err(|source| OutboundError::SecretUnreadable {
@@ -280,16 +292,18 @@ pub fn from_secret(
     }
 }
 
-/// Deletes the controller's copy of `content`'s registry Secret, once nothing will push or
-/// delete with it: noded is its only deleter, when it releases the Content.
+/// Deletes the controller's copy (in namespace `credentials`) of `content`'s registry Secret,
+/// once nothing will push or delete with it: noded is its only deleter, when it releases the
+/// Content.
 pub async fn forget_copy(
     client: &kube::Client,
+    credentials: &str,
     content: &ContainerCheckpointContent,
 ) -> Result<(), kube::Error> {
     let Some(name) = content.spec.credentials_secret.as_deref() else {
         return Ok(());
     };
-    match Api::<Secret>::namespaced(client.clone(), CREDENTIALS_NAMESPACE)
+    match Api::<Secret>::namespaced(client.clone(), credentials)
         .delete(name, &DeleteParams::default())
         .await
     {

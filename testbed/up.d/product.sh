@@ -2,9 +2,10 @@
 # testbed/up: the product, installed as users install it. Sourced by `up`; defines only
 # functions.
 
-# The product as users run it: images built from deploy/'s Containerfiles with the workspace's
-# binaries, pushed to the testbed registry, and the Helm chart deploy/chart installed with the
-# seed's names (deploy/seed-values.yaml) and the testbed's settings
+# The product as users run it: images of the workspace's binaries (testbed/deploy/'s
+# Containerfiles, laid out as deploy/Containerfile's), pushed to the testbed registry, and the
+# Helm chart deploy/chart installed with the seed's names (deploy/seed-values.yaml) and the
+# testbed's settings
 # (testbed/deploy/values.yaml), those images by digest. TESTBED_DEPLOY_OVERLAY instead names a
 # kustomization to `kubectl apply -k` (bench/run deploys deploy/, the chart's rendering, so).
 install_product() {

@@ -1,5 +1,5 @@
 //! The copy of a request's registry Secret that noded reads. noded may read Secrets only in
-//! [`CREDENTIALS_NAMESPACE`], so the controller (whose requests' authors had to be allowed to
+//! its credentials namespace (`--credentials-namespace`), so the controller (whose requests' authors had to be allowed to
 //! `get` the Secret, see the admission policy) copies it there before it creates the Content.
 //! The copy is named after the request's UID: unique per request, and known before the
 //! Content exists. A copy is owned by nothing (owners cannot cross namespaces): noded deletes
@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use checkpointing::crd::{ContainerCheckpoint, ContainerCheckpointContent, RegistrySpec};
-use checkpointing::names::{CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, NODE_LABEL};
+use checkpointing::names::{NAMESPACE_LABEL, NODE_LABEL};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
@@ -24,10 +24,15 @@ pub fn copy_name(request: &ContainerCheckpoint) -> Option<String> {
     request.metadata.uid.clone()
 }
 
-/// The copy of `source` for `content`: only its registry credentials, labelled with the node
-/// and namespace it serves. A Secret of another type is copied without data, under a type the
+/// The copy of `source` for `content`, named `name` in namespace `credentials`: only its
+/// registry credentials, labelled with the node and namespace it serves. A Secret of another type is copied without data, under a type the
 /// API server accepts without keys, so that noded reports the wrong type as before.
-pub fn copy_of(source: &Secret, name: &str, content: &ContainerCheckpointContent) -> Secret {
+pub fn copy_of(
+    source: &Secret,
+    name: &str,
+    credentials: &str,
+    content: &ContainerCheckpointContent,
+) -> Secret {
     let kind = source.type_.clone().unwrap_or_else(|| "Opaque".to_owned());
     let docker = kind == DOCKER_CONFIG_TYPE;
     let data = source
@@ -45,7 +50,7 @@ pub fn copy_of(source: &Secret, name: &str, content: &ContainerCheckpointContent
     Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
-            namespace: Some(CREDENTIALS_NAMESPACE.to_owned()),
+            namespace: Some(credentials.to_owned()),
             labels: Some(BTreeMap::from([
                 (NODE_LABEL.to_owned(), content.spec.node_name.clone()),
                 (NAMESPACE_LABEL.to_owned(), content.spec.namespace.clone()),
@@ -59,11 +64,12 @@ pub fn copy_of(source: &Secret, name: &str, content: &ContainerCheckpointContent
     }
 }
 
-/// Copies the Secret `content`'s request names into [`CREDENTIALS_NAMESPACE`], unless the
+/// Copies the Secret `content`'s request names into namespace `credentials`, unless the
 /// copy exists already (a retry). A missing Secret is not copied: noded then tells the
 /// request it is missing, naming the registry, as for any other failed push.
 pub async fn copy(
     client: &kube::Client,
+    credentials: &str,
     content: &ContainerCheckpointContent,
 ) -> Result<(), kube::Error> {
     let (Some(name), Some(source)) = (
@@ -78,9 +84,12 @@ pub async fn copy(
     else {
         return Ok(());
     };
-    let copies = Api::<Secret>::namespaced(client.clone(), CREDENTIALS_NAMESPACE);
+    let copies = Api::<Secret>::namespaced(client.clone(), credentials);
     match copies
-        .create(&PostParams::default(), &copy_of(&found, name, content))
+        .create(
+            &PostParams::default(),
+            &copy_of(&found, name, credentials, content),
+        )
         .await
     {
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),

@@ -160,7 +160,9 @@ async fn create_content(
             return Ok(Err(e));
         }
     }
-    if let Err(source) = super::credentials::copy(&ctx.client, content).await {
+    if let Err(source) =
+        super::credentials::copy(&ctx.client, &ctx.settings.credentials_namespace, content).await
+    {
         return Err(Error::CopyCredentials {
             namespace: content.spec.namespace.clone(),
             name: RegistrySpec::secret_name(content.spec.registry.as_ref())

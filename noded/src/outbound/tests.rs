@@ -36,7 +36,8 @@ fn registry(repository: Option<&str>, secret: Option<&str>) -> Option<RegistrySp
 fn defaults(target: Option<&str>, secret: Option<&str>) -> Defaults {
     Defaults {
         target: target.map(|t| t.parse().unwrap()),
-        secret: secret.map(|s| s.parse().unwrap()),
+        secret: secret.map(|s| SecretName::parse(s, DEFAULT_CREDENTIALS_NAMESPACE).unwrap()),
+        credentials_namespace: DEFAULT_CREDENTIALS_NAMESPACE.into(),
     }
 }
 
@@ -77,7 +78,7 @@ fn the_defaults_apply_to_what_the_request_leaves_out() {
     assert_eq!(plain.to.to_string(), "reg.example/ckpt/team/cc");
     assert_eq!(
         plain.secret,
-        Some(secret_name(CREDENTIALS_NAMESPACE, "creds"))
+        Some(secret_name(DEFAULT_CREDENTIALS_NAMESPACE, "creds"))
     );
     assert!(!plain.named);
 
@@ -105,7 +106,7 @@ fn the_default_secret_is_for_the_default_registry_only() {
     let under_prefix = content(registry(Some("reg.example/ckpt/team/x"), None));
     assert_eq!(
         route(&under_prefix, &d).unwrap().unwrap().secret,
-        Some(secret_name(CREDENTIALS_NAMESPACE, "creds"))
+        Some(secret_name(DEFAULT_CREDENTIALS_NAMESPACE, "creds"))
     );
     // Another namespace's repositories under the prefix are not the request's to write.
     let other_namespace = content(registry(Some("reg.example/ckpt/victim/x"), None));
@@ -124,7 +125,10 @@ fn the_contents_own_namespace_counts_never_its_spec_namespace() {
     assert_eq!(r.secret, Some(secret_name("team", "push-creds")));
     c.spec.registry = None;
     let r = route(&c, &d).unwrap().unwrap();
-    assert_eq!(r.secret, Some(secret_name(CREDENTIALS_NAMESPACE, "creds")));
+    assert_eq!(
+        r.secret,
+        Some(secret_name(DEFAULT_CREDENTIALS_NAMESPACE, "creds"))
+    );
 }
 
 #[test]
@@ -238,16 +242,25 @@ fn a_named_secret_is_read_from_the_controllers_copy_the_default_from_its_namespa
 
 #[test]
 fn the_default_secret_lives_in_the_credentials_namespace() {
-    let bare: SecretName = "creds".parse().unwrap();
-    assert_eq!(bare, secret_name(CREDENTIALS_NAMESPACE, "creds"));
-    let full: SecretName = "checkpoint-credentials/creds".parse().unwrap();
+    let parse = |s| SecretName::parse(s, DEFAULT_CREDENTIALS_NAMESPACE);
+    let bare = parse("creds").unwrap();
+    assert_eq!(bare, secret_name(DEFAULT_CREDENTIALS_NAMESPACE, "creds"));
+    let full = parse("checkpoint-credentials/creds").unwrap();
     assert_eq!(full, bare);
-    let err = "kube-system/creds".parse::<SecretName>().unwrap_err();
+    let err = parse("kube-system/creds").unwrap_err();
     assert!(
         err.contains("only in namespace checkpoint-credentials"),
         "{err}"
     );
-    assert!("checkpoint-credentials/".parse::<SecretName>().is_err());
+    assert!(parse("checkpoint-credentials/").is_err());
+}
+
+#[test]
+fn the_credentials_namespace_is_the_flags() {
+    let bare = SecretName::parse("creds", "registry-creds").unwrap();
+    assert_eq!(bare, secret_name("registry-creds", "creds"));
+    let err = SecretName::parse("checkpoint-credentials/creds", "registry-creds").unwrap_err();
+    assert!(err.contains("only in namespace registry-creds"), "{err}");
 }
 
 #[tokio::test]
@@ -256,7 +269,9 @@ async fn a_missing_copy_is_reported_under_the_users_secret_name() {
     let mut c = content(registry(Some("reg.example/team/ckpt"), Some("push-creds")));
     c.spec.credentials_secret = Some("uid-cc".into());
     let r = route(&c, &Defaults::default()).unwrap().unwrap();
-    let err = credentials(&api.client(), &r).await.unwrap_err();
+    let err = credentials(&api.client(), DEFAULT_CREDENTIALS_NAMESPACE, &r)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "Secret team/push-creds (the credentials for registry reg.example) not found; create it \
@@ -273,12 +288,16 @@ async fn a_missing_copy_is_reported_under_the_users_secret_name() {
 async fn releasing_a_content_deletes_its_copy_once() {
     let api = checkpointing::testing::FakeApi::default();
     let mut c = content(registry(Some("reg.example/team/ckpt"), Some("push-creds")));
-    forget_copy(&api.client(), &c).await.unwrap();
+    forget_copy(&api.client(), DEFAULT_CREDENTIALS_NAMESPACE, &c)
+        .await
+        .unwrap();
     assert!(api.take().is_empty(), "no copy, nothing deleted");
     c.spec.credentials_secret = Some("uid-cc".into());
     let path = "/api/v1/namespaces/checkpoint-credentials/secrets/uid-cc";
     api.put(path, docker_secret(DOCKER_CONFIG_TYPE, "{}"));
-    forget_copy(&api.client(), &c).await.unwrap();
+    forget_copy(&api.client(), DEFAULT_CREDENTIALS_NAMESPACE, &c)
+        .await
+        .unwrap();
     let seen = api.take();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, "DELETE");

@@ -35,7 +35,8 @@ pub async fn push_of<R>(
         return Ok(None);
     };
     ctx.checkpointer.pusher.admit(&route.to).await?;
-    let credentials = outbound::credentials(&ctx.client, &route).await?;
+    let credentials =
+        outbound::credentials(&ctx.client, &ctx.outbound.credentials_namespace, &route).await?;
     Ok(Some(Push {
         to: route.to,
         credentials,
@@ -49,7 +50,7 @@ pub async fn let_go<R: Runtime>(
     ctx: &Context<R>,
 ) -> Result<(), Error> {
     unpublish(content, ctx).await?;
-    outbound::forget_copy(&ctx.client, content)
+    outbound::forget_copy(&ctx.client, &ctx.outbound.credentials_namespace, content)
         .await
         .map_err(|source| Error::Api {
             name: content.name_any(),
@@ -73,13 +74,14 @@ async fn unpublish<R: Runtime>(
     };
     // A Secret deleted first (its namespace going, say) leaves the registry to decide whether
     // an anonymous delete is allowed; its refusal is then told like any other.
-    let credentials = outbound::credentials(&ctx.client, &route)
-        .await
-        .inspect_err(|e| {
-            tracing::warn!(content = %content.name_any(), error = %error_chain(e),
+    let credentials =
+        outbound::credentials(&ctx.client, &ctx.outbound.credentials_namespace, &route)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(content = %content.name_any(), error = %error_chain(e),
                 "deleting the pushed copy without credentials")
-        })
-        .unwrap_or_default();
+            })
+            .unwrap_or_default();
     let error = match ctx
         .checkpointer
         .pusher

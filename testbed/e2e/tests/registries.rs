@@ -8,7 +8,7 @@ use std::time::Duration;
 use checkpointing::crd::{
     CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, RegistrySpec, SecretRef,
 };
-use checkpointing::names::{CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, NODE_LABEL};
+use checkpointing::names::{DEFAULT_CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, NODE_LABEL};
 use checkpointing::reference::Spelling;
 use e2e::{
     RegistryUser, TestNamespace, Testbed, TokenRegistry, assert_counter_resumes, checkpoint,
@@ -314,7 +314,7 @@ async fn a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event() 
     let (state, message) = outcome(&cc);
     assert_eq!(state, CheckpointState::Completed, "{message}");
     // noded pushed with the controller's copy of the Secret, which lives as long as the Content.
-    let copies = Api::<Secret>::namespaced(client.clone(), CREDENTIALS_NAMESPACE);
+    let copies = Api::<Secret>::namespaced(client.clone(), DEFAULT_CREDENTIALS_NAMESPACE);
     let copy_name = cc.metadata.uid.clone().unwrap();
     let copy = copies.get(&copy_name).await.unwrap();
     let labels = copy.metadata.labels.unwrap_or_default();

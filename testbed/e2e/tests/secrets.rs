@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use checkpointing::names::{CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, NODE_LABEL};
+use checkpointing::names::{DEFAULT_CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, NODE_LABEL};
 use e2e::{TestNamespace, Testbed, eventually};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -34,7 +34,7 @@ async fn noded_may_not_read_a_tenants_secret_but_may_read_the_credentials_namesp
         other => panic!("noded read a tenant's Secret: {other:?}"),
     }
     // Its own namespace: allowed, and nothing there by this name.
-    let own = Api::<Secret>::namespaced(noded, CREDENTIALS_NAMESPACE)
+    let own = Api::<Secret>::namespaced(noded, DEFAULT_CREDENTIALS_NAMESPACE)
         .get_opt("no-such-copy")
         .await
         .unwrap();
@@ -60,7 +60,7 @@ async fn a_credentials_copy_no_content_names_is_swept() {
         "immutable": true,
     }))
     .unwrap();
-    let copies = Api::<Secret>::namespaced(client.clone(), CREDENTIALS_NAMESPACE);
+    let copies = Api::<Secret>::namespaced(client.clone(), DEFAULT_CREDENTIALS_NAMESPACE);
     copies.create(&PostParams::default(), &copy).await.unwrap();
     eventually(
         "the controller to delete the orphaned copy",

@@ -1,4 +1,5 @@
 use checkpointing::crd::SecretRef;
+use checkpointing::names::DEFAULT_CREDENTIALS_NAMESPACE;
 use checkpointing::testing::FakeApi;
 use k8s_openapi::ByteString;
 
@@ -69,6 +70,26 @@ fn a_request_naming_a_secret_gets_a_copy_named_after_its_uid() {
     assert_eq!(copy_name(&request()), None);
 }
 
+/// `pushed_content()`'s copy of `source`, in the default namespace.
+fn copied(source: &Secret) -> Secret {
+    copy_of(
+        source,
+        "uid-cc1",
+        DEFAULT_CREDENTIALS_NAMESPACE,
+        &pushed_content(),
+    )
+}
+
+/// Copies `pushed_content()`'s Secret through `api`, into the default namespace.
+async fn copy_pushed(api: &FakeApi) -> Result<(), kube::Error> {
+    copy(
+        &api.client(),
+        DEFAULT_CREDENTIALS_NAMESPACE,
+        &pushed_content(),
+    )
+    .await
+}
+
 #[test]
 fn the_copy_holds_only_the_credentials_labelled_with_node_and_namespace() {
     let source = secret(
@@ -78,11 +99,11 @@ fn the_copy_holds_only_the_credentials_labelled_with_node_and_namespace() {
             ("other", "not copied"),
         ],
     );
-    let copy = copy_of(&source, "uid-cc1", &pushed_content());
+    let copy = copied(&source);
     assert_eq!(copy.metadata.name.as_deref(), Some("uid-cc1"));
     assert_eq!(
         copy.metadata.namespace.as_deref(),
-        Some(CREDENTIALS_NAMESPACE)
+        Some(DEFAULT_CREDENTIALS_NAMESPACE)
     );
     assert_eq!(
         copy.metadata.labels,
@@ -105,11 +126,11 @@ fn the_copy_holds_only_the_credentials_labelled_with_node_and_namespace() {
 #[test]
 fn a_secret_of_another_type_is_copied_without_data() {
     let tls = secret("kubernetes.io/tls", &[("tls.key", "private")]);
-    let copy = copy_of(&tls, "uid-cc1", &pushed_content());
+    let copy = copied(&tls);
     assert_eq!(copy.type_.as_deref(), Some("Opaque"));
     assert_eq!(copy.data, None);
     let custom = secret("example.com/creds", &[(DOCKER_CONFIG_KEY, "{}")]);
-    let copy = copy_of(&custom, "uid-cc1", &pushed_content());
+    let copy = copied(&custom);
     assert_eq!(copy.type_.as_deref(), Some("example.com/creds"));
     assert_eq!(copy.data, None);
 }
@@ -117,7 +138,7 @@ fn a_secret_of_another_type_is_copied_without_data() {
 #[tokio::test]
 async fn copying_reads_the_named_secret_and_creates_the_copy() {
     let api = holding_the_secret();
-    copy(&api.client(), &pushed_content()).await.unwrap();
+    copy_pushed(&api).await.unwrap();
     let seen = api.take();
     let calls: Vec<_> = seen
         .iter()
@@ -128,29 +149,31 @@ async fn copying_reads_the_named_secret_and_creates_the_copy() {
         [format!("GET {SOURCE_PATH}"), format!("POST {COPIES_PATH}")]
     );
     let sent: Secret = serde_json::from_value(seen[1].body.clone().unwrap()).unwrap();
-    assert_eq!(sent, copy_of(&docker(), "uid-cc1", &pushed_content()));
+    assert_eq!(sent, copied(&docker()));
 }
 
 #[tokio::test]
 async fn an_existing_copy_is_kept_and_a_missing_secret_is_left_to_noded() {
     let api = holding_the_secret();
     api.fail_writes(COPIES_PATH, 409, "AlreadyExists");
-    copy(&api.client(), &pushed_content()).await.unwrap();
+    copy_pushed(&api).await.unwrap();
 
     let missing = FakeApi::default();
-    copy(&missing.client(), &pushed_content()).await.unwrap();
+    copy_pushed(&missing).await.unwrap();
     let methods: Vec<_> = missing.take().into_iter().map(|s| s.method).collect();
     assert_eq!(methods, ["GET"], "nothing to copy, nothing created");
 
     let forbidden = FakeApi::default();
     forbidden.put(SOURCE_PATH, secret(DOCKER_CONFIG_TYPE, &[]));
     forbidden.fail_writes(COPIES_PATH, 403, "Forbidden");
-    assert!(copy(&forbidden.client(), &pushed_content()).await.is_err());
+    assert!(copy_pushed(&forbidden).await.is_err());
 }
 
 #[tokio::test]
 async fn a_content_without_a_named_secret_copies_nothing() {
     let api = FakeApi::default();
-    copy(&api.client(), &content()).await.unwrap();
+    copy(&api.client(), DEFAULT_CREDENTIALS_NAMESPACE, &content())
+        .await
+        .unwrap();
     assert!(api.take().is_empty());
 }
