@@ -62,28 +62,34 @@ fn value(line: &str) -> Option<u64> {
 /// What the restored container printed itself.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Continued {
-    /// Nothing yet.
+    /// Nothing above the source's count yet.
     NotYet,
-    /// It went on from the checkpoint: its first value.
+    /// It went on: its first value above the source's count.
     Yes(u64),
-    /// It started again: its first value, not above what the source had printed.
+    /// It started again: a value below what the source had counted to.
     Restarted(u64),
 }
 
-/// Whether the restored counter went on: its first value printed since it `started` (the
-/// runtime carries the source's log over, with the source's timestamps; `log` is taken with
-/// `--timestamps`) is above `floor`, the last value the source had printed before the
-/// checkpoint was asked for (at least 1: started again it would print 0).
+/// Whether the restored counter went on, from what its log (taken with `--timestamps`) holds
+/// since it `started`: the runtime carries the source's log over (containerd its last line
+/// again, with a new time), so values down to `floor`, the last one the source had printed
+/// before the checkpoint was asked for, may show; a value below it (a counter started again
+/// prints 0; `floor` is at least 1) means it was not restored.
 pub fn continued(log: &str, started: Timestamp, floor: u64) -> Continued {
-    let first = log.lines().find_map(|line| {
-        let (at, rest) = line.split_once(' ')?;
-        let at: Timestamp = at.parse().ok()?;
-        (at >= started).then(|| value(rest)).flatten()
-    });
-    match first {
+    let since: Vec<u64> = log
+        .lines()
+        .filter_map(|line| {
+            let (at, rest) = line.split_once(' ')?;
+            let at: Timestamp = at.parse().ok()?;
+            (at >= started).then(|| value(rest)).flatten()
+        })
+        .collect();
+    if let Some(&below) = since.iter().find(|&&v| v < floor) {
+        return Continued::Restarted(below);
+    }
+    match since.into_iter().find(|&v| v > floor) {
+        Some(above) => Continued::Yes(above),
         None => Continued::NotYet,
-        Some(v) if v > floor => Continued::Yes(v),
-        Some(v) => Continued::Restarted(v),
     }
 }
 
@@ -122,9 +128,14 @@ mod tests {
         let started: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
         let old = "2026-01-01T00:00:05.5Z Counter: 5\n2026-01-01T00:00:06.5Z Counter: 6\n";
         assert_eq!(continued(old, started, 3), Continued::NotYet);
-        let resumed = format!("{old}2026-01-01T00:01:00.2Z Counter: 7\n");
-        assert_eq!(continued(&resumed, started, 3), Continued::Yes(7));
-        let restarted = format!("{old}2026-01-01T00:01:01Z Counter: 0\n");
+        // containerd writes the source's last line again as the copy starts.
+        let carried = format!("{old}2026-01-01T00:01:00.1Z Counter: 6\n");
+        assert_eq!(continued(&carried, started, 6), Continued::NotYet);
+        let resumed = format!("{carried}2026-01-01T00:01:00.2Z Counter: 7\n");
+        assert_eq!(continued(&resumed, started, 6), Continued::Yes(7));
+        assert_eq!(continued(&resumed, started, 3), Continued::Yes(6));
+        let restarted =
+            format!("{old}2026-01-01T00:01:01Z Counter: 0\n2026-01-01T00:01:02Z Counter: 1\n");
         assert_eq!(continued(&restarted, started, 3), Continued::Restarted(0));
         assert_eq!(continued("garbage\n", started, 3), Continued::NotYet);
     }
