@@ -136,6 +136,19 @@ pub const RUNTIME_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/runt
 /// memory of one architecture.
 pub const ARCH_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/arch";
 
+/// Annotation on a noded's Lease: its node's latest prerequisite checks as JSON (`runtime`
+/// `{name, version}`, `criu`, `checked` (RFC 3339), `checks` `[{name, state, detail}]`), which
+/// `kubectl checkpoint doctor` reads.
+pub const PREREQUISITES_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/prerequisites";
+
+/// Name of the restore webhook in the controller's MutatingWebhookConfiguration (whose own name
+/// follows the release).
+pub const RESTORE_WEBHOOK: &str = "restore.checkpointing.zacchaeuschok.github.io";
+
+/// Label on the pods and ContainerCheckpoint a `kubectl checkpoint doctor --trial` creates,
+/// valued with the trial's name, by which it deletes them.
+pub const DOCTOR_TRIAL_LABEL: &str = "checkpointing.zacchaeuschok.github.io/doctor-trial";
+
 /// A Rust architecture name (`std::env::consts::ARCH`) as Go spells it, which is how
 /// Kubernetes (and OCI images) name a node's architecture; unknown ones unchanged.
 pub fn goarch(arch: &str) -> &str {

@@ -10,3 +10,13 @@ pub fn api(err: kube::Error) -> anyhow::Error {
         err => err.into(),
     }
 }
+
+#[cfg(test)]
+pub mod tests {
+    use kube::core::Status;
+
+    /// The API server's refusal with `code` and `message`.
+    pub fn refused(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(Status::failure(message, "Reason").with_code(code)))
+    }
+}

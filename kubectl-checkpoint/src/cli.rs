@@ -1,13 +1,14 @@
 //! Command line: `kubectl checkpoint pod/<p>`, `… list`, `… restore <checkpoint> --as <pod>`,
 //! `… migrate pod/<p>`, `… logs <checkpoint>`, `… drain <node>`,
-//! `… warm-start deployment/<d> --from <checkpoint>`.
+//! `… warm-start deployment/<d> --from <checkpoint>`, `… doctor [--trial]`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use checkpointing::crd::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, RegistrySpec, SecretRef};
+use checkpointing::names::DEFAULT_LEASE_NAMESPACE;
 use clap::error::ErrorKind;
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// A mistake in the command line found only after asking the cluster (exit status 2, like
 /// clap's).
@@ -26,7 +27,8 @@ pub struct UsageError(pub String);
                       kubectl checkpoint migrate pod/<pod> [--to <node>] [--keep-source] [OPTIONS]\n       \
                       kubectl checkpoint logs <checkpoint>|pc/<name>|pm/<name> [OPTIONS]\n       \
                       kubectl checkpoint drain <node> [--dry-run] [--pod-selector <selector>] [OPTIONS]\n       \
-                      kubectl checkpoint warm-start deployment/<name> --from <checkpoint>|--off [--replicas <n>] [OPTIONS]",
+                      kubectl checkpoint warm-start deployment/<name> --from <checkpoint>|--off [--replicas <n>] [OPTIONS]\n       \
+                      kubectl checkpoint doctor [--trial [--namespace-for-trial <ns>] [--trial-image <image>]] [-o json] [OPTIONS]",
     about = "Checkpoint a pod's container, list checkpoints, restore one into a new pod, move a \
              pod to another node, print CRIU's log of a failed checkpoint, drain a node, start a \
              Deployment's pods from a checkpoint",
@@ -137,6 +139,41 @@ pub enum Command {
     /// Start every pod of a Deployment from one checkpoint (the pod template's restore-from
     /// annotation), or stop doing so with --off
     WarmStart(WarmStart),
+    /// Say per node what works and what still needs a human; with --trial, checkpoint a
+    /// throw-away pod on one node and restore it on another
+    Doctor(Doctor),
+}
+
+/// Check the install and every node.
+#[derive(Args, Debug)]
+pub struct Doctor {
+    /// Namespace of the node daemons' Leases (Helm: <release>-node-leases)
+    #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_LEASE_NAMESPACE)]
+    pub lease_namespace: String,
+    /// Also checkpoint a counter pod on one node, restore it on another and check that it
+    /// counts on; everything it creates is deleted afterwards
+    #[arg(long)]
+    pub trial: bool,
+    /// Namespace of the trial's pods and checkpoint (default: -n, else the context's)
+    #[arg(long, value_name = "NAMESPACE", requires = "trial")]
+    pub namespace_for_trial: Option<String>,
+    /// Image of the trial's counter (it runs /bin/sh)
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = "busybox",
+        requires = "trial"
+    )]
+    pub trial_image: String,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 const DRAIN_ABOUT: &str = "\
@@ -636,9 +673,61 @@ mod tests {
 
     #[test]
     fn a_pod_named_like_a_subcommand_is_reachable() {
-        for name in ["list", "restore", "migrate", "logs", "drain", "warm-start"] {
+        for name in [
+            "list",
+            "restore",
+            "migrate",
+            "logs",
+            "drain",
+            "warm-start",
+            "doctor",
+        ] {
             let cli = parse(&[&format!("pod/{name}")]).unwrap();
             assert_eq!(cli.create.pod.as_deref(), Some(name));
+        }
+    }
+
+    fn doctor(args: &[&str]) -> Doctor {
+        match parse(args).unwrap().command {
+            Some(Command::Doctor(d)) => d,
+            other => panic!("not doctor: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn doctor_flags() {
+        let d = doctor(&["doctor"]);
+        assert_eq!(d.lease_namespace, DEFAULT_LEASE_NAMESPACE);
+        assert!(!d.trial);
+        assert_eq!(
+            (d.namespace_for_trial, d.trial_image.as_str()),
+            (None, "busybox")
+        );
+        assert_eq!(d.output, Output::Text);
+        let d = doctor(&[
+            "doctor",
+            "--trial",
+            "--namespace-for-trial",
+            "t",
+            "--trial-image",
+            "reg.example/busybox:1",
+            "--lease-namespace",
+            "cp-node-leases",
+            "-o",
+            "json",
+        ]);
+        assert!(d.trial);
+        assert_eq!(d.namespace_for_trial.as_deref(), Some("t"));
+        assert_eq!(d.trial_image, "reg.example/busybox:1");
+        assert_eq!(d.lease_namespace, "cp-node-leases");
+        assert_eq!(d.output, Output::Json);
+        for args in [
+            &["doctor", "--namespace-for-trial", "t"][..],
+            &["doctor", "--trial-image", "x"],
+            &["doctor", "-o", "yaml"],
+            &["pod/app", "doctor"],
+        ] {
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
         }
     }
 

@@ -1,11 +1,13 @@
 //! `kubectl checkpoint`: checkpoint a pod's container, list checkpoints, restore one into a new
 //! pod, move a pod to another node, print CRIU's log of a failed checkpoint, drain a node, start
-//! a Deployment's pods from a checkpoint. The choices are pure functions in the modules; this
-//! file, `logs`, `drain` and `warm_start` talk to the API server.
+//! a Deployment's pods from a checkpoint, say what each node still needs (`doctor`). The
+//! choices are pure functions in the modules; this file, `logs`, `drain`, `warm_start` and
+//! `doctor` (its shell and trial) talk to the API server.
 
 mod api;
 mod checkpoint;
 mod cli;
+mod doctor;
 mod drain;
 mod logs;
 mod migrate;
@@ -13,6 +15,7 @@ mod name;
 mod restore;
 mod table;
 mod warm_start;
+mod watch;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -26,17 +29,16 @@ use checkpointing::crd::{
 use checkpointing::names::RESTORE_FROM_ANNOTATION;
 use checkpointing::restored::restored_pod;
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config, Resource};
+use kube::{Client, Config};
 
 use crate::cli::{Cli, Command, Create, Global, Migrate, UsageError};
 use crate::restore::Progress;
+use crate::watch::updates;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -71,6 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Logs { target }) => logs::run(client, &namespace, target).await,
         Some(Command::Drain(args)) => drain::run(client, args).await,
         Some(Command::WarmStart(args)) => warm_start::run(client, &namespace, args).await,
+        Some(Command::Doctor(args)) => doctor::run(client, &namespace, args).await,
     }
 }
 
@@ -163,26 +166,6 @@ async fn create(client: Client, ns: &str, args: Create) -> anyhow::Result<ExitCo
         }
     };
     report(&name, status)
-}
-
-/// The object `name` each time it changes, starting with how it is now.
-fn updates<K>(api: Api<K>, name: &str) -> impl Stream<Item = anyhow::Result<K>> + use<K>
-where
-    K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
-{
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    watcher(api, config).applied_objects().map_err(watch_error)
-}
-
-/// The API server's words in watch errors too (a missing right to watch, say).
-fn watch_error(err: watcher::Error) -> anyhow::Error {
-    match err {
-        watcher::Error::InitialListFailed(err)
-        | watcher::Error::WatchStartFailed(err)
-        | watcher::Error::WatchFailed(err) => api(err),
-        watcher::Error::WatchError(status) => anyhow!(status.message),
-        err => err.into(),
-    }
 }
 
 fn report(name: &str, status: ContainerCheckpointStatus) -> anyhow::Result<ExitCode> {
@@ -406,26 +389,7 @@ async fn migrate(client: Client, ns: &str, args: Migrate) -> anyhow::Result<Exit
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::core::Status;
-
-    fn refused(code: u16, message: &str) -> kube::Error {
-        kube::Error::Api(Box::new(Status::failure(message, "Reason").with_code(code)))
-    }
-
-    #[test]
-    fn api_errors_are_the_servers_message_alone() {
-        let denial = r#"admission webhook "restore" denied the request: ContainerCheckpoint "cp1" not found"#;
-        assert_eq!(api(refused(400, denial)).to_string(), denial);
-        assert_eq!(
-            watch_error(watcher::Error::InitialListFailed(refused(403, "forbidden"))).to_string(),
-            "forbidden"
-        );
-        let expired = Box::new(Status::failure("too old", "Expired"));
-        assert_eq!(
-            watch_error(watcher::Error::WatchError(expired)).to_string(),
-            "too old"
-        );
-    }
+    use crate::api::tests::refused;
 
     #[test]
     fn listing_an_unknown_resource_names_the_crd() {

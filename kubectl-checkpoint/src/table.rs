@@ -146,7 +146,7 @@ fn size(bytes: i64) -> String {
 }
 
 /// Seconds as kubectl's coarse ages: 45s, 12m, 5h, 3d.
-fn age(seconds: i64) -> String {
+pub fn age(seconds: i64) -> String {
     match seconds.max(0) {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m", s / 60),

@@ -1,15 +1,17 @@
 //! The node Lease that tells the controller a node daemon runs on this node and what the node
-//! can restore (its runtime, its architecture, whether its runtime can restore at all), and
-//! tells peers which certificate its peer server presents.
+//! can restore (its runtime, its architecture, whether its runtime can restore at all), tells
+//! peers which certificate its peer server presents, and tells `kubectl checkpoint doctor` the
+//! node's latest prerequisite checks.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use checkpointing::names::{
     ARCH_ANNOTATION, CANNOT_RESTORE_ANNOTATION, NODED_MANAGER, PEER_CERTIFICATE_ANNOTATION,
-    RUNTIME_ANNOTATION, goarch, noded_lease_name,
+    PREREQUISITES_ANNOTATION, RUNTIME_ANNOTATION, goarch, noded_lease_name,
 };
 use checkpointing::runtime::RuntimeKind;
+use checkpointing::text::truncated;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -23,6 +25,10 @@ const ARCH: &str = std::env::consts::ARCH;
 
 /// How long a renewal stays valid; renewed three times as often so one missed renewal is harmless.
 const DURATION: Duration = Duration::from_secs(30);
+
+/// Longest detail of a check on the Lease: every controller and noded watches the Leases, so
+/// they stay small (a runtime's error chain can be long).
+const DETAIL_MAX: usize = 300;
 
 /// Renews the Lease until the task is dropped. Failures are logged and retried: they must not
 /// stop checkpoints already under way.
@@ -46,9 +52,13 @@ pub async fn keep_renewed(
             _ = tick.tick() => {}
             () = prerequisites.changed() => {}
         }
-        let report = prerequisites.latest();
-        runtime = report.as_ref().and_then(runtime_of).or(runtime);
-        let annotations = annotations(&pin, report.as_ref(), runtime, ARCH);
+        let checked = prerequisites.checked();
+        let report = checked.as_ref().map(|(report, _)| report);
+        runtime = report.and_then(runtime_of).or(runtime);
+        let mut annotations = annotations(&pin, report, runtime, ARCH);
+        if let Some((report, at)) = &checked {
+            annotations[PREREQUISITES_ANNOTATION] = json!(prerequisites_json(report, *at));
+        }
         let patch = json!({
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -96,6 +106,28 @@ fn annotations(
         annotations[RUNTIME_ANNOTATION] = json!(runtime.cri_name());
     }
     annotations
+}
+
+/// The prerequisites annotation's value: `report` as checked `at`.
+fn prerequisites_json(report: &Report, at: Timestamp) -> String {
+    let checks: Vec<Value> = report
+        .checks
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "state": c.state.to_string(),
+                "detail": truncated(&c.detail, DETAIL_MAX),
+            })
+        })
+        .collect();
+    json!({
+        "runtime": {"name": report.runtime_name, "version": report.runtime_version},
+        "criu": report.criu_version,
+        "checked": at.to_string(),
+        "checks": checks,
+    })
+    .to_string()
 }
 
 #[cfg(test)]
@@ -146,5 +178,41 @@ mod tests {
         let a = annotations("pin", Some(&report), Some(RuntimeKind::CriO), "x86_64");
         assert_eq!(a[RUNTIME_ANNOTATION], "cri-o");
         assert_eq!(a[CANNOT_RESTORE_ANNOTATION], "the runtime does not answer");
+    }
+
+    #[test]
+    fn the_prerequisites_annotation_holds_every_check_with_short_details() {
+        let report = Report {
+            runtime_name: Some("cri-o".into()),
+            runtime_version: Some("1.34.1".into()),
+            criu_version: None,
+            checks: vec![
+                Check {
+                    name: RESTORE,
+                    state: Verdict::Assumed,
+                    detail: "restore assumed".into(),
+                },
+                Check {
+                    name: "tcp_close",
+                    state: Verdict::Failed,
+                    detail: "x".repeat(2000),
+                },
+            ],
+        };
+        let at: Timestamp = "2026-01-02T03:04:05Z".parse().unwrap();
+        let value: Value = serde_json::from_str(&prerequisites_json(&report, at)).unwrap();
+        assert_eq!(
+            value["runtime"],
+            json!({"name": "cri-o", "version": "1.34.1"})
+        );
+        assert_eq!(value["criu"], Value::Null);
+        assert_eq!(value["checked"], "2026-01-02T03:04:05Z");
+        assert_eq!(
+            value["checks"][0],
+            json!({"name": "restore", "state": "assumed", "detail": "restore assumed"})
+        );
+        assert_eq!(value["checks"][1]["state"], "failed");
+        let long = value["checks"][1]["detail"].as_str().unwrap();
+        assert!(long.len() <= DETAIL_MAX && long.ends_with('…'), "{long}");
     }
 }

@@ -15,6 +15,7 @@ use checkpointing::admin::Readiness;
 use checkpointing::cri::{CriError, Runtime, api};
 use checkpointing::criu;
 use checkpointing::runtime::{self, Finding, Verdict};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::error::error_chain;
 use crate::metrics::{Metrics, RuntimeInfo};
@@ -296,7 +297,8 @@ pub async fn check<R: Runtime>(runtime: &R, criu: Result<String, String>, paths:
 /// The latest report, shared with the admin port, the reconciler and the Lease.
 #[derive(Debug, Default)]
 pub struct Prerequisites {
-    latest: RwLock<Option<Report>>,
+    /// The latest report and when it was checked.
+    latest: RwLock<Option<(Report, Timestamp)>>,
     /// Signalled when the report changes: the Lease tells at once what the node can do.
     changed: tokio::sync::Notify,
 }
@@ -314,6 +316,11 @@ impl Readiness for Prerequisites {
 
 impl Prerequisites {
     pub fn latest(&self) -> Option<Report> {
+        self.checked().map(|(report, _)| report)
+    }
+
+    /// The latest report and when it was checked (the Lease tells both).
+    pub fn checked(&self) -> Option<(Report, Timestamp)> {
         self.latest
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -325,14 +332,14 @@ impl Prerequisites {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .and_then(|r| r.criu_version.clone())
+            .and_then(|(r, _)| r.criu_version.clone())
     }
 
     /// Stores `report`; true when it differs from the previous one.
     pub fn update(&self, report: Report) -> bool {
         let mut latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
-        let changed = latest.as_ref() != Some(&report);
-        *latest = Some(report);
+        let changed = latest.as_ref().map(|(r, _)| r) != Some(&report);
+        *latest = Some((report, Timestamp::now()));
         if changed {
             // One waiter (the Lease); a change while it renews is kept for its next wait.
             self.changed.notify_one();
