@@ -6,7 +6,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use checkpointing::crd::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, RegistrySpec, SecretRef};
-use checkpointing::names::DEFAULT_LEASE_NAMESPACE;
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
@@ -147,9 +146,10 @@ pub enum Command {
 /// Check the install and every node.
 #[derive(Args, Debug)]
 pub struct Doctor {
-    /// Namespace of the node daemons' Leases (Helm: <release>-node-leases)
-    #[arg(long, value_name = "NAMESPACE", default_value = DEFAULT_LEASE_NAMESPACE)]
-    pub lease_namespace: String,
+    /// Namespace of the node daemons' Leases (Helm: <release>-node-leases; deploy/:
+    /// checkpoint-node-leases). Default: wherever node daemons' Leases are found
+    #[arg(long, value_name = "NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// Also checkpoint a counter pod on one node, restore it on another and check that it
     /// counts on; everything it creates is deleted afterwards
     #[arg(long)]
@@ -697,7 +697,7 @@ mod tests {
     #[test]
     fn doctor_flags() {
         let d = doctor(&["doctor"]);
-        assert_eq!(d.lease_namespace, DEFAULT_LEASE_NAMESPACE);
+        assert_eq!(d.lease_namespace, None);
         assert!(!d.trial);
         assert_eq!(
             (d.namespace_for_trial, d.trial_image.as_str()),
@@ -719,7 +719,7 @@ mod tests {
         assert!(d.trial);
         assert_eq!(d.namespace_for_trial.as_deref(), Some("t"));
         assert_eq!(d.trial_image, "reg.example/busybox:1");
-        assert_eq!(d.lease_namespace, "cp-node-leases");
+        assert_eq!(d.lease_namespace.as_deref(), Some("cp-node-leases"));
         assert_eq!(d.output, Output::Json);
         for args in [
             &["doctor", "--namespace-for-trial", "t"][..],

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use checkpointing::names::{RESTORE_WEBHOOK, noded_lease_node};
+use checkpointing::names::{PEER_CERTIFICATE_ANNOTATION, RESTORE_WEBHOOK, noded_lease_node};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -38,19 +38,38 @@ pub async fn run(client: Client, namespace: &str, args: Doctor) -> anyhow::Resul
         .context("listing nodes")?
         .items;
     nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let ns = &args.lease_namespace;
-    let leases: BTreeMap<String, Lease> = Api::<Lease>::namespaced(client.clone(), ns)
+    // Without a namespace, every namespace: a node daemon's Lease is one named for its node
+    // that carries its peer certificate (the chart names the namespace after the release).
+    let (listed, place) = match &args.lease_namespace {
+        Some(ns) => (Api::<Lease>::namespaced(client.clone(), ns), ns.clone()),
+        None => (
+            Api::<Lease>::all(client.clone()),
+            "any namespace".to_owned(),
+        ),
+    };
+    let leases: BTreeMap<String, Lease> = listed
         .list(&ListParams::default())
         .await
         .map_err(api)
-        .with_context(|| format!("listing the Leases in {ns}"))?
+        .with_context(|| format!("listing the Leases in {place}"))?
         .items
         .into_iter()
+        .filter(|l| {
+            l.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(PEER_CERTIFICATE_ANNOTATION))
+        })
         .filter_map(|l| {
             let node = noded_lease_node(l.metadata.name.as_deref()?)?.to_owned();
             Some((node, l))
         })
         .collect();
+    let ns = &args
+        .lease_namespace
+        .clone()
+        .or_else(|| leases.values().find_map(|l| l.metadata.namespace.clone()))
+        .unwrap_or(place);
     let now = Timestamp::now();
     let nodes: Vec<NodeHealth> = nodes
         .iter()
