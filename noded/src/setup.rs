@@ -96,12 +96,16 @@ pub async fn main(args: impl IntoIterator<Item = String>) -> anyhow::Result<()> 
     init_logging(args.log_format);
     match args.command {
         Command::Apply(a) => {
-            let provider = std::fs::read(&a.provider_source).with_context(|| {
-                format!(
-                    "reading the credential provider {}",
-                    a.provider_source.display()
-                )
-            })?;
+            let provider = if a.layout.credential_provider {
+                std::fs::read(&a.provider_source).with_context(|| {
+                    format!(
+                        "reading the credential provider {}",
+                        a.provider_source.display()
+                    )
+                })?
+            } else {
+                Vec::new()
+            };
             let report = apply::run(
                 &a.root.root,
                 &a.root.state_dir(),
@@ -123,7 +127,14 @@ pub async fn main(args: impl IntoIterator<Item = String>) -> anyhow::Result<()> 
             term.recv().await;
             Ok(())
         }
-        Command::NodeCriu { root } => host::criu_version_in(&root),
+        Command::NodeCriu { root } => {
+            // One line for the parent's report, without anyhow's backtrace.
+            if let Err(e) = host::criu_version_in(&root) {
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Wait(a) => wait::run(a).await,
     }
 }

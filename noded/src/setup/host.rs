@@ -128,11 +128,10 @@ pub fn node_criu(root: &Path) -> NodeCriu {
             let stdout = String::from_utf8_lossy(&out.stdout);
             match criu::version::parse(&stdout) {
                 Some(v) if out.status.success() => NodeCriu::Version(v),
-                _ => NodeCriu::Missing(format!(
-                    "criu --version on the node: {} {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
+                _ => NodeCriu::Missing(match String::from_utf8_lossy(&out.stderr).trim() {
+                    "" => format!("criu --version on the node: {}", out.status),
+                    why => why.to_owned(),
+                }),
             }
         }
         Err(e) => NodeCriu::Missing(format!("criu --version on the node: {e}")),
