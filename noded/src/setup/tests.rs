@@ -348,3 +348,36 @@ fn the_undo_daemonset_is_done_when_every_node_is_ready() {
     assert!(super::wait::rolled_out(&ds(2, 1, 3, 3, 3)).is_err());
     assert!(super::wait::rolled_out(&DaemonSet::default()).is_err());
 }
+
+#[test]
+fn a_process_is_found_by_name_with_its_command_line_and_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proc = tmp.path();
+    std::fs::write(proc.join("stat"), "cpu 1 2 3\nbtime 1000\n").unwrap();
+    // the daemon (started 5 s after boot) and a child it forked later; another process
+    for (pid, comm, start) in [(40, "crio", 500), (41, "crio", 900), (7, "kubelet", 100)] {
+        let dir = proc.join(pid.to_string());
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+        let fields = (4..22).map(|f| f.to_string()).collect::<Vec<_>>().join(" ");
+        std::fs::write(
+            dir.join("stat"),
+            format!("{pid} ({comm} x) S {fields} {start} 0 0\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("cmdline"), format!("/usr/bin/{comm}\0--v=2\0")).unwrap();
+    }
+    std::fs::create_dir(proc.join("self")).unwrap();
+    let crio = super::host::process(proc, "crio").unwrap();
+    assert_eq!(crio.cmdline, ["/usr/bin/crio", "--v=2"]);
+    let ticks = rustix::param::clock_ticks_per_second();
+    assert_eq!(
+        crio.started,
+        Some(
+            SystemTime::UNIX_EPOCH
+                + Duration::from_secs(1000)
+                + Duration::from_secs_f64(500.0 / ticks as f64)
+        )
+    );
+    assert!(super::host::process(proc, "containerd").is_none());
+}
