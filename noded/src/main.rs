@@ -21,6 +21,7 @@ mod recent;
 mod reconcile;
 mod registry;
 mod restore;
+mod setup;
 mod size;
 mod slots;
 mod space;
@@ -299,6 +300,10 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `noded setup ...` is its own command line: the daemon's required flags do not apply.
+    if std::env::args().nth(1).as_deref() == Some("setup") {
+        return setup::main(std::env::args().skip(1)).await;
+    }
     let args = Args::parse();
     init_logging(args.log_format);
     // Checked before anything starts, as clap checks the other flags.

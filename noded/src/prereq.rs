@@ -4,8 +4,8 @@
 //!
 //! How each runtime's settings can be told is its profile's knowledge
 //! ([`checkpointing::runtime`]), asked through the [`Runtime`] trait, so that [`check`] runs
-//! against the fake runtime in tests; [`keep_checked`] runs `criu` on noded's PATH (noded runs
-//! on the node) and turns the answers into checks.
+//! against the fake runtime in tests; [`keep_checked`] learns the node's CRIU from the node
+//! setup's report or noded's PATH ([`node_criu`]) and turns the answers into checks.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -19,6 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::error::error_chain;
 use crate::metrics::{Metrics, RuntimeInfo};
+use crate::setup::report::{NodeCriu, SetupReport};
 
 /// How often the prerequisites are checked again.
 pub const INTERVAL: Duration = Duration::from_secs(60);
@@ -246,12 +247,13 @@ pub struct Paths {
     pub criu_runc_config: PathBuf,
 }
 
-/// One round of checks against `runtime`, the node's `paths`, and `criu`: the version of the
-/// `criu` binary on PATH, or why there is none.
-pub async fn check<R: Runtime>(runtime: &R, criu: Result<String, String>, paths: &Paths) -> Report {
+/// One round of checks against `runtime`, the node's `paths`, and `criu`: the node's CRIU as
+/// far as it is known ([`node_criu::known`]).
+pub async fn check<R: Runtime>(runtime: &R, criu: Option<NodeCriu>, paths: &Paths) -> Report {
     let dir = &paths.checkpoint_dir;
+    let criu_finding = node_criu::finding(criu.as_ref());
     let mut report = Report {
-        criu_version: criu.as_ref().ok().cloned(),
+        criu_version: node_criu::version(criu.as_ref()),
         ..Report::default()
     };
     let version = match runtime.version().await {
@@ -260,7 +262,7 @@ pub async fn check<R: Runtime>(runtime: &R, criu: Result<String, String>, paths:
             let why = error_chain(&e);
             report.checks = vec![
                 Check::new(CRI, Verdict::Failed, why),
-                Check::found(CRIU, runtime::criu_on_path(&criu)),
+                Check::found(CRIU, criu_finding),
                 Check::new(RESTORE, Verdict::Failed, "the runtime does not answer"),
                 dir_check(dir).await,
                 tcp::tcp_close(&paths.criu_runc_config).await,
@@ -270,7 +272,7 @@ pub async fn check<R: Runtime>(runtime: &R, criu: Result<String, String>, paths:
     };
     report.runtime_name = Some(version.runtime_name.clone());
     report.runtime_version = Some(version.runtime_version.clone());
-    let settings = runtime::settings(runtime, &version, &criu, PROBE_TIMEOUT).await;
+    let settings = runtime::settings(runtime, &version, &criu_finding, PROBE_TIMEOUT).await;
     let about = format!(
         "{} {}{}",
         version.runtime_name, version.runtime_version, settings.about
@@ -364,7 +366,8 @@ pub async fn keep_checked<R: Runtime>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let criu = criu::version::on_path(PROBE_TIMEOUT).await;
+        let setup = SetupReport::read(&SetupReport::path_in(&paths.checkpoint_dir));
+        let criu = node_criu::known(setup, criu::version::on_path(PROBE_TIMEOUT).await);
         let report = check(&runtime, criu, &paths).await;
         report.record(&metrics);
         if state.update(report.clone()) {
@@ -373,6 +376,7 @@ pub async fn keep_checked<R: Runtime>(
     }
 }
 
+mod node_criu;
 mod tcp;
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,7 @@ pub const RUNC_CONF: &str = "/etc/criu/runc.conf";
 /// Whether `text` sets the boolean option `flag` as CRIU reads its configuration: an option a
 /// line without its leading `--`, a `#` starting a comment (a word glued to one, or a value
 /// after a boolean option, is CRIU's error).
-fn sets(text: &str, flag: &str) -> bool {
+pub fn sets(text: &str, flag: &str) -> bool {
     text.lines().any(|line| {
         let mut words = line.split_whitespace();
         words.next() == Some(flag) && words.next().is_none_or(|w| w.starts_with('#'))

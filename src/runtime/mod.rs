@@ -127,34 +127,26 @@ pub struct Settings {
     pub restore: Finding,
 }
 
-/// The CRIU check from the `criu` binary on the node's PATH (`criu`: its version, or why there
-/// is none): the CRIU containerd's runc runs.
-pub fn criu_on_path(criu: &Result<String, String>) -> Finding {
-    match criu {
-        Ok(v) => Finding::new(Verdict::Ok, format!("criu {v} on PATH")),
-        Err(why) => Finding::new(Verdict::Failed, why.clone()),
-    }
-}
-
 /// Reads the settings of the runtime `version` names, as its profile says they can be told:
-/// CRI-O's from its HTTP API, containerd's from its version and the node's `criu`, an unknown
-/// runtime's not at all. Each request takes at most `timeout`.
+/// CRI-O's from its HTTP API, containerd's from its version and `node_criu` (what is known of
+/// the node's `criu`, which its runc runs), an unknown runtime's not at all. Each request takes
+/// at most `timeout`.
 pub async fn settings<R: Runtime>(
     runtime: &R,
     version: &api::VersionResponse,
-    criu: &Result<String, String>,
+    node_criu: &Finding,
     timeout: Duration,
 ) -> Settings {
     match RuntimeKind::detect(&version.runtime_name) {
         Some(RuntimeKind::CriO) => crio::settings(runtime, timeout).await,
         Some(RuntimeKind::Containerd) => Settings {
             about: String::new(),
-            criu: criu_on_path(criu),
+            criu: node_criu.clone(),
             restore: containerd::restore(&version.runtime_version),
         },
         None => Settings {
             about: String::new(),
-            criu: criu_on_path(criu),
+            criu: node_criu.clone(),
             restore: Finding::new(
                 Verdict::Assumed,
                 format!(

@@ -204,7 +204,12 @@ fn states(report: &Report) -> Vec<(&'static str, Verdict)> {
 async fn a_containerd_node_is_checked_through_the_runtime() {
     let tmp = tempfile::tempdir().unwrap();
     let paths = node(tmp.path());
-    let report = check(&FakeRuntime::default(), Ok("4.1".into()), &paths).await;
+    let report = check(
+        &FakeRuntime::default(),
+        Some(NodeCriu::Version("4.1".into())),
+        &paths,
+    )
+    .await;
     assert_eq!(
         states(&report),
         [
@@ -230,7 +235,7 @@ async fn a_containerd_node_is_checked_through_the_runtime() {
     // containerd's runc runs the node's criu: without one the CRIU check fails.
     let no_criu = check(
         &FakeRuntime::default(),
-        Err("no criu binary on PATH".into()),
+        Some(NodeCriu::Missing("no criu binary on PATH".into())),
         &paths,
     )
     .await;
@@ -241,14 +246,14 @@ async fn a_containerd_node_is_checked_through_the_runtime() {
         pod_level: true,
         ..Default::default()
     };
-    let served = check(&pod_level, Ok("4.1".into()), &paths).await;
+    let served = check(&pod_level, Some(NodeCriu::Version("4.1".into())), &paths).await;
     assert_eq!(served.state(POD_LEVEL), Some(Verdict::Ok));
 
     let not_ready = FakeRuntime {
         not_ready: Some("NetworkPluginNotReady".into()),
         ..Default::default()
     };
-    let down = check(&not_ready, Ok("4.1".into()), &paths).await;
+    let down = check(&not_ready, Some(NodeCriu::Version("4.1".into())), &paths).await;
     assert!(!down.ready());
     assert!(
         down.body()
@@ -268,7 +273,12 @@ async fn a_crio_node_is_judged_by_its_config_not_the_criu_on_path() {
         ),
         ..Default::default()
     };
-    let report = check(&crio, Err("no criu binary on PATH".into()), &paths).await;
+    let report = check(
+        &crio,
+        Some(NodeCriu::Missing("no criu binary on PATH".into())),
+        &paths,
+    )
+    .await;
     assert_eq!(report.state(CRIU), Some(Verdict::Ok));
     assert_eq!(report.state(RESTORE), Some(Verdict::Failed));
     assert_eq!(
