@@ -81,7 +81,10 @@ struct ApplyArgs {
     #[arg(long, default_value = "/proc")]
     proc: PathBuf,
     /// The credential provider binary in this image, copied onto the node.
-    #[arg(long, default_value = "/usr/local/bin/checkpointing-credential-provider")]
+    #[arg(
+        long,
+        default_value = "/usr/local/bin/checkpointing-credential-provider"
+    )]
     provider_source: PathBuf,
 }
 

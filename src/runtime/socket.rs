@@ -53,27 +53,40 @@ pub fn find(
         Some(kind) => vec![kind],
         None => RuntimeKind::ALL.to_vec(),
     };
-    let mut tried = Vec::new();
-    for kind in kinds {
-        for relative in known(kind) {
-            let socket = search.join(relative);
-            if exists(&socket) {
-                let parent = Path::new(relative).parent().unwrap_or(Path::new(""));
-                return Ok(Found {
-                    kind,
-                    socket,
-                    dir_on_node: on_node.join(parent),
-                });
-            }
-            tried.push(on_node.join(relative).display().to_string());
+    for kind in &kinds {
+        if let Some(found) = find_kind(*kind, search, on_node, &exists) {
+            return Ok(found);
         }
     }
+    let tried: Vec<String> = kinds
+        .iter()
+        .flat_map(|kind| known(*kind))
+        .map(|relative| on_node.join(relative).display().to_string())
+        .collect();
     let runtime = runtime_version.unwrap_or("an unknown runtime");
     Err(format!(
         "no CRI socket of {runtime} on this node (looked for {}); name it with the chart's \
          noded.cri.endpoint (noded's --cri-endpoint), or its run directory with noded.cri.runDir",
         tried.join(", ")
     ))
+}
+
+/// `kind`'s socket under `search`, if one of its known places has it.
+pub fn find_kind(
+    kind: RuntimeKind,
+    search: &Path,
+    on_node: &Path,
+    exists: impl Fn(&Path) -> bool,
+) -> Option<Found> {
+    known(kind).iter().find_map(|relative| {
+        let socket = search.join(relative);
+        let parent = Path::new(relative).parent().unwrap_or(Path::new(""));
+        exists(&socket).then(|| Found {
+            kind,
+            socket,
+            dir_on_node: on_node.join(parent),
+        })
+    })
 }
 
 #[cfg(test)]

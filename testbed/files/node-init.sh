@@ -30,9 +30,10 @@ pivot_root . .oldroot
 cd /
 umount -l /.oldroot                        # the host's tree (and other nodes) is now unreachable
 rmdir /.oldroot
-# Shared, as systemd makes every mount of a real node: the kubelet's mounts there (memory-backed
-# emptyDirs) propagate into containers that ask for it, as noded does.
-mount --make-rshared /var/lib/kubelet
+# Shared, as systemd makes every mount of a real node: the kubelet's mounts (memory-backed
+# emptyDirs) propagate into containers that ask for it, as noded does, and a runtime binds a
+# parent of its storage (the node setup's /) only from a shared or slave mount.
+mount --make-rshared /
 echo "$node" > /proc/sys/kernel/hostname
 ip link set lo up
 touch /run/testbed-node.ready

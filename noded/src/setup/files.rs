@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use checkpointing::runtime::RuntimeKind;
+use checkpointing::runtime::{RuntimeKind, socket};
 
 /// CRI-O's checkpoint/restore switches (deploy/crio/).
 const CRIO_DROP_IN: &str = include_str!("../../../deploy/crio/10-checkpoint-restore.conf");
@@ -38,16 +38,16 @@ pub struct Layout {
     /// Port of noded's node-local registry (the chart's `registry.port`).
     #[arg(long, default_value_t = 5050)]
     pub registry_port: u16,
-    #[arg(long, default_value = "/run/containerd/containerd.sock")]
-    pub containerd_socket: PathBuf,
+    /// The node's run directory, where `auto` looks for the runtime's socket (the chart's
+    /// `noded.cri.runDir`: the places noded looks too).
+    #[arg(long, default_value = "/run")]
+    pub run_dir: PathBuf,
     /// containerd's config.toml (k3s/RKE2: their generated one), read, never written.
     #[arg(long, default_value = "/etc/containerd/config.toml")]
     pub containerd_config: PathBuf,
     /// containerd's registry host directory (its `config_path`).
     #[arg(long, default_value = "/etc/containerd/certs.d")]
     pub containerd_certs_dir: PathBuf,
-    #[arg(long, default_value = "/var/run/crio/crio.sock")]
-    pub crio_socket: PathBuf,
     #[arg(long, default_value = "/etc/crio/crio.conf.d")]
     pub crio_drop_in_dir: PathBuf,
     #[arg(long, default_value = "/etc/containers/registries.conf.d")]
@@ -95,24 +95,27 @@ fn file(path: PathBuf, content: impl Into<Vec<u8>>, read_at_start: Option<Reader
     }
 }
 
-/// The runtime `choice` names, else the one whose socket `exists` (a node path test).
+/// The runtime `choice` names, else the one whose socket `exists` (a node path test) in the
+/// run directory, where noded looks too ([`socket`]); both or neither is for the user to say.
 pub fn runtime(layout: &Layout, exists: impl Fn(&Path) -> bool) -> Result<RuntimeKind, String> {
     match layout.runtime {
         RuntimeChoice::Containerd => Ok(RuntimeKind::Containerd),
         RuntimeChoice::Crio => Ok(RuntimeKind::CriO),
-        RuntimeChoice::Auto => match (
-            exists(&layout.containerd_socket),
-            exists(&layout.crio_socket),
-        ) {
-            (true, false) => Ok(RuntimeKind::Containerd),
-            (false, true) => Ok(RuntimeKind::CriO),
-            (found_containerd, _) => Err(format!(
-                "{} of {} and {} found: set nodeSetup.runtime",
-                if found_containerd { "both" } else { "neither" },
-                layout.containerd_socket.display(),
-                layout.crio_socket.display()
-            )),
-        },
+        RuntimeChoice::Auto => {
+            let run = &layout.run_dir;
+            let found: Vec<RuntimeKind> = RuntimeKind::ALL
+                .into_iter()
+                .filter(|kind| socket::find_kind(*kind, run, run, &exists).is_some())
+                .collect();
+            match found[..] {
+                [kind] => Ok(kind),
+                _ => Err(format!(
+                    "{} of CRI-O's and containerd's sockets found under {}: set nodeSetup.runtime",
+                    if found.is_empty() { "neither" } else { "both" },
+                    run.display()
+                )),
+            }
+        }
     }
 }
 

@@ -59,12 +59,12 @@ fn the_setup_command_line_parses_with_the_charts_flags() {
 #[test]
 fn the_runtime_is_the_one_named_or_whose_socket_is_there() {
     let auto = layout(&[]);
-    let containerd = |p: &Path| p == auto.containerd_socket;
+    let containerd = |p: &Path| p == Path::new("/run/k3s/containerd/containerd.sock");
     assert_eq!(
         files::runtime(&auto, containerd),
         Ok(RuntimeKind::Containerd)
     );
-    let crio = |p: &Path| p == auto.crio_socket;
+    let crio = |p: &Path| p == Path::new("/run/crio/crio.sock");
     assert_eq!(files::runtime(&auto, crio), Ok(RuntimeKind::CriO));
     let neither = files::runtime(&auto, |_| false).unwrap_err();
     assert!(

@@ -1,5 +1,5 @@
 //! `kubectl checkpoint doctor`, the real plugin binary, on the testbed: it passes, lists every
-//! node with the testbed's runtime and every noded node with its checks; `--trial` (with the
+//! node with its runtime and every noded node with its checks; `--trial` (with the
 //! image the testbed's counters run) checkpoints on one node, restores on another, passes, and
 //! leaves no pod or checkpoint with its label behind.
 
@@ -13,9 +13,9 @@ use serde_json::Value;
 /// The image the testbed's counter pods run (its registry mirrors Docker Hub's).
 const TESTBED_BUSYBOX: &str = "busybox";
 
-/// The testbed's runtime by its CRI name, as the doctor reports it.
-fn cri_name(tb: &Testbed) -> &'static str {
-    match tb.runtime().as_str() {
+/// `node`'s runtime by its CRI name, as the doctor reports it.
+fn cri_name(tb: &Testbed, node: &str) -> &'static str {
+    match tb.runtime(node).as_str() {
         "crio" => "cri-o",
         _ => "containerd",
     }
@@ -47,7 +47,7 @@ async fn the_doctor_lists_every_node_with_its_runtime_and_finds_the_install_read
             .iter()
             .find(|n| n["name"] == name)
             .unwrap_or_else(|| panic!("node {name} is not listed: {report:#}"));
-        assert_eq!(entry["runtime"], cri_name(&tb), "{entry:#}");
+        assert_eq!(entry["runtime"], cri_name(&tb, name), "{entry:#}");
         if entry["daemon"]["state"] == "running" {
             with_noded += 1;
             let checks: Vec<&str> = entry["checks"]
@@ -75,7 +75,7 @@ async fn the_doctor_lists_every_node_with_its_runtime_and_finds_the_install_read
         assert!(
             text.lines().any(|l| {
                 let cells: Vec<&str> = l.split_whitespace().collect();
-                cells.first() == Some(&name) && cells.contains(&cri_name(&tb))
+                cells.first() == Some(&name) && cells.contains(&cri_name(&tb, name))
             }),
             "no row for {name}: {text}"
         );

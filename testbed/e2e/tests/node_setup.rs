@@ -96,16 +96,15 @@ fn the_node_setup_writes_reports_and_its_uninstall_hooks_leave_nothing_behind() 
 
     set_enabled(&tb, true);
     tb.rollout_status(NAMESPACE, &format!("daemonset/{SETUP}"));
-    let runtime = match tb.runtime().as_str() {
-        "crio" => "cri-o",
-        other => other,
-    }
-    .to_owned();
     for node in &nodes {
+        let runtime = match tb.runtime(node).as_str() {
+            "crio" => "cri-o",
+            _ => "containerd",
+        };
         let state = tb.node_path(node, "/var/lib/kubelet/checkpoints/node-setup");
         let report: Value =
             serde_json::from_slice(&std::fs::read(state.join("report.json")).unwrap()).unwrap();
-        assert_eq!(report["runtime"], runtime.as_str(), "{node}: {report}");
+        assert_eq!(report["runtime"], runtime, "{node}: {report}");
         assert!(
             report["criu"]["version"].is_string(),
             "{node}: the node's criu answers: {report}"
