@@ -165,6 +165,12 @@ struct Args {
     /// --push-secret.
     #[arg(long, env = "CREDENTIALS_NAMESPACE", default_value = DEFAULT_CREDENTIALS_NAMESPACE)]
     credentials_namespace: String,
+    /// How long a deleted checkpoint waits for its push registry to answer before its pushed
+    /// copy is given up on (told in an Event on the Content), so that a registry gone for good
+    /// does not hold the deletion; a registry that refuses the delete is given up on at once.
+    #[arg(long, default_value_t = outbound::PUSHED_COPY_PATIENCE.as_secs(),
+        value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pushed_copy_patience_seconds: u64,
     /// This node's IP (deploy/ passes the pod's `status.hostIP`: under hostNetwork, the node's
     /// own, the InternalIP peers reach it at). The peer server and the admin port listen on it
     /// alone; unset, they listen on every interface.
@@ -401,6 +407,7 @@ async fn main() -> anyhow::Result<()> {
         target: args.push_registry.clone(),
         secret: push_secret,
         credentials_namespace: args.credentials_namespace.clone(),
+        pushed_copy_patience: Duration::from_secs(args.pushed_copy_patience_seconds),
     };
     let pusher = |targets| {
         push::Pusher::new(insecure.clone(), roots.as_deref(), targets)

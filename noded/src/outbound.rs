@@ -20,6 +20,10 @@ use crate::push::{Credentials, Destination, Target, TargetError};
 const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
 const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
 
+/// How long a deleting Content waits for an unreachable push registry by default, so that a
+/// registry gone for good does not hold the deletion.
+pub const PUSHED_COPY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The cluster's defaults, from noded's flags.
 #[derive(Clone, Debug)]
 pub struct Defaults {
@@ -30,6 +34,9 @@ pub struct Defaults {
     pub secret: Option<SecretName>,
     /// `--credentials-namespace`: the only namespace whose Secrets noded reads.
     pub credentials_namespace: String,
+    /// `--pushed-copy-patience-seconds`: how long a deleting Content waits for an unreachable
+    /// push registry before its pushed copy is given up on.
+    pub pushed_copy_patience: std::time::Duration,
 }
 
 impl Default for Defaults {
@@ -38,6 +45,7 @@ impl Default for Defaults {
             target: None,
             secret: None,
             credentials_namespace: DEFAULT_CREDENTIALS_NAMESPACE.to_owned(),
+            pushed_copy_patience: PUSHED_COPY_PATIENCE,
         }
     }
 }

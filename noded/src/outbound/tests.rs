@@ -37,7 +37,7 @@ fn defaults(target: Option<&str>, secret: Option<&str>) -> Defaults {
     Defaults {
         target: target.map(|t| t.parse().unwrap()),
         secret: secret.map(|s| SecretName::parse(s, DEFAULT_CREDENTIALS_NAMESPACE).unwrap()),
-        credentials_namespace: DEFAULT_CREDENTIALS_NAMESPACE.into(),
+        ..Defaults::default()
     }
 }
 

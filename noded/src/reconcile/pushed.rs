@@ -15,14 +15,14 @@ use crate::error::error_chain;
 use crate::outbound::{self, OutboundError};
 use crate::push::PushError;
 
-/// How long a deleting Content waits for an unreachable push registry before its pushed copy
-/// is given up on, so that a registry gone for good does not hold the deletion.
-pub const PUSH_DELETE_PATIENCE: Duration = Duration::from_secs(600);
-
 /// Whether a failed delete of the pushed copy is final: the registry refused it, or it has
-/// been unreachable for [`PUSH_DELETE_PATIENCE`] of the Content's deletion.
-pub fn give_up_on_pushed_copy(error: &PushError, deleting_for: Duration) -> bool {
-    error.is_refusal() || deleting_for >= PUSH_DELETE_PATIENCE
+/// been unreachable for `patience` of the Content's deletion.
+pub fn give_up_on_pushed_copy(
+    error: &PushError,
+    deleting_for: Duration,
+    patience: Duration,
+) -> bool {
+    error.is_refusal() || deleting_for >= patience
 }
 
 /// Where the checkpoint of `content` is pushed, with its credentials read from the Secret; a
@@ -101,7 +101,7 @@ async fn unpublish<R: Runtime>(
         .as_ref()
         .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
         .unwrap_or_default();
-    if !give_up_on_pushed_copy(&error, deleting_for) {
+    if !give_up_on_pushed_copy(&error, deleting_for, ctx.outbound.pushed_copy_patience) {
         return Err(Error::Unpublish {
             name: content.name_any(),
             image: image.to_owned(),

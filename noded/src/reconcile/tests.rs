@@ -1,7 +1,8 @@
 //! The plan, the statuses and the shell against a fake API server.
 
-use super::pushed::{PUSH_DELETE_PATIENCE, give_up_on_pushed_copy};
+use super::pushed::give_up_on_pushed_copy;
 use super::*;
+use crate::outbound::PUSHED_COPY_PATIENCE;
 use checkpointing::cri::CriError;
 use checkpointing::cri::api::ContainerState;
 use checkpointing::testing::FakeApi;
@@ -331,17 +332,17 @@ fn a_pushed_copy_is_given_up_on_only_when_refused_or_long_unreachable() {
     let second = Duration::from_secs(1);
     for refused in [400, 401, 403, 405] {
         assert!(
-            give_up_on_pushed_copy(&failed(refused), second),
+            give_up_on_pushed_copy(&failed(refused), second, PUSHED_COPY_PATIENCE),
             "{refused}"
         );
     }
     for passing in [408, 429, 500, 503] {
         assert!(
-            !give_up_on_pushed_copy(&failed(passing), second),
+            !give_up_on_pushed_copy(&failed(passing), second, PUSHED_COPY_PATIENCE),
             "{passing}"
         );
         assert!(
-            give_up_on_pushed_copy(&failed(passing), PUSH_DELETE_PATIENCE),
+            give_up_on_pushed_copy(&failed(passing), PUSHED_COPY_PATIENCE, PUSHED_COPY_PATIENCE),
             "{passing} for the whole patience"
         );
     }
