@@ -22,8 +22,9 @@ use tracing::info;
 
 use crate::tls::Certificates;
 
-/// Name of the Secret holding the webhook's shared CA, certificate and key.
-pub const SECRET_NAME: &str = "checkpoint-controller-webhook-tls";
+/// Default name of the Secret holding the webhook's shared CA, certificate and key
+/// (`--webhook-tls-secret`).
+pub const DEFAULT_SECRET_NAME: &str = "checkpoint-controller-webhook-tls";
 const CA: &str = "ca.crt";
 const CERT: &str = "tls.crt";
 const KEY: &str = "tls.key";
@@ -47,14 +48,14 @@ fn from_secret(secret: &Secret, wanted: &str) -> Option<Certificates> {
     Certificates::from_pem(text(CA)?, text(CERT)?, text(KEY)?).ok()
 }
 
-fn to_secret(certificates: &Certificates, wanted: &str, base: ObjectMeta) -> Secret {
+fn to_secret(certificates: &Certificates, wanted: &str, name: &str, base: ObjectMeta) -> Secret {
     let (cert, key) = certificates.to_pem();
     let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
     let mut annotations = base.annotations.clone().unwrap_or_default();
     annotations.insert(SANS_ANNOTATION.to_owned(), wanted.to_owned());
     Secret {
         metadata: ObjectMeta {
-            name: Some(SECRET_NAME.to_owned()),
+            name: Some(name.to_owned()),
             annotations: Some(annotations),
             ..base
         },
@@ -73,6 +74,7 @@ fn to_secret(certificates: &Certificates, wanted: &str, base: ObjectMeta) -> Sec
 pub async fn shared(
     client: kube::Client,
     namespace: &str,
+    name: &str,
     dns_names: &[String],
     ips: &[IpAddr],
 ) -> anyhow::Result<Certificates> {
@@ -80,41 +82,39 @@ pub async fn shared(
     let wanted = sans(dns_names, ips);
     for _ in 0..5 {
         let current = api
-            .get_opt(SECRET_NAME)
+            .get_opt(name)
             .await
-            .with_context(|| format!("reading Secret {namespace}/{SECRET_NAME}"))?;
+            .with_context(|| format!("reading Secret {namespace}/{name}"))?;
         if let Some(certificates) = current.as_ref().and_then(|s| from_secret(s, &wanted)) {
-            info!(secret = SECRET_NAME, %namespace, "using the shared webhook certificates");
+            info!(secret = name, %namespace, "using the shared webhook certificates");
             return Ok(certificates);
         }
         let certificates =
             Certificates::generate(dns_names, ips).context("making the webhook's certificates")?;
         let result = match current {
             None => {
-                let secret = to_secret(&certificates, &wanted, ObjectMeta::default());
+                let secret = to_secret(&certificates, &wanted, name, ObjectMeta::default());
                 api.create(&PostParams::default(), &secret).await
             }
             // Keeps `resourceVersion`: refused if another replica wrote it meanwhile.
             Some(old) => {
-                let secret = to_secret(&certificates, &wanted, old.metadata);
-                api.replace(SECRET_NAME, &PostParams::default(), &secret)
-                    .await
+                let secret = to_secret(&certificates, &wanted, name, old.metadata);
+                api.replace(name, &PostParams::default(), &secret).await
             }
         };
         match result {
             Ok(_) => {
-                info!(secret = SECRET_NAME, %namespace, "stored new shared webhook certificates");
+                info!(secret = name, %namespace, "stored new shared webhook certificates");
                 return Ok(certificates);
             }
             // Another replica got there first: use theirs.
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(error) => {
-                return Err(error)
-                    .with_context(|| format!("storing Secret {namespace}/{SECRET_NAME}"));
+                return Err(error).with_context(|| format!("storing Secret {namespace}/{name}"));
             }
         }
     }
-    anyhow::bail!("Secret {namespace}/{SECRET_NAME} keeps changing under us")
+    anyhow::bail!("Secret {namespace}/{name} keeps changing under us")
 }
 
 #[cfg(test)]
@@ -127,7 +127,8 @@ mod tests {
         let ips: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap()];
         let wanted = sans(&names, &ips);
         let certificates = Certificates::generate(&names, &ips).unwrap();
-        let secret = to_secret(&certificates, &wanted, ObjectMeta::default());
+        let secret = to_secret(&certificates, &wanted, "tls", ObjectMeta::default());
+        assert_eq!(secret.metadata.name.as_deref(), Some("tls"));
         let back = from_secret(&secret, &wanted).unwrap();
         assert_eq!(back.ca_pem, certificates.ca_pem);
         assert_eq!(back.cert_der, certificates.cert_der);

@@ -22,8 +22,9 @@ use super::workload;
 use crate::kube_error::cause;
 use checkpointing::backoff::backoff;
 
-/// Name of the `MutatingWebhookConfiguration` the controller keeps.
-pub const CONFIGURATION_NAME: &str = "checkpointing-restore";
+/// Default name of the `MutatingWebhookConfiguration` the controller keeps
+/// (`--webhook-configuration-name`).
+pub const DEFAULT_CONFIGURATION_NAME: &str = "checkpointing-restore";
 /// Name of its restore webhook (the API server names it in every denial).
 pub const WEBHOOK_NAME: &str = "restore.checkpointing.zacchaeuschok.github.io";
 /// Name of its webhook for the new pods of workloads, one of which may replace a migrating pod.
@@ -55,6 +56,7 @@ pub enum Endpoint {
 /// workload pods without them, failing open, for migrations; and evictions, failing open, for
 /// the pods a CheckpointPolicy protects.
 pub fn configuration(
+    name: &str,
     endpoint: &Endpoint,
     ca_pem: &str,
     checkpoints: &CheckpointImages,
@@ -84,7 +86,7 @@ pub fn configuration(
         // No labels: whoever installed it (Helm, kubectl) owns them; a label of ours would
         // conflict with Helm's `managed-by` at the next `helm upgrade`.
         metadata: ObjectMeta {
-            name: Some(CONFIGURATION_NAME.to_owned()),
+            name: Some(name.to_owned()),
             ..ObjectMeta::default()
         },
         webhooks: Some(vec![
@@ -173,6 +175,7 @@ fn pod_rule(operations: &[&str], resource: &str) -> RuleWithOperations {
 /// earlier run) is put right. Runs until aborted.
 pub async fn register(client: Client, configuration: MutatingWebhookConfiguration) {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let name = configuration.metadata.name.clone().unwrap_or_default();
     let mut failures = 0;
     let mut registered = false;
     loop {
@@ -180,7 +183,7 @@ pub async fn register(client: Client, configuration: MutatingWebhookConfiguratio
             Ok(()) => {
                 if !registered {
                     info!(
-                        name = CONFIGURATION_NAME,
+                        %name,
                         "registered the restore admission webhook"
                     );
                 }
@@ -192,7 +195,7 @@ pub async fn register(client: Client, configuration: MutatingWebhookConfiguratio
                 let retry = backoff(failures);
                 warn!(
                     error = %cause(&error),
-                    name = CONFIGURATION_NAME,
+                    %name,
                     retry_secs = retry.as_secs(),
                     "registering the restore admission webhook failed"
                 );
@@ -209,7 +212,8 @@ async fn apply_configuration(
     configuration: &MutatingWebhookConfiguration,
 ) -> Result<(), kube::Error> {
     let params = PatchParams::apply(CONTROLLER_MANAGER).force();
-    api.patch(CONFIGURATION_NAME, &params, &Patch::Apply(configuration))
+    let name = configuration.metadata.name.as_deref().unwrap_or_default();
+    api.patch(name, &params, &Patch::Apply(configuration))
         .await
         .map(drop)
 }
@@ -231,6 +235,7 @@ mod tests {
     #[test]
     fn registration_fails_closed_for_matched_pods_only() {
         let config = configuration(
+            DEFAULT_CONFIGURATION_NAME,
             &Endpoint::Url("https://10.77.0.1:8443/mutate".into()),
             "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
             &local(),
@@ -279,6 +284,7 @@ mod tests {
         );
 
         let config = configuration(
+            DEFAULT_CONFIGURATION_NAME,
             &Endpoint::Service {
                 namespace: "checkpointing".into(),
                 name: "checkpoint-controller-webhook".into(),
@@ -304,6 +310,7 @@ mod tests {
     #[test]
     fn deploy_ships_the_registration_the_controller_keeps() {
         let mut expected = configuration(
+            DEFAULT_CONFIGURATION_NAME,
             &Endpoint::Service {
                 namespace: "external-checkpointer-system".into(),
                 name: DEFAULT_SERVICE_NAME.into(),
@@ -327,7 +334,12 @@ mod tests {
     #[tokio::test]
     async fn registration_is_applied_by_the_controller() {
         let api = FakeApi::default();
-        let config = configuration(&Endpoint::Url("https://h/mutate".into()), "pem", &local());
+        let config = configuration(
+            DEFAULT_CONFIGURATION_NAME,
+            &Endpoint::Url("https://h/mutate".into()),
+            "pem",
+            &local(),
+        );
         apply_configuration(&Api::all(api.client()), &config)
             .await
             .unwrap();

@@ -73,6 +73,22 @@ pub struct WebhookArgs {
         default_value = registration::DEFAULT_SERVICE_NAME
     )]
     webhook_service_name: String,
+    /// Name of the MutatingWebhookConfiguration the controller keeps (the installer creates it,
+    /// and the controller may patch only that one).
+    #[arg(
+        long,
+        env = "CONTROLLER_WEBHOOK_CONFIGURATION_NAME",
+        default_value = registration::DEFAULT_CONFIGURATION_NAME
+    )]
+    webhook_configuration_name: String,
+    /// Secret in the controller's namespace where replicas share the webhook certificate they
+    /// make (not with --webhook-cert-dir).
+    #[arg(
+        long,
+        env = "CONTROLLER_WEBHOOK_TLS_SECRET",
+        default_value = tls_secret::DEFAULT_SECRET_NAME
+    )]
+    webhook_tls_secret: String,
     /// Port of noded's node-local registry (its --registry-addr): pod images that name this
     /// port are checkpoint images, admitted only through the restore-from annotation.
     #[arg(
@@ -107,6 +123,8 @@ pub struct WebhookArgs {
 /// The webhook's settings from its flags; `None` when it is off.
 pub struct WebhookSettings {
     addr: SocketAddr,
+    configuration_name: String,
+    tls_secret: String,
     serving: Serving,
     endpoint: Endpoint,
     checkpoints: CheckpointImages,
@@ -157,6 +175,8 @@ impl WebhookArgs {
         };
         Ok(Some(WebhookSettings {
             addr,
+            configuration_name: self.webhook_configuration_name,
+            tls_secret: self.webhook_tls_secret,
             serving,
             endpoint,
             checkpoints: CheckpointImages {
@@ -210,12 +230,14 @@ pub async fn start_webhook(
         Serving::Own { dns_names, ips } => {
             let certificates = match shared_in {
                 Some(namespace) => {
-                    tls_secret::shared(client.clone(), namespace, dns_names, ips).await?
+                    let secret = &settings.tls_secret;
+                    tls_secret::shared(client.clone(), namespace, secret, dns_names, ips).await?
                 }
                 None => tls::Certificates::generate(dns_names, ips)
                     .context("making the webhook's certificates")?,
             };
             let configuration = registration::configuration(
+                &settings.configuration_name,
                 &settings.endpoint,
                 &certificates.ca_pem,
                 &settings.checkpoints,

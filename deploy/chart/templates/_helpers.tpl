@@ -52,12 +52,12 @@ agree with them (RBAC subjects, policy usernames, --lease-namespace, ...) cannot
 {{- end }}
 
 {{/*
-Names the binaries hard-code (no flag yet): the chart may not choose them.
-controller/src/webhook/registration.rs CONFIGURATION_NAME; controller/src/tls_secret.rs
-SECRET_NAME.
+The webhook registration (the controller's --webhook-configuration-name) and the Secret of its
+certificate (--webhook-tls-secret), named after the release so that two releases never share
+them: <prefix>-restore and <controller>-webhook-tls (the seed's names with its values).
 */}}
-{{- define "checkpointing.webhookConfiguration" -}}checkpointing-restore{{- end }}
-{{- define "checkpointing.webhookTlsSecret" -}}checkpoint-controller-webhook-tls{{- end }}
+{{- define "checkpointing.webhookConfiguration" -}}{{ include "checkpointing.prefix" . }}-restore{{- end }}
+{{- define "checkpointing.webhookTlsSecret" -}}{{ include "checkpointing.controller.name" . }}-webhook-tls{{- end }}
 
 {{/*
 Labels. "checkpointing.meta" writes an object's `labels:` (indented by .indent, after a
