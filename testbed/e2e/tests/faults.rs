@@ -110,9 +110,9 @@ async fn runtime_gone_fails_clearly_and_recovers_when_it_returns() {
     tb.agents(&["start", &runtime, NODE]);
     let (state, message) = outcome;
     assert_eq!(state, CheckpointState::Failed);
-    // deploy/ mounts the runtime's socket directory at /run/cri in noded's container
+    // deploy/ mounts the node's run directory at /host/run in noded's container
     assert!(
-        message.contains("/run/cri/"),
+        message.contains("/host/run/"),
         "the message names the socket: {message}"
     );
     assert!(files(&tb, &ns.name).0.is_empty());

@@ -254,6 +254,10 @@ const GRANTS: &[(&str, &str)] = &[
         "restore::seed_migration_resumes_the_counter_on_node2",
     ),
     (
+        "checkpoint-noded patch /nodes",
+        "tenancy::a_node_daemon_taken_over_changes_no_node_but_the_runtime_labels_of_its_own",
+    ),
+    (
         "checkpoint-noded get /pods",
         "restore::the_node_local_registry_answers_only_pulls_for_admitted_pods",
     ),
