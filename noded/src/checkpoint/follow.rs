@@ -20,11 +20,11 @@ const POLL: Duration = Duration::from_millis(2);
 /// A file's identity, size and modification time, from one `stat`. Not its change time: noded
 /// makes the file private (a `chmod`) while the last bytes are read, which changes no byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Stamp {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    pub mtime: (i64, i64),
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
 }
 
 impl From<&Metadata> for Stamp {
@@ -40,7 +40,7 @@ impl From<&Metadata> for Stamp {
 
 /// Why the bytes read while the file was written may not be the file's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub(super) enum Behind {
+enum Behind {
     #[error("another file took the archive's name")]
     Replaced,
     #[error("the archive shrank below the {read} bytes already read")]
@@ -51,11 +51,12 @@ pub(super) enum Behind {
 
 /// Whether the file, stamped `now` after `previous` (the same file's last stamp), may no longer
 /// hold the `read` bytes read from it. A writer that only appends grows the file with every
-/// write; one that writes without growing it changes its modification time at the same size. Linux takes a
-/// fine-grained time for a write after a `stat` (multigrain timestamps), so a write between two
-/// stamps shows; older kernels tick coarsely, and a rewrite within the tick of the write before
-/// it goes unseen.
-pub(super) fn judge(previous: &Stamp, now: &Stamp, read: u64) -> Result<(), Behind> {
+/// write; one that writes without growing it changes its modification time at the same size.
+/// Linux takes a fine-grained time for a write after a `stat` (multigrain timestamps), so a
+/// write between two stamps shows; older kernels tick coarsely, and a rewrite within the tick
+/// of the write before it goes unseen. So does a rewrite while the reader lags behind appends:
+/// the runtimes only append, this is a check against the unexpected, not a proof.
+fn judge(previous: &Stamp, now: &Stamp, read: u64) -> Result<(), Behind> {
     if (previous.dev, previous.ino) != (now.dev, now.ino) {
         return Err(Behind::Replaced);
     }
@@ -150,15 +151,13 @@ impl Read for Tail<'_> {
     }
 }
 
-/// Opens `path` once the runtime has made it; `None` when its call ended without it.
-fn open(path: &Path, call: &Call) -> io::Result<Option<File>> {
+/// Opens `path` once the runtime has made it; not found when its call ended without it.
+fn open(path: &Path, call: &Call) -> io::Result<File> {
     loop {
         let done = call.done()?;
         match File::open(path) {
-            Ok(file) => return Ok(Some(file)),
             Err(e) if e.kind() == io::ErrorKind::NotFound && !done => call.pause(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+            opened => return opened,
         }
     }
 }
@@ -166,9 +165,7 @@ fn open(path: &Path, call: &Call) -> io::Result<Option<File>> {
 /// Reads, parses and hashes the archive at `path` as the runtime writes it, then checks that
 /// the file at `path` is still what was read.
 fn follow(path: &Path, call: &Call) -> io::Result<Scanned> {
-    let Some(file) = open(path, call)? else {
-        return Err(io::ErrorKind::NotFound.into());
-    };
+    let file = open(path, call)?;
     let last = Stamp::from(&file.metadata()?);
     let mut tail = Tail {
         file,
