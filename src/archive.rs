@@ -73,7 +73,13 @@ pub struct Scanned {
 /// whole file anyway, and hashing the same bytes on the way saves a second read.
 pub fn scan(archive: &Path) -> Result<Scanned, ArchiveError> {
     let file = File::open(archive).map_err(io_error(archive))?;
-    let mut hashing = HashingReader::new(BufReader::with_capacity(1 << 20, file));
+    scan_from(archive, BufReader::with_capacity(1 << 20, file))
+}
+
+/// [`scan`] of the archive's bytes as `reader` gives them, e.g. while its writer still writes
+/// them; `archive` names it in errors.
+pub fn scan_from(archive: &Path, reader: impl Read) -> Result<Scanned, ArchiveError> {
+    let mut hashing = HashingReader::new(reader);
     let bytes = read_member(&mut hashing, CONFIG_DUMP).map_err(io_error(archive))?;
     let (digest, size) = hashing.finish().map_err(io_error(archive))?;
     Ok(Scanned {

@@ -25,7 +25,9 @@ use crate::space::{DiskSpace, SpaceError, archive_need, volumes_need};
 use crate::store::{ArchiveKey, CheckpointDir};
 use crate::volumes;
 
+mod follow;
 mod hold;
+use follow::Following;
 use hold::{DUMP_TRIES, FREEZE_RETRY_AFTER, retryable};
 
 /// What to checkpoint, from one Content.
@@ -342,7 +344,10 @@ impl<R: Runtime> Checkpointer<R> {
                 true => Some(self.hold(&container_id).await?),
                 false => None,
             };
-            let dump = || self.dump_holding(&container_id, &partial, job.timeout, hold.as_ref());
+            let dump = || {
+                let hold = hold.as_ref();
+                self.dump_following(&job.key, &container_id, &partial, job.timeout, hold)
+            };
             let mut written = dump().await;
             for _ in 1..DUMP_TRIES {
                 if !written.as_ref().is_err_and(retryable) {
@@ -351,20 +356,22 @@ impl<R: Runtime> Checkpointer<R> {
                 // Nothing was kept and the container ran on, unharmed: its cgroup did not
                 // freeze in time, or a hold came too late (busy node). Again, from scratch.
                 tracing::info!(container = %container_id, error = %error_chain(written.as_ref().unwrap_err()), "dump not kept; trying again");
-                self.dir.remove(&job.key).map_err(Failure::Store)?;
                 tokio::time::sleep(FREEZE_RETRY_AFTER).await;
                 written = dump().await;
             }
             written
         };
-        if let Err(e) = written {
-            self.dir.remove(&job.key).map_err(Failure::Store)?;
-            return Err(e);
-        }
+        let following = match written {
+            Ok(following) => following,
+            Err(e) => {
+                self.dir.remove(&job.key).map_err(Failure::Store)?;
+                return Err(e);
+            }
+        };
         if !partial.exists() {
             return Err(Failure::NoArchive(partial));
         }
-        let scanned = self.seal(&job.key, &partial)?;
+        let scanned = self.seal(&job.key, &partial, following)?;
         if !job.volumes.is_empty() {
             // Right after the dump: the files as close as can be to the memory beside them.
             let dest = self.dir.volumes_path(&job.key);
@@ -383,14 +390,24 @@ impl<R: Runtime> Checkpointer<R> {
         self.package(job, container_id, scanned).await
     }
 
-    /// Makes the runtime's file the archive, and reads it. The fsync waits on the disk while
-    /// the one pass that hashes the file and finds its `config.dump` reads the page cache, so
-    /// the two cost one wait, not two; the rename comes only once the file is durable.
-    fn seal(&self, key: &ArchiveKey, partial: &Path) -> Result<Scanned, Failure> {
+    /// Makes the runtime's file the archive, and has it read. The fsync waits on the disk while
+    /// the pass that hashes the file and finds its `config.dump` reads the rest of it from the
+    /// page cache, so the two cost one wait, not two; the rename comes only once the file is
+    /// durable. A file that may not be what was read while it was written is read once more.
+    fn seal(
+        &self,
+        key: &ArchiveKey,
+        partial: &Path,
+        following: Following,
+    ) -> Result<Scanned, Failure> {
         let (synced, scanned) = tokio::task::block_in_place(|| {
             std::thread::scope(|s| {
                 let synced = s.spawn(|| self.dir.sync_partial(key));
-                let scanned = archive::scan(partial);
+                let scanned = following.finish().or_else(|error| {
+                    tracing::info!(error = %error_chain(&error), "archive read again after the runtime wrote it");
+                    self.metrics.archive_reread();
+                    archive::scan(partial)
+                });
                 let synced = synced
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -401,6 +418,23 @@ impl<R: Runtime> Checkpointer<R> {
         let scanned = scanned?;
         self.dir.finalize(key).map_err(Failure::Store)?;
         Ok(scanned)
+    }
+
+    /// One dump, its archive read as the runtime writes it. Whatever an earlier attempt left goes
+    /// first: the reader must start on the runtime's new file.
+    async fn dump_following(
+        &self,
+        key: &ArchiveKey<'_>,
+        id: &str,
+        partial: &Path,
+        timeout: Duration,
+        hold: Option<&String>,
+    ) -> Result<Following, Failure> {
+        self.dir.remove(key).map_err(Failure::Store)?;
+        let following = Following::start(partial);
+        let written = self.dump_holding(id, partial, timeout, hold).await;
+        following.ended(written.is_ok());
+        written.map(|()| following)
     }
 
     /// One CRI CheckpointContainer call, timed in the metrics.

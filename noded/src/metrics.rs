@@ -67,6 +67,7 @@ pub struct Metrics {
     cri_duration: Histogram,
     total_duration: Histogram,
     archive_size: Histogram,
+    archive_rereads: Counter,
     transfer: Family<DirectionLabels, Counter>,
     pushes: Family<ResultLabels, Counter>,
     push_duration: Histogram,
@@ -109,6 +110,13 @@ impl Default for Metrics {
             "Size of completed checkpoint archives",
             Unit::Bytes,
             archive_size.clone(),
+        );
+        let archive_rereads = Counter::default();
+        registry.register(
+            "archive_rereads",
+            "Checkpoint archives read again after the runtime wrote them, because what was read \
+             while it wrote them may not be what it left (or could not be read)",
+            archive_rereads.clone(),
         );
         let transfer = Family::<DirectionLabels, Counter>::default();
         registry.register_with_unit(
@@ -201,6 +209,7 @@ impl Default for Metrics {
             cri_duration,
             total_duration,
             archive_size,
+            archive_rereads,
             transfer,
             pushes,
             push_duration,
@@ -231,6 +240,11 @@ impl Metrics {
 
     pub fn archive_size(&self, bytes: u64) {
         self.archive_size.observe(bytes as f64);
+    }
+
+    /// One archive read again after it was written (see `checkpoint::follow`).
+    pub fn archive_reread(&self) {
+        self.archive_rereads.inc();
     }
 
     /// Blob bytes moved: `direction` is `fetched` or `served`.

@@ -1,7 +1,7 @@
 //! Checkpoints against the fake runtime.
 
 use super::*;
-use crate::testing::{FakeRuntime, checkpointer, disk_space};
+use crate::testing::{FakeRuntime, Writes, checkpointer, disk_space};
 use checkpointing::admin::Telemetry as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -207,6 +207,61 @@ async fn recovery_packages_a_finished_archive_and_discards_a_partial_one() {
         Err(Failure::Interrupted)
     ));
     assert!(leftovers(tmp.path()).is_empty());
+}
+
+/// The archive is read while the runtime writes it, in pieces with pauses between them: its
+/// digest is that of the file it left, and nothing is read again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_archive_is_hashed_while_the_runtime_writes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = FakeRuntime {
+        writes: Writes::Pieces,
+        ..running()
+    };
+    let c = checkpointer(runtime, tmp.path());
+    let a = c.take(&job()).await.unwrap();
+    let written = std::fs::read(&a.path).unwrap();
+    assert_eq!(written, FakeRuntime::archive());
+    assert_eq!(
+        a.digest,
+        format!("sha256:{}", checkpointing::digest::sha256_hex(&written))
+    );
+    assert_eq!(a.size, written.len() as u64);
+    assert!(
+        c.metrics
+            .render()
+            .contains("checkpointing_noded_archive_rereads_total 0")
+    );
+    c.layout.verify("content-uid").unwrap();
+}
+
+/// A runtime that writes again over bytes already read, or cuts the file short of them: the
+/// archive is read once more, and its digest is still that of the file it left.
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_changed_behind_the_reader_have_the_archive_read_again() {
+    for writes in [Writes::Rewritten, Writes::Truncated] {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = FakeRuntime {
+            writes,
+            ..running()
+        };
+        let c = checkpointer(runtime, tmp.path());
+        let a = c.take(&job()).await.unwrap();
+        let written = std::fs::read(&a.path).unwrap();
+        assert_eq!(written, FakeRuntime::archive(), "{writes:?}");
+        assert_eq!(
+            a.digest,
+            format!("sha256:{}", checkpointing::digest::sha256_hex(&written)),
+            "{writes:?}"
+        );
+        assert_eq!(a.size, written.len() as u64, "{writes:?}");
+        let text = c.metrics.render();
+        assert!(
+            text.contains("checkpointing_noded_archive_rereads_total 1"),
+            "{writes:?}: {text}"
+        );
+        c.layout.verify("content-uid").unwrap();
+    }
 }
 
 /// A checkpointer through `runtime` that may push to the plain-HTTP `registry`, and the job

@@ -2,6 +2,8 @@
 //! registry, checkpoint archives, Contents.
 
 pub mod push_registry;
+mod writes;
+pub use writes::Writes;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -182,6 +184,8 @@ pub struct FakeRuntime {
     pub failing_calls: usize,
     /// CheckpointContainer succeeds without writing an archive.
     pub write_nothing: bool,
+    /// How CheckpointContainer writes the archive.
+    pub writes: Writes,
     pub calls: Arc<Mutex<Vec<(String, PathBuf, Duration)>>>,
     /// CheckpointContainer calls running now, and the most that ever ran at once.
     pub in_flight: Arc<AtomicUsize>,
@@ -295,7 +299,7 @@ impl Runtime for FakeRuntime {
             return Err(fail());
         }
         if !self.write_nothing {
-            std::fs::write(location, Self::archive()).unwrap();
+            self.writes.write(location, &Self::archive()).await;
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ async fn a_checkpoint_moves_the_counters() {
         )
     };
     let sizes = |t: &str| sample(t, "checkpointing_noded_archive_size_bytes_count", "");
+    let rereads = |t: &str| sample(t, "checkpointing_noded_archive_rereads_total", "");
     let finished = |t: &str| {
         sample(
             t,
@@ -68,6 +69,11 @@ async fn a_checkpoint_moves_the_counters() {
     assert!(
         sizes(&noded_after) > sizes(&noded_before),
         "noded records archive sizes"
+    );
+    assert_eq!(
+        rereads(&noded_after),
+        rereads(&noded_before),
+        "the runtime wrote the archive front to back: hashed while written, never read again"
     );
     assert!(
         finished(&controller_after) > finished(&controller_before),
