@@ -11,8 +11,9 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
-/// Kept per request uid (a re-created request of the same name reads afresh); `R`: the kind
-/// read. An absent object is a read too.
+/// Kept per request uid: a request's spec cannot change, so its uid names what it reads (a
+/// re-created request of the same name reads afresh). `R`: the kind read; an absent object is
+/// a read too.
 pub struct Reads<R>(Mutex<HashMap<String, Read<R>>>);
 
 struct Read<R> {
