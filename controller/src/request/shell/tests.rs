@@ -396,3 +396,20 @@ async fn a_failed_content_is_applied_again_without_reading_the_pod_again() {
     // The retry, the request store a step behind the status written.
     assert_eq!(attempt().await, [format!("PATCH {CONTENT_PATH}?&{APPLY}")]);
 }
+
+#[tokio::test]
+async fn the_retry_of_a_failed_copy_does_not_read_the_pod_again() {
+    let cluster = holding_the_secret();
+    cluster.api.fail_writes(COPIES_PATH, 403, "Forbidden");
+    let attempt = async || {
+        let result = reconcile(Arc::new(pushed_request()), cluster.ctx.clone()).await;
+        assert!(
+            matches!(result, Err(Error::CopyCredentials { .. })),
+            "{result:?}"
+        );
+        let seen = cluster.api.take();
+        seen.into_iter().map(|s| s.method).collect::<Vec<_>>()
+    };
+    assert_eq!(attempt().await, ["GET", "PATCH", "GET", "POST"]);
+    assert_eq!(attempt().await, ["PATCH", "GET", "POST"], "no pod read");
+}
