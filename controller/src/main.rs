@@ -17,6 +17,7 @@ mod placement;
 mod pod;
 mod policy;
 mod readiness;
+mod reads;
 mod reconciles;
 mod request;
 mod retention;

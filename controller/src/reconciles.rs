@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use checkpointing::backoff::Failures;
 use checkpointing::names::CONTROLLER_MANAGER;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
@@ -18,6 +19,7 @@ use tracing::{Instrument, Span, field, info_span, warn};
 use crate::kinds::Request;
 use crate::kube_error::cause;
 use crate::metrics::Metrics;
+use crate::reads::Reads;
 use crate::shell::log;
 use crate::stores::Stores;
 use crate::written::Written;
@@ -45,6 +47,8 @@ pub struct Context<K: Request, C> {
     pub settings: Settings,
     /// Our writes the stores may not show yet.
     pub written: Written<K, C>,
+    /// The pods read for requests (no watch keeps them), until their decisions look again.
+    pub reads: Reads<Pod>,
     /// Consecutive failures per request, for the backoff.
     pub failures: Failures<ObjectRef<K>>,
 }
@@ -58,6 +62,7 @@ impl<K: Request, C> Context<K, C> {
             metrics,
             settings,
             written: Written::default(),
+            reads: Reads::default(),
             failures: Failures::default(),
         }
     }

@@ -51,17 +51,15 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
     let (request, content) = ctx.written.catch_up(object, stored.as_deref());
     let content = content.into_iter().next();
 
-    let (mut pod, mut lease) = (None, None);
+    let (mut pod, mut lease, mut read_now) = (None, None, false);
     if needs_pod(&request, content.as_ref()) {
-        let pod_name = &request.spec.pod_name;
-        pod = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(pod_name)
-            .await
-            .map_err(|source| Error::ReadPod {
-                namespace: namespace.clone(),
-                name: pod_name.clone(),
-                source,
-            })?;
+        pod = match ctx.reads.recall(&request, Timestamp::now()) {
+            Some(recalled) => recalled,
+            None => {
+                read_now = true;
+                read_pod(ctx, &namespace, &request.spec.pod_name).await?
+            }
+        };
         let node = pod
             .as_ref()
             .and_then(|p| p.spec.as_ref())
@@ -80,6 +78,11 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
         pending_timeout: ctx.settings.pending_timeout,
         now,
     });
+    // Until the look the plan asks for, a reconcile decides from this read (a failed write's
+    // retry too); a Content made takes its place.
+    if let Some(span) = plan.requeue_after.filter(|_| read_now) {
+        ctx.reads.remember(&request, pod, now, span);
+    }
 
     let contents: Api<ContainerCheckpointContent> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut failure = None;
@@ -103,6 +106,7 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
                 on_node(&content.spec.node_name);
                 info!("created ContainerCheckpointContent");
                 ctx.written.created(&request, created);
+                ctx.reads.forget(&request);
             }
         }
     }
@@ -135,6 +139,18 @@ async fn run(object: &ContainerCheckpoint, ctx: &Context) -> Result<Action, Erro
             .requeue_after
             .map_or_else(Action::await_change, Action::requeue)),
     }
+}
+
+/// Reads pod `namespace/name`; `None`: there is none.
+async fn read_pod(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Pod>, Error> {
+    Api::<Pod>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::ReadPod {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            source,
+        })
 }
 
 /// Applies `content`, after copying the registry Secret it names for noded, which reads no

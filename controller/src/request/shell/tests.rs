@@ -338,3 +338,78 @@ async fn a_content_the_api_server_rejects_gets_no_copy() {
     let status = written_status(&seen);
     assert_eq!(status["status"]["state"], "Failed");
 }
+
+/// `request()` for `sidecar`, a container that has not started: the request waits for it.
+fn waiting_request() -> ContainerCheckpoint {
+    let mut request = request();
+    request.spec.container = "sidecar".into();
+    request
+}
+
+/// A waiting request reads its pod once per look: the reconciles that come sooner (its own
+/// status write coming back, the store a step behind it or not) would read the same pod.
+#[tokio::test]
+async fn a_waiting_request_reads_its_pod_once_per_look() {
+    let cluster = Cluster::new();
+    let first = cluster.reconcile(&waiting_request()).await;
+    assert_eq!(
+        calls(&first),
+        [
+            format!("GET {POD_PATH}"),
+            format!("PATCH {REQUEST_PATH}/status?&{APPLY}"),
+        ]
+    );
+    let status = written_status(&first);
+    assert_eq!(status["status"]["state"], "Pending");
+    let mut shown = waiting_request();
+    shown.status = serde_json::from_value(status["status"].clone()).unwrap();
+
+    assert_eq!(calls(&cluster.reconcile(&waiting_request()).await), NONE);
+    assert_eq!(calls(&cluster.reconcile(&shown).await), NONE);
+}
+
+/// A Content the API server failed to create is applied again on the retry, from the pod read
+/// for it: the pod is not read again, nor the unchanged status written again.
+#[tokio::test]
+async fn a_failed_content_is_applied_again_without_reading_the_pod_again() {
+    let cluster = Cluster::new();
+    cluster
+        .api
+        .fail_writes(CONTENT_PATH, 503, "ServiceUnavailable");
+    let attempt = async || {
+        let result = reconcile(Arc::new(request()), cluster.ctx.clone()).await;
+        assert!(
+            matches!(result, Err(Error::CreateContent { .. })),
+            "{result:?}"
+        );
+        settle().await;
+        calls(&cluster.api.take())
+    };
+    assert_eq!(
+        attempt().await,
+        [
+            format!("GET {POD_PATH}"),
+            format!("PATCH {CONTENT_PATH}?&{APPLY}"),
+            format!("PATCH {REQUEST_PATH}/status?&{APPLY}"),
+        ]
+    );
+    // The retry, the request store a step behind the status written.
+    assert_eq!(attempt().await, [format!("PATCH {CONTENT_PATH}?&{APPLY}")]);
+}
+
+#[tokio::test]
+async fn the_retry_of_a_failed_copy_does_not_read_the_pod_again() {
+    let cluster = holding_the_secret();
+    cluster.api.fail_writes(COPIES_PATH, 403, "Forbidden");
+    let attempt = async || {
+        let result = reconcile(Arc::new(pushed_request()), cluster.ctx.clone()).await;
+        assert!(
+            matches!(result, Err(Error::CopyCredentials { .. })),
+            "{result:?}"
+        );
+        let seen = cluster.api.take();
+        seen.into_iter().map(|s| s.method).collect::<Vec<_>>()
+    };
+    assert_eq!(attempt().await, ["GET", "PATCH", "GET", "POST"]);
+    assert_eq!(attempt().await, ["PATCH", "GET", "POST"], "no pod read");
+}
