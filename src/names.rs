@@ -142,7 +142,7 @@ pub const ARCH_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/arch";
 pub const PREREQUISITES_ANNOTATION: &str = "checkpointing.zacchaeuschok.github.io/prerequisites";
 
 /// Name of the restore webhook in the controller's MutatingWebhookConfiguration (whose own name
-/// follows the release).
+/// follows the release); the API server names it in every denial.
 pub const RESTORE_WEBHOOK: &str = "restore.checkpointing.zacchaeuschok.github.io";
 
 /// Label on the pods and ContainerCheckpoint a `kubectl checkpoint doctor --trial` creates,

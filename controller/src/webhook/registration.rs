@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use checkpointing::names::CONTROLLER_MANAGER;
+use checkpointing::names::{CONTROLLER_MANAGER, RESTORE_WEBHOOK};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
@@ -25,8 +25,6 @@ use checkpointing::backoff::backoff;
 /// Default name of the `MutatingWebhookConfiguration` the controller keeps
 /// (`--webhook-configuration-name`).
 pub const DEFAULT_CONFIGURATION_NAME: &str = "checkpointing-restore";
-/// Name of its restore webhook (the API server names it in every denial).
-pub const WEBHOOK_NAME: &str = "restore.checkpointing.zacchaeuschok.github.io";
 /// Name of its webhook for the new pods of workloads, one of which may replace a migrating pod.
 pub const MIGRATION_WEBHOOK_NAME: &str = "migrate.checkpointing.zacchaeuschok.github.io";
 /// Name of its webhook for evictions, which a CheckpointPolicy may make migrate or checkpoint
@@ -102,7 +100,7 @@ pub fn configuration(
                     name: "restore-or-checkpoint-image".to_owned(),
                     expression: ours.clone(),
                 }]),
-                ..webhook(WEBHOOK_NAME, &client_config)
+                ..webhook(RESTORE_WEBHOOK, &client_config)
             },
             MutatingWebhook {
                 // Ignore: every new pod of a ReplicaSet or StatefulSet comes here, and none may
@@ -245,7 +243,7 @@ mod tests {
         assert_eq!(json["kind"], "MutatingWebhookConfiguration");
         assert_eq!(json["metadata"]["name"], "checkpointing-restore");
         let hook = &json["webhooks"][0];
-        assert_eq!(hook["name"], WEBHOOK_NAME);
+        assert_eq!(hook["name"], RESTORE_WEBHOOK);
         assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
         assert_eq!(hook["failurePolicy"], "Fail");
         assert_eq!(hook["sideEffects"], "None");
