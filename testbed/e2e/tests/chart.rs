@@ -228,7 +228,7 @@ fn cert_manager_issues_the_webhook_certificate() {
     let certificate = find(&objects, "Certificate", "rel-controller-webhook").unwrap();
     assert_eq!(certificate["metadata"]["namespace"], "ns");
     let spec = &certificate["spec"];
-    assert_eq!(spec["secretName"], "checkpoint-controller-webhook-tls");
+    assert_eq!(spec["secretName"], "rel-controller-webhook-tls");
     assert_eq!(spec["dnsNames"][0], "rel-controller-webhook.ns.svc");
     assert_eq!(
         spec["issuerRef"],
@@ -240,7 +240,7 @@ fn cert_manager_issues_the_webhook_certificate() {
     let registration = find(
         &objects,
         "MutatingWebhookConfiguration",
-        "checkpointing-restore",
+        "rel-restore",
     )
     .unwrap();
     assert_eq!(
@@ -253,7 +253,7 @@ fn cert_manager_issues_the_webhook_certificate() {
         "{args:?}"
     );
     assert_eq!(
-        volumes[0]["secret"]["secretName"], "checkpoint-controller-webhook-tls",
+        volumes[0]["secret"]["secretName"], "rel-controller-webhook-tls",
         "{volumes:?}"
     );
     let rules = |kind: &str, name: &str| find(&objects, kind, name).unwrap()["rules"].to_string();
@@ -277,7 +277,7 @@ fn cert_manager_issues_the_webhook_certificate() {
     let registration = find(
         &objects,
         "MutatingWebhookConfiguration",
-        "checkpointing-restore",
+        "rel-restore",
     )
     .unwrap();
     assert!(registration["metadata"]["annotations"].is_null());
