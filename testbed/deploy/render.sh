@@ -3,8 +3,7 @@
 # options and no other variables.
 #
 # render_overlay OVERLAY IMAGES_FILE OUT_DIR
-#   OVERLAY      the kustomization to deploy: testbed/deploy/containerd or testbed/deploy/crio
-#                (bench/ deploys deploy/ or deploy/crio unchanged)
+#   OVERLAY      the kustomization to deploy (bench/deploy: deploy/ with noded's disk share off)
 #   IMAGES_FILE  what testbed/images wrote: one `REGISTRY/checkpoint-noded@sha256:...` line and
 #                one `REGISTRY/checkpoint-controller@sha256:...` line
 #   OUT_DIR      created if missing; gets kustomization.yaml (replaced atomically), ready for
