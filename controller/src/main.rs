@@ -94,6 +94,10 @@ struct UninstallArgs {
         value_parser = clap::value_parser!(u64).range(0..=86_400)
     )]
     timeout_seconds: u64,
+    /// noded's DaemonSet, NAMESPACE/NAME: deleted once no checkpoint is left, and waited for,
+    /// so that each node daemon takes its node's labels with it while its rights still stand.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    node_daemon: Option<uninstall::NodeDaemon>,
 }
 
 #[derive(Args)]
@@ -203,7 +207,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(*args).await,
         Command::Uninstall(args) => {
             let client = kube_client(args.kubeconfig.as_deref()).await?;
-            uninstall::run(client, Duration::from_secs(args.timeout_seconds)).await
+            let timeout = Duration::from_secs(args.timeout_seconds);
+            uninstall::run(client, timeout, args.node_daemon.as_ref()).await
         }
     }
 }

@@ -2,7 +2,10 @@
 //! that nothing is left behind when the product goes (the chart's pre-delete hook; by hand before
 //! `kubectl delete -k deploy/`). Deleting the requests and policies lets their Contents go by
 //! owner, and noded's finalizer on each Content removes its archive, runtime image and pushed
-//! copy before the Content goes: so the work is done when no object of ours is left.
+//! copy before the Content goes: so the work is done when no object of ours is left. Then, with
+//! `--node-daemon`, noded's DaemonSet goes and is waited for while everything it needs is still
+//! there: each node daemon takes its node's labels and its empty image layout with it, which it
+//! could not once its RBAC were gone (Helm deletes the rest at once).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -11,6 +14,7 @@ use anyhow::Context as _;
 use checkpointing::crd::{
     CheckpointPolicy, ContainerCheckpoint, ContainerCheckpointContent, PodCheckpoint, PodMigration,
 };
+use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use kube::core::ApiResource;
 
@@ -134,16 +138,98 @@ pub fn leftover(left: &[&Found], timeout: Duration) -> String {
     text
 }
 
-/// Deletes every object of ours and waits until none is left, or fails after `timeout` naming
-/// what is left.
-pub async fn run(client: kube::Client, timeout: Duration) -> anyhow::Result<()> {
+/// noded's DaemonSet, `NAMESPACE/NAME` (`--node-daemon`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDaemon {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for NodeDaemon {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.split_once('/') {
+            Some((namespace, name))
+                if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+            {
+                Ok(Self {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "{value:?}: give NAMESPACE/NAME of noded's DaemonSet"
+            )),
+        }
+    }
+}
+
+/// Deletes every object of ours and waits until none is left, then stops the node daemons
+/// (`node_daemon`), or fails after `timeout` naming what is left.
+pub async fn run(
+    client: kube::Client,
+    timeout: Duration,
+    node_daemon: Option<&NodeDaemon>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
+    remove_checkpoints(&client, deadline, timeout).await?;
+    match node_daemon {
+        Some(daemon) => stop_node_daemons(client, daemon, deadline, timeout).await,
+        None => Ok(()),
+    }
+}
+
+/// Deletes noded's DaemonSet, its pods first (foreground), and waits until it is gone.
+async fn stop_node_daemons(
+    client: kube::Client,
+    daemon: &NodeDaemon,
+    deadline: Instant,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let NodeDaemon { namespace, name } = daemon;
+    let api: Api<DaemonSet> = Api::namespaced(client, namespace);
+    match api.delete(name, &DeleteParams::foreground()).await {
+        Ok(_) => println!("deleting DaemonSet {namespace}/{name} and its node daemons"),
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(error) => {
+            return Err(anyhow::anyhow!(cause(&error)))
+                .with_context(|| format!("deleting DaemonSet {namespace}/{name}"));
+        }
+    }
+    loop {
+        let left = api
+            .get_opt(name)
+            .await
+            .map_err(|e| anyhow::anyhow!(cause(&e)))
+            .with_context(|| format!("reading DaemonSet {namespace}/{name}"))?;
+        if left.is_none() {
+            println!("the node daemons stopped");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "after {} s, DaemonSet {namespace}/{name} still waits for its pods: see `kubectl \
+                 -n {namespace} get pods` and their logs",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// Deletes every checkpoint object and waits until none is left.
+async fn remove_checkpoints(
+    client: &kube::Client,
+    deadline: Instant,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let mut said = String::new();
     loop {
-        let found = list(&client).await?;
+        let found = list(client).await?;
         let plan = plan(&found);
         for object in &plan.delete {
-            delete(&client, object).await?;
+            delete(client, object).await?;
             println!(
                 "deleted {} {}/{}",
                 object.kind.name(),

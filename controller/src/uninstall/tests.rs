@@ -95,7 +95,9 @@ fn empty(api: &FakeApi) {
 async fn with_nothing_of_ours_it_only_lists() {
     let api = FakeApi::default();
     empty(&api);
-    run(api.client(), Duration::from_secs(5)).await.unwrap();
+    run(api.client(), Duration::from_secs(5), None)
+        .await
+        .unwrap();
     let seen = api.take();
     assert_eq!(seen.len(), 5);
     assert!(seen.iter().all(|s| s.method == "GET"), "{seen:?}");
@@ -104,7 +106,9 @@ async fn with_nothing_of_ours_it_only_lists() {
 #[tokio::test]
 async fn kinds_without_their_crd_count_as_empty() {
     let api = FakeApi::default();
-    run(api.client(), Duration::from_secs(5)).await.unwrap();
+    run(api.client(), Duration::from_secs(5), None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -118,7 +122,7 @@ async fn it_deletes_what_is_not_deleting_yet_and_fails_on_time_naming_the_conten
         "containercheckpointcontents",
         json!([item("db-1-node1", true)]),
     );
-    let error = run(api.client(), Duration::ZERO).await.unwrap_err();
+    let error = run(api.client(), Duration::ZERO, None).await.unwrap_err();
     let text = format!("{error:#}");
     assert!(
         text.contains("ContainerCheckpointContent apps/db-1-node1"),
@@ -148,11 +152,72 @@ async fn a_refused_delete_is_an_error_naming_the_object() {
         403,
         "Forbidden",
     );
-    let error = run(api.client(), Duration::from_secs(5)).await.unwrap_err();
+    let error = run(api.client(), Duration::from_secs(5), None)
+        .await
+        .unwrap_err();
     let text = format!("{error:#}");
     assert!(
         text.contains("deleting CheckpointPolicy apps/nightly"),
         "{text}"
     );
     assert!(text.contains("403"), "{text}");
+}
+
+const NODED: &str = "/apis/apps/v1/namespaces/kube-system/daemonsets/noded";
+
+fn node_daemon() -> NodeDaemon {
+    "kube-system/noded".parse().unwrap()
+}
+
+#[test]
+fn the_node_daemon_is_named_namespace_slash_name() {
+    assert_eq!(
+        node_daemon(),
+        NodeDaemon {
+            namespace: "kube-system".into(),
+            name: "noded".into()
+        }
+    );
+    for bad in ["noded", "/noded", "kube-system/", "a/b/c"] {
+        let error = bad.parse::<NodeDaemon>().unwrap_err();
+        assert!(error.contains("NAMESPACE/NAME"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn once_no_checkpoint_is_left_the_node_daemons_go_first_and_are_waited_for() {
+    let api = FakeApi::default();
+    empty(&api);
+    api.put(
+        NODED,
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+               "metadata": {"name": "noded", "namespace": "kube-system"}}),
+    );
+    // Still there when time is up: the error names it and where to look.
+    let error = run(api.client(), Duration::ZERO, Some(&node_daemon()))
+        .await
+        .unwrap_err();
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("DaemonSet kube-system/noded still waits for its pods"),
+        "{text}"
+    );
+    let seen = api.take();
+    let delete = seen.iter().find(|s| s.method == "DELETE").expect("deleted");
+    assert!(delete.uri.starts_with(NODED), "{delete:?}");
+    // Its pods first: the DaemonSet stays until they are gone.
+    assert_eq!(
+        delete.body.as_ref().unwrap()["propagationPolicy"],
+        "Foreground"
+    );
+}
+
+#[tokio::test]
+async fn a_node_daemon_already_gone_is_done() {
+    let api = FakeApi::default();
+    empty(&api);
+    api.fail_writes(NODED, 404, "NotFound");
+    run(api.client(), Duration::from_secs(5), Some(&node_daemon()))
+        .await
+        .unwrap();
 }

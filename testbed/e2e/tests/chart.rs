@@ -237,12 +237,7 @@ fn cert_manager_issues_the_webhook_certificate() {
     let issuer = find(&objects, "Issuer", "rel-controller-webhook-selfsigned").unwrap();
     assert!(issuer["spec"]["selfSigned"].is_object(), "{issuer}");
 
-    let registration = find(
-        &objects,
-        "MutatingWebhookConfiguration",
-        "rel-restore",
-    )
-    .unwrap();
+    let registration = find(&objects, "MutatingWebhookConfiguration", "rel-restore").unwrap();
     assert_eq!(
         registration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
         "ns/rel-controller-webhook"
@@ -274,12 +269,7 @@ fn cert_manager_issues_the_webhook_certificate() {
     // Off (the default): none of it.
     let objects = rendered("");
     assert!(!objects.iter().any(|o| o["kind"] == "Certificate"));
-    let registration = find(
-        &objects,
-        "MutatingWebhookConfiguration",
-        "rel-restore",
-    )
-    .unwrap();
+    let registration = find(&objects, "MutatingWebhookConfiguration", "rel-restore").unwrap();
     assert!(registration["metadata"]["annotations"].is_null());
 }
 
@@ -372,20 +362,41 @@ fn uninstalling_with_helm_first_removes_every_checkpoint_but_deploy_has_no_hook(
         .collect();
     assert_eq!(
         kinds,
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Job"],
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Job"
+        ],
         "{hooks_by_default:?}"
     );
-    let job = &hooks_by_default[3];
+    let job = &hooks_by_default[5];
     let args = &job["spec"]["template"]["spec"]["containers"][0]["args"];
     assert_eq!(args[0], "uninstall", "{job}");
-    // Least privilege: no write to anything but the requests and policies it deletes.
-    for rule in hooks_by_default[1]["rules"].as_array().unwrap() {
-        for verb in rule["verbs"].as_array().unwrap() {
-            assert!(
-                ["get", "list", "watch", "delete"].contains(&verb.as_str().unwrap()),
-                "{rule:?}"
-            );
+    // Then noded's DaemonSet, by name.
+    assert!(
+        args.as_array()
+            .unwrap()
+            .contains(&Value::from("--node-daemon=default/rel-noded")),
+        "{job}"
+    );
+    // Least privilege: no write to anything but the requests and policies it deletes, and
+    // noded's DaemonSet alone.
+    for rules in [&hooks_by_default[1], &hooks_by_default[3]] {
+        for rule in rules["rules"].as_array().unwrap() {
+            for verb in rule["verbs"].as_array().unwrap() {
+                assert!(
+                    ["get", "list", "watch", "delete"].contains(&verb.as_str().unwrap()),
+                    "{rule:?}"
+                );
+            }
         }
     }
+    assert_eq!(
+        hooks_by_default[3]["rules"][0]["resourceNames"],
+        serde_json::json!(["rel-noded"])
+    );
     assert!(hooks(&["deploy/seed-values.yaml"]).is_empty());
 }
