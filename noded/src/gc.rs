@@ -191,13 +191,30 @@ impl<R: Runtime, C: Cluster> Collector<R, C> {
 
     /// A round every `interval`, the first at once: what was left behind while noded was
     /// down goes now.
-    pub async fn run(self, interval: Duration) {
+    pub async fn run(self: Arc<Self>, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
             if let Err(error) = self.round().await {
                 tracing::warn!(error = %error_chain(&error), "pruning copies of deleted checkpoints failed");
             }
+        }
+    }
+}
+
+impl<R: Runtime, C: Cluster> Collector<R, C> {
+    /// The last round, as noded stops: copies of checkpoints deleted since the previous one go
+    /// too (at `helm uninstall`, every checkpoint: the cleanup hook waited until they were all
+    /// deleted, and then stops the node daemons). Bounded: stopping must not hang on it.
+    pub async fn last_round(&self, bound: Duration) {
+        match tokio::time::timeout(bound, self.round()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(error = %error_chain(&error),
+                "the last pruning of copies of deleted checkpoints failed"),
+            Err(_) => tracing::warn!(
+                bound_secs = bound.as_secs(),
+                "the last pruning of copies of deleted checkpoints did not end in time"
+            ),
         }
     }
 }

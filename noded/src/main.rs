@@ -304,6 +304,9 @@ impl Args {
     }
 }
 
+/// How long the last pruning may take as noded stops (within the pod's 30 s grace period).
+const LAST_PRUNE: Duration = Duration::from_secs(15);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `noded setup ...` is its own command line: the daemon's required flags do not apply.
@@ -488,15 +491,16 @@ async fn main() -> anyhow::Result<()> {
         let restore = restore.clone();
         checkpoint::Forget::new(move |tag| restore.forget(tag))
     };
-    let collector = gc::Collector {
+    let collector = Arc::new(gc::Collector {
         images,
         restore,
         cluster,
         registry: args.image_registry.clone(),
         archives: args.checkpoint_dir.clone(),
         metrics: metrics.clone(),
-    };
-    let pruner = tokio::spawn(collector.run(Duration::from_secs(args.prune_interval_seconds)));
+    });
+    let interval = Duration::from_secs(args.prune_interval_seconds);
+    let pruner = tokio::spawn(collector.clone().run(interval));
 
     let runtime_dir = criu_log::RuntimeDir::of_socket(cri.socket(), cri_host_dir);
     let context = Arc::new(
@@ -541,7 +545,9 @@ async fn main() -> anyhow::Result<()> {
     checker.abort();
     labeller.abort();
     node_labels::remove(labels_client, &args.node_name).await;
-    // Nothing of noded stays on a node it leaves without checkpoints (helm uninstall).
+    // Nothing of noded stays on a node it leaves without checkpoints (helm uninstall): the
+    // copies of deleted ones, then the layout if nothing is left in it.
+    collector.last_round(LAST_PRUNE).await;
     match layout.remove_if_empty() {
         Ok(true) => {
             tracing::info!(layout = %layout.root().display(), "removed the empty image layout")
