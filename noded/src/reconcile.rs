@@ -342,28 +342,17 @@ pub async fn reconcile<R: Runtime>(
                 }
                 other => other,
             };
-            let mut unmarked = None;
             let outcome = if let Err(e) = push {
                 // Refused before anything is dumped or written.
                 Err(Failure::Registry(e))
             } else if step == Step::Take {
                 job.push = push.unwrap_or_default();
                 let running = running_status(&content);
-                // Written while the dump runs, not before it: the API server's round trip is
-                // not added to the checkpoint's time. Running only tells a noded restarted
-                // mid-dump to resolve the attempt; the final status below supersedes it.
-                let mark = async {
-                    match content.status.as_ref() == Some(&running) {
-                        true => Ok(()),
-                        false => write_status(&api, &name, &running).await,
-                    }
-                };
-                let (marked, outcome) = tokio::join!(mark, ctx.checkpointer.take(&job));
-                match marked {
-                    Ok(()) => ctx.wrote(&uid, |w| w.state = running.state),
-                    Err(e) => unmarked = Some(e),
+                if content.status.as_ref() != Some(&running) {
+                    write_status(&api, &name, &running).await.map_err(api_err)?;
                 }
-                outcome
+                ctx.wrote(&uid, |w| w.state = running.state);
+                ctx.checkpointer.take(&job).await
             } else {
                 job.push = push.unwrap_or_default();
                 let status = content.status.as_ref();
@@ -382,11 +371,6 @@ pub async fn reconcile<R: Runtime>(
             }
             write_status(&api, &name, &status).await.map_err(api_err)?;
             ctx.wrote(&uid, |w| w.state = status.state);
-            if let Some(e) = unmarked {
-                // Failed as it did when written before the dump, but only once the dump's
-                // outcome is recorded: the retry finds it final instead of dumping again.
-                return Err(api_err(e));
-            }
         }
         Step::Release => {
             release(&content, &job, &ctx).await?;

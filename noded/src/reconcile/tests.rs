@@ -396,27 +396,3 @@ async fn a_refused_dump_says_why_in_one_line_and_keeps_crius_log() {
         )
     );
 }
-
-/// Running is written alongside the dump, not before it; a refused write fails the reconcile,
-/// to be retried, as when it came first, but only once the dump's outcome has been written too.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_refused_running_status_fails_the_reconcile_after_the_dump() {
-    let tmp = tempfile::tempdir().unwrap();
-    let api = FakeApi::default();
-    let new = content(true, false, None);
-    api.put(CONTENT_PATH, &new);
-    api.fail_writes(&format!("{CONTENT_PATH}/status"), 500, "InternalError");
-    let runtime = running_runtime();
-    let calls = runtime.calls.clone();
-    let ctx = shell(&api, runtime, tmp.path(), Duration::from_secs(30));
-    let e = reconcile(Arc::new(new), ctx.clone()).await.unwrap_err();
-    assert!(matches!(e, Error::Api { .. }), "{e}");
-    assert_eq!(
-        calls.lock().unwrap().len(),
-        1,
-        "dumped while Running was written"
-    );
-    let writes: Vec<String> = api.take().into_iter().map(|s| s.method).collect();
-    assert_eq!(writes, ["PATCH", "PATCH"], "Running, then the final status");
-    assert_eq!(ctx.written("uid-1").state, None, "nothing written");
-}
