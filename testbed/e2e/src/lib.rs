@@ -238,6 +238,14 @@ impl Testbed {
             .to_owned()
     }
 
+    /// `node`'s runtime by its CRI name (`cri-o`, `containerd`), as noded publishes it.
+    pub fn cri_name(&self, node: &str) -> &'static str {
+        match self.runtime(node).as_str() {
+            "crio" => "cri-o",
+            _ => "containerd",
+        }
+    }
+
     /// A CRI client for `node`'s runtime, through the socket the testbed exposes on the host.
     pub async fn cri(&self, node: &str) -> CriClient {
         let socket = self.state.join("nodes").join(node).join("cri.sock");

@@ -13,14 +13,6 @@ use serde_json::Value;
 /// The image the testbed's counter pods run (its registry mirrors Docker Hub's).
 const TESTBED_BUSYBOX: &str = "busybox";
 
-/// `node`'s runtime by its CRI name, as the doctor reports it.
-fn cri_name(tb: &Testbed, node: &str) -> &'static str {
-    match tb.runtime(node).as_str() {
-        "crio" => "cri-o",
-        _ => "containerd",
-    }
-}
-
 #[tokio::test]
 async fn the_doctor_lists_every_node_with_its_runtime_and_finds_the_install_ready() {
     let tb = Testbed::get();
@@ -47,7 +39,7 @@ async fn the_doctor_lists_every_node_with_its_runtime_and_finds_the_install_read
             .iter()
             .find(|n| n["name"] == name)
             .unwrap_or_else(|| panic!("node {name} is not listed: {report:#}"));
-        assert_eq!(entry["runtime"], cri_name(&tb, name), "{entry:#}");
+        assert_eq!(entry["runtime"], tb.cri_name(name), "{entry:#}");
         if entry["daemon"]["state"] == "running" {
             with_noded += 1;
             let checks: Vec<&str> = entry["checks"]
@@ -75,7 +67,7 @@ async fn the_doctor_lists_every_node_with_its_runtime_and_finds_the_install_read
         assert!(
             text.lines().any(|l| {
                 let cells: Vec<&str> = l.split_whitespace().collect();
-                cells.first() == Some(&name) && cells.contains(&cri_name(&tb, name))
+                cells.first() == Some(&name) && cells.contains(&tb.cri_name(name))
             }),
             "no row for {name}: {text}"
         );

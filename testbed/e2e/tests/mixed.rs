@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use checkpointing::crd::CheckpointState;
-use checkpointing::names::RESTORE_FROM_ANNOTATION;
+use checkpointing::names::{RESTORE_FROM_ANNOTATION, RUNTIME_ANNOTATION};
 use e2e::{
     TestNamespace, Testbed, assert_counter_resumes, checkpoint, checkpoint_request,
     counter_at_checkpoint, counter_pod, eventually, outcome, run_pod,
@@ -15,17 +15,10 @@ use e2e::{
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams};
 
-const RUNTIME_LABEL: &str = "checkpointing.zacchaeuschok.github.io/runtime";
+/// The Lease annotation's key, which noded also labels its node with.
+const RUNTIME_LABEL: &str = RUNTIME_ANNOTATION;
 const VERSION_LABEL: &str = "checkpointing.zacchaeuschok.github.io/runtime-version";
 const CAN_RESTORE_LABEL: &str = "checkpointing.zacchaeuschok.github.io/can-restore";
-
-/// The runtime's CRI name, as noded publishes it.
-fn cri_name(testbed_runtime: &str) -> &'static str {
-    match testbed_runtime {
-        "crio" => "cri-o",
-        _ => "containerd",
-    }
-}
 
 /// The testbed's nodes, and the first of them that runs each runtime.
 fn nodes_by_runtime(tb: &Testbed) -> (Vec<String>, String, String) {
@@ -47,7 +40,7 @@ async fn every_node_is_labelled_with_the_runtime_its_node_daemon_found() {
     let (nodes, _, _) = nodes_by_runtime(&tb);
     let api: Api<Node> = Api::all(client);
     for node in &nodes {
-        let want = cri_name(&tb.runtime(node));
+        let want = tb.cri_name(node);
         let labels = eventually(
             &format!("{node} labelled {RUNTIME_LABEL}={want}"),
             Duration::from_secs(60),

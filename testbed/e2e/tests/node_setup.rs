@@ -97,10 +97,7 @@ fn the_node_setup_writes_reports_and_its_uninstall_hooks_leave_nothing_behind() 
     set_enabled(&tb, true);
     tb.rollout_status(NAMESPACE, &format!("daemonset/{SETUP}"));
     for node in &nodes {
-        let runtime = match tb.runtime(node).as_str() {
-            "crio" => "cri-o",
-            _ => "containerd",
-        };
+        let runtime = tb.cri_name(node);
         let state = tb.node_path(node, "/var/lib/kubelet/checkpoints/node-setup");
         let report: Value =
             serde_json::from_slice(&std::fs::read(state.join("report.json")).unwrap()).unwrap();

@@ -45,14 +45,6 @@ fn restore_pod(name: &str, node: Option<&str>, by_hostname: bool) -> Pod {
     pod
 }
 
-/// The runtime's CRI name, as noded publishes it.
-fn cri_name(testbed_runtime: &str) -> &'static str {
-    match testbed_runtime {
-        "crio" => "cri-o",
-        _ => "containerd",
-    }
-}
-
 /// The denial of a restore pinned to node3, once the webhook sees the Lease as patched: a
 /// dry-run create (the webhook has no side effects, so the API server calls it for dry runs
 /// too), asked until its message says `says`.
@@ -109,7 +101,7 @@ async fn a_restore_lands_only_where_a_node_daemon_says_it_can_run() {
     // Gone, as in a migration: its restore may land on node1 too.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     pods.delete("app", &DeleteParams::default()).await.unwrap();
-    let runtime = cri_name(&tb.runtime("node1"));
+    let runtime = tb.cri_name("node1");
     let other = if runtime == "cri-o" {
         "containerd"
     } else {
