@@ -25,6 +25,8 @@ pub struct FakeApi {
     objects: Arc<Mutex<HashMap<String, Value>>>,
     /// Writes to these paths fail with this HTTP status.
     failing: Arc<Mutex<HashMap<String, (u16, &'static str)>>>,
+    /// Writes to these paths are answered only as permits are added, one each.
+    held: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
@@ -39,6 +41,17 @@ impl FakeApi {
             .lock()
             .unwrap()
             .insert(path.to_owned(), (code, reason));
+    }
+
+    /// Writes to `path` are seen at once but answered only as the returned semaphore gets
+    /// permits, one per write: what runs meanwhile shows what waits on the API server.
+    pub fn hold_writes(&self, path: &str) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        self.held
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), gate.clone());
+        gate
     }
 
     /// Everything asked so far, and forget it.
@@ -70,6 +83,10 @@ impl FakeApi {
                 .map(str::to_owned),
             body: body.clone(),
         });
+        let held = self.held.lock().unwrap().get(&path).cloned();
+        if let Some(gate) = held.filter(|_| parts.method != "GET") {
+            gate.acquire().await.expect("gate stays open").forget();
+        }
         // A subresource write lands on its object.
         let object_path = path.strip_suffix("/status").unwrap_or(&path);
         let stored = self.objects.lock().unwrap().get(object_path).cloned();

@@ -348,11 +348,32 @@ pub async fn reconcile<R: Runtime>(
             } else if step == Step::Take {
                 job.push = push.unwrap_or_default();
                 let running = running_status(&content);
-                if content.status.as_ref() != Some(&running) {
-                    write_status(&api, &name, &running).await.map_err(api_err)?;
+                let state = running.state;
+                // Its own task: the dump's blocking parts must not stall the write (a new
+                // connection to the API server is driven by the request's own future).
+                let marking = (content.status.as_ref() != Some(&running)).then(|| {
+                    let (api, name) = (api.clone(), name.clone());
+                    tokio::spawn(async move { write_status(&api, &name, &running).await })
+                });
+                if job.hold {
+                    // Running first: a noded restarted mid-dump must find it, and thaw the
+                    // source it may have frozen (Recover), not dump a frozen container again.
+                    marked(marking).await.map_err(api_err)?;
+                    ctx.wrote(&uid, |w| w.state = state);
+                    ctx.checkpointer.take(&job).await
+                } else {
+                    // Written while the dump runs: the round trip is not added to the
+                    // checkpoint. A noded restarted before it landed dumps the running
+                    // container again; the final status below supersedes it.
+                    let outcome = ctx.checkpointer.take(&job).await;
+                    match marked(marking).await {
+                        Ok(()) => ctx.wrote(&uid, |w| w.state = state),
+                        Err(error) => {
+                            tracing::info!(content = %name, %error, "Running status not written")
+                        }
+                    }
+                    outcome
                 }
-                ctx.wrote(&uid, |w| w.state = running.state);
-                ctx.checkpointer.take(&job).await
             } else {
                 job.push = push.unwrap_or_default();
                 let status = content.status.as_ref();
@@ -486,6 +507,21 @@ async fn set_finalizer(
     )
     .await
     .map(drop)
+}
+
+/// The outcome of the Running write `marking` started, if it started one.
+async fn marked(
+    marking: Option<tokio::task::JoinHandle<Result<(), kube::Error>>>,
+) -> Result<(), kube::Error> {
+    match marking {
+        None => Ok(()),
+        Some(task) => match task.await {
+            Ok(written) => written,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only as the runtime shuts down: the final status is written anyway, if it can be.
+            Err(_) => Ok(()),
+        },
+    }
 }
 
 async fn write_status(

@@ -396,3 +396,66 @@ async fn a_refused_dump_says_why_in_one_line_and_keeps_crius_log() {
         )
     );
 }
+
+/// The API server is slow to answer status writes: an ordinary dump starts while its Running
+/// write waits, and the final status still comes after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn running_is_written_while_the_container_is_dumped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = FakeApi::default();
+    let new = content(true, false, None);
+    api.put(CONTENT_PATH, &new);
+    let gate = api.hold_writes(&format!("{CONTENT_PATH}/status"));
+    let runtime = running_runtime();
+    let calls = runtime.calls.clone();
+    let ctx = shell(&api, runtime, tmp.path(), Duration::from_secs(30));
+    let reconciling = tokio::spawn(reconcile(Arc::new(new), ctx.clone()));
+    let dumped = async {
+        while calls.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), dumped)
+        .await
+        .expect("the dump waited for the Running write");
+    gate.add_permits(2);
+    reconciling.await.unwrap().unwrap();
+    let states: Vec<serde_json::Value> = api
+        .take()
+        .into_iter()
+        .filter_map(|s| Some(s.body?["status"]["state"].clone()))
+        .collect();
+    assert_eq!(states, ["Running", "Completed"]);
+    assert_eq!(ctx.written("uid-1").state, Some(CheckpointState::Completed));
+}
+
+/// A held source's dump (a migration's) starts only once Running is written: a noded
+/// restarted mid-dump must find it and thaw the source rather than dump it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_dump_waits_for_its_running_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = FakeApi::default();
+    let mut new = content(true, false, None);
+    new.spec.hold_source = true;
+    api.put(CONTENT_PATH, &new);
+    let gate = api.hold_writes(&format!("{CONTENT_PATH}/status"));
+    let runtime = FakeRuntime {
+        cgroup: Some("/kubepods/pod-uid/live".into()),
+        ..running_runtime()
+    };
+    let calls = runtime.calls.clone();
+    let ctx = shell(&api, runtime, tmp.path(), Duration::from_secs(30));
+    let reconciling = tokio::spawn(reconcile(Arc::new(new), ctx.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        calls.lock().unwrap().is_empty(),
+        "dumped before Running was written"
+    );
+    gate.add_permits(2);
+    reconciling.await.unwrap().unwrap();
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        1,
+        "dumped once Running was written"
+    );
+}
