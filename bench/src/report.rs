@@ -26,6 +26,39 @@ pub struct Row {
     /// The target for this figure, and whether this run met it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<Verdict>,
+    /// For a count of failures: why they failed (JSON only; the table keeps to figures).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<Cause>,
+}
+
+/// One distinct failure message, how many failures gave it, and the container runtime they
+/// came from (as its CRI `Version` names it), so the JSON of runs on each runtime compare.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cause {
+    pub runtime: String,
+    pub message: String,
+    pub count: usize,
+}
+
+impl Cause {
+    /// Each distinct message once with its count, the most frequent first (then by message).
+    pub fn tally(runtime: &str, messages: impl IntoIterator<Item = String>) -> Vec<Self> {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for message in messages {
+            *counts.entry(message).or_default() += 1;
+        }
+        let mut causes: Vec<Self> = counts
+            .into_iter()
+            .map(|(message, count)| Self {
+                runtime: runtime.to_owned(),
+                message,
+                count,
+            })
+            .collect();
+        // Stable: equal counts stay in message order.
+        causes.sort_by_key(|c| std::cmp::Reverse(c.count));
+        causes
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -106,6 +139,7 @@ impl Row {
             ours,
             alternative: None,
             target: None,
+            causes: Vec::new(),
         }
     }
 
@@ -145,6 +179,12 @@ impl Row {
             text: target.text(self.better, self.unit),
             met,
         });
+        self
+    }
+
+    /// The row with why its failures failed.
+    pub fn with_causes(mut self, causes: Vec<Cause>) -> Self {
+        self.causes = causes;
         self
     }
 }
@@ -377,5 +417,35 @@ mod tests {
         let json = serde_json::to_value(&rows[0]).unwrap();
         assert_eq!(json["target"]["met"], false);
         assert_eq!(json["target"]["relative"]["factor"], 1.3);
+        assert!(json.get("causes").is_none(), "{json}");
+    }
+
+    #[test]
+    fn causes_count_each_message_once_and_go_to_the_json() {
+        let messages = [
+            "criu failed: type DUMP",
+            "unable to freeze",
+            "criu failed: type DUMP",
+        ];
+        let causes = Cause::tally("cri-o", messages.map(str::to_owned));
+        let cause = |message: &str, count| Cause {
+            runtime: "cri-o".into(),
+            message: message.into(),
+            count,
+        };
+        assert_eq!(
+            causes,
+            [
+                cause("criu failed: type DUMP", 2),
+                cause("unable to freeze", 1)
+            ]
+        );
+        let row = Row::alone("7 scale", "Failed", "count", s(&[3.0])).with_causes(causes);
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(
+            json["causes"][0],
+            serde_json::json!({"runtime": "cri-o", "message": "criu failed: type DUMP", "count": 2})
+        );
+        assert!(table(&[row]).lines().nth(1).unwrap().ends_with("count  3"));
     }
 }

@@ -22,7 +22,7 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 
 use crate::cluster::{Cluster, Plan, is_final, scrape};
 use crate::raw;
-use crate::report::{Better, Row, Target};
+use crate::report::{Better, Cause, Row, Target};
 use crate::stats::{Summary, histogram_buckets, histogram_quantile, quantile};
 
 /// Creates in flight at once: a client that does not wait for each answer, as `kubectl apply`
@@ -106,8 +106,13 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     watch.abort();
     let after = histogram_buckets(&scrape(&metrics)?, HISTOGRAM);
     let duplicated = doubles(c, &pods).await?;
-    log_failures(c).await?;
+    // Failures' messages come from the nodes' runtime (and its CRIU): named by its own word.
+    let runtime = c.tb.cri(&pods[0].node).await.version().await?.runtime_name;
+    let failures = Cause::tally(&runtime, failure_messages(c).await?);
+    log_causes("failed scale requests", &failures);
     let floor = raw_floor(c, &pods, plan.scale).await?;
+    let floor_failures = Cause::tally(&runtime, floor.failures.iter().map(ToString::to_string));
+    log_causes("failed raw CheckpointContainer calls", &floor_failures);
 
     let finished = finished.lock().unwrap().clone();
     let created = created.into_inner().unwrap();
@@ -144,7 +149,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         )
         .with_target(Target::factor(1.2)),
         count(format!("{n} requests: Completed"), completed),
-        count(format!("{n} requests: Failed"), failed),
+        count(format!("{n} requests: Failed"), failed).with_causes(failures),
         count(format!("{n} requests: lost (never final)"), lost).with_target(Target::AtMost(0.0)),
         count(
             format!("{n} requests: duplicated (more than one Content)"),
@@ -157,8 +162,9 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         ),
         count(
             format!("{n} raw CRI CheckpointContainer calls: failed"),
-            floor.failed,
-        ),
+            floor.failures.len(),
+        )
+        .with_causes(floor_failures),
         Row::alone(
             "7 scale",
             "request created → final, all requests",
@@ -267,10 +273,10 @@ fn count_doubles(
     }
 }
 
-/// The floor's time (first call → last call returned) and how many calls failed.
+/// The floor's time (first call → last call returned) and the calls' failures.
 struct Floor {
     took: Duration,
-    failed: usize,
+    failures: Vec<CriError>,
 }
 
 /// One node's runtime and its share of the raw calls: `(request index, container ID)`.
@@ -314,22 +320,15 @@ async fn raw_floor(c: &Cluster, pods: &[ScalePod], n: usize) -> anyhow::Result<F
             .try_collect::<Vec<_>>()
     }))
     .await?;
-    let returned: Vec<(Instant, Result<(), CriError>)> = returned.into_iter().flatten().collect();
-    let errors: Vec<&CriError> = returned.iter().filter_map(|r| r.1.as_ref().err()).collect();
-    if let Some(first) = errors.first() {
-        eprintln!(
-            "{} raw CheckpointContainer calls failed, the first: {first}",
-            errors.len()
-        );
-    }
+    let (ends, results): (Vec<Instant>, Vec<Result<(), CriError>>) =
+        returned.into_iter().flatten().unzip();
     Ok(Floor {
-        took: returned
-            .iter()
-            .map(|r| r.0)
+        took: ends
+            .into_iter()
             .max()
             .unwrap_or(started)
             .duration_since(started),
-        failed: errors.len(),
+        failures: results.into_iter().filter_map(Result::err).collect(),
     })
 }
 
@@ -372,20 +371,25 @@ async fn running_container(cri: &CriClient, ns: &str, pod: &str) -> anyhow::Resu
         .with_context(|| format!("{pod} has no running {CONTAINER} container"))
 }
 
-/// Why requests failed, each distinct message once with its count, for the log: the counts
-/// rows say how many failed, this says why.
-async fn log_failures(c: &Cluster) -> anyhow::Result<()> {
-    let mut why = std::collections::BTreeMap::<String, usize>::new();
-    for cc in c.checkpoints().list(&ListParams::default()).await? {
-        let status = cc.status.unwrap_or_default();
-        if status.state == Some(CheckpointState::Failed) {
-            *why.entry(status.message.unwrap_or_default()).or_default() += 1;
-        }
+/// The status message of each Failed request: the counts rows say how many failed, these why.
+async fn failure_messages(c: &Cluster) -> anyhow::Result<Vec<String>> {
+    Ok(c.checkpoints()
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter_map(|cc| {
+            let status = cc.status?;
+            (status.state == Some(CheckpointState::Failed))
+                .then(|| status.message.unwrap_or_default())
+        })
+        .collect())
+}
+
+/// Each distinct message once with its count, for the log (the JSON has them on the rows).
+fn log_causes(what: &str, causes: &[Cause]) {
+    for cause in causes {
+        eprintln!("{what}: {:>4} × {}", cause.count, cause.message);
     }
-    for (message, n) in why {
-        eprintln!("failed scale requests: {n:>4} × {message}");
-    }
-    Ok(())
 }
 
 /// Records when each request is first seen final, and in which state.
