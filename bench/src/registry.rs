@@ -54,6 +54,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
         let name = format!("push-{rep}");
         let mut request = e2e::checkpoint_request(&name, pod, pod);
         request.spec.registry = Some(RegistrySpec {
+            compression: None,
             repository: Some(repository.clone()),
             secret_ref: Some(SecretRef {
                 name: SECRET.to_owned(),

@@ -47,6 +47,7 @@ fn pushed_request(name: &str, pod: &str, repository: &str, secret: &str) -> Cont
         secret_ref: Some(SecretRef {
             name: secret.to_owned(),
         }),
+        ..RegistrySpec::default()
     });
     cc
 }
