@@ -249,6 +249,7 @@ impl TokenRegistry {
     ) -> u16 {
         self.manifest_request("GET", repository, reference, user, "pull")
             .await
+            .0
     }
 
     /// Status code and body of `GET /v2/<repository>/manifests/<reference>` with a pull
@@ -259,7 +260,7 @@ impl TokenRegistry {
         reference: &str,
         user: &RegistryUser,
     ) -> (u16, Vec<u8>) {
-        self.manifest_answer("GET", repository, reference, user, "pull")
+        self.manifest_request("GET", repository, reference, user, "pull")
             .await
     }
 
@@ -273,22 +274,10 @@ impl TokenRegistry {
     ) -> u16 {
         self.manifest_request("DELETE", repository, digest, user, "delete")
             .await
-    }
-
-    async fn manifest_request(
-        &self,
-        method: &str,
-        repository: &str,
-        reference: &str,
-        user: &RegistryUser,
-        action: &str,
-    ) -> u16 {
-        self.manifest_answer(method, repository, reference, user, action)
-            .await
             .0
     }
 
-    async fn manifest_answer(
+    async fn manifest_request(
         &self,
         method: &str,
         repository: &str,

@@ -40,6 +40,21 @@ async fn token_registry(tb: &Testbed) -> TokenRegistry {
     TokenRegistry::start(HOST, &tb.state.join("pki"), &[ADMIN, PUSHER]).await
 }
 
+/// A test namespace named after `name`, a token registry, and Secret `secret` there holding
+/// `user`'s credentials for it.
+async fn with_token_registry(
+    tb: &Testbed,
+    name: &str,
+    secret: &str,
+    user: &RegistryUser,
+) -> (TestNamespace, TokenRegistry) {
+    let ns = TestNamespace::create(tb, name).await;
+    let registry = token_registry(tb).await;
+    let config = registry.docker_config(user.name, user.password);
+    push_secret(&tb.client().await, &ns.name, secret, config).await;
+    (ns, registry)
+}
+
 /// A request for the counter of `pod`, pushed to `repository` with the Secret `secret`.
 fn pushed_request(name: &str, pod: &str, repository: &str, secret: &str) -> ContainerCheckpoint {
     compressed_request(name, pod, repository, secret, None)
@@ -126,15 +141,7 @@ async fn archive_media_type(registry: &TokenRegistry, path: &str, digest: &str) 
 async fn a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_by_its_digest() {
     let tb = Testbed::get();
     let client = tb.client().await;
-    let ns = TestNamespace::create(&tb, "token-registry").await;
-    let registry = token_registry(&tb).await;
-    push_secret(
-        &client,
-        &ns.name,
-        "push-creds",
-        registry.docker_config(ADMIN.name, ADMIN.password),
-    )
-    .await;
+    let (ns, registry) = with_token_registry(&tb, "token-registry", "push-creds", &ADMIN).await;
     let base = fresh_base_image(&ns.name);
 
     let mut app = counter_pod("app", "node3", 1);
@@ -236,15 +243,7 @@ async fn a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_by_its
 async fn a_checkpoint_pushed_uncompressed_keeps_the_plain_tar_layer() {
     let tb = Testbed::get();
     let client = tb.client().await;
-    let ns = TestNamespace::create(&tb, "plain-push").await;
-    let registry = token_registry(&tb).await;
-    push_secret(
-        &client,
-        &ns.name,
-        "push-creds",
-        registry.docker_config(ADMIN.name, ADMIN.password),
-    )
-    .await;
+    let (ns, registry) = with_token_registry(&tb, "plain-push", "push-creds", &ADMIN).await;
     run_pod(&client, &ns.name, counter_pod("app", "node3", 1)).await;
     counter_log(&tb, &ns.name, "app", 2, Duration::from_secs(60)).await;
     let repository = format!("{}/checkpoints/{}", registry.host, ns.name);
@@ -366,15 +365,7 @@ async fn registry_failures_fail_the_request_naming_the_registry_and_the_cause() 
 async fn a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event() {
     let tb = Testbed::get();
     let client = tb.client().await;
-    let ns = TestNamespace::create(&tb, "kept-copy").await;
-    let registry = token_registry(&tb).await;
-    push_secret(
-        &client,
-        &ns.name,
-        "robot",
-        registry.docker_config(PUSHER.name, PUSHER.password),
-    )
-    .await;
+    let (ns, registry) = with_token_registry(&tb, "kept-copy", "robot", &PUSHER).await;
     run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
     let repository = format!("{}/robot", registry.host);
     let cc = checkpoint(
