@@ -55,8 +55,16 @@ const CONFIG_DUMP: &str = "config.dump";
 
 /// Reads `config.dump` out of a checkpoint archive without unpacking anything else.
 pub fn read_config(archive: &Path) -> Result<CheckpointConfig, ArchiveError> {
-    let bytes = read_member(File::open(archive).map_err(io_error(archive))?, CONFIG_DUMP)
-        .map_err(io_error(archive))?;
+    read_config_from(archive, File::open(archive).map_err(io_error(archive))?)
+}
+
+/// [`read_config`] of the archive's bytes as `reader` gives them (decompressed, say);
+/// `archive` names it in errors.
+pub fn read_config_from(
+    archive: &Path,
+    reader: impl Read,
+) -> Result<CheckpointConfig, ArchiveError> {
+    let bytes = read_member(reader, CONFIG_DUMP).map_err(io_error(archive))?;
     parse_config(archive, bytes)
 }
 

@@ -1,14 +1,16 @@
 //! Bench section 8 — Registry: a checkpoint image pushed to a registry like the ones users run
 //! (HTTPS with a certificate of the testbed CA, bearer tokens from a token service:
 //! `e2e::TokenRegistry`) by noded through `spec.registry`, and pulled from there by node2's
-//! runtime, against `skopeo copy` of the same image to and from the same registry. MB/s.
+//! runtime, against `skopeo copy` of the same image to and from the same registry (MB/s); and
+//! in the same run, each repetition pushed once more with the archive layer zstd-compressed
+//! (`compression: Zstd`) against uncompressed (`None`): bytes pushed, push time, pull time.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use checkpointing::crd::{RegistrySpec, SecretRef};
+use checkpointing::crd::{Compression, RegistrySpec, SecretRef};
 use e2e::{RegistryUser, TokenRegistry};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -47,122 +49,229 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let creds = format!("{}:{}", USER.name, USER.password);
     let repository = format!("{}/bench/ours", registry.host);
     let layout = c.tb.node_path(FROM, "/var/lib/kubelet/checkpoints/oci");
-    let mut rates = Rates::default();
+    let mut runs = Runs::default();
     let mut bytes = 0;
     for rep in 0..plan.repetitions {
-        // A new checkpoint each time: the registry and node2 hold none of its blobs yet.
-        let name = format!("push-{rep}");
-        let mut request = e2e::checkpoint_request(&name, pod, pod);
-        request.spec.registry = Some(RegistrySpec {
-            repository: Some(repository.clone()),
-            secret_ref: Some(SecretRef {
-                name: SECRET.to_owned(),
-            }),
-        });
-        let before = HistogramTotals::read(FROM_METRICS, PUSH_DURATION)?;
-        // noded trusts the registry's certificate through ConfigMap checkpoint-registry-ca,
-        // which testbed/up fills with the testbed CA, as deploy/ asks a cluster admin to.
-        let (cc, _) = c
-            .checkpoint_of(request)
-            .await
-            .with_context(|| format!("checkpoint pushed to {}", registry.host))?;
-        let after = HistogramTotals::read(FROM_METRICS, PUSH_DURATION)?;
-        ensure!(
-            after.count - before.count == 1.0,
-            "{FROM}'s noded counted {} pushes during {name}, not 1",
-            after.count - before.count
-        );
-        let content = c.content(&cc).await?;
-        bytes = content
-            .status
-            .as_ref()
-            .and_then(|s| s.archive_size)
-            .context("a Completed Content has a size")?;
-        let image = cc
-            .status
-            .as_ref()
-            .and_then(|s| s.image.clone())
-            .context("a Completed request names its image")?;
-        if !image.starts_with(&format!("{repository}@sha256:")) {
-            bail!("{name} names {image}, not a digest in {repository}");
+        for way in WAYS {
+            // A new checkpoint each time: the registry and node2 hold none of its blobs yet.
+            let name = format!("push-{rep}-{}", way.label);
+            let mut request = e2e::checkpoint_request(&name, pod, pod);
+            request.spec.registry = Some(RegistrySpec {
+                compression: Some(way.compression),
+                repository: Some(repository.clone()),
+                secret_ref: Some(SecretRef {
+                    name: SECRET.to_owned(),
+                }),
+            });
+            let bytes_series = pushed_bytes_series(way.label);
+            let before = HistogramTotals::read(FROM_METRICS, PUSH_DURATION)?;
+            let bytes_before = counter(&bytes_series)?;
+            // noded trusts the registry's certificate through ConfigMap checkpoint-registry-ca,
+            // which testbed/up fills with the testbed CA, as deploy/ asks a cluster admin to.
+            let (cc, _) = c
+                .checkpoint_of(request)
+                .await
+                .with_context(|| format!("checkpoint pushed to {}", registry.host))?;
+            let after = HistogramTotals::read(FROM_METRICS, PUSH_DURATION)?;
+            ensure!(
+                after.count - before.count == 1.0,
+                "{FROM}'s noded counted {} pushes during {name}, not 1",
+                after.count - before.count
+            );
+            let sent = counter(&bytes_series)? - bytes_before;
+            ensure!(
+                sent > 0.0,
+                "{FROM}'s noded counted no bytes pushed {}",
+                way.label
+            );
+            let content = c.content(&cc).await?;
+            bytes = content
+                .status
+                .as_ref()
+                .and_then(|s| s.archive_size)
+                .context("a Completed Content has a size")?;
+            let image = cc
+                .status
+                .as_ref()
+                .and_then(|s| s.image.clone())
+                .context("a Completed request names its image")?;
+            if !image.starts_with(&format!("{repository}@sha256:")) {
+                bail!("{name} names {image}, not a digest in {repository}");
+            }
+            let pushed = after.sum - before.sum;
+            ensure!(pushed > 0.0, "{FROM}'s noded recorded a push of {pushed} s");
+            let pulled = pull_on_node(c, TO, &creds, &image)?.as_secs_f64();
+            let measured = runs.of(way.compression);
+            measured.push_s.push(pushed);
+            measured.pushed_mib.push(sent / MIB);
+            measured.pull_s.push(pulled);
+            if way.compression == Compression::Zstd {
+                c.remove_checkpoint(&name).await?;
+                continue;
+            }
+
+            // The alternatives move the uncompressed image, as the first rows always have.
+            let tag = content.metadata.uid.clone().context("Content has a UID")?;
+            // --preserve-digests: the layer stays the uncompressed archive, as noded pushed it.
+            let took = skopeo_copy(
+                &c.tb.repo,
+                &[
+                    "--dest-creds",
+                    &creds,
+                    "--dest-cert-dir",
+                    &certs,
+                    &format!("oci:{}:{tag}", layout.display()),
+                    &format!("docker://{}/bench/skopeo-{rep}:latest", registry.host),
+                ],
+            )?;
+            runs.skopeo_push_s.push(took.as_secs_f64());
+            let target = tempfile::Builder::new()
+                .prefix("bench-pull-")
+                .tempdir_in("/var/tmp")?;
+            let took = skopeo_copy(
+                &c.tb.repo,
+                &[
+                    "--src-creds",
+                    &creds,
+                    "--src-cert-dir",
+                    &certs,
+                    &format!("docker://{image}"),
+                    &format!("oci:{}:x", target.path().display()),
+                ],
+            )?;
+            runs.skopeo_pull_s.push(took.as_secs_f64());
+            // noded deletes its pushed copy with the request.
+            c.remove_checkpoint(&name).await?;
         }
-        let tag = content.metadata.uid.clone().context("Content has a UID")?;
-        let pushed = after.sum - before.sum;
-        ensure!(pushed > 0.0, "{FROM}'s noded recorded a push of {pushed} s");
-        let mb = bytes as f64 / 1e6;
-        rates.push.push(mb / pushed);
-
-        // --preserve-digests: the layer stays the uncompressed archive, as noded pushed it.
-        let took = skopeo_copy(
-            &c.tb.repo,
-            &[
-                "--dest-creds",
-                &creds,
-                "--dest-cert-dir",
-                &certs,
-                &format!("oci:{}:{tag}", layout.display()),
-                &format!("docker://{}/bench/skopeo-{rep}:latest", registry.host),
-            ],
-        )?;
-        rates.skopeo_push.push(mb / took.as_secs_f64());
-
-        rates
-            .pull
-            .push(mb / pull_on_node(c, TO, &creds, &image)?.as_secs_f64());
-
-        let target = tempfile::Builder::new()
-            .prefix("bench-pull-")
-            .tempdir_in("/var/tmp")?;
-        let took = skopeo_copy(
-            &c.tb.repo,
-            &[
-                "--src-creds",
-                &creds,
-                "--src-cert-dir",
-                &certs,
-                &format!("docker://{image}"),
-                &format!("oci:{}:x", target.path().display()),
-            ],
-        )?;
-        rates.skopeo_pull.push(mb / took.as_secs_f64());
-        // noded deletes its pushed copy with the request.
-        c.remove_checkpoint(&name).await?;
     }
     c.remove_pod(pod).await?;
-    let mib = bytes as f64 / (1 << 20) as f64;
-    let summary = |rates: &[f64]| Summary::of(rates).context("no measurement");
+    rows(bytes as f64, &runs)
+}
+
+/// MiB, for pushed bytes.
+const MIB: f64 = (1 << 20) as f64;
+
+/// How one request of each repetition has noded push: `spec.registry.compression`, and the
+/// `compression` label of noded's pushed-bytes counter.
+#[derive(Clone, Copy)]
+struct Way {
+    compression: Compression,
+    label: &'static str,
+}
+
+const WAYS: [Way; 2] = [
+    Way {
+        compression: Compression::None,
+        label: "none",
+    },
+    Way {
+        compression: Compression::Zstd,
+        label: "zstd",
+    },
+];
+
+/// node1's noded's counter of bytes pushed with the archive layer `label` (`none`, `zstd`).
+fn pushed_bytes_series(label: &str) -> String {
+    format!("checkpointing_noded_push_bytes_total{{compression=\"{label}\"}}")
+}
+
+/// The value of `series` on node1's noded.
+fn counter(series: &str) -> anyhow::Result<f64> {
+    let metrics = crate::cluster::scrape(FROM_METRICS)?;
+    crate::stats::sample_value(&metrics, series)
+        .with_context(|| format!("{FROM_METRICS} has no {series}"))
+}
+
+/// What each repetition measured of one way of pushing.
+#[derive(Default)]
+struct Measured {
+    push_s: Vec<f64>,
+    pushed_mib: Vec<f64>,
+    /// node2's runtime pulling the pushed image.
+    pull_s: Vec<f64>,
+}
+
+/// Every repetition's measurements: noded's two ways, and skopeo's copies of the
+/// uncompressed image.
+#[derive(Default)]
+struct Runs {
+    plain: Measured,
+    zstd: Measured,
+    skopeo_push_s: Vec<f64>,
+    skopeo_pull_s: Vec<f64>,
+}
+
+impl Runs {
+    fn of(&mut self, compression: Compression) -> &mut Measured {
+        match compression {
+            Compression::Zstd => &mut self.zstd,
+            Compression::None | Compression::Auto => &mut self.plain,
+        }
+    }
+}
+
+/// Section 8's rows from an archive of `bytes`: our uncompressed push and pull against
+/// skopeo's (MB/s, as before), then zstd against uncompressed in pushed MiB, push time and the
+/// runtime's pull time.
+fn rows(bytes: f64, runs: &Runs) -> anyhow::Result<Vec<Row>> {
+    let mib = bytes / MIB;
+    let mb = bytes / 1e6;
+    let summary = |samples: &[f64]| Summary::of(samples).context("no measurement");
+    let rate = |seconds: &[f64]| summary(&seconds.iter().map(|s| mb / s).collect::<Vec<_>>());
+    let zstd_versus_plain = |figure: String, unit, ours: &[f64], theirs: &[f64]| {
+        anyhow::Ok(Row::versus(
+            SECTION,
+            figure,
+            unit,
+            Better::Lower,
+            summary(ours)?,
+            "the same, compression: None",
+            summary(theirs)?,
+        ))
+    };
     Ok(vec![
         Row::versus(
-            "8 registry",
+            SECTION,
             format!(
-                "{mib:.0} MiB checkpoint (archive = the image's big layer) pushed to a bearer-token TLS registry"
+                "{mib:.0} MiB checkpoint (archive = the image's big layer) pushed to a bearer-token TLS registry, compression: None"
             ),
             "MB/s",
             Better::Higher,
-            summary(&rates.push)?,
+            rate(&runs.plain.push_s)?,
             "skopeo copy oci → token registry (TLS)",
-            summary(&rates.skopeo_push)?,
+            rate(&runs.skopeo_push_s)?,
         ),
         Row::versus(
-            "8 registry",
-            format!("{mib:.0} MiB checkpoint pulled from it by node2's runtime"),
+            SECTION,
+            format!("{mib:.0} MiB checkpoint pulled from it by node2's runtime, compression: None"),
             "MB/s",
             Better::Higher,
-            summary(&rates.pull)?,
+            rate(&runs.plain.pull_s)?,
             "skopeo copy token registry → oci (host)",
-            summary(&rates.skopeo_pull)?,
+            rate(&runs.skopeo_pull_s)?,
         ),
+        zstd_versus_plain(
+            format!("{mib:.0} MiB checkpoint pushed with compression: Zstd: bytes pushed"),
+            "MiB",
+            &runs.zstd.pushed_mib,
+            &runs.plain.pushed_mib,
+        )?,
+        zstd_versus_plain(
+            format!("{mib:.0} MiB checkpoint pushed with compression: Zstd: push time"),
+            "s",
+            &runs.zstd.push_s,
+            &runs.plain.push_s,
+        )?,
+        zstd_versus_plain(
+            format!("{mib:.0} MiB checkpoint pushed with compression: Zstd: node2's runtime pull"),
+            "s",
+            &runs.zstd.pull_s,
+            &runs.plain.pull_s,
+        )?,
     ])
 }
 
-/// MB/s of each repetition, each way.
-#[derive(Default)]
-struct Rates {
-    push: Vec<f64>,
-    skopeo_push: Vec<f64>,
-    pull: Vec<f64>,
-    skopeo_pull: Vec<f64>,
-}
+const SECTION: &str = "8 registry";
 
 /// Creates the dockerconfigjson Secret [`SECRET`] with [`USER`]'s credentials for `registry`.
 async fn push_secret(c: &Cluster, registry: &TokenRegistry) -> anyhow::Result<()> {
@@ -221,4 +330,70 @@ fn skopeo_copy(repo: &Path, args: &[&str]) -> anyhow::Result<Duration> {
         );
     }
     Ok(took)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(push_s: f64, pushed_mib: f64, pull_s: f64) -> Measured {
+        Measured {
+            push_s: vec![push_s],
+            pushed_mib: vec![pushed_mib],
+            pull_s: vec![pull_s],
+        }
+    }
+
+    #[test]
+    fn zstd_is_read_against_the_uncompressed_push_of_the_same_run() {
+        let runs = Runs {
+            plain: measured(2.0, 256.0, 4.0),
+            zstd: measured(1.0, 64.0, 2.0),
+            skopeo_push_s: vec![4.0],
+            skopeo_pull_s: vec![2.0],
+        };
+        let rows = rows(256.0 * MIB, &runs).unwrap();
+        assert_eq!(rows.len(), 5);
+        assert!(rows.iter().all(|r| r.section == SECTION));
+        let mb = 256.0 * MIB / 1e6;
+        assert_eq!(rows[0].unit, "MB/s");
+        assert_eq!(rows[0].ours.median, mb / 2.0, "push rate, uncompressed");
+        assert_eq!(rows[1].ours.median, mb / 4.0, "pull rate, uncompressed");
+        let ratios: Vec<(&str, f64, f64)> = rows[2..]
+            .iter()
+            .map(|r| {
+                let theirs = r.alternative.as_ref().unwrap().figure.median;
+                (r.unit, r.ours.median, theirs)
+            })
+            .collect();
+        assert_eq!(
+            ratios,
+            [("MiB", 64.0, 256.0), ("s", 1.0, 2.0), ("s", 2.0, 4.0)]
+        );
+        assert!(
+            rows[2]
+                .figure
+                .starts_with("256 MiB checkpoint pushed with compression: Zstd")
+        );
+    }
+
+    #[test]
+    fn a_way_without_measurements_is_no_figure() {
+        let runs = Runs {
+            plain: measured(2.0, 256.0, 4.0),
+            skopeo_push_s: vec![4.0],
+            skopeo_pull_s: vec![2.0],
+            ..Runs::default()
+        };
+        assert!(rows(MIB, &runs).is_err());
+    }
+
+    #[test]
+    fn the_pushed_bytes_series_is_noded_s() {
+        let metrics = "checkpointing_noded_push_bytes_total{compression=\"none\"} 300\n\
+                       checkpointing_noded_push_bytes_total{compression=\"zstd\"} 70\n";
+        let value = |label| crate::stats::sample_value(metrics, &pushed_bytes_series(label));
+        assert_eq!(value("none"), Some(300.0));
+        assert_eq!(value("zstd"), Some(70.0));
+    }
 }

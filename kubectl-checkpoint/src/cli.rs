@@ -97,6 +97,7 @@ impl Registry {
             return None;
         }
         Some(RegistrySpec {
+            compression: None,
             repository: self.repository.clone(),
             secret_ref: self.secret.clone().map(|name| SecretRef { name }),
         })

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use checkpointing::archive::{self, ArchiveError, Scanned};
+use checkpointing::crd::Compression;
 use checkpointing::cri::{CriError, Runtime, api};
 use checkpointing::names::kubelet;
 use checkpointing::oci::{CheckpointMeta, ImageLayout, OciError, VolumesLayer, sha256_file};
@@ -18,7 +19,7 @@ use crate::freeze::{self, FreezeError, Freezer};
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::outbound::OutboundError;
-use crate::push::{Credentials, Destination, PushError, Pusher};
+use crate::push::{self, Credentials, Destination, PushError, Pusher};
 use crate::restore;
 use crate::slots::FairSlots;
 use crate::space::{DiskSpace, SpaceError, archive_need, volumes_need};
@@ -51,6 +52,8 @@ pub struct Job<'a> {
 pub struct Push {
     pub to: Destination,
     pub credentials: Option<Credentials>,
+    /// How the archive layer goes (`spec.registry.compression`).
+    pub compression: Compression,
 }
 
 /// A finished checkpoint, as recorded in the Content status.
@@ -69,6 +72,8 @@ pub struct Artifact {
     pub base_image: Option<String>,
     /// The container stays frozen (the job's `hold`).
     pub held: bool,
+    /// What a push sent, for the status message (none without a push).
+    pub pushed: Option<String>,
 }
 
 /// Why a checkpoint did not happen, in words for the request's status message.
@@ -504,28 +509,40 @@ impl<R: Runtime> Checkpointer<R> {
         let Some(push) = &job.push else {
             return Ok(artifact);
         };
+        // Compressing counts as pushing: it is what a compressed push costs.
         let started = Instant::now();
-        let pushed = self
-            .pusher
-            .push(
-                &self.layout,
-                &manifest,
-                &push.to,
-                job.key.uid,
-                push.credentials.as_ref(),
-            )
-            .await;
+        let pushed = async {
+            let prepared = tokio::task::block_in_place(|| {
+                push::prepare(&self.layout, &manifest, job.key.uid, push.compression)
+            })?;
+            let image = self
+                .pusher
+                .push(
+                    &self.layout,
+                    &prepared.manifest,
+                    &push.to,
+                    job.key.uid,
+                    push.credentials.as_ref(),
+                )
+                .await?;
+            Ok((image, prepared))
+        }
+        .await;
         let result = if pushed.is_ok() {
             "succeeded"
         } else {
             "failed"
         };
         self.metrics.pushed(result, started.elapsed().as_secs_f64());
-        artifact.image = pushed.map_err(|source| Failure::Push {
+        let (image, prepared) = pushed.map_err(|source| Failure::Push {
             registry: push.to.host.clone(),
             source: Box::new(source),
         })?;
-        tracing::info!(image = %artifact.image, "checkpoint image pushed");
+        self.metrics
+            .pushed_bytes(prepared.layer.label(), prepared.bytes);
+        tracing::info!(%image, %prepared, "checkpoint image pushed");
+        artifact.image = image;
+        artifact.pushed = Some(prepared.to_string());
         Ok(artifact)
     }
 
@@ -588,6 +605,7 @@ impl<R: Runtime> Checkpointer<R> {
             runtime: format!("{} {}", version.runtime_name, version.runtime_version),
             base_image,
             held: job.hold,
+            pushed: None,
         };
         Ok((artifact, manifest))
     }

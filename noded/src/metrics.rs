@@ -25,6 +25,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CompressionLabels {
+    compression: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     mode: &'static str,
     result: &'static str,
@@ -71,6 +76,7 @@ pub struct Metrics {
     transfer: Family<DirectionLabels, Counter>,
     pushes: Family<ResultLabels, Counter>,
     push_duration: Histogram,
+    push_bytes: Family<CompressionLabels, Counter>,
     fetch_duration: Histogram,
     manifest_reads: Counter,
     registry_requests: Family<RequestLabels, Counter>,
@@ -145,6 +151,14 @@ impl Default for Metrics {
             Unit::Seconds,
             push_duration.clone(),
         );
+        let push_bytes = Family::<CompressionLabels, Counter>::default();
+        registry.register_with_unit(
+            "push",
+            "Bytes of the checkpoint images pushed to external registries (their config and \
+             layers, as pushed), by how the archive layer went (zstd or none)",
+            Unit::Bytes,
+            push_bytes.clone(),
+        );
         let fetch_duration = Histogram::new(duration_buckets());
         registry.register_with_unit(
             "fetch_duration",
@@ -203,6 +217,11 @@ impl Default for Metrics {
         for direction in ["fetched", "served"] {
             transfer.get_or_create(&DirectionLabels { direction }).get();
         }
+        for compression in ["none", "zstd"] {
+            push_bytes
+                .get_or_create(&CompressionLabels { compression })
+                .get();
+        }
         Self {
             registry,
             checkpoints,
@@ -213,6 +232,7 @@ impl Default for Metrics {
             transfer,
             pushes,
             push_duration,
+            push_bytes,
             fetch_duration,
             manifest_reads,
             registry_requests,
@@ -258,6 +278,13 @@ impl Metrics {
     pub fn pushed(&self, result: &'static str, seconds: f64) {
         self.pushes.get_or_create(&ResultLabels { result }).inc();
         self.push_duration.observe(seconds);
+    }
+
+    /// `bytes` of an image pushed with its archive layer `compression` (`zstd` or `none`).
+    pub fn pushed_bytes(&self, compression: &'static str, bytes: u64) {
+        self.push_bytes
+            .get_or_create(&CompressionLabels { compression })
+            .inc_by(bytes);
     }
 
     /// One fetch of a checkpoint image from its node that took `seconds`.

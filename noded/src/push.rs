@@ -11,6 +11,8 @@
 //! ([`PushError::is_refusal`]), and expiring old images is left to their retention policies.
 
 pub mod auth;
+mod compressed;
+pub mod compression;
 mod error;
 mod location;
 mod names;
@@ -32,6 +34,7 @@ use futures::StreamExt;
 use oci_spec::image::{Descriptor, ImageManifest};
 
 pub use auth::Credentials;
+pub use compressed::prepare;
 pub use error::PushError;
 pub use location::{UploadUrl, upload_url};
 pub use names::{Destination, Target, parse_image};

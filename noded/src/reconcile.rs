@@ -138,10 +138,13 @@ pub fn final_status(
         Ok(a) => ContainerCheckpointContentStatus {
             state: Some(CheckpointState::Completed),
             ready: true,
-            message: Some(format!(
-                "checkpoint archive written to {}",
-                a.path.display()
-            )),
+            message: Some(match &a.pushed {
+                None => format!("checkpoint archive written to {}", a.path.display()),
+                Some(pushed) => format!(
+                    "checkpoint archive written to {}; {pushed}",
+                    a.path.display()
+                ),
+            }),
             container_id: Some(a.container_id.clone()).filter(|id| !id.is_empty()),
             checkpoint_path: Some(a.path.display().to_string()),
             archive_size: i64::try_from(a.size).ok(),

@@ -24,6 +24,22 @@ pub struct RegistrySpec {
     /// copy of) it, and fetches the pushed copy back with it for a restore no node can serve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
+    /// How the checkpoint archive layer is compressed in the pushed image. `Auto` (the
+    /// default): zstd when a sample of the archive shrinks to at most 0.8 of its size, else
+    /// none. `Zstd`: always (`application/vnd.oci.image.layer.v1.tar+zstd`). `None`: pushed as
+    /// the plain tar it is on the node. A compressed push also makes the node's own copy the
+    /// compressed image: `status.image` names the same image everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+}
+
+/// See `RegistrySpec::compression`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Compression {
+    #[default]
+    Auto,
+    None,
+    Zstd,
 }
 
 /// A Secret in the referring object's namespace.

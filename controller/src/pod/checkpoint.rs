@@ -364,6 +364,7 @@ mod tests {
     fn every_container_of_the_pod_gets_an_owned_request() {
         let mut pc = request(&[]);
         let registry = checkpointing::crd::RegistrySpec {
+            compression: None,
             repository: Some("reg.example:5443/team/ckpt".into()),
             secret_ref: None,
         };

@@ -282,6 +282,7 @@ fn pushing_to(
         push: Some(Push {
             to: target.destination("default", "counter-checkpoint"),
             credentials: None,
+            compression: checkpointing::crd::Compression::None,
         }),
         ..job()
     };
@@ -321,6 +322,16 @@ async fn with_a_push_registry_the_image_is_referenced_there() {
             .contains("checkpointing_noded_push_duration_seconds_count 1"),
         "the push's duration is recorded, for throughput figures"
     );
+    let parsed =
+        oci_spec::image::ImageManifest::from_file(c.layout.blob_path(manifest.digest())).unwrap();
+    assert!(
+        c.metrics.render().contains(&format!(
+            "checkpointing_noded_push_bytes_total{{compression=\"none\"}} {}",
+            parsed.config().size() + a.size
+        )),
+        "the config and the archive, as they are: {}",
+        c.metrics.render()
+    );
     let state = registry.state.lock().unwrap();
     assert_eq!(state.blobs[&a.digest], FakeRuntime::archive());
     assert!(
@@ -328,6 +339,39 @@ async fn with_a_push_registry_the_image_is_referenced_there() {
             .manifests
             .contains_key("checkpoints/default/counter-checkpoint:content-uid")
     );
+}
+
+/// With `compression: Zstd` the node's image becomes the pushed one, and the status tells
+/// what was sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_push_names_the_layouts_image_and_counts_its_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = crate::testing::push_registry::Registry::start().await;
+    let (c, mut job) = pushing_to(&registry, running(), tmp.path());
+    job.push.as_mut().unwrap().compression = checkpointing::crd::Compression::Zstd;
+    let a = c.take(&job).await.unwrap();
+    let manifest = c.layout.resolve("content-uid").unwrap().unwrap();
+    assert!(
+        a.image.ends_with(&format!("@{}", manifest.digest())),
+        "{}",
+        a.image
+    );
+    c.layout.verify("content-uid").unwrap();
+    let pushed = a.pushed.clone().unwrap();
+    assert!(pushed.ends_with(" zstd"), "{pushed}");
+    let message = crate::reconcile::final_status(&Ok(a), None)
+        .message
+        .unwrap();
+    assert!(message.ends_with(&pushed), "{message}");
+    let text = c.metrics.render();
+    let counted = |compression: &str| -> u64 {
+        let prefix =
+            format!("checkpointing_noded_push_bytes_total{{compression=\"{compression}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap();
+        line[prefix.len()..].parse().unwrap()
+    };
+    assert!(counted("zstd") > 0, "{text}");
+    assert_eq!(counted("none"), 0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

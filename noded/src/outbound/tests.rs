@@ -28,6 +28,7 @@ fn content(registry: Option<RegistrySpec>) -> ContainerCheckpointContent {
 
 fn registry(repository: Option<&str>, secret: Option<&str>) -> Option<RegistrySpec> {
     Some(RegistrySpec {
+        compression: None,
         repository: repository.map(str::to_owned),
         secret_ref: secret.map(|name| SecretRef { name: name.into() }),
     })

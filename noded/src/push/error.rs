@@ -134,6 +134,12 @@ pub enum PushError {
         #[source]
         source: std::io::Error,
     },
+    #[error("compressing the archive layer into {}", path.display())]
+    Compress {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("blob {digest} is {found} bytes in the local layout, its descriptor says {expected}")]
     Size {
         digest: String,

@@ -426,5 +426,7 @@ mod authenticated;
 /// A tenant, or the registry it runs, aiming noded at what only the node can reach.
 mod hostile;
 
+/// A compressed push: the layer sent, the image named, the layout left.
+mod compressed;
 /// Pushed copies fetched back from registries that send blob GETs elsewhere.
 mod redirects;

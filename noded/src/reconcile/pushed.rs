@@ -37,9 +37,16 @@ pub async fn push_of<R>(
     ctx.checkpointer.pusher.admit(&route.to).await?;
     let credentials =
         outbound::credentials(&ctx.client, &ctx.outbound.credentials_namespace, &route).await?;
+    let compression = content
+        .spec
+        .registry
+        .as_ref()
+        .and_then(|r| r.compression)
+        .unwrap_or_default();
     Ok(Some(Push {
         to: route.to,
         credentials,
+        compression,
     }))
 }
 

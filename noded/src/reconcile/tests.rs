@@ -216,6 +216,7 @@ fn a_completed_status_names_the_criu_found() {
         runtime: "containerd v2.1.4".into(),
         base_image: Some("registry.example/app@sha256:cc".into()),
         held: false,
+        pushed: None,
     };
     let status = final_status(&Ok(artifact), Some("4.1".into()));
     assert_eq!(

@@ -66,8 +66,13 @@ impl<R: Runtime> BaseImages<R> {
     }
 
     /// Makes sure the runtime holds the base image of the checkpoint `tag`, whose archive is
-    /// at `archive`.
-    pub async fn ensure_base(&self, tag: &str, archive: PathBuf) -> Result<(), RestoreError> {
+    /// at `archive`, zstd-compressed when `zstd` (a pushed image's).
+    pub async fn ensure_base(
+        &self,
+        tag: &str,
+        archive: PathBuf,
+        zstd: bool,
+    ) -> Result<(), RestoreError> {
         let cached = self
             .bases
             .lock()
@@ -77,7 +82,7 @@ impl<R: Runtime> BaseImages<R> {
         let image = match cached {
             Some(image) => image,
             None => {
-                let image = read_base_image(archive).await?;
+                let image = read_base_image(archive, zstd).await?;
                 self.bases
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -140,11 +145,23 @@ impl<R: Runtime> BaseImages<R> {
     }
 }
 
-async fn read_base_image(archive: PathBuf) -> Result<Option<String>, RestoreError> {
-    let config = tokio::task::spawn_blocking(move || archive::read_config(&archive))
-        .await
-        .map_err(|e| RestoreError::Archive(format!("reading config.dump: {e}")))?
-        .map_err(|e| RestoreError::Archive(error_chain(&e)))?;
+async fn read_base_image(archive: PathBuf, zstd: bool) -> Result<Option<String>, RestoreError> {
+    let config = tokio::task::spawn_blocking(move || {
+        if !zstd {
+            return archive::read_config(&archive);
+        }
+        let file = std::fs::File::open(&archive).and_then(zstd::Decoder::new);
+        match file {
+            Ok(decoded) => archive::read_config_from(&archive, decoded),
+            Err(source) => Err(archive::ArchiveError::Io {
+                path: archive.display().to_string(),
+                source,
+            }),
+        }
+    })
+    .await
+    .map_err(|e| RestoreError::Archive(format!("reading config.dump: {e}")))?
+    .map_err(|e| RestoreError::Archive(error_chain(&e)))?;
     Ok(base_image(&config))
 }
 

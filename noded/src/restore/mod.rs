@@ -15,6 +15,7 @@ use std::sync::Arc;
 use checkpointing::crd::ContainerCheckpointContent;
 use checkpointing::cri::{CriError, Runtime};
 use checkpointing::reference::ImageRef;
+use oci_spec::image::MediaType;
 use tracing::Instrument as _;
 
 use crate::cluster::Cluster;
@@ -137,8 +138,10 @@ impl<R: Runtime, C: Cluster> Restore<R, C> {
             node = %self.images.node());
         async {
             let image = self.images.fetched(repo, content, digest).await?;
-            let archive = self.images.layout.blob_path(image.archive()?.digest());
-            self.base.ensure_base(tag_of(content), archive).await?;
+            let archive = image.archive()?;
+            let zstd = archive.media_type() == &MediaType::ImageLayerZstd;
+            let path = self.images.layout.blob_path(archive.digest());
+            self.base.ensure_base(tag_of(content), path, zstd).await?;
             if let Some(layer) = image.volumes() {
                 let path = self.images.layout.blob_path(layer.digest());
                 self.placement.place(pod.uid, &path, pod.owners).await?;

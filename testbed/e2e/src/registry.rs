@@ -249,6 +249,19 @@ impl TokenRegistry {
     ) -> u16 {
         self.manifest_request("GET", repository, reference, user, "pull")
             .await
+            .0
+    }
+
+    /// Status code and body of `GET /v2/<repository>/manifests/<reference>` with a pull
+    /// token for `user`: the manifest as the registry stores it.
+    pub async fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        user: &RegistryUser,
+    ) -> (u16, Vec<u8>) {
+        self.manifest_request("GET", repository, reference, user, "pull")
+            .await
     }
 
     /// Status code of `DELETE /v2/<repository>/manifests/<digest>` with a token `user` asked
@@ -261,6 +274,7 @@ impl TokenRegistry {
     ) -> u16 {
         self.manifest_request("DELETE", repository, digest, user, "delete")
             .await
+            .0
     }
 
     async fn manifest_request(
@@ -270,11 +284,11 @@ impl TokenRegistry {
         reference: &str,
         user: &RegistryUser,
         action: &str,
-    ) -> u16 {
+    ) -> (u16, Vec<u8>) {
         let scope = format!("repository:{repository}:{action}");
         let token = match self.token(user.name, user.password, &scope).await {
             Ok(token) => token,
-            Err(status) => return status,
+            Err(status) => return (status, Vec::new()),
         };
         let url = format!(
             "https://{}/v2/{repository}/manifests/{reference}",
@@ -283,7 +297,7 @@ impl TokenRegistry {
         let bearer = format!("Authorization: Bearer {token}");
         let accept = format!("Accept: {MANIFEST_TYPES}");
         let args = ["-X", method, "-H", &bearer, "-H", &accept, &url];
-        self.curl(&args).await.0
+        self.curl(&args).await
     }
 
     /// curl with `args`, verifying the server against [`Self::ca`]: the status code (0 when

@@ -291,6 +291,7 @@ async fn naming_a_registry_secret_needs_the_right_to_read_it() {
         Api::namespaced(tb.client_as("mallory", &[], &[]).await, &ns.name);
     let mut request = checkpoint_request("pushed", "app", "counter");
     request.spec.registry = Some(RegistrySpec {
+        compression: None,
         repository: Some("10.77.0.1:5000/team".into()),
         secret_ref: Some(SecretRef {
             name: "team-registry".into(),

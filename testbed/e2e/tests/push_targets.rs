@@ -68,6 +68,7 @@ async fn a_tenants_push_to_the_node_or_the_metadata_service_fails_before_any_dum
     ] {
         let mut request = checkpoint_request(name, "app", "counter");
         request.spec.registry = Some(RegistrySpec {
+            compression: None,
             repository: Some(repository.to_owned()),
             secret_ref: None,
         });

@@ -59,6 +59,7 @@ async fn a_pushed_checkpoint_restores_its_emptydir_when_its_node_cannot_serve_it
         secret_ref: Some(SecretRef {
             name: "push-creds".into(),
         }),
+        ..RegistrySpec::default()
     });
     let cc = checkpoint(&client, ns, request).await;
     let (state, message) = outcome(&cc);

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use checkpointing::crd::{
-    CheckpointState, ContainerCheckpoint, ContainerCheckpointContent, RegistrySpec, SecretRef,
+    CheckpointState, Compression, ContainerCheckpoint, ContainerCheckpointContent, RegistrySpec,
+    SecretRef,
 };
 use checkpointing::names::{DEFAULT_CREDENTIALS_NAMESPACE, NAMESPACE_LABEL, NODE_LABEL};
 use checkpointing::reference::Spelling;
@@ -39,14 +40,41 @@ async fn token_registry(tb: &Testbed) -> TokenRegistry {
     TokenRegistry::start(HOST, &tb.state.join("pki"), &[ADMIN, PUSHER]).await
 }
 
+/// A test namespace named after `name`, a token registry, and Secret `secret` there holding
+/// `user`'s credentials for it.
+async fn with_token_registry(
+    tb: &Testbed,
+    name: &str,
+    secret: &str,
+    user: &RegistryUser,
+) -> (TestNamespace, TokenRegistry) {
+    let ns = TestNamespace::create(tb, name).await;
+    let registry = token_registry(tb).await;
+    let config = registry.docker_config(user.name, user.password);
+    push_secret(&tb.client().await, &ns.name, secret, config).await;
+    (ns, registry)
+}
+
 /// A request for the counter of `pod`, pushed to `repository` with the Secret `secret`.
 fn pushed_request(name: &str, pod: &str, repository: &str, secret: &str) -> ContainerCheckpoint {
+    compressed_request(name, pod, repository, secret, None)
+}
+
+/// [`pushed_request`] with `spec.registry.compression` set to `compression`.
+fn compressed_request(
+    name: &str,
+    pod: &str,
+    repository: &str,
+    secret: &str,
+    compression: Option<Compression>,
+) -> ContainerCheckpoint {
     let mut cc = checkpoint_request(name, pod, "counter");
     cc.spec.registry = Some(RegistrySpec {
         repository: Some(repository.to_owned()),
         secret_ref: Some(SecretRef {
             name: secret.to_owned(),
         }),
+        compression,
     });
     cc
 }
@@ -91,24 +119,29 @@ fn node_has_image(tb: &Testbed, node: &str, image: &str) -> bool {
         .success()
 }
 
-/// The done-when of pushing to a token registry: pushed with a dockerconfigjson Secret,
-/// restored on another node through its node-local registry by the pushed digest (its base
-/// image absent there before), and gone from the registry once the request is deleted. With
-/// the node that took it serving, the image comes from there; `pushed_volumes` restores with
-/// that node's noded down, from the registry.
+/// The media type of the archive layer (the first) of the manifest `digest` in `registry`'s
+/// `path`, read through the registry API.
+async fn archive_media_type(registry: &TokenRegistry, path: &str, digest: &str) -> String {
+    let (status, body) = registry.manifest(path, digest, &ADMIN).await;
+    assert_eq!(status, 200, "the registry serves {path}@{digest}");
+    let manifest: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    manifest["layers"][0]["mediaType"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a first layer with a media type: {manifest}"))
+        .to_owned()
+}
+
+/// The done-when of pushing to a token registry: pushed with a dockerconfigjson Secret and
+/// the archive layer zstd-compressed (`compression: Zstd`), restored on another node through
+/// its node-local registry by the pushed digest (its base image absent there before), and
+/// gone from the registry once the request is deleted. With the node that took it serving,
+/// the image comes from there; `pushed_volumes` restores with that node's noded down, from
+/// the registry.
 #[tokio::test]
 async fn a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_by_its_digest() {
     let tb = Testbed::get();
     let client = tb.client().await;
-    let ns = TestNamespace::create(&tb, "token-registry").await;
-    let registry = token_registry(&tb).await;
-    push_secret(
-        &client,
-        &ns.name,
-        "push-creds",
-        registry.docker_config(ADMIN.name, ADMIN.password),
-    )
-    .await;
+    let (ns, registry) = with_token_registry(&tb, "token-registry", "push-creds", &ADMIN).await;
     let base = fresh_base_image(&ns.name);
 
     let mut app = counter_pod("app", "node3", 1);
@@ -119,20 +152,29 @@ async fn a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_by_its
     let cc = checkpoint(
         &client,
         &ns.name,
-        pushed_request("pushed", "app", &repository, "push-creds"),
+        compressed_request(
+            "pushed",
+            "app",
+            &repository,
+            "push-creds",
+            Some(Compression::Zstd),
+        ),
     )
     .await;
     let (state, message) = outcome(&cc);
     assert_eq!(state, CheckpointState::Completed, "{message}");
+    assert!(
+        message.ends_with(" zstd"),
+        "the status tells what was pushed: {message}"
+    );
     let image = cc.status.as_ref().unwrap().image.clone().unwrap();
     let digest = image
         .strip_prefix(&format!("{repository}@"))
         .unwrap_or_else(|| panic!("the status names the pushed copy by digest: {image}"));
     let path = repository.trim_start_matches(&format!("{}/", registry.host));
     assert_eq!(
-        registry.manifest_status(path, digest, &ADMIN).await,
-        200,
-        "the registry serves {image}"
+        archive_media_type(&registry, path, digest).await,
+        "application/vnd.oci.image.layer.v1.tar+zstd"
     );
     let content = Api::<ContainerCheckpointContent>::namespaced(client.clone(), &ns.name)
         .get("pushed")
@@ -194,6 +236,35 @@ async fn a_checkpoint_pushed_to_a_token_registry_restores_on_another_node_by_its
         || async { (registry.manifest_status(path, digest, &ADMIN).await == 404).then_some(()) },
     )
     .await;
+}
+
+/// `compression: None` pushes the archive as the plain tar it is on the node.
+#[tokio::test]
+async fn a_checkpoint_pushed_uncompressed_keeps_the_plain_tar_layer() {
+    let tb = Testbed::get();
+    let client = tb.client().await;
+    let (ns, registry) = with_token_registry(&tb, "plain-push", "push-creds", &ADMIN).await;
+    run_pod(&client, &ns.name, counter_pod("app", "node3", 1)).await;
+    counter_log(&tb, &ns.name, "app", 2, Duration::from_secs(60)).await;
+    let repository = format!("{}/checkpoints/{}", registry.host, ns.name);
+    let request = compressed_request(
+        "plain",
+        "app",
+        &repository,
+        "push-creds",
+        Some(Compression::None),
+    );
+    let cc = checkpoint(&client, &ns.name, request).await;
+    let (state, message) = outcome(&cc);
+    assert_eq!(state, CheckpointState::Completed, "{message}");
+    assert!(message.ends_with(" uncompressed"), "{message}");
+    let image = cc.status.as_ref().unwrap().image.clone().unwrap();
+    let digest = image.strip_prefix(&format!("{repository}@")).unwrap();
+    let path = repository.trim_start_matches(&format!("{}/", registry.host));
+    assert_eq!(
+        archive_media_type(&registry, path, digest).await,
+        "application/vnd.oci.image.layer.v1.tar"
+    );
 }
 
 /// Each way a push can go wrong ends the request Failed, naming the registry and the cause,
@@ -294,15 +365,7 @@ async fn registry_failures_fail_the_request_naming_the_registry_and_the_cause() 
 async fn a_pushed_copy_the_registry_refuses_to_delete_is_reported_in_an_event() {
     let tb = Testbed::get();
     let client = tb.client().await;
-    let ns = TestNamespace::create(&tb, "kept-copy").await;
-    let registry = token_registry(&tb).await;
-    push_secret(
-        &client,
-        &ns.name,
-        "robot",
-        registry.docker_config(PUSHER.name, PUSHER.password),
-    )
-    .await;
+    let (ns, registry) = with_token_registry(&tb, "kept-copy", "robot", &PUSHER).await;
     run_pod(&client, &ns.name, counter_pod("app", "node1", 1)).await;
     let repository = format!("{}/robot", registry.host);
     let cc = checkpoint(

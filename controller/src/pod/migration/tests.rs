@@ -111,6 +111,7 @@ fn restored(mut pod: Pod, up: bool) -> Pod {
 fn a_bare_pod_is_copied_to_the_target_and_the_source_goes_once_the_copy_runs() {
     let mut m = migration(Some("node2"));
     let registry = checkpointing::crd::RegistrySpec {
+        compression: None,
         repository: Some("reg.example:5443/team/ckpt".into()),
         secret_ref: None,
     };

@@ -66,6 +66,7 @@ fn checkpoint(name: &str, pod: &str, age_s: i64, pushed: bool) -> PodCheckpoint 
             containers: Vec::new(),
             timeout_seconds: None,
             registry: pushed.then(|| RegistrySpec {
+                compression: None,
                 repository: Some("registry.team:5443/ckpt".into()),
                 secret_ref: None,
             }),

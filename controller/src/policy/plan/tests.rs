@@ -24,6 +24,7 @@ fn policy(interval: i64, keep_newest: u32, ttl_seconds: Option<i64>) -> Checkpoi
                 ttl_seconds,
             },
             registry: Some(RegistrySpec {
+                compression: None,
                 repository: Some("reg.example:5443/team/ckpt".into()),
                 secret_ref: None,
             }),

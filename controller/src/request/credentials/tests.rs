@@ -11,6 +11,7 @@ const COPIES_PATH: &str = "/api/v1/namespaces/checkpoint-credentials/secrets";
 
 fn registry() -> Option<RegistrySpec> {
     Some(RegistrySpec {
+        compression: None,
         repository: Some("registry.example/ckpt".into()),
         secret_ref: Some(SecretRef {
             name: "creds".into(),

@@ -247,6 +247,7 @@ async fn a_request_costs_five_calls_from_creation_to_completed() {
 fn pushed_request() -> ContainerCheckpoint {
     let mut request = request();
     request.spec.registry = Some(checkpointing::crd::RegistrySpec {
+        compression: None,
         repository: Some("registry.example/ckpt".into()),
         secret_ref: Some(checkpointing::crd::SecretRef {
             name: "creds".into(),

@@ -305,6 +305,7 @@ fn a_pushed_checkpoint_restores_from_the_node_local_registry_without_a_pull_secr
 
     let mut cc = completed();
     cc.spec.registry = Some(RegistrySpec {
+        compression: None,
         repository: Some("registry.example:5443/team/checkpoints".into()),
         secret_ref: Some(SecretRef {
             name: "push-creds".into(),
