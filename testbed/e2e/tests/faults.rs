@@ -5,7 +5,7 @@
 //! deleted or scaled away. These tests run one at a time (see .config/nextest.toml).
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use checkpointing::crd::{CheckpointState, ContainerCheckpoint, ContainerCheckpointContent};
 use checkpointing::oci::ImageLayout;
@@ -42,7 +42,7 @@ async fn noded_killed_mid_checkpoint_resolves_the_request_on_restart() {
     // 300 MB of process memory: the checkpoint takes seconds, long enough to kill noded in it.
     memory_hog(&tb, &client, &ns.name, "hog", NODE, 300).await;
 
-    start_hog_checkpoint(&client, &ns.name, "interrupted").await;
+    start_hog_checkpoint(&tb, &client, &ns.name, "interrupted").await;
     let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), &ns.name);
     // SIGKILL, as a crash; the kubelet starts the container again.
     tb.kill_noded(&client, NODE).await;
@@ -246,7 +246,7 @@ async fn apiserver_restarted_mid_checkpoint_every_request_still_ends() {
     let client = tb.client().await;
     memory_hog(&tb, &client, &ns.name, "hog", NODE, 300).await;
     let requests: Api<ContainerCheckpoint> = Api::namespaced(client.clone(), &ns.name);
-    start_hog_checkpoint(&client, &ns.name, "during").await;
+    start_hog_checkpoint(&tb, &client, &ns.name, "during").await;
 
     // Kill the apiserver while noded is inside the CRI call and every watch is open.
     let pid = std::fs::read_to_string(tb.state.join("pids/kube-apiserver.pid"))
@@ -362,8 +362,10 @@ impl Drop for DiskFull<'_> {
     }
 }
 
-/// Requests a checkpoint of the memory hog and returns once noded is inside it.
-async fn start_hog_checkpoint(client: &kube::Client, ns: &str, name: &str) {
+/// Asks for a checkpoint of the hog and returns once the runtime is writing its archive:
+/// noded is inside the CRI call. (Its Running status may land a moment later: it is written
+/// while the dump runs.)
+async fn start_hog_checkpoint(tb: &Testbed, client: &kube::Client, ns: &str, name: &str) {
     Api::<ContainerCheckpoint>::namespaced(client.clone(), ns)
         .create(
             &PostParams::default(),
@@ -371,16 +373,14 @@ async fn start_hog_checkpoint(client: &kube::Client, ns: &str, name: &str) {
         )
         .await
         .unwrap();
-    let contents: Api<ContainerCheckpointContent> = Api::namespaced(client.clone(), ns);
-    eventually(
-        "noded to start the checkpoint",
-        Duration::from_secs(60),
-        || async {
-            let state = contents.get(name).await.ok()?.status?.state?;
-            (state == CheckpointState::Running).then_some(())
-        },
-    )
-    .await;
+    let started = Instant::now();
+    while files(tb, ns).1.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "noded never started the checkpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A checkpoint whose finalizer was released without noded (as above) leaves its files on the
