@@ -37,8 +37,9 @@ const USER: RegistryUser = RegistryUser {
 const SECRET: &str = "bench-registry";
 
 pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
-    let pod = "pusher";
-    e2e::memory_hog(&c.tb, &c.client, &c.ns, pod, FROM, plan.moved_mib).await;
+    for kind in KINDS {
+        (kind.hog)(&c.tb, &c.client, &c.ns, kind.pod, FROM, plan.moved_mib).await;
+    }
     let registry = TokenRegistry::start(HOST_IP, &c.tb.state.join("pki"), &[USER]).await;
     push_secret(c, &registry).await?;
     // skopeo trusts the CA certificates (`*.crt`) of a directory.
@@ -52,20 +53,23 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let mut runs = Runs::default();
     let mut bytes = 0;
     for rep in 0..plan.repetitions {
-        for way in WAYS {
+        for (kind, compression) in KINDS
+            .iter()
+            .flat_map(|k| [Compression::None, Compression::Auto].map(|w| (k, w)))
+        {
             // A new checkpoint each time: the registry and node2 hold none of its blobs yet.
-            let name = format!("push-{rep}-{}", way.label);
+            let name = format!("push-{rep}-{}-{compression:?}", kind.label).to_lowercase();
+            let pod = kind.pod;
             let mut request = e2e::checkpoint_request(&name, pod, pod);
             request.spec.registry = Some(RegistrySpec {
-                compression: Some(way.compression),
+                compression: Some(compression),
                 repository: Some(repository.clone()),
                 secret_ref: Some(SecretRef {
                     name: SECRET.to_owned(),
                 }),
             });
-            let bytes_series = pushed_bytes_series(way.label);
             let before = HistogramTotals::read(FROM_METRICS, PUSH_DURATION)?;
-            let bytes_before = counter(&bytes_series)?;
+            let bytes_before = pushed_bytes()?;
             // noded trusts the registry's certificate through ConfigMap checkpoint-registry-ca,
             // which testbed/up fills with the testbed CA, as deploy/ asks a cluster admin to.
             let (cc, _) = c
@@ -78,14 +82,13 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
                 "{FROM}'s noded counted {} pushes during {name}, not 1",
                 after.count - before.count
             );
-            let sent = counter(&bytes_series)? - bytes_before;
+            let sent = pushed_bytes()? - bytes_before;
             ensure!(
                 sent > 0.0,
-                "{FROM}'s noded counted no bytes pushed {}",
-                way.label
+                "{FROM}'s noded counted no bytes pushed for {name}"
             );
             let content = c.content(&cc).await?;
-            bytes = content
+            let size = content
                 .status
                 .as_ref()
                 .and_then(|s| s.archive_size)
@@ -101,15 +104,15 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             let pushed = after.sum - before.sum;
             ensure!(pushed > 0.0, "{FROM}'s noded recorded a push of {pushed} s");
             let pulled = pull_on_node(c, TO, &creds, &image)?.as_secs_f64();
-            let measured = runs.of(way.compression);
+            let measured = runs.of(kind.label, compression);
             measured.push_s.push(pushed);
             measured.pushed_mib.push(sent / MIB);
             measured.pull_s.push(pulled);
-            if way.compression == Compression::Zstd {
+            if compression != Compression::None || kind.label != "random" {
                 c.remove_checkpoint(&name).await?;
                 continue;
             }
-
+            bytes = size;
             // The alternatives move the uncompressed image, as the first rows always have.
             let tag = content.metadata.uid.clone().context("Content has a UID")?;
             // --preserve-digests: the layer stays the uncompressed archive, as noded pushed it.
@@ -144,42 +147,60 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             c.remove_checkpoint(&name).await?;
         }
     }
-    c.remove_pod(pod).await?;
+    for kind in KINDS {
+        c.remove_pod(kind.pod).await?;
+    }
     rows(bytes as f64, &runs)
 }
 
 /// MiB, for pushed bytes.
 const MIB: f64 = (1 << 20) as f64;
 
-/// How one request of each repetition has noded push: `spec.registry.compression`, and the
-/// `compression` label of noded's pushed-bytes counter.
-#[derive(Clone, Copy)]
-struct Way {
-    compression: Compression,
+/// A checkpointed pod of the section: its memory, random (nothing to compress) or text
+/// (compresses to about half), how it is filled, and the pod.
+struct Kind {
     label: &'static str,
+    pod: &'static str,
+    hog: for<'a> fn(
+        &'a e2e::Testbed,
+        &'a kube::Client,
+        &'a str,
+        &'a str,
+        &'a str,
+        u32,
+    ) -> futures::future::BoxFuture<'a, ()>,
 }
 
-const WAYS: [Way; 2] = [
-    Way {
-        compression: Compression::None,
-        label: "none",
+const KINDS: [Kind; 2] = [
+    Kind {
+        label: "random",
+        pod: "pusher",
+        hog: |tb, client, ns, pod, node, mib| {
+            Box::pin(e2e::memory_hog(tb, client, ns, pod, node, mib))
+        },
     },
-    Way {
-        compression: Compression::Zstd,
-        label: "zstd",
+    Kind {
+        label: "text",
+        pod: "pusher-text",
+        hog: |tb, client, ns, pod, node, mib| {
+            Box::pin(e2e::text_hog(tb, client, ns, pod, node, mib))
+        },
     },
 ];
 
-/// node1's noded's counter of bytes pushed with the archive layer `label` (`none`, `zstd`).
-fn pushed_bytes_series(label: &str) -> String {
-    format!("checkpointing_noded_push_bytes_total{{compression=\"{label}\"}}")
+/// node1's noded's bytes pushed so far, whatever the archive layer's compression.
+fn pushed_bytes() -> anyhow::Result<f64> {
+    pushed_total(&crate::cluster::scrape(FROM_METRICS)?)
 }
 
-/// The value of `series` on node1's noded.
-fn counter(series: &str) -> anyhow::Result<f64> {
-    let metrics = crate::cluster::scrape(FROM_METRICS)?;
-    crate::stats::sample_value(&metrics, series)
-        .with_context(|| format!("{FROM_METRICS} has no {series}"))
+/// The sum of noded's pushed-bytes counters in `metrics`, over both compressions.
+fn pushed_total(metrics: &str) -> anyhow::Result<f64> {
+    ["none", "zstd"].iter().try_fold(0.0, |sum, label| {
+        let series = format!("checkpointing_noded_push_bytes_total{{compression=\"{label}\"}}");
+        let value = crate::stats::sample_value(metrics, &series)
+            .with_context(|| format!("{FROM_METRICS} has no {series}"))?;
+        anyhow::Ok(sum + value)
+    })
 }
 
 /// What each repetition measured of one way of pushing.
@@ -191,53 +212,46 @@ struct Measured {
     pull_s: Vec<f64>,
 }
 
-/// Every repetition's measurements: noded's two ways, and skopeo's copies of the
-/// uncompressed image.
+/// Every repetition's measurements: noded's pushes of each kind of memory, uncompressed and
+/// as `Auto` decides, and skopeo's copies of the random one.
 #[derive(Default)]
 struct Runs {
-    plain: Measured,
-    zstd: Measured,
+    random_plain: Measured,
+    random_auto: Measured,
+    text_plain: Measured,
+    text_auto: Measured,
     skopeo_push_s: Vec<f64>,
     skopeo_pull_s: Vec<f64>,
 }
 
 impl Runs {
-    fn of(&mut self, compression: Compression) -> &mut Measured {
-        match compression {
-            Compression::Zstd => &mut self.zstd,
-            Compression::None | Compression::Auto => &mut self.plain,
+    fn of(&mut self, kind: &str, compression: Compression) -> &mut Measured {
+        match (kind, compression) {
+            ("random", Compression::None) => &mut self.random_plain,
+            ("random", _) => &mut self.random_auto,
+            (_, Compression::None) => &mut self.text_plain,
+            _ => &mut self.text_auto,
         }
     }
 }
 
-/// Section 8's rows from an archive of `bytes`: our uncompressed push and pull against
-/// skopeo's (MB/s, as before), then zstd against uncompressed in pushed MiB, push time and the
-/// runtime's pull time.
+/// Section 8's rows from an archive of `bytes`: our uncompressed push and pull of random
+/// memory against skopeo's (MB/s, as before), then for each kind of memory `compression: Auto`
+/// against `None` in pushed MiB, push time and the runtime's pull time.
 fn rows(bytes: f64, runs: &Runs) -> anyhow::Result<Vec<Row>> {
     let mib = bytes / MIB;
     let mb = bytes / 1e6;
     let summary = |samples: &[f64]| Summary::of(samples).context("no measurement");
     let rate = |seconds: &[f64]| summary(&seconds.iter().map(|s| mb / s).collect::<Vec<_>>());
-    let zstd_versus_plain = |figure: String, unit, ours: &[f64], theirs: &[f64]| {
-        anyhow::Ok(Row::versus(
-            SECTION,
-            figure,
-            unit,
-            Better::Lower,
-            summary(ours)?,
-            "the same, compression: None",
-            summary(theirs)?,
-        ))
-    };
-    Ok(vec![
+    let mut rows = vec![
         Row::versus(
             SECTION,
             format!(
-                "{mib:.0} MiB checkpoint (archive = the image's big layer) pushed to a bearer-token TLS registry, compression: None"
+                "{mib:.0} MiB checkpoint of random memory (archive = the image's big layer) pushed to a bearer-token TLS registry, compression: None"
             ),
             "MB/s",
             Better::Higher,
-            rate(&runs.plain.push_s)?,
+            rate(&runs.random_plain.push_s)?,
             "skopeo copy oci → token registry (TLS)",
             rate(&runs.skopeo_push_s)?,
         ),
@@ -246,29 +260,32 @@ fn rows(bytes: f64, runs: &Runs) -> anyhow::Result<Vec<Row>> {
             format!("{mib:.0} MiB checkpoint pulled from it by node2's runtime, compression: None"),
             "MB/s",
             Better::Higher,
-            rate(&runs.plain.pull_s)?,
+            rate(&runs.random_plain.pull_s)?,
             "skopeo copy token registry → oci (host)",
             rate(&runs.skopeo_pull_s)?,
         ),
-        zstd_versus_plain(
-            format!("{mib:.0} MiB checkpoint pushed with compression: Zstd: bytes pushed"),
-            "MiB",
-            &runs.zstd.pushed_mib,
-            &runs.plain.pushed_mib,
-        )?,
-        zstd_versus_plain(
-            format!("{mib:.0} MiB checkpoint pushed with compression: Zstd: push time"),
-            "s",
-            &runs.zstd.push_s,
-            &runs.plain.push_s,
-        )?,
-        zstd_versus_plain(
-            format!("{mib:.0} MiB checkpoint pushed with compression: Zstd: node2's runtime pull"),
-            "s",
-            &runs.zstd.pull_s,
-            &runs.plain.pull_s,
-        )?,
-    ])
+    ];
+    for (kind, auto, plain) in [
+        ("random", &runs.random_auto, &runs.random_plain),
+        ("text", &runs.text_auto, &runs.text_plain),
+    ] {
+        for (what, unit, ours, theirs) in [
+            ("bytes pushed", "MiB", &auto.pushed_mib, &plain.pushed_mib),
+            ("push time", "s", &auto.push_s, &plain.push_s),
+            ("node2's runtime pull", "s", &auto.pull_s, &plain.pull_s),
+        ] {
+            rows.push(Row::versus(
+                SECTION,
+                format!("{mib:.0} MiB of {kind} memory, compression: Auto: {what}"),
+                unit,
+                Better::Lower,
+                summary(ours)?,
+                "the same, compression: None",
+                summary(theirs)?,
+            ));
+        }
+    }
+    Ok(rows)
 }
 
 const SECTION: &str = "8 registry";
@@ -345,21 +362,23 @@ mod tests {
     }
 
     #[test]
-    fn zstd_is_read_against_the_uncompressed_push_of_the_same_run() {
+    fn auto_is_read_against_the_uncompressed_push_of_the_same_memory() {
         let runs = Runs {
-            plain: measured(2.0, 256.0, 4.0),
-            zstd: measured(1.0, 64.0, 2.0),
+            random_plain: measured(2.0, 256.0, 4.0),
+            random_auto: measured(2.1, 256.0, 4.0),
+            text_plain: measured(2.0, 256.0, 4.0),
+            text_auto: measured(1.0, 128.0, 2.0),
             skopeo_push_s: vec![4.0],
             skopeo_pull_s: vec![2.0],
         };
         let rows = rows(256.0 * MIB, &runs).unwrap();
-        assert_eq!(rows.len(), 5);
+        assert_eq!(rows.len(), 8);
         assert!(rows.iter().all(|r| r.section == SECTION));
         let mb = 256.0 * MIB / 1e6;
         assert_eq!(rows[0].unit, "MB/s");
         assert_eq!(rows[0].ours.median, mb / 2.0, "push rate, uncompressed");
         assert_eq!(rows[1].ours.median, mb / 4.0, "pull rate, uncompressed");
-        let ratios: Vec<(&str, f64, f64)> = rows[2..]
+        let ratios: Vec<(&str, f64, f64)> = rows[5..]
             .iter()
             .map(|r| {
                 let theirs = r.alternative.as_ref().unwrap().figure.median;
@@ -368,19 +387,19 @@ mod tests {
             .collect();
         assert_eq!(
             ratios,
-            [("MiB", 64.0, 256.0), ("s", 1.0, 2.0), ("s", 2.0, 4.0)]
+            [("MiB", 128.0, 256.0), ("s", 1.0, 2.0), ("s", 2.0, 4.0)]
         );
-        assert!(
-            rows[2]
-                .figure
-                .starts_with("256 MiB checkpoint pushed with compression: Zstd")
+        assert_eq!(
+            rows[5].figure,
+            "256 MiB of text memory, compression: Auto: bytes pushed"
         );
+        assert_eq!(rows[2].ours.median, 256.0, "random memory stays as it is");
     }
 
     #[test]
     fn a_way_without_measurements_is_no_figure() {
         let runs = Runs {
-            plain: measured(2.0, 256.0, 4.0),
+            random_plain: measured(2.0, 256.0, 4.0),
             skopeo_push_s: vec![4.0],
             skopeo_pull_s: vec![2.0],
             ..Runs::default()
@@ -389,11 +408,10 @@ mod tests {
     }
 
     #[test]
-    fn the_pushed_bytes_series_is_noded_s() {
+    fn pushed_bytes_count_both_compressions() {
         let metrics = "checkpointing_noded_push_bytes_total{compression=\"none\"} 300\n\
                        checkpointing_noded_push_bytes_total{compression=\"zstd\"} 70\n";
-        let value = |label| crate::stats::sample_value(metrics, &pushed_bytes_series(label));
-        assert_eq!(value("none"), Some(300.0));
-        assert_eq!(value("zstd"), Some(70.0));
+        assert_eq!(pushed_total(metrics).unwrap(), 370.0);
+        assert!(pushed_total("").is_err());
     }
 }

@@ -215,6 +215,11 @@ pub struct PodMigrationStatus {
     /// When the checkpoint was asked for: the source freezes right after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_request_time: Option<MicroTime>,
+    /// When the restore began: the PodCheckpoint was seen Completed (the same as
+    /// `checkpointRequestTime` when restoring from an existing one). Splits the downtime into
+    /// its checkpoint and restore phases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_start_time: Option<MicroTime>,
     /// When every restored container was seen running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_time: Option<MicroTime>,

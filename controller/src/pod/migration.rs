@@ -11,7 +11,9 @@
 //!   webhook restores on the target, under the same owner (and, for a StatefulSet, the same
 //!   name: never two of them live).
 //! - **Succeeded** once every restored container runs: `downtimeMilliseconds` is from the
-//!   checkpoint request to then. **Failed** says what is left where, and how to retry.
+//!   checkpoint request to then, split at `restoreStartTime` (the checkpoint seen Completed)
+//!   into its checkpoint and restore phases. **Failed** says what is left where, and how to
+//!   retry.
 
 use std::time::Duration;
 
@@ -355,6 +357,7 @@ fn from_checkpoint(
     status.source_pod_uid = pod.metadata.uid.clone();
     status.pod_checkpoint = Some(from.to_owned());
     status.checkpoint_request_time = Some(MicroTime(o.now));
+    status.restore_start_time = Some(MicroTime(o.now));
     status.phase = Some(MigrationPhase::Restoring);
     status.message = Some(format!(
         "restoring pod {} away from node {node:?} from PodCheckpoint {from:?}{age}",
@@ -386,6 +389,7 @@ fn checkpointing(o: &Observed, mut status: PodMigrationStatus) -> Plan {
     match pc_status.and_then(|s| s.state) {
         Some(CheckpointState::Completed) => {
             status.phase = Some(MigrationPhase::Restoring);
+            status.restore_start_time = Some(MicroTime(o.now));
             status.message = Some(restoring_message(m, &status));
             // Straight on: a bare pod's copy is created, a workload's pod deleted, right now.
             restoring(o, status)
@@ -471,13 +475,7 @@ fn restoring(o: &Observed, mut status: PodMigrationStatus) -> Plan {
     // The downtime ends when every restored container is first seen running.
     let running_at = status.running_time.get_or_insert(MicroTime(o.now)).0;
     let started = status.checkpoint_request_time.as_ref().map(|t| t.0);
-    status.downtime_milliseconds = started.map(|t| {
-        running_at
-            .duration_since(t)
-            .as_millis()
-            .try_into()
-            .unwrap_or(i64::MAX)
-    });
+    status.downtime_milliseconds = started.map(|t| millis(t, running_at));
     if bare && source_live && m.spec.deletes_source() {
         // Not Succeeded before the source is gone: a final migration is never looked at again.
         status.message = Some(format!(
@@ -502,14 +500,31 @@ fn restoring(o: &Observed, mut status: PodMigrationStatus) -> Plan {
         ),
         _ => String::new(),
     };
+    let phases = match (started, status.restore_start_time.as_ref()) {
+        (Some(started), Some(restore)) => format!(
+            " (checkpoint {} ms, restore {} ms)",
+            millis(started, restore.0),
+            millis(restore.0, running_at)
+        ),
+        _ => String::new(),
+    };
     status.message = Some(format!(
-        "pod {:?} runs on node {:?} from PodCheckpoint {:?}{age}; downtime {} ms",
+        "pod {:?} runs on node {:?} from PodCheckpoint {:?}{age}; downtime {} ms{phases}",
         restored.name_any(),
         status.target_node.as_deref().unwrap_or_default(),
         status.pod_checkpoint.as_deref().unwrap_or_default(),
         status.downtime_milliseconds.unwrap_or_default()
     ));
     finish(m, status, "Succeeded", o.now)
+}
+
+/// Milliseconds from `from` to `to` (none before it).
+fn millis(from: Timestamp, to: Timestamp) -> i64 {
+    to.duration_since(from)
+        .as_millis()
+        .max(0)
+        .try_into()
+        .unwrap_or(i64::MAX)
 }
 
 /// The pod that restores this migration: labelled with it, restoring from its PodCheckpoint

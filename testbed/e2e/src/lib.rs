@@ -485,9 +485,32 @@ pub async fn memory_hog(
     node: &str,
     megabytes: u32,
 ) {
-    let script = format!(
-        "x=$(dd if=/dev/urandom bs=1M count={megabytes} 2>/dev/null); echo ready; while true; do sleep 1; done"
+    let fill = format!("dd if=/dev/urandom bs=1M count={megabytes} 2>/dev/null");
+    hog(tb, client, ns, name, node, &fill).await;
+}
+
+/// [`memory_hog`] whose memory is text, as much of an application's is: a hex dump of random
+/// bytes, which compresses to about half (zstd).
+pub async fn text_hog(
+    tb: &Testbed,
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    node: &str,
+    megabytes: u32,
+) {
+    // od writes about 3 characters a byte.
+    let fill = format!(
+        "dd if=/dev/urandom bs=1M count={} 2>/dev/null | od -An -tx1 -v | head -c {}",
+        megabytes / 3 + 1,
+        u64::from(megabytes) << 20
     );
+    hog(tb, client, ns, name, node, &fill).await;
+}
+
+/// Runs pod `name` holding the output of `fill` in a shell variable.
+async fn hog(tb: &Testbed, client: &kube::Client, ns: &str, name: &str, node: &str, fill: &str) {
+    let script = format!("x=$({fill}); echo ready; while true; do sleep 1; done");
     run_pod(client, ns, busybox_pod(name, node, &script)).await;
     wait_logged(tb, ns, name, "ready").await;
 }

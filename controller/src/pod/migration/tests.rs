@@ -28,6 +28,8 @@ struct World {
     checkpoint: Option<PodCheckpoint>,
     labelled: Vec<Pod>,
     lease: Option<Lease>,
+    /// The reconcile's clock.
+    now: Timestamp,
 }
 
 impl World {
@@ -37,6 +39,7 @@ impl World {
             checkpoint: None,
             labelled: Vec::new(),
             lease: Some(lease("2025-01-01T00:00:50Z")),
+            now: now(),
         }
     }
 
@@ -49,7 +52,7 @@ impl World {
             target_lease: self.lease.as_ref(),
             lease_namespace: "checkpoint-node-leases",
             pending_timeout: PENDING_TIMEOUT,
-            now: now(),
+            now: self.now,
         })
     }
 }
@@ -127,6 +130,7 @@ fn a_bare_pod_is_copied_to_the_target_and_the_source_goes_once_the_copy_runs() {
     assert!(status.checkpoint_request_time.is_some());
 
     world.checkpoint = Some(completed_checkpoint());
+    world.now = now() + k8s_openapi::jiff::SignedDuration::from_millis(1200);
     let actions = step(&mut m, &world);
     let [Action::CreatePod(copy)] = &actions[..] else {
         panic!("{actions:?}")
@@ -146,6 +150,7 @@ fn a_bare_pod_is_copied_to_the_target_and_the_source_goes_once_the_copy_runs() {
     );
 
     world.labelled = vec![restored((**copy).clone(), true)];
+    world.now = now() + k8s_openapi::jiff::SignedDuration::from_millis(4500);
     let actions = step(&mut m, &world);
     assert!(
         matches!(&actions[..], [Action::DeleteSource { name, uid }] if name == "app" && uid == "uid-pod")
@@ -156,12 +161,18 @@ fn a_bare_pod_is_copied_to_the_target_and_the_source_goes_once_the_copy_runs() {
         Some(MigrationPhase::Restoring)
     );
     world.pod = None;
+    world.now = now() + k8s_openapi::jiff::SignedDuration::from_millis(6000);
     assert!(step(&mut m, &world).is_empty());
     let status = m.status.clone().unwrap();
     assert_eq!(status.phase, Some(MigrationPhase::Succeeded));
     assert_eq!(status.target_node.as_deref(), Some("node2"));
-    // The test clock stands still: the downtime is measured, and zero here.
-    assert_eq!(status.downtime_milliseconds, Some(0));
+    // From the checkpoint request to the copy first seen running, not to the source's end.
+    assert_eq!(status.downtime_milliseconds, Some(4500));
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.ends_with("downtime 4500 ms (checkpoint 1200 ms, restore 3300 ms)"),
+        "{message}"
+    );
     assert_eq!(status.conditions[0].status, "True");
     // Final: nothing more.
     assert!(world.plan(&m).status.is_none());
