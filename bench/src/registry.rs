@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use checkpointing::crd::{Compression, RegistrySpec, SecretRef};
-use e2e::{RegistryUser, TokenRegistry};
+use e2e::{Memory, RegistryUser, TokenRegistry};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 
@@ -38,7 +38,9 @@ const SECRET: &str = "bench-registry";
 
 pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     for kind in KINDS {
-        (kind.hog)(&c.tb, &c.client, &c.ns, kind.pod, FROM, plan.moved_mib).await;
+        kind.memory
+            .hog(&c.tb, &c.client, &c.ns, kind.pod, FROM, plan.moved_mib)
+            .await;
     }
     let registry = TokenRegistry::start(HOST_IP, &c.tb.state.join("pki"), &[USER]).await;
     push_secret(c, &registry).await?;
@@ -58,7 +60,7 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             .flat_map(|k| [Compression::None, Compression::Auto].map(|w| (k, w)))
         {
             // A new checkpoint each time: the registry and node2 hold none of its blobs yet.
-            let name = format!("push-{rep}-{}-{compression:?}", kind.label).to_lowercase();
+            let name = format!("push-{rep}-{:?}-{compression:?}", kind.memory).to_lowercase();
             let pod = kind.pod;
             let mut request = e2e::checkpoint_request(&name, pod, pod);
             request.spec.registry = Some(RegistrySpec {
@@ -104,11 +106,11 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
             let pushed = after.sum - before.sum;
             ensure!(pushed > 0.0, "{FROM}'s noded recorded a push of {pushed} s");
             let pulled = pull_on_node(c, TO, &creds, &image)?.as_secs_f64();
-            let measured = runs.of(kind.label, compression);
+            let measured = runs.of(kind.memory, compression);
             measured.push_s.push(pushed);
             measured.pushed_mib.push(sent / MIB);
             measured.pull_s.push(pulled);
-            if compression != Compression::None || kind.label != "random" {
+            if compression != Compression::None || kind.memory != Memory::Random {
                 c.remove_checkpoint(&name).await?;
                 continue;
             }
@@ -156,35 +158,21 @@ pub async fn run(c: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Row>> {
 /// MiB, for pushed bytes.
 const MIB: f64 = (1 << 20) as f64;
 
-/// A checkpointed pod of the section: its memory, random (nothing to compress) or text
-/// (compresses to about half), how it is filled, and the pod.
+/// A checkpointed pod of the section and its memory: random (nothing to compress) or text
+/// (compresses to about half).
 struct Kind {
-    label: &'static str,
+    memory: Memory,
     pod: &'static str,
-    hog: for<'a> fn(
-        &'a e2e::Testbed,
-        &'a kube::Client,
-        &'a str,
-        &'a str,
-        &'a str,
-        u32,
-    ) -> futures::future::BoxFuture<'a, ()>,
 }
 
 const KINDS: [Kind; 2] = [
     Kind {
-        label: "random",
+        memory: Memory::Random,
         pod: "pusher",
-        hog: |tb, client, ns, pod, node, mib| {
-            Box::pin(e2e::memory_hog(tb, client, ns, pod, node, mib))
-        },
     },
     Kind {
-        label: "text",
+        memory: Memory::Text,
         pod: "pusher-text",
-        hog: |tb, client, ns, pod, node, mib| {
-            Box::pin(e2e::text_hog(tb, client, ns, pod, node, mib))
-        },
     },
 ];
 
@@ -225,10 +213,10 @@ struct Runs {
 }
 
 impl Runs {
-    fn of(&mut self, kind: &str, compression: Compression) -> &mut Measured {
-        match (kind, compression) {
-            ("random", Compression::None) => &mut self.random_plain,
-            ("random", _) => &mut self.random_auto,
+    fn of(&mut self, memory: Memory, compression: Compression) -> &mut Measured {
+        match (memory, compression) {
+            (Memory::Random, Compression::None) => &mut self.random_plain,
+            (Memory::Random, _) => &mut self.random_auto,
             (_, Compression::None) => &mut self.text_plain,
             _ => &mut self.text_auto,
         }

@@ -475,8 +475,8 @@ pub async fn wait_logged(tb: &Testbed, ns: &str, name: &str, text: &str) {
     .await;
 }
 
-/// Runs pod `name` (one container, also `name`) on `node`, holding `megabytes` of memory, so
-/// its checkpoint takes seconds; returns once the memory is filled.
+/// Runs pod `name` (one container, also `name`) on `node`, holding `megabytes` of random
+/// memory, so its checkpoint takes seconds; returns once the memory is filled.
 pub async fn memory_hog(
     tb: &Testbed,
     client: &kube::Client,
@@ -485,27 +485,47 @@ pub async fn memory_hog(
     node: &str,
     megabytes: u32,
 ) {
-    let fill = format!("dd if=/dev/urandom bs=1M count={megabytes} 2>/dev/null");
-    hog(tb, client, ns, name, node, &fill).await;
+    Memory::Random
+        .hog(tb, client, ns, name, node, megabytes)
+        .await;
 }
 
-/// [`memory_hog`] whose memory is text, as much of an application's is: a hex dump of random
-/// bytes, which compresses to about half (zstd).
-pub async fn text_hog(
-    tb: &Testbed,
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    node: &str,
-    megabytes: u32,
-) {
-    // od writes about 3 characters a byte.
-    let fill = format!(
-        "dd if=/dev/urandom bs=1M count={} 2>/dev/null | od -An -tx1 -v | head -c {}",
-        megabytes / 3 + 1,
-        u64::from(megabytes) << 20
-    );
-    hog(tb, client, ns, name, node, &fill).await;
+/// What a hog's memory holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Memory {
+    /// Random bytes: nothing to compress.
+    Random,
+    /// Text, as much of an application's memory is: a hex dump of random bytes, which zstd
+    /// compresses to about half.
+    Text,
+}
+
+impl Memory {
+    /// The shell command writing `megabytes` of this memory to its output.
+    fn fill(self, megabytes: u32) -> String {
+        match self {
+            Self::Random => format!("dd if=/dev/urandom bs=1M count={megabytes} 2>/dev/null"),
+            // od writes about 3 characters a byte.
+            Self::Text => format!(
+                "dd if=/dev/urandom bs=1M count={} 2>/dev/null | od -An -tx1 -v | head -c {}",
+                megabytes / 3 + 1,
+                u64::from(megabytes) << 20
+            ),
+        }
+    }
+
+    /// Runs [`memory_hog`]'s pod with this memory.
+    pub async fn hog(
+        self,
+        tb: &Testbed,
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+        node: &str,
+        megabytes: u32,
+    ) {
+        hog(tb, client, ns, name, node, &self.fill(megabytes)).await;
+    }
 }
 
 /// Runs pod `name` holding the output of `fill` in a shell variable.

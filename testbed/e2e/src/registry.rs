@@ -247,9 +247,7 @@ impl TokenRegistry {
         reference: &str,
         user: &RegistryUser,
     ) -> u16 {
-        self.manifest_request("GET", repository, reference, user, "pull")
-            .await
-            .0
+        self.manifest(repository, reference, user).await.0
     }
 
     /// Status code and body of `GET /v2/<repository>/manifests/<reference>` with a pull
